@@ -1,0 +1,315 @@
+//! `/etc/pbxha/pbxha.toml`: the typed model ([`Config`]), the reader that turns TOML into it
+//! while collecting every problem with its key path ([`parse`]), and the semantic checks
+//! ([`Config::validate`]).
+
+// mod parse;
+// mod validate;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+// pub use parse::{load, parse};
+// pub use validate::local_node;
+
+/// Where the config lives unless `--config` says otherwise.
+pub const DEFAULT_PATH: &str = "/etc/pbxha/pbxha.toml";
+
+/// One thing wrong with a config, at a key path such as `link[0].address.b`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, " (hint: {hint})")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Config {
+    pub cluster: ClusterConfig,
+    pub heartbeat: HeartbeatConfig,
+    pub nodes: Vec<NodeConfig>,
+    pub links: Vec<LinkConfig>,
+    pub health: HealthConfig,
+    pub ping: PingConfig,
+    pub group: GroupConfig,
+    pub resources: Vec<ResourceConfig>,
+    pub paths: PathsConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ClusterConfig {
+    /// Shown in status, alerts and mail subjects.
+    pub name: String,
+    /// Carried in every packet so two clusters sharing a segment ignore each other.
+    pub id: u32,
+    /// Shared HMAC key; must be mode 0600.
+    pub auth_key_file: PathBuf,
+    /// Move the group back to `preferred-node` when it returns (heartbeat's `auto_failback`).
+    /// Off by default: every move drops calls, so a working primary stays where it is.
+    pub auto_failback: bool,
+    pub preferred_node: Option<String>,
+}
+
+/// Heartbeat timing, in the spirit of heartbeat's ha.cf (`keepalive`, `deadtime`,
+/// `warntime`, `initdead`), but in milliseconds.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HeartbeatConfig {
+    pub interval: Duration,
+    /// The peer is dead after this long without a valid packet on every link.
+    pub deadtime: Duration,
+    /// A gap longer than this is logged as a late heartbeat.
+    pub warntime: Duration,
+    /// How long a starting node waits for its peer before taking the group alone.
+    pub initdead: Duration,
+    /// Default UDP port for links (heartbeat's `udpport 694`).
+    pub port: u16,
+}
+
+pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(200);
+pub const DEFAULT_DEADTIME: Duration = Duration::from_millis(1000);
+pub const DEFAULT_WARNTIME: Duration = Duration::from_millis(500);
+pub const DEFAULT_INITDEAD: Duration = Duration::from_millis(5000);
+/// heartbeat's registered port (udpport 694 in ha.cf).
+pub const DEFAULT_PORT: u16 = 694;
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NodeConfig {
+    /// Matches `uname -n` on that node (as heartbeat's `node` lines do).
+    pub name: String,
+    pub id: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LinkMode {
+    /// Sent to the peer's address on this link.
+    Ucast,
+    /// Sent to the broadcast address of the sender's subnet on this link.
+    Bcast,
+    /// Sent to `group`.
+    Mcast,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LinkConfig {
+    pub name: String,
+    pub mode: LinkMode,
+    /// Bound with SO_BINDTODEVICE when set; required for bcast and mcast.
+    pub interface: Option<String>,
+    pub port: u16,
+    /// Multicast group (mcast only).
+    pub group: Option<IpAddr>,
+    /// Each node's address on this link, keyed by node name.
+    pub addresses: BTreeMap<String, Cidr>,
+}
+
+/// An address with its prefix length, such as `203.0.113.1/24`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` lies in this address's subnet.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(self.prefix)) };
+                u32::from(a) & mask == u32::from(b) & mask
+            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => {
+                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(self.prefix)) };
+                u128::from(a) & mask == u128::from(b) & mask
+            }
+            _ => false,
+        }
+    }
+
+    /// The IPv4 broadcast address of this subnet.
+    pub fn broadcast(&self) -> Option<std::net::Ipv4Addr> {
+        match self.addr {
+            IpAddr::V4(a) => {
+                let host = if self.prefix >= 32 { 0 } else { u32::MAX >> u32::from(self.prefix) };
+                Some((u32::from(a) | host).into())
+            }
+            IpAddr::V6(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| format!("`{addr}` is not an IP address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => match p.parse::<u8>() {
+                Ok(p) if p <= max => p,
+                _ => return Err(format!("`/{p}` is not a prefix length for {addr} (0 to {max})")),
+            },
+        };
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+/// Hysteresis for health checks (keepalived's `rise`/`fall`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HealthConfig {
+    /// Consecutive good samples before a failed check counts as recovered.
+    pub rise: u32,
+    /// Consecutive bad samples before a check counts as failed.
+    pub fall: u32,
+}
+
+/// Ping nodes: the tie-breaker that tells "the peer died" from "I am cut off".
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PingConfig {
+    pub targets: Vec<PingTarget>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum PingTarget {
+    /// ICMP echo, written `198.51.100.1`.
+    Icmp { addr: IpAddr },
+    /// TCP connect, written `tcp:198.51.100.1:80`.
+    Tcp { addr: std::net::SocketAddr },
+}
+
+impl std::fmt::Display for PingTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PingTarget::Icmp { addr } => write!(f, "{addr}"),
+            PingTarget::Tcp { addr } => write!(f, "tcp:{addr}"),
+        }
+    }
+}
+
+/// Local restart policy for the resource group.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GroupConfig {
+    /// Local restarts of a failed resource allowed within `restart-window` before the node
+    /// gives up and hands over.
+    pub max_restarts: u32,
+    pub restart_window: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ResourceConfig {
+    pub name: String,
+    pub start_timeout: Duration,
+    pub stop_timeout: Duration,
+    pub monitor_timeout: Duration,
+    pub monitor_interval: Duration,
+    pub kind: ResourceKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum ResourceKind {
+    Service(ServiceConfig),
+    Ocf(OcfConfig),
+    Vip(VipConfig),
+}
+
+impl ResourceKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ResourceKind::Service(_) => "service",
+            ResourceKind::Ocf(_) => "ocf",
+            ResourceKind::Vip(_) => "vip",
+        }
+    }
+}
+
+/// How a `service` resource is driven: exactly one of these.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceConfig {
+    /// A systemd unit: `systemctl start|stop|is-active UNIT`.
+    Unit(String),
+    /// Separate argvs for start and stop, and optionally status (exit 0 = running).
+    Commands { start: Vec<String>, stop: Vec<String>, status: Option<Vec<String>> },
+    /// A foreground process that pbxha itself starts, watches and kills (with its process
+    /// group) on stop.
+    Exec { argv: Vec<String>, env: BTreeMap<String, String> },
+}
+
+/// An installed OCF resource agent (resource-agents' `heartbeat/IPaddr2` and friends).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OcfConfig {
+    /// `provider/type`, resolved as `$OCF_ROOT/resource.d/provider/type`.
+    pub agent: String,
+    pub ocf_root: PathBuf,
+    /// Passed as `OCF_RESKEY_<name>`.
+    pub params: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct VipConfig {
+    pub address: Cidr,
+    pub interface: String,
+    /// Gratuitous ARPs (or unsolicited NAs) sent on takeover: Pacemaker's IPaddr2 sends 5.
+    pub garp_count: u32,
+    pub garp_interval: Duration,
+    /// Re-announce the VIP this often while holding it; zero turns it off.
+    pub garp_refresh: Duration,
+    /// Probe the VIP with ARP before adding it and refuse if someone answers.
+    pub guard: bool,
+}
+
+pub const DEFAULT_GARP_COUNT: u32 = 5;
+pub const DEFAULT_GARP_INTERVAL: Duration = Duration::from_millis(200);
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PathsConfig {
+    pub state_db: PathBuf,
+    pub control_socket: PathBuf,
+    /// Scripts run on every notification (cleared environment, `PBXHA_*` variables).
+    pub hooks: Vec<Vec<String>>,
+}
+
+pub const DEFAULT_STATE_DB: &str = "/var/lib/pbxha/state.db";
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/pbxha/control.sock";
+pub const DEFAULT_AUTH_KEY: &str = "/etc/pbxha/authkey";
+
+impl Config {
+    pub fn node(&self, name: &str) -> Option<&NodeConfig> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The other node of the pair.
+    pub fn peer_of(&self, name: &str) -> Option<&NodeConfig> {
+        self.nodes.iter().find(|n| n.name != name)
+    }
+}

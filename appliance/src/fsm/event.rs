@@ -1,0 +1,116 @@
+//! What goes into the state machine ([`Event`]) and what comes out ([`Action`]).
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::summary::NodeSummary;
+
+/// Everything that can happen to a node, on one channel.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// Periodic timer: deadlines (deadtime, initdead, drain) are checked here.
+    Tick,
+    /// An authenticated heartbeat from the peer arrived on link `link` (index into the
+    /// config's links).
+    Heartbeat { link: usize, summary: NodeSummary },
+    /// One sample of a named local health check; `rise`/`fall` are applied in the fsm.
+    Check { name: String, ok: bool },
+    /// Ping targets answering now (after the pinger's own rise/fall) out of `total`.
+    Connectivity { reachable: u8, total: u8 },
+    /// News from the resource group executor.
+    Group(GroupEvent),
+    /// An operator's request from the control socket (or SIGTERM's hand-over).
+    Admin(Admin),
+    /// The call drain before a planned hand-over finished (calls reached zero, or the
+    /// deadline passed with `calls_left`).
+    DrainFinished { calls_left: Option<u32> },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum GroupEvent {
+    /// Every resource started.
+    Started,
+    /// A resource failed to start; the executor has already stopped the ones before it.
+    StartFailed { resource: String, reason: String, conflict: bool },
+    /// Every resource stopped.
+    Stopped,
+    /// A resource would not stop. The node cannot safely give the group away.
+    StopFailed { resource: String, reason: String },
+    /// A running resource failed and local restarts are exhausted.
+    ResourceFailed { resource: String, reason: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Admin {
+    /// Take this node out of service (moving the group away if it holds it).
+    Standby,
+    /// Put it back.
+    Online,
+    /// Planned move of the group to the peer; `now` skips the call drain.
+    Switchover { now: bool },
+    /// The daemon is stopping (SIGTERM): hand over to a live peer, then stop.
+    Shutdown,
+}
+
+/// What the I/O layer must do. The fsm never does any of it itself.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Start the resource group in order.
+    StartGroup,
+    /// Stop the resource group in reverse order.
+    StopGroup,
+    /// Stop taking new calls and wait for active ones, up to `deadline`.
+    Drain { deadline: Duration },
+    /// Send a heartbeat now instead of at the next interval: the summary changed.
+    Announce,
+    /// Send gratuitous ARP for the VIPs again (after winning a both-primary resolution).
+    Reannounce,
+    /// Write to the journal.
+    Record(Record),
+    /// Tell people (mail, hooks, log).
+    Notify(Notice),
+    /// Shutdown finished: the daemon may exit.
+    Exit,
+}
+
+/// A journal line the fsm asks for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Record {
+    pub kind: RecordKind,
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecordKind {
+    RoleChange,
+    Peer,
+    Link,
+    Health,
+    Admin,
+    /// The first sign of trouble that may lead to a failover (a link went silent).
+    Suspicion,
+    /// The decision to take over; opens a failover timeline.
+    FailoverBegin,
+    /// The group is running on the new primary; closes the timeline.
+    FailoverEnd,
+    SplitBrain,
+}
+
+/// Something a person should hear about.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Notice {
+    pub severity: Severity,
+    pub subject: String,
+    pub body: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}

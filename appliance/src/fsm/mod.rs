@@ -1,0 +1,5 @@
+//! The pure failover state machine.
+
+mod event;
+
+pub use event::*;

@@ -1,0 +1,17 @@
+//! pbxha's appliance: the daemon and everything the `pbxha` command drives.
+//!
+//! Parts: [`config`] (the TOML model, every problem reported at once), [`summary`] (what a
+//! node tells its peer), [`membership`] (authenticated UDP heartbeats over redundant links),
+//! [`fsm`] (the pure failover state machine: events in, actions out, time as an input),
+//! [`resources`] (the ordered resource group and its kinds), [`journal`] (SQLite event
+//! journal and failover timelines), [`control`] (the Unix control socket), [`daemon`] (the
+//! I/O loop that wires them together) and [`lab`] (a real two-node cluster in network
+//! namespaces).
+
+pub mod config;
+pub mod error;
+pub mod fsm;
+pub mod summary;
+pub mod resources;
+
+pub use error::Error;

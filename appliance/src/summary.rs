@@ -1,0 +1,121 @@
+//! What one node tells its peer about itself in every heartbeat.
+
+use serde::{Deserialize, Serialize};
+
+/// A node's role in the pair (see ARCHITECTURE.md, "Failover rules").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Just started, waiting for the peer or for `initdead`.
+    Starting,
+    /// Healthy and ready to take over.
+    Secondary,
+    /// Holds (or is acquiring or releasing) the resource group.
+    Primary,
+    /// Taken out of service by an operator; never takes over.
+    Standby,
+    /// Has at least one fault reason and may not take over.
+    Fault,
+}
+
+impl Role {
+    pub fn code(self) -> u8 {
+        match self {
+            Role::Starting => 0,
+            Role::Secondary => 1,
+            Role::Primary => 2,
+            Role::Standby => 3,
+            Role::Fault => 4,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<Role> {
+        Some(match code {
+            0 => Role::Starting,
+            1 => Role::Secondary,
+            2 => Role::Primary,
+            3 => Role::Standby,
+            4 => Role::Fault,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Starting => "starting",
+            Role::Secondary => "secondary",
+            Role::Primary => "primary",
+            Role::Standby => "standby",
+            Role::Fault => "fault",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where the resource group stands on a node. The peer needs this, not just the role: it
+/// must not add the VIP while this node is still `Stopping` it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GroupPhase {
+    Stopped,
+    Starting,
+    Running,
+    Stopping,
+}
+
+impl GroupPhase {
+    pub fn code(self) -> u8 {
+        match self {
+            GroupPhase::Stopped => 0,
+            GroupPhase::Starting => 1,
+            GroupPhase::Running => 2,
+            GroupPhase::Stopping => 3,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<GroupPhase> {
+        Some(match code {
+            0 => GroupPhase::Stopped,
+            1 => GroupPhase::Starting,
+            2 => GroupPhase::Running,
+            3 => GroupPhase::Stopping,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupPhase::Stopped => "stopped",
+            GroupPhase::Starting => "starting",
+            GroupPhase::Running => "running",
+            GroupPhase::Stopping => "stopping",
+        }
+    }
+}
+
+/// The sender's state, carried in every heartbeat packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSummary {
+    pub role: Role,
+    pub group: GroupPhase,
+    /// No fault reasons on the sender.
+    pub healthy: bool,
+    /// Ping targets answering / configured (0/0 when none are configured, which counts as
+    /// connected: a pair without ping nodes cannot break ties on connectivity).
+    pub reachable: u8,
+    pub targets: u8,
+    /// "Take over from me": set by a node that released the group for its peer
+    /// (switchover, standby, local fault) until the peer is primary.
+    pub handover: bool,
+}
+
+impl NodeSummary {
+    pub fn connected(&self) -> bool {
+        self.targets == 0 || self.reachable > 0
+    }
+}
