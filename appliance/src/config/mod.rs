@@ -2,8 +2,8 @@
 //! while collecting every problem with its key path ([`parse`]), and the semantic checks
 //! ([`Config::validate`]).
 
-// mod parse;
-// mod validate;
+mod parse;
+mod validate;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-// pub use parse::{load, parse};
-// pub use validate::local_node;
+pub use parse::{load, parse};
+pub use validate::local_node;
 
 /// Where the config lives unless `--config` says otherwise.
 pub const DEFAULT_PATH: &str = "/etc/pbxha/pbxha.toml";
@@ -313,3 +313,6 @@ impl Config {
         self.nodes.iter().find(|n| n.name != name)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,473 @@
+//! TOML → [`Config`], collecting every problem instead of stopping at the first.
+//!
+//! serde's derive stops at the first unknown or missing key, and `check-config` must report
+//! them all in one run, so the tree is walked by hand with a [`Section`] that remembers which
+//! keys were asked for: whatever is left over is an unknown key.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::{Table, Value};
+
+use super::*;
+use crate::Error;
+
+/// Reads and parses the config file. Problems are returned as [`Error::ConfigInvalid`] after
+/// being logged; `check-config` uses [`parse`] to print them.
+pub fn load(path: &Path) -> Result<Config, Error> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::ConfigFile { path: path.to_path_buf(), message: format!("cannot read: {e}") })?;
+    parse(&text).map_err(|problems| {
+        for p in &problems {
+            tracing::error!(config = %path.display(), "{p}");
+        }
+        Error::ConfigInvalid { path: path.to_path_buf(), count: problems.len() }
+    })
+}
+
+/// Parses and validates config text, returning every problem found.
+pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
+    let root: Table = match text.parse() {
+        Ok(t) => t,
+        Err(e) => {
+            let message = e.to_string().lines().next().unwrap_or("syntax error").to_string();
+            let key = match e.span() {
+                Some(span) => format!("(line {})", 1 + text[..span.start.min(text.len())].matches('\n').count()),
+                None => "(syntax)".to_string(),
+            };
+            return Err(vec![Problem { key, message, hint: Some("this is not valid TOML".into()) }]);
+        }
+    };
+    let problems = RefCell::new(Vec::new());
+    let config = read_config(&mut Section::root(&root, &problems));
+    let mut problems = problems.into_inner();
+    if let Some(config) = &config {
+        problems.extend(config.validate());
+    }
+    match config {
+        Some(config) if problems.is_empty() => Ok(config),
+        _ => Err(problems),
+    }
+}
+
+fn read_config(root: &mut Section) -> Option<Config> {
+    let cluster = root.table("cluster", true).and_then(|mut s| {
+        let c = ClusterConfig {
+            name: s.string("name").unwrap_or_default(),
+            id: s.int("id", 1, u32::MAX.into()).unwrap_or(0),
+            auth_key_file: s.path_or("auth-key-file", DEFAULT_AUTH_KEY),
+            auto_failback: s.bool_or("auto-failback", false),
+            preferred_node: s.opt_string("preferred-node"),
+        };
+        s.finish();
+        Some(c)
+    });
+    let heartbeat = root.table_or_empty("heartbeat", |s| HeartbeatConfig {
+        interval: s.duration_or("interval", DEFAULT_INTERVAL),
+        deadtime: s.duration_or("deadtime", DEFAULT_DEADTIME),
+        warntime: s.duration_or("warntime", DEFAULT_WARNTIME),
+        initdead: s.duration_or("initdead", DEFAULT_INITDEAD),
+        port: s.int_or("port", 1, 65535, DEFAULT_PORT.into()),
+    });
+    let health = root.table_or_empty("health", |s| HealthConfig {
+        rise: s.int_or("rise", 1, 100, 2),
+        fall: s.int_or("fall", 1, 100, 3),
+    });
+    let nodes = root
+        .tables("node", true)
+        .into_iter()
+        .map(|mut s| {
+            let n = NodeConfig { name: s.string("name").unwrap_or_default(), id: s.int("id", 1, 65535).unwrap_or(0) };
+            s.finish();
+            n
+        })
+        .collect();
+    let port = heartbeat.port;
+    let links = root.tables("link", true).into_iter().map(|mut s| read_link(&mut s, port)).collect();
+    let ping = root.table_or_empty("ping", |s| PingConfig {
+        targets: s.list("targets", |v, key, s| match v.as_str().map(parse_ping_target) {
+            Some(Ok(t)) => Some(t),
+            Some(Err(m)) => s.problem(key, m, Some("write `198.51.100.1` for ICMP or `tcp:198.51.100.1:80`")),
+            None => s.problem(key, "expected a string".into(), None),
+        }),
+        interval: s.duration_or("interval", Duration::from_millis(1000)),
+        timeout: s.duration_or("timeout", Duration::from_millis(800)),
+        rise: s.int_or("rise", 1, 100, 2),
+        fall: s.int_or("fall", 1, 100, 3),
+    });
+    let group = root.table_or_empty("group", |s| GroupConfig {
+        max_restarts: s.int_or("max-restarts", 0, 1000, 3),
+        restart_window: s.duration_or("restart-window", Duration::from_secs(60)),
+    });
+    let resources = root.tables("resource", false).into_iter().filter_map(|mut s| read_resource(&mut s)).collect();
+    let paths = root.table_or_empty("paths", |s| PathsConfig {
+        state_db: s.path_or("state-db", DEFAULT_STATE_DB),
+        control_socket: s.path_or("control-socket", DEFAULT_CONTROL_SOCKET),
+        hooks: s.list("hooks", |v, key, s| s.argv_value(v, &key)),
+    });
+    root.finish();
+    Some(Config { cluster: cluster?, heartbeat, nodes, links, health, ping, group, resources, paths })
+}
+
+fn read_link(s: &mut Section, default_port: u16) -> LinkConfig {
+    let mode = match s.opt_string("mode").as_deref() {
+        Some("ucast") | None => LinkMode::Ucast,
+        Some("bcast") => LinkMode::Bcast,
+        Some("mcast") => LinkMode::Mcast,
+        Some(other) => {
+            s.problem::<()>(s.key("mode"), format!("unknown link mode `{other}`"), Some("one of ucast, bcast, mcast"));
+            LinkMode::Ucast
+        }
+    };
+    let addresses = s
+        .table("addresses", true)
+        .map(|mut a| {
+            let map = a.all(|v, key, a| match v.as_str().map(str::parse::<Cidr>) {
+                Some(Ok(c)) => Some(c),
+                Some(Err(m)) => a.problem(key, m, Some("write an address with its prefix, e.g. 203.0.113.1/24")),
+                None => a.problem(key, "expected a string".into(), None),
+            });
+            map
+        })
+        .unwrap_or_default();
+    let link = LinkConfig {
+        name: s.string("name").unwrap_or_default(),
+        mode,
+        interface: s.opt_string("interface"),
+        port: s.int_or("port", 1, 65535, default_port.into()),
+        group: s.opt_string("group").and_then(|g| match g.parse() {
+            Ok(ip) => Some(ip),
+            Err(_) => s.problem(s.key("group"), format!("`{g}` is not an IP address"), None),
+        }),
+        addresses,
+    };
+    s.finish();
+    link
+}
+
+fn read_resource(s: &mut Section) -> Option<ResourceConfig> {
+    let name = s.string("name").unwrap_or_default();
+    let kind_name = s.string("kind");
+    let kind = match kind_name.as_deref() {
+        Some("service") => read_service(s).map(ResourceKind::Service),
+        Some("ocf") => Some(ResourceKind::Ocf(OcfConfig {
+            agent: s.string("agent").unwrap_or_default(),
+            ocf_root: s.path_or("ocf-root", "/usr/lib/ocf"),
+            params: s.table("params", false).map(|mut p| p.strings()).unwrap_or_default(),
+        })),
+        Some("vip") => s.cidr("address").map(|address| {
+            ResourceKind::Vip(VipConfig {
+                address,
+                interface: s.string("interface").unwrap_or_default(),
+                garp_count: s.int_or("garp-count", 0, 100, DEFAULT_GARP_COUNT.into()),
+                garp_interval: s.duration_or("garp-interval", DEFAULT_GARP_INTERVAL),
+                garp_refresh: s.duration_or("garp-refresh", Duration::ZERO),
+                guard: s.bool_or("guard", true),
+            })
+        }),
+        Some(other) => s.problem(s.key("kind"), format!("unknown resource kind `{other}`"), Some("one of service, ocf, vip")),
+        None => None,
+    };
+    let r = ResourceConfig {
+        name,
+        start_timeout: s.duration_or("start-timeout", Duration::from_secs(20)),
+        stop_timeout: s.duration_or("stop-timeout", Duration::from_secs(20)),
+        monitor_timeout: s.duration_or("monitor-timeout", Duration::from_secs(10)),
+        monitor_interval: s.duration_or("monitor-interval", Duration::from_secs(2)),
+        kind: kind?,
+    };
+    s.finish();
+    Some(r)
+}
+
+fn read_service(s: &mut Section) -> Option<ServiceConfig> {
+    let unit = s.opt_string("unit");
+    let exec = s.opt_argv("exec");
+    let env = s.table("env", false).map(|mut e| e.strings()).unwrap_or_default();
+    let start = s.opt_argv("start");
+    let stop = s.opt_argv("stop");
+    let status = s.opt_argv("status");
+    match (unit, exec, start, stop) {
+        (Some(unit), None, None, None) => Some(ServiceConfig::Unit(unit)),
+        (None, Some(argv), None, None) => Some(ServiceConfig::Exec { argv, env }),
+        (None, None, Some(start), Some(stop)) => Some(ServiceConfig::Commands { start, stop, status }),
+        (None, None, Some(_), None) | (None, None, None, Some(_)) => s.problem(
+            s.key("start"),
+            "a service driven by commands needs both `start` and `stop`".into(),
+            Some("add the missing argv, e.g. stop = [\"/usr/sbin/asterisk\", \"-rx\", \"core stop now\"]"),
+        ),
+        _ => s.problem(
+            s.key("kind"),
+            "a service needs exactly one of `unit`, `exec`, or `start`+`stop`".into(),
+            Some("unit = \"asterisk\" runs it through systemctl"),
+        ),
+    }
+}
+
+fn parse_ping_target(s: &str) -> Result<PingTarget, String> {
+    match s.strip_prefix("tcp:") {
+        Some(rest) => rest
+            .parse()
+            .map(|addr| PingTarget::Tcp { addr })
+            .map_err(|_| format!("`{rest}` is not ADDRESS:PORT")),
+        None => s.parse().map(|addr| PingTarget::Icmp { addr }).map_err(|_| format!("`{s}` is not an IP address")),
+    }
+}
+
+/// Parses `200`, `"200ms"`, `"1.5s"` or `"2m"`; bare integers are milliseconds.
+fn parse_duration(v: &Value) -> Result<Duration, String> {
+    match v {
+        Value::Integer(ms) if *ms >= 0 => Ok(Duration::from_millis(*ms as u64)),
+        Value::Integer(_) => Err("must not be negative".into()),
+        Value::String(s) => {
+            let s = s.trim();
+            let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+            let (num, unit) = s.split_at(split);
+            let num: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration"))?;
+            let ms = match unit.trim() {
+                "ms" | "" => num,
+                "s" => num * 1000.0,
+                "m" | "min" => num * 60_000.0,
+                other => return Err(format!("unknown unit `{other}` in `{s}`")),
+            };
+            Ok(Duration::from_millis(ms.round() as u64))
+        }
+        other => Err(format!("expected milliseconds or a string such as \"1.5s\", found {}", other.type_str())),
+    }
+}
+
+/// One TOML table being read, remembering which keys were asked for.
+struct Section<'a> {
+    path: String,
+    table: &'a Table,
+    asked: Vec<&'static str>,
+    problems: &'a RefCell<Vec<Problem>>,
+}
+
+impl<'a> Section<'a> {
+    fn root(table: &'a Table, problems: &'a RefCell<Vec<Problem>>) -> Self {
+        Section { path: String::new(), table, asked: Vec::new(), problems }
+    }
+
+    fn key(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    /// Records a problem; returns `None` so callers can use it as a value.
+    fn problem<T>(&self, key: String, message: String, hint: Option<&str>) -> Option<T> {
+        self.problems.borrow_mut().push(Problem { key, message, hint: hint.map(str::to_string) });
+        None
+    }
+
+    fn get(&mut self, key: &'static str) -> Option<&'a Value> {
+        self.asked.push(key);
+        self.table.get(key)
+    }
+
+    fn missing<T>(&self, key: &str) -> Option<T> {
+        self.problem(self.key(key), "missing required key".into(), None)
+    }
+
+    fn wrong<T>(&self, key: &str, expected: &str, found: &Value) -> Option<T> {
+        self.problem(self.key(key), format!("expected {expected}, found {}", found.type_str()), None)
+    }
+
+    fn opt_string(&mut self, key: &'static str) -> Option<String> {
+        match self.get(key)? {
+            Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+            Value::String(_) => self.problem(self.key(key), "must not be empty".into(), None),
+            other => self.wrong(key, "a string", other),
+        }
+    }
+
+    fn string(&mut self, key: &'static str) -> Option<String> {
+        if self.table.contains_key(key) {
+            self.opt_string(key)
+        } else {
+            self.asked.push(key);
+            self.missing(key)
+        }
+    }
+
+    fn path_or(&mut self, key: &'static str, default: &str) -> PathBuf {
+        self.opt_string(key).map_or_else(|| PathBuf::from(default), PathBuf::from)
+    }
+
+    fn bool_or(&mut self, key: &'static str, default: bool) -> bool {
+        match self.get(key) {
+            None => default,
+            Some(Value::Boolean(b)) => *b,
+            Some(other) => self.wrong(key, "true or false", other).unwrap_or(default),
+        }
+    }
+
+    fn int<T: TryFrom<i64>>(&mut self, key: &'static str, min: i64, max: i64) -> Option<T> {
+        match self.get(key) {
+            None => self.missing(key),
+            Some(Value::Integer(i)) if (min..=max).contains(i) => T::try_from(*i).ok(),
+            Some(Value::Integer(i)) => self.problem(self.key(key), format!("{i} is out of range ({min} to {max})"), None),
+            Some(other) => self.wrong(key, "an integer", other),
+        }
+    }
+
+    fn int_or<T: TryFrom<i64>>(&mut self, key: &'static str, min: i64, max: i64, default: i64) -> T
+    where
+        T: Default,
+    {
+        if self.table.contains_key(key) {
+            self.int(key, min, max).unwrap_or_default()
+        } else {
+            self.asked.push(key);
+            T::try_from(default).unwrap_or_default()
+        }
+    }
+
+    fn duration_or(&mut self, key: &'static str, default: Duration) -> Duration {
+        match self.get(key).map(parse_duration) {
+            None => default,
+            Some(Ok(d)) => d,
+            Some(Err(m)) => self.problem(self.key(key), m, Some("bare numbers are milliseconds")).unwrap_or(default),
+        }
+    }
+
+    fn cidr(&mut self, key: &'static str) -> Option<Cidr> {
+        let text = self.string(key)?;
+        match text.parse() {
+            Ok(c) => Some(c),
+            Err(m) => self.problem(self.key(key), m, Some("write an address with its prefix, e.g. 198.51.100.100/24")),
+        }
+    }
+
+    fn argv_value(&self, v: &Value, key: &str) -> Option<Vec<String>> {
+        let hint = Some("an argv is a list of strings, e.g. [\"/usr/sbin/asterisk\", \"-rx\", \"core show channels\"]");
+        match v.as_array() {
+            Some(items) if !items.is_empty() => {
+                let argv: Option<Vec<String>> = items.iter().map(|i| i.as_str().map(str::to_string)).collect();
+                argv.or_else(|| self.problem(key.to_string(), "every argv item must be a string".into(), hint))
+            }
+            Some(_) => self.problem(key.to_string(), "an argv must not be empty".into(), hint),
+            None => self.problem(key.to_string(), format!("expected a list of strings, found {}", v.type_str()), hint),
+        }
+    }
+
+    fn opt_argv(&mut self, key: &'static str) -> Option<Vec<String>> {
+        let v = self.get(key)?;
+        self.argv_value(v, &self.key(key))
+    }
+
+    /// Every element of an array, converted by `f` (which reports its own problems).
+    fn list<T>(&mut self, key: &'static str, f: impl Fn(&Value, String, &Self) -> Option<T>) -> Vec<T> {
+        match self.get(key) {
+            None => Vec::new(),
+            Some(Value::Array(items)) => {
+                items.iter().enumerate().filter_map(|(i, v)| f(v, format!("{}[{i}]", self.key(key)), self)).collect()
+            }
+            Some(other) => self.wrong(key, "a list", other).unwrap_or_default(),
+        }
+    }
+
+    /// Every key of this table, converted by `f`: for maps such as `addresses`.
+    fn all<T>(&mut self, f: impl Fn(&Value, String, &Self) -> Option<T>) -> BTreeMap<String, T> {
+        let entries: Vec<(&String, &Value)> = self.table.iter().collect();
+        self.table = EMPTY.get_or_init(Table::new);
+        entries.into_iter().filter_map(|(k, v)| Some((k.clone(), f(v, self.key(k), self)?))).collect()
+    }
+
+    fn strings(&mut self) -> BTreeMap<String, String> {
+        self.all(|v, key, s| match v {
+            Value::String(x) => Some(x.clone()),
+            Value::Integer(i) => Some(i.to_string()),
+            Value::Boolean(b) => Some(b.to_string()),
+            other => s.problem(key, format!("expected a string, found {}", other.type_str()), None),
+        })
+    }
+
+    fn table(&mut self, key: &'static str, required: bool) -> Option<Section<'a>> {
+        match self.get(key) {
+            None if required => self.missing(key),
+            None => None,
+            Some(Value::Table(t)) => Some(Section { path: self.key(key), table: t, asked: Vec::new(), problems: self.problems }),
+            Some(other) => self.wrong(key, "a table", other),
+        }
+    }
+
+    /// A table with defaults for everything: absent means all defaults.
+    fn table_or_empty<T>(&mut self, key: &'static str, f: impl FnOnce(&mut Section<'a>) -> T) -> T {
+        let mut s = self.table(key, false).unwrap_or_else(|| Section {
+            path: self.key(key),
+            table: EMPTY.get_or_init(Table::new),
+            asked: Vec::new(),
+            problems: self.problems,
+        });
+        let value = f(&mut s);
+        s.finish();
+        value
+    }
+
+    /// `[[key]]` arrays of tables, with paths like `link[1]`.
+    fn tables(&mut self, key: &'static str, required: bool) -> Vec<Section<'a>> {
+        match self.get(key) {
+            None if required => self.missing(key).unwrap_or_default(),
+            None => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| match v {
+                    Value::Table(t) => Some(Section {
+                        path: format!("{}[{i}]", self.key(key)),
+                        table: t,
+                        asked: Vec::new(),
+                        problems: self.problems,
+                    }),
+                    other => self.wrong(&format!("{key}[{i}]"), "a table", other),
+                })
+                .collect(),
+            Some(other) => self.wrong(key, &format!("[[{key}]] tables"), other).unwrap_or_default(),
+        }
+    }
+
+    /// Reports every key nobody asked for, with the nearest known key as a hint.
+    fn finish(&mut self) {
+        for key in self.table.keys() {
+            if self.asked.contains(&key.as_str()) {
+                continue;
+            }
+            let hint = self
+                .asked
+                .iter()
+                .map(|k| (edit_distance(k, key), *k))
+                .filter(|(d, _)| *d <= 3)
+                .min()
+                .map(|(_, k)| format!("did you mean `{k}`?"));
+            let hint = hint.unwrap_or_else(|| match self.asked.is_empty() {
+                true => "this section takes no keys".into(),
+                false => format!("known keys here: {}", self.asked.join(", ")),
+            });
+            self.problems.borrow_mut().push(Problem { key: self.key(key), message: "unknown key".into(), hint: Some(hint) });
+        }
+        self.table = EMPTY.get_or_init(Table::new);
+    }
+}
+
+static EMPTY: std::sync::OnceLock<Table> = std::sync::OnceLock::new();
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}

@@ -1,0 +1,194 @@
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+
+use super::*;
+
+fn key_file(mode: u32) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(b"0123456789abcdef0123456789abcdef\n").unwrap();
+    std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+    f
+}
+
+fn minimal(key: &std::path::Path) -> String {
+    format!(
+        r#"
+[cluster]
+name = "t"
+id = 7
+auth-key-file = "{}"
+
+[[node]]
+name = "a"
+id = 1
+[[node]]
+name = "b"
+id = 2
+
+[[link]]
+name = "hb"
+[link.addresses]
+a = "203.0.113.11/24"
+b = "203.0.113.12/24"
+"#,
+        key.display()
+    )
+}
+
+fn problems(text: &str) -> Vec<Problem> {
+    parse(text).expect_err("config should be rejected")
+}
+
+fn keys(problems: &[Problem]) -> Vec<&str> {
+    problems.iter().map(|p| p.key.as_str()).collect()
+}
+
+#[test]
+fn minimal_config_gets_the_default_profile() {
+    let key = key_file(0o600);
+    let c = parse(&minimal(key.path())).unwrap();
+    assert_eq!(c.heartbeat.interval, DEFAULT_INTERVAL);
+    assert_eq!(c.heartbeat.deadtime, Duration::from_millis(1000));
+    assert_eq!(c.links[0].mode, LinkMode::Ucast);
+    assert_eq!(c.links[0].port, DEFAULT_PORT);
+    assert!(!c.cluster.auto_failback);
+    assert_eq!(c.paths.state_db, PathBuf::from(DEFAULT_STATE_DB));
+}
+
+#[test]
+fn the_example_config_parses_when_its_key_exists() {
+    let key = key_file(0o600);
+    let text = include_str!("../../../examples/pbxha.toml").replace("/etc/pbxha/authkey", &key.path().display().to_string());
+    let c = parse(&text).unwrap_or_else(|p| panic!("{p:#?}"));
+    assert_eq!(c.links.len(), 2);
+    assert_eq!(c.group.restart_window, Duration::from_secs(300));
+    assert!(matches!(&c.resources[1].kind, ResourceKind::Service(ServiceConfig::Unit(u)) if u == "asterisk"));
+    assert_eq!(c.ping.targets.len(), 2);
+}
+
+#[test]
+fn every_problem_is_reported_in_one_run() {
+    let key = key_file(0o644);
+    let text = format!(
+        r#"
+[cluster]
+name = "t"
+auth-key-file = "{}"
+colour = "blue"
+
+[heartbeat]
+interval = 400
+deadtime = 700
+warntime = 900
+intervall = 3
+
+[[node]]
+name = "a"
+id = 1
+[[node]]
+name = "a"
+id = 1
+
+[[link]]
+name = "hb"
+mode = "bcast"
+[link.addresses]
+a = "203.0.113.300/24"
+
+[[resource]]
+name = "vip"
+kind = "vip"
+address = "198.51.100.100/33"
+interface = "pub0"
+"#,
+        key.path().display()
+    );
+    let p = problems(&text);
+    let k = keys(&p);
+    for expected in [
+        "cluster.id",
+        "cluster.colour",
+        "heartbeat.deadtime",
+        "heartbeat.warntime",
+        "heartbeat.intervall",
+        "node[1].name",
+        "node[1].id",
+        "link[0].addresses.a",
+        "link[0].interface",
+        "resource[0].address",
+        "cluster.auth-key-file",
+    ] {
+        assert!(k.contains(&expected), "missing {expected} in {p:#?}");
+    }
+    let typo = p.iter().find(|p| p.key == "heartbeat.intervall").unwrap();
+    assert_eq!(typo.hint.as_deref(), Some("did you mean `interval`?"));
+    let mode = p.iter().find(|p| p.key == "cluster.auth-key-file").unwrap();
+    assert!(mode.message.contains("0644"), "{mode:?}");
+}
+
+#[test]
+fn a_link_must_name_every_node() {
+    let key = key_file(0o600);
+    let text = minimal(key.path()).replace("b = \"203.0.113.12/24\"", "c = \"203.0.113.12/24\"");
+    let k = problems(&text);
+    assert!(keys(&k).contains(&"link[0].addresses.b"), "{k:#?}");
+    assert!(keys(&k).contains(&"link[0].addresses.c"), "{k:#?}");
+}
+
+#[test]
+fn missing_key_file_is_named() {
+    let text = minimal(std::path::Path::new("/nonexistent/pbxha/authkey"));
+    let p = problems(&text);
+    assert_eq!(keys(&p), ["cluster.auth-key-file"]);
+    assert!(p[0].message.contains("/nonexistent/pbxha/authkey"));
+}
+
+#[test]
+fn syntax_errors_name_the_line() {
+    let p = problems("[cluster]\nname = \"x\"\nid = = 3\n");
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].key, "(line 3)");
+}
+
+#[test]
+fn services_need_exactly_one_way_to_run() {
+    let key = key_file(0o600);
+    let base = minimal(key.path());
+    let both = format!("{base}\n[[resource]]\nname = \"s\"\nkind = \"service\"\nunit = \"x\"\nexec = [\"y\"]\n");
+    assert_eq!(keys(&problems(&both)), ["resource[0].kind"]);
+    let half = format!("{base}\n[[resource]]\nname = \"s\"\nkind = \"service\"\nstart = [\"y\"]\n");
+    assert_eq!(keys(&problems(&half)), ["resource[0].start"]);
+    let exec = format!("{base}\n[[resource]]\nname = \"s\"\nkind = \"service\"\nexec = [\"sleep\", \"9\"]\nenv = {{ A = \"1\" }}\nstart-timeout = \"1.5s\"\n");
+    let c = parse(&exec).unwrap();
+    assert_eq!(c.resources[0].start_timeout, Duration::from_millis(1500));
+    assert!(matches!(&c.resources[0].kind, ResourceKind::Service(ServiceConfig::Exec { argv, env }) if argv[0] == "sleep" && env["A"] == "1"));
+    let unknown = format!("{base}\n[[resource]]\nname = \"s\"\nkind = \"lsb\"\n");
+    assert_eq!(keys(&problems(&unknown)), ["resource[0].kind"]);
+}
+
+#[test]
+fn ping_targets_and_durations_are_checked() {
+    let key = key_file(0o600);
+    let text = format!("{}\n[ping]\ntargets = [\"198.51.100.1\", \"tcp:198.51.100.1:80\", \"tcp:nowhere\", 5]\ninterval = \"3 parsecs\"\n", minimal(key.path()));
+    let k = problems(&text);
+    assert_eq!(keys(&k), ["ping.targets[2]", "ping.targets[3]", "ping.interval"], "{k:#?}");
+}
+
+#[test]
+fn local_node_by_name_or_flag() {
+    let key = key_file(0o600);
+    let c = parse(&minimal(key.path())).unwrap();
+    assert_eq!(local_node(&c, Some("b")).unwrap().id, 2);
+    let err = local_node(&c, Some("zz")).unwrap_err();
+    assert!(err.message.contains("zz") && err.message.contains("a, b"), "{err}");
+}
+
+#[test]
+fn cidr_parsing_and_subnets() {
+    let c: Cidr = "198.51.100.11/24".parse().unwrap();
+    assert!(c.contains("198.51.100.100".parse().unwrap()));
+    assert!(!c.contains("203.0.113.1".parse().unwrap()));
+    assert_eq!(c.broadcast().unwrap().to_string(), "198.51.100.255");
+    assert!("198.51.100.1/33".parse::<Cidr>().is_err());
+    assert_eq!("2001:db8::1".parse::<Cidr>().unwrap().prefix, 128);
+}
