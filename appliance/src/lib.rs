@@ -9,8 +9,11 @@
 //! namespaces).
 
 pub mod config;
+pub mod connectivity;
 pub mod error;
 pub mod fsm;
+pub mod membership;
+pub mod net;
 pub mod summary;
 pub mod resources;
 

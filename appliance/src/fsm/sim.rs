@@ -1,0 +1,590 @@
+//! Two fsm nodes wired together in memory with a fake clock: heartbeats travel over
+//! simulated links that can be cut, the resource group takes simulated time to start and
+//! stop, and every step checks that the group is never held by both nodes at once.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+const STEP: Duration = Duration::from_millis(10);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn params(id: u16) -> Params {
+    let (me, peer) = if id == 1 { ("a", "b") } else { ("b", "a") };
+    Params {
+        node_id: id,
+        node_name: me.into(),
+        peer_id: 3 - id,
+        peer_name: peer.into(),
+        link_names: vec!["hb".into(), "pub".into()],
+        interval: ms(200),
+        deadtime: ms(1000),
+        warntime: ms(500),
+        initdead: ms(3000),
+        rise: 2,
+        fall: 3,
+        ping_targets: 0,
+        auto_failback: false,
+        preferred: None,
+        failure_timeout: ms(10_000),
+        drain_timeout: ms(2000),
+    }
+}
+
+struct Sim {
+    now: Instant,
+    nodes: [Node; 2],
+    /// Node is running (sends heartbeats, receives events).
+    alive: [bool; 2],
+    /// link_up[link][from]: packets from `from` on `link` are delivered.
+    link_up: Vec<[bool; 2]>,
+    next_beat: [Instant; 2],
+    /// (when, node, event) waiting to be delivered.
+    pending: VecDeque<(Instant, usize, Event)>,
+    start_time: Duration,
+    stop_time: Duration,
+    /// Scripted answer for the next group start on a node.
+    start_result: [Option<GroupEvent>; 2],
+    drain_time: Duration,
+    /// The group counts as held from StartGroup until Stopped is delivered.
+    held: [bool; 2],
+    both_held_steps: u32,
+    allow_both: bool,
+    log: Vec<(usize, Action)>,
+}
+
+impl Sim {
+    fn new(pa: Params, pb: Params) -> Sim {
+        let now = Instant::now();
+        Sim {
+            now,
+            nodes: [Node::new(pa, now), Node::new(pb, now)],
+            alive: [true, true],
+            link_up: vec![[true, true]; 2],
+            next_beat: [now, now],
+            pending: VecDeque::new(),
+            start_time: ms(50),
+            stop_time: ms(40),
+            start_result: [None, None],
+            drain_time: ms(300),
+            held: [false, false],
+            both_held_steps: 0,
+            allow_both: false,
+            log: Vec::new(),
+        }
+    }
+
+    fn pair() -> Sim {
+        Sim::new(params(1), params(2))
+    }
+
+    /// A pair that has settled with `a` primary.
+    fn settled() -> Sim {
+        let mut s = Sim::pair();
+        s.run(ms(2000));
+        assert_eq!(s.roles(), [Role::Primary, Role::Secondary]);
+        s.log.clear();
+        s
+    }
+
+    fn feed(&mut self, n: usize, ev: Event) {
+        if !self.alive[n] {
+            return;
+        }
+        let actions = self.nodes[n].handle(ev, self.now);
+        for a in actions {
+            self.act(n, a.clone());
+            self.log.push((n, a));
+        }
+    }
+
+    fn act(&mut self, n: usize, a: Action) {
+        match a {
+            Action::StartGroup => {
+                self.held[n] = true;
+                let ev = self.start_result[n].take().unwrap_or(GroupEvent::Started);
+                if !matches!(ev, GroupEvent::Started) {
+                    self.held[n] = false;
+                }
+                self.pending.push_back((self.now + self.start_time, n, Event::Group(ev)));
+            }
+            Action::StopGroup => self.pending.push_back((self.now + self.stop_time, n, Event::Group(GroupEvent::Stopped))),
+            Action::Drain { .. } => {
+                self.pending.push_back((self.now + self.drain_time, n, Event::DrainFinished { calls_left: Some(0) }))
+            }
+            Action::Announce => self.beat(n),
+            Action::Exit => self.alive[n] = false,
+            Action::Reannounce | Action::Record(_) | Action::Notify(_) => {}
+        }
+    }
+
+    fn beat(&mut self, from: usize) {
+        if !self.alive[from] {
+            return;
+        }
+        let summary = self.nodes[from].summary();
+        for link in 0..self.link_up.len() {
+            if self.link_up[link][from] {
+                // Delivered on the next step, like a packet on a LAN.
+                self.pending.push_back((self.now, 1 - from, Event::Heartbeat { link, summary }));
+            }
+        }
+    }
+
+    fn step(&mut self) {
+        self.now += STEP;
+        let due: Vec<_> = {
+            let (due, rest): (Vec<_>, Vec<_>) = self.pending.drain(..).partition(|(t, _, _)| *t <= self.now);
+            self.pending = rest.into();
+            due
+        };
+        for (_, n, ev) in due {
+            if let Event::Group(GroupEvent::Stopped) = ev {
+                self.held[n] = false;
+            }
+            self.feed(n, ev);
+        }
+        for n in 0..2 {
+            if self.alive[n] && self.now >= self.next_beat[n] {
+                self.next_beat[n] = self.now + self.nodes[n].p.interval;
+                self.beat(n);
+            }
+            self.feed(n, Event::Tick);
+        }
+        if self.held[0] && self.held[1] {
+            self.both_held_steps += 1;
+            assert!(self.allow_both, "both nodes hold the group at {:?}", self.now);
+        }
+    }
+
+    fn run(&mut self, d: Duration) {
+        for _ in 0..(d.as_millis() / STEP.as_millis()) {
+            self.step();
+        }
+    }
+
+    /// Runs until `cond` holds; returns how long it took. Panics after `limit`.
+    fn run_until(&mut self, limit: Duration, cond: impl Fn(&Sim) -> bool) -> Duration {
+        let start = self.now;
+        while !cond(self) {
+            assert!(self.now - start < limit, "condition not reached within {limit:?}; roles {:?}", self.roles());
+            self.step();
+        }
+        self.now - start
+    }
+
+    fn roles(&self) -> [Role; 2] {
+        [self.nodes[0].role(), self.nodes[1].role()]
+    }
+
+    fn kill(&mut self, n: usize) {
+        self.alive[n] = false;
+        self.held[n] = false;
+        self.pending.retain(|(_, m, _)| *m != n);
+    }
+
+    fn revive(&mut self, n: usize, p: Params) {
+        self.nodes[n] = Node::new(p, self.now);
+        self.alive[n] = true;
+    }
+
+    fn cut_all_links(&mut self, cut: bool) {
+        for l in &mut self.link_up {
+            *l = [!cut, !cut];
+        }
+    }
+
+    fn records(&self, n: usize, kind: RecordKind) -> Vec<String> {
+        self.log
+            .iter()
+            .filter_map(|(m, a)| match a {
+                Action::Record(r) if *m == n && r.kind == kind => Some(r.message.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn count(&self, n: usize, f: impl Fn(&Action) -> bool) -> usize {
+        self.log.iter().filter(|(m, a)| *m == n && f(a)).count()
+    }
+
+    fn starts(&self, n: usize) -> usize {
+        self.count(n, |a| matches!(a, Action::StartGroup))
+    }
+}
+
+#[test]
+fn cold_start_elects_exactly_one_primary_by_lower_id() {
+    let mut s = Sim::pair();
+    s.run(ms(2000));
+    assert_eq!(s.roles(), [Role::Primary, Role::Secondary]);
+    assert_eq!(s.starts(1), 0);
+}
+
+#[test]
+fn preferred_node_wins_the_cold_start_tie() {
+    let mut pa = params(1);
+    let mut pb = params(2);
+    pa.preferred = Some(false);
+    pb.preferred = Some(true);
+    let mut s = Sim::new(pa, pb);
+    s.run(ms(2000));
+    assert_eq!(s.roles(), [Role::Secondary, Role::Primary]);
+}
+
+#[test]
+fn a_lone_node_takes_the_group_after_initdead_not_before() {
+    let mut s = Sim::pair();
+    s.kill(1);
+    s.run(ms(2900));
+    assert_eq!(s.nodes[0].role(), Role::Starting);
+    let took = s.run_until(ms(1000), |s| s.nodes[0].role() == Role::Primary);
+    assert!(took <= ms(200));
+    assert!(s.records(0, RecordKind::FailoverBegin)[0].contains("initdead"));
+}
+
+#[test]
+fn peer_death_leads_to_takeover_after_deadtime_with_a_timeline() {
+    let mut s = Sim::settled();
+    s.kill(0);
+    let took = s.run_until(ms(3000), |s| s.nodes[1].group == GroupPhase::Running);
+    // Deadtime runs from the last heartbeat, up to one interval before the kill.
+    assert!(took > ms(800) && took < ms(1400), "took {took:?}");
+    assert_eq!(s.records(1, RecordKind::Suspicion).len(), 1);
+    assert!(s.records(1, RecordKind::FailoverBegin)[0].contains("peer a is dead"));
+    assert_eq!(s.records(1, RecordKind::FailoverEnd).len(), 1);
+    let order: Vec<RecordKind> = s
+        .log
+        .iter()
+        .filter_map(|(n, a)| match a {
+            Action::Record(r) if *n == 1 && matches!(r.kind, RecordKind::Suspicion | RecordKind::FailoverBegin | RecordKind::FailoverEnd) => Some(r.kind),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, [RecordKind::Suspicion, RecordKind::FailoverBegin, RecordKind::FailoverEnd]);
+}
+
+#[test]
+fn one_silent_link_is_not_a_dead_peer() {
+    let mut s = Sim::settled();
+    s.link_up[0] = [false, false];
+    s.run(ms(5000));
+    assert_eq!(s.roles(), [Role::Primary, Role::Secondary]);
+    assert_eq!(s.starts(1), 0);
+    assert_eq!(s.records(1, RecordKind::Link).len(), 1, "{:?}", s.records(1, RecordKind::Link));
+}
+
+#[test]
+fn flapping_links_never_cause_a_failover() {
+    let mut s = Sim::settled();
+    // Each link goes down for 1.5 s in turn; never both at once for longer than deadtime.
+    for round in 0..6 {
+        let l = round % 2;
+        s.link_up[l] = [false, false];
+        s.run(ms(1500));
+        s.link_up[l] = [true, true];
+        s.run(ms(300));
+    }
+    // And both links dropping for less than deadtime.
+    for _ in 0..5 {
+        s.cut_all_links(true);
+        s.run(ms(700));
+        s.cut_all_links(false);
+        s.run(ms(500));
+    }
+    assert_eq!(s.starts(1), 0);
+    assert_eq!(s.roles(), [Role::Primary, Role::Secondary]);
+}
+
+#[test]
+fn partition_heal_keeps_one_primary_deterministically_and_reannounces() {
+    let mut s = Sim::settled();
+    s.allow_both = true;
+    s.cut_all_links(true);
+    s.run_until(ms(3000), |s| s.nodes[1].group == GroupPhase::Running);
+    assert_eq!(s.roles(), [Role::Primary, Role::Primary]);
+    s.cut_all_links(false);
+    s.run_until(ms(2000), |s| s.roles() == [Role::Primary, Role::Secondary]);
+    s.allow_both = false;
+    s.run(ms(3000));
+    assert_eq!(s.roles(), [Role::Primary, Role::Secondary]);
+    assert_eq!(s.count(0, |a| matches!(a, Action::Reannounce)), 1);
+    assert_eq!(s.count(1, |a| matches!(a, Action::Reannounce)), 0);
+    for n in 0..2 {
+        assert_eq!(s.records(n, RecordKind::SplitBrain).len(), 1, "node {n}");
+        assert!(s.count(n, |a| matches!(a, Action::Notify(x) if x.severity == Severity::Critical)) >= 1);
+    }
+}
+
+#[test]
+fn partition_heal_prefers_the_node_that_kept_connectivity() {
+    let mut pa = params(1);
+    let mut pb = params(2);
+    pa.ping_targets = 1;
+    pb.ping_targets = 1;
+    let mut s = Sim::new(pa, pb);
+    s.feed(0, Event::Connectivity { reachable: 1, total: 1 });
+    s.feed(1, Event::Connectivity { reachable: 1, total: 1 });
+    s.run(ms(2000));
+    assert_eq!(s.roles(), [Role::Primary, Role::Secondary]);
+    s.allow_both = true;
+    s.cut_all_links(true);
+    s.run_until(ms(3000), |s| s.nodes[1].group == GroupPhase::Running);
+    // While apart, a loses its ping target but keeps the group: its peer looks dead.
+    s.feed(0, Event::Connectivity { reachable: 0, total: 1 });
+    s.cut_all_links(false);
+    s.run_until(ms(2000), |s| s.nodes[0].group == GroupPhase::Stopped);
+    assert_eq!(s.nodes[1].role(), Role::Primary);
+}
+
+#[test]
+fn switchover_drains_then_moves_without_overlap() {
+    let mut s = Sim::settled();
+    s.feed(0, Event::Admin(Admin::Switchover { now: false }));
+    assert_eq!(s.count(0, |a| matches!(a, Action::Drain { .. })), 1);
+    let took = s.run_until(ms(3000), |s| s.nodes[1].group == GroupPhase::Running);
+    assert!(took >= s.drain_time, "moved before the drain finished");
+    s.run(ms(2000));
+    assert_eq!(s.roles(), [Role::Secondary, Role::Primary]);
+    // And back, skipping the drain.
+    s.log.clear();
+    s.feed(1, Event::Admin(Admin::Switchover { now: true }));
+    assert_eq!(s.count(1, |a| matches!(a, Action::Drain { .. })), 0);
+    let took = s.run_until(ms(3000), |s| s.nodes[0].group == GroupPhase::Running);
+    assert!(took < ms(300), "planned move took {took:?}");
+    s.run(ms(2000));
+    assert_eq!(s.roles(), [Role::Primary, Role::Secondary]);
+}
+
+#[test]
+fn switchover_is_refused_where_it_cannot_work() {
+    let mut s = Sim::settled();
+    assert!(s.nodes[1].refuse(&Admin::Switchover { now: true }).unwrap().contains("run the switchover on the primary (a)"));
+    s.feed(1, Event::Admin(Admin::Standby));
+    s.run(ms(500));
+    let why = s.nodes[0].refuse(&Admin::Switchover { now: true }).unwrap();
+    assert!(why.contains("peer b cannot take over (standby)"), "{why}");
+    s.feed(0, Event::Admin(Admin::Switchover { now: true }));
+    s.run(ms(2000));
+    assert_eq!(s.roles(), [Role::Primary, Role::Standby]);
+}
+
+#[test]
+fn a_drain_that_never_reports_back_still_moves() {
+    let mut s = Sim::settled();
+    s.drain_time = ms(60_000);
+    s.feed(0, Event::Admin(Admin::Switchover { now: false }));
+    s.run_until(ms(5000), |s| s.nodes[1].group == GroupPhase::Running);
+}
+
+#[test]
+fn standby_moves_the_group_and_stays_out_until_online() {
+    let mut s = Sim::settled();
+    s.feed(0, Event::Admin(Admin::Standby));
+    s.run_until(ms(4000), |s| s.roles() == [Role::Standby, Role::Primary]);
+    // The peer dies: a standby node still does not take over.
+    s.kill(1);
+    s.run(ms(4000));
+    assert_eq!(s.nodes[0].role(), Role::Standby);
+    assert_eq!(s.starts(0), 0);
+    s.feed(0, Event::Admin(Admin::Online));
+    s.run_until(ms(1000), |s| s.nodes[0].group == GroupPhase::Running);
+}
+
+#[test]
+fn failing_check_needs_fall_samples_and_hands_over() {
+    let mut s = Sim::settled();
+    for ok in [false, false, true, false, false] {
+        s.feed(0, Event::Check { name: "sip".into(), ok });
+    }
+    s.run(ms(500));
+    assert_eq!(s.roles(), [Role::Primary, Role::Secondary], "2 failures < fall=3 must not move");
+    s.feed(0, Event::Check { name: "sip".into(), ok: false });
+    s.run_until(ms(2000), |s| s.nodes[1].group == GroupPhase::Running);
+    assert_eq!(s.nodes[0].role(), Role::Fault);
+    // Recovery needs rise=2 good samples.
+    s.feed(0, Event::Check { name: "sip".into(), ok: true });
+    assert_eq!(s.nodes[0].role(), Role::Fault);
+    s.feed(0, Event::Check { name: "sip".into(), ok: true });
+    assert_eq!(s.nodes[0].role(), Role::Secondary);
+    s.run(ms(2000));
+    assert_eq!(s.roles(), [Role::Secondary, Role::Primary], "no failback without auto-failback");
+}
+
+#[test]
+fn an_unhealthy_primary_keeps_the_group_when_the_peer_is_unhealthy_too() {
+    let mut s = Sim::settled();
+    for _ in 0..3 {
+        s.feed(1, Event::Check { name: "disk".into(), ok: false });
+    }
+    s.run(ms(500));
+    for _ in 0..3 {
+        s.feed(0, Event::Check { name: "sip".into(), ok: false });
+    }
+    s.run(ms(3000));
+    assert_eq!(s.nodes[0].group, GroupPhase::Running);
+    assert_eq!(s.nodes[1].role(), Role::Fault);
+    // The peer recovers: now the unhealthy primary hands over.
+    for _ in 0..2 {
+        s.feed(1, Event::Check { name: "disk".into(), ok: true });
+    }
+    s.run_until(ms(2000), |s| s.nodes[1].group == GroupPhase::Running);
+}
+
+#[test]
+fn lost_connectivity_hands_over_and_blocks_takeover() {
+    let mut pa = params(1);
+    let mut pb = params(2);
+    pa.ping_targets = 1;
+    pb.ping_targets = 1;
+    let mut s = Sim::new(pa, pb);
+    s.run(ms(5000));
+    assert_eq!(s.roles(), [Role::Fault, Role::Fault], "no verdict from the pinger yet: nobody takes");
+    s.feed(0, Event::Connectivity { reachable: 1, total: 1 });
+    s.feed(1, Event::Connectivity { reachable: 1, total: 1 });
+    s.run(ms(1000));
+    assert_eq!(s.roles(), [Role::Primary, Role::Secondary]);
+    s.feed(0, Event::Connectivity { reachable: 0, total: 1 });
+    s.run_until(ms(2000), |s| s.nodes[1].group == GroupPhase::Running);
+    // b is cut off too and a dies: b keeps the group (it holds it) ...
+    s.feed(1, Event::Connectivity { reachable: 0, total: 1 });
+    s.run(ms(500));
+    assert_eq!(s.nodes[1].group, GroupPhase::Running);
+    // ... but a cut-off node never takes over.
+    s.kill(1);
+    s.run(ms(3000));
+    assert_eq!(s.nodes[0].group, GroupPhase::Stopped);
+}
+
+#[test]
+fn exhausted_restarts_hand_over_and_the_failure_expires() {
+    let mut s = Sim::settled();
+    s.feed(0, Event::Group(GroupEvent::ResourceFailed { resource: "pbx".into(), reason: "exited".into() }));
+    s.run_until(ms(2000), |s| s.nodes[1].group == GroupPhase::Running);
+    assert_eq!(s.nodes[0].role(), Role::Fault);
+    s.run(ms(10_500));
+    assert_eq!(s.nodes[0].role(), Role::Secondary);
+}
+
+#[test]
+fn a_vip_conflict_refuses_the_takeover_and_is_journaled() {
+    let mut s = Sim::settled();
+    s.start_result[1] = Some(GroupEvent::StartFailed { resource: "vip".into(), reason: "198.51.100.100 answered by 02:00:00:00:00:09".into(), conflict: true });
+    s.kill(0);
+    s.run(ms(3000));
+    assert_eq!(s.nodes[1].role(), Role::Fault);
+    assert_eq!(s.nodes[1].group, GroupPhase::Stopped);
+    assert_eq!(s.starts(1), 1, "must not retry while the conflict fault stands");
+    assert_eq!(s.records(1, RecordKind::SplitBrain).len(), 1);
+}
+
+#[test]
+fn auto_failback_returns_the_group_to_the_preferred_node() {
+    let mut pa = params(1);
+    let mut pb = params(2);
+    pa.preferred = Some(true);
+    pb.preferred = Some(false);
+    pa.auto_failback = true;
+    pb.auto_failback = true;
+    let mut s = Sim::new(pa.clone(), pb);
+    s.run(ms(2000));
+    s.kill(0);
+    s.run_until(ms(3000), |s| s.nodes[1].group == GroupPhase::Running);
+    s.revive(0, pa);
+    s.run_until(ms(8000), |s| s.nodes[0].group == GroupPhase::Running);
+    s.run(ms(1000));
+    assert_eq!(s.roles(), [Role::Primary, Role::Secondary]);
+}
+
+#[test]
+fn without_auto_failback_a_revived_node_stays_secondary() {
+    let mut s = Sim::settled();
+    s.kill(0);
+    s.run_until(ms(3000), |s| s.nodes[1].group == GroupPhase::Running);
+    s.revive(0, params(1));
+    s.run(ms(10_000));
+    assert_eq!(s.roles(), [Role::Secondary, Role::Primary]);
+    assert_eq!(s.starts(0), 0);
+}
+
+#[test]
+fn shutdown_hands_over_before_deadtime_and_exits() {
+    let mut s = Sim::settled();
+    s.feed(0, Event::Admin(Admin::Shutdown));
+    let took = s.run_until(ms(2000), |s| s.nodes[1].group == GroupPhase::Running);
+    assert!(took < ms(500), "hand-over on shutdown took {took:?}");
+    assert!(s.nodes[0].exited());
+}
+
+#[test]
+fn a_stop_failure_keeps_the_peer_from_starting() {
+    let mut s = Sim::settled();
+    s.feed(0, Event::Admin(Admin::Switchover { now: true }));
+    // Replace the queued Stopped with a stop failure.
+    s.pending.retain(|(_, n, _)| *n != 0);
+    s.feed(0, Event::Group(GroupEvent::StopFailed { resource: "vip".into(), reason: "EBUSY".into() }));
+    s.run(ms(5000));
+    assert_eq!(s.nodes[0].group, GroupPhase::Running);
+    assert_eq!(s.nodes[1].group, GroupPhase::Stopped);
+    assert_eq!(s.starts(1), 0);
+}
+
+/// Random operator actions, link cuts (never both links at once), check failures and node
+/// deaths over simulated hours: the group is never held twice, and once things calm down
+/// exactly one node holds it.
+#[test]
+fn random_trouble_never_puts_the_group_on_both_nodes() {
+    let mut seed: u64 = 0x5eed_0f_9b3a;
+    let mut rnd = move |n: u64| {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    for _round in 0..20 {
+        let mut s = Sim::pair();
+        s.run(ms(2000));
+        for _ in 0..60 {
+            let n = rnd(2) as usize;
+            match rnd(9) {
+                0 => s.feed(n, Event::Admin(Admin::Switchover { now: rnd(2) == 0 })),
+                1 => s.feed(n, Event::Admin(Admin::Standby)),
+                2 | 3 => s.feed(n, Event::Admin(Admin::Online)),
+                4 => {
+                    let l = rnd(2) as usize;
+                    s.link_up[l] = [false, false];
+                    s.link_up[1 - l] = [true, true];
+                }
+                5 => s.cut_all_links(false),
+                6 => {
+                    for _ in 0..3 {
+                        s.feed(n, Event::Check { name: "sip".into(), ok: rnd(3) == 0 });
+                    }
+                }
+                7 if s.alive[1 - n] => s.kill(n),
+                _ => {
+                    if !s.alive[n] {
+                        s.revive(n, params(n as u16 + 1));
+                    }
+                }
+            }
+            s.run(ms(rnd(3000) + 10));
+        }
+        // Calm: everything back, both online and healthy.
+        s.cut_all_links(false);
+        for n in 0..2 {
+            if !s.alive[n] {
+                s.revive(n, params(n as u16 + 1));
+            }
+            for _ in 0..2 {
+                s.feed(n, Event::Check { name: "sip".into(), ok: true });
+            }
+            s.feed(n, Event::Admin(Admin::Online));
+        }
+        s.run(ms(15_000));
+        let holders = s.nodes.iter().filter(|n| n.group == GroupPhase::Running).count();
+        assert_eq!(holders, 1, "roles after calm: {:?}", s.roles());
+    }
+}
