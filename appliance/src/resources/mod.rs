@@ -2,6 +2,15 @@
 //! this crate (`service`, `ocf`, `vip`), and the executor that starts them in order, stops them
 //! in reverse, monitors them and restarts them locally before giving up.
 
+pub mod engine;
+pub mod ocf;
+pub mod service;
+pub mod vip;
+
+pub use engine::{
+    spawn_group, GroupHandle, Member, MemberState, Reporter, ResourceAction, ResourceReport, ResourceStatus, Timeouts,
+};
+
 use async_trait::async_trait;
 
 use crate::Error;
@@ -29,4 +38,24 @@ pub trait Resource: Send + Sync {
     async fn reannounce(&self) -> Result<(), Error> {
         Ok(())
     }
+}
+
+/// Builds the configured resource group, in config order, ready for [`spawn_group`].
+pub fn build_members(
+    configs: &[crate::config::ResourceConfig],
+    runner: std::sync::Arc<dyn pbxha_runner::Runner>,
+) -> Result<Vec<Member>, Error> {
+    use crate::config::ResourceKind;
+    configs
+        .iter()
+        .map(|r| {
+            let timeouts = Timeouts::from(r);
+            let resource: std::sync::Arc<dyn Resource> = match &r.kind {
+                ResourceKind::Service(s) => service::build(&r.name, s, timeouts, runner.clone())?,
+                ResourceKind::Ocf(o) => ocf::build(&r.name, o, timeouts, runner.clone())?,
+                ResourceKind::Vip(v) => std::sync::Arc::new(vip::Vip::new(r.name.clone(), v.clone())),
+            };
+            Ok(Member::new(r, resource))
+        })
+        .collect()
 }
