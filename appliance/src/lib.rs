@@ -9,11 +9,17 @@
 //! namespaces).
 
 pub mod config;
+pub mod control;
+pub mod daemon;
 pub mod connectivity;
 pub mod error;
 pub mod fsm;
+pub mod lab;
+pub mod notify;
+pub mod journal;
 pub mod membership;
 pub mod net;
+pub mod status;
 pub mod summary;
 pub mod resources;
 

@@ -77,6 +77,15 @@ pub enum ResourceAction {
 }
 
 impl ResourceAction {
+    /// Every action, for reading names back from the journal.
+    pub const ALL: [ResourceAction; 5] = [
+        ResourceAction::Start,
+        ResourceAction::Stop,
+        ResourceAction::Monitor,
+        ResourceAction::Restart,
+        ResourceAction::Reannounce,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ResourceAction::Start => "start",
@@ -84,6 +93,22 @@ impl ResourceAction {
             ResourceAction::Monitor => "monitor",
             ResourceAction::Restart => "restart",
             ResourceAction::Reannounce => "reannounce",
+        }
+    }
+
+    /// How a timeline says it: "started", "failed to start".
+    pub fn outcome(self, ok: bool) -> &'static str {
+        match (self, ok) {
+            (ResourceAction::Start, true) => "started",
+            (ResourceAction::Stop, true) => "stopped",
+            (ResourceAction::Monitor, true) => "monitor ok",
+            (ResourceAction::Restart, true) => "restarted",
+            (ResourceAction::Reannounce, true) => "re-announced",
+            (ResourceAction::Start, false) => "failed to start",
+            (ResourceAction::Stop, false) => "failed to stop",
+            (ResourceAction::Monitor, false) => "monitor failed",
+            (ResourceAction::Restart, false) => "failed to restart",
+            (ResourceAction::Reannounce, false) => "failed to re-announce",
         }
     }
 }

@@ -1,0 +1,30 @@
+//! `pbxha keygen`: a new shared heartbeat key, mode 0600 from the start.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use pbxha_appliance::config;
+
+pub fn run(config_path: &Path, out: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let path = out.unwrap_or_else(|| {
+        config::load(config_path).map(|c| c.cluster.auth_key_file).unwrap_or_else(|_| PathBuf::from(config::DEFAULT_AUTH_KEY))
+    });
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let key: [u8; 32] = rand::random();
+    let text: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    // create_new: never overwrite a key the peer already shares.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("{} (remove it first to replace the key on BOTH nodes)", path.display()))?;
+    writeln!(file, "{text}").with_context(|| format!("writing {}", path.display()))?;
+    println!("wrote a new key to {} (mode 0600); copy it to the other node with the same mode", path.display());
+    Ok(ExitCode::SUCCESS)
+}

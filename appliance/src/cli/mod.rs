@@ -1,0 +1,133 @@
+//! One file per subcommand; this one holds the argument model and the dispatcher.
+
+mod admin;
+mod check;
+mod history;
+mod keygen;
+
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// pbxha: two-node high availability for Asterisk and FreeSWITCH.
+///
+/// One daemon replaces heartbeat/Corosync + Pacemaker + keepalived + cron scripts:
+/// authenticated heartbeats over redundant links, a resource group (VIP, PBX, ...) started
+/// in order on the primary, SIP-aware health, and a journal of every failover.
+#[derive(Parser)]
+#[command(name = "pbxha", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    /// The config file.
+    #[arg(long, short = 'c', global = true, default_value = pbxha_appliance::config::DEFAULT_PATH, env = "PBXHA_CONFIG")]
+    config: PathBuf,
+    /// Log filter (tracing syntax), e.g. `info`, `debug`, `pbxha_appliance::membership=debug`.
+    #[arg(long, global = true, default_value = "info", env = "PBXHA_LOG")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground (systemd: Type=notify).
+    ///
+    /// SIGTERM hands the group to a live peer before stopping; SIGHUP reloads the config,
+    /// applying what changed and keeping the running config if the new one is invalid.
+    Run {
+        /// This node's name; default: the node whose name matches `uname -n`.
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Show nodes, links, resources, faults and the last failover.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take this node out of service; the group moves to the peer if this node holds it.
+    Standby,
+    /// Put this node back in service (also forgets expired resource failures).
+    Online,
+    /// Planned move of the group to the peer, draining calls first.
+    ///
+    /// Run it on the node that holds the group. It waits until the peer holds it,
+    /// printing progress; Ctrl-C stops waiting, not the move.
+    Switchover {
+        /// Skip the call drain and move at once.
+        #[arg(long)]
+        now: bool,
+    },
+    /// Check the config and print every problem with its key path; exit 1 if any.
+    CheckConfig {
+        /// Check as this node (default: the node matching `uname -n`).
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Print the last failovers, each as a timeline.
+    History {
+        /// How many failovers.
+        #[arg(long, default_value_t = 5)]
+        last: usize,
+        /// The journal database (default: `paths.state-db` from the config).
+        #[arg(long)]
+        db: Option<PathBuf>,
+    },
+    /// Write a new random shared key for the heartbeat (mode 0600).
+    Keygen {
+        /// Where to write it (default: `cluster.auth-key-file` or /etc/pbxha/authkey).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log, matches!(cli.command, Command::Run { .. }));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pbxha: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run { node } => pbxha_appliance::daemon::run(pbxha_appliance::daemon::Options { config: cli.config, node })
+                .await
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(anyhow::Error::from),
+            Command::Status { json } => admin::status(&cli.config, json).await,
+            Command::Standby => admin::simple(&cli.config, pbxha_appliance::control::Request::Standby).await,
+            Command::Online => admin::simple(&cli.config, pbxha_appliance::control::Request::Online).await,
+            Command::Switchover { now } => admin::switchover(&cli.config, now).await,
+            Command::CheckConfig { node } => Ok(check::run(&cli.config, node.as_deref())),
+            Command::History { last, db } => history::run(&cli.config, db, last),
+            Command::Keygen { out } => keygen::run(&cli.config, out),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("pbxha: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: &str, daemon: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Under systemd, journald stamps every line itself.
+    let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).with_ansi(ansi);
+    if under_journald {
+        builder.without_time().init();
+    } else if daemon {
+        builder.init();
+    } else {
+        builder.without_time().init();
+    }
+}

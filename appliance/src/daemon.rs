@@ -1,0 +1,442 @@
+//! `pbxha run`: the I/O loop around the pure fsm.
+//!
+//! Heartbeats, ping results, resource results, control requests, timers and signals all
+//! become [`Event`]s on one channel (or one `select!`); the fsm answers with [`Action`]s and
+//! this loop carries them out. Nothing here decides anything about failover.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use pbxha_runner::{Runner, SystemRunner};
+
+use crate::config::{self, Config};
+use crate::connectivity::{PingMonitor, TargetStatus};
+use crate::control::{self, Pending, Reply, Request};
+use crate::fsm::{Action, Admin, Event, GroupEvent, Node, NodeStatus, Params, RecordKind};
+use crate::journal::{Entry, Journal, Kind};
+use crate::membership::{AuthKey, LinkSetup, Links, LinksStats};
+use crate::net::nonlocal;
+use crate::notify::Notifier;
+use crate::resources::{build_members, spawn_group, GroupHandle, ResourceReport, ResourceStatus};
+use crate::summary::GroupPhase;
+use crate::Error;
+
+pub struct Options {
+    pub config: PathBuf,
+    pub node: Option<String>,
+}
+
+/// Everything `pbxha status` shows.
+#[derive(Clone, Debug, Serialize)]
+pub struct DaemonStatus {
+    pub cluster: String,
+    pub version: &'static str,
+    pub uptime_s: u64,
+    #[serde(flatten)]
+    pub node: NodeStatus,
+    pub resources: Vec<ResourceStatus>,
+    pub heartbeat: LinksStats,
+    pub ping: Vec<TargetStatus>,
+    pub nonlocal_bind: Option<bool>,
+    pub journal: bool,
+    pub last_failover: Option<LastFailover>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LastFailover {
+    pub at_ms: u64,
+    pub message: String,
+    /// How long from decision to a running group; none while in progress or if it failed.
+    pub took_ms: Option<u64>,
+}
+
+/// Fsm parameters from the config.
+pub fn params(config: &Config, local: &str) -> Params {
+    let me = config.node(local).cloned().unwrap_or_else(|| config.nodes[0].clone());
+    let peer = config.peer_of(local).cloned().unwrap_or_else(|| config.nodes[1].clone());
+    Params {
+        node_id: me.id,
+        node_name: me.name.clone(),
+        peer_id: peer.id,
+        peer_name: peer.name.clone(),
+        link_names: config.links.iter().map(|l| l.name.clone()).collect(),
+        interval: config.heartbeat.interval,
+        deadtime: config.heartbeat.deadtime,
+        warntime: config.heartbeat.warntime,
+        initdead: config.heartbeat.initdead,
+        rise: config.health.rise,
+        fall: config.health.fall,
+        ping_targets: u8::try_from(config.ping.targets.len()).unwrap_or(u8::MAX),
+        auto_failback: config.cluster.auto_failback,
+        preferred: config.cluster.preferred_node.as_ref().map(|p| *p == me.name),
+        failure_timeout: config.group.restart_window,
+        drain_timeout: DRAIN_TIMEOUT,
+    }
+}
+
+/// How long a planned switchover waits for calls to end (issue: `drain-timeout`, 300 s).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
+
+struct Daemon {
+    config: Config,
+    config_path: PathBuf,
+    local: String,
+    fsm: Node,
+    links: Links,
+    group: GroupHandle,
+    /// Resource definitions from a reload, applied when the group is next stopped.
+    pending_resources: Option<Config>,
+    ping: PingMonitor,
+    ping_task: JoinHandle<()>,
+    journal: Arc<Journal>,
+    notifier: Notifier,
+    runner: Arc<dyn Runner>,
+    events: mpsc::Sender<Event>,
+    started: Instant,
+    last_failover: Option<(Instant, LastFailover)>,
+}
+
+pub async fn run(opts: Options) -> Result<(), Error> {
+    let config = config::load(&opts.config)?;
+    let local = config::local_node(&config, opts.node.as_deref())
+        .map_err(|p| Error::ConfigFile { path: opts.config.clone(), message: p.to_string() })?
+        .clone();
+    let peer = config.peer_of(&local.name).cloned().ok_or_else(|| Error::ConfigFile {
+        path: opts.config.clone(),
+        message: "no peer node configured".into(),
+    })?;
+    let key = AuthKey::load(&config.cluster.auth_key_file)?;
+    let journal = Arc::new(Journal::open(&config.paths.state_db).unwrap_or_else(|e| {
+        tracing::error!("{e}; running without a journal");
+        Journal::disabled()
+    }));
+    match nonlocal::enable_ip_nonlocal_bind() {
+        Ok(()) => tracing::info!("net.ipv4.ip_nonlocal_bind = 1"),
+        Err(e) => tracing::warn!("{e}; the PBX cannot bind the VIP on the secondary"),
+    }
+    let (events_tx, mut events_rx) = mpsc::channel::<Event>(1024);
+    let links = Links::open(
+        &LinkSetup {
+            links: &config.links,
+            cluster_id: config.cluster.id,
+            local: &local,
+            peer: &peer,
+            boot_id: rand::random(),
+            key: &key,
+            warntime: config.heartbeat.warntime,
+        },
+        events_tx.clone(),
+    )?;
+    let runner: Arc<dyn Runner> = Arc::new(SystemRunner);
+    let group = new_group(&config, &local.name, runner.clone(), journal.clone(), events_tx.clone())?;
+    let ping = PingMonitor::new(config.ping.clone());
+    let ping_task = spawn_ping(&ping, events_tx.clone());
+    let listener = control::bind(&config.paths.control_socket).await?;
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<Pending>(16);
+    tokio::spawn(control::serve(listener, ctl_tx));
+    let notifier = Notifier::new(&config.cluster.name, &local.name, config.paths.hooks.clone(), runner.clone());
+
+    let now = Instant::now();
+    let mut d = Daemon {
+        fsm: Node::new(params(&config, &local.name), now),
+        config_path: opts.config.clone(),
+        local: local.name.clone(),
+        links,
+        group,
+        pending_resources: None,
+        ping,
+        ping_task,
+        journal,
+        notifier,
+        runner,
+        events: events_tx,
+        started: now,
+        last_failover: None,
+        config,
+    };
+    tracing::info!(node = %d.local, peer = %peer.name, cluster = %d.config.cluster.name, "pbxha started");
+    d.journal.record(Entry::now(&d.local, Kind::Record(RecordKind::RoleChange), "daemon started"));
+
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| Error::io("installing SIGTERM handler", e))?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| Error::io("installing SIGINT handler", e))?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(|e| Error::io("installing SIGHUP handler", e))?;
+    let mut beat = tokio::time::interval(d.config.heartbeat.interval);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = tokio::time::interval(tick_period(&d.config));
+    let (watchdog_every, mut watchdog) = sd_watchdog();
+    sd_notify("READY=1");
+    let mut stopping: Option<Instant> = None;
+
+    loop {
+        tokio::select! {
+            Some(ev) = events_rx.recv() => d.apply(ev),
+            _ = tick.tick() => d.apply(Event::Tick),
+            _ = beat.tick() => d.links.send(&d.fsm.summary()),
+            Some((req, reply)) = ctl_rx.recv() => {
+                let answer = d.answer(req);
+                let _ = reply.send(answer);
+            }
+            _ = sigterm.recv() => stopping = stopping.or_else(|| d.begin_shutdown("SIGTERM")),
+            _ = sigint.recv() => stopping = stopping.or_else(|| d.begin_shutdown("SIGINT")),
+            _ = sighup.recv() => {
+                if d.reload() {
+                    beat = tokio::time::interval(d.config.heartbeat.interval);
+                    tick = tokio::time::interval(tick_period(&d.config));
+                }
+            }
+            _ = watchdog.tick(), if watchdog_every.is_some() => sd_notify("WATCHDOG=1"),
+        }
+        if d.fsm.exited() {
+            break;
+        }
+        if let Some(since) = stopping {
+            if since.elapsed() > d.shutdown_budget() {
+                tracing::error!("resources did not stop within {:?}; exiting anyway", d.shutdown_budget());
+                break;
+            }
+        }
+    }
+    sd_notify("STOPPING=1");
+    // Tell the peer once more, so it takes over now rather than after deadtime.
+    d.links.send(&d.fsm.summary());
+    d.journal.record(Entry::now(&d.local, Kind::Record(RecordKind::RoleChange), "daemon stopped"));
+    // Clients then get "pbxha is not running" rather than a refused connection.
+    let _ = std::fs::remove_file(&d.config.paths.control_socket);
+    tracing::info!("pbxha stopped");
+    Ok(())
+}
+
+fn tick_period(config: &Config) -> Duration {
+    (config.heartbeat.interval / 4).clamp(Duration::from_millis(10), Duration::from_millis(100))
+}
+
+fn new_group(
+    config: &Config,
+    local: &str,
+    runner: Arc<dyn Runner>,
+    journal: Arc<Journal>,
+    events: mpsc::Sender<Event>,
+) -> Result<GroupHandle, Error> {
+    let members = build_members(&config.resources, runner)?;
+    let node = local.to_string();
+    let report = Arc::new(move |r: ResourceReport| {
+        let kind = Kind::Resource {
+            resource: r.resource.clone(),
+            action: r.action,
+            duration_ms: u64::try_from(r.duration.as_millis()).unwrap_or(u64::MAX),
+            ok: r.ok,
+        };
+        journal.record(Entry::now(&node, kind, r.message));
+    });
+    Ok(spawn_group(members, config.group.clone(), events, report))
+}
+
+fn spawn_ping(ping: &PingMonitor, events: mpsc::Sender<Event>) -> JoinHandle<()> {
+    let ping = ping.clone();
+    tokio::spawn(async move { ping.run(events).await })
+}
+
+impl Daemon {
+    fn apply(&mut self, ev: Event) {
+        if matches!(ev, Event::Group(GroupEvent::Stopped)) {
+            self.apply_pending_resources();
+        }
+        let actions = self.fsm.handle(ev, Instant::now());
+        for a in actions {
+            self.act(a);
+        }
+    }
+
+    fn act(&mut self, action: Action) {
+        match action {
+            Action::StartGroup => self.group.start(),
+            Action::StopGroup => self.group.stop(),
+            Action::Announce => self.links.send(&self.fsm.summary()),
+            Action::Reannounce => self.group.reannounce(),
+            Action::Drain { deadline } => {
+                // No resource here can count calls yet (the PBX adapters bring that), so
+                // there is nothing to wait for: the move goes ahead at once.
+                tracing::info!(deadline_s = deadline.as_secs(), "drain: no PBX resource reports calls; nothing to wait for");
+                let events = self.events.clone();
+                tokio::spawn(async move {
+                    let _ = events.send(Event::DrainFinished { calls_left: None }).await;
+                });
+            }
+            Action::Record(r) => {
+                match r.kind {
+                    RecordKind::FailoverBegin => {
+                        let lf = LastFailover { at_ms: unix_ms(), message: r.message.clone(), took_ms: None };
+                        self.last_failover = Some((Instant::now(), lf));
+                    }
+                    RecordKind::FailoverEnd if r.message.contains("holds the group") => {
+                        if let Some((at, lf)) = &mut self.last_failover {
+                            lf.took_ms = Some(u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX));
+                        }
+                    }
+                    _ => {}
+                }
+                tracing::info!(kind = ?r.kind, "{}", r.message);
+                self.journal.record(Entry::now(&self.local, Kind::Record(r.kind), r.message));
+            }
+            Action::Notify(n) => self.notifier.send(&n),
+            Action::Exit => {}
+        }
+    }
+
+    fn answer(&mut self, req: Request) -> Reply {
+        let admin = match req {
+            Request::Status => {
+                let status = self.status();
+                return Reply {
+                    ok: true,
+                    message: crate::status::render(&status),
+                    status: serde_json::to_value(&status).ok(),
+                };
+            }
+            Request::Standby => Admin::Standby,
+            Request::Online => Admin::Online,
+            Request::Switchover { now } => Admin::Switchover { now },
+        };
+        if let Some(why) = self.fsm.refuse(&admin) {
+            return Reply { ok: false, message: format!("refused: {why}"), status: None };
+        }
+        let what = format!("{admin:?}").to_lowercase();
+        self.apply(Event::Admin(admin));
+        let status = self.status();
+        Reply { ok: true, message: format!("{what} accepted on {}", self.local), status: serde_json::to_value(&status).ok() }
+    }
+
+    fn status(&self) -> DaemonStatus {
+        DaemonStatus {
+            cluster: self.config.cluster.name.clone(),
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_s: self.started.elapsed().as_secs(),
+            node: self.fsm.status(Instant::now()),
+            resources: self.group.status(),
+            heartbeat: self.links.stats(),
+            ping: self.ping.status(),
+            nonlocal_bind: nonlocal::ip_nonlocal_bind().ok(),
+            journal: self.journal.is_enabled(),
+            last_failover: self.last_failover.as_ref().map(|(_, lf)| lf.clone()),
+        }
+    }
+
+    fn begin_shutdown(&mut self, why: &str) -> Option<Instant> {
+        tracing::info!("{why}: handing over and stopping resources");
+        self.apply(Event::Admin(Admin::Shutdown));
+        Some(Instant::now())
+    }
+
+    /// Enough for every resource to stop, plus a margin.
+    fn shutdown_budget(&self) -> Duration {
+        self.config.resources.iter().map(|r| r.stop_timeout).sum::<Duration>() + Duration::from_secs(5)
+    }
+
+    /// SIGHUP: applies a valid new config by diff; keeps the running one if it is invalid.
+    /// Returns whether the heartbeat timing changed (the caller resets its timers).
+    fn reload(&mut self) -> bool {
+        let new = match config::load(&self.config_path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("reload: {e}; keeping the running config");
+                return false;
+            }
+        };
+        let old = &self.config;
+        let mut restart_needed = Vec::new();
+        if new.cluster.id != old.cluster.id || new.cluster.auth_key_file != old.cluster.auth_key_file {
+            restart_needed.push("cluster id / auth key file");
+        }
+        if new.nodes != old.nodes {
+            restart_needed.push("nodes");
+        }
+        if new.links != old.links {
+            restart_needed.push("links");
+        }
+        if new.paths.state_db != old.paths.state_db || new.paths.control_socket != old.paths.control_socket {
+            restart_needed.push("paths");
+        }
+        if !restart_needed.is_empty() {
+            tracing::warn!("reload: {} changed; that needs a restart, so the running config is kept", restart_needed.join(", "));
+            return false;
+        }
+        let mut applied = Vec::new();
+        let timing_changed = new.heartbeat != old.heartbeat;
+        if timing_changed || new.health != old.health || new.cluster != old.cluster || new.group != old.group {
+            self.fsm.update_params(params(&new, &self.local));
+            applied.push("heartbeat/health/failback policy");
+        }
+        if new.ping != old.ping {
+            self.ping_task.abort();
+            self.ping = PingMonitor::new(new.ping.clone());
+            self.ping_task = spawn_ping(&self.ping, self.events.clone());
+            applied.push("ping targets");
+        }
+        if new.paths.hooks != old.paths.hooks || new.cluster.name != old.cluster.name {
+            self.notifier = Notifier::new(&new.cluster.name, &self.local, new.paths.hooks.clone(), self.runner.clone());
+            applied.push("hooks");
+        }
+        let resources_changed = new.resources != old.resources || new.group != old.group;
+        self.config = new.clone();
+        if resources_changed {
+            self.pending_resources = Some(new);
+            if self.fsm.status(Instant::now()).group == GroupPhase::Stopped {
+                self.apply_pending_resources();
+                applied.push("resources");
+            } else {
+                applied.push("resources (at the next start: the group is running)");
+            }
+        }
+        let what = if applied.is_empty() { "nothing changed".to_string() } else { applied.join(", ") };
+        tracing::info!("reload: applied {what}");
+        self.journal.record(Entry::now(&self.local, Kind::Record(RecordKind::Admin), format!("config reloaded: {what}")));
+        timing_changed
+    }
+
+    fn apply_pending_resources(&mut self) {
+        let Some(config) = self.pending_resources.take() else { return };
+        match new_group(&config, &self.local, self.runner.clone(), self.journal.clone(), self.events.clone()) {
+            Ok(group) => self.group = group,
+            Err(e) => tracing::error!("reload: {e}; keeping the running resource group"),
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// systemd `Type=notify`: a datagram to `$NOTIFY_SOCKET`, if set.
+fn sd_notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let socket = match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(s) => s,
+        Err(e) => return tracing::warn!("sd_notify: {e}"),
+    };
+    let bytes = path.as_encoded_bytes();
+    let sent = if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(name).and_then(|addr| socket.send_to_addr(state.as_bytes(), &addr))
+    } else {
+        socket.send_to(state.as_bytes(), &path)
+    };
+    if let Err(e) = sent {
+        tracing::warn!("sd_notify {state}: {e}");
+    }
+}
+
+/// The `WATCHDOG=1` period: half of `$WATCHDOG_USEC`, as sd_watchdog_enabled(3) advises.
+fn sd_watchdog() -> (Option<Duration>, tokio::time::Interval) {
+    let every = std::env::var("WATCHDOG_USEC")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|us| *us > 0)
+        .map(|us| Duration::from_micros(us / 2));
+    (every, tokio::time::interval(every.unwrap_or(Duration::from_secs(3600))))
+}

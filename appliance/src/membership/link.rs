@@ -1,0 +1,679 @@
+//! The heartbeat links on the wire: one UDP socket per configured link, a sender that signs
+//! and sends the local summary on every link, and one receive task per link that decodes,
+//! tracks and forwards the peer's heartbeats to the fsm's event channel.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::authkey::AuthKey;
+use super::packet::{self, Header, PACKET_LEN};
+use super::tracker::{DropCounters, Tracker, Verdict};
+use crate::config::{LinkConfig, LinkMode, NodeConfig};
+use crate::fsm::Event;
+use crate::summary::NodeSummary;
+use crate::Error;
+
+/// Receive buffer: larger than any valid packet, so an oversized one is seen as such rather
+/// than silently cut to a valid length by the kernel.
+const RECV_BUF: usize = 4 * PACKET_LEN;
+
+/// Pause after a receive error so a persistent error cannot spin a core.
+const RECV_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// Everything [`Links::open`] needs.
+#[derive(Clone, Copy, Debug)]
+pub struct LinkSetup<'a> {
+    pub links: &'a [LinkConfig],
+    pub cluster_id: u32,
+    pub local: &'a NodeConfig,
+    pub peer: &'a NodeConfig,
+    /// Random per daemon start (`rand::random()`); keep it when reopening links on reload,
+    /// or the peer sees a restart.
+    pub boot_id: u64,
+    pub key: &'a AuthKey,
+    /// A gap longer than this between two heartbeats on a link is logged as late.
+    pub warntime: Duration,
+}
+
+/// Counters for one link, as `pbxha status` shows them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct LinkStats {
+    pub name: String,
+    /// Milliseconds since the last accepted heartbeat; none before the first.
+    pub last_seen_ms: Option<u64>,
+    pub accepted: u64,
+    /// Sends that failed (interface down, no route); never fatal.
+    pub send_errors: u64,
+    pub drops: DropCounters,
+}
+
+/// A snapshot of every link's counters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinksStats {
+    pub links: Vec<LinkStats>,
+}
+
+/// The sending side of one link.
+struct Outgoing {
+    name: String,
+    /// A duplicate of the receive task's socket, used directly: tokio's `try_send_to` refuses
+    /// until the reactor has seen the socket writable, and a UDP send does not wait anyway.
+    socket: std::net::UdpSocket,
+    dest: SocketAddr,
+    /// Last sequence sent; sequences are per link so a lost link does not look like loss on
+    /// the others.
+    sequence: AtomicU64,
+    send_errors: AtomicU64,
+    /// Whether the last send failed, so a dead link logs once rather than every interval.
+    failing: AtomicBool,
+}
+
+/// Open heartbeat links. Dropping it stops the receive tasks and closes the sockets.
+pub struct Links {
+    outgoing: Vec<Outgoing>,
+    tracker: Arc<Mutex<Tracker>>,
+    tasks: Vec<JoinHandle<()>>,
+    cluster_id: u32,
+    node_id: u16,
+    boot_id: u64,
+    key: AuthKey,
+}
+
+/// How one link's socket is set up, worked out from the config alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Plan {
+    bind: SocketAddr,
+    dest: SocketAddr,
+    broadcast: bool,
+    /// Multicast group to join and the local address whose interface joins it.
+    join: Option<(IpAddr, IpAddr)>,
+}
+
+fn plan(link: &LinkConfig, local: &str, peer: &str) -> Result<Plan, String> {
+    let address_of = |node: &str| {
+        link.addresses
+            .get(node)
+            .copied()
+            .ok_or_else(|| format!("no address for node `{node}` on this link"))
+    };
+    let here = address_of(local)?;
+    let port = link.port;
+    Ok(match link.mode {
+        LinkMode::Ucast => Plan {
+            bind: SocketAddr::new(here.addr, port),
+            dest: SocketAddr::new(address_of(peer)?.addr, port),
+            broadcast: false,
+            join: None,
+        },
+        LinkMode::Bcast => {
+            let Some(broadcast) = here.broadcast() else {
+                return Err(format!("bcast needs an IPv4 address, {here} is not one"));
+            };
+            // Broadcasts are only delivered to sockets bound to the wildcard (or the
+            // broadcast address); SO_BINDTODEVICE keeps other interfaces out.
+            Plan {
+                bind: SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port),
+                dest: SocketAddr::new(broadcast.into(), port),
+                broadcast: true,
+                join: None,
+            }
+        }
+        LinkMode::Mcast => {
+            let group = link.group.ok_or("mcast needs a `group`")?;
+            if !group.is_multicast() || group.is_ipv4() != here.addr.is_ipv4() {
+                return Err(format!(
+                    "group {group} is not a multicast address of the same family as {here}"
+                ));
+            }
+            // Bound to the group so unicast and other groups on this port stay out.
+            Plan {
+                bind: SocketAddr::new(group, port),
+                dest: SocketAddr::new(group, port),
+                broadcast: false,
+                join: Some((group, here.addr)),
+            }
+        }
+    })
+}
+
+fn open_socket(plan: &Plan, interface: Option<&str>) -> Result<std::net::UdpSocket, String> {
+    let socket = Socket::new(
+        Domain::for_address(plan.bind),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )
+    .map_err(|e| format!("cannot create a UDP socket: {e}"))?;
+    // Both nodes' links may share a port on one host (the lab) and a restarted daemon must
+    // not wait for the old socket.
+    socket
+        .set_reuse_address(true)
+        .map_err(|e| format!("SO_REUSEADDR: {e}"))?;
+    if let Some(dev) = interface {
+        socket
+            .bind_device(Some(dev.as_bytes()))
+            .map_err(|e| format!("SO_BINDTODEVICE {dev}: {e}"))?;
+    }
+    if plan.broadcast {
+        socket
+            .set_broadcast(true)
+            .map_err(|e| format!("SO_BROADCAST: {e}"))?;
+    }
+    socket
+        .bind(&plan.bind.into())
+        .map_err(|e| format!("cannot bind {}: {e}", plan.bind))?;
+    match plan.join {
+        Some((IpAddr::V4(group), IpAddr::V4(local))) => {
+            socket
+                .join_multicast_v4(&group, &local)
+                .map_err(|e| format!("cannot join {group} on {local}: {e}"))?;
+            socket
+                .set_multicast_if_v4(&local)
+                .map_err(|e| format!("IP_MULTICAST_IF {local}: {e}"))?;
+            // Our own packets would only be ignored on arrival.
+            socket
+                .set_multicast_loop_v4(false)
+                .map_err(|e| format!("IP_MULTICAST_LOOP: {e}"))?;
+        }
+        Some((IpAddr::V6(group), _)) => join_v6(&socket, group, interface)?,
+        Some((IpAddr::V4(_), IpAddr::V6(_))) | None => {}
+    }
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| format!("O_NONBLOCK: {e}"))?;
+    Ok(socket.into())
+}
+
+fn join_v6(socket: &Socket, group: Ipv6Addr, interface: Option<&str>) -> Result<(), String> {
+    // IPv6 names the interface by index; 0 lets the kernel pick by route.
+    let index = match interface {
+        Some(dev) => {
+            nix::net::if_::if_nametoindex(dev).map_err(|e| format!("interface {dev}: {e}"))?
+        }
+        None => 0,
+    };
+    socket
+        .join_multicast_v6(&group, index)
+        .map_err(|e| format!("cannot join {group}: {e}"))?;
+    socket
+        .set_multicast_if_v6(index)
+        .map_err(|e| format!("IPV6_MULTICAST_IF: {e}"))?;
+    socket
+        .set_multicast_loop_v6(false)
+        .map_err(|e| format!("IPV6_MULTICAST_LOOP: {e}"))
+}
+
+fn lock(tracker: &Mutex<Tracker>) -> MutexGuard<'_, Tracker> {
+    // The tracker never panics while locked, and its counters stay usable if it did.
+    tracker.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Links {
+    /// Opens every link and starts its receive task, which sends
+    /// [`Event::Heartbeat`] for each accepted packet into `events`. Must be called from
+    /// within a Tokio runtime. Fails naming the first link that cannot be opened.
+    pub fn open(setup: &LinkSetup<'_>, events: mpsc::Sender<Event>) -> Result<Links, Error> {
+        let tracker = Arc::new(Mutex::new(Tracker::new(
+            setup.local.id,
+            setup.boot_id,
+            setup.peer.id,
+            setup.links.len(),
+        )));
+        let mut links = Links {
+            outgoing: Vec::new(),
+            tracker: tracker.clone(),
+            tasks: Vec::new(),
+            cluster_id: setup.cluster_id,
+            node_id: setup.local.id,
+            boot_id: setup.boot_id,
+            key: setup.key.clone(),
+        };
+        if setup.links.len() > usize::from(u8::MAX) + 1 {
+            return Err(Error::Link {
+                link: "*".into(),
+                message: "at most 256 links fit the packet's link index".into(),
+            });
+        }
+        for (index, link) in setup.links.iter().enumerate() {
+            let fail = |message: String| Error::Link {
+                link: link.name.clone(),
+                message,
+            };
+            let plan = plan(link, &setup.local.name, &setup.peer.name).map_err(fail)?;
+            let std_socket = open_socket(&plan, link.interface.as_deref()).map_err(fail)?;
+            let send_socket = std_socket
+                .try_clone()
+                .map_err(|e| fail(format!("cannot duplicate the socket: {e}")))?;
+            let socket = UdpSocket::from_std(std_socket)
+                .map_err(|e| fail(format!("cannot register the socket: {e}")))?;
+            tracing::info!(link = %link.name, bind = %plan.bind, dest = %plan.dest, "heartbeat link open");
+            let receiver = Receiver {
+                link: index,
+                name: link.name.clone(),
+                socket,
+                key: setup.key.clone(),
+                cluster_id: setup.cluster_id,
+                warntime: setup.warntime,
+                tracker: tracker.clone(),
+                events: events.clone(),
+            };
+            links.tasks.push(tokio::spawn(receiver.run()));
+            links.outgoing.push(Outgoing {
+                name: link.name.clone(),
+                socket: send_socket,
+                dest: plan.dest,
+                sequence: AtomicU64::new(0),
+                send_errors: AtomicU64::new(0),
+                failing: AtomicBool::new(false),
+            });
+        }
+        Ok(links)
+    }
+
+    /// Sends `summary` once on every link, each packet with that link's next sequence. A
+    /// failure on one link is logged (once per outage) and counted, never returned: the other
+    /// links carry on.
+    pub fn send(&self, summary: &NodeSummary) {
+        let sent_ms = unix_ms();
+        for (index, out) in self.outgoing.iter().enumerate() {
+            let header = Header {
+                cluster_id: self.cluster_id,
+                node_id: self.node_id,
+                // Open refuses more links than fit in a u8.
+                link: index as u8,
+                boot_id: self.boot_id,
+                sequence: out.sequence.fetch_add(1, Ordering::Relaxed) + 1,
+                sent_ms,
+            };
+            let bytes = packet::encode(&header, summary, self.key.as_bytes());
+            match out.socket.send_to(&bytes, out.dest) {
+                Ok(_) => {
+                    if out.failing.swap(false, Ordering::Relaxed) {
+                        tracing::info!(link = %out.name, dest = %out.dest, "heartbeat sends work again");
+                    }
+                }
+                Err(e) => {
+                    out.send_errors.fetch_add(1, Ordering::Relaxed);
+                    if !out.failing.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(link = %out.name, dest = %out.dest, error = %e, "cannot send heartbeat");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every link's counters now.
+    pub fn stats(&self) -> LinksStats {
+        // The same clock as the receive tasks, so paused test time stays consistent.
+        let now = tokio::time::Instant::now().into_std();
+        let tracker = lock(&self.tracker);
+        let links = self
+            .outgoing
+            .iter()
+            .zip(tracker.links())
+            .map(|(out, record)| LinkStats {
+                name: out.name.clone(),
+                last_seen_ms: record.last_seen.map(|t| {
+                    u64::try_from(now.saturating_duration_since(t).as_millis()).unwrap_or(u64::MAX)
+                }),
+                accepted: record.accepted,
+                send_errors: out.send_errors.load(Ordering::Relaxed),
+                drops: record.drops,
+            })
+            .collect();
+        LinksStats { links }
+    }
+}
+
+impl std::ops::Drop for Links {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// The receiving side of one link, run as its own task.
+struct Receiver {
+    link: usize,
+    name: String,
+    socket: UdpSocket,
+    key: AuthKey,
+    cluster_id: u32,
+    warntime: Duration,
+    tracker: Arc<Mutex<Tracker>>,
+    events: mpsc::Sender<Event>,
+}
+
+impl Receiver {
+    async fn run(self) {
+        let mut buf = vec![0u8; RECV_BUF];
+        loop {
+            let (len, from) = match self.socket.recv_from(&mut buf).await {
+                Ok(got) => got,
+                Err(e) => {
+                    tracing::debug!(link = %self.name, error = %e, "heartbeat receive error");
+                    tokio::time::sleep(RECV_ERROR_PAUSE).await;
+                    continue;
+                }
+            };
+            let now = tokio::time::Instant::now().into_std();
+            let packet = match packet::decode(&buf[..len], self.key.as_bytes(), self.cluster_id) {
+                Ok(packet) => packet,
+                Err(reason) => {
+                    lock(&self.tracker).count_drop(self.link, reason);
+                    tracing::debug!(link = %self.name, %from, %reason, len, "heartbeat dropped");
+                    continue;
+                }
+            };
+            // Bound first so the lock is released before the await below.
+            let verdict = lock(&self.tracker).check(self.link, &packet.header, now);
+            match verdict {
+                Verdict::Accepted { gap } => {
+                    if let Some(gap) = gap.filter(|g| *g > self.warntime) {
+                        tracing::warn!(
+                            link = %self.name,
+                            gap_ms = gap.as_millis() as u64,
+                            warntime_ms = self.warntime.as_millis() as u64,
+                            "late heartbeat"
+                        );
+                    }
+                    let event = Event::Heartbeat {
+                        link: self.link,
+                        summary: packet.summary,
+                    };
+                    if self.events.send(event).await.is_err() {
+                        // The daemon loop is gone; nobody is listening.
+                        return;
+                    }
+                }
+                Verdict::Dropped(reason) => {
+                    tracing::debug!(link = %self.name, %from, %reason, len, "heartbeat dropped");
+                }
+                Verdict::Own => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::config::Cidr;
+    use crate::summary::{GroupPhase, Role};
+
+    fn node(name: &str, id: u16) -> NodeConfig {
+        NodeConfig {
+            name: name.into(),
+            id,
+        }
+    }
+
+    fn link(mode: LinkMode, port: u16, a: &str, b: &str, group: Option<IpAddr>) -> LinkConfig {
+        let addresses = BTreeMap::from([
+            ("a".to_string(), a.parse().unwrap()),
+            ("b".to_string(), b.parse::<Cidr>().unwrap()),
+        ]);
+        LinkConfig {
+            name: "hb".into(),
+            mode,
+            interface: None,
+            port,
+            group,
+            addresses,
+        }
+    }
+
+    #[test]
+    fn ucast_binds_the_local_address_and_sends_to_the_peer() {
+        let l = link(
+            LinkMode::Ucast,
+            694,
+            "203.0.113.1/24",
+            "203.0.113.2/24",
+            None,
+        );
+        let p = plan(&l, "a", "b").unwrap();
+        assert_eq!(p.bind, "203.0.113.1:694".parse().unwrap());
+        assert_eq!(p.dest, "203.0.113.2:694".parse().unwrap());
+        assert!(!p.broadcast && p.join.is_none());
+        assert_eq!(
+            plan(&l, "a", "c").unwrap_err(),
+            "no address for node `c` on this link"
+        );
+    }
+
+    #[test]
+    fn bcast_sends_to_the_subnet_broadcast() {
+        let l = link(
+            LinkMode::Bcast,
+            700,
+            "198.51.100.17/28",
+            "198.51.100.18/28",
+            None,
+        );
+        let p = plan(&l, "a", "b").unwrap();
+        assert_eq!(p.bind, "0.0.0.0:700".parse().unwrap());
+        assert_eq!(p.dest, "198.51.100.31:700".parse().unwrap());
+        assert!(p.broadcast);
+        let v6 = link(
+            LinkMode::Bcast,
+            700,
+            "2001:db8::1/64",
+            "2001:db8::2/64",
+            None,
+        );
+        assert!(plan(&v6, "a", "b").unwrap_err().contains("IPv4"));
+    }
+
+    #[test]
+    fn mcast_joins_the_group_on_the_local_address() {
+        let group: IpAddr = "239.0.0.42".parse().unwrap();
+        let l = link(
+            LinkMode::Mcast,
+            694,
+            "198.51.100.1/24",
+            "198.51.100.2/24",
+            Some(group),
+        );
+        let p = plan(&l, "b", "a").unwrap();
+        assert_eq!(p.dest, "239.0.0.42:694".parse().unwrap());
+        assert_eq!(p.join, Some((group, "198.51.100.2".parse().unwrap())));
+        let none = link(
+            LinkMode::Mcast,
+            694,
+            "198.51.100.1/24",
+            "198.51.100.2/24",
+            None,
+        );
+        assert!(plan(&none, "a", "b").unwrap_err().contains("group"));
+        let unicast = link(
+            LinkMode::Mcast,
+            694,
+            "198.51.100.1/24",
+            "198.51.100.2/24",
+            Some("198.51.100.9".parse().unwrap()),
+        );
+        assert!(plan(&unicast, "a", "b")
+            .unwrap_err()
+            .contains("not a multicast address"));
+    }
+
+    const KEY: &[u8] = b"loopback-test-key-0123456789";
+    const CLUSTER: u32 = 77;
+    const BOOT_A: u64 = 0xa;
+    const BOOT_B: u64 = 0xb;
+
+    fn summary(role: Role) -> NodeSummary {
+        NodeSummary {
+            role,
+            group: GroupPhase::Stopped,
+            healthy: true,
+            reachable: 0,
+            targets: 0,
+            handover: false,
+        }
+    }
+
+    struct Node {
+        links: Links,
+        events: mpsc::Receiver<Event>,
+    }
+
+    fn open(
+        cfg: &[LinkConfig],
+        local: &NodeConfig,
+        peer: &NodeConfig,
+        boot_id: u64,
+        key: &AuthKey,
+    ) -> Result<Node, Error> {
+        let (tx, events) = mpsc::channel(64);
+        let setup = LinkSetup {
+            links: cfg,
+            cluster_id: CLUSTER,
+            local,
+            peer,
+            boot_id,
+            key,
+            warntime: Duration::from_secs(5),
+        };
+        Ok(Node {
+            links: Links::open(&setup, tx)?,
+            events,
+        })
+    }
+
+    /// Two nodes on 127.0.0.1 and 127.0.0.2 sharing one port. The peer's port cannot be 0, so
+    /// a free high port is looked for, bounded in attempts.
+    fn open_pair() -> (LinkConfig, Node, Node) {
+        let key = AuthKey::for_tests(KEY);
+        let (a, b) = (node("a", 1), node("b", 2));
+        let mut last_error = None;
+        for attempt in 0..20u16 {
+            let port = 40_000 + (std::process::id() as u16 % 10_000) + attempt * 97;
+            let cfg = vec![link(
+                LinkMode::Ucast,
+                port,
+                "127.0.0.1/8",
+                "127.0.0.2/8",
+                None,
+            )];
+            match (
+                open(&cfg, &a, &b, BOOT_A, &key),
+                open(&cfg, &b, &a, BOOT_B, &key),
+            ) {
+                (Ok(na), Ok(nb)) => return (cfg.into_iter().next().unwrap(), na, nb),
+                (Err(e), _) | (_, Err(e)) => last_error = Some(e),
+            }
+        }
+        panic!("no free port pair on 127.0.0.1/127.0.0.2: {last_error:?}");
+    }
+
+    async fn next_heartbeat(node: &mut Node) -> NodeSummary {
+        match tokio::time::timeout(Duration::from_secs(10), node.events.recv()).await {
+            Ok(Some(Event::Heartbeat { link: 0, summary })) => summary,
+            other => panic!("expected a heartbeat on link 0, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn two_nodes_exchange_summaries_and_drop_attacks() {
+        let (cfg, mut a, mut b) = open_pair();
+        a.links.send(&summary(Role::Primary));
+        b.links.send(&summary(Role::Secondary));
+        assert_eq!(next_heartbeat(&mut b).await, summary(Role::Primary));
+        assert_eq!(next_heartbeat(&mut a).await, summary(Role::Secondary));
+
+        let attacker = std::net::UdpSocket::bind("127.0.0.3:0").unwrap();
+        let target = SocketAddr::new("127.0.0.2".parse().unwrap(), cfg.port);
+        let from_a = |sequence, node_id, key: &[u8]| {
+            let h = Header {
+                cluster_id: CLUSTER,
+                node_id,
+                link: 0,
+                boot_id: BOOT_A,
+                sequence,
+                sent_ms: unix_ms(),
+            };
+            packet::encode(&h, &summary(Role::Fault), key)
+        };
+        let good_len = from_a(1, 1, KEY);
+        let attacks: Vec<Vec<u8>> = vec![
+            from_a(99, 1, b"not-the-shared-key-at-all"),
+            from_a(1, 1, KEY), // a's first sequence again
+            good_len[..20].to_vec(),
+            vec![0x55; RECV_BUF + 100],
+            from_a(99, 9, KEY),
+            from_a(99, 2, KEY), // b's own id with a foreign boot: a replay of an earlier b
+        ];
+        for bytes in &attacks {
+            attacker.send_to(bytes, target).unwrap();
+        }
+        // Still listening after the garbage: a's next heartbeat arrives.
+        a.links.send(&summary(Role::Standby));
+        assert_eq!(next_heartbeat(&mut b).await, summary(Role::Standby));
+
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let stats = loop {
+            let stats = b.links.stats();
+            if stats.links[0].drops.total() == attacks.len() as u64 || Instant::now() > deadline {
+                break stats;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let hb = &stats.links[0];
+        assert_eq!(hb.name, "hb");
+        assert_eq!(hb.accepted, 2);
+        assert_eq!(hb.send_errors, 0);
+        assert!(hb.last_seen_ms.is_some());
+        let want = DropCounters {
+            forged: 1,
+            replayed: 1,
+            truncated: 1,
+            oversized: 1,
+            unknown_node: 2,
+            ..Default::default()
+        };
+        assert_eq!(hb.drops, want);
+        assert!(b.events.try_recv().is_err(), "an attack got through");
+        assert_eq!(a.links.stats().links[0].drops.total(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_link_that_cannot_bind_is_named() {
+        let key = AuthKey::for_tests(KEY);
+        // 198.51.100.0/24 (TEST-NET-2) is not configured on this host.
+        let cfg = vec![link(
+            LinkMode::Ucast,
+            40_000,
+            "198.51.100.1/24",
+            "198.51.100.2/24",
+            None,
+        )];
+        let err = open(&cfg, &node("a", 1), &node("b", 2), 1, &key)
+            .err()
+            .unwrap();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("link `hb`") && msg.contains("198.51.100.1:40000"),
+            "{msg}"
+        );
+    }
+}

@@ -1,0 +1,160 @@
+//! `pbxha status` as a person reads it: who holds the group, whether the peer and every link
+//! are alive, what each resource is doing, and why a node is in fault.
+
+use std::fmt::Write;
+
+use crate::daemon::DaemonStatus;
+use crate::membership::DropCounters;
+use crate::resources::MemberState;
+
+pub fn render(s: &DaemonStatus) -> String {
+    let mut o = String::new();
+    let n = &s.node;
+    let _ = writeln!(o, "Cluster {}: node {} is {} (group {})   pbxha {}, up {}", s.cluster, n.node, n.role, n.group.as_str(), s.version, human_secs(s.uptime_s));
+    let peer = match (&n.peer.alive, &n.peer.last) {
+        (true, Some(p)) => format!(
+            "{} is {}, {}{}{}",
+            n.peer.name,
+            p.role,
+            if p.healthy { "healthy" } else { "UNHEALTHY" },
+            if p.targets > 0 { format!(", ping {}/{}", p.reachable, p.targets) } else { String::new() },
+            if p.handover { ", handing over" } else { "" }
+        ),
+        (false, Some(p)) => format!("{} is DEAD (last seen as {})", n.peer.name, p.role),
+        _ => format!("{} not heard yet", n.peer.name),
+    };
+    let _ = writeln!(o, "Peer    {peer}");
+    for (i, l) in s.heartbeat.links.iter().enumerate() {
+        let up = n.links.get(i).is_some_and(|x| x.up);
+        let seen = l.last_seen_ms.map_or("never".to_string(), |ms| format!("{ms} ms ago"));
+        let _ = writeln!(
+            o,
+            "{:<8}{:<10} {:<5} last seen {:<12} accepted {:<8} dropped {}",
+            if i == 0 { "Links" } else { "" },
+            l.name,
+            if up { "up" } else { "DOWN" },
+            seen,
+            l.accepted,
+            drops(&l.drops)
+        );
+    }
+    if s.ping.is_empty() {
+        let _ = writeln!(o, "Ping    no targets configured (no tie-breaker: a cut-off node cannot tell)");
+    }
+    for (i, t) in s.ping.iter().enumerate() {
+        let state = match t.up {
+            Some(true) => "up",
+            Some(false) => "DOWN",
+            None => "waiting",
+        };
+        let rtt = t.last_rtt_ms.map_or(String::new(), |r| format!("rtt {r:.1} ms"));
+        let err = t.last_error.as_deref().map_or(String::new(), |e| format!("  ({e})"));
+        let _ = writeln!(o, "{:<8}{:<22} {:<8} {rtt}{err}", if i == 0 { "Ping" } else { "" }, t.target, state);
+    }
+    if s.resources.is_empty() {
+        let _ = writeln!(o, "Group   no resources configured");
+    } else {
+        let _ = writeln!(o, "Group   {:<12} {:<8} {:<9} {:<8} {}", "RESOURCE", "KIND", "STATE", "RESTARTS", "LAST ACTION");
+        for r in &s.resources {
+            let last = match (r.last_action, r.last_action_ms) {
+                (Some(a), Some(ms)) => format!("{} {ms} ms", a.as_str()),
+                _ => String::new(),
+            };
+            let err = r.last_error.as_deref().map_or(String::new(), |e| format!("  error: {e}"));
+            let _ = writeln!(o, "        {:<12} {:<8} {:<9} {:<8} {last}{err}", r.name, r.kind, state(r.state), r.restarts);
+        }
+    }
+    let faults = if n.faults.is_empty() { "none".to_string() } else { n.faults.join("; ") };
+    let _ = writeln!(o, "Faults  {faults}");
+    let mut flags = Vec::new();
+    if n.admin_standby {
+        flags.push("standby (run `pbxha online` to return)");
+    }
+    if n.draining {
+        flags.push("draining calls before a switchover");
+    }
+    if n.handover {
+        flags.push("handing over to the peer");
+    }
+    if !s.journal {
+        flags.push("JOURNAL DISABLED (see the log)");
+    }
+    match s.nonlocal_bind {
+        Some(true) => flags.push("ip_nonlocal_bind on"),
+        Some(false) => flags.push("ip_nonlocal_bind OFF"),
+        None => {}
+    }
+    let _ = writeln!(o, "Notes   {}", flags.join("; "));
+    if let Some(f) = &s.last_failover {
+        let took = f.took_ms.map_or("not finished".to_string(), |ms| format!("group up in {ms} ms"));
+        let _ = writeln!(o, "Last failover  {}  {} ({took})", utc(f.at_ms), f.message);
+    }
+    o
+}
+
+fn state(s: MemberState) -> &'static str {
+    match s {
+        MemberState::Running => "running",
+        MemberState::Stopped => "stopped",
+        MemberState::Starting => "starting",
+        MemberState::Stopping => "stopping",
+        MemberState::Failed => "FAILED",
+    }
+}
+
+fn drops(d: &DropCounters) -> String {
+    let parts: Vec<String> = [
+        ("truncated", d.truncated),
+        ("oversized", d.oversized),
+        ("malformed", d.malformed),
+        ("foreign-cluster", d.foreign_cluster),
+        ("forged", d.forged),
+        ("replayed", d.replayed),
+        ("unknown-node", d.unknown_node),
+        ("wrong-link", d.wrong_link),
+    ]
+    .iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(k, n)| format!("{k} {n}"))
+    .collect();
+    if parts.is_empty() {
+        "0".into()
+    } else {
+        format!("{} ({})", d.total(), parts.join(", "))
+    }
+}
+
+fn human_secs(s: u64) -> String {
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` from unix milliseconds (civil-from-days, H. Hinnant).
+pub fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", rem / 3600, (rem % 3600) / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_dates() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(super::utc(1_795_358_400_000), "2026-11-22 12:00:00 UTC");
+        assert_eq!(super::utc(951_782_400_000), "2000-02-29 00:00:00 UTC");
+    }
+}
