@@ -1,0 +1,116 @@
+//! Shared harness for pbxha's end-to-end tests: finding the built `pbxha`, prerequisites that
+//! fail under `CI=true` instead of skipping, daemons owned by a kill-on-drop guard, and
+//! bounded polling.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `pbxha` binary built by `cargo build` (scripts/test-all builds it first).
+pub fn pbxha() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let exe = target.join("debug/pbxha");
+    assert!(exe.exists(), "{} is missing: run `cargo build -p pbxha-appliance` first (scripts/test-all does)", exe.display());
+    exe
+}
+
+/// Whether a test may run. Under `CI=true` a missing prerequisite fails the test; elsewhere
+/// it is reported and the test returns early.
+pub fn require(ok: bool, what: &str) -> bool {
+    if ok {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("prerequisite missing under CI=true: {what}");
+    }
+    eprintln!("prerequisite missing, test not run: {what}");
+    false
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+pub fn have(tool: &str) -> bool {
+    Command::new("sh").args(["-c", &format!("command -v {tool}")]).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+/// Runs `pbxha ARGS...` to completion.
+pub fn pbxha_cmd(args: &[&str]) -> Output {
+    Command::new(pbxha()).args(args).output().expect("running pbxha")
+}
+
+/// A process the test started; killed (SIGKILL) and reaped on drop, also when the test fails.
+pub struct Guard {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Guard {
+    pub fn spawn(name: &str, cmd: &mut Command) -> Guard {
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Guard { child, name: name.to_string() }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by PID.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on a PID we own.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    /// Waits up to `limit` for the process to exit; returns whether it did.
+    pub fn wait_exit(&mut self, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, panicking with `what` after `limit`.
+pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < until, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `pbxha status --json` for a config, or `None` while the daemon is not answering.
+pub fn status_json(config: &Path) -> Option<serde_json::Value> {
+    let out = Command::new(pbxha()).arg("--config").arg(config).args(["status", "--json"]).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// Whether a process with this PID exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}

@@ -1,0 +1,184 @@
+//! Two real `pbxha run` daemons on 127.0.0.1 and 127.0.0.2 exchanging authenticated
+//! heartbeats. Killing the primary makes the secondary start its `service` resource, a real
+//! process, and `pbxha status --json` shows it.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use pbxha_tests::*;
+
+struct Pair {
+    dir: tempfile::TempDir,
+}
+
+impl Pair {
+    fn new(port: u16) -> Pair {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("authkey");
+        std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        for node in ["a", "b"] {
+            let d = dir.path().display();
+            // The service writes its own PID so the test can see the very process pbxha runs.
+            let text = format!(
+                r#"
+[cluster]
+name = "loop"
+id = 42
+auth-key-file = "{d}/authkey"
+[heartbeat]
+interval = 100
+deadtime = 600
+warntime = 300
+initdead = 1500
+port = {port}
+[[node]]
+name = "a"
+id = 1
+[[node]]
+name = "b"
+id = 2
+[[link]]
+name = "lo"
+[link.addresses]
+a = "127.0.0.1/8"
+b = "127.0.0.2/8"
+[[resource]]
+name = "worker"
+kind = "service"
+exec = ["sh", "-c", "echo $$ > {d}/{node}.worker.pid; exec sleep 600"]
+[paths]
+state-db = "{d}/{node}.db"
+control-socket = "{d}/{node}.sock"
+"#
+            );
+            std::fs::write(dir.path().join(format!("{node}.toml")), text).unwrap();
+        }
+        Pair { dir }
+    }
+
+    fn config(&self, node: &str) -> PathBuf {
+        self.dir.path().join(format!("{node}.toml"))
+    }
+
+    fn start(&self, node: &str) -> Guard {
+        let log = std::fs::File::create(self.dir.path().join(format!("{node}.log"))).unwrap();
+        Guard::spawn(
+            node,
+            Command::new(pbxha())
+                .arg("--config")
+                .arg(self.config(node))
+                .args(["run", "--node", node])
+                .stdout(Stdio::null())
+                .stderr(log),
+        )
+    }
+
+    fn worker_pid(&self, node: &str) -> Option<u32> {
+        std::fs::read_to_string(self.dir.path().join(format!("{node}.worker.pid"))).ok()?.trim().parse().ok()
+    }
+}
+
+fn role(status: &serde_json::Value) -> &str {
+    status["role"].as_str().unwrap_or("")
+}
+
+fn resource_state<'a>(status: &'a serde_json::Value, name: &str) -> &'a str {
+    status["resources"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["name"] == name))
+        .and_then(|r| r["state"].as_str())
+        .unwrap_or("")
+}
+
+#[test]
+fn killing_the_primary_starts_the_service_on_the_secondary() {
+    let pair = Pair::new(27694);
+    let mut a = pair.start("a");
+    let _b = pair.start("b");
+
+    let s = wait_for(Duration::from_secs(20), "a primary with the worker running", || {
+        status_json(&pair.config("a")).filter(|s| role(s) == "primary" && resource_state(s, "worker") == "running")
+    });
+    assert_eq!(s["peer"]["alive"], true, "{s:#}");
+    let a_worker = wait_for(Duration::from_secs(5), "a's worker pid", || pair.worker_pid("a"));
+    assert!(alive(a_worker));
+    let b = status_json(&pair.config("b")).expect("b answers");
+    assert_eq!(role(&b), "secondary", "{b:#}");
+    assert_eq!(resource_state(&b, "worker"), "stopped");
+
+    // Node death: SIGKILL, no goodbye. Its worker dies with it (PR_SET_PDEATHSIG).
+    a.signal(libc::SIGKILL);
+    assert!(a.wait_exit(Duration::from_secs(5)));
+    wait_for(Duration::from_secs(5), "a's worker to die with its daemon", || (!alive(a_worker)).then_some(()));
+
+    let s = wait_for(Duration::from_secs(20), "b primary with the worker running", || {
+        status_json(&pair.config("b")).filter(|s| role(s) == "primary" && resource_state(s, "worker") == "running")
+    });
+    assert_eq!(s["peer"]["alive"], false, "{s:#}");
+    assert!(s["last_failover"]["message"].as_str().unwrap_or("").contains("peer a is dead"), "{s:#}");
+    let b_worker = wait_for(Duration::from_secs(5), "b's worker pid", || pair.worker_pid("b"));
+    assert!(alive(b_worker), "the worker pbxha reports running is a live process");
+
+    // The failover is in the journal, readable without the daemon.
+    let out = pbxha_cmd(&["--config", pair.config("b").to_str().unwrap(), "history", "--last", "1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("peer a is dead") && text.contains("resource worker started"), "{text}");
+}
+
+#[test]
+fn sigterm_hands_over_before_deadtime_and_status_says_not_running() {
+    let pair = Pair::new(27794);
+    let mut a = pair.start("a");
+    let _b = pair.start("b");
+    wait_for(Duration::from_secs(20), "a primary", || status_json(&pair.config("a")).filter(|s| role(s) == "primary"));
+    wait_for(Duration::from_secs(20), "b secondary", || status_json(&pair.config("b")).filter(|s| role(s) == "secondary"));
+
+    a.signal(libc::SIGTERM);
+    assert!(a.wait_exit(Duration::from_secs(10)), "a stops on SIGTERM");
+    let s = wait_for(Duration::from_secs(10), "b primary", || {
+        status_json(&pair.config("b")).filter(|s| role(s) == "primary" && resource_state(s, "worker") == "running")
+    });
+    let why = s["last_failover"]["message"].as_str().unwrap_or("");
+    assert!(why.contains("handed over"), "b took over because a handed over, not after deadtime: {why}");
+
+    let out = pbxha_cmd(&["--config", pair.config("a").to_str().unwrap(), "status"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("pbxha is not running"), "{err}");
+}
+
+#[test]
+fn a_readable_key_file_stops_the_daemon_naming_the_file_and_mode() {
+    let pair = Pair::new(27894);
+    let key = pair.dir.path().join("authkey");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = Command::new(pbxha()).arg("--config").arg(pair.config("a")).args(["run", "--node", "a"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&key.display().to_string()) && err.contains("0644"), "{err}");
+}
+
+#[test]
+fn check_config_reports_every_problem_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[cluster]\nname = \"x\"\nid = 1\nauth-key-file = \"/nonexistent/key\"\nfoo = 1\n[heartbeat]\ninterval = 500\ndeadtime = 900\n[[node]]\nname = \"a\"\nid = 1\n[[node]]\nname = \"a\"\nid = 2\n[[link]]\nname = \"l\"\n[link.addresses]\na = \"203.0.113.1/24\"\n",
+    )
+    .unwrap();
+    let out = pbxha_cmd(&["check-config", "--config", path.to_str().unwrap(), "--node", "a"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in ["cluster.foo", "cluster.auth-key-file", "heartbeat.deadtime", "heartbeat.warntime", "node[1].name"] {
+        assert!(err.contains(key), "{key} missing from:\n{err}");
+    }
+    let ok = pbxha_cmd(&["check-config", "--config", Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pbxha.toml").to_str().unwrap()]);
+    // The example's key file does not exist here: exactly that one problem.
+    let err = String::from_utf8_lossy(&ok.stderr);
+    assert!(err.contains("1 problem(s)") && err.contains("cluster.auth-key-file"), "{err}");
+}
