@@ -46,6 +46,8 @@ pub struct DaemonStatus {
     pub nonlocal_bind: Option<bool>,
     pub journal: bool,
     pub last_failover: Option<LastFailover>,
+    /// The running (or last) call drain: calls remaining, for `pbxha switchover` to show.
+    pub drain: Option<crate::resources::pbx::DrainStatus>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -100,6 +102,7 @@ struct Daemon {
     events: mpsc::Sender<Event>,
     started: Instant,
     last_failover: Option<(Instant, LastFailover)>,
+    drain: crate::resources::pbx::DrainTracker,
 }
 
 pub async fn run(opts: Options) -> Result<(), Error> {
@@ -158,6 +161,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         events: events_tx,
         started: now,
         last_failover: None,
+        drain: Default::default(),
         config,
     };
     tracing::info!(node = %d.local, peer = %peer.name, cluster = %d.config.cluster.name, "pbxha started");
@@ -259,15 +263,13 @@ impl Daemon {
             Action::StopGroup => self.group.stop(),
             Action::Announce => self.links.send(&self.fsm.summary()),
             Action::Reannounce => self.group.reannounce(),
-            Action::Drain { deadline } => {
-                // No resource here can count calls yet (the PBX adapters bring that), so
-                // there is nothing to wait for: the move goes ahead at once.
-                tracing::info!(deadline_s = deadline.as_secs(), "drain: no PBX resource reports calls; nothing to wait for");
-                let events = self.events.clone();
-                tokio::spawn(async move {
-                    let _ = events.send(Event::DrainFinished { calls_left: None }).await;
-                });
-            }
+            Action::Drain { deadline } => crate::resources::pbx::spawn_drain(
+                &self.config.resources,
+                self.runner.clone(),
+                deadline,
+                self.events.clone(),
+                self.drain.clone(),
+            ),
             Action::Record(r) => {
                 match r.kind {
                     RecordKind::FailoverBegin => {
@@ -324,6 +326,7 @@ impl Daemon {
             nonlocal_bind: nonlocal::ip_nonlocal_bind().ok(),
             journal: self.journal.is_enabled(),
             last_failover: self.last_failover.as_ref().map(|(_, lf)| lf.clone()),
+            drain: self.drain.snapshot(),
         }
     }
 

@@ -54,7 +54,7 @@ pub fn render(s: &DaemonStatus) -> String {
     if s.resources.is_empty() {
         let _ = writeln!(o, "Group   no resources configured");
     } else {
-        let _ = writeln!(o, "Group   {:<12} {:<8} {:<9} {:<8} {}", "RESOURCE", "KIND", "STATE", "RESTARTS", "LAST ACTION");
+        let _ = writeln!(o, "Group   {:<12} {:<8} {:<9} {:<8} LAST ACTION", "RESOURCE", "KIND", "STATE", "RESTARTS");
         for r in &s.resources {
             let last = match (r.last_action, r.last_action_ms) {
                 (Some(a), Some(ms)) => format!("{} {ms} ms", a.as_str()),

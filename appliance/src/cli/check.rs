@@ -81,6 +81,9 @@ fn summary(c: &Config, path: &Path) -> String {
             ResourceKind::Service(ServiceConfig::Exec { argv, .. }) => format!("runs {}", argv.join(" ")),
             ResourceKind::Service(ServiceConfig::Commands { start, .. }) => format!("start: {}", start.join(" ")),
             ResourceKind::Ocf(o) => format!("OCF agent {}", o.agent),
+            ResourceKind::Pbx(p) => format!("{} (systemd unit {})", p.pbx, p.unit),
+            ResourceKind::Drbd(d) => format!("DRBD resource {}", d.resource),
+            ResourceKind::Filesystem(f) => format!("{} on {}", f.device.display(), f.mount_point.display()),
         };
         out += &format!("  {}. {:<10} {:<8} {what}\n", i + 1, r.name, r.kind.name());
     }

@@ -4,6 +4,7 @@ mod admin;
 mod check;
 mod history;
 mod keygen;
+mod replica;
 
 
 use std::path::PathBuf;
@@ -80,6 +81,11 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Replicated storage: move directories onto the DRBD filesystem and back.
+    Replica {
+        #[command(subcommand)]
+        command: replica::ReplicaCommand,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -105,6 +111,7 @@ pub fn main() -> ExitCode {
             Command::CheckConfig { node } => Ok(check::run(&cli.config, node.as_deref())),
             Command::History { last, db } => history::run(&cli.config, db, last),
             Command::Keygen { out } => keygen::run(&cli.config, out),
+            Command::Replica { command } => replica::run(command),
         }
     });
     match result {

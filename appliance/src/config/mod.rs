@@ -240,6 +240,9 @@ pub enum ResourceKind {
     Service(ServiceConfig),
     Ocf(OcfConfig),
     Vip(VipConfig),
+    Pbx(PbxConfig),
+    Drbd(DrbdConfig),
+    Filesystem(FilesystemConfig),
 }
 
 impl ResourceKind {
@@ -248,6 +251,9 @@ impl ResourceKind {
             ResourceKind::Service(_) => "service",
             ResourceKind::Ocf(_) => "ocf",
             ResourceKind::Vip(_) => "vip",
+            ResourceKind::Pbx(_) => "pbx",
+            ResourceKind::Drbd(_) => "drbd",
+            ResourceKind::Filesystem(_) => "filesystem",
         }
     }
 }
@@ -286,6 +292,48 @@ pub struct VipConfig {
     pub garp_refresh: Duration,
     /// Probe the VIP with ARP before adding it and refuse if someone answers.
     pub guard: bool,
+}
+
+/// A DRBD resource (`kind = "drbd"`): promoted on start, demoted on stop.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DrbdConfig {
+    /// The resource name in the DRBD config, e.g. `r0`.
+    pub resource: String,
+}
+
+/// The replicated filesystem (`kind = "filesystem"`): mounted on start; on stop its users
+/// are killed and it is unmounted.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FilesystemConfig {
+    pub device: PathBuf,
+    pub mount_point: PathBuf,
+    pub fstype: String,
+    /// `mount -o` options; empty for the defaults.
+    pub options: String,
+    /// Run `fsck -p` before mounting.
+    pub fsck: bool,
+}
+
+/// A PBX (`kind = "pbx"`): started and stopped through its systemd unit, and asked for its
+/// calls when a planned switchover drains them.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PbxConfig {
+    #[serde(serialize_with = "crate::resources::pbx::serialize_kind")]
+    pub pbx: pbxha_telephony::PbxKind,
+    /// Defaults to the unit Debian's package installs (`asterisk`, `freeswitch`).
+    pub unit: String,
+    /// Count Asterisk's calls over AMI instead of `asterisk -rx`.
+    pub ami: Option<AmiSettings>,
+}
+
+/// Where Asterisk's manager interface listens and how pbxha logs in.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AmiSettings {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    /// Holds the manager.conf secret, so it stays out of the config file.
+    pub secret_file: PathBuf,
 }
 
 pub const DEFAULT_GARP_COUNT: u32 = 5;

@@ -53,7 +53,7 @@ pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
 }
 
 fn read_config(root: &mut Section) -> Option<Config> {
-    let cluster = root.table("cluster", true).and_then(|mut s| {
+    let cluster = root.table("cluster", true).map(|mut s| {
         let c = ClusterConfig {
             name: s.string("name").unwrap_or_default(),
             id: s.int("id", 1, u32::MAX.into()).unwrap_or(0),
@@ -62,7 +62,7 @@ fn read_config(root: &mut Section) -> Option<Config> {
             preferred_node: s.opt_string("preferred-node"),
         };
         s.finish();
-        Some(c)
+        c
     });
     let heartbeat = root.table_or_empty("heartbeat", |s| HeartbeatConfig {
         interval: s.duration_or("interval", DEFAULT_INTERVAL),
@@ -167,7 +167,19 @@ fn read_resource(s: &mut Section) -> Option<ResourceConfig> {
                 guard: s.bool_or("guard", true),
             })
         }),
-        Some(other) => s.problem(s.key("kind"), format!("unknown resource kind `{other}`"), Some("one of service, ocf, vip")),
+        Some("pbx") => read_pbx(s).map(ResourceKind::Pbx),
+        Some("drbd") => s.string("resource").map(|resource| ResourceKind::Drbd(DrbdConfig { resource })),
+        Some("filesystem") => match (s.string("device"), s.string("mount-point"), s.string("fstype")) {
+            (Some(device), Some(mount_point), Some(fstype)) => Some(ResourceKind::Filesystem(FilesystemConfig {
+                device: device.into(),
+                mount_point: mount_point.into(),
+                fstype,
+                options: s.opt_string("options").unwrap_or_default(),
+                fsck: s.bool_or("fsck", false),
+            })),
+            _ => None,
+        },
+        Some(other) => s.problem(s.key("kind"), format!("unknown resource kind `{other}`"), Some("one of service, ocf, vip, pbx, drbd, filesystem")),
         None => None,
     };
     let r = ResourceConfig {
@@ -204,6 +216,36 @@ fn read_service(s: &mut Section) -> Option<ServiceConfig> {
             Some("unit = \"asterisk\" runs it through systemctl"),
         ),
     }
+}
+
+fn read_pbx(s: &mut Section) -> Option<PbxConfig> {
+    let pbx: pbxha_telephony::PbxKind = match s.string("pbx")?.parse() {
+        Ok(kind) => kind,
+        Err(m) => return s.problem(s.key("pbx"), m, Some("pbx = \"asterisk\" or pbx = \"freeswitch\"")),
+    };
+    let unit = s.opt_string("unit").unwrap_or_else(|| pbx.default_unit().to_string());
+    let host = s.opt_string("ami-host");
+    let port = s.table.contains_key("ami-port").then(|| s.int_or("ami-port", 1, 65535, 0));
+    let user = s.opt_string("ami-user");
+    let secret_file = s.opt_string("ami-secret-file").map(PathBuf::from);
+    let ami = match (user, secret_file) {
+        (None, None) if host.is_none() && port.is_none() => None,
+        (Some(user), Some(secret_file)) if pbx == pbxha_telephony::PbxKind::Asterisk => Some(AmiSettings {
+            host: host.unwrap_or_else(|| "127.0.0.1".into()),
+            port: port.unwrap_or(pbxha_telephony::ami::DEFAULT_PORT),
+            user,
+            secret_file,
+        }),
+        (Some(_), Some(_)) => return s.problem(s.key("ami-user"), "AMI is Asterisk's; FreeSWITCH calls are counted with fs_cli".into(), None),
+        _ => {
+            return s.problem(
+                s.key("ami-user"),
+                "AMI needs both `ami-user` and `ami-secret-file`".into(),
+                Some("the user is a [section] of manager.conf; the file holds its secret"),
+            )
+        }
+    };
+    Some(PbxConfig { pbx, unit, ami })
 }
 
 fn parse_ping_target(s: &str) -> Result<PingTarget, String> {
@@ -316,9 +358,7 @@ impl<'a> Section<'a> {
         }
     }
 
-    fn int_or<T: TryFrom<i64>>(&mut self, key: &'static str, min: i64, max: i64, default: i64) -> T
-    where
-        T: Default,
+    fn int_or<T: TryFrom<i64> + Default>(&mut self, key: &'static str, min: i64, max: i64, default: i64) -> T
     {
         if self.table.contains_key(key) {
             self.int(key, min, max).unwrap_or_default()

@@ -130,7 +130,7 @@ impl Config {
                         problem(&key("agent"), format!("`{}` is not provider/type", ocf.agent), "e.g. agent = \"heartbeat/IPaddr2\"");
                     }
                 }
-                ResourceKind::Service(_) => {}
+                ResourceKind::Service(_) | ResourceKind::Pbx(_) | ResourceKind::Drbd(_) | ResourceKind::Filesystem(_) => {}
             }
         }
         out

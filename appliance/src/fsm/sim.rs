@@ -538,7 +538,7 @@ fn a_stop_failure_keeps_the_peer_from_starting() {
 /// exactly one node holds it.
 #[test]
 fn random_trouble_never_puts_the_group_on_both_nodes() {
-    let mut seed: u64 = 0x5eed_0f_9b3a;
+    let mut seed: u64 = 0x5eed_0f9b_3a00;
     let mut rnd = move |n: u64| {
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (seed >> 33) % n

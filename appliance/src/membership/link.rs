@@ -659,12 +659,14 @@ mod tests {
     #[tokio::test]
     async fn a_link_that_cannot_bind_is_named() {
         let key = AuthKey::for_tests(KEY);
-        // 198.51.100.0/24 (TEST-NET-2) is not configured on this host.
+        // Held without SO_REUSEADDR, so the link's bind must fail with "address in use".
+        let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
         let cfg = vec![link(
             LinkMode::Ucast,
-            40_000,
-            "198.51.100.1/24",
-            "198.51.100.2/24",
+            port,
+            "127.0.0.1/8",
+            "127.0.0.2/8",
             None,
         )];
         let err = open(&cfg, &node("a", 1), &node("b", 2), 1, &key)
@@ -672,7 +674,7 @@ mod tests {
             .unwrap();
         let msg = err.to_string();
         assert!(
-            msg.contains("link `hb`") && msg.contains("198.51.100.1:40000"),
+            msg.contains("link `hb`") && msg.contains(&format!("cannot bind 127.0.0.1:{port}")),
             "{msg}"
         );
     }

@@ -2,8 +2,11 @@
 //! this crate (`service`, `ocf`, `vip`), and the executor that starts them in order, stops them
 //! in reverse, monitors them and restarts them locally before giving up.
 
+pub mod drbd;
 pub mod engine;
+pub mod filesystem;
 pub mod ocf;
+pub mod pbx;
 pub mod service;
 pub mod vip;
 
@@ -54,6 +57,9 @@ pub fn build_members(
                 ResourceKind::Service(s) => service::build(&r.name, s, timeouts, runner.clone())?,
                 ResourceKind::Ocf(o) => ocf::build(&r.name, o, timeouts, runner.clone())?,
                 ResourceKind::Vip(v) => std::sync::Arc::new(vip::Vip::new(r.name.clone(), v.clone())),
+                ResourceKind::Pbx(p) => pbx::build(&r.name, p, timeouts, runner.clone())?,
+                ResourceKind::Drbd(d) => std::sync::Arc::new(drbd::DrbdResource::new(&r.name, d, runner.clone())),
+                ResourceKind::Filesystem(f) => std::sync::Arc::new(filesystem::FilesystemResource::new(&r.name, f, runner.clone())),
             };
             Ok(Member::new(r, resource))
         })

@@ -1,0 +1,574 @@
+//! The `pbx` resource kind: Asterisk or FreeSWITCH, driven through the telephony crate's
+//! adapters — systemd for start/stop/monitor, the PBX's own CLI (or AMI) for calls — and the
+//! call drain the daemon runs before a planned switchover ([`spawn_drain`]).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pbxha_runner::Runner;
+use pbxha_telephony::ami::AmiConfig;
+use pbxha_telephony::asterisk::Asterisk;
+use pbxha_telephony::drain::{self, DrainOutcome};
+use pbxha_telephony::freeswitch::FreeSwitch;
+use pbxha_telephony::pbx::{ServiceState, Unit};
+use pbxha_telephony::{Calls, Pbx, PbxKind};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::engine::Timeouts;
+use super::{Resource, ResourceState};
+use crate::config::{PbxConfig, ResourceConfig, ResourceKind};
+use crate::fsm::Event;
+use crate::Error;
+
+/// For the config's `Serialize`: the kind as written in the config file.
+pub fn serialize_kind<S: serde::Serializer>(kind: &PbxKind, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(kind.name())
+}
+
+/// How long one AMI query may take, login included.
+const AMI_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to keep retrying `sofia recover` after a start: FreeSWITCH takes a few seconds
+/// before fs_cli can connect.
+const RECOVER_WINDOW: Duration = Duration::from_secs(60);
+const RECOVER_RETRY: Duration = Duration::from_secs(2);
+
+/// The telephony adapter for a `pbx` resource named `name`. Reads the AMI secret file, so
+/// its problems are reported when the group is built, naming the file.
+pub fn adapter(
+    name: &str,
+    config: &PbxConfig,
+    runner: Arc<dyn Runner>,
+) -> Result<Arc<dyn Pbx>, Error> {
+    let unit = Unit::new(config.unit.clone(), runner.clone());
+    Ok(match config.pbx {
+        PbxKind::Asterisk => {
+            let ami = match &config.ami {
+                None => None,
+                Some(a) => {
+                    let secret =
+                        std::fs::read_to_string(&a.secret_file).map_err(|e| Error::Resource {
+                            resource: name.to_string(),
+                            message: format!(
+                                "cannot read the AMI secret file {}: {e}",
+                                a.secret_file.display()
+                            ),
+                        })?;
+                    Some(AmiConfig {
+                        addr: format!("{}:{}", a.host, a.port),
+                        username: a.user.clone(),
+                        secret: secret.trim_end_matches(['\r', '\n']).to_string(),
+                        timeout: AMI_TIMEOUT,
+                    })
+                }
+            };
+            Arc::new(Asterisk::new(unit, runner, ami))
+        }
+        PbxKind::FreeSwitch => Arc::new(FreeSwitch::new(unit, runner)),
+    })
+}
+
+/// Builds the `pbx` resource for the group.
+pub fn build(
+    name: &str,
+    config: &PbxConfig,
+    timeouts: Timeouts,
+    runner: Arc<dyn Runner>,
+) -> Result<Arc<dyn Resource>, Error> {
+    Ok(Arc::new(PbxResource {
+        name: name.to_string(),
+        pbx: adapter(name, config, runner)?,
+        timeouts,
+    }))
+}
+
+/// A PBX as a member of the resource group.
+pub struct PbxResource {
+    name: String,
+    pbx: Arc<dyn Pbx>,
+    timeouts: Timeouts,
+}
+
+impl PbxResource {
+    fn error(&self, e: pbxha_telephony::Error) -> Error {
+        Error::Resource {
+            resource: self.name.clone(),
+            message: e.to_string(),
+        }
+    }
+}
+
+#[async_trait]
+impl Resource for PbxResource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn start(&self) -> Result<(), Error> {
+        let unit = self.pbx.unit();
+        if unit
+            .state(self.timeouts.monitor)
+            .await
+            .map_err(|e| self.error(e))?
+            == ServiceState::Running
+        {
+            // Already up (pbxha restarted under a running PBX): it may still be refusing
+            // calls from a drain the previous pbxha began.
+            if let Err(e) = self.pbx.end_drain().await {
+                tracing::warn!(resource = %self.name, "cannot reopen the running PBX to new calls: {e}");
+            }
+        }
+        unit.start(self.timeouts.start)
+            .await
+            .map_err(|e| self.error(e))?;
+        // Off the start path: the PBX answers its CLI only seconds after systemd reports it
+        // started, and the group should not wait for calls to be recovered.
+        let pbx = self.pbx.clone();
+        let name = self.name.clone();
+        tokio::spawn(async move {
+            let began = tokio::time::Instant::now();
+            loop {
+                match pbx.after_takeover().await {
+                    Ok(()) => break,
+                    Err(e) if began.elapsed() >= RECOVER_WINDOW => {
+                        tracing::warn!(resource = %name, "after takeover: {e}; giving up");
+                        break;
+                    }
+                    Err(_) => tokio::time::sleep(RECOVER_RETRY).await,
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn stop(&self) -> Result<(), Error> {
+        self.pbx
+            .unit()
+            .stop(self.timeouts.stop)
+            .await
+            .map_err(|e| self.error(e))
+    }
+
+    async fn monitor(&self) -> Result<ResourceState, Error> {
+        Ok(
+            match self
+                .pbx
+                .unit()
+                .state(self.timeouts.monitor)
+                .await
+                .map_err(|e| self.error(e))?
+            {
+                ServiceState::Running => ResourceState::Running,
+                ServiceState::Stopped => ResourceState::Stopped,
+            },
+        )
+    }
+}
+
+/// What `pbxha status --json` shows under `drain` while (and after) a drain runs.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DrainStatus {
+    pub resource: String,
+    /// Calls still up at the last reading; `None` while that is unknown.
+    pub calls: Option<u32>,
+    /// Why the last reading is unknown.
+    pub unknown: Option<String>,
+    pub elapsed_s: u64,
+    pub deadline_s: u64,
+    pub finished: bool,
+}
+
+/// The latest drain's status, shared between the drain task and the status answer.
+#[derive(Clone, Default)]
+pub struct DrainTracker(Arc<Mutex<Option<DrainStatus>>>);
+
+impl DrainTracker {
+    pub fn snapshot(&self) -> Option<DrainStatus> {
+        self.0.lock().ok().and_then(|s| s.clone())
+    }
+
+    fn set(&self, status: DrainStatus) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(status);
+        }
+    }
+}
+
+/// A resource's name with its PBX adapter.
+type NamedPbx = (String, Arc<dyn Pbx>);
+
+/// The first `pbx` resource of the group, with its adapter.
+fn drained(
+    resources: &[ResourceConfig],
+    runner: Arc<dyn Runner>,
+) -> Result<Option<NamedPbx>, Error> {
+    let Some((name, config)) = resources.iter().find_map(|r| match &r.kind {
+        ResourceKind::Pbx(p) => Some((&r.name, p)),
+        _ => None,
+    }) else {
+        return Ok(None);
+    };
+    Ok(Some((name.clone(), adapter(name, config, runner)?)))
+}
+
+/// Carries out the fsm's `Action::Drain`: drains the group's PBX in the background, keeps
+/// `tracker` current for `pbxha status`, and reports `Event::DrainFinished` when calls reach
+/// zero or `deadline` passes. Without a PBX in the group there is nothing to wait for.
+pub fn spawn_drain(
+    resources: &[ResourceConfig],
+    runner: Arc<dyn Runner>,
+    deadline: Duration,
+    events: mpsc::Sender<Event>,
+    tracker: DrainTracker,
+) {
+    let pbx = match drained(resources, runner) {
+        Ok(pbx) => pbx,
+        Err(e) => {
+            tracing::error!("drain: {e}; moving without draining");
+            None
+        }
+    };
+    tokio::spawn(async move {
+        let calls_left = match pbx {
+            Some((name, pbx)) => run_drain(&name, pbx.as_ref(), deadline, &tracker)
+                .await
+                .calls_left
+                .known(),
+            None => {
+                tracing::info!("drain: no pbx resource in the group; nothing to wait for");
+                None
+            }
+        };
+        // The fsm moves on after its own deadline if this is lost (daemon shutting down).
+        let _ = events.send(Event::DrainFinished { calls_left }).await;
+    });
+}
+
+async fn run_drain(
+    name: &str,
+    pbx: &dyn Pbx,
+    deadline: Duration,
+    tracker: &DrainTracker,
+) -> DrainOutcome {
+    tracing::info!(resource = %name, deadline_s = deadline.as_secs(), "drain: refusing new calls, waiting for active calls to end");
+    let status = |calls: &Calls, elapsed: Duration, finished: bool| DrainStatus {
+        resource: name.to_string(),
+        calls: calls.known(),
+        unknown: match calls {
+            Calls::Known(_) => None,
+            Calls::Unknown(why) => Some(why.clone()),
+        },
+        elapsed_s: elapsed.as_secs(),
+        deadline_s: deadline.as_secs(),
+        finished,
+    };
+    let mut last: Option<Calls> = None;
+    let outcome = drain::drain(pbx, deadline, drain::DEFAULT_POLL, |calls, elapsed| {
+        tracker.set(status(calls, elapsed, false));
+        // One log line per change, not one per poll.
+        if last.as_ref() != Some(calls) {
+            tracing::info!(resource = %name, elapsed_s = elapsed.as_secs(), "drain: {calls} remaining");
+            last = Some(calls.clone());
+        }
+    })
+    .await;
+    tracker.set(status(&outcome.calls_left, outcome.elapsed, true));
+    if !outcome.refusing {
+        tracing::warn!(resource = %name, "drain: the PBX could not be told to refuse new calls");
+    }
+    tracing::info!(resource = %name, elapsed_s = outcome.elapsed.as_secs(), "drain finished: {} left", outcome.calls_left);
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AmiSettings;
+    use pbxha_runner::{Output, ScriptedRunner};
+
+    fn timeouts() -> Timeouts {
+        let s = Duration::from_secs(5);
+        Timeouts {
+            start: s,
+            stop: s,
+            monitor: s,
+            monitor_interval: s,
+        }
+    }
+
+    fn resource_config(pbx: PbxKind) -> ResourceConfig {
+        ResourceConfig {
+            name: "pbx".into(),
+            start_timeout: Duration::from_secs(5),
+            stop_timeout: Duration::from_secs(5),
+            monitor_timeout: Duration::from_secs(5),
+            monitor_interval: Duration::from_secs(2),
+            kind: ResourceKind::Pbx(PbxConfig {
+                pbx,
+                unit: pbx.default_unit().into(),
+                ami: None,
+            }),
+        }
+    }
+
+    fn config(r: &ResourceConfig) -> &PbxConfig {
+        match &r.kind {
+            ResourceKind::Pbx(p) => p,
+            _ => unreachable!("a pbx resource"),
+        }
+    }
+
+    #[tokio::test]
+    async fn starts_stops_and_monitors_through_systemd() {
+        let runner = Arc::new(ScriptedRunner::new());
+        runner.on(
+            ["systemctl", "is-active"],
+            Output {
+                code: 3,
+                stdout: "inactive\n".into(),
+                stderr: String::new(),
+            },
+        );
+        runner.on(["systemctl", "start"], Output::ok(""));
+        runner.on(["systemctl", "stop"], Output::ok(""));
+        runner.on(["fs_cli"], Output::ok("+OK\n"));
+        let r = resource_config(PbxKind::FreeSwitch);
+        let pbx = build("pbx", config(&r), timeouts(), runner.clone()).unwrap();
+        assert_eq!(pbx.monitor().await.unwrap(), ResourceState::Stopped);
+        pbx.start().await.unwrap();
+        pbx.stop().await.unwrap();
+        let argvs = runner.argvs();
+        assert_eq!(
+            argvs[..4],
+            [
+                "systemctl is-active freeswitch",
+                "systemctl is-active freeswitch",
+                "systemctl start freeswitch",
+                "systemctl stop freeswitch"
+            ]
+        );
+        assert!(
+            !argvs.iter().any(|a| a.contains("fsctl resume")),
+            "a stopped PBX has no drain to end: {argvs:?}"
+        );
+        // sofia recover runs in the background after the start.
+        for _ in 0..100 {
+            if runner
+                .argvs()
+                .iter()
+                .any(|a| a == "fs_cli -x sofia recover")
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            runner
+                .argvs()
+                .iter()
+                .any(|a| a == "fs_cli -x sofia recover"),
+            "{:?}",
+            runner.argvs()
+        );
+    }
+
+    #[tokio::test]
+    async fn starting_a_running_pbx_reopens_it_to_calls() {
+        let runner = Arc::new(ScriptedRunner::new());
+        runner.on(["systemctl", "is-active"], Output::ok("active\n"));
+        runner.on(["systemctl", "start"], Output::ok(""));
+        runner.on(["asterisk", "-rx"], Output::ok(""));
+        let r = resource_config(PbxKind::Asterisk);
+        let pbx = build("pbx", config(&r), timeouts(), runner.clone()).unwrap();
+        pbx.start().await.unwrap();
+        assert_eq!(
+            runner.argvs(),
+            [
+                "systemctl is-active asterisk",
+                "asterisk -rx dialplan set global PBXHA_DRAINING 0",
+                "asterisk -rx core abort shutdown",
+                "systemctl start asterisk"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_ami_secret_file_is_named() {
+        let mut r = resource_config(PbxKind::Asterisk);
+        if let ResourceKind::Pbx(p) = &mut r.kind {
+            p.ami = Some(AmiSettings {
+                host: "127.0.0.1".into(),
+                port: 5038,
+                user: "pbxha".into(),
+                secret_file: "/nonexistent/pbxha-ami-secret".into(),
+            });
+        }
+        let err = build(
+            "pbx",
+            config(&r),
+            timeouts(),
+            Arc::new(ScriptedRunner::new()),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.contains("/nonexistent/pbxha-ami-secret") && err.contains("resource `pbx`"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_drain_reports_progress_and_finishes_with_the_last_count() {
+        let runner = Arc::new(ScriptedRunner::new());
+        runner.on(["fs_cli", "-x", "fsctl"], Output::ok("+OK\n"));
+        runner.on_seq(
+            ["fs_cli", "-x", "show calls count"],
+            vec![Output::ok("\n2 total.\n"), Output::ok("\n0 total.\n")],
+        );
+        let (tx, mut rx) = mpsc::channel(4);
+        let tracker = DrainTracker::default();
+        spawn_drain(
+            &[resource_config(PbxKind::FreeSwitch)],
+            runner.clone(),
+            Duration::from_secs(30),
+            tx,
+            tracker.clone(),
+        );
+        let ev = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(
+                ev,
+                Event::DrainFinished {
+                    calls_left: Some(0)
+                }
+            ),
+            "{ev:?}"
+        );
+        let status = tracker.snapshot().unwrap();
+        assert_eq!(
+            (status.calls, status.finished, status.deadline_s),
+            (Some(0), true, 30)
+        );
+        assert_eq!(runner.argvs()[0], "fs_cli -x fsctl pause inbound");
+        assert!(
+            !runner.argvs().iter().any(|a| a.contains("resume")),
+            "still refusing until stopped"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_pbx_the_drain_finishes_at_once_with_no_count() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let tracker = DrainTracker::default();
+        spawn_drain(
+            &[],
+            Arc::new(ScriptedRunner::new()),
+            Duration::from_secs(300),
+            tx,
+            tracker.clone(),
+        );
+        let ev = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(ev, Event::DrainFinished { calls_left: None }),
+            "{ev:?}"
+        );
+        assert_eq!(tracker.snapshot(), None);
+    }
+
+    /// A valid config whose group is the given `[[resource]]` tables.
+    fn config_text(key: &std::path::Path, resources: &str) -> String {
+        format!(
+            "[cluster]\nname = \"t\"\nid = 7\nauth-key-file = \"{}\"\n\n[[node]]\nname = \"a\"\nid = 1\n[[node]]\nname = \"b\"\nid = 2\n\n[[link]]\nname = \"hb\"\n[link.addresses]\na = \"203.0.113.11/24\"\nb = \"203.0.113.12/24\"\n\n{resources}",
+            key.display()
+        )
+    }
+
+    fn key_file() -> tempfile::NamedTempFile {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(b"0123456789abcdef0123456789abcdef\n").unwrap();
+        std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(0o600)).unwrap();
+        f
+    }
+
+    #[test]
+    fn pbx_resources_parse_with_defaults_and_ami() {
+        let key = key_file();
+        let text = config_text(
+            key.path(),
+            "[[resource]]\nname = \"fs\"\nkind = \"pbx\"\npbx = \"freeswitch\"\n\n\
+             [[resource]]\nname = \"ast\"\nkind = \"pbx\"\npbx = \"asterisk\"\nunit = \"asterisk-custom\"\n\
+             ami-user = \"pbxha\"\nami-secret-file = \"/etc/pbxha/ami-secret\"\n",
+        );
+        let c = crate::config::parse(&text).unwrap();
+        assert_eq!(
+            config(&c.resources[0]),
+            &PbxConfig {
+                pbx: PbxKind::FreeSwitch,
+                unit: "freeswitch".into(),
+                ami: None
+            }
+        );
+        let ami = AmiSettings {
+            host: "127.0.0.1".into(),
+            port: 5038,
+            user: "pbxha".into(),
+            secret_file: "/etc/pbxha/ami-secret".into(),
+        };
+        assert_eq!(
+            config(&c.resources[1]),
+            &PbxConfig {
+                pbx: PbxKind::Asterisk,
+                unit: "asterisk-custom".into(),
+                ami: Some(ami)
+            }
+        );
+        let json = serde_json::to_value(&c.resources[1].kind).unwrap();
+        assert_eq!(json["kind"], "pbx");
+        assert_eq!(json["pbx"], "asterisk");
+    }
+
+    #[test]
+    fn bad_pbx_resources_name_the_key() {
+        let key = key_file();
+        for (resource, at, says) in [
+            ("pbx = \"yate\"", "resource[0].pbx", "unknown PBX `yate`"),
+            (
+                "pbx = \"asterisk\"\nami-user = \"pbxha\"",
+                "resource[0].ami-user",
+                "needs both",
+            ),
+            (
+                "pbx = \"freeswitch\"\nami-user = \"u\"\nami-secret-file = \"/f\"",
+                "resource[0].ami-user",
+                "Asterisk's",
+            ),
+            (
+                "pbx = \"asterisk\"\nami-port = 70000",
+                "resource[0].ami-port",
+                "out of range",
+            ),
+        ] {
+            let text = config_text(
+                key.path(),
+                &format!("[[resource]]\nname = \"p\"\nkind = \"pbx\"\n{resource}\n"),
+            );
+            let problems = crate::config::parse(&text).unwrap_err();
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.key == at && p.message.contains(says)),
+                "{resource}: {problems:?}"
+            );
+        }
+    }
+}
