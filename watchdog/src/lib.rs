@@ -1,0 +1,22 @@
+//! Watching and telling for pbxha: what runs on a schedule, what it finds, and how the
+//! operator hears about it.
+//!
+//! Parts: [`schedule`] (classic crontab lines through croner, or fixed intervals),
+//! [`config`] (the `[mail]` and `[[check]]` sections, read from TOML with every problem and
+//! its key path), [`checks`] (every check kind, rise/fall, history in SQLite), [`outbox`]
+//! (the durable mail queue: dedup, backoff, flood digest), [`smtp`] (one mail through lettre,
+//! failures named by SMTP step), [`mailer`] (the delivery loop and the queuing handle),
+//! [`report`] (the text of the switchover report and alerts), [`device`] (the
+//! `/dev/watchdog` kicker behind a seam) and [`error`] (the crate's one error type).
+
+pub mod checks;
+pub mod config;
+pub mod device;
+pub mod error;
+pub mod mailer;
+pub mod outbox;
+pub mod report;
+pub mod schedule;
+pub mod smtp;
+
+pub use error::Error;

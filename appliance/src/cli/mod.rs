@@ -4,6 +4,7 @@ mod admin;
 mod check;
 mod history;
 mod keygen;
+mod mail;
 mod replica;
 
 
@@ -75,6 +76,23 @@ enum Command {
         #[arg(long)]
         db: Option<PathBuf>,
     },
+    /// Mail alerts: send a test mail, or list the outbox.
+    Mail {
+        #[command(subcommand)]
+        command: mail::MailCommand,
+        /// The state database (default: `paths.state-db` from the config).
+        #[arg(long, global = true)]
+        db: Option<PathBuf>,
+    },
+    /// Show the last results of every check.
+    Checks {
+        /// How many results per check.
+        #[arg(long, default_value_t = 5)]
+        last: usize,
+        /// The state database (default: `paths.state-db` from the config).
+        #[arg(long)]
+        db: Option<PathBuf>,
+    },
     /// Write a new random shared key for the heartbeat (mode 0600).
     Keygen {
         /// Where to write it (default: `cluster.auth-key-file` or /etc/pbxha/authkey).
@@ -111,6 +129,8 @@ pub fn main() -> ExitCode {
             Command::CheckConfig { node } => Ok(check::run(&cli.config, node.as_deref())),
             Command::History { last, db } => history::run(&cli.config, db, last),
             Command::Keygen { out } => keygen::run(&cli.config, out),
+            Command::Mail { command, db } => mail::run(&cli.config, db, command).await,
+            Command::Checks { last, db } => mail::checks(&cli.config, db, last),
             Command::Replica { command } => replica::run(command),
         }
     });
