@@ -123,7 +123,15 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         Ok(()) => tracing::info!("net.ipv4.ip_nonlocal_bind = 1"),
         Err(e) => tracing::warn!("{e}; the PBX cannot bind the VIP on the secondary"),
     }
+    // First, so a second daemon started by mistake stops here, before it touches the
+    // resources the running one holds.
+    let listener = control::bind(&config.paths.control_socket).await?;
     let (events_tx, mut events_rx) = mpsc::channel::<Event>(1024);
+    let runner: Arc<dyn Runner> = Arc::new(SystemRunner);
+    let group = new_group(&config, &local.name, runner.clone(), journal.clone(), events_tx.clone())?;
+    // Like Pacemaker's start-up probe: a daemon that crashed may have left the VIP or the PBX
+    // running. Stop everything before joining, or the peer and this node would both hold it.
+    let leftover = clean_start(&group, &mut events_rx, shutdown_budget(&config)).await;
     let links = Links::open(
         &LinkSetup {
             links: &config.links,
@@ -136,11 +144,8 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         },
         events_tx.clone(),
     )?;
-    let runner: Arc<dyn Runner> = Arc::new(SystemRunner);
-    let group = new_group(&config, &local.name, runner.clone(), journal.clone(), events_tx.clone())?;
     let ping = PingMonitor::new(config.ping.clone());
     let ping_task = spawn_ping(&ping, events_tx.clone());
-    let listener = control::bind(&config.paths.control_socket).await?;
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<Pending>(16);
     tokio::spawn(control::serve(listener, ctl_tx));
     let notifier = Notifier::new(&config.cluster.name, &local.name, config.paths.hooks.clone(), runner.clone());
@@ -164,6 +169,9 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         drain: Default::default(),
         config,
     };
+    if let Some(ev) = leftover {
+        d.apply(ev);
+    }
     tracing::info!(node = %d.local, peer = %peer.name, cluster = %d.config.cluster.name, "pbxha started");
     d.journal.record(Entry::now(&d.local, Kind::Record(RecordKind::RoleChange), "daemon started"));
 
@@ -200,8 +208,8 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             break;
         }
         if let Some(since) = stopping {
-            if since.elapsed() > d.shutdown_budget() {
-                tracing::error!("resources did not stop within {:?}; exiting anyway", d.shutdown_budget());
+            if since.elapsed() > shutdown_budget(&d.config) {
+                tracing::error!("resources did not stop within {:?}; exiting anyway", shutdown_budget(&d.config));
                 break;
             }
         }
@@ -214,6 +222,36 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let _ = std::fs::remove_file(&d.config.paths.control_socket);
     tracing::info!("pbxha stopped");
     Ok(())
+}
+
+/// Stops the whole group once and waits for the outcome. Returns a stop failure for the fsm:
+/// it must then treat the group as possibly held.
+async fn clean_start(group: &GroupHandle, events: &mut mpsc::Receiver<Event>, limit: Duration) -> Option<Event> {
+    tracing::info!("stopping any resources left running by a previous run");
+    group.stop();
+    let outcome = tokio::time::timeout(limit, async {
+        while let Some(ev) = events.recv().await {
+            match ev {
+                Event::Group(GroupEvent::Stopped) => return None,
+                ev @ Event::Group(GroupEvent::StopFailed { .. }) => return Some(ev),
+                _ => {}
+            }
+        }
+        None
+    })
+    .await;
+    match outcome {
+        Ok(ev) => ev,
+        Err(_) => Some(Event::Group(GroupEvent::StopFailed {
+            resource: "group".into(),
+            reason: format!("the start-up stop did not finish within {limit:?}"),
+        })),
+    }
+}
+
+/// Enough for every resource to stop, plus a margin.
+fn shutdown_budget(config: &Config) -> Duration {
+    config.resources.iter().map(|r| r.stop_timeout).sum::<Duration>() + Duration::from_secs(5)
 }
 
 fn tick_period(config: &Config) -> Duration {
@@ -336,10 +374,6 @@ impl Daemon {
         Some(Instant::now())
     }
 
-    /// Enough for every resource to stop, plus a margin.
-    fn shutdown_budget(&self) -> Duration {
-        self.config.resources.iter().map(|r| r.stop_timeout).sum::<Duration>() + Duration::from_secs(5)
-    }
 
     /// SIGHUP: applies a valid new config by diff; keeps the running one if it is invalid.
     /// Returns whether the heartbeat timing changed (the caller resets its timers).

@@ -27,6 +27,9 @@ pub enum Error {
     Lab { message: String },
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
+    /// The watchdog crate's errors (device, outbox, check history) name their file already.
+    #[error(transparent)]
+    Watchdog(#[from] pbxha_watchdog::Error),
 }
 
 impl Error {

@@ -4,8 +4,10 @@ mod admin;
 mod check;
 mod history;
 mod keygen;
+mod lab;
 mod mail;
 mod replica;
+mod sip;
 
 
 use std::path::PathBuf;
@@ -104,6 +106,10 @@ enum Command {
         #[command(subcommand)]
         command: replica::ReplicaCommand,
     },
+    /// A real two-node cluster in network namespaces on this machine (`pbxha lab up`).
+    Lab(lab::LabArgs),
+    /// Send one SIP OPTIONS and print who answered, how and how fast (like sipsak -s).
+    SipProbe(sip::SipProbeArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -132,6 +138,8 @@ pub fn main() -> ExitCode {
             Command::Mail { command, db } => mail::run(&cli.config, db, command).await,
             Command::Checks { last, db } => mail::checks(&cli.config, db, last),
             Command::Replica { command } => replica::run(command),
+            Command::Lab(args) => lab::run(args).await,
+            Command::SipProbe(args) => sip::run(args).await,
         }
     });
     match result {

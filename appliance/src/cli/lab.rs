@@ -1,0 +1,217 @@
+//! `pbxha lab`: a real two-node cluster in network namespaces on this machine.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Subcommand};
+use pbxha_appliance::control::{self, Request};
+use pbxha_appliance::lab::plan::{NodeFiles, VIP};
+use pbxha_appliance::lab::{Lab, Member, Partition, Pbx, Profile, UpOptions};
+use pbxha_runner::SystemRunner;
+use serde::Serialize;
+
+use super::admin;
+
+#[derive(Args)]
+pub struct LabArgs {
+    /// Namespace name prefix (tests use their own so they never touch a real lab).
+    #[arg(long, global = true, hide = true, env = "PBXHA_LAB_PREFIX", default_value = pbxha_appliance::lab::plan::DEFAULT_PREFIX)]
+    prefix: String,
+    /// Where the lab keeps configs, the key, logs and PID files.
+    #[arg(long, global = true, hide = true, env = "PBXHA_LAB_DIR", default_value = pbxha_appliance::lab::plan::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    #[command(subcommand)]
+    command: LabCommand,
+}
+
+#[derive(Subcommand)]
+pub enum LabCommand {
+    /// Build the lab and start one `pbxha run` per node; ends by saying who holds the VIP.
+    ///
+    /// Namespaces: a and b (the nodes), client, gw (the ping target), on a public bridge
+    /// 198.51.100.0/24 with the VIP 198.51.100.100, plus a heartbeat bridge 203.0.113.0/24
+    /// between a and b. The host's own network is not touched.
+    Up {
+        /// The SIP service on the VIP: pbxha's small builtin responder, or a real kamailio.
+        #[arg(long, default_value = "builtin")]
+        pbx: Pbx,
+        /// Heartbeat timing: default (200 ms / dead after 1000 ms) or fast (50 / 250 ms).
+        #[arg(long, default_value = "default")]
+        profile: Profile,
+    },
+    /// Remove everything the lab made: processes, namespaces, bridges, files.
+    Down,
+    /// Namespaces, addresses, VIP holder and each node's role.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command inside a lab namespace (a, b, client, gw).
+    Exec {
+        node: Member,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Node death: kill every process in the node's namespace and take its links down.
+    Kill { node: Member },
+    /// Bring a killed node back: links up, daemon started.
+    Revive { node: Member },
+    /// Cut a node off: the heartbeat link, the public link, or both.
+    Partition { which: Partition, node: Member },
+    /// Undo every partition and bring every link up.
+    Heal,
+    /// Planned move of the group to the other node.
+    Switchover {
+        /// Skip the call drain.
+        #[arg(long)]
+        now: bool,
+    },
+    /// The builtin SIP responder the lab runs on the VIP (answers OPTIONS naming its node).
+    #[command(hide = true)]
+    SipResponder {
+        #[arg(long)]
+        bind: SocketAddr,
+        #[arg(long)]
+        node: String,
+    },
+}
+
+fn lab(args: &LabArgs) -> Lab {
+    Lab::new(Arc::new(SystemRunner)).with_prefix(&args.prefix).with_state_dir(&args.state_dir)
+}
+
+pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
+    let lab = lab(&args);
+    match args.command {
+        LabCommand::Up { pbx, profile } => {
+            let exe = std::env::current_exe()?;
+            let mut opts = UpOptions::new(exe.clone());
+            opts.pbx = pbx;
+            opts.profile = profile;
+            let status = lab.up(&opts, &|line| println!("lab: {line}")).await?;
+            let roles = roles(&lab).await;
+            let holder = status.vip_holders.first().map(|m| m.name()).unwrap_or("nobody yet");
+            println!();
+            println!("VIP {VIP} is on {holder} ({})", describe_roles(&roles));
+            let exe = exe.display();
+            println!("Try:");
+            println!("  {exe} lab exec client -- {exe} sip-probe {VIP}    # which node answers SIP on the VIP");
+            println!("  {exe} lab status                 # nodes, roles, VIP holder");
+            println!("  {exe} lab kill {holder:<8}           # node death: watch the other node take over");
+            println!("  {exe} lab switchover             # planned move");
+            println!("  {exe} lab partition hb a         # cut the heartbeat link: no failover (the public link still carries heartbeats)");
+            println!("  {exe} lab down                   # remove everything");
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Down => {
+            lab.down().await?;
+            println!("lab: down; nothing left behind");
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Status { json } => {
+            let status = lab.status().await?;
+            let roles = roles(&lab).await;
+            if json {
+                #[derive(Serialize)]
+                struct Out<'a> {
+                    #[serde(flatten)]
+                    lab: &'a pbxha_appliance::lab::LabStatus,
+                    roles: &'a BTreeMap<String, String>,
+                }
+                println!("{}", serde_json::to_string_pretty(&Out { lab: &status, roles: &roles })?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            if !status.is_up() && status.members.iter().all(|m| !m.present) {
+                println!("lab: down (no namespaces with prefix {})", status.prefix);
+                return Ok(ExitCode::SUCCESS);
+            }
+            for m in &status.members {
+                let addrs: Vec<String> =
+                    m.interfaces.iter().flat_map(|i| i.addresses.iter().map(move |a| format!("{}={a}", i.name))).collect();
+                let role = roles.get(m.member.name()).map(|r| format!("  [{r}]")).unwrap_or_default();
+                println!(
+                    "{:<7} {:<16} {:<7} {}{role}",
+                    m.member.name(),
+                    m.namespace,
+                    if m.present { "present" } else { "MISSING" },
+                    addrs.join(" ")
+                );
+            }
+            let holders: Vec<&str> = status.vip_holders.iter().map(|m| m.name()).collect();
+            println!("VIP {VIP} on: {}", if holders.is_empty() { "nobody".into() } else { holders.join(" and ") });
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Exec { node, command } => {
+            let code = lab.exec(node, &command).await?;
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
+        LabCommand::Kill { node } => {
+            lab.kill(node).await?;
+            println!("lab: {node} killed (processes killed, links down)");
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Revive { node } => {
+            match lab.revive(node).await? {
+                Some(pid) => println!("lab: {node} revived (pbxha pid {pid})"),
+                None => println!("lab: {node} revived"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Partition { which, node } => {
+            lab.partition(which, node).await?;
+            println!("lab: {node} partitioned ({which:?}); `pbxha lab heal` undoes it");
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Heal => {
+            lab.heal().await?;
+            println!("lab: healed");
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Switchover { now } => {
+            let roles = roles(&lab).await;
+            let Some(primary) = roles.iter().find(|(_, r)| r.as_str() == "primary").map(|(n, _)| n.clone()) else {
+                anyhow::bail!("no node is primary ({})", describe_roles(&roles));
+            };
+            let node: Member = primary.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+            println!("lab: switchover from {primary}");
+            admin::switchover(&NodeFiles::new(lab.state_dir(), node).config, now).await
+        }
+        LabCommand::SipResponder { bind, node } => {
+            let cfg = pbxha_telephony::ResponderConfig::new(node);
+            let responder = pbxha_telephony::Responder::bind(bind, Some(bind), cfg).await?;
+            responder.run(shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Each node's role from its control socket; "down" when its daemon does not answer.
+async fn roles(lab: &Lab) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for node in Member::NODES {
+        let socket = NodeFiles::new(lab.state_dir(), node).control_socket;
+        let role = match control::call(&socket, &Request::Status).await {
+            Ok(reply) => reply.status.and_then(|s| s["role"].as_str().map(str::to_string)).unwrap_or_else(|| "unknown".into()),
+            Err(_) => "down".into(),
+        };
+        out.insert(node.name().to_string(), role);
+    }
+    out
+}
+
+fn describe_roles(roles: &BTreeMap<String, String>) -> String {
+    roles.iter().map(|(n, r)| format!("{n}: {r}")).collect::<Vec<_>>().join(", ")
+}
+
+async fn shutdown_signal() {
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

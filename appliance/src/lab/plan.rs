@@ -1,0 +1,601 @@
+//! The lab's fixed design as data and pure functions: who lives in which namespace with
+//! which addresses, the `ip` commands that build it, the iptables rules of a partition, the
+//! config each node's daemon gets, and the reader of `ip -j addr` output.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// The virtual IP the cluster moves between a and b.
+pub const VIP: &str = "198.51.100.100";
+/// The public gateway, which is also the nodes' ping target.
+pub const GATEWAY: &str = "198.51.100.1";
+/// The VIP's SIP port (RFC 3261 §19.1.2 default).
+pub const SIP_PORT: u16 = 5060;
+/// The namespace name prefix of the real lab; tests use their own.
+pub const DEFAULT_PREFIX: &str = "pbxha-";
+/// Where the real lab keeps configs, keys, logs and PID files.
+pub const DEFAULT_STATE_DIR: &str = "/run/pbxha-lab";
+/// Marks a state directory as the lab's; `down` removes only a directory holding it.
+pub const RECORD_FILE: &str = "lab.json";
+/// The heartbeat key file in the state directory.
+pub const AUTH_KEY_FILE: &str = "authkey";
+
+/// One namespace of the lab besides the switch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Member {
+    A,
+    B,
+    Client,
+    Gw,
+}
+
+impl Member {
+    pub const ALL: [Member; 4] = [Member::A, Member::B, Member::Client, Member::Gw];
+    /// The two cluster nodes.
+    pub const NODES: [Member; 2] = [Member::A, Member::B];
+
+    /// The name used in namespaces, node configs and the CLI.
+    pub fn name(self) -> &'static str {
+        match self {
+            Member::A => "a",
+            Member::B => "b",
+            Member::Client => "client",
+            Member::Gw => "gw",
+        }
+    }
+
+    /// Whether this member runs a pbxha daemon.
+    pub fn is_node(self) -> bool {
+        matches!(self, Member::A | Member::B)
+    }
+
+    /// This member's links to the bridges.
+    pub fn ports(self) -> impl Iterator<Item = &'static Port> {
+        PORTS.iter().filter(move |p| p.member == self)
+    }
+}
+
+impl std::fmt::Display for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Member {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Member::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| format!("unknown lab member `{s}` (one of a, b, client, gw)"))
+    }
+}
+
+/// The two segments, each a bridge in the switch namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bridge {
+    /// 198.51.100.0/24: clients, the gateway and the VIP.
+    Public,
+    /// 203.0.113.0/24: the dedicated heartbeat link (the crossover cable).
+    Heartbeat,
+}
+
+impl Bridge {
+    pub fn name(self) -> &'static str {
+        match self {
+            Bridge::Public => "br-pub",
+            Bridge::Heartbeat => "br-hb",
+        }
+    }
+}
+
+/// One veth pair: `ifname` inside the member, `switch_ifname` enslaved to the bridge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Port {
+    pub member: Member,
+    pub bridge: Bridge,
+    pub ifname: &'static str,
+    pub switch_ifname: &'static str,
+    /// Address with prefix length.
+    pub address: &'static str,
+}
+
+pub const PORTS: [Port; 6] = [
+    Port {
+        member: Member::A,
+        bridge: Bridge::Public,
+        ifname: "pub0",
+        switch_ifname: "a-pub",
+        address: "198.51.100.11/24",
+    },
+    Port {
+        member: Member::A,
+        bridge: Bridge::Heartbeat,
+        ifname: "hb0",
+        switch_ifname: "a-hb",
+        address: "203.0.113.11/24",
+    },
+    Port {
+        member: Member::B,
+        bridge: Bridge::Public,
+        ifname: "pub0",
+        switch_ifname: "b-pub",
+        address: "198.51.100.12/24",
+    },
+    Port {
+        member: Member::B,
+        bridge: Bridge::Heartbeat,
+        ifname: "hb0",
+        switch_ifname: "b-hb",
+        address: "203.0.113.12/24",
+    },
+    Port {
+        member: Member::Client,
+        bridge: Bridge::Public,
+        ifname: "pub0",
+        switch_ifname: "client-pub",
+        address: "198.51.100.20/24",
+    },
+    Port {
+        member: Member::Gw,
+        bridge: Bridge::Public,
+        ifname: "pub0",
+        switch_ifname: "gw-pub",
+        address: "198.51.100.1/24",
+    },
+];
+
+/// The address of `member` on `bridge`, without prefix length.
+pub fn address_of(member: Member, bridge: Bridge) -> Option<&'static str> {
+    PORTS
+        .iter()
+        .find(|p| p.member == member && p.bridge == bridge)
+        .and_then(|p| p.address.split('/').next())
+}
+
+/// Namespace names under one prefix, so tests never collide with a real lab.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Names {
+    pub prefix: String,
+}
+
+impl Names {
+    /// The namespace holding the bridges, so the host's own network is never touched.
+    pub fn switch(&self) -> String {
+        format!("{}sw", self.prefix)
+    }
+
+    pub fn ns(&self, member: Member) -> String {
+        format!("{}{}", self.prefix, member.name())
+    }
+
+    /// Every namespace of the lab, switch first.
+    pub fn all(&self) -> Vec<String> {
+        std::iter::once(self.switch())
+            .chain(Member::ALL.map(|m| self.ns(m)))
+            .collect()
+    }
+}
+
+fn argv(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| s.to_string()).collect()
+}
+
+/// The `ip` argvs that build the topology, in order. No default route anywhere: the lab
+/// is two subnets and nothing else.
+pub fn topology(names: &Names) -> Vec<Vec<String>> {
+    let sw = names.switch();
+    let mut cmds = Vec::new();
+    for ns in names.all() {
+        cmds.push(argv(&["ip", "netns", "add", &ns]));
+        cmds.push(argv(&["ip", "-n", &ns, "link", "set", "lo", "up"]));
+    }
+    for bridge in [Bridge::Public, Bridge::Heartbeat] {
+        cmds.push(argv(&["ip", "-n", &sw, "link", "add", bridge.name(), "type", "bridge"]));
+        cmds.push(argv(&["ip", "-n", &sw, "link", "set", bridge.name(), "up"]));
+    }
+    for port in &PORTS {
+        let ns = names.ns(port.member);
+        // Created inside the member with the peer moved straight into the switch, so no
+        // interface ever appears in the host's namespace.
+        cmds.push(argv(&[
+            "ip",
+            "-n",
+            &ns,
+            "link",
+            "add",
+            port.ifname,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            port.switch_ifname,
+            "netns",
+            &sw,
+        ]));
+        cmds.push(argv(&[
+            "ip",
+            "-n",
+            &sw,
+            "link",
+            "set",
+            port.switch_ifname,
+            "master",
+            port.bridge.name(),
+        ]));
+        cmds.push(argv(&["ip", "-n", &sw, "link", "set", port.switch_ifname, "up"]));
+        cmds.push(argv(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            port.address,
+            "dev",
+            port.ifname,
+        ]));
+        cmds.push(argv(&["ip", "-n", &ns, "link", "set", port.ifname, "up"]));
+    }
+    cmds
+}
+
+/// Which links a partition cuts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Partition {
+    Hb,
+    Public,
+    All,
+}
+
+impl FromStr for Partition {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "hb" => Ok(Partition::Hb),
+            "public" => Ok(Partition::Public),
+            "all" => Ok(Partition::All),
+            _ => Err(format!("unknown partition `{s}` (one of hb, public, all)")),
+        }
+    }
+}
+
+/// The iptables rule specs (without `-A`/`-C`) that cut `which` links of `member`: DROP in
+/// and out on each interface, so neither heartbeats nor ARP-answering traffic pass.
+pub fn partition_rules(which: Partition, member: Member) -> Result<Vec<Vec<String>>, String> {
+    let ports: Vec<&Port> = member
+        .ports()
+        .filter(|p| match which {
+            Partition::Hb => p.bridge == Bridge::Heartbeat,
+            Partition::Public => p.bridge == Bridge::Public,
+            Partition::All => true,
+        })
+        .collect();
+    if ports.is_empty() {
+        return Err(format!("{member} has no interface on the {which:?} link"));
+    }
+    Ok(ports
+        .iter()
+        .flat_map(|p| {
+            [
+                argv(&["INPUT", "-i", p.ifname, "-j", "DROP"]),
+                argv(&["OUTPUT", "-o", p.ifname, "-j", "DROP"]),
+            ]
+        })
+        .collect())
+}
+
+/// Heartbeat timing presets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Profile {
+    /// The product's defaults: interval 200 ms, deadtime 1 s, warntime 500 ms.
+    #[default]
+    Default,
+    /// Quick failovers for demos and tests: 50/250/150 ms.
+    Fast,
+}
+
+impl FromStr for Profile {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "default" => Ok(Profile::Default),
+            "fast" => Ok(Profile::Fast),
+            _ => Err(format!("unknown profile `{s}` (one of default, fast)")),
+        }
+    }
+}
+
+/// What stands in for the PBX on the VIP.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pbx {
+    /// `pbxha lab sip-responder`.
+    #[default]
+    Builtin,
+    /// kamailio with a generated config, answering OPTIONS with 200.
+    Kamailio,
+}
+
+impl FromStr for Pbx {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "builtin" => Ok(Pbx::Builtin),
+            "kamailio" => Ok(Pbx::Kamailio),
+            _ => Err(format!("unknown pbx `{s}` (one of builtin, kamailio)")),
+        }
+    }
+}
+
+/// Where one node's files live in the state directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeFiles {
+    pub config: PathBuf,
+    pub log: PathBuf,
+    pub pid: PathBuf,
+    pub control_socket: PathBuf,
+    pub state_db: PathBuf,
+    pub kamailio_config: PathBuf,
+    /// kamailio's runtime directory (`-Y`), which must exist before it starts.
+    pub kamailio_run: PathBuf,
+}
+
+impl NodeFiles {
+    pub fn new(state_dir: &Path, node: Member) -> Self {
+        let n = node.name();
+        NodeFiles {
+            config: state_dir.join(format!("{n}.toml")),
+            log: state_dir.join(format!("{n}.log")),
+            pid: state_dir.join(format!("{n}.pid")),
+            control_socket: state_dir.join(format!("{n}.sock")),
+            state_db: state_dir.join(format!("{n}.db")),
+            kamailio_config: state_dir.join(format!("kamailio-{n}.cfg")),
+            kamailio_run: state_dir.join(format!("kamailio-{n}")),
+        }
+    }
+}
+
+/// A TOML basic string, escaped.
+fn q(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+fn path_str(p: &Path) -> String {
+    q(&p.to_string_lossy())
+}
+
+/// The PBX's argv for `node`.
+pub fn pbx_argv(pbx: Pbx, node: Member, state_dir: &Path, exe: &Path) -> Vec<String> {
+    let vip = format!("{VIP}:{SIP_PORT}");
+    match pbx {
+        Pbx::Builtin => {
+            let exe = exe.to_string_lossy().into_owned();
+            vec![
+                exe,
+                "lab".into(),
+                "sip-responder".into(),
+                "--bind".into(),
+                vip,
+                "--node".into(),
+                node.name().into(),
+            ]
+        }
+        Pbx::Kamailio => {
+            let files = NodeFiles::new(state_dir, node);
+            // -DD -E: stay in the foreground and log to stderr, so pbxha owns the process
+            // and its log ends up in the node's log.
+            let mut argv = vec![
+                "kamailio".to_string(),
+                "-f".into(),
+                files.kamailio_config.to_string_lossy().into_owned(),
+            ];
+            argv.extend(["-DD", "-E", "-m", "32", "-M", "4"].map(String::from));
+            argv.extend([
+                "-P".to_string(),
+                files.kamailio_run.join("kamailio.pid").to_string_lossy().into_owned(),
+            ]);
+            argv.extend(["-Y".to_string(), files.kamailio_run.to_string_lossy().into_owned()]);
+            argv
+        }
+    }
+}
+
+/// kamailio's config for `node`: answers OPTIONS on the VIP with 200 and names the node.
+pub fn kamailio_config(node: Member) -> String {
+    format!(
+        r#"#!KAMAILIO
+# Generated by pbxha lab for node {node}.
+log_stderror=yes
+children=1
+disable_tcp=yes
+listen=udp:{VIP}:{SIP_PORT}
+mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+loadmodule "sl.so"
+loadmodule "textops.so"
+request_route {{
+  if (is_method("OPTIONS")) {{
+    append_to_reply("X-Pbxha-Node: {node}\r\n");
+    sl_send_reply("200", "OK");
+    exit;
+  }}
+  if (!is_method("ACK")) sl_send_reply("501", "Not Implemented");
+}}
+"#
+    )
+}
+
+/// The daemon config for `node` (identical for a and b but for the node's own paths).
+pub fn node_config(node: Member, state_dir: &Path, profile: Profile, pbx: Pbx, exe: &Path) -> String {
+    // (interval, deadtime, warntime, initdead) in ms; initdead leaves room for both
+    // daemons of a freshly built lab to start.
+    let (interval, deadtime, warntime, initdead) = match profile {
+        Profile::Default => (200, 1000, 500, 3000),
+        Profile::Fast => (50, 250, 150, 1000),
+    };
+    // (interval, timeout, rise, fall) of the gateway ping.
+    let (ping_interval, ping_timeout, rise, fall) = match profile {
+        Profile::Default => (500, 400, 2, 3),
+        Profile::Fast => (200, 150, 1, 2),
+    };
+    let files = NodeFiles::new(state_dir, node);
+    let addresses = |bridge: Bridge| {
+        Member::NODES
+            .iter()
+            .filter_map(|m| PORTS.iter().find(|p| p.member == *m && p.bridge == bridge))
+            .map(|p| format!("{} = {}", p.member.name(), q(p.address)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let exec = pbx_argv(pbx, node, state_dir, exe)
+        .iter()
+        .map(|a| q(a))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        r#"# Generated by `pbxha lab up` for node {node}.
+[cluster]
+name = "pbxha-lab"
+id = 64500
+auth-key-file = {auth}
+auto-failback = false
+preferred-node = "a"
+
+[heartbeat]
+interval = {interval}
+deadtime = {deadtime}
+warntime = {warntime}
+initdead = {initdead}
+port = 694
+
+[[node]]
+name = "a"
+id = 1
+
+[[node]]
+name = "b"
+id = 2
+
+[[link]]
+name = "hb"
+mode = "ucast"
+interface = "hb0"
+port = 694
+
+[link.addresses]
+{hb_addresses}
+
+[[link]]
+name = "pub"
+mode = "ucast"
+interface = "pub0"
+port = 694
+
+[link.addresses]
+{pub_addresses}
+
+[ping]
+targets = [{gateway}]
+interval = {ping_interval}
+timeout = {ping_timeout}
+rise = {rise}
+fall = {fall}
+
+[group]
+max-restarts = 2
+restart-window = 60000
+
+[[resource]]
+name = "vip"
+kind = "vip"
+address = "{VIP}/24"
+interface = "pub0"
+garp-count = 3
+garp-interval = 200
+guard = true
+
+[[resource]]
+name = "sip"
+kind = "service"
+exec = [{exec}]
+
+[paths]
+state-db = {state_db}
+control-socket = {control_socket}
+"#,
+        auth = path_str(&state_dir.join(AUTH_KEY_FILE)),
+        hb_addresses = addresses(Bridge::Heartbeat),
+        pub_addresses = addresses(Bridge::Public),
+        gateway = q(GATEWAY),
+        state_db = path_str(&files.state_db),
+        control_socket = path_str(&files.control_socket),
+    )
+}
+
+/// One interface as `ip -j addr` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Interface {
+    pub name: String,
+    /// Administratively up (the `UP` flag).
+    pub up: bool,
+    /// Addresses with prefix length.
+    pub addresses: Vec<String>,
+}
+
+/// Reads `ip -j addr show` output.
+pub fn parse_ip_addr(json: &str) -> Result<Vec<Interface>, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("`ip -j addr` output is not JSON: {e}"))?;
+    let list = value.as_array().ok_or("`ip -j addr` output is not a JSON array")?;
+    Ok(list
+        .iter()
+        .filter_map(|i| {
+            let name = i.get("ifname")?.as_str()?.to_string();
+            let up = i
+                .get("flags")
+                .and_then(|f| f.as_array())
+                .is_some_and(|f| f.iter().any(|x| x.as_str() == Some("UP")));
+            let addresses = i
+                .get("addr_info")
+                .and_then(|a| a.as_array())
+                .map(|infos| {
+                    infos
+                        .iter()
+                        .filter_map(|a| {
+                            Some(format!(
+                                "{}/{}",
+                                a.get("local")?.as_str()?,
+                                a.get("prefixlen")?.as_u64()?
+                            ))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Some(Interface { name, up, addresses })
+        })
+        .collect())
+}
+
+/// Namespace names from `ip netns list` (`name (id: 3)` or just `name` per line).
+pub fn parse_netns_list(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(String::from)
+        .collect()
+}
+
+/// PIDs from `ip netns pids`, one per line.
+pub fn parse_pids(text: &str) -> Vec<i32> {
+    text.lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .filter(|p| *p > 1)
+        .collect()
+}
