@@ -128,12 +128,9 @@ pub async fn call(path: &Path, request: &Request) -> Result<Reply, Error> {
     serde_json::from_str(&line).map_err(|e| Error::Control { path: path.to_path_buf(), message: format!("unreadable reply: {e}") })
 }
 
-/// The socket path for a config file, or the default when the file cannot be read (the
-/// client should still find a daemon started with defaults).
+/// The socket path named by a config file (even an invalid one), or the default.
 pub fn socket_for(config: &Path) -> PathBuf {
-    crate::config::load(config)
-        .map(|c| c.paths.control_socket)
-        .unwrap_or_else(|_| PathBuf::from(crate::config::DEFAULT_CONTROL_SOCKET))
+    crate::config::lenient_path(config, "paths", "control-socket", crate::config::DEFAULT_CONTROL_SOCKET)
 }
 
 #[cfg(test)]

@@ -182,3 +182,59 @@ fn check_config_reports_every_problem_and_exits_1() {
     let err = String::from_utf8_lossy(&ok.stderr);
     assert!(err.contains("1 problem(s)") && err.contains("cluster.auth-key-file"), "{err}");
 }
+
+#[test]
+fn a_corrupt_journal_is_reported_and_the_daemon_keeps_managing_the_cluster() {
+    let pair = Pair::new(27994);
+    std::fs::write(pair.dir.path().join("a.db"), b"this is not an SQLite database, it is a text file\n".repeat(100)).unwrap();
+    let _a = pair.start("a");
+    let _b = pair.start("b");
+    let s = wait_for(Duration::from_secs(20), "a primary without its journal", || {
+        status_json(&pair.config("a")).filter(|s| role(s) == "primary")
+    });
+    assert_eq!(s["journal"], false, "{s:#}");
+    let log = std::fs::read_to_string(pair.dir.path().join("a.log")).unwrap();
+    assert!(log.contains("a.db") && log.contains("not an SQLite database"), "{log}");
+    let text = String::from_utf8_lossy(&pbxha_cmd(&["--config", pair.config("a").to_str().unwrap(), "status"]).stdout).into_owned();
+    assert!(text.contains("JOURNAL DISABLED"), "{text}");
+}
+
+#[test]
+fn readiness_is_signalled_to_systemd_and_sighup_reloads_by_diff() {
+    let pair = Pair::new(28094);
+    let sock_path = pair.dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    notify.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let log = std::fs::File::create(pair.dir.path().join("a.log")).unwrap();
+    let a = Guard::spawn(
+        "a",
+        Command::new(pbxha())
+            .arg("--config")
+            .arg(pair.config("a"))
+            .args(["run", "--node", "a"])
+            .env("NOTIFY_SOCKET", &sock_path)
+            .stdout(Stdio::null())
+            .stderr(log),
+    );
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).expect("a datagram on NOTIFY_SOCKET");
+    assert_eq!(&buf[..n], b"READY=1");
+
+    // A valid change is applied; an invalid file is refused and the running config kept.
+    let config = pair.config("a");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("warntime = 300", "warntime = 400")).unwrap();
+    a.signal(libc::SIGHUP);
+    let a_log = pair.dir.path().join("a.log");
+    wait_for(Duration::from_secs(10), "the reload to be applied", || {
+        std::fs::read_to_string(&a_log).ok().filter(|l| l.contains("reload: applied heartbeat")).map(|_| ())
+    });
+    std::fs::write(&config, text.replace("deadtime = 600", "deadtime = 150")).unwrap();
+    a.signal(libc::SIGHUP);
+    wait_for(Duration::from_secs(10), "the bad reload to be refused", || {
+        std::fs::read_to_string(&a_log).ok().filter(|l| l.contains("keeping the running config")).map(|_| ())
+    });
+    let log = std::fs::read_to_string(&a_log).unwrap();
+    assert!(log.contains("heartbeat.deadtime"), "the refused reload names the key at fault:\n{log}");
+    assert!(status_json(&config).is_some(), "still running after a bad reload");
+}

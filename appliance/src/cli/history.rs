@@ -4,12 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use pbxha_appliance::{config, journal};
+use pbxha_appliance::journal;
 
 pub fn run(config_path: &Path, db: Option<PathBuf>, last: usize) -> anyhow::Result<ExitCode> {
-    let db = db.unwrap_or_else(|| {
-        config::load(config_path).map(|c| c.paths.state_db).unwrap_or_else(|_| PathBuf::from(config::DEFAULT_STATE_DB))
-    });
+    let db = super::mail::state_db(config_path, db);
     let failovers = journal::history(&db, last)?;
     if failovers.is_empty() {
         println!("no failovers recorded in {}", db.display());

@@ -18,10 +18,8 @@ pub enum MailCommand {
 }
 
 /// The state database: `--db`, else `paths.state-db` from the config, else the default.
-fn state_db(config_path: &Path, db: Option<PathBuf>) -> PathBuf {
-    db.unwrap_or_else(|| {
-        config::load(config_path).map(|c| c.paths.state_db).unwrap_or_else(|_| PathBuf::from(config::DEFAULT_STATE_DB))
-    })
+pub fn state_db(config_path: &Path, db: Option<PathBuf>) -> PathBuf {
+    db.unwrap_or_else(|| config::lenient_path(config_path, "paths", "state-db", config::DEFAULT_STATE_DB))
 }
 
 pub async fn run(config_path: &Path, db: Option<PathBuf>, command: MailCommand) -> anyhow::Result<ExitCode> {

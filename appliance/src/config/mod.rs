@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use parse::{load, parse};
+pub use parse::{lenient_path, load, parse};
 pub use validate::local_node;
 
 /// Where the config lives unless `--config` says otherwise.
@@ -47,7 +47,28 @@ pub struct Config {
     pub group: GroupConfig,
     pub resources: Vec<ResourceConfig>,
     pub paths: PathsConfig,
+    /// `[mail]`: alerts and switchover reports go out through the outbox only when set.
+    #[serde(skip)]
+    pub mail: Option<pbxha_watchdog::config::MailConfig>,
+    /// `[[check]]`: scheduled checks whose state changes are notified.
+    #[serde(skip)]
+    pub checks: Vec<pbxha_watchdog::config::CheckConfig>,
+    /// `[watchdog]`: the kernel watchdog device the main loop kicks; absent means none.
+    pub watchdog: Option<WatchdogConfig>,
 }
+
+/// The `[watchdog]` section (heartbeat's `watchdog /dev/watchdog` directive).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WatchdogConfig {
+    pub device: PathBuf,
+    /// Asked of the driver with `WDIOC_SETTIMEOUT` (whole seconds); kicked every third of it.
+    pub timeout: Duration,
+}
+
+pub const DEFAULT_WATCHDOG_DEVICE: &str = "/dev/watchdog";
+/// Long enough that a loaded 2-core box never misses it, short enough that a hung daemon
+/// resets the node well before an operator would notice (softdog's own default is 60 s).
+pub const DEFAULT_WATCHDOG_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ClusterConfig {

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use pbxha_watchdog::config::parse_duration;
 use toml::{Table, Value};
 
 use super::*;
@@ -25,6 +26,17 @@ pub fn load(path: &Path) -> Result<Config, Error> {
         }
         Error::ConfigInvalid { path: path.to_path_buf(), count: problems.len() }
     })
+}
+
+/// One `[section] key` path from a config file, read leniently: the CLI must find the
+/// daemon's socket or journal even while the file on disk fails validation (that is when
+/// an operator most needs `pbxha status`). Falls back to `default`.
+pub fn lenient_path(config: &Path, section: &str, key: &str, default: &str) -> PathBuf {
+    std::fs::read_to_string(config)
+        .ok()
+        .and_then(|text| text.parse::<Table>().ok())
+        .and_then(|t| t.get(section)?.get(key)?.as_str().map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(default))
 }
 
 /// Parses and validates config text, returning every problem found.
@@ -107,8 +119,44 @@ fn read_config(root: &mut Section) -> Option<Config> {
         control_socket: s.path_or("control-socket", DEFAULT_CONTROL_SOCKET),
         hooks: s.list("hooks", |v, key, s| s.argv_value(v, &key)),
     });
+    let mail = match root.get("mail") {
+        None => None,
+        Some(Value::Table(t)) => pbxha_watchdog::config::parse_mail(t, "mail").map_err(|p| root.foreign(p)).ok(),
+        Some(other) => root.wrong("mail", "a table", other),
+    };
+    let checks = match root.get("check") {
+        None => Vec::new(),
+        Some(v) => pbxha_watchdog::config::parse_checks(v, "check").unwrap_or_else(|p| {
+            root.foreign(p);
+            Vec::new()
+        }),
+    };
+    let watchdog = root.table("watchdog", false).map(|mut s| {
+        let w = WatchdogConfig {
+            device: s.path_or("device", DEFAULT_WATCHDOG_DEVICE),
+            timeout: s.duration_or("timeout", DEFAULT_WATCHDOG_TIMEOUT),
+        };
+        if w.timeout < Duration::from_secs(1) {
+            s.problem::<()>(s.key("timeout"), "must be at least 1s".into(), Some("the driver counts whole seconds"));
+        }
+        s.finish();
+        w
+    });
     root.finish();
-    Some(Config { cluster: cluster?, heartbeat, nodes, links, health, ping, group, resources, paths })
+    Some(Config {
+        cluster: cluster?,
+        heartbeat,
+        nodes,
+        links,
+        health,
+        ping,
+        group,
+        resources,
+        paths,
+        mail,
+        checks,
+        watchdog,
+    })
 }
 
 fn read_link(s: &mut Section, default_port: u16) -> LinkConfig {
@@ -258,27 +306,6 @@ fn parse_ping_target(s: &str) -> Result<PingTarget, String> {
     }
 }
 
-/// Parses `200`, `"200ms"`, `"1.5s"` or `"2m"`; bare integers are milliseconds.
-fn parse_duration(v: &Value) -> Result<Duration, String> {
-    match v {
-        Value::Integer(ms) if *ms >= 0 => Ok(Duration::from_millis(*ms as u64)),
-        Value::Integer(_) => Err("must not be negative".into()),
-        Value::String(s) => {
-            let s = s.trim();
-            let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
-            let (num, unit) = s.split_at(split);
-            let num: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration"))?;
-            let ms = match unit.trim() {
-                "ms" | "" => num,
-                "s" => num * 1000.0,
-                "m" | "min" => num * 60_000.0,
-                other => return Err(format!("unknown unit `{other}` in `{s}`")),
-            };
-            Ok(Duration::from_millis(ms.round() as u64))
-        }
-        other => Err(format!("expected milliseconds or a string such as \"1.5s\", found {}", other.type_str())),
-    }
-}
 
 /// One TOML table being read, remembering which keys were asked for.
 struct Section<'a> {
@@ -299,6 +326,13 @@ impl<'a> Section<'a> {
         } else {
             format!("{}.{key}", self.path)
         }
+    }
+
+    /// Adopts the problems of a section another crate read (`[mail]`, `[[check]]`); their
+    /// key paths are already complete.
+    fn foreign(&self, problems: Vec<pbxha_watchdog::config::Problem>) {
+        let converted = problems.into_iter().map(|p| Problem { key: p.key, message: p.message, hint: p.hint });
+        self.problems.borrow_mut().extend(converted);
     }
 
     /// Records a problem; returns `None` so callers can use it as a value.
@@ -510,4 +544,55 @@ fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     row[b.len()]
+}
+
+#[cfg(test)]
+mod watchdog_sections {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn config(extra: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("authkey");
+        std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let text = format!(
+            "[cluster]\nname = \"t\"\nid = 7\nauth-key-file = \"{}\"\n[[node]]\nname = \"a\"\nid = 1\n[[node]]\nname = \"b\"\nid = 2\n\
+             [[link]]\nname = \"hb\"\n[link.addresses]\na = \"203.0.113.11/24\"\nb = \"203.0.113.12/24\"\n{extra}",
+            key.display()
+        );
+        (dir, text)
+    }
+
+    #[test]
+    fn mail_checks_and_watchdog_are_read_and_not_unknown() {
+        let (_dir, text) = config(
+            "[mail]\nserver = \"127.0.0.1\"\nsecurity = \"none\"\nfrom = \"pbxha <a@example.org>\"\nto = [\"noc@example.org\"]\n\
+             [[check]]\nname = \"uplink\"\nkind = \"ping\"\nevery = \"30s\"\nhost = \"198.51.100.1\"\n\
+             [watchdog]\ntimeout = \"15s\"\n",
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.mail.as_ref().map(|m| (m.server.as_str(), m.port)), Some(("127.0.0.1", 25)));
+        assert_eq!(c.checks.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["uplink"]);
+        let w = c.watchdog.unwrap();
+        assert_eq!((w.device.to_str(), w.timeout), (Some(DEFAULT_WATCHDOG_DEVICE), Duration::from_secs(15)));
+        let (_dir, bare) = config("");
+        let c = parse(&bare).unwrap();
+        assert!(c.mail.is_none() && c.checks.is_empty() && c.watchdog.is_none());
+    }
+
+    #[test]
+    fn their_problems_keep_key_paths() {
+        let (_dir, text) = config(
+            "[mail]\nserver = \"127.0.0.1\"\nfrom = \"not an address\"\n\
+             [[check]]\nname = \"x\"\nkind = \"ping\"\nevery = \"30s\"\nhost = \"nowhere\"\n\
+             [watchdog]\ntimeout = 500\ndevise = \"/dev/watchdog0\"\n",
+        );
+        let problems = parse(&text).unwrap_err();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        for key in ["mail.from", "check[0].host", "watchdog.timeout", "watchdog.devise"] {
+            assert!(keys.contains(&key), "{key} missing from {problems:#?}");
+        }
+    }
 }
