@@ -678,4 +678,68 @@ mod tests {
             "{msg}"
         );
     }
+
+    /// Broadcast heartbeats on a real bridge between two namespaces: each node hears the
+    /// other and ignores its own broadcasts. (mcast is exercised as address planning only:
+    /// test traffic may only go to the 198.51.100.0/24 and 203.0.113.0/24 ranges.)
+    #[test]
+    fn bcast_heartbeats_cross_a_real_bridge() {
+        use crate::net::testns::{prerequisites_met, TestNet, HOST_IF};
+        if !prerequisites_met("bcast_heartbeats_cross_a_real_bridge") {
+            return;
+        }
+        let net = TestNet::new("pbxbc", &[("a", "198.51.100.41/24"), ("b", "198.51.100.42/24")]).unwrap();
+        let mut l = link(LinkMode::Bcast, 26694, "198.51.100.41/24", "198.51.100.42/24", None);
+        l.interface = Some(HOST_IF.into());
+        let heard: Vec<Result<Vec<Event>, String>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = [("a", 1u16, "b", 2u16), ("b", 2, "a", 1)]
+                .into_iter()
+                .map(|(me, my_id, peer, peer_id)| {
+                    let (net, l) = (&net, l.clone());
+                    scope.spawn(move || {
+                        net.run_in(me, move || async move {
+                            let key = AuthKey::for_tests(b"bcast-test-key-0123456789");
+                            let (tx, mut rx) = mpsc::channel(64);
+                            let links = [l];
+                            let setup = LinkSetup {
+                                links: &links,
+                                cluster_id: 5,
+                                local: &node(me, my_id),
+                                peer: &node(peer, peer_id),
+                                boot_id: u64::from(my_id),
+                                key: &key,
+                                warntime: Duration::from_millis(500),
+                            };
+                            let links = Links::open(&setup, tx).expect("open bcast link");
+                            let summary = NodeSummary {
+                                role: Role::Secondary,
+                                group: GroupPhase::Stopped,
+                                healthy: true,
+                                reachable: 0,
+                                targets: 0,
+                                handover: false,
+                            };
+                            let mut got = Vec::new();
+                            let until = Instant::now() + Duration::from_secs(3);
+                            while Instant::now() < until && got.len() < 5 {
+                                links.send(&summary);
+                                if let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
+                                    got.push(ev);
+                                }
+                            }
+                            // Let the peer's last packets arrive before this side closes.
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            got
+                        })
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("namespace thread")).collect()
+        });
+        for (node, events) in ["a", "b"].iter().zip(heard) {
+            let events = events.unwrap();
+            assert!(events.len() >= 3, "{node} heard {} heartbeats", events.len());
+            assert!(events.iter().all(|e| matches!(e, Event::Heartbeat { link: 0, .. })), "{events:?}");
+        }
+    }
 }
