@@ -32,6 +32,14 @@ pub enum Error {
     Migrate { path: PathBuf, message: String },
     #[error("migration refused:\n{}", problems.join("\n"))]
     PlanRefused { problems: Vec<String> },
+    #[error("MySQL server {server}: {message}")]
+    Mysql { server: String, message: String },
+    #[error("MySQL server {server}: {setting}: {message}")]
+    MysqlSetting {
+        server: String,
+        setting: String,
+        message: String,
+    },
 }
 
 impl Error {

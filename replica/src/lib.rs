@@ -7,5 +7,6 @@ pub mod error;
 pub mod filesystem;
 pub mod holders;
 pub mod migrate;
+pub mod mysql;
 
 pub use error::{Error, Result};

@@ -4,6 +4,7 @@ mod admin;
 mod check;
 mod history;
 mod keygen;
+mod mysql;
 mod lab;
 mod mail;
 mod replica;
@@ -106,6 +107,11 @@ enum Command {
         #[command(subcommand)]
         command: replica::ReplicaCommand,
     },
+    /// MySQL/MariaDB master-master replication: setup and health.
+    Mysql {
+        #[command(subcommand)]
+        command: mysql::MysqlCommand,
+    },
     /// A real two-node cluster in network namespaces on this machine (`pbxha lab up`).
     Lab(lab::LabArgs),
     /// Send one SIP OPTIONS and print who answered, how and how fast (like sipsak -s).
@@ -138,6 +144,7 @@ pub fn main() -> ExitCode {
             Command::Mail { command, db } => mail::run(&cli.config, db, command).await,
             Command::Checks { last, db } => mail::checks(&cli.config, db, last),
             Command::Replica { command } => replica::run(command),
+            Command::Mysql { command } => mysql::run(&cli.config, command).await,
             Command::Lab(args) => lab::run(args).await,
             Command::SipProbe(args) => sip::run(args).await,
         }

@@ -1,0 +1,429 @@
+//! The `[mysql]` section of pbxha.toml, read from a parsed TOML table into [`MysqlConfig`],
+//! collecting every problem with its key path (the appliance's config reader style).
+
+use std::path::PathBuf;
+
+use toml::{Table, Value};
+
+/// Debian's MariaDB packages read every `*.cnf` here (`/etc/mysql/mariadb.cnf` includes it).
+pub const DEFAULT_CONF_DIR: &str = "/etc/mysql/mariadb.conf.d";
+/// The replication account pbxha creates on each server for its peer.
+pub const DEFAULT_REPLICATION_USER: &str = "pbxha_repl";
+/// MariaDB's and MySQL's default TCP port.
+pub const DEFAULT_PORT: u16 = 3306;
+
+/// How MySQL is made highly available.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// MySQL runs on both nodes on local disk and replicates both ways.
+    MasterMaster,
+    /// The datadir lives on the replicated filesystem; MySQL runs only on the primary as a
+    /// resource of the group.
+    Replica,
+}
+
+/// Where a server listens.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Endpoint {
+    /// For the local server: the address the peer reaches it on (also the address its
+    /// replication account on the peer is limited to). For the peer: where this node reaches it.
+    pub host: String,
+    pub port: u16,
+    /// Unix socket for this node's own admin connection; only the local server has one.
+    pub socket: Option<PathBuf>,
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.socket {
+            Some(s) => write!(f, "{} (socket {})", self.host, s.display()),
+            None => write!(f, "{}:{}", self.host, self.port),
+        }
+    }
+}
+
+/// The `[mysql]` section.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct MysqlConfig {
+    pub mode: Mode,
+    /// This node's `server-id`; must differ from the peer's.
+    pub server_id: u32,
+    /// MariaDB's `gtid-domain-id`: one domain per writer keeps two masters' GTIDs apart.
+    pub gtid_domain_id: u32,
+    pub local: Endpoint,
+    /// Only in master-master mode.
+    pub peer: Option<Endpoint>,
+    /// Talk to the peer's server over TLS (rustls).
+    pub peer_tls: bool,
+    pub admin_user: String,
+    /// Holds the admin password (mode 0600); `None` means socket authentication locally.
+    pub admin_password_file: Option<PathBuf>,
+    pub replication_user: String,
+    /// The databases copied from the seed node on the first setup.
+    pub databases: Vec<String>,
+    /// Where the server reads extra `*.cnf` files; pbxha writes only its own file there.
+    pub conf_dir: PathBuf,
+    /// This node's data wins the initial sync.
+    pub seed: bool,
+}
+
+/// One thing wrong with the `[mysql]` section, at a key path such as `mysql.peer.port`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub key: String,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, " (hint: {hint})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the `[mysql]` table (the value of the `mysql` key, not the whole file).
+pub fn parse_mysql(table: &Table) -> Result<MysqlConfig, Vec<ConfigProblem>> {
+    let mut r = Reader {
+        path: "mysql".into(),
+        table,
+        asked: Vec::new(),
+        problems: Vec::new(),
+    };
+    let mode = match r.string("mode").as_deref() {
+        Some("master-master") => Some(Mode::MasterMaster),
+        Some("replica") => Some(Mode::Replica),
+        Some(other) => r.problem(
+            "mode",
+            format!("unknown mode `{other}`"),
+            Some("\"master-master\" or \"replica\""),
+        ),
+        None => None,
+    };
+    let master_master = mode != Some(Mode::Replica);
+    let server_id = match (master_master, r.table.contains_key("server-id")) {
+        (false, false) => {
+            r.asked.push("server-id");
+            Some(1)
+        }
+        _ => r.int("server-id", 1, u32::MAX.into()),
+    };
+    let gtid_domain_id = match r.table.contains_key("gtid-domain-id") {
+        true => r.int("gtid-domain-id", 0, u32::MAX.into()),
+        false => {
+            r.asked.push("gtid-domain-id");
+            server_id
+        }
+    };
+    let (local, _) = r.endpoint("local", true);
+    let (peer, peer_tls) = match master_master {
+        true => r.endpoint("peer", false),
+        false => (None, false),
+    };
+    let admin_user = r.opt_string("admin-user").unwrap_or_else(|| "root".into());
+    let admin_password_file = r.opt_string("admin-password-file").map(PathBuf::from);
+    let replication_user = r
+        .opt_string("replication-user")
+        .unwrap_or_else(|| DEFAULT_REPLICATION_USER.into());
+    let databases = r.string_list("databases");
+    let conf_dir = r
+        .opt_string("conf-dir")
+        .map_or_else(|| PathBuf::from(DEFAULT_CONF_DIR), PathBuf::from);
+    let seed = r.bool_or("seed", false);
+    if let Some(local) = &local {
+        if admin_password_file.is_none() && local.socket.is_none() {
+            r.problem::<()>(
+                "admin-password-file",
+                "without a password file pbxha logs in by socket authentication, but `mysql.local.socket` is not set".into(),
+                Some("set local.socket = \"/run/mysqld/mysqld.sock\" or admin-password-file"),
+            );
+        }
+    }
+    if master_master && admin_password_file.is_none() {
+        r.problem::<()>(
+            "admin-password-file",
+            "master-master setup logs in to the peer's server over TCP and needs a password".into(),
+            Some("a file of mode 0600 holding the password of `admin-user`"),
+        );
+    }
+    if replication_user.len() > 80 || replication_user.contains(['\'', '`', '\\']) {
+        r.problem::<()>(
+            "replication-user",
+            format!("`{replication_user}` is not a usable account name"),
+            Some("letters, digits and _"),
+        );
+    }
+    for (i, db) in databases.iter().enumerate() {
+        if db.is_empty() || db.len() > 64 || db.contains(['`', '/', '\\', '.']) {
+            r.problem::<()>(
+                &format!("databases[{i}]"),
+                format!("`{db}` is not a database name"),
+                None,
+            );
+        }
+    }
+    r.finish();
+    match (mode, server_id, gtid_domain_id, local) {
+        (Some(mode), Some(server_id), Some(gtid_domain_id), Some(local))
+            if r.problems.is_empty() =>
+        {
+            Ok(MysqlConfig {
+                mode,
+                server_id,
+                gtid_domain_id,
+                local,
+                peer,
+                peer_tls,
+                admin_user,
+                admin_password_file,
+                replication_user,
+                databases,
+                conf_dir,
+                seed,
+            })
+        }
+        _ => Err(r.problems),
+    }
+}
+
+/// One table being read; remembers which keys were asked for so the rest are reported.
+struct Reader<'a> {
+    path: String,
+    table: &'a Table,
+    asked: Vec<&'static str>,
+    problems: Vec<ConfigProblem>,
+}
+
+impl<'a> Reader<'a> {
+    fn key(&self, key: &str) -> String {
+        format!("{}.{key}", self.path)
+    }
+
+    fn problem<T>(&mut self, key: &str, message: String, hint: Option<&str>) -> Option<T> {
+        let key = self.key(key);
+        self.problems.push(ConfigProblem {
+            key,
+            message,
+            hint: hint.map(str::to_string),
+        });
+        None
+    }
+
+    fn get(&mut self, key: &'static str) -> Option<&'a Value> {
+        self.asked.push(key);
+        self.table.get(key)
+    }
+
+    fn wrong<T>(&mut self, key: &str, expected: &str, found: &Value) -> Option<T> {
+        self.problem(
+            key,
+            format!("expected {expected}, found {}", found.type_str()),
+            None,
+        )
+    }
+
+    fn opt_string(&mut self, key: &'static str) -> Option<String> {
+        match self.get(key)? {
+            Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+            Value::String(_) => self.problem(key, "must not be empty".into(), None),
+            other => self.wrong(key, "a string", other),
+        }
+    }
+
+    fn string(&mut self, key: &'static str) -> Option<String> {
+        if !self.table.contains_key(key) {
+            self.asked.push(key);
+            return self.problem(key, "missing required key".into(), None);
+        }
+        self.opt_string(key)
+    }
+
+    fn int<T: TryFrom<i64>>(&mut self, key: &'static str, min: i64, max: i64) -> Option<T> {
+        match self.get(key) {
+            None => self.problem(key, "missing required key".into(), None),
+            Some(Value::Integer(i)) if (min..=max).contains(i) => T::try_from(*i).ok(),
+            Some(Value::Integer(i)) => {
+                self.problem(key, format!("{i} is out of range ({min} to {max})"), None)
+            }
+            Some(other) => self.wrong(key, "an integer", other),
+        }
+    }
+
+    fn bool_or(&mut self, key: &'static str, default: bool) -> bool {
+        match self.get(key) {
+            None => default,
+            Some(Value::Boolean(b)) => *b,
+            Some(other) => self.wrong(key, "true or false", other).unwrap_or(default),
+        }
+    }
+
+    fn string_list(&mut self, key: &'static str) -> Vec<String> {
+        match self.get(key) {
+            None => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| match v {
+                    Value::String(s) => Some(s.clone()),
+                    other => self.wrong(&format!("{key}[{i}]"), "a string", other),
+                })
+                .collect(),
+            Some(other) => self
+                .wrong(key, "a list of strings", other)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// `local = { host, port, socket }` or `peer = { host, port, tls }`; returns the
+    /// endpoint and the peer's `tls` flag.
+    fn endpoint(&mut self, key: &'static str, local: bool) -> (Option<Endpoint>, bool) {
+        let table = match self.get(key) {
+            None => {
+                let hint = Some("e.g. { host = \"198.51.100.11\", port = 3306 }");
+                return (
+                    self.problem(key, "missing required key".into(), hint),
+                    false,
+                );
+            }
+            Some(Value::Table(t)) => t,
+            Some(other) => return (self.wrong(key, "a table", other), false),
+        };
+        let mut sub = Reader {
+            path: self.key(key),
+            table,
+            asked: Vec::new(),
+            problems: Vec::new(),
+        };
+        let host = sub.string("host");
+        let port = match table.contains_key("port") {
+            true => sub.int("port", 1, 65535),
+            false => {
+                sub.asked.push("port");
+                Some(DEFAULT_PORT)
+            }
+        };
+        let socket = if local {
+            sub.opt_string("socket").map(PathBuf::from)
+        } else {
+            None
+        };
+        let tls = !local && sub.bool_or("tls", false);
+        sub.finish();
+        self.problems.append(&mut sub.problems);
+        (
+            host.zip(port)
+                .map(|(host, port)| Endpoint { host, port, socket }),
+            tls,
+        )
+    }
+
+    /// Reports every key nobody asked for.
+    fn finish(&mut self) {
+        let unknown: Vec<String> = self
+            .table
+            .keys()
+            .filter(|k| !self.asked.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        let known = self.asked.join(", ");
+        for key in unknown {
+            self.problem::<()>(
+                &key,
+                "unknown key".into(),
+                Some(&format!("known keys here: {known}")),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<MysqlConfig, Vec<ConfigProblem>> {
+        parse_mysql(&text.parse::<Table>().unwrap())
+    }
+
+    #[test]
+    fn master_master_with_defaults() {
+        let c = parse(
+            "mode = \"master-master\"\nserver-id = 1\nseed = true\nadmin-password-file = \"/etc/pbxha/mysql.pw\"\n\
+             local = { host = \"198.51.100.11\", socket = \"/run/mysqld/mysqld.sock\" }\n\
+             peer = { host = \"198.51.100.12\", port = 3307, tls = true }\ndatabases = [\"asterisk\", \"asteriskcdrdb\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.mode, Mode::MasterMaster);
+        assert_eq!(
+            (c.server_id, c.gtid_domain_id),
+            (1, 1),
+            "the domain defaults to the server-id"
+        );
+        assert_eq!(
+            c.local,
+            Endpoint {
+                host: "198.51.100.11".into(),
+                port: 3306,
+                socket: Some("/run/mysqld/mysqld.sock".into())
+            }
+        );
+        assert_eq!(
+            c.peer,
+            Some(Endpoint {
+                host: "198.51.100.12".into(),
+                port: 3307,
+                socket: None
+            })
+        );
+        assert!(c.peer_tls && c.seed);
+        assert_eq!(
+            (c.admin_user.as_str(), c.replication_user.as_str()),
+            ("root", "pbxha_repl")
+        );
+        assert_eq!(c.conf_dir, PathBuf::from("/etc/mysql/mariadb.conf.d"));
+        assert_eq!(c.databases, ["asterisk", "asteriskcdrdb"]);
+    }
+
+    #[test]
+    fn replica_mode_needs_no_peer_and_may_use_socket_auth() {
+        let c = parse("mode = \"replica\"\nlocal = { host = \"127.0.0.1\", socket = \"/run/mysqld/mysqld.sock\" }\n").unwrap();
+        assert_eq!(
+            (c.mode, c.peer, c.admin_password_file),
+            (Mode::Replica, None, None)
+        );
+    }
+
+    #[test]
+    fn every_problem_with_its_key_path() {
+        let problems = parse(
+            "mode = \"multi\"\nserver-id = 0\nlocal = { host = \"198.51.100.11\", prot = 3306 }\n\
+             peer = { port = \"x\" }\ndatabases = [\"a.b\", 3]\nsed = true\n",
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "mysql.mode",
+                "mysql.server-id",
+                "mysql.local.prot",
+                "mysql.peer.host",
+                "mysql.peer.port",
+                "mysql.databases[1]",
+                "mysql.admin-password-file",
+                "mysql.admin-password-file",
+                "mysql.databases[0]",
+                "mysql.sed",
+            ],
+            "{problems:#?}"
+        );
+        assert_eq!(
+            problems[0].to_string(),
+            "mysql.mode: unknown mode `multi` (hint: \"master-master\" or \"replica\")"
+        );
+        assert_eq!(problems[1].message, "0 is out of range (1 to 4294967295)");
+    }
+}

@@ -1,0 +1,248 @@
+//! The first copy of the chosen databases from the seed's server to the other one:
+//! `mariadb-dump --single-transaction --gtid` (a consistent snapshot and the GTID position
+//! it corresponds to) into a private file, then `mariadb` on the other server with binary
+//! logging off for the session, so the copy is not replicated back.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use pbxha_runner::{Cmd, Runner};
+
+use super::client::Credentials;
+use super::config::Endpoint;
+use super::sql;
+use crate::error::{Error, Result};
+
+/// A dump or an import of a PBX's databases takes seconds; an hour means something hangs.
+pub const SYNC_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Progress is shown once a step has taken this long, then this often.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// What the copy did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Synced {
+    pub bytes: u64,
+    /// The seed's GTID position at the snapshot: the other server replicates from here.
+    pub gtid: String,
+}
+
+/// Options selecting a server for the `mariadb` command-line tools. `--no-defaults` keeps a
+/// `~/.my.cnf` or debian.cnf from changing whom they log in as.
+pub fn client_args(endpoint: &Endpoint, creds: &Credentials) -> Vec<String> {
+    let mut args = vec![
+        "--no-defaults".to_string(),
+        format!("--user={}", creds.user),
+    ];
+    match &endpoint.socket {
+        Some(socket) => args.push(format!("--socket={}", socket.display())),
+        None => {
+            args.push("--protocol=TCP".into());
+            args.push(format!("--host={}", endpoint.host));
+            args.push(format!("--port={}", endpoint.port));
+        }
+    }
+    args
+}
+
+fn with_password(cmd: Cmd, creds: &Credentials) -> Cmd {
+    // MYSQL_PWD keeps the password out of argv (ps shows argv to every user).
+    match &creds.password {
+        Some(p) => cmd.env("MYSQL_PWD", p.clone()),
+        None => cmd,
+    }
+}
+
+/// The dump's argv (`--master-data=2` writes the position as a comment, which pbxha reads).
+pub fn dump_cmd(source: &Endpoint, creds: &Credentials, databases: &[String], out: &Path) -> Cmd {
+    let mut argv = vec!["mariadb-dump".to_string()];
+    argv.extend(client_args(source, creds));
+    argv.extend(
+        [
+            "--single-transaction",
+            "--gtid",
+            "--master-data=2",
+            "--hex-blob",
+            "--routines",
+            "--triggers",
+            "--databases",
+        ]
+        .map(String::from),
+    );
+    argv.extend(databases.iter().cloned());
+    argv.push(format!("--result-file={}", out.display()));
+    with_password(Cmd::new(argv).timeout(SYNC_TIMEOUT), creds)
+}
+
+/// The import's argv; the dump arrives on stdin.
+pub fn import_cmd(target: &Endpoint, creds: &Credentials, dump: Vec<u8>) -> Cmd {
+    let mut argv = vec!["mariadb".to_string()];
+    argv.extend(client_args(target, creds));
+    argv.push("--init-command=SET SESSION sql_log_bin=0".into());
+    with_password(Cmd::new(argv).timeout(SYNC_TIMEOUT).stdin(dump), creds)
+}
+
+/// A private directory for the dump, removed on drop (also when the copy fails).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Result<TempDir> {
+        use std::os::unix::fs::DirBuilderExt;
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("pbxha-mysql-sync-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+        Ok(TempDir(path))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Copies `databases` from `source` (`source_name` in messages) to `target`, reporting
+/// progress in bytes through `progress` when a step takes more than a second.
+pub async fn copy(
+    runner: &dyn Runner,
+    (source_name, source): (&str, &Endpoint),
+    (target_name, target): (&str, &Endpoint),
+    creds: &Credentials,
+    databases: &[String],
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<Synced> {
+    let dir = TempDir::new()?;
+    let file = dir.0.join("dump.sql");
+    let dump = dump_cmd(source, creds, databases, &file);
+    let size = || std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+    let started = Instant::now();
+    let out = with_progress(runner.run(&dump), progress, |p| {
+        p(&format!("dumping from {source_name}: {} bytes", size()))
+    })
+    .await?;
+    if !out.success() {
+        return Err(Error::Mysql {
+            server: source_name.to_string(),
+            message: format!(
+                "`{}` exited with status {}: {}",
+                dump.argv()[..3].join(" "),
+                out.code,
+                out.stderr.trim()
+            ),
+        });
+    }
+    let bytes = std::fs::read(&file)
+        .map_err(|e| Error::io(format!("reading the dump {}", file.display()), e))?;
+    let head = String::from_utf8_lossy(&bytes[..bytes.len().min(16 * 1024)]).into_owned();
+    let gtid = sql::gtid_from_dump(&head).ok_or_else(|| Error::Mysql {
+        server: source_name.to_string(),
+        message: "the dump carries no GTID position (is log-bin on?)".into(),
+    })?;
+    let total = bytes.len() as u64;
+    if started.elapsed() > PROGRESS_EVERY {
+        progress(&format!("dumped {total} bytes from {source_name}"));
+    }
+    let import = import_cmd(target, creds, bytes);
+    let started = Instant::now();
+    let out = with_progress(runner.run(&import), progress, |p| {
+        p(&format!(
+            "importing {total} bytes into {target_name}: {} s",
+            started.elapsed().as_secs()
+        ))
+    })
+    .await?;
+    if !out.success() {
+        return Err(Error::Mysql {
+            server: target_name.to_string(),
+            message: format!(
+                "importing the dump of {} failed (status {}): {}",
+                source_name,
+                out.code,
+                out.stderr.trim()
+            ),
+        });
+    }
+    Ok(Synced { bytes: total, gtid })
+}
+
+/// Awaits `fut`, calling `tick` every second after the first.
+async fn with_progress<T>(
+    fut: impl std::future::Future<Output = T>,
+    progress: &mut (dyn FnMut(&str) + Send),
+    tick: impl Fn(&mut (dyn FnMut(&str) + Send)),
+) -> T {
+    tokio::pin!(fut);
+    let mut interval =
+        tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+    loop {
+        tokio::select! {
+            out = &mut fut => return out,
+            _ = interval.tick() => tick(progress),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn creds() -> Credentials {
+        Credentials {
+            user: "admin".into(),
+            password: Some("s3cret".into()),
+        }
+    }
+
+    #[test]
+    fn dump_over_a_socket_keeps_the_password_out_of_argv() {
+        let ep = Endpoint {
+            host: "198.51.100.11".into(),
+            port: 3306,
+            socket: Some("/run/mysqld/mysqld.sock".into()),
+        };
+        let cmd = dump_cmd(
+            &ep,
+            &creds(),
+            &["asterisk".into(), "cdr".into()],
+            Path::new("/tmp/d/dump.sql"),
+        );
+        assert_eq!(
+            cmd.to_string(),
+            "mariadb-dump --no-defaults --user=admin --socket=/run/mysqld/mysqld.sock --single-transaction --gtid \
+             --master-data=2 --hex-blob --routines --triggers --databases asterisk cdr --result-file=/tmp/d/dump.sql"
+        );
+        assert_eq!(
+            cmd.env,
+            vec![("MYSQL_PWD".to_string(), "s3cret".to_string())]
+        );
+    }
+
+    #[test]
+    fn import_over_tcp_turns_binary_logging_off() {
+        let ep = Endpoint {
+            host: "198.51.100.12".into(),
+            port: 3307,
+            socket: None,
+        };
+        let cmd = import_cmd(&ep, &creds(), b"SELECT 1;".to_vec());
+        assert_eq!(
+            cmd.argv(),
+            [
+                "mariadb",
+                "--no-defaults",
+                "--user=admin",
+                "--protocol=TCP",
+                "--host=198.51.100.12",
+                "--port=3307",
+                "--init-command=SET SESSION sql_log_bin=0"
+            ]
+        );
+        assert_eq!(cmd.stdin.as_deref(), Some(&b"SELECT 1;"[..]));
+    }
+}
