@@ -4,16 +4,22 @@
 //! become [`Event`]s on one channel (or one `select!`); the fsm answers with [`Action`]s and
 //! this loop carries them out. Nothing here decides anything about failover.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use pbxha_runner::{Runner, SystemRunner};
+use pbxha_watchdog::checks::{run_checks, Transition};
+use pbxha_watchdog::config::CheckKind;
+use pbxha_watchdog::device::{Kicker, LinuxWatchdog};
+use pbxha_watchdog::mailer::{Delivery, MailHandle};
+use pbxha_watchdog::report::Alert;
 
 use crate::config::{self, Config};
 use crate::connectivity::{PingMonitor, TargetStatus};
@@ -22,7 +28,7 @@ use crate::fsm::{Action, Admin, Event, GroupEvent, Node, NodeStatus, Params, Rec
 use crate::journal::{Entry, Journal, Kind};
 use crate::membership::{AuthKey, LinkSetup, Links, LinksStats};
 use crate::net::nonlocal;
-use crate::notify::Notifier;
+use crate::notify::{check_alert, switchover_report, FailoverContext, MailStatus, Notifier, Timeline};
 use crate::resources::{build_members, spawn_group, GroupHandle, ResourceReport, ResourceStatus};
 use crate::summary::GroupPhase;
 use crate::Error;
@@ -48,6 +54,24 @@ pub struct DaemonStatus {
     pub last_failover: Option<LastFailover>,
     /// The running (or last) call drain: calls remaining, for `pbxha switchover` to show.
     pub drain: Option<crate::resources::pbx::DrainStatus>,
+    /// The outbox, when `[mail]` is configured: what waits and why.
+    pub mail: Option<MailStatus>,
+    /// Each `[[check]]`'s last state change.
+    pub checks: Vec<CheckStatus>,
+    /// Each `[[probe]]`: SIP health, last RTT and recent verdicts.
+    pub probes: Vec<crate::probes::ProbeStatus>,
+    /// Master-master replication health, when `[mysql]` is in that mode.
+    pub mysql: Option<crate::mysql_watch::MysqlStatus>,
+}
+
+/// A check as `pbxha status` shows it; `pbxha checks` has the history.
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckStatus {
+    pub name: String,
+    /// `unknown` until the first verdict, then `up` or `down`.
+    pub state: &'static str,
+    pub since_ms: Option<u64>,
+    pub detail: String,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -103,6 +127,17 @@ struct Daemon {
     started: Instant,
     last_failover: Option<(Instant, LastFailover)>,
     drain: crate::resources::pbx::DrainTracker,
+    /// The running failover's entries, for its one report mail.
+    timeline: Timeline,
+    /// Who held the group and why it moves, taken at the decision.
+    failover: Option<FailoverContext>,
+    /// The peer was seen holding the group since this node last took it: a takeover is then
+    /// a failover or switchover to report, not a cold start.
+    peer_held: bool,
+    checks: BTreeMap<String, CheckStatus>,
+    /// SIP OPTIONS probes; `local-pbx` ones are inside the group's members too.
+    probes: crate::probes::Probes,
+    mysql: Option<crate::mysql_watch::MysqlWatch>,
 }
 
 pub async fn run(opts: Options) -> Result<(), Error> {
@@ -128,7 +163,9 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let listener = control::bind(&config.paths.control_socket).await?;
     let (events_tx, mut events_rx) = mpsc::channel::<Event>(1024);
     let runner: Arc<dyn Runner> = Arc::new(SystemRunner);
-    let group = new_group(&config, &local.name, runner.clone(), journal.clone(), events_tx.clone())?;
+    let timeline = Timeline::default();
+    let mut probes = crate::probes::Probes::start(&config.probes).await?;
+    let group = new_group(&config, &local.name, runner.clone(), journal.clone(), timeline.clone(), events_tx.clone(), &probes)?;
     // Like Pacemaker's start-up probe: a daemon that crashed may have left the VIP or the PBX
     // running. Stop everything before joining, or the peer and this node would both hold it.
     let leftover = clean_start(&group, &mut events_rx, shutdown_budget(&config)).await;
@@ -148,7 +185,27 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let ping_task = spawn_ping(&ping, events_tx.clone());
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<Pending>(16);
     tokio::spawn(control::serve(listener, ctl_tx));
-    let notifier = Notifier::new(&config.cluster.name, &local.name, config.paths.hooks.clone(), runner.clone());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mail = spawn_mail(&config, &local.name, stop_rx.clone());
+    let notifier = Notifier::new(&config.cluster.name, &local.name, config.paths.hooks.clone(), runner.clone())
+        .with_mail(mail.clone());
+    probes.alert_with(notifier.clone());
+    let mysql = crate::mysql_watch::spawn(config.mysql.as_ref(), notifier.clone(), stop_rx.clone());
+    let (check_tx, mut check_rx) = mpsc::channel::<Transition>(64);
+    if !config.checks.is_empty() {
+        let (checks, db, runner) = (config.checks.clone(), config.paths.state_db.clone(), runner.clone());
+        let (tx, stop) = (check_tx.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            if let Err(e) = run_checks(checks, runner, db, tx, stop).await {
+                tracing::error!("checks not running: {e}");
+            }
+        });
+    }
+    let checks = config
+        .checks
+        .iter()
+        .map(|c| (c.name.clone(), CheckStatus { name: c.name.clone(), state: "unknown", since_ms: None, detail: String::new() }))
+        .collect();
 
     let now = Instant::now();
     let mut d = Daemon {
@@ -167,6 +224,12 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         started: now,
         last_failover: None,
         drain: Default::default(),
+        timeline,
+        failover: None,
+        peer_held: false,
+        checks,
+        probes,
+        mysql,
         config,
     };
     if let Some(ev) = leftover {
@@ -182,6 +245,12 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tick = tokio::time::interval(tick_period(&d.config));
     let (watchdog_every, mut watchdog) = sd_watchdog();
+    // Armed last: from here on a main loop that stops turning resets the node.
+    let mut kicker = match &d.config.watchdog {
+        Some(w) => Some(Kicker::arm(Box::new(LinuxWatchdog::open(&w.device)?), w.timeout)?),
+        None => None,
+    };
+    let mut kick = tokio::time::interval(kicker.as_ref().map_or(Duration::from_secs(3600), |k| k.interval));
     sd_notify("READY=1");
     let mut stopping: Option<Instant> = None;
 
@@ -203,6 +272,12 @@ pub async fn run(opts: Options) -> Result<(), Error> {
                 }
             }
             _ = watchdog.tick(), if watchdog_every.is_some() => sd_notify("WATCHDOG=1"),
+            _ = kick.tick(), if kicker.is_some() => {
+                if let Some(Err(e)) = kicker.as_mut().map(Kicker::kick) {
+                    tracing::error!("{e}");
+                }
+            }
+            Some(t) = check_rx.recv() => d.on_check(t),
         }
         if d.fsm.exited() {
             break;
@@ -215,6 +290,11 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         }
     }
     sd_notify("STOPPING=1");
+    // A clean stop: disarm, so stopping pbxha does not reset the node.
+    if let Some(Err(e)) = kicker.take().map(Kicker::stop) {
+        tracing::error!("{e}");
+    }
+    let _ = stop_tx.send(true);
     // Tell the peer once more, so it takes over now rather than after deadtime.
     d.links.send(&d.fsm.summary());
     d.journal.record(Entry::now(&d.local, Kind::Record(RecordKind::RoleChange), "daemon stopped"));
@@ -263,9 +343,11 @@ fn new_group(
     local: &str,
     runner: Arc<dyn Runner>,
     journal: Arc<Journal>,
+    timeline: Timeline,
     events: mpsc::Sender<Event>,
+    probes: &crate::probes::Probes,
 ) -> Result<GroupHandle, Error> {
-    let members = build_members(&config.resources, runner)?;
+    let members = probes.wrap(build_members(&config.resources, runner)?);
     let node = local.to_string();
     let report = Arc::new(move |r: ResourceReport| {
         let kind = Kind::Resource {
@@ -274,9 +356,38 @@ fn new_group(
             duration_ms: u64::try_from(r.duration.as_millis()).unwrap_or(u64::MAX),
             ok: r.ok,
         };
-        journal.record(Entry::now(&node, kind, r.message));
+        let entry = Entry::now(&node, kind, r.message);
+        // Never the end of a timeline: only the fsm's records close one.
+        timeline.observe(&entry);
+        journal.record(entry);
     });
     Ok(spawn_group(members, config.group.clone(), events, report))
+}
+
+/// Starts outbox delivery when `[mail]` is configured. An outbox that cannot be opened is
+/// logged and shown by `pbxha status`; the cluster is managed without mail.
+fn spawn_mail(config: &Config, local: &str, stop: watch::Receiver<bool>) -> Option<MailHandle> {
+    let mail = config.mail.clone()?;
+    let hostname = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| local.to_string());
+    let db = config.paths.state_db.clone();
+    let handle = match MailHandle::open(&db, &hostname) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!("{e}; running without mail");
+            return None;
+        }
+    };
+    let delivery = Delivery { config: mail, cluster: config.cluster.name.clone(), hostname };
+    let h = handle.clone();
+    tokio::spawn(async move {
+        if let Err(e) = h.run(db, delivery, stop).await {
+            tracing::error!("mail delivery stopped: {e}");
+        }
+    });
+    Some(handle)
 }
 
 fn spawn_ping(ping: &PingMonitor, events: mpsc::Sender<Event>) -> JoinHandle<()> {
@@ -286,8 +397,12 @@ fn spawn_ping(ping: &PingMonitor, events: mpsc::Sender<Event>) -> JoinHandle<()>
 
 impl Daemon {
     fn apply(&mut self, ev: Event) {
+        self.probes.follow_group(self.group.phase());
         if matches!(ev, Event::Group(GroupEvent::Stopped)) {
             self.apply_pending_resources();
+        }
+        if let Event::Heartbeat { summary, .. } = &ev {
+            self.peer_held |= summary.group != GroupPhase::Stopped;
         }
         let actions = self.fsm.handle(ev, Instant::now());
         for a in actions {
@@ -313,6 +428,7 @@ impl Daemon {
                     RecordKind::FailoverBegin => {
                         let lf = LastFailover { at_ms: unix_ms(), message: r.message.clone(), took_ms: None };
                         self.last_failover = Some((Instant::now(), lf));
+                        self.failover = Some(self.failover_context());
                     }
                     RecordKind::FailoverEnd if r.message.contains("holds the group") => {
                         if let Some((at, lf)) = &mut self.last_failover {
@@ -322,7 +438,11 @@ impl Daemon {
                     _ => {}
                 }
                 tracing::info!(kind = ?r.kind, "{}", r.message);
-                self.journal.record(Entry::now(&self.local, Kind::Record(r.kind), r.message));
+                let entry = Entry::now(&self.local, Kind::Record(r.kind), r.message);
+                if let Some(entries) = self.timeline.observe(&entry) {
+                    self.report_failover(&entries);
+                }
+                self.journal.record(entry);
             }
             Action::Notify(n) => self.notifier.send(&n),
             Action::Exit => {}
@@ -347,7 +467,15 @@ impl Daemon {
             return Reply { ok: false, message: format!("refused: {why}"), status: None };
         }
         let what = format!("{admin:?}").to_lowercase();
+        let alert = match admin {
+            Admin::Standby => Some(Alert::NodeStandby { node: self.local.clone() }),
+            Admin::Online => Some(Alert::NodeOnline { node: self.local.clone() }),
+            _ => None,
+        };
         self.apply(Event::Admin(admin));
+        if let Some(alert) = alert {
+            self.notifier.alert(&alert, unix_ms());
+        }
         let status = self.status();
         Reply { ok: true, message: format!("{what} accepted on {}", self.local), status: serde_json::to_value(&status).ok() }
     }
@@ -365,7 +493,82 @@ impl Daemon {
             journal: self.journal.is_enabled(),
             last_failover: self.last_failover.as_ref().map(|(_, lf)| lf.clone()),
             drain: self.drain.snapshot(),
+            mail: self.config.mail.as_ref().map(|_| {
+                MailStatus::read(&self.config.paths.state_db)
+                    .unwrap_or_else(|e| MailStatus { pending: 0, last_error: Some(e.to_string()) })
+            }),
+            checks: self.checks.values().cloned().collect(),
+            probes: self.probes.status(),
+            mysql: self.mysql.as_ref().map(crate::mysql_watch::MysqlWatch::status),
         }
+    }
+
+    /// A check changed state: remember it for status, and tell people.
+    fn on_check(&mut self, t: Transition) {
+        let replication = self
+            .config
+            .checks
+            .iter()
+            .any(|c| c.name == t.check && matches!(c.kind, CheckKind::MysqlReplication { .. }));
+        if let Some(alert) = check_alert(&t, replication) {
+            self.notifier.alert(&alert, t.at_ms);
+        }
+        let status = CheckStatus { name: t.check.clone(), state: t.to.as_str(), since_ms: Some(t.at_ms), detail: t.detail };
+        self.checks.insert(t.check, status);
+    }
+
+    /// What the report needs besides the timeline, as it stands at the decision.
+    fn failover_context(&self) -> FailoverContext {
+        let peer = self.fsm.status(Instant::now()).peer;
+        let planned = peer.alive && peer.last.is_some_and(|p| p.handover);
+        let garp = self
+            .config
+            .resources
+            .iter()
+            .filter(|r| matches!(&r.kind, config::ResourceKind::Vip(v) if v.garp_count > 0))
+            .map(|r| r.name.clone())
+            .collect();
+        FailoverContext {
+            old_primary: (self.peer_held || planned).then(|| peer.name.clone()),
+            planned,
+            // Heartbeats do not carry the peer's calls; a drain's count is the old primary's.
+            active_calls: None,
+            garp,
+            ..FailoverContext::default()
+        }
+    }
+
+    /// The takeover finished (or failed): one report mail, unless nobody held the group
+    /// before (a cold start is not a failover).
+    fn report_failover(&mut self, entries: &[Entry]) {
+        let Some(mut ctx) = self.failover.take() else { return };
+        if ctx.old_primary.is_none() {
+            tracing::info!("cold start: the group was not held before, no switchover report");
+            return;
+        }
+        self.peer_held = false;
+        let group = self.group.status();
+        let members = |kind: &str| -> Vec<String> {
+            let of_kind = group.iter().filter(|r| r.kind == kind);
+            of_kind
+                .map(|r| format!("{}: {:?}{}", r.name, r.state, r.last_error.as_ref().map_or(String::new(), |e| format!(" ({e})"))))
+                .collect()
+        };
+        let drbd = members("drbd");
+        ctx.drbd = (!drbd.is_empty()).then(|| drbd.join("; "));
+        // MySQL is a group member in `replica` mode, a replication check in master-master mode.
+        let mut mysql = members("mysql");
+        mysql.extend(
+            self.config
+                .checks
+                .iter()
+                .filter(|c| matches!(c.kind, CheckKind::MysqlReplication { .. }))
+                .filter_map(|c| self.checks.get(&c.name))
+                .map(|c| format!("{}: replication {} {}", c.name, c.state, c.detail)),
+        );
+        ctx.mysql = (!mysql.is_empty()).then(|| mysql.join("; "));
+        let report = switchover_report(&self.config.cluster.name, &self.local, entries, &ctx);
+        self.notifier.switchover(&report);
     }
 
     fn begin_shutdown(&mut self, why: &str) -> Option<Instant> {
@@ -399,6 +602,15 @@ impl Daemon {
         if new.paths.state_db != old.paths.state_db || new.paths.control_socket != old.paths.control_socket {
             restart_needed.push("paths");
         }
+        if new.mail != old.mail || new.checks != old.checks || new.watchdog != old.watchdog {
+            restart_needed.push("mail / checks / watchdog");
+        }
+        if new.probes != old.probes {
+            restart_needed.push("probes");
+        }
+        if new.mysql != old.mysql {
+            restart_needed.push("mysql");
+        }
         if !restart_needed.is_empty() {
             tracing::warn!("reload: {} changed; that needs a restart, so the running config is kept", restart_needed.join(", "));
             return false;
@@ -416,7 +628,9 @@ impl Daemon {
             applied.push("ping targets");
         }
         if new.paths.hooks != old.paths.hooks || new.cluster.name != old.cluster.name {
-            self.notifier = Notifier::new(&new.cluster.name, &self.local, new.paths.hooks.clone(), self.runner.clone());
+            let mail = self.notifier.mail();
+            self.notifier =
+                Notifier::new(&new.cluster.name, &self.local, new.paths.hooks.clone(), self.runner.clone()).with_mail(mail);
             applied.push("hooks");
         }
         let resources_changed = new.resources != old.resources || new.group != old.group;
@@ -438,7 +652,7 @@ impl Daemon {
 
     fn apply_pending_resources(&mut self) {
         let Some(config) = self.pending_resources.take() else { return };
-        match new_group(&config, &self.local, self.runner.clone(), self.journal.clone(), self.events.clone()) {
+        match new_group(&config, &self.local, self.runner.clone(), self.journal.clone(), self.timeline.clone(), self.events.clone(), &self.probes) {
             Ok(group) => self.group = group,
             Err(e) => tracing::error!("reload: {e}; keeping the running resource group"),
         }

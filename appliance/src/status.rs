@@ -64,6 +64,16 @@ pub fn render(s: &DaemonStatus) -> String {
             let _ = writeln!(o, "        {:<12} {:<8} {:<9} {:<8} {last}{err}", r.name, r.kind, state(r.state), r.restarts);
         }
     }
+    for (i, p) in s.probes.iter().enumerate() {
+        let state = match (p.active, p.state) {
+            (false, _) => "idle",
+            (true, "down") => "DOWN",
+            (true, state) => state,
+        };
+        let rtt = p.last_rtt_ms.map_or(String::new(), |r| format!("rtt {r:.1} ms  "));
+        let err = p.last_error.as_deref().filter(|_| p.state == "down").map_or(String::new(), |e| format!("  ({e})"));
+        let _ = writeln!(o, "{:<8}{:<12} {:<9} {:<26} {:<7} {rtt}[{}]{err}", if i == 0 { "SIP" } else { "" }, p.name, p.role, p.target, state, p.recent.join(" "));
+    }
     let faults = if n.faults.is_empty() { "none".to_string() } else { n.faults.join("; ") };
     let _ = writeln!(o, "Faults  {faults}");
     let mut flags = Vec::new();
@@ -85,6 +95,27 @@ pub fn render(s: &DaemonStatus) -> String {
         None => {}
     }
     let _ = writeln!(o, "Notes   {}", flags.join("; "));
+    if let Some(m) = &s.mail {
+        let err = m.last_error.as_deref().map_or(String::new(), |e| format!("; last error: {e}"));
+        let _ = writeln!(o, "Mail    {} waiting in the outbox{err}", m.pending);
+    }
+    if !s.checks.is_empty() {
+        let checks: Vec<String> = s
+            .checks
+            .iter()
+            .map(|c| match c.state {
+                "down" => format!("{} DOWN ({})", c.name, c.detail),
+                state => format!("{} {state}", c.name),
+            })
+            .collect();
+        let _ = writeln!(o, "Checks  {}", checks.join(", "));
+    }
+    if let Some(m) = &s.mysql {
+        let _ = writeln!(o, "MySQL   {m}");
+        for a in &m.alerts {
+            let _ = writeln!(o, "        ALERT {a}");
+        }
+    }
     if let Some(f) = &s.last_failover {
         let took = f.took_ms.map_or("not finished".to_string(), |ms| format!("group up in {ms} ms"));
         let _ = writeln!(o, "Last failover  {}  {} ({took})", utc(f.at_ms), f.message);
@@ -154,7 +185,7 @@ mod tests {
     #[test]
     fn utc_dates() {
         assert_eq!(super::utc(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(super::utc(1_795_358_400_000), "2026-11-22 12:00:00 UTC");
+        assert_eq!(super::utc(1_795_348_800_000), "2026-11-22 12:00:00 UTC");
         assert_eq!(super::utc(951_782_400_000), "2000-02-29 00:00:00 UTC");
     }
 }

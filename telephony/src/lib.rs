@@ -5,7 +5,8 @@
 //! probe outcome into alive, overloaded or failed), [`responder`] (a minimal stateless SIP
 //! endpoint that answers OPTIONS and names its node, used by `pbxha lab` and the tests),
 //! [`wire`] (parsing through rsipstack's maintained rsip fork, which accepts RFC 3261 §7.3.3
-//! compact headers, and TCP stream framing) and [`Error`], the crate's one error type.
+//! compact headers, and TCP stream framing), [`engine`] (many targets probed at once with
+//! `rise`/`fall` hysteresis, for the daemon) and [`Error`], the crate's one error type.
 //!
 //! The PBX adapters: [`pbx`] (the [`Pbx`] trait, [`Calls`], systemd unit control),
 //! [`asterisk`] (`asterisk -rx`) with [`ami`] (Asterisk Manager Interface over TCP),
@@ -14,6 +15,7 @@
 pub mod ami;
 pub mod asterisk;
 pub mod drain;
+pub mod engine;
 pub mod error;
 pub mod freeswitch;
 pub mod options;

@@ -357,7 +357,7 @@ async fn probe_tcp(probe: &Probe) -> Result<OptionsResponse, Error> {
 
 /// The local address the kernel would use to reach `target`, found by connecting a
 /// throwaway UDP socket (no packet is sent), so Via names a reachable address.
-async fn local_ip_towards(target: SocketAddr) -> Result<IpAddr, Error> {
+pub(crate) async fn local_ip_towards(target: SocketAddr) -> Result<IpAddr, Error> {
     let any: SocketAddr = if target.is_ipv4() {
         ([0, 0, 0, 0], 0).into()
     } else {

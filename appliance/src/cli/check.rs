@@ -84,6 +84,7 @@ fn summary(c: &Config, path: &Path) -> String {
             ResourceKind::Pbx(p) => format!("{} (systemd unit {})", p.pbx, p.unit),
             ResourceKind::Drbd(d) => format!("DRBD resource {}", d.resource),
             ResourceKind::Filesystem(f) => format!("{} on {}", f.device.display(), f.mount_point.display()),
+            ResourceKind::Mysql(m) => format!("systemd unit {}, datadir {} on {}", m.unit, m.datadir.display(), m.replica_mount.display()),
         };
         out += &format!("  {}. {:<10} {:<8} {what}\n", i + 1, r.name, r.kind.name());
     }

@@ -55,6 +55,11 @@ pub struct Config {
     pub checks: Vec<pbxha_watchdog::config::CheckConfig>,
     /// `[watchdog]`: the kernel watchdog device the main loop kicks; absent means none.
     pub watchdog: Option<WatchdogConfig>,
+    /// `[[probe]]`: SIP OPTIONS probes of the local PBX, the VIP and trunks.
+    pub probes: Vec<ProbeConfig>,
+    /// `[mysql]`: master-master replication set up by `pbxha mysql setup` and watched by the
+    /// daemon; in `replica` mode MySQL is a `kind = "mysql"` resource of the group instead.
+    pub mysql: Option<pbxha_replica::mysql::MysqlConfig>,
 }
 
 /// The `[watchdog]` section (heartbeat's `watchdog /dev/watchdog` directive).
@@ -236,6 +241,59 @@ impl std::fmt::Display for PingTarget {
     }
 }
 
+/// A SIP OPTIONS probe (`[[probe]]`), with keepalived-style `rise`/`fall`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ProbeConfig {
+    pub name: String,
+    #[serde(flatten)]
+    pub role: ProbeRole,
+    pub transport: ProbeTransport,
+    pub target: std::net::SocketAddr,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    /// A 503 counts as alive (overloaded) rather than failed.
+    pub overloaded_is_alive: bool,
+}
+
+/// What a probe's verdict is used for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "role", rename_all = "kebab-case")]
+pub enum ProbeRole {
+    /// Health of this node's PBX, group member `resource`: probed only while it runs here;
+    /// `fall` failures count as a failed monitor (local restarts, then hand-over).
+    LocalPbx { resource: String },
+    /// The VIP, probed by the secondary: an end-to-end check and a split-brain signal that
+    /// alerts but never moves the group.
+    Vip,
+    /// A trunk or peer: alerts on up/down only.
+    Trunk,
+}
+
+impl ProbeRole {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ProbeRole::LocalPbx { .. } => "local-pbx",
+            ProbeRole::Vip => "vip",
+            ProbeRole::Trunk => "trunk",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProbeTransport {
+    Udp,
+    Tcp,
+}
+
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+/// RFC 3261 Timer E sends at 0, 0.5 and 1.5 s within it (T1 = 500 ms, §17.1.2.2).
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// RFC 3261 §19.1.2: SIP's default port over UDP and TCP.
+pub const DEFAULT_SIP_PORT: u16 = 5060;
+
 /// Local restart policy for the resource group.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct GroupConfig {
@@ -264,6 +322,7 @@ pub enum ResourceKind {
     Pbx(PbxConfig),
     Drbd(DrbdConfig),
     Filesystem(FilesystemConfig),
+    Mysql(MysqlResourceConfig),
 }
 
 impl ResourceKind {
@@ -275,6 +334,7 @@ impl ResourceKind {
             ResourceKind::Pbx(_) => "pbx",
             ResourceKind::Drbd(_) => "drbd",
             ResourceKind::Filesystem(_) => "filesystem",
+            ResourceKind::Mysql(_) => "mysql",
         }
     }
 }
@@ -334,6 +394,30 @@ pub struct FilesystemConfig {
     /// Run `fsck -p` before mounting.
     pub fsck: bool,
 }
+
+/// MySQL/MariaDB whose datadir lives on the replicated filesystem (`kind = "mysql"`): started
+/// and stopped through its systemd unit, only once the datadir is on the mounted replica, and
+/// monitored with a real query.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MysqlResourceConfig {
+    pub unit: String,
+    /// Resolved through symlinks (a migrated datadir is one) before the mount check.
+    pub datadir: PathBuf,
+    /// Where the `filesystem` resource mounts the replica.
+    pub replica_mount: PathBuf,
+    /// Where the monitor logs in: the socket when set, TCP otherwise.
+    pub server: pbxha_replica::mysql::Endpoint,
+    pub user: String,
+    /// Holds `user`'s password (mode 0600); `None` means socket authentication.
+    pub password_file: Option<PathBuf>,
+}
+
+/// Debian's `mariadb-server` unit, datadir and socket.
+pub const DEFAULT_MYSQL_UNIT: &str = "mariadb";
+pub const DEFAULT_MYSQL_DATADIR: &str = "/var/lib/mysql";
+pub const DEFAULT_MYSQL_SOCKET: &str = "/run/mysqld/mysqld.sock";
+/// The replica mount point of ARCHITECTURE.md.
+pub const DEFAULT_REPLICA_MOUNT: &str = "/replica";
 
 /// A PBX (`kind = "pbx"`): started and stopped through its systemd unit, and asked for its
 /// calls when a planned switchover drains them.

@@ -142,6 +142,21 @@ fn read_config(root: &mut Section) -> Option<Config> {
         s.finish();
         w
     });
+    let probes = root.tables("probe", false).into_iter().filter_map(|mut s| read_probe(&mut s)).collect();
+    let mysql = match root.get("mysql") {
+        None => None,
+        Some(Value::Table(t)) => match pbxha_replica::mysql::parse_mysql(t) {
+            Ok(mysql) => Some(mysql),
+            Err(problems) => {
+                // The replica crate's key paths are complete (`mysql.peer.port`).
+                for p in problems {
+                    root.problem::<()>(p.key, p.message, p.hint.as_deref());
+                }
+                None
+            }
+        },
+        Some(other) => root.wrong("mysql", "a table", other),
+    };
     root.finish();
     Some(Config {
         cluster: cluster?,
@@ -156,6 +171,8 @@ fn read_config(root: &mut Section) -> Option<Config> {
         mail,
         checks,
         watchdog,
+        probes,
+        mysql,
     })
 }
 
@@ -227,7 +244,8 @@ fn read_resource(s: &mut Section) -> Option<ResourceConfig> {
             })),
             _ => None,
         },
-        Some(other) => s.problem(s.key("kind"), format!("unknown resource kind `{other}`"), Some("one of service, ocf, vip, pbx, drbd, filesystem")),
+        Some("mysql") => read_mysql_resource(s).map(ResourceKind::Mysql),
+        Some(other) => s.problem(s.key("kind"), format!("unknown resource kind `{other}`"), Some("one of service, ocf, vip, pbx, drbd, filesystem, mysql")),
         None => None,
     };
     let r = ResourceConfig {
@@ -266,6 +284,36 @@ fn read_service(s: &mut Section) -> Option<ServiceConfig> {
     }
 }
 
+fn read_mysql_resource(s: &mut Section) -> Option<MysqlResourceConfig> {
+    let socket = s.opt_string("socket");
+    let host = s.opt_string("host");
+    let port = s.int_or("port", 1, 65535, pbxha_replica::mysql::config::DEFAULT_PORT.into());
+    let password_file = s.opt_string("password-file").map(PathBuf::from);
+    let unit = s.opt_string("unit").unwrap_or_else(|| DEFAULT_MYSQL_UNIT.into());
+    let datadir = s.path_or("datadir", DEFAULT_MYSQL_DATADIR);
+    let replica_mount = s.path_or("replica-mount", DEFAULT_REPLICA_MOUNT);
+    let user = s.opt_string("user").unwrap_or_else(|| "root".into());
+    let server = match (socket, host) {
+        (Some(_), Some(_)) => {
+            return s.problem(s.key("host"), "set either `socket` or `host`/`port`, not both".into(), None)
+        }
+        (None, Some(_)) if password_file.is_none() => {
+            return s.problem(
+                s.key("password-file"),
+                "a login over TCP needs a password".into(),
+                Some("a file of mode 0600 holding the password of `user`, or socket = \"/run/mysqld/mysqld.sock\""),
+            )
+        }
+        (None, Some(host)) => pbxha_replica::mysql::Endpoint { host, port, socket: None },
+        (socket, None) => pbxha_replica::mysql::Endpoint {
+            host: "localhost".into(),
+            port,
+            socket: Some(socket.unwrap_or_else(|| DEFAULT_MYSQL_SOCKET.into()).into()),
+        },
+    };
+    Some(MysqlResourceConfig { unit, datadir, replica_mount, server, user, password_file })
+}
+
 fn read_pbx(s: &mut Section) -> Option<PbxConfig> {
     let pbx: pbxha_telephony::PbxKind = match s.string("pbx")?.parse() {
         Ok(kind) => kind,
@@ -294,6 +342,47 @@ fn read_pbx(s: &mut Section) -> Option<PbxConfig> {
         }
     };
     Some(PbxConfig { pbx, unit, ami })
+}
+
+fn read_probe(s: &mut Section) -> Option<ProbeConfig> {
+    let name = s.string("name");
+    let role = match s.string("role").as_deref() {
+        Some("local-pbx") => s.string("resource").map(|resource| ProbeRole::LocalPbx { resource }),
+        Some("vip") => Some(ProbeRole::Vip),
+        Some("trunk") => Some(ProbeRole::Trunk),
+        Some(other) => s.problem(s.key("role"), format!("unknown probe role `{other}`"), Some("one of local-pbx, vip, trunk")),
+        None => None,
+    };
+    let target = s.string("target").and_then(|t| match parse_sip_target(&t) {
+        Ok(t) => Some(t),
+        Err(m) => s.problem(s.key("target"), m, Some("write `udp:198.51.100.100:5060` or `tcp:198.51.100.100:5060`")),
+    });
+    let interval = s.duration_or("interval", DEFAULT_PROBE_INTERVAL);
+    let timeout = s.duration_or("timeout", DEFAULT_PROBE_TIMEOUT);
+    let rise = s.int_or("rise", 1, 100, 2);
+    let fall = s.int_or("fall", 1, 100, 3);
+    let overloaded_is_alive = s.bool_or("overloaded-is-alive", false);
+    s.finish();
+    let (transport, target) = target?;
+    Some(ProbeConfig { name: name?, role: role?, transport, target, interval, timeout, rise, fall, overloaded_is_alive })
+}
+
+/// `udp:ADDR:PORT`, `tcp:ADDR:PORT`, or `ADDR[:PORT]` (UDP); the port defaults to 5060.
+pub(super) fn parse_sip_target(text: &str) -> Result<(ProbeTransport, std::net::SocketAddr), String> {
+    let (transport, rest) = match text.split_once(':') {
+        Some(("udp", rest)) => (ProbeTransport::Udp, rest),
+        Some(("tcp", rest)) => (ProbeTransport::Tcp, rest),
+        _ => (ProbeTransport::Udp, text),
+    };
+    if let Ok(addr) = rest.parse() {
+        return Ok((transport, addr));
+    }
+    let ip: IpAddr = rest
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|_| format!("`{text}` is not [udp:|tcp:]ADDRESS[:PORT]"))?;
+    Ok((transport, std::net::SocketAddr::new(ip, DEFAULT_SIP_PORT)))
 }
 
 fn parse_ping_target(s: &str) -> Result<PingTarget, String> {

@@ -192,3 +192,40 @@ fn cidr_parsing_and_subnets() {
     assert!("198.51.100.1/33".parse::<Cidr>().is_err());
     assert_eq!("2001:db8::1".parse::<Cidr>().unwrap().prefix, 128);
 }
+
+#[test]
+fn mysql_section_and_resource_kind() {
+    let key = key_file(0o600);
+    let text = format!(
+        "{}\n[mysql]\nmode = \"master-master\"\nserver-id = 1\nadmin-password-file = \"/etc/pbxha/mysql.pw\"\n\
+         local = {{ host = \"198.51.100.11\" }}\npeer = {{ host = \"198.51.100.12\" }}\n\
+         [[resource]]\nname = \"fs\"\nkind = \"filesystem\"\ndevice = \"/dev/drbd0\"\nmount-point = \"/replica\"\nfstype = \"ext4\"\n\
+         [[resource]]\nname = \"db\"\nkind = \"mysql\"\n",
+        minimal(key.path())
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.mysql.as_ref().map(|m| m.mode), Some(pbxha_replica::mysql::Mode::MasterMaster));
+    let ResourceKind::Mysql(m) = &c.resources[1].kind else { panic!("{:?}", c.resources[1]) };
+    assert_eq!(
+        (m.unit.as_str(), m.datadir.to_str(), m.replica_mount.to_str(), m.user.as_str()),
+        ("mariadb", Some("/var/lib/mysql"), Some("/replica"), "root")
+    );
+    assert_eq!(m.server.socket.as_deref(), Some(std::path::Path::new(DEFAULT_MYSQL_SOCKET)));
+}
+
+#[test]
+fn mysql_problems_keep_their_key_paths() {
+    let key = key_file(0o600);
+    let text = format!(
+        "{}\n[mysql]\nmode = \"replica\"\nlocal = {{ host = \"127.0.0.1\", socket = \"/run/mysqld/mysqld.sock\" }}\nsed = true\n\
+         [[resource]]\nname = \"db\"\nkind = \"mysql\"\nhost = \"127.0.0.1\"\nsocket = \"/run/mysqld/mysqld.sock\"\n\
+         [[resource]]\nname = \"db2\"\nkind = \"mysql\"\nhost = \"127.0.0.1\"\n",
+        minimal(key.path())
+    );
+    let k = problems(&text);
+    assert_eq!(keys(&k), ["resource[0].host", "resource[1].password-file", "mysql.sed"], "{k:#?}");
+    let unmounted = format!("{}\n[[resource]]\nname = \"db\"\nkind = \"mysql\"\nreplica-mount = \"/srv\"\n", minimal(key.path()));
+    let k = problems(&unmounted);
+    assert_eq!(keys(&k), ["resource[0].replica-mount"]);
+    assert!(k[0].message.contains("before `db` mounts /srv"), "{k:#?}");
+}

@@ -130,7 +130,35 @@ impl Config {
                         problem(&key("agent"), format!("`{}` is not provider/type", ocf.agent), "e.g. agent = \"heartbeat/IPaddr2\"");
                     }
                 }
+                ResourceKind::Mysql(m) => {
+                    // Members start in order: an earlier one must mount the replica.
+                    let mounted = self.resources[..i]
+                        .iter()
+                        .any(|r| matches!(&r.kind, ResourceKind::Filesystem(f) if m.replica_mount.starts_with(&f.mount_point)));
+                    if !mounted {
+                        problem(
+                            &key("replica-mount"),
+                            format!("no filesystem resource before `{}` mounts {}", r.name, m.replica_mount.display()),
+                            "list the filesystem resource that mounts the replica before the mysql resource",
+                        );
+                    }
+                }
                 ResourceKind::Service(_) | ResourceKind::Pbx(_) | ResourceKind::Drbd(_) | ResourceKind::Filesystem(_) => {}
+            }
+        }
+        let mut probe_names = BTreeSet::new();
+        for (i, p) in self.probes.iter().enumerate() {
+            let key = |k: &str| format!("probe[{i}].{k}");
+            if !probe_names.insert(p.name.as_str()) {
+                problem(&key("name"), format!("duplicate probe name `{}`", p.name), "");
+            }
+            if p.interval.is_zero() || p.timeout.is_zero() {
+                problem(&key("interval"), "interval and timeout must be greater than 0".into(), "");
+            }
+            if let ProbeRole::LocalPbx { resource } = &p.role {
+                if !resource_names.contains(resource.as_str()) {
+                    problem(&key("resource"), format!("`{resource}` is not a [[resource]] name"), "a local-pbx probe watches one member of the group");
+                }
             }
         }
         out

@@ -5,6 +5,7 @@
 pub mod drbd;
 pub mod engine;
 pub mod filesystem;
+pub mod mysql;
 pub mod ocf;
 pub mod pbx;
 pub mod service;
@@ -60,6 +61,7 @@ pub fn build_members(
                 ResourceKind::Pbx(p) => pbx::build(&r.name, p, timeouts, runner.clone())?,
                 ResourceKind::Drbd(d) => std::sync::Arc::new(drbd::DrbdResource::new(&r.name, d, runner.clone())),
                 ResourceKind::Filesystem(f) => std::sync::Arc::new(filesystem::FilesystemResource::new(&r.name, f, runner.clone())),
+                ResourceKind::Mysql(m) => mysql::build(&r.name, m, timeouts, runner.clone())?,
             };
             Ok(Member::new(r, resource))
         })

@@ -34,22 +34,36 @@ impl Credentials {
     /// `admin-user` with the password from `admin-password-file`, which must be mode 0600
     /// (nobody else may read a database admin's password).
     pub fn load(cfg: &MysqlConfig) -> Result<Credentials> {
-        let password = match &cfg.admin_password_file {
+        Credentials::from_file(
+            &cfg.admin_user,
+            cfg.admin_password_file.as_deref(),
+            "mysql.admin-password-file",
+        )
+    }
+
+    /// `user` with the password from `password_file` (mode 0600), if any; `setting` is the
+    /// config key that named the file, for the error message.
+    pub fn from_file(
+        user: &str,
+        password_file: Option<&Path>,
+        setting: &str,
+    ) -> Result<Credentials> {
+        let password = match password_file {
             None => None,
-            Some(path) => Some(read_secret(path)?),
+            Some(path) => Some(read_secret(path, setting)?),
         };
         Ok(Credentials {
-            user: cfg.admin_user.clone(),
+            user: user.to_string(),
             password,
         })
     }
 }
 
-fn read_secret(path: &Path) -> Result<String> {
+fn read_secret(path: &Path, setting: &str) -> Result<String> {
     use std::os::unix::fs::PermissionsExt;
     let setting = |message: String| Error::MysqlSetting {
         server: "this node".into(),
-        setting: "mysql.admin-password-file".into(),
+        setting: setting.to_string(),
         message,
     };
     let meta = std::fs::metadata(path)

@@ -1,0 +1,558 @@
+//! SIP-aware health: the `[[probe]]` tables, run by telephony's probe engine.
+//!
+//! - `local-pbx` wraps one group member ([`Probes::wrap`]) so that its monitor also fails
+//!   once the PBX has not answered OPTIONS `fall` times in a row. The executor then does what
+//!   it does for any failed monitor: local restarts within the `[group]` budget, then
+//!   `ResourceFailed`, on which the fsm hands over. The probe runs only while that member
+//!   runs here, and every (re)start begins from a clean slate, so a restart gets `fall`
+//!   fresh chances.
+//! - `vip` runs only while the group is not here (on the secondary): an end-to-end check of
+//!   the service the clients see, and a split-brain signal. It alerts, never moves the group.
+//! - `trunk` alerts on up/down.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use pbxha_telephony::engine::{self, EngineHandle, Health, Sample, TargetSpec, TargetStatus};
+use pbxha_telephony::{Policy, Transport, Verdict};
+
+use crate::config::{ProbeConfig, ProbeRole, ProbeTransport};
+use crate::fsm::{Notice, Severity};
+use crate::notify::Notifier;
+use crate::resources::{Member, Resource, ResourceState};
+use crate::summary::GroupPhase;
+use crate::Error;
+
+/// Samples waiting for the alert task; a burst beyond this is dropped by the engine, whose
+/// status snapshot stays exact.
+const SAMPLE_QUEUE: usize = 1024;
+
+/// The running probes: the engine, which probe is which, and whether the group is here.
+pub struct Probes {
+    engine: Option<EngineHandle>,
+    configs: Vec<ProbeConfig>,
+    samples: Option<mpsc::Receiver<Sample>>,
+    /// Last group phase seen, so `vip` probes are switched only on a change.
+    group_here: Option<bool>,
+}
+
+/// One probe as `pbxha status` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProbeStatus {
+    pub name: String,
+    pub role: &'static str,
+    pub target: String,
+    /// Probed now (a `local-pbx` probe only while its member runs here, a `vip` probe only
+    /// on the secondary).
+    pub active: bool,
+    /// `unknown`, `up` or `down`.
+    pub state: &'static str,
+    pub last_rtt_ms: Option<f64>,
+    pub failures_in_row: u32,
+    /// The latest verdicts, oldest first: a status code, `overloaded` or `fail`.
+    pub recent: Vec<String>,
+    /// Why the latest failed probe failed.
+    pub last_error: Option<String>,
+}
+
+impl Probes {
+    /// Starts the engine for `configs` (nothing at all when there are none). `local-pbx` and
+    /// `vip` probes start inactive: the group decides when they run.
+    pub async fn start(configs: &[ProbeConfig]) -> Result<Probes, Error> {
+        if configs.is_empty() {
+            return Ok(Probes {
+                engine: None,
+                configs: Vec::new(),
+                samples: None,
+                group_here: None,
+            });
+        }
+        let specs = configs.iter().map(spec).collect();
+        let (tx, rx) = mpsc::channel(SAMPLE_QUEUE);
+        let engine = engine::start(specs, tx)
+            .await
+            .map_err(|e| Error::Resource {
+                resource: "probe".into(),
+                message: format!("cannot start the SIP probe engine: {e}"),
+            })?;
+        Ok(Probes {
+            engine: Some(engine),
+            configs: configs.to_vec(),
+            samples: Some(rx),
+            group_here: None,
+        })
+    }
+
+    /// Starts the task that turns `vip` and `trunk` state changes into notifications. Once.
+    pub fn alert_with(&mut self, notifier: Notifier) {
+        let Some(mut rx) = self.samples.take() else {
+            return;
+        };
+        let roles: HashMap<String, ProbeConfig> = self
+            .configs
+            .iter()
+            .map(|c| (c.name.clone(), c.clone()))
+            .collect();
+        tokio::spawn(async move {
+            let mut last: HashMap<Arc<str>, Health> = HashMap::new();
+            while let Some(sample) = rx.recv().await {
+                let before = last.insert(sample.target.clone(), sample.health);
+                let Some(config) = roles.get(&*sample.target) else {
+                    continue;
+                };
+                if let Some(notice) = notice_for(config, before, &sample) {
+                    notifier.send(&notice);
+                }
+            }
+        });
+    }
+
+    /// Wraps each member a `local-pbx` probe names, so its monitor also heeds the probe.
+    pub fn wrap(&self, members: Vec<Member>) -> Vec<Member> {
+        let Some(engine) = &self.engine else {
+            return members;
+        };
+        members
+            .into_iter()
+            .map(|mut m| {
+                let probe = self.configs.iter().find(|c| {
+                    matches!(&c.role, ProbeRole::LocalPbx { resource } if resource == m.resource.name())
+                });
+                if let Some(probe) = probe {
+                    m.resource = Arc::new(SipChecked {
+                        inner: m.resource,
+                        probe: probe.name.clone(),
+                        engine: engine.clone(),
+                    });
+                }
+                m
+            })
+            .collect()
+    }
+
+    /// Follows the group: `vip` probes run only while the group is stopped here.
+    pub fn follow_group(&mut self, phase: GroupPhase) {
+        let here = phase != GroupPhase::Stopped;
+        if self.group_here == Some(here) {
+            return;
+        }
+        self.group_here = Some(here);
+        let Some(engine) = &self.engine else { return };
+        for c in self.configs.iter().filter(|c| c.role == ProbeRole::Vip) {
+            if here {
+                engine.deactivate(&c.name);
+            } else {
+                engine.activate(&c.name);
+            }
+        }
+    }
+
+    /// Every probe, in config order.
+    pub fn status(&self) -> Vec<ProbeStatus> {
+        let Some(engine) = &self.engine else {
+            return Vec::new();
+        };
+        self.configs
+            .iter()
+            .zip(engine.status())
+            .map(|(c, t)| status_of(c, &t))
+            .collect()
+    }
+}
+
+fn spec(c: &ProbeConfig) -> TargetSpec {
+    TargetSpec {
+        name: c.name.clone(),
+        target: c.target,
+        transport: match c.transport {
+            ProbeTransport::Udp => Transport::Udp,
+            ProbeTransport::Tcp => Transport::Tcp,
+        },
+        interval: c.interval,
+        timeout: c.timeout,
+        rise: c.rise,
+        fall: c.fall,
+        policy: Policy {
+            overloaded_is_alive: c.overloaded_is_alive,
+        },
+        active: c.role == ProbeRole::Trunk,
+    }
+}
+
+fn status_of(c: &ProbeConfig, t: &TargetStatus) -> ProbeStatus {
+    ProbeStatus {
+        name: c.name.clone(),
+        role: c.role.as_str(),
+        target: format!("{}:{}", t.transport.as_str().to_lowercase(), t.target),
+        active: t.active,
+        state: t.health.as_str(),
+        last_rtt_ms: t.last_rtt.map(|d| (d.as_secs_f64() * 1e6).round() / 1e3),
+        failures_in_row: t.failures_in_row,
+        recent: t
+            .recent
+            .iter()
+            .map(|v| match v {
+                Verdict::Alive { status } => status.to_string(),
+                Verdict::Overloaded => "overloaded".into(),
+                Verdict::Failed { .. } => "fail".into(),
+            })
+            .collect(),
+        last_error: last_failure(t),
+    }
+}
+
+/// The notification a `vip` or `trunk` state change deserves: a target that was up and
+/// went down (critical), or was down and came back (info). The first verdict after start
+/// or activation is not news; `local-pbx` failures reach the journal through the executor.
+pub fn notice_for(c: &ProbeConfig, before: Option<Health>, sample: &Sample) -> Option<Notice> {
+    if !sample.changed || matches!(c.role, ProbeRole::LocalPbx { .. }) {
+        return None;
+    }
+    let what = match c.role {
+        ProbeRole::Vip => format!("the VIP's SIP service ({})", c.target),
+        _ => format!("SIP {} `{}` ({})", c.role.as_str(), c.name, c.target),
+    };
+    match (before, sample.health) {
+        (Some(Health::Up), Health::Down) => Some(Notice {
+            severity: Severity::Critical,
+            subject: format!("{what} stopped answering"),
+            body: format!(
+                "{} OPTIONS probes in a row failed; the latest: {}",
+                c.fall,
+                match &sample.verdict {
+                    Verdict::Failed { reason } => reason.as_str(),
+                    _ => "no answer",
+                }
+            ),
+        }),
+        (Some(Health::Down), Health::Up) => Some(Notice {
+            severity: Severity::Info,
+            subject: format!("{what} answers again"),
+            body: format!("{} OPTIONS probes in a row were answered", c.rise),
+        }),
+        _ => None,
+    }
+}
+
+/// A group member whose monitor also fails while its `local-pbx` probe is down.
+struct SipChecked {
+    inner: Arc<dyn Resource>,
+    probe: String,
+    engine: EngineHandle,
+}
+
+#[async_trait]
+impl Resource for SipChecked {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    async fn start(&self) -> Result<(), Error> {
+        self.inner.start().await?;
+        self.engine.activate(&self.probe);
+        Ok(())
+    }
+
+    async fn stop(&self) -> Result<(), Error> {
+        self.engine.deactivate(&self.probe);
+        self.inner.stop().await
+    }
+
+    async fn monitor(&self) -> Result<ResourceState, Error> {
+        if self.inner.monitor().await? == ResourceState::Stopped {
+            return Ok(ResourceState::Stopped);
+        }
+        match self.engine.target(&self.probe) {
+            Some(t) if t.health == Health::Down => Err(Error::Resource {
+                resource: self.inner.name().to_string(),
+                message: format!(
+                    "runs but its SIP stack does not answer: {} OPTIONS to {} failed in a row ({})",
+                    t.failures_in_row,
+                    t.target,
+                    last_failure(&t).unwrap_or_default()
+                ),
+            }),
+            _ => Ok(ResourceState::Running),
+        }
+    }
+
+    async fn reannounce(&self) -> Result<(), Error> {
+        self.inner.reannounce().await
+    }
+}
+
+/// Why the latest failed probe failed.
+fn last_failure(t: &TargetStatus) -> Option<String> {
+    t.recent.iter().rev().find_map(|v| match v {
+        Verdict::Failed { reason } => Some(reason.clone()),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    use pbxha_telephony::{Responder, ResponderConfig};
+
+    use super::*;
+    use crate::config::ResourceConfig;
+
+    fn probe(name: &str, role: ProbeRole, target: std::net::SocketAddr) -> ProbeConfig {
+        ProbeConfig {
+            name: name.into(),
+            role,
+            transport: ProbeTransport::Udp,
+            target,
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_millis(300),
+            rise: 1,
+            fall: 2,
+            overloaded_is_alive: false,
+        }
+    }
+
+    fn sample(health: Health, changed: bool) -> Sample {
+        Sample {
+            target: Arc::from("t"),
+            verdict: Verdict::Failed {
+                reason: "no final SIP response".into(),
+            },
+            rtt: None,
+            health,
+            changed,
+        }
+    }
+
+    #[test]
+    fn only_real_changes_of_vip_and_trunk_are_notified() {
+        let addr = "198.51.100.100:5060".parse().unwrap();
+        let vip = probe("vip", ProbeRole::Vip, addr);
+        let down = notice_for(&vip, Some(Health::Up), &sample(Health::Down, true)).unwrap();
+        assert_eq!(down.severity, Severity::Critical);
+        assert!(
+            down.subject.contains("VIP") && down.subject.contains("198.51.100.100:5060"),
+            "{down:?}"
+        );
+        assert!(down.body.contains("no final SIP response"), "{down:?}");
+        let trunk = probe("carrier", ProbeRole::Trunk, addr);
+        let up = notice_for(&trunk, Some(Health::Down), &sample(Health::Up, true)).unwrap();
+        assert_eq!(up.severity, Severity::Info);
+        assert!(up.subject.contains("`carrier`"), "{up:?}");
+        // The first verdict, a repeated one, and anything about the local PBX are not news.
+        assert!(notice_for(&trunk, Some(Health::Unknown), &sample(Health::Down, true)).is_none());
+        assert!(notice_for(&trunk, None, &sample(Health::Up, true)).is_none());
+        assert!(notice_for(&trunk, Some(Health::Down), &sample(Health::Down, false)).is_none());
+        let local = probe(
+            "pbx",
+            ProbeRole::LocalPbx {
+                resource: "sip".into(),
+            },
+            addr,
+        );
+        assert!(notice_for(&local, Some(Health::Up), &sample(Health::Down, true)).is_none());
+    }
+
+    /// A process stand-in that always says it runs.
+    struct AlwaysRunning(AtomicBool);
+
+    #[async_trait]
+    impl Resource for AlwaysRunning {
+        fn name(&self) -> &str {
+            "sip"
+        }
+        async fn start(&self) -> Result<(), Error> {
+            self.0.store(true, Ordering::SeqCst);
+            Ok(())
+        }
+        async fn stop(&self) -> Result<(), Error> {
+            self.0.store(false, Ordering::SeqCst);
+            Ok(())
+        }
+        async fn monitor(&self) -> Result<ResourceState, Error> {
+            Ok(if self.0.load(Ordering::SeqCst) {
+                ResourceState::Running
+            } else {
+                ResourceState::Stopped
+            })
+        }
+    }
+
+    async fn monitor_until(m: &Member, want_err: bool) -> Result<ResourceState, Error> {
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            let r = m.resource.monitor().await;
+            if r.is_err() == want_err {
+                return r;
+            }
+            assert!(
+                Instant::now() < until,
+                "monitor never turned {}",
+                if want_err { "bad" } else { "good" }
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_running_member_whose_sip_is_silent_fails_its_monitor_and_a_restart_starts_afresh() {
+        let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let responder = Responder::bind(any, None, ResponderConfig::new("a"))
+            .await
+            .unwrap();
+        let addr = responder.udp_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(responder.run(async move {
+            let _ = stopped.await;
+        }));
+        let configs = [probe(
+            "pbx",
+            ProbeRole::LocalPbx {
+                resource: "sip".into(),
+            },
+            addr,
+        )];
+        let probes = Probes::start(&configs).await.unwrap();
+        let rc = ResourceConfig {
+            name: "sip".into(),
+            start_timeout: Duration::from_secs(1),
+            stop_timeout: Duration::from_secs(1),
+            monitor_timeout: Duration::from_secs(1),
+            monitor_interval: Duration::from_secs(1),
+            kind: crate::config::ResourceKind::Service(crate::config::ServiceConfig::Unit(
+                "x".into(),
+            )),
+        };
+        let members = probes.wrap(vec![Member::new(
+            &rc,
+            Arc::new(AlwaysRunning(AtomicBool::new(false))),
+        )]);
+        let m = &members[0];
+        assert_eq!(m.resource.name(), "sip");
+        assert!(
+            !probes.status()[0].active,
+            "probed before the member started"
+        );
+        m.resource.start().await.unwrap();
+        assert!(probes.status()[0].active);
+        let until = Instant::now() + Duration::from_secs(20);
+        while probes.status()[0].state != "up" {
+            assert!(Instant::now() < until, "{:?}", probes.status());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(m.resource.monitor().await.unwrap(), ResourceState::Running);
+        assert_eq!(
+            probes.status()[0].recent.last().map(String::as_str),
+            Some("200")
+        );
+
+        // The PBX hangs: the process still runs, SIP is silent.
+        drop(stop);
+        served.await.unwrap().unwrap();
+        let err = monitor_until(m, true).await.unwrap_err().to_string();
+        assert!(
+            err.contains("does not answer") && err.contains(&addr.to_string()),
+            "{err}"
+        );
+        assert_eq!(probes.status()[0].state, "down");
+
+        // A restart (stop + start) gives the probe a clean slate: not down until `fall` new
+        // failures.
+        m.resource.stop().await.unwrap();
+        assert!(!probes.status()[0].active);
+        assert_eq!(m.resource.monitor().await.unwrap(), ResourceState::Stopped);
+        m.resource.start().await.unwrap();
+        assert_eq!(m.resource.monitor().await.unwrap(), ResourceState::Running);
+        assert_eq!(probes.status()[0].state, "unknown");
+        monitor_until(m, true).await.unwrap_err();
+    }
+
+    /// The lab's generated config, with `extra` appended (its key file is written too).
+    fn lab_config(extra: &str) -> (tempfile::TempDir, String) {
+        use crate::lab::plan::{node_config, Member as LabMember, Pbx, Profile, AUTH_KEY_FILE};
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join(AUTH_KEY_FILE);
+        std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").unwrap();
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let text = node_config(
+            LabMember::A,
+            dir.path(),
+            Profile::Default,
+            Pbx::Kamailio,
+            std::path::Path::new("/bin/pbxha"),
+        );
+        (dir, format!("{text}\n{extra}"))
+    }
+
+    #[test]
+    fn the_lab_probes_its_pbx_on_the_vip_and_probe_tables_are_checked() {
+        let (_dir, text) = lab_config("");
+        let config = crate::config::parse(&text).unwrap();
+        let pbx = &config.probes[0];
+        assert_eq!(
+            pbx.role,
+            ProbeRole::LocalPbx {
+                resource: "sip".into()
+            }
+        );
+        assert_eq!(
+            (pbx.transport, pbx.target.to_string()),
+            (ProbeTransport::Udp, "198.51.100.100:5060".into())
+        );
+        assert_eq!(
+            (pbx.interval, pbx.fall, pbx.overloaded_is_alive),
+            (Duration::from_secs(1), 3, false)
+        );
+        assert_eq!(config.probes[1].role, ProbeRole::Vip);
+
+        let (_dir, text) = lab_config(
+            "[[probe]]\nname = \"carrier\"\nrole = \"trunk\"\ntarget = \"tcp:203.0.113.5\"\novreloaded-is-alive = true\n\
+             [[probe]]\nname = \"pbx\"\nrole = \"local-pbx\"\nresource = \"asterisk\"\ntarget = \"udp:nowhere:5060\"\n\
+             [[probe]]\nname = \"x\"\nrole = \"peer\"\ntarget = \"203.0.113.5:5080\"\n",
+        );
+        let problems = crate::config::parse(&text).unwrap_err();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        for key in [
+            "probe[2].ovreloaded-is-alive",
+            "probe[3].target",
+            "probe[4].role",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {problems:#?}");
+        }
+        let (_dir, text) = lab_config(
+            "[[probe]]\nname = \"carrier\"\nrole = \"trunk\"\ntarget = \"tcp:203.0.113.5\"\n\
+             [[probe]]\nname = \"carrier\"\nrole = \"local-pbx\"\nresource = \"asterisk\"\ntarget = \"[2001:db8::1]:5062\"\n",
+        );
+        let problems = crate::config::parse(&text).unwrap_err();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["probe[3].name", "probe[3].resource"],
+            "{problems:#?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn vip_probes_run_only_while_the_group_is_elsewhere() {
+        let addr = "127.0.0.1:9".parse().unwrap();
+        let mut probes = Probes::start(&[
+            probe("vip", ProbeRole::Vip, addr),
+            probe("t", ProbeRole::Trunk, addr),
+        ])
+        .await
+        .unwrap();
+        let active = |p: &Probes| p.status().iter().map(|s| s.active).collect::<Vec<_>>();
+        assert_eq!(active(&probes), [false, true]);
+        probes.follow_group(GroupPhase::Stopped);
+        assert_eq!(active(&probes), [true, true]);
+        probes.follow_group(GroupPhase::Starting);
+        assert_eq!(active(&probes), [false, true]);
+        assert!(Probes::start(&[]).await.unwrap().status().is_empty());
+    }
+}
