@@ -116,6 +116,11 @@ pub struct Node {
     both_primary: bool,
     /// initdead has passed: a node that never heard its peer stops being `Starting`.
     initdead_passed: bool,
+    /// The pinger has given its first verdict. Until then the node is starting, not in
+    /// fault: a peer must not read "no ping target answers yet" as "cannot hold the group".
+    connectivity_known: bool,
+    /// Since when the peer has been reporting `Starting`: it is waited for, up to initdead.
+    peer_starting_since: Option<Instant>,
     last_role: Role,
     /// When this node last became eligible, and when the peer was last heard: a node that
     /// just became eligible waits for one fresh heartbeat before judging its peer, or two
@@ -162,8 +167,9 @@ impl Node {
         if p.ping_targets > 0 {
             faults.insert(Fault::NoConnectivity, None);
         }
+        let targets = p.ping_targets;
         Node {
-            targets: p.ping_targets,
+            targets,
             p,
             started: now,
             group: GroupPhase::Stopped,
@@ -183,6 +189,8 @@ impl Node {
             failover_open: false,
             both_primary: false,
             initdead_passed: false,
+            connectivity_known: targets == 0,
+            peer_starting_since: None,
             last_role: Role::Starting,
             eligible_since: None,
             peer_heard: None,
@@ -198,6 +206,7 @@ impl Node {
             Event::Heartbeat { link, summary } => self.on_heartbeat(link, summary, now, &mut out),
             Event::Check { name, ok } => self.on_check(name, ok, &mut out),
             Event::Connectivity { reachable, total } => {
+                self.connectivity_known = true;
                 self.reachable = reachable;
                 self.targets = total;
                 let cut_off = total > 0 && reachable == 0;
@@ -253,10 +262,10 @@ impl Node {
             Role::Primary
         } else if self.admin_standby {
             Role::Standby
+        } else if !self.connectivity_known || (self.peer.is_none() && !self.initdead_passed) {
+            Role::Starting
         } else if !self.faults.is_empty() {
             Role::Fault
-        } else if self.peer.is_none() && !self.initdead_passed {
-            Role::Starting
         } else {
             Role::Secondary
         }
@@ -327,6 +336,11 @@ impl Node {
         }
         if self.suspicious {
             self.suspicious = false;
+        }
+        if summary.role != Role::Starting {
+            self.peer_starting_since = None;
+        } else if self.peer_starting_since.is_none() {
+            self.peer_starting_since = Some(now);
         }
         self.peer = Some(summary);
         self.peer_heard = Some(now);
@@ -606,6 +620,11 @@ impl Node {
             return;
         }
         if self.peer_heard <= self.eligible_since {
+            return;
+        }
+        // A starting peer has not decided yet (its pinger may not have answered): wait for
+        // it, but not forever.
+        if self.peer_starting_since.is_some_and(|since| now.saturating_duration_since(since) < self.p.initdead) {
             return;
         }
         let why = if peer.handover {

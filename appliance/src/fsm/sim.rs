@@ -443,7 +443,8 @@ fn lost_connectivity_hands_over_and_blocks_takeover() {
     pb.ping_targets = 1;
     let mut s = Sim::new(pa, pb);
     s.run(ms(5000));
-    assert_eq!(s.roles(), [Role::Fault, Role::Fault], "no verdict from the pinger yet: nobody takes");
+    assert_eq!(s.roles(), [Role::Starting, Role::Starting], "no verdict from the pinger yet: nobody takes");
+    assert_eq!(s.starts(0) + s.starts(1), 0);
     s.feed(0, Event::Connectivity { reachable: 1, total: 1 });
     s.feed(1, Event::Connectivity { reachable: 1, total: 1 });
     s.run(ms(1000));
@@ -587,4 +588,39 @@ fn random_trouble_never_puts_the_group_on_both_nodes() {
         let holders = s.nodes.iter().filter(|n| n.group == GroupPhase::Running).count();
         assert_eq!(holders, 1, "roles after calm: {:?}", s.roles());
     }
+}
+
+/// At a cold start one node's pinger may answer before the other's: the slower node is
+/// still starting, not in fault, and the preferred node still wins.
+#[test]
+fn a_late_first_ping_result_does_not_hand_the_cold_start_to_the_other_node() {
+    for (late, delay) in [(0usize, 400u64), (0, 900), (1, 400)] {
+        let mut pa = params(1);
+        let mut pb = params(2);
+        pa.ping_targets = 1;
+        pb.ping_targets = 1;
+        pa.preferred = Some(true);
+        pb.preferred = Some(false);
+        let mut s = Sim::new(pa, pb);
+        s.feed(1 - late, Event::Connectivity { reachable: 1, total: 1 });
+        s.run(ms(delay));
+        assert_eq!(s.nodes[late].role(), Role::Starting, "without a ping verdict a node is starting, not in fault");
+        s.feed(late, Event::Connectivity { reachable: 1, total: 1 });
+        s.run(ms(3000));
+        assert_eq!(s.roles(), [Role::Primary, Role::Secondary], "late node {late} after {delay} ms");
+    }
+}
+
+/// A peer that stays `Starting` (its pinger never answers) is waited for only up to initdead.
+#[test]
+fn a_peer_stuck_starting_is_waited_for_only_until_initdead() {
+    let mut pa = params(1);
+    let mut pb = params(2);
+    pb.ping_targets = 1;
+    pa.preferred = Some(false);
+    pb.preferred = Some(true);
+    let mut s = Sim::new(pa, pb);
+    s.run(ms(2500));
+    assert_eq!(s.roles(), [Role::Secondary, Role::Starting]);
+    s.run_until(ms(3000), |s| s.nodes[0].group == GroupPhase::Running);
 }

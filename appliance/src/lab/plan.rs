@@ -446,6 +446,11 @@ pub fn node_config(node: Member, state_dir: &Path, profile: Profile, pbx: Pbx, e
         Profile::Default => (500, 400, 2, 3),
         Profile::Fast => (200, 150, 1, 2),
     };
+    // (interval, timeout, fall) of the SIP OPTIONS probes of the PBX on the VIP.
+    let (sip_interval, sip_timeout, sip_fall) = match profile {
+        Profile::Default => (1000, 1000, 3),
+        Profile::Fast => (500, 500, 2),
+    };
     let files = NodeFiles::new(state_dir, node);
     let addresses = |bridge: Bridge| {
         Member::NODES
@@ -522,10 +527,34 @@ garp-count = 3
 garp-interval = 200
 guard = true
 
+# A hung PBX ignores SIGTERM until it is killed: keep the grace short.
 [[resource]]
 name = "sip"
 kind = "service"
 exec = [{exec}]
+monitor-interval = 1000
+stop-timeout = 4000
+
+# SIP-aware: the PBX counts as failed when it stops answering OPTIONS on the VIP.
+[[probe]]
+name = "pbx"
+role = "local-pbx"
+resource = "sip"
+target = "udp:{VIP}:{SIP_PORT}"
+interval = {sip_interval}
+timeout = {sip_timeout}
+rise = 1
+fall = {sip_fall}
+
+# On the secondary: does the service the clients see answer?
+[[probe]]
+name = "vip"
+role = "vip"
+target = "udp:{VIP}:{SIP_PORT}"
+interval = {sip_interval}
+timeout = {sip_timeout}
+rise = 1
+fall = {sip_fall}
 
 [paths]
 state-db = {state_db}

@@ -450,6 +450,9 @@ impl Resource for ExecService {
             return Ok(());
         };
         owned.signal(libc::SIGTERM);
+        // A stopped (hung, SIGSTOPped) process only sees SIGTERM once it runs again; systemd
+        // sends SIGCONT after SIGTERM for the same reason.
+        owned.signal(libc::SIGCONT);
         match tokio::time::timeout(self.grace, owned.child.wait()).await {
             Ok(Ok(status)) => tracing::info!(resource = %self.name, %status, "process stopped"),
             Ok(Err(e)) => {
@@ -769,6 +772,22 @@ mod tests {
         service.start().await.unwrap();
         assert_eq!(service.monitor().await.unwrap(), ResourceState::Running);
         service.stop().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn exec_stop_reaches_a_stopped_process_without_waiting_out_the_grace() {
+        let service = exec("exec sleep 30", Duration::from_secs(20));
+        service.start().await.unwrap();
+        let leader = pgid(&service).await;
+        // A hung PBX: the whole group stopped.
+        // SAFETY: kill(2) on the group this test started.
+        unsafe {
+            libc::kill(-(leader as i32), libc::SIGSTOP);
+        }
+        let began = Instant::now();
+        service.stop().await.unwrap();
+        assert!(began.elapsed() < Duration::from_secs(10), "stop waited {:?}", began.elapsed());
+        assert!(!alive(leader));
     }
 
     #[tokio::test]
