@@ -53,7 +53,7 @@ fn fsm_params() -> Params {
 }
 
 fn primary_summary() -> NodeSummary {
-    NodeSummary { role: Role::Primary, group: GroupPhase::Running, healthy: true, reachable: 1, targets: 1, handover: false }
+    NodeSummary { role: Role::Primary, group: GroupPhase::Running, healthy: true, reachable: 1, targets: 1, handover: false, calls: None, fence_request: false, fenced: false }
 }
 
 /// A secondary that has heard its primary peer: the steady state of every heartbeat.
@@ -98,6 +98,9 @@ fn codec(n: usize) -> Duration {
         reachable: 2,
         targets: 2,
         handover: false,
+        calls: None,
+        fence_request: false,
+        fenced: false,
     };
     let mut header = Header {
         cluster_id: 7,

@@ -30,7 +30,7 @@ use crate::membership::{AuthKey, LinkSetup, Links, LinksStats};
 use crate::net::nonlocal;
 use crate::notify::{check_alert, switchover_report, FailoverContext, MailStatus, Notifier, Timeline};
 use crate::resources::{build_members, spawn_group, GroupHandle, ResourceReport, ResourceStatus};
-use crate::summary::GroupPhase;
+use crate::summary::{GroupPhase, NodeSummary};
 use crate::Error;
 
 pub struct Options {
@@ -258,7 +258,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         tokio::select! {
             Some(ev) = events_rx.recv() => d.apply(ev),
             _ = tick.tick() => d.apply(Event::Tick),
-            _ = beat.tick() => d.links.send(&d.fsm.summary()),
+            _ = beat.tick() => d.links.send(&d.summary()),
             Some((req, reply)) = ctl_rx.recv() => {
                 let answer = d.answer(req);
                 let _ = reply.send(answer);
@@ -296,7 +296,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     }
     let _ = stop_tx.send(true);
     // Tell the peer once more, so it takes over now rather than after deadtime.
-    d.links.send(&d.fsm.summary());
+    d.links.send(&d.summary());
     d.journal.record(Entry::now(&d.local, Kind::Record(RecordKind::RoleChange), "daemon stopped"));
     // Clients then get "pbxha is not running" rather than a refused connection.
     let _ = std::fs::remove_file(&d.config.paths.control_socket);
@@ -396,6 +396,11 @@ fn spawn_ping(ping: &PingMonitor, events: mpsc::Sender<Event>) -> JoinHandle<()>
 }
 
 impl Daemon {
+    /// What the next heartbeat says: the fsm's view, plus what only the I/O side knows.
+    fn summary(&self) -> NodeSummary {
+        self.fsm.summary()
+    }
+
     fn apply(&mut self, ev: Event) {
         self.probes.follow_group(self.group.phase());
         if matches!(ev, Event::Group(GroupEvent::Stopped)) {
@@ -414,7 +419,7 @@ impl Daemon {
         match action {
             Action::StartGroup => self.group.start(),
             Action::StopGroup => self.group.stop(),
-            Action::Announce => self.links.send(&self.fsm.summary()),
+            Action::Announce => self.links.send(&self.summary()),
             Action::Reannounce => self.group.reannounce(),
             Action::Drain { deadline } => crate::resources::pbx::spawn_drain(
                 &self.config.resources,

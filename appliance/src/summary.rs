@@ -112,6 +112,14 @@ pub struct NodeSummary {
     /// "Take over from me": set by a node that released the group for its peer
     /// (switchover, standby, local fault) until the peer is primary.
     pub handover: bool,
+    /// Active calls on the sender's PBX when it can count them. After an unplanned failover
+    /// the new primary reports the dead peer's last count as the calls dropped.
+    pub calls: Option<u32>,
+    /// DRBD fencing (`fencing resource-only`): "outdate your copy of the data", sent by a node
+    /// whose DRBD lost its peer and must not be promoted beside a possibly newer copy ...
+    pub fence_request: bool,
+    /// ... and the answer: this node's DRBD disk is outdated, the requester may go on.
+    pub fenced: bool,
 }
 
 impl NodeSummary {

@@ -280,6 +280,9 @@ impl Node {
             reachable: self.reachable,
             targets: self.targets,
             handover: self.handover.is_some(),
+            calls: None,
+            fence_request: false,
+            fenced: false,
         }
     }
 

@@ -529,6 +529,9 @@ mod tests {
             reachable: 0,
             targets: 0,
             handover: false,
+            calls: None,
+            fence_request: false,
+            fenced: false,
         }
     }
 
@@ -718,6 +721,9 @@ mod tests {
                                 reachable: 0,
                                 targets: 0,
                                 handover: false,
+                                calls: None,
+                                fence_request: false,
+                                fenced: false,
                             };
                             let mut got = Vec::new();
                             let until = Instant::now() + Duration::from_secs(3);

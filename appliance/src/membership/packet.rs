@@ -1,7 +1,7 @@
 //! The heartbeat packet: a fixed binary layout, authenticated with HMAC-SHA256. Pure: bytes
 //! in, bytes out.
 //!
-//! Layout, version 1 (all integers big-endian, 73 bytes in all):
+//! Layout, version 1 (all integers big-endian, 77 bytes in all):
 //!
 //! ```text
 //! offset len  field
@@ -15,10 +15,12 @@
 //!     28   8  send time, unix milliseconds
 //!     36   1  role code          (summary::Role::code)
 //!     37   1  group phase code   (summary::GroupPhase::code)
-//!     38   1  flags: bit 0 healthy, bit 1 handover, bits 2-7 zero
+//!     38   1  flags: bit 0 healthy, bit 1 handover, bit 2 fence request, bit 3 fenced,
+//!                   bits 4-7 zero
 //!     39   1  ping targets reachable
 //!     40   1  ping targets configured
-//!     41  32  HMAC-SHA256 (RFC 2104) over bytes 0..41 with the shared key
+//!     41   4  active calls (0xFFFFFFFF: unknown)
+//!     45  32  HMAC-SHA256 (RFC 2104) over bytes 0..45 with the shared key
 //! ```
 
 use hmac::{Hmac, Mac};
@@ -32,7 +34,7 @@ const MAGIC: &[u8; 4] = b"PBXH";
 /// `Malformed` so an operator mixing releases sees it in `pbxha status`.
 pub const VERSION: u8 = 1;
 /// Bytes covered by the HMAC.
-const BODY_LEN: usize = 41;
+const BODY_LEN: usize = 45;
 /// SHA-256 output size (FIPS 180-4), which is also HMAC-SHA256's tag size.
 const TAG_LEN: usize = 32;
 /// Every version 1 packet has exactly this length.
@@ -40,7 +42,11 @@ pub const PACKET_LEN: usize = BODY_LEN + TAG_LEN;
 
 const FLAG_HEALTHY: u8 = 1 << 0;
 const FLAG_HANDOVER: u8 = 1 << 1;
-const FLAGS_KNOWN: u8 = FLAG_HEALTHY | FLAG_HANDOVER;
+const FLAG_FENCE_REQUEST: u8 = 1 << 2;
+const FLAG_FENCED: u8 = 1 << 3;
+const FLAGS_KNOWN: u8 = FLAG_HEALTHY | FLAG_HANDOVER | FLAG_FENCE_REQUEST | FLAG_FENCED;
+/// The calls field's "cannot count" value.
+const CALLS_UNKNOWN: u32 = u32::MAX;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -147,12 +153,19 @@ pub fn encode(header: &Header, summary: &NodeSummary, key: &[u8]) -> Vec<u8> {
     if summary.healthy {
         flags |= FLAG_HEALTHY;
     }
-    if summary.handover {
-        flags |= FLAG_HANDOVER;
+    for (on, bit) in [
+        (summary.handover, FLAG_HANDOVER),
+        (summary.fence_request, FLAG_FENCE_REQUEST),
+        (summary.fenced, FLAG_FENCED),
+    ] {
+        if on {
+            flags |= bit;
+        }
     }
     out.push(flags);
     out.push(summary.reachable);
     out.push(summary.targets);
+    out.extend_from_slice(&summary.calls.map_or(CALLS_UNKNOWN, |c| c.min(CALLS_UNKNOWN - 1)).to_be_bytes());
     debug_assert_eq!(out.len(), BODY_LEN);
     let mut m = mac(key);
     m.update(&out);
@@ -213,6 +226,12 @@ pub fn decode(bytes: &[u8], key: &[u8], expected_cluster_id: u32) -> Result<Pack
             reachable,
             targets,
             handover: flags & FLAG_HANDOVER != 0,
+            calls: match u32::from_be_bytes(be(bytes, 41)) {
+                CALLS_UNKNOWN => None,
+                n => Some(n),
+            },
+            fence_request: flags & FLAG_FENCE_REQUEST != 0,
+            fenced: flags & FLAG_FENCED != 0,
         },
     })
 }
@@ -243,6 +262,9 @@ mod tests {
             reachable: 1,
             targets: 2,
             handover: false,
+            calls: None,
+            fence_request: false,
+            fenced: false,
         }
     }
 
@@ -270,8 +292,8 @@ mod tests {
                 GroupPhase::Running,
                 GroupPhase::Stopping,
             ] {
-                for (healthy, handover) in
-                    [(false, false), (true, false), (false, true), (true, true)]
+                for (i, (healthy, handover)) in
+                    [(false, false), (true, false), (false, true), (true, true)].into_iter().enumerate()
                 {
                     let s = NodeSummary {
                         role,
@@ -280,6 +302,9 @@ mod tests {
                         handover,
                         reachable: 0,
                         targets: 3,
+                        calls: [None, Some(0), Some(17), Some(u32::MAX - 1)][i],
+                        fence_request: i % 2 == 0,
+                        fenced: i >= 2,
                     };
                     let bytes = encode(&header(), &s, KEY);
                     assert_eq!(bytes.len(), PACKET_LEN);
@@ -364,7 +389,7 @@ mod tests {
 
     #[test]
     fn authentic_bad_codes_are_malformed() {
-        for (at, value) in [(36, 5), (37, 4), (38, 0x04), (38, 0x80), (39, 3)] {
+        for (at, value) in [(36, 5), (37, 4), (38, 0x10), (38, 0x80), (39, 3)] {
             let mut bytes = encode(&header(), &summary(), KEY);
             bytes[at] = value;
             assert_eq!(
