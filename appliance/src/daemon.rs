@@ -417,7 +417,8 @@ impl Daemon {
 
     fn act(&mut self, action: Action) {
         match action {
-            Action::StartGroup => self.group.start(),
+            Action::StartGroup { released: false } => self.group.start(),
+            Action::StartGroup { released: true } => self.group.start_released(),
             Action::StopGroup => self.group.stop(),
             Action::Announce => self.links.send(&self.summary()),
             Action::Reannounce => self.group.reannounce(),

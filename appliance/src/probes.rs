@@ -257,6 +257,12 @@ impl Resource for SipChecked {
         Ok(())
     }
 
+    async fn start_released(&self) -> Result<(), Error> {
+        self.inner.start_released().await?;
+        self.engine.activate(&self.probe);
+        Ok(())
+    }
+
     async fn stop(&self) -> Result<(), Error> {
         self.engine.deactivate(&self.probe);
         self.inner.stop().await

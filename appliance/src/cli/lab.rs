@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 use pbxha_appliance::control::{self, Request};
+use pbxha_appliance::lab::bench;
 use pbxha_appliance::lab::plan::{NodeFiles, VIP};
 use pbxha_appliance::lab::{Lab, Member, Partition, Pbx, Profile, UpOptions};
 use pbxha_runner::SystemRunner;
@@ -68,6 +69,23 @@ pub enum LabCommand {
         /// Skip the call drain.
         #[arg(long)]
         now: bool,
+    },
+    /// Measure failover as a SIP client sees it: outage of node death and of a planned
+    /// switchover (min/median/max over --runs), and false failovers in a soak with 20%
+    /// heartbeat loss and both cores busy. Brings the lab up (and down again) if it is down.
+    Bench {
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// Heartbeat profile; a lab already up must run the same one.
+        #[arg(long, default_value = "default")]
+        profile: Profile,
+        /// unplanned, planned, soak or all.
+        #[arg(long, default_value = "all")]
+        kind: bench::Kind,
+        #[arg(long, default_value_t = 300)]
+        soak_secs: u64,
+        #[arg(long)]
+        json: bool,
     },
     /// The builtin SIP responder the lab runs on the VIP (answers OPTIONS naming its node).
     #[command(hide = true)]
@@ -178,6 +196,26 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             let node: Member = primary.parse().map_err(|e: String| anyhow::anyhow!(e))?;
             println!("lab: switchover from {primary}");
             admin::switchover(&NodeFiles::new(lab.state_dir(), node).config, now).await
+        }
+        LabCommand::Bench { runs, profile, kind, soak_secs, json } => {
+            let opts = bench::BenchOptions {
+                runs,
+                profile,
+                kind,
+                soak: std::time::Duration::from_secs(soak_secs),
+                exe: std::env::current_exe()?,
+            };
+            // With --json, progress goes to stderr so stdout stays one JSON document.
+            let report = bench::run(&lab, &opts, shutdown_signal(), &|line| {
+                if json { eprintln!("bench: {line}") } else { println!("bench: {line}") }
+            })
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", bench::render(&report));
+            }
+            Ok(ExitCode::SUCCESS)
         }
         LabCommand::SipResponder { bind, node } => {
             let cfg = pbxha_telephony::ResponderConfig::new(node);

@@ -373,6 +373,9 @@ pub struct VipConfig {
     pub garp_refresh: Duration,
     /// Probe the VIP with ARP before adding it and refuse if someone answers.
     pub guard: bool,
+    /// How long the guard's probes wait for an answer. It is added to every unplanned
+    /// takeover (a planned one skips the probe: the peer said it released the address).
+    pub guard_wait: Duration,
 }
 
 /// A DRBD resource (`kind = "drbd"`): promoted on start, demoted on stop.
@@ -443,6 +446,9 @@ pub struct AmiSettings {
 
 pub const DEFAULT_GARP_COUNT: u32 = 5;
 pub const DEFAULT_GARP_INTERVAL: Duration = Duration::from_millis(200);
+/// A holder on the same segment answers an ARP probe within a millisecond or two; 100 ms
+/// leaves room for a loaded host without doubling a fast failover.
+pub const DEFAULT_GUARD_WAIT: Duration = Duration::from_millis(100);
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PathsConfig {

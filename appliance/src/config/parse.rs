@@ -230,6 +230,7 @@ fn read_resource(s: &mut Section) -> Option<ResourceConfig> {
                 garp_interval: s.duration_or("garp-interval", DEFAULT_GARP_INTERVAL),
                 garp_refresh: s.duration_or("garp-refresh", Duration::ZERO),
                 guard: s.bool_or("guard", true),
+                guard_wait: s.duration_or("guard-wait", DEFAULT_GUARD_WAIT),
             })
         }),
         Some("pbx") => read_pbx(s).map(ResourceKind::Pbx),

@@ -57,8 +57,10 @@ pub enum Admin {
 /// What the I/O layer must do. The fsm never does any of it itself.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
-    /// Start the resource group in order.
-    StartGroup,
+    /// Start the resource group in order. `released`: the peer's authenticated heartbeat
+    /// says its group is stopped, so checks for a previous holder (the VIP's ARP probe) can
+    /// be skipped; false when the peer is dead or was never heard.
+    StartGroup { released: bool },
     /// Stop the resource group in reverse order.
     StopGroup,
     /// Stop taking new calls and wait for active ones, up to `deadline`.

@@ -480,12 +480,12 @@ impl Node {
         out.push(Action::Announce);
     }
 
-    fn start_group(&mut self, why: String, out: &mut Vec<Action>) {
+    fn start_group(&mut self, why: String, released: bool, out: &mut Vec<Action>) {
         self.handover = None;
         self.group = GroupPhase::Starting;
         self.failover_open = true;
         record(out, RecordKind::FailoverBegin, format!("{} takes over: {why}", self.p.node_name));
-        out.push(Action::StartGroup);
+        out.push(Action::StartGroup { released });
         out.push(Action::Announce);
     }
 
@@ -612,9 +612,9 @@ impl Node {
         }
         if !self.peer_alive {
             if self.peer.is_some() {
-                self.start_group(format!("peer {} is dead", self.p.peer_name), out);
+                self.start_group(format!("peer {} is dead", self.p.peer_name), false, out);
             } else if now.saturating_duration_since(self.started) >= self.p.initdead {
-                self.start_group(format!("peer {} not heard within initdead ({} ms)", self.p.peer_name, self.p.initdead.as_millis()), out);
+                self.start_group(format!("peer {} not heard within initdead ({} ms)", self.p.peer_name, self.p.initdead.as_millis()), false, out);
             }
             return;
         }
@@ -639,7 +639,8 @@ impl Node {
         } else {
             return;
         };
-        self.start_group(why, out);
+        // The peer is alive and says its group is stopped.
+        self.start_group(why, true, out);
     }
 
     /// Deterministic choice between two candidates, evaluated the same way on both nodes:

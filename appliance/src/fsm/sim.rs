@@ -104,7 +104,7 @@ impl Sim {
 
     fn act(&mut self, n: usize, a: Action) {
         match a {
-            Action::StartGroup => {
+            Action::StartGroup { .. } => {
                 self.held[n] = true;
                 let ev = self.start_result[n].take().unwrap_or(GroupEvent::Started);
                 if !matches!(ev, GroupEvent::Started) {
@@ -213,7 +213,7 @@ impl Sim {
     }
 
     fn starts(&self, n: usize) -> usize {
-        self.count(n, |a| matches!(a, Action::StartGroup))
+        self.count(n, |a| matches!(a, Action::StartGroup { .. }))
     }
 }
 
@@ -623,4 +623,18 @@ fn a_peer_stuck_starting_is_waited_for_only_until_initdead() {
     s.run(ms(2500));
     assert_eq!(s.roles(), [Role::Secondary, Role::Starting]);
     s.run_until(ms(3000), |s| s.nodes[0].group == GroupPhase::Running);
+}
+
+/// Only a takeover from a dead or never-heard peer probes for a previous VIP holder; a
+/// peer that said it released the group is believed.
+#[test]
+fn only_takeovers_from_a_silent_peer_probe_for_the_vip() {
+    let mut s = Sim::settled();
+    s.feed(0, Event::Admin(Admin::Switchover { now: true }));
+    s.run_until(ms(2000), |s| s.nodes[1].group == GroupPhase::Running);
+    assert_eq!(s.count(1, |a| matches!(a, Action::StartGroup { released: true })), 1);
+    s.log.clear();
+    s.kill(1);
+    s.run_until(ms(3000), |s| s.nodes[0].group == GroupPhase::Running);
+    assert_eq!(s.count(0, |a| matches!(a, Action::StartGroup { released: false })), 1);
 }

@@ -7,6 +7,7 @@
 //! with captured output: the node daemons (started in the background) and `exec` (which
 //! inherits the terminal).
 
+pub mod bench;
 pub mod plan;
 #[cfg(test)]
 mod tests;

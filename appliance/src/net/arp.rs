@@ -210,20 +210,19 @@ impl ArpSocket {
 
 /// How many probes the split-brain guard sends (RFC 5227 §1.1 PROBE_NUM).
 pub const PROBE_COUNT: u32 = 3;
-/// Time between probes. RFC 5227 waits 1–2 s between probes and 2 s after the last
-/// (PROBE_MIN/PROBE_MAX/ANNOUNCE_WAIT): made for DHCP clients, far too slow for a failover
-/// where every second drops calls. A holder on the same segment answers within milliseconds.
-pub const PROBE_SPACING: Duration = Duration::from_millis(100);
-/// How long the guard listens in all, counted from the first probe.
-pub const PROBE_WINDOW: Duration = Duration::from_millis(300);
 
 /// Probes `vip` from interface `ifindex` (whose address is `own`) and returns the hardware
-/// address of a host that answers for it, if any.
-pub async fn probe(ifindex: u32, own: Mac, vip: Ipv4Addr) -> io::Result<Option<Mac>> {
+/// address of a host that answers for it, if any. The probes are spread over the first two
+/// thirds of `window`, and answers are awaited until it ends. RFC 5227 waits 1–2 s between
+/// probes and 2 s after the last (PROBE_MIN/PROBE_MAX/ANNOUNCE_WAIT): made for DHCP clients,
+/// far too slow for a failover where every second drops calls. A holder on the same segment
+/// answers within milliseconds.
+pub async fn probe(ifindex: u32, own: Mac, vip: Ipv4Addr, window: Duration) -> io::Result<Option<Mac>> {
     let socket = ArpSocket::open(ifindex)?;
     let frame = Arp::probe(own, vip).to_frame();
     let start = Instant::now();
-    let deadline = start + PROBE_WINDOW;
+    let deadline = start + window;
+    let spacing = window / PROBE_COUNT;
     let mut sent = 0;
     let mut next_probe = start;
     let mut buf = [0u8; 1514];
@@ -231,7 +230,7 @@ pub async fn probe(ifindex: u32, own: Mac, vip: Ipv4Addr) -> io::Result<Option<M
         if sent < PROBE_COUNT && Instant::now() >= next_probe {
             socket.send(&frame)?;
             sent += 1;
-            next_probe += PROBE_SPACING;
+            next_probe += spacing;
         }
         let wake = if sent < PROBE_COUNT {
             next_probe.min(deadline)

@@ -172,7 +172,8 @@ struct Shared {
 }
 
 enum Command {
-    Start,
+    /// `released`: the peer said it released the group (see [`Resource::start_released`]).
+    Start { released: bool },
     Stop,
     Reannounce,
 }
@@ -190,7 +191,13 @@ pub struct GroupHandle {
 impl GroupHandle {
     /// Queues a start of the whole group; answered by `Started` or `StartFailed`.
     pub fn start(&self) {
-        self.send(Command::Start);
+        self.send(Command::Start { released: false });
+    }
+
+    /// Like [`GroupHandle::start`], after the peer said it released the group: members may
+    /// skip checks for a previous holder.
+    pub fn start_released(&self) {
+        self.send(Command::Start { released: true });
     }
 
     /// Queues a stop of the whole group; answered by `Stopped` or `StopFailed`.
@@ -304,7 +311,7 @@ impl Executor {
             let due = self.next_monitor.iter().flatten().min().copied();
             tokio::select! {
                 command = commands.recv() => match command {
-                    Some(Command::Start) => self.start_group().await,
+                    Some(Command::Start { released }) => self.start_group(released).await,
                     Some(Command::Stop) => self.stop_group().await,
                     Some(Command::Reannounce) => self.reannounce().await,
                     None => break,
@@ -315,7 +322,7 @@ impl Executor {
         tracing::debug!("resource group executor stopped: every handle was dropped");
     }
 
-    async fn start_group(&mut self) {
+    async fn start_group(&mut self, released: bool) {
         self.set_phase(GroupPhase::Starting);
         self.next_monitor.fill(None);
         for i in 0..self.members.len() {
@@ -325,7 +332,7 @@ impl Executor {
             shared.slots[i].last_error = None;
         }
         for i in 0..self.members.len() {
-            if let Err(err) = self.start_member(i, ResourceAction::Start).await {
+            if let Err(err) = self.start_member(i, ResourceAction::Start, released).await {
                 let conflict = matches!(err, Error::VipConflict { .. });
                 let resource = self.name(i);
                 let mut reason = err.to_string();
@@ -390,17 +397,18 @@ impl Executor {
         first
     }
 
-    async fn start_member(&mut self, i: usize, action: ResourceAction) -> Result<(), Error> {
+    async fn start_member(&mut self, i: usize, action: ResourceAction, released: bool) -> Result<(), Error> {
         let member = self.members[i].clone();
         self.set_state(i, MemberState::Starting);
         let started = Instant::now();
-        let result = within(
-            &member,
-            "start",
-            member.timeouts.start,
-            member.resource.start(),
-        )
-        .await;
+        let start = async {
+            if released {
+                member.resource.start_released().await
+            } else {
+                member.resource.start().await
+            }
+        };
+        let result = within(&member, "start", member.timeouts.start, start).await;
         let took = started.elapsed();
         self.finish(i, action, took, &result, MemberState::Running);
         result
@@ -530,7 +538,7 @@ impl Executor {
         let started = Instant::now();
         let mut result = self.stop_member(i, ResourceAction::Restart).await;
         if result.is_ok() {
-            result = self.start_member(i, ResourceAction::Restart).await;
+            result = self.start_member(i, ResourceAction::Restart, false).await;
         }
         let took = started.elapsed();
         let message = match &result {

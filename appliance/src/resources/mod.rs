@@ -37,6 +37,12 @@ pub trait Resource: Send + Sync {
     /// Idempotent: stopping a stopped resource succeeds.
     async fn stop(&self) -> Result<(), Error>;
     async fn monitor(&self) -> Result<ResourceState, Error>;
+    /// Starts after the peer explicitly released the group (its authenticated heartbeat
+    /// says its group is stopped). Kinds that first check for a previous holder, such as
+    /// the VIP's ARP probe, may skip that check here.
+    async fn start_released(&self) -> Result<(), Error> {
+        self.start().await
+    }
     /// Tell the network again that this node holds the resource (gratuitous ARP for a VIP).
     /// Most kinds have nothing to announce.
     async fn reannounce(&self) -> Result<(), Error> {

@@ -138,7 +138,7 @@ impl Vip {
             tracing::debug!(resource = %self.name, "split-brain guard skipped for an IPv6 VIP");
             return Ok(());
         };
-        let holder = arp::probe(link.index, mac, ip).await.map_err(|e| {
+        let holder = arp::probe(link.index, mac, ip, self.config.guard_wait).await.map_err(|e| {
             self.fail(format!(
                 "ARP probe for {ip} on `{}`: {}",
                 link.name,
@@ -223,26 +223,17 @@ impl Vip {
     }
 }
 
-impl Drop for Vip {
-    fn drop(&mut self) {
-        self.replace_announcer(None);
-    }
-}
-
-#[async_trait]
-impl Resource for Vip {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    async fn start(&self) -> Result<(), Error> {
+impl Vip {
+    /// Adds and announces the address; with `guard`, first makes sure nobody else answers
+    /// for it.
+    async fn start_with(&self, guard: bool) -> Result<(), Error> {
         let netlink = self.netlink()?;
         let link = self.link(&netlink).await?;
         let mac = self.mac(&link)?;
         // Holding it already (a restart of the daemon, a repeated start): probing would
         // only find ourselves, so skip straight to announcing.
         if !self.held_on(&netlink, &link).await? {
-            if self.config.guard {
+            if guard {
                 self.guard(&link, mac).await?;
             }
             netlink
@@ -262,6 +253,29 @@ impl Resource for Vip {
                 })?;
         }
         self.announce(&link, mac)
+    }
+}
+
+impl Drop for Vip {
+    fn drop(&mut self) {
+        self.replace_announcer(None);
+    }
+}
+
+#[async_trait]
+impl Resource for Vip {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn start(&self) -> Result<(), Error> {
+        self.start_with(self.config.guard).await
+    }
+
+    async fn start_released(&self) -> Result<(), Error> {
+        // The peer has told us (authenticated) that it released the group: an ARP probe
+        // could only come back empty, and would cost the whole probe window.
+        self.start_with(false).await
     }
 
     async fn stop(&self) -> Result<(), Error> {
@@ -341,6 +355,7 @@ mod tests {
             garp_interval: Duration::from_millis(200),
             garp_refresh: Duration::ZERO,
             guard,
+            guard_wait: crate::config::DEFAULT_GUARD_WAIT,
         }
     }
 
@@ -519,6 +534,16 @@ mod tests {
             !shown.contains("198.51.100.50/24") && shown.contains("198.51.100.51/24"),
             "{shown}"
         );
+        // After an explicit hand-over the peer has released the address: no probe, no wait.
+        let (released, took) = net
+            .run_in(NODE, || async {
+                let began = std::time::Instant::now();
+                let r = Vip::new("vip", config("198.51.100.50/24", true)).start_released().await;
+                (r, began.elapsed())
+            })
+            .unwrap();
+        released.unwrap();
+        assert!(took < crate::config::DEFAULT_GUARD_WAIT, "start_released probed: took {took:?}");
     }
 
     #[test]
