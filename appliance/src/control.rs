@@ -20,6 +20,11 @@ pub enum Request {
     Standby,
     Online,
     Switchover { now: bool },
+    /// DRBD's fence-peer handler: ask the peer to outdate its disk. Answered at once with a
+    /// [`crate::fence::FenceVerdict`] in `status`; the handler polls while it is pending.
+    FencePeer { resource: String },
+    /// DRBD's split-brain handler: `report` has this side's DRBD state.
+    SplitBrain { resource: String, report: String },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -54,6 +54,9 @@ pub struct DaemonStatus {
     pub last_failover: Option<LastFailover>,
     /// The running (or last) call drain: calls remaining, for `pbxha switchover` to show.
     pub drain: Option<crate::resources::pbx::DrainStatus>,
+    /// This node's PBX calls at the last reading, while the group is here or being handed
+    /// over (what the heartbeat carries as `calls`).
+    pub calls: Option<crate::resources::pbx::CallsStatus>,
     /// The outbox, when `[mail]` is configured: what waits and why.
     pub mail: Option<MailStatus>,
     /// Each `[[check]]`'s last state change.
@@ -102,12 +105,9 @@ pub fn params(config: &Config, local: &str) -> Params {
         auto_failback: config.cluster.auto_failback,
         preferred: config.cluster.preferred_node.as_ref().map(|p| *p == me.name),
         failure_timeout: config.group.restart_window,
-        drain_timeout: DRAIN_TIMEOUT,
+        drain_timeout: config.group.drain_timeout,
     }
 }
-
-/// How long a planned switchover waits for calls to end (issue: `drain-timeout`, 300 s).
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
 
 struct Daemon {
     config: Config,
@@ -127,6 +127,11 @@ struct Daemon {
     started: Instant,
     last_failover: Option<(Instant, LastFailover)>,
     drain: crate::resources::pbx::DrainTracker,
+    /// The group PBX's calls, polled while the group runs here.
+    calls: crate::resources::pbx::CallCounter,
+    /// A takeover's `FailoverEnd`, held back until the VIP first answers SIP (see
+    /// [`Daemon::release_failover_end`]).
+    failover_end: Option<(crate::probes::FirstAnswer, Entry)>,
     /// The running failover's entries, for its one report mail.
     timeline: Timeline,
     /// Who held the group and why it moves, taken at the decision.
@@ -138,6 +143,8 @@ struct Daemon {
     /// SIP OPTIONS probes; `local-pbx` ones are inside the group's members too.
     probes: crate::probes::Probes,
     mysql: Option<crate::mysql_watch::MysqlWatch>,
+    /// DRBD fencing with the peer, and the peer knowledge the `drbd` resources promote by.
+    fencing: crate::fence::Fencing,
 }
 
 pub async fn run(opts: Options) -> Result<(), Error> {
@@ -165,7 +172,8 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let runner: Arc<dyn Runner> = Arc::new(SystemRunner);
     let timeline = Timeline::default();
     let mut probes = crate::probes::Probes::start(&config.probes).await?;
-    let group = new_group(&config, &local.name, runner.clone(), journal.clone(), timeline.clone(), events_tx.clone(), &probes)?;
+    let fencing = crate::fence::Fencing::default();
+    let group = new_group(&config, &local.name, runner.clone(), journal.clone(), timeline.clone(), events_tx.clone(), &probes, fencing.view())?;
     // Like Pacemaker's start-up probe: a daemon that crashed may have left the VIP or the PBX
     // running. Stop everything before joining, or the peer and this node would both hold it.
     let leftover = clean_start(&group, &mut events_rx, shutdown_budget(&config)).await;
@@ -207,6 +215,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         .map(|c| (c.name.clone(), CheckStatus { name: c.name.clone(), state: "unknown", since_ms: None, detail: String::new() }))
         .collect();
 
+    let calls = crate::resources::pbx::CallCounter::spawn(&config.resources, runner.clone());
     let now = Instant::now();
     let mut d = Daemon {
         fsm: Node::new(params(&config, &local.name), now),
@@ -224,12 +233,15 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         started: now,
         last_failover: None,
         drain: Default::default(),
+        calls,
+        failover_end: None,
         timeline,
         failover: None,
         peer_held: false,
         checks,
         probes,
         mysql,
+        fencing,
         config,
     };
     if let Some(ev) = leftover {
@@ -297,6 +309,8 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let _ = stop_tx.send(true);
     // Tell the peer once more, so it takes over now rather than after deadtime.
     d.links.send(&d.summary());
+    // A takeover still waiting for the VIP's SIP answer ends here, inside its failover.
+    d.release_failover_end(true);
     d.journal.record(Entry::now(&d.local, Kind::Record(RecordKind::RoleChange), "daemon stopped"));
     // Clients then get "pbxha is not running" rather than a refused connection.
     let _ = std::fs::remove_file(&d.config.paths.control_socket);
@@ -346,8 +360,9 @@ fn new_group(
     timeline: Timeline,
     events: mpsc::Sender<Event>,
     probes: &crate::probes::Probes,
+    drbd_view: &crate::fence::DrbdView,
 ) -> Result<GroupHandle, Error> {
-    let members = probes.wrap(build_members(&config.resources, runner)?);
+    let members = probes.wrap(build_members(&config.resources, runner, drbd_view)?);
     let node = local.to_string();
     let report = Arc::new(move |r: ResourceReport| {
         let kind = Kind::Resource {
@@ -398,20 +413,42 @@ fn spawn_ping(ping: &PingMonitor, events: mpsc::Sender<Event>) -> JoinHandle<()>
 impl Daemon {
     /// What the next heartbeat says: the fsm's view, plus what only the I/O side knows.
     fn summary(&self) -> NodeSummary {
-        self.fsm.summary()
+        let mut s = NodeSummary { calls: self.calls_reported().and_then(|c| c.calls), ..self.fsm.summary() };
+        self.fencing.mark(&mut s, Instant::now());
+        s
+    }
+
+    /// The call count to tell: while the group is here, and while handing it over — then it
+    /// is the count at the move, which the new primary puts in its failover timeline.
+    fn calls_reported(&self) -> Option<crate::resources::pbx::CallsStatus> {
+        let s = self.fsm.summary();
+        self.calls.snapshot().filter(|_| s.group != GroupPhase::Stopped || s.handover)
     }
 
     fn apply(&mut self, ev: Event) {
+        self.release_failover_end(false);
         self.probes.follow_group(self.group.phase());
+        let drained = match &ev {
+            Event::DrainFinished { calls_left } => Some(*calls_left),
+            _ => None,
+        };
         if matches!(ev, Event::Group(GroupEvent::Stopped)) {
             self.apply_pending_resources();
         }
         if let Event::Heartbeat { summary, .. } = &ev {
             self.peer_held |= summary.group != GroupPhase::Stopped;
+            self.fencing.on_peer(summary, self.fsm.summary().group, &self.config.resources, &self.runner);
         }
         let actions = self.fsm.handle(ev, Instant::now());
+        self.fencing.follow(&self.fsm, Instant::now());
         for a in actions {
             self.act(a);
+        }
+        // After the actions, so polling ends with the stop the drain led to and the drain's
+        // final count (newer than the last poll) stays as the count at the move.
+        self.calls.follow_group(self.fsm.summary().group);
+        if let Some(left) = drained {
+            self.calls.set(left);
         }
     }
 
@@ -430,29 +467,72 @@ impl Daemon {
                 self.drain.clone(),
             ),
             Action::Record(r) => {
+                // Written right after this record, inside the failover it opens.
+                let mut calls_line = None;
+                let mut sip_wait = None;
                 match r.kind {
                     RecordKind::FailoverBegin => {
+                        self.release_failover_end(true);
                         let lf = LastFailover { at_ms: unix_ms(), message: r.message.clone(), took_ms: None };
                         self.last_failover = Some((Instant::now(), lf));
-                        self.failover = Some(self.failover_context());
+                        let ctx = self.failover_context();
+                        calls_line = crate::notify::calls_at_takeover(&ctx);
+                        self.failover = Some(ctx);
                     }
                     RecordKind::FailoverEnd if r.message.contains("holds the group") => {
                         if let Some((at, lf)) = &mut self.last_failover {
                             lf.took_ms = Some(u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX));
                         }
+                        let decision = self.last_failover.as_ref().map_or_else(Instant::now, |(at, _)| *at);
+                        sip_wait = crate::probes::vip_sip_probe(&self.config).map(|(p, policy)| {
+                            crate::probes::FirstAnswer::spawn(p, policy, decision, crate::probes::FIRST_ANSWER_WAIT)
+                        });
                     }
                     _ => {}
                 }
                 tracing::info!(kind = ?r.kind, "{}", r.message);
                 let entry = Entry::now(&self.local, Kind::Record(r.kind), r.message);
-                if let Some(entries) = self.timeline.observe(&entry) {
-                    self.report_failover(&entries);
+                match sip_wait {
+                    Some(wait) => self.failover_end = Some((wait, entry)),
+                    None => self.journal_entry(entry),
                 }
-                self.journal.record(entry);
+                if let Some(line) = calls_line {
+                    self.journal_entry(Entry::now(&self.local, Kind::Record(RecordKind::Peer), line));
+                }
             }
             Action::Notify(n) => self.notifier.send(&n),
             Action::Exit => {}
         }
+    }
+
+    /// Journals `entry`, feeding the failover timeline first (its end sends the report).
+    fn journal_entry(&mut self, entry: Entry) {
+        if let Some(entries) = self.timeline.observe(&entry) {
+            self.report_failover(&entries);
+        }
+        self.journal.record(entry);
+    }
+
+    /// Journals a held `FailoverEnd` once the VIP answered SIP or the wait is over (`now`:
+    /// at once, a new takeover begins), after the SIP line. The group is up before its PBX
+    /// answers SIP, and the journal gives entries after a `FailoverEnd` no failover id, so
+    /// holding the end back is what keeps "first SIP answer on the VIP" in the failover's
+    /// journal history and its one mail; the wait is bounded by `FIRST_ANSWER_WAIT`.
+    fn release_failover_end(&mut self, now: bool) {
+        let line = match &self.failover_end {
+            None => return,
+            Some((wait, _)) => wait.line(),
+        };
+        if line.is_none() && !now {
+            return;
+        }
+        let Some((_, end)) = self.failover_end.take() else { return };
+        if let Some(line) = line {
+            tracing::info!("{line}");
+            self.journal_entry(Entry::now(&self.local, Kind::Record(RecordKind::Health), line));
+        }
+        // Stamped now, so the timeline reads in time order; `took_ms` keeps the group-up time.
+        self.journal_entry(Entry { at_ms: unix_ms(), ..end });
     }
 
     fn answer(&mut self, req: Request) -> Reply {
@@ -468,6 +548,18 @@ impl Daemon {
             Request::Standby => Admin::Standby,
             Request::Online => Admin::Online,
             Request::Switchover { now } => Admin::Switchover { now },
+            Request::FencePeer { resource } => {
+                let peer = self.fsm.status(Instant::now()).peer;
+                let (reply, announce) = self.fencing.ask(&resource, &peer, self.config.heartbeat.deadtime, Instant::now());
+                if announce {
+                    self.links.send(&self.summary());
+                }
+                return reply;
+            }
+            Request::SplitBrain { resource, report } => {
+                self.apply(Event::SplitBrain { resource: resource.clone(), report });
+                return Reply { ok: true, message: format!("split brain on {resource} reported by {}", self.local), status: None };
+            }
         };
         if let Some(why) = self.fsm.refuse(&admin) {
             return Reply { ok: false, message: format!("refused: {why}"), status: None };
@@ -499,6 +591,7 @@ impl Daemon {
             journal: self.journal.is_enabled(),
             last_failover: self.last_failover.as_ref().map(|(_, lf)| lf.clone()),
             drain: self.drain.snapshot(),
+            calls: self.calls_reported(),
             mail: self.config.mail.as_ref().map(|_| {
                 MailStatus::read(&self.config.paths.state_db)
                     .unwrap_or_else(|e| MailStatus { pending: 0, last_error: Some(e.to_string()) })
@@ -537,8 +630,9 @@ impl Daemon {
         FailoverContext {
             old_primary: (self.peer_held || planned).then(|| peer.name.clone()),
             planned,
-            // Heartbeats do not carry the peer's calls; a drain's count is the old primary's.
-            active_calls: None,
+            // The old primary's count as it handed over (its drain's final one), or the last
+            // it reported before it died: the calls dropped.
+            active_calls: peer.last.and_then(|p| p.calls),
             garp,
             ..FailoverContext::default()
         }
@@ -658,8 +752,11 @@ impl Daemon {
 
     fn apply_pending_resources(&mut self) {
         let Some(config) = self.pending_resources.take() else { return };
-        match new_group(&config, &self.local, self.runner.clone(), self.journal.clone(), self.timeline.clone(), self.events.clone(), &self.probes) {
-            Ok(group) => self.group = group,
+        match new_group(&config, &self.local, self.runner.clone(), self.journal.clone(), self.timeline.clone(), self.events.clone(), &self.probes, self.fencing.view()) {
+            Ok(group) => {
+                self.group = group;
+                self.calls = crate::resources::pbx::CallCounter::spawn(&config.resources, self.runner.clone());
+            }
             Err(e) => tracing::error!("reload: {e}; keeping the running resource group"),
         }
     }

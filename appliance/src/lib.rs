@@ -13,6 +13,7 @@ pub mod control;
 pub mod daemon;
 pub mod connectivity;
 pub mod error;
+pub mod fence;
 pub mod fsm;
 pub mod lab;
 pub mod notify;

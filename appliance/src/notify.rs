@@ -236,6 +236,19 @@ pub struct FailoverContext {
     pub mysql: Option<String>,
 }
 
+/// The timeline line for the calls the old primary had when this node took over: on a
+/// planned move the count it reported as it handed over (its drain's final count), after a
+/// death the last count it reported, which are the calls dropped. `None` when nobody held
+/// the group before or its count is unknown.
+pub fn calls_at_takeover(ctx: &FailoverContext) -> Option<String> {
+    let (peer, calls) = (ctx.old_primary.as_ref()?, ctx.active_calls?);
+    Some(if ctx.planned {
+        format!("calls at the move: {calls} (count from {peer} as it handed over)")
+    } else {
+        format!("calls dropped: {calls} (last count from peer {peer})")
+    })
+}
+
 /// The switchover report for a finished timeline (`entries` from [`Timeline::observe`]).
 pub fn switchover_report(cluster: &str, local: &str, entries: &[Entry], ctx: &FailoverContext) -> SwitchoverReport {
     let begin = entries.iter().find(|e| e.kind == Kind::Record(RecordKind::FailoverBegin));
@@ -375,6 +388,18 @@ mod tests {
         let r = switchover_report("pbx", "b", &done, &ctx);
         assert_eq!((r.kind, r.reason.as_str()), (Move::Switchover, "peer a handed over; takeover FAILED"));
         assert_eq!(r.timeline[1].what, "vip failed to start");
+    }
+
+    #[test]
+    fn calls_at_takeover_are_dropped_after_a_death_and_moved_after_a_hand_over() {
+        let mut ctx = FailoverContext { old_primary: Some("a".into()), active_calls: Some(3), ..Default::default() };
+        assert_eq!(calls_at_takeover(&ctx).as_deref(), Some("calls dropped: 3 (last count from peer a)"));
+        ctx.planned = true;
+        assert_eq!(calls_at_takeover(&ctx).as_deref(), Some("calls at the move: 3 (count from a as it handed over)"));
+        ctx.active_calls = None;
+        assert_eq!(calls_at_takeover(&ctx), None, "an unknown count is not zero");
+        let cold = FailoverContext { active_calls: Some(0), ..Default::default() };
+        assert_eq!(calls_at_takeover(&cold), None, "a cold start dropped nothing");
     }
 
     #[test]

@@ -11,16 +11,20 @@
 //! - `trunk` alerts on up/down.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
 use pbxha_telephony::engine::{self, EngineHandle, Health, Sample, TargetSpec, TargetStatus};
-use pbxha_telephony::{Policy, Transport, Verdict};
+use pbxha_telephony::{probe, verdict, Policy, Probe, Transport, Verdict};
+use tokio::task::JoinHandle;
 
-use crate::config::{ProbeConfig, ProbeRole, ProbeTransport};
+use crate::config::{
+    Config, ProbeConfig, ProbeRole, ProbeTransport, ResourceKind, DEFAULT_SIP_PORT,
+};
 use crate::fsm::{Notice, Severity};
 use crate::notify::Notifier;
 use crate::resources::{Member, Resource, ResourceState};
@@ -235,6 +239,119 @@ pub fn notice_for(c: &ProbeConfig, before: Option<Health>, sample: &Sample) -> O
             body: format!("{} OPTIONS probes in a row were answered", c.rise),
         }),
         _ => None,
+    }
+}
+
+/// How long after the group started here the daemon waits for the VIP's first SIP answer
+/// before closing the takeover's timeline without it. Asterisk answers SIP a few seconds
+/// after systemd reports it started; 30 s covers a loaded box and bounds how long the
+/// failover mail waits.
+pub const FIRST_ANSWER_WAIT: Duration = Duration::from_secs(30);
+/// Pause between attempts while the PBX does not answer yet (each attempt has its own
+/// timeout, the probe's).
+const FIRST_ANSWER_RETRY: Duration = Duration::from_millis(200);
+
+/// What to ask for the first SIP answer on the VIP after a takeover: the `vip` probe, or
+/// else — when the group has a `pbx` — the first `vip` resource's address on UDP port 5060.
+/// `None` when the group serves no SIP pbxha knows of.
+pub fn vip_sip_probe(config: &Config) -> Option<(Probe, Policy)> {
+    if let Some(c) = config.probes.iter().find(|c| c.role == ProbeRole::Vip) {
+        let p = match c.transport {
+            ProbeTransport::Udp => Probe::udp(c.target, c.timeout),
+            ProbeTransport::Tcp => Probe::tcp(c.target, c.timeout),
+        };
+        return Some((
+            p,
+            Policy {
+                overloaded_is_alive: c.overloaded_is_alive,
+            },
+        ));
+    }
+    let has_pbx = config
+        .resources
+        .iter()
+        .any(|r| matches!(r.kind, ResourceKind::Pbx(_)));
+    let vip = config.resources.iter().find_map(|r| match &r.kind {
+        ResourceKind::Vip(v) => Some(v.address.addr),
+        _ => None,
+    })?;
+    let target = std::net::SocketAddr::new(vip, DEFAULT_SIP_PORT);
+    has_pbx.then(|| {
+        (
+            Probe::udp(target, crate::config::DEFAULT_PROBE_TIMEOUT),
+            Policy::default(),
+        )
+    })
+}
+
+/// The timeline line for the first healthy answer (`Ok(status line)`) or the last failure
+/// (`Err(reason)`) at `target`, `after` the takeover decision.
+pub fn first_answer_line(target: &str, outcome: Result<&str, &str>, after: Duration) -> String {
+    match outcome {
+        Ok(status) => format!(
+            "first SIP answer on the VIP ({target}: {status}) {} ms after the decision",
+            after.as_millis()
+        ),
+        Err(why) => format!(
+            "no SIP answer on the VIP ({target}) within {} ms of the decision; last: {why}",
+            after.as_millis()
+        ),
+    }
+}
+
+/// Asks the VIP for SIP OPTIONS in the background until it answers healthily or the wait
+/// ends; the daemon reads [`FirstAnswer::line`] on its next turn. Dropping it stops asking.
+pub struct FirstAnswer {
+    line: Arc<Mutex<Option<String>>>,
+    task: JoinHandle<()>,
+}
+
+impl FirstAnswer {
+    /// Starts asking now; `decision` is when the takeover was decided (what the line's time
+    /// counts from), `wait` how long to keep asking.
+    pub fn spawn(p: Probe, policy: Policy, decision: Instant, wait: Duration) -> FirstAnswer {
+        let line = Arc::new(Mutex::new(None));
+        let slot = line.clone();
+        let task = tokio::spawn(async move {
+            let target = format!("{}:{}", p.transport.as_str().to_lowercase(), p.target);
+            let until = tokio::time::Instant::now() + wait;
+            let text = loop {
+                let outcome = probe(&p).await;
+                let v = verdict(&outcome, policy);
+                match (&outcome, v.is_healthy()) {
+                    (Ok(r), true) => {
+                        break first_answer_line(
+                            &target,
+                            Ok(&format!("{} {}", r.status, r.reason)),
+                            decision.elapsed(),
+                        );
+                    }
+                    _ if tokio::time::Instant::now() >= until => {
+                        let why = match v {
+                            Verdict::Failed { reason } => reason,
+                            other => format!("{other:?}"),
+                        };
+                        break first_answer_line(&target, Err(&why), decision.elapsed());
+                    }
+                    _ => tokio::time::sleep(FIRST_ANSWER_RETRY).await,
+                }
+            };
+            if let Ok(mut s) = slot.lock() {
+                *s = Some(text);
+            }
+        });
+        FirstAnswer { line, task }
+    }
+
+    /// The timeline line, once the VIP answered or the wait is over.
+    pub fn line(&self) -> Option<String> {
+        self.line.lock().ok().and_then(|s| s.clone())
+    }
+}
+
+impl Drop for FirstAnswer {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -542,6 +659,110 @@ mod tests {
             ["probe[3].name", "probe[3].resource"],
             "{problems:#?}"
         );
+    }
+
+    #[test]
+    fn the_first_answer_is_asked_of_the_vip_probe_or_the_pbx_on_the_vip() {
+        let (_dir, text) = lab_config("");
+        let config = crate::config::parse(&text).unwrap();
+        let (p, _) = vip_sip_probe(&config).unwrap();
+        assert_eq!(p.target, config.probes[1].target);
+        // Without a vip probe: a pbx on the VIP gets UDP 5060 on the vip resource's address.
+        let mut config = config;
+        config.probes.clear();
+        assert!(
+            vip_sip_probe(&config).is_none(),
+            "the lab's PBX is a service, not a pbx"
+        );
+        config.resources.push(ResourceConfig {
+            name: "ast".into(),
+            start_timeout: Duration::from_secs(5),
+            stop_timeout: Duration::from_secs(5),
+            monitor_timeout: Duration::from_secs(5),
+            monitor_interval: Duration::from_secs(5),
+            kind: ResourceKind::Pbx(crate::config::PbxConfig {
+                pbx: pbxha_telephony::PbxKind::Asterisk,
+                unit: "asterisk".into(),
+                ami: None,
+            }),
+        });
+        let (p, _) = vip_sip_probe(&config).unwrap();
+        assert_eq!(
+            (p.target.to_string(), p.transport),
+            ("198.51.100.100:5060".into(), Transport::Udp)
+        );
+    }
+
+    #[tokio::test]
+    async fn the_first_answer_on_the_vip_is_timed_from_the_decision() {
+        let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let responder = Responder::bind(any, None, ResponderConfig::new("b"))
+            .await
+            .unwrap();
+        let addr = responder.udp_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(responder.run(async move {
+            let _ = stopped.await;
+        }));
+        let decision = Instant::now() - Duration::from_millis(1500);
+        let wait = FirstAnswer::spawn(
+            Probe::udp(addr, Duration::from_secs(2)),
+            Policy::default(),
+            decision,
+            Duration::from_secs(20),
+        );
+        let until = Instant::now() + Duration::from_secs(20);
+        let line = loop {
+            if let Some(line) = wait.line() {
+                break line;
+            }
+            assert!(Instant::now() < until, "no answer from {addr}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(
+            line.starts_with(&format!(
+                "first SIP answer on the VIP (udp:{addr}: 200 OK) "
+            )),
+            "{line}"
+        );
+        let ms: u64 = line
+            .split(") ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(ms >= 1500, "counted from the decision: {line}");
+        drop(stop);
+        served.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_silent_vip_ends_the_wait_with_the_reason() {
+        // Nothing listens on a just-closed loopback port: ICMP port unreachable, or silence.
+        let addr = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let wait = FirstAnswer::spawn(
+            Probe::udp(addr, Duration::from_millis(200)),
+            Policy::default(),
+            Instant::now(),
+            Duration::from_millis(500),
+        );
+        let until = Instant::now() + Duration::from_secs(20);
+        let line = loop {
+            if let Some(line) = wait.line() {
+                break line;
+            }
+            assert!(Instant::now() < until, "the wait never ended");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(
+            line.starts_with(&format!("no SIP answer on the VIP (udp:{addr}) within ")),
+            "{line}"
+        );
+        assert!(line.contains("; last: "), "{line}");
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use crate::daemon::DaemonStatus;
 use crate::membership::DropCounters;
+use crate::resources::pbx::{CallsStatus, CALL_POLL};
 use crate::resources::MemberState;
 
 pub fn render(s: &DaemonStatus) -> String {
@@ -13,12 +14,13 @@ pub fn render(s: &DaemonStatus) -> String {
     let _ = writeln!(o, "Cluster {}: node {} is {} (group {})   pbxha {}, up {}", s.cluster, n.node, n.role, n.group.as_str(), s.version, human_secs(s.uptime_s));
     let peer = match (&n.peer.alive, &n.peer.last) {
         (true, Some(p)) => format!(
-            "{} is {}, {}{}{}",
+            "{} is {}, {}{}{}{}",
             n.peer.name,
             p.role,
             if p.healthy { "healthy" } else { "UNHEALTHY" },
             if p.targets > 0 { format!(", ping {}/{}", p.reachable, p.targets) } else { String::new() },
-            if p.handover { ", handing over" } else { "" }
+            if p.handover { ", handing over" } else { "" },
+            p.calls.map_or(String::new(), |c| format!(", {c} call(s)"))
         ),
         (false, Some(p)) => format!("{} is DEAD (last seen as {})", n.peer.name, p.role),
         _ => format!("{} not heard yet", n.peer.name),
@@ -63,6 +65,9 @@ pub fn render(s: &DaemonStatus) -> String {
             let err = r.last_error.as_deref().map_or(String::new(), |e| format!("  error: {e}"));
             let _ = writeln!(o, "        {:<12} {:<8} {:<9} {:<8} {last}{err}", r.name, r.kind, state(r.state), r.restarts);
         }
+    }
+    if let Some(c) = &s.calls {
+        let _ = writeln!(o, "Calls   {}", calls_line(c));
     }
     for (i, p) in s.probes.iter().enumerate() {
         let state = match (p.active, p.state) {
@@ -121,6 +126,15 @@ pub fn render(s: &DaemonStatus) -> String {
         let _ = writeln!(o, "Last failover  {}  {} ({took})", utc(f.at_ms), f.message);
     }
     o
+}
+
+fn calls_line(c: &CallsStatus) -> String {
+    let count = match (c.calls, c.unknown.as_deref()) {
+        (Some(n), _) => format!("{n} active"),
+        (None, Some(why)) => format!("UNKNOWN ({why})"),
+        (None, None) => "UNKNOWN".into(),
+    };
+    format!("{count} on {} (counted every {} s)", c.resource, CALL_POLL.as_secs())
 }
 
 fn state(s: MemberState) -> &'static str {
@@ -182,6 +196,18 @@ pub fn utc(ms: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use crate::resources::pbx::CallsStatus;
+
+    #[test]
+    fn calls_show_the_count_or_why_it_is_unknown() {
+        let c = |calls, unknown: Option<&str>| CallsStatus { resource: "pbx".into(), calls, unknown: unknown.map(Into::into) };
+        assert_eq!(super::calls_line(&c(Some(3), None)), "3 active on pbx (counted every 5 s)");
+        assert_eq!(
+            super::calls_line(&c(None, Some("Unable to connect to remote asterisk"))),
+            "UNKNOWN (Unable to connect to remote asterisk) on pbx (counted every 5 s)"
+        );
+    }
+
     #[test]
     fn utc_dates() {
         assert_eq!(super::utc(0), "1970-01-01 00:00:00 UTC");

@@ -31,8 +31,11 @@ fn print_reply(reply: &Reply) -> ExitCode {
     }
 }
 
-/// How long to follow a switchover: the drain (up to 300 s) plus the move itself.
-const FOLLOW_LIMIT: Duration = Duration::from_secs(330);
+/// How long to follow the move itself, after any drain.
+const MOVE_LIMIT: Duration = Duration::from_secs(30);
+/// The drain's deadline until the daemon's status shows the configured one (the default
+/// `drain-timeout`).
+const DRAIN_LIMIT: Duration = pbxha_appliance::config::DEFAULT_DRAIN_TIMEOUT;
 
 pub async fn switchover(config: &Path, now: bool) -> anyhow::Result<ExitCode> {
     let socket = control::socket_for(config);
@@ -43,14 +46,18 @@ pub async fn switchover(config: &Path, now: bool) -> anyhow::Result<ExitCode> {
     println!("{}", reply.message);
     let started = Instant::now();
     let mut last_line = String::new();
-    while started.elapsed() < FOLLOW_LIMIT {
+    let mut limit = DRAIN_LIMIT + MOVE_LIMIT;
+    while started.elapsed() < limit {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let Ok(reply) = control::call(&socket, &Request::Status).await else { continue };
         let Some(s) = reply.status else { continue };
         let peer_role = s["peer"]["last"]["role"].as_str().unwrap_or("unknown");
         let peer = s["peer"]["name"].as_str().unwrap_or("peer");
+        if let Some(deadline) = s["drain"]["deadline_s"].as_u64() {
+            limit = limit.max(Duration::from_secs(deadline) + MOVE_LIMIT);
+        }
         let line = if s["draining"].as_bool() == Some(true) {
-            "draining calls…".to_string()
+            drain_line(&s["drain"])
         } else {
             format!("this node: {}, group {}; {peer}: {peer_role}", s["role"].as_str().unwrap_or("?"), s["group"].as_str().unwrap_or("?"))
         };
@@ -63,6 +70,36 @@ pub async fn switchover(config: &Path, now: bool) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     }
-    eprintln!("pbxha: the peer did not take the group within {} s; see `pbxha status`", FOLLOW_LIMIT.as_secs());
+    eprintln!("pbxha: the peer did not take the group within {} s; see `pbxha status`", limit.as_secs());
     Ok(ExitCode::FAILURE)
+}
+
+/// The progress of a running drain from the status's `drain` field. A finished one is the
+/// previous switchover's, shown by the daemon until this drain's first count.
+fn drain_line(drain: &serde_json::Value) -> String {
+    if drain.is_null() || drain["finished"].as_bool() != Some(false) {
+        return "draining calls…".into();
+    }
+    let calls = match drain["calls"].as_u64() {
+        Some(n) => format!("{n} call(s) remaining"),
+        None => format!("call count unknown ({})", drain["unknown"].as_str().unwrap_or("no reading")),
+    };
+    let (elapsed, deadline) = (drain["elapsed_s"].as_u64().unwrap_or(0), drain["deadline_s"].as_u64().unwrap_or(0));
+    format!("draining: {calls} ({elapsed}s of {deadline}s)")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn drain_progress_shows_calls_remaining_against_the_deadline() {
+        let running = json!({"resource": "pbx", "calls": 3, "unknown": null, "elapsed_s": 12, "deadline_s": 300, "finished": false});
+        assert_eq!(super::drain_line(&running), "draining: 3 call(s) remaining (12s of 300s)");
+        let unknown = json!({"resource": "pbx", "calls": null, "unknown": "timeout", "elapsed_s": 1, "deadline_s": 60, "finished": false});
+        assert_eq!(super::drain_line(&unknown), "draining: call count unknown (timeout) (1s of 60s)");
+        let previous = json!({"resource": "pbx", "calls": 0, "unknown": null, "elapsed_s": 40, "deadline_s": 300, "finished": true});
+        assert_eq!(super::drain_line(&previous), "draining calls…");
+        assert_eq!(super::drain_line(&serde_json::Value::Null), "draining calls…");
+    }
 }

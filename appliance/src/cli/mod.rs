@@ -143,7 +143,7 @@ pub fn main() -> ExitCode {
             Command::Keygen { out } => keygen::run(&cli.config, out),
             Command::Mail { command, db } => mail::run(&cli.config, db, command).await,
             Command::Checks { last, db } => mail::checks(&cli.config, db, last),
-            Command::Replica { command } => replica::run(command),
+            Command::Replica { command } => replica::run(&cli.config, command).await,
             Command::Mysql { command } => mysql::run(&cli.config, command).await,
             Command::Lab(args) => lab::run(args).await,
             Command::SipProbe(args) => sip::run(args).await,

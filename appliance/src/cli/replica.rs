@@ -1,10 +1,20 @@
 //! `pbxha replica migrate|undo`: move PBX directories onto the replicated filesystem and back.
+//! `pbxha replica fence-peer|split-brain`: DRBD's handlers, answered through the daemon.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Subcommand, ValueEnum};
+use pbxha_appliance::config::{self, ResourceKind};
+use pbxha_appliance::control::{self, Request};
+use pbxha_appliance::fence::FenceVerdict;
+use pbxha_replica::drbd::conf::Syntax;
+use pbxha_replica::drbd::control::Drbd;
+use pbxha_replica::drbd::promote::split_brain_report;
 use pbxha_replica::migrate::{self, MigrateOptions, MigrateRole};
+use pbxha_runner::SystemRunner;
 
 #[derive(Subcommand)]
 pub enum ReplicaCommand {
@@ -35,7 +45,27 @@ pub enum ReplicaCommand {
         #[arg(long)]
         dir: Vec<PathBuf>,
     },
+    /// DRBD's fence-peer handler (`fencing resource-only`): the peer's pbxha outdates its
+    /// disk over the heartbeat. Exits as DRBD expects: 4 peer outdated, 5 peer unreachable,
+    /// 6 peer is Primary; 1 when the local daemon cannot be asked (DRBD then refuses).
+    FencePeer {
+        /// The DRBD resource; DRBD sets DRBD_RESOURCE for its handlers.
+        #[arg(long, env = "DRBD_RESOURCE")]
+        resource: String,
+    },
+    /// DRBD's split-brain handler: a critical alert with this side's DRBD state, and this
+    /// node in fault until `pbxha online`.
+    SplitBrain {
+        /// The DRBD resource; DRBD sets DRBD_RESOURCE for its handlers.
+        #[arg(long, env = "DRBD_RESOURCE")]
+        resource: String,
+    },
 }
+
+/// How often the fence-peer handler asks its daemon for the verdict.
+const FENCE_POLL: Duration = Duration::from_millis(200);
+/// A backstop only: the daemon gives its verdict within a few dead times.
+const FENCE_MAX_POLLS: u32 = 600;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum RoleArg {
@@ -43,8 +73,10 @@ pub enum RoleArg {
     Secondary,
 }
 
-pub fn run(cmd: ReplicaCommand) -> anyhow::Result<ExitCode> {
+pub async fn run(config: &Path, cmd: ReplicaCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        ReplicaCommand::FencePeer { resource } => Ok(fence_peer(config, resource).await),
+        ReplicaCommand::SplitBrain { resource } => Ok(split_brain(config, resource).await),
         ReplicaCommand::Migrate {
             profile,
             dir,
@@ -97,6 +129,72 @@ pub fn run(cmd: ReplicaCommand) -> anyhow::Result<ExitCode> {
                 }
             }
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn fence_peer(config: &Path, resource: String) -> ExitCode {
+    let socket = control::socket_for(config);
+    let request = Request::FencePeer {
+        resource: resource.clone(),
+    };
+    for _ in 0..FENCE_MAX_POLLS {
+        let reply = match control::call(&socket, &request).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("pbxha fence-peer {resource}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let Some(verdict) = reply.status.as_ref().and_then(FenceVerdict::from_status) else {
+            eprintln!(
+                "pbxha fence-peer {resource}: the daemon did not give a verdict: {}",
+                reply.message
+            );
+            return ExitCode::FAILURE;
+        };
+        if let Some(code) = verdict.exit_code() {
+            println!("pbxha fence-peer {resource}: {}", reply.message);
+            return ExitCode::from(code);
+        }
+        tokio::time::sleep(FENCE_POLL).await;
+    }
+    eprintln!("pbxha fence-peer {resource}: no verdict from the daemon after {FENCE_MAX_POLLS} polls; peer unreachable");
+    ExitCode::from(FenceVerdict::Unreachable.exit_code().unwrap_or(5))
+}
+
+async fn split_brain(config: &Path, resource: String) -> ExitCode {
+    // The generation comes from the matching `drbd` resource; DRBD 9 when none matches.
+    let (syntax, minor) = config::load(config)
+        .ok()
+        .and_then(|c| {
+            c.resources.into_iter().find_map(|r| match r.kind {
+                ResourceKind::Drbd(d) if d.resource == resource => Some((d.syntax, d.minor)),
+                _ => None,
+            })
+        })
+        .unwrap_or((Syntax::V9, 0));
+    let drbd = Drbd::new(Arc::new(SystemRunner), resource.clone(), syntax, minor);
+    let report = match drbd.status().await {
+        Ok(local) => split_brain_report(&local, None),
+        Err(e) => format!("local state unreadable ({e})"),
+    };
+    match control::call(
+        &control::socket_for(config),
+        &Request::SplitBrain {
+            resource,
+            report: report.clone(),
+        },
+    )
+    .await
+    {
+        Ok(reply) => {
+            println!("{}", reply.message);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pbxha split-brain: {e}; not reported: {report}");
+            ExitCode::FAILURE
         }
     }
 }

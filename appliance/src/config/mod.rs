@@ -301,7 +301,12 @@ pub struct GroupConfig {
     /// gives up and hands over.
     pub max_restarts: u32,
     pub restart_window: Duration,
+    /// How long a planned switchover waits for calls to end before moving anyway.
+    pub drain_timeout: Duration,
 }
+
+/// The issue's `drain-timeout` default (the telephony drain's own default deadline).
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = pbxha_telephony::drain::DEFAULT_DEADLINE;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ResourceConfig {
@@ -383,6 +388,14 @@ pub struct VipConfig {
 pub struct DrbdConfig {
     /// The resource name in the DRBD config, e.g. `r0`.
     pub resource: String,
+    /// The installed DRBD generation (`syntax = "9"` or `"8.4"`): where status is read from.
+    pub syntax: pbxha_replica::drbd::conf::Syntax,
+    /// The device minor (`/dev/drbdN`, at most 1048575: DRBD's 20-bit minor); 8.4 reports
+    /// status by minor only.
+    pub minor: u32,
+    /// `allow-degraded`: promote a Consistent or Outdated disk when the peer is known dead.
+    /// Off by default: older data beats no service only if the operator says so.
+    pub allow_degraded: bool,
 }
 
 /// The replicated filesystem (`kind = "filesystem"`): mounted on start; on stop its users

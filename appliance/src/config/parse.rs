@@ -112,6 +112,7 @@ fn read_config(root: &mut Section) -> Option<Config> {
     let group = root.table_or_empty("group", |s| GroupConfig {
         max_restarts: s.int_or("max-restarts", 0, 1000, 3),
         restart_window: s.duration_or("restart-window", Duration::from_secs(60)),
+        drain_timeout: s.duration_or("drain-timeout", DEFAULT_DRAIN_TIMEOUT),
     });
     let resources = root.tables("resource", false).into_iter().filter_map(|mut s| read_resource(&mut s)).collect();
     let paths = root.table_or_empty("paths", |s| PathsConfig {
@@ -234,7 +235,14 @@ fn read_resource(s: &mut Section) -> Option<ResourceConfig> {
             })
         }),
         Some("pbx") => read_pbx(s).map(ResourceKind::Pbx),
-        Some("drbd") => s.string("resource").map(|resource| ResourceKind::Drbd(DrbdConfig { resource })),
+        Some("drbd") => s.string("resource").map(|resource| {
+            let syntax = match s.opt_string("syntax").as_deref() {
+                Some("9") | None => pbxha_replica::drbd::conf::Syntax::V9,
+                Some("8.4") => pbxha_replica::drbd::conf::Syntax::V84,
+                Some(other) => s.problem(s.key("syntax"), format!("unknown DRBD syntax `{other}`"), Some("\"9\" or \"8.4\"")).unwrap_or(pbxha_replica::drbd::conf::Syntax::V9),
+            };
+            ResourceKind::Drbd(DrbdConfig { resource, syntax, minor: s.int_or("minor", 0, 1_048_575, 0), allow_degraded: s.bool_or("allow-degraded", false) })
+        }),
         Some("filesystem") => match (s.string("device"), s.string("mount-point"), s.string("fstype")) {
             (Some(device), Some(mount_point), Some(fstype)) => Some(ResourceKind::Filesystem(FilesystemConfig {
                 device: device.into(),

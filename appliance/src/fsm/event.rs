@@ -25,6 +25,9 @@ pub enum Event {
     /// The call drain before a planned hand-over finished (calls reached zero, or the
     /// deadline passed with `calls_left`).
     DrainFinished { calls_left: Option<u32> },
+    /// DRBD reported a split brain on `resource` (its split-brain handler): both copies
+    /// changed apart. `report` has both sides' state for the alert.
+    SplitBrain { resource: String, report: String },
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -55,6 +55,9 @@ pub enum Fault {
     StopFailed(String),
     NoConnectivity,
     VipConflict(String),
+    /// A DRBD split brain on the named resource: this node must not take the group onto
+    /// its copy until an operator resolved it and said so (`pbxha online`).
+    SplitBrain(String),
 }
 
 impl std::fmt::Display for Fault {
@@ -65,6 +68,7 @@ impl std::fmt::Display for Fault {
             Fault::StopFailed(n) => write!(f, "resource `{n}` would not stop"),
             Fault::NoConnectivity => write!(f, "no ping target answers"),
             Fault::VipConflict(why) => write!(f, "VIP conflict: {why}"),
+            Fault::SplitBrain(n) => write!(f, "DRBD split brain on `{n}`"),
         }
     }
 }
@@ -221,6 +225,11 @@ impl Node {
                     self.stop_group(Release::ToPeer, &mut out);
                 }
             }
+            Event::SplitBrain { resource, report } => {
+                record(&mut out, RecordKind::SplitBrain, format!("DRBD split brain on {resource}: {report}"));
+                notify(&mut out, Severity::Critical, format!("{}: DRBD split brain on {resource}", self.p.node_name), report);
+                self.set_fault(Fault::SplitBrain(resource), true, None, &mut out);
+            }
         }
         self.initdead_passed |= now.saturating_duration_since(self.started) >= self.p.initdead;
         self.expire(now, &mut out);
@@ -284,6 +293,11 @@ impl Node {
             fence_request: false,
             fenced: false,
         }
+    }
+
+    /// A DRBD split brain is unresolved: no copy may be promoted.
+    pub fn split_brain(&self) -> bool {
+        self.faults.keys().any(|f| matches!(f, Fault::SplitBrain(_)))
     }
 
     pub fn exited(&self) -> bool {
@@ -444,8 +458,9 @@ impl Node {
             }
             Admin::Online => {
                 self.admin_standby = false;
-                // Like `crm resource cleanup`: forget expiring failures.
-                self.faults.retain(|_, until| until.is_none());
+                // Like `crm resource cleanup`: forget expiring failures, and a split brain the
+                // operator has resolved by hand.
+                self.faults.retain(|f, until| until.is_none() && !matches!(f, Fault::SplitBrain(_)));
             }
             Admin::Switchover { now: skip_drain } => self.begin_release(skip_drain, now, out),
             Admin::Shutdown => {
@@ -593,7 +608,10 @@ impl Node {
             return;
         }
         let retry_ok = self.last_stop_failure.is_none_or(|t| now >= t + self.p.failure_timeout);
-        if !self.faults.is_empty() && retry_ok {
+        // A split brain alone does not move the group: the peer's copy diverged too, and
+        // the holder's is the one in use.
+        let hand_over = self.faults.keys().any(|f| !matches!(f, Fault::SplitBrain(_)));
+        if hand_over && retry_ok {
             let why: Vec<String> = self.faults.keys().map(ToString::to_string).collect();
             record(out, RecordKind::Health, format!("handing over to {}: {}", self.p.peer_name, why.join(", ")));
             self.stop_group(Release::ToPeer, out);

@@ -638,3 +638,28 @@ fn only_takeovers_from_a_silent_peer_probe_for_the_vip() {
     s.run_until(ms(3000), |s| s.nodes[0].group == GroupPhase::Running);
     assert_eq!(s.count(0, |a| matches!(a, Action::StartGroup { released: false })), 1);
 }
+
+#[test]
+fn drbd_split_brain_keeps_the_group_where_it_is_until_an_operator_resolves_it() {
+    let mut s = Sim::settled();
+    for n in 0..2 {
+        let report = format!("local: r0 on node {n}");
+        s.feed(n, Event::SplitBrain { resource: "r0".into(), report });
+    }
+    let critical = |s: &Sim, n| s.count(n, |a| matches!(a, Action::Notify(x) if x.severity == Severity::Critical && x.subject.contains("split brain on r0") && x.body.contains("local: r0")));
+    assert_eq!((critical(&s, 0), critical(&s, 1)), (1, 1));
+    assert!(s.nodes[1].split_brain() && !s.nodes[1].summary().healthy);
+    s.run(ms(3000));
+    // Neither copy is better than the other: the holder keeps it, nobody moves it.
+    assert_eq!(s.roles(), [Role::Primary, Role::Fault]);
+    assert_eq!(s.starts(1), 0);
+    s.kill(0);
+    s.run(ms(3000));
+    assert_eq!((s.roles()[1], s.starts(1)), (Role::Fault, 0), "a split-brain copy is not promoted when the peer dies");
+    // The failure timeout does not clear it either; only the operator does.
+    s.run(ms(11_000));
+    assert_eq!(s.starts(1), 0);
+    s.feed(1, Event::Admin(Admin::Online));
+    s.run_until(ms(3000), |s| s.nodes[1].role() == Role::Primary);
+    assert!(!s.nodes[1].split_brain());
+}

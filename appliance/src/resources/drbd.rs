@@ -1,30 +1,40 @@
-//! `drbd` resources: promote on start (only when the replica's promotion rules allow it),
-//! demote on stop, Primary means running.
+//! `drbd` resources: promote on start (only when the replica's promotion rules allow it,
+//! with the cluster's view of the peer), demote on stop, Primary means running.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use pbxha_replica::drbd::conf::Syntax;
 use pbxha_replica::drbd::control::Drbd;
-use pbxha_replica::drbd::promote::{PeerKnowledge, PromotePolicy};
+use pbxha_replica::drbd::promote::PromotePolicy;
 use pbxha_replica::drbd::status::Role;
 
 use super::{Resource, ResourceState};
 use crate::config::DrbdConfig;
+use crate::fence::DrbdView;
 use crate::Error;
 
 pub struct DrbdResource {
     name: String,
     drbd: Drbd,
+    policy: PromotePolicy,
+    /// Whether membership declared the peer dead, and whether a split brain is unresolved.
+    view: DrbdView,
 }
 
 impl DrbdResource {
-    pub fn new(name: &str, cfg: &DrbdConfig, runner: Arc<dyn pbxha_runner::Runner>) -> Self {
-        // Status is read through `drbdsetup status --json`, which needs DRBD 9; the minor
-        // only matters for 8.4's /proc/drbd.
+    pub fn new(
+        name: &str,
+        cfg: &DrbdConfig,
+        runner: Arc<dyn pbxha_runner::Runner>,
+        view: DrbdView,
+    ) -> Self {
         DrbdResource {
             name: name.to_string(),
-            drbd: Drbd::new(runner, cfg.resource.clone(), Syntax::V9, 0),
+            drbd: Drbd::new(runner, cfg.resource.clone(), cfg.syntax, cfg.minor),
+            policy: PromotePolicy {
+                allow_degraded_when_peer_dead: cfg.allow_degraded,
+            },
+            view,
         }
     }
 
@@ -45,11 +55,10 @@ impl Resource for DrbdResource {
     async fn start(&self) -> Result<(), Error> {
         // adjust brings the resource up if it is down and is a no-op otherwise.
         self.drbd.adjust().await.map_err(|e| self.err(e))?;
-        // The group starts only after the fsm decided this node takes over, so the peer is
-        // either alive and handing over or declared dead; without that knowledge here, only
-        // an UpToDate disk is promoted.
+        // A degraded disk is promoted only when membership declared the peer dead; a peer
+        // that is alive and handing over left this disk UpToDate.
         self.drbd
-            .promote(PromotePolicy::default(), PeerKnowledge::Unknown, false)
+            .promote(self.policy, self.view.peer(), self.view.split_brain())
             .await
             .map_err(|e| self.err(e))
     }
@@ -71,24 +80,28 @@ impl Resource for DrbdResource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pbxha_replica::drbd::conf::Syntax;
     use pbxha_runner::{Output, ScriptedRunner};
 
     // `drbdsetup status --json` shape from drbd-utils 9 (see replica/src/drbd/status.rs).
     const OUTDATED: &str = r#"[{"name":"r0","role":"Secondary","devices":[{"volume":0,"disk-state":"Outdated"}],"connections":[]}]"#;
     const PRIMARY: &str = r#"[{"name":"r0","role":"Primary","devices":[{"volume":0,"disk-state":"UpToDate"}],"connections":[]}]"#;
 
+    fn config(allow_degraded: bool) -> DrbdConfig {
+        DrbdConfig {
+            resource: "r0".into(),
+            syntax: Syntax::V9,
+            minor: 0,
+            allow_degraded,
+        }
+    }
+
     #[tokio::test]
     async fn outdated_disk_is_not_promoted_and_primary_is_running() {
         let r = Arc::new(ScriptedRunner::new());
         r.on(["drbdadm", "adjust"], Output::ok(""));
         r.on(["drbdsetup", "status"], Output::ok(OUTDATED));
-        let res = DrbdResource::new(
-            "data",
-            &DrbdConfig {
-                resource: "r0".into(),
-            },
-            r.clone(),
-        );
+        let res = DrbdResource::new("data", &config(false), r.clone(), DrbdView::default());
         let err = res.start().await.unwrap_err().to_string();
         assert!(
             err.contains("data") && err.contains("refusing to promote"),
@@ -97,5 +110,63 @@ mod tests {
         assert!(!r.argvs().iter().any(|a| a.starts_with("drbdadm primary")));
         r.on(["drbdsetup", "status"], Output::ok(PRIMARY));
         assert_eq!(res.monitor().await.unwrap(), ResourceState::Running);
+    }
+
+    #[tokio::test]
+    async fn degraded_promotion_follows_the_cluster_view_of_the_peer() {
+        let r = Arc::new(ScriptedRunner::new());
+        r.on(["drbdadm", "adjust"], Output::ok(""));
+        r.on(["drbdadm", "primary"], Output::ok(""));
+        r.on(["drbdsetup", "status"], Output::ok(OUTDATED));
+        let fencing = crate::fence::Fencing::default();
+        let view = fencing.view().clone();
+        let res = DrbdResource::new("data", &config(true), r.clone(), view);
+        // Unknown until membership speaks: refused even with allow-degraded.
+        let err = res.start().await.unwrap_err().to_string();
+        assert!(err.contains("not known to be dead"), "{err}");
+
+        // Membership declares the peer dead (a lone node past initdead).
+        let p = crate::fsm::Params {
+            node_id: 1,
+            node_name: "a".into(),
+            peer_id: 2,
+            peer_name: "b".into(),
+            link_names: vec!["lo".into()],
+            interval: std::time::Duration::from_millis(200),
+            deadtime: std::time::Duration::from_secs(1),
+            warntime: std::time::Duration::from_millis(500),
+            initdead: std::time::Duration::ZERO,
+            rise: 1,
+            fall: 1,
+            ping_targets: 0,
+            auto_failback: false,
+            preferred: None,
+            failure_timeout: std::time::Duration::from_secs(10),
+            drain_timeout: std::time::Duration::ZERO,
+        };
+        let t0 = std::time::Instant::now();
+        let mut fsm = crate::fsm::Node::new(p, t0);
+        fsm.handle(
+            crate::fsm::Event::Connectivity {
+                reachable: 0,
+                total: 0,
+            },
+            t0,
+        );
+        fencing.follow(&fsm, t0);
+        res.start().await.unwrap();
+        assert_eq!(r.argvs().last().unwrap(), "drbdadm primary --force r0");
+
+        // An unresolved split brain blocks even then.
+        fsm.handle(
+            crate::fsm::Event::SplitBrain {
+                resource: "r0".into(),
+                report: "local: r0".into(),
+            },
+            t0,
+        );
+        fencing.follow(&fsm, t0);
+        let err = res.start().await.unwrap_err().to_string();
+        assert!(err.contains("split brain"), "{err}");
     }
 }

@@ -772,6 +772,7 @@ mod tests {
             GroupConfig {
                 max_restarts,
                 restart_window,
+                drain_timeout: crate::config::DEFAULT_DRAIN_TIMEOUT,
             },
             tx,
             report,

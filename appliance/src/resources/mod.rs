@@ -54,6 +54,7 @@ pub trait Resource: Send + Sync {
 pub fn build_members(
     configs: &[crate::config::ResourceConfig],
     runner: std::sync::Arc<dyn pbxha_runner::Runner>,
+    drbd_view: &crate::fence::DrbdView,
 ) -> Result<Vec<Member>, Error> {
     use crate::config::ResourceKind;
     configs
@@ -65,7 +66,7 @@ pub fn build_members(
                 ResourceKind::Ocf(o) => ocf::build(&r.name, o, timeouts, runner.clone())?,
                 ResourceKind::Vip(v) => std::sync::Arc::new(vip::Vip::new(r.name.clone(), v.clone())),
                 ResourceKind::Pbx(p) => pbx::build(&r.name, p, timeouts, runner.clone())?,
-                ResourceKind::Drbd(d) => std::sync::Arc::new(drbd::DrbdResource::new(&r.name, d, runner.clone())),
+                ResourceKind::Drbd(d) => std::sync::Arc::new(drbd::DrbdResource::new(&r.name, d, runner.clone(), drbd_view.clone())),
                 ResourceKind::Filesystem(f) => std::sync::Arc::new(filesystem::FilesystemResource::new(&r.name, f, runner.clone())),
                 ResourceKind::Mysql(m) => mysql::build(&r.name, m, timeouts, runner.clone())?,
             };

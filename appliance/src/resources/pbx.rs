@@ -14,12 +14,14 @@ use pbxha_telephony::freeswitch::FreeSwitch;
 use pbxha_telephony::pbx::{ServiceState, Unit};
 use pbxha_telephony::{Calls, Pbx, PbxKind};
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
 use super::engine::Timeouts;
 use super::{Resource, ResourceState};
 use crate::config::{PbxConfig, ResourceConfig, ResourceKind};
 use crate::fsm::Event;
+use crate::summary::GroupPhase;
 use crate::Error;
 
 /// For the config's `Serialize`: the kind as written in the config file.
@@ -210,6 +212,137 @@ fn drained(
         return Ok(None);
     };
     Ok(Some((name.clone(), adapter(name, config, runner)?)))
+}
+
+/// How often the group's PBX is asked for its calls while the group runs here: the last
+/// count is what a dead primary's peer reports as calls dropped, so it should be recent, and
+/// one `asterisk -rx` or fs_cli every few seconds is no load.
+pub const CALL_POLL: Duration = Duration::from_secs(5);
+/// The longest one count may take before it is read as unknown (the drain's own floor).
+const CALL_QUERY: Duration = Duration::from_secs(5);
+
+/// The group PBX's calls at the last reading, for the heartbeat and `pbxha status`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CallsStatus {
+    pub resource: String,
+    /// `None` when the PBX could not be asked: never read as zero.
+    pub calls: Option<u32>,
+    /// Why the count is unknown.
+    pub unknown: Option<String>,
+}
+
+impl CallsStatus {
+    fn new(resource: &str, calls: &Calls) -> CallsStatus {
+        CallsStatus {
+            resource: resource.to_string(),
+            calls: calls.known(),
+            unknown: match calls {
+                Calls::Known(_) => None,
+                Calls::Unknown(why) => Some(why.clone()),
+            },
+        }
+    }
+}
+
+/// Polls the group's PBX for its calls while the group runs here (see
+/// [`CallCounter::follow_group`]). The last reading is kept after the group stops — it is the
+/// count at the move — and cleared when the group runs here again. Dropping it stops polling.
+pub struct CallCounter {
+    running: watch::Sender<bool>,
+    last: Arc<Mutex<Option<CallsStatus>>>,
+    resource: Option<String>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl CallCounter {
+    /// Starts polling the first `pbx` resource of `resources`; with none, it never counts.
+    pub fn spawn(resources: &[ResourceConfig], runner: Arc<dyn Runner>) -> CallCounter {
+        let (running, mut rx) = watch::channel(false);
+        let last = Arc::new(Mutex::new(None));
+        let pbx = match drained(resources, runner) {
+            Ok(pbx) => pbx,
+            Err(e) => {
+                tracing::error!("call count: {e}; calls are not counted");
+                None
+            }
+        };
+        let resource = pbx.as_ref().map(|(name, _)| name.clone());
+        let task = pbx.map(|(name, pbx)| {
+            let slot = last.clone();
+            tokio::spawn(async move {
+                loop {
+                    if !*rx.borrow_and_update() {
+                        if rx.changed().await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    let calls = tokio::time::timeout(CALL_QUERY, pbx.active_calls())
+                        .await
+                        .unwrap_or_else(|_| {
+                            Calls::Unknown(format!("no call count within {CALL_QUERY:?}"))
+                        });
+                    // A reading that straddles a stop would overwrite the count at the move
+                    // (or the drain's final one) with the stopping PBX's answer.
+                    if *rx.borrow() {
+                        store(&slot, Some(CallsStatus::new(&name, &calls)));
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(CALL_POLL) => {}
+                        changed = rx.changed() => if changed.is_err() { return },
+                    }
+                }
+            })
+        });
+        CallCounter {
+            running,
+            last,
+            resource,
+            task,
+        }
+    }
+
+    /// Follows the group's phase here: polls only while it is `Running` (a PBX starting or
+    /// stopping has no count worth keeping) and forgets the last count when it is `Starting`
+    /// (a new tenure: the previous one's count at the move is history).
+    pub fn follow_group(&self, phase: GroupPhase) {
+        if phase == GroupPhase::Starting {
+            store(&self.last, None);
+        }
+        let running = phase == GroupPhase::Running;
+        self.running
+            .send_if_modified(|was| std::mem::replace(was, running) != running);
+    }
+
+    /// Keeps `calls` as the last reading: a drain's final count is newer than the last poll.
+    pub fn set(&self, calls: Option<u32>) {
+        if let Some(resource) = &self.resource {
+            let reading = calls.map_or_else(
+                || Calls::Unknown("the drain could not count the calls".into()),
+                Calls::Known,
+            );
+            store(&self.last, Some(CallsStatus::new(resource, &reading)));
+        }
+    }
+
+    /// The last reading, if any since the group last started here.
+    pub fn snapshot(&self) -> Option<CallsStatus> {
+        self.last.lock().ok().and_then(|s| s.clone())
+    }
+}
+
+impl Drop for CallCounter {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+fn store(slot: &Mutex<Option<CallsStatus>>, value: Option<CallsStatus>) {
+    if let Ok(mut s) = slot.lock() {
+        *s = value;
+    }
 }
 
 /// Carries out the fsm's `Action::Drain`: drains the group's PBX in the background, keeps
@@ -483,6 +616,59 @@ mod tests {
         assert_eq!(tracker.snapshot(), None);
     }
 
+    /// Polls `counter` until `want` holds, for up to 20 s.
+    async fn until(counter: &CallCounter, want: impl Fn(Option<CallsStatus>) -> bool) {
+        for _ in 0..400 {
+            if want(counter.snapshot()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("never reached; last {:?}", counter.snapshot());
+    }
+
+    #[tokio::test]
+    async fn calls_are_counted_while_the_group_runs_and_kept_as_the_count_at_the_move() {
+        let runner = Arc::new(ScriptedRunner::new());
+        // mod_commands.c show_function with "count": "\n%u total.\n" (as in telephony).
+        runner.on(
+            ["fs_cli", "-x", "show calls count"],
+            Output::ok("\n2 total.\n"),
+        );
+        let counter = CallCounter::spawn(&[resource_config(PbxKind::FreeSwitch)], runner.clone());
+        counter.follow_group(GroupPhase::Stopped);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            runner.argvs().is_empty(),
+            "no count while the group is not here"
+        );
+        counter.follow_group(GroupPhase::Running);
+        until(&counter, |c| c.is_some_and(|c| c.calls == Some(2))).await;
+        // Stopping: the last count stays (the count at the move), the drain's final one
+        // replaces it, and polling stops.
+        counter.follow_group(GroupPhase::Stopping);
+        counter.set(Some(1));
+        let polls = runner.argvs().len();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(runner.argvs().len(), polls);
+        assert_eq!(counter.snapshot().and_then(|c| c.calls), Some(1));
+        counter.follow_group(GroupPhase::Stopped);
+        assert_eq!(counter.snapshot().and_then(|c| c.calls), Some(1));
+        // A new tenure forgets it; a PBX that cannot be asked is unknown, not zero.
+        runner.on(
+            ["fs_cli"],
+            Output::failed(255, "[ERROR] fs_cli.c:1679 main() Error Connecting []\n"),
+        );
+        counter.follow_group(GroupPhase::Starting);
+        assert_eq!(counter.snapshot(), None);
+        counter.follow_group(GroupPhase::Running);
+        until(&counter, |c| {
+            c.is_some_and(|c| c.calls.is_none() && c.unknown.is_some())
+        })
+        .await;
+        assert!(CallCounter::spawn(&[], runner).snapshot().is_none());
+    }
+
     /// A valid config whose group is the given `[[resource]]` tables.
     fn config_text(key: &std::path::Path, resources: &str) -> String {
         format!(
@@ -535,6 +721,16 @@ mod tests {
         let json = serde_json::to_value(&c.resources[1].kind).unwrap();
         assert_eq!(json["kind"], "pbx");
         assert_eq!(json["pbx"], "asterisk");
+    }
+
+    #[test]
+    fn drain_timeout_is_read_from_the_group_table() {
+        let key = key_file();
+        let c = crate::config::parse(&config_text(key.path(), "")).unwrap();
+        assert_eq!(c.group.drain_timeout, Duration::from_secs(300));
+        let text = config_text(key.path(), "[group]\ndrain-timeout = \"90s\"\n");
+        let c = crate::config::parse(&text).unwrap();
+        assert_eq!(c.group.drain_timeout, Duration::from_secs(90));
     }
 
     #[test]

@@ -80,6 +80,11 @@ impl Drbd {
     pub async fn adjust(&self) -> Result<()> {
         self.drbdadm(&["adjust"]).await
     }
+    /// Marks this node's disk Outdated, so it cannot be promoted beside a newer copy: the
+    /// answer to the peer's fence-peer request (`fencing resource-only`).
+    pub async fn outdate(&self) -> Result<()> {
+        self.drbdadm(&["outdate"]).await
+    }
 
     /// The resource's current state.
     pub async fn status(&self) -> Result<ResourceStatus> {
@@ -163,6 +168,7 @@ mod tests {
         d.up().await.unwrap();
         d.adjust().await.unwrap();
         d.secondary().await.unwrap();
+        d.outdate().await.unwrap();
         d.down().await.unwrap();
         assert_eq!(
             r.argvs(),
@@ -171,6 +177,7 @@ mod tests {
                 "drbdadm up r0",
                 "drbdadm adjust r0",
                 "drbdadm secondary r0",
+                "drbdadm outdate r0",
                 "drbdadm down r0"
             ]
         );

@@ -1,0 +1,542 @@
+//! DRBD fencing between the two daemons, and what DRBD promotion needs to know of the cluster.
+//!
+//! With `fencing resource-only` DRBD runs its fence-peer handler, `pbxha replica fence-peer`,
+//! when it loses the replication link and must know whether the peer may still write. The
+//! handler asks the local daemon (`Request::FencePeer`); the daemon raises `fence_request` in
+//! its heartbeats; the peer's daemon, if it holds no group, runs `drbdadm outdate` on its
+//! Secondary disks and answers `fenced`. The handler polls its daemon until a verdict, so the
+//! main loop never waits on anyone.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pbxha_replica::drbd::control::Drbd;
+use pbxha_replica::drbd::promote::PeerKnowledge;
+use pbxha_replica::drbd::status::Role as DrbdRole;
+use pbxha_runner::Runner;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ResourceConfig, ResourceKind};
+use crate::control::Reply;
+use crate::fsm::{Node, PeerStatus};
+use crate::summary::{GroupPhase, NodeSummary, Role};
+
+/// How many dead times the handler waits for the peer's answer: one to get the request
+/// through, one for `drbdadm outdate`, one for the answer to come back.
+pub const FENCE_DEADTIMES: u32 = 3;
+
+/// A request whose deadline passed longer ago than this was left by a handler that is gone
+/// (it polls every few hundred milliseconds): the next one starts afresh.
+const STALE_AFTER: Duration = Duration::from_secs(2);
+
+/// The answer to a fence-peer request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FenceVerdict {
+    /// Asked, no answer yet: poll again.
+    Pending,
+    /// The peer outdated its disk.
+    Outdated,
+    /// The peer is dead, or did not answer in time.
+    Unreachable,
+    /// The peer holds (or is moving) the group and refused to outdate.
+    PeerPrimary,
+}
+
+impl FenceVerdict {
+    /// The fence-peer handler's exit code (drbd.conf(5), "fence-peer": 4 the peer's disk
+    /// is Outdated, 5 the peer could not be reached, 6 the peer refused because it is
+    /// Primary); none while pending.
+    pub fn exit_code(self) -> Option<u8> {
+        match self {
+            FenceVerdict::Pending => None,
+            FenceVerdict::Outdated => Some(4),
+            FenceVerdict::Unreachable => Some(5),
+            FenceVerdict::PeerPrimary => Some(6),
+        }
+    }
+
+    /// How the verdict travels in `Reply::status`.
+    pub fn to_status(self) -> serde_json::Value {
+        serde_json::json!({ "fence-peer": self })
+    }
+
+    /// The verdict in a reply from the daemon, if it carries one.
+    pub fn from_status(status: &serde_json::Value) -> Option<FenceVerdict> {
+        serde_json::from_value(status.get("fence-peer")?.clone()).ok()
+    }
+}
+
+/// What the peer's state says about a fence request. Pure.
+pub fn verdict(peer: &PeerStatus, expired: bool) -> (FenceVerdict, String) {
+    let name = &peer.name;
+    match peer.last {
+        _ if !peer.alive => (
+            FenceVerdict::Unreachable,
+            format!("peer {name} is dead: silent on every link"),
+        ),
+        Some(p) if p.role == Role::Primary || p.group != GroupPhase::Stopped => (
+            FenceVerdict::PeerPrimary,
+            format!(
+                "peer {name} holds the group ({}, group {}); it keeps its disk",
+                p.role,
+                p.group.as_str()
+            ),
+        ),
+        Some(p) if p.fenced => (
+            FenceVerdict::Outdated,
+            format!("peer {name} outdated its DRBD disk"),
+        ),
+        _ if expired => (
+            FenceVerdict::Unreachable,
+            format!("peer {name} is alive but did not confirm outdating its disk in time"),
+        ),
+        _ => (
+            FenceVerdict::Pending,
+            format!("waiting for peer {name} to outdate its disk"),
+        ),
+    }
+}
+
+/// The responder's progress on the peer's current fence request.
+const IDLE: u8 = 0;
+const OUTDATING: u8 = 1;
+const FENCED: u8 = 2;
+/// Tried and failed: not retried until the peer asks anew, so a broken drbdadm is not run
+/// at every heartbeat.
+const FAILED: u8 = 3;
+
+/// Fencing state of one daemon, both as the one asking and as the one asked.
+#[derive(Default)]
+pub struct Fencing {
+    /// Asking the peer to outdate, until this deadline.
+    asking: Option<Instant>,
+    /// Answering the peer's request; written by the outdate task.
+    responder: Arc<AtomicU8>,
+    view: DrbdView,
+}
+
+impl Fencing {
+    /// The handle the `drbd` resources read.
+    pub fn view(&self) -> &DrbdView {
+        &self.view
+    }
+
+    /// One poll of the fence-peer handler. Returns the reply and whether the heartbeat
+    /// summary changed (the caller sends one at once rather than at the next interval).
+    pub fn ask(
+        &mut self,
+        resource: &str,
+        peer: &PeerStatus,
+        deadtime: Duration,
+        now: Instant,
+    ) -> (Reply, bool) {
+        let mut started = false;
+        if self
+            .asking
+            .map_or(true, |deadline| now > deadline + STALE_AFTER)
+        {
+            self.asking = None;
+            if peer.alive {
+                self.asking = Some(now + deadtime * FENCE_DEADTIMES);
+                started = true;
+                tracing::info!(resource, peer = %peer.name, "DRBD fence-peer: asking the peer to outdate its disk");
+            }
+        }
+        let expired = self.asking.map_or(true, |deadline| now >= deadline);
+        let (v, message) = verdict(peer, expired);
+        if v != FenceVerdict::Pending {
+            started |= self.asking.take().is_some();
+            tracing::info!(resource, verdict = ?v, "DRBD fence-peer: {message}");
+        }
+        let reply = Reply {
+            ok: v != FenceVerdict::Unreachable,
+            message,
+            status: Some(v.to_status()),
+        };
+        (reply, started)
+    }
+
+    /// Adds the fencing flags to the next heartbeat.
+    pub fn mark(&self, summary: &mut NodeSummary, now: Instant) {
+        summary.fence_request = self.asking.is_some_and(|deadline| now < deadline);
+        summary.fenced = self.responder.load(Ordering::SeqCst) == FENCED;
+    }
+
+    /// A heartbeat from the peer: outdate the local DRBD disks if it asks and this node
+    /// holds no group; forget the last answer once it stops asking.
+    pub fn on_peer(
+        &self,
+        peer: &NodeSummary,
+        own: GroupPhase,
+        resources: &[ResourceConfig],
+        runner: &Arc<dyn Runner>,
+    ) {
+        if !peer.fence_request {
+            self.responder.store(IDLE, Ordering::SeqCst);
+            return;
+        }
+        // A node holding the group keeps its disk; its role in the heartbeat is the refusal.
+        if own != GroupPhase::Stopped
+            || self
+                .responder
+                .compare_exchange(IDLE, OUTDATING, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+        {
+            return;
+        }
+        let drbds: Vec<Drbd> = resources
+            .iter()
+            .filter_map(|r| match &r.kind {
+                ResourceKind::Drbd(d) => Some(Drbd::new(
+                    runner.clone(),
+                    d.resource.clone(),
+                    d.syntax,
+                    d.minor,
+                )),
+                _ => None,
+            })
+            .collect();
+        let responder = self.responder.clone();
+        tokio::spawn(async move {
+            let done = outdate_all(&drbds).await;
+            // The peer may have stopped asking meanwhile (IDLE): then the answer is stale.
+            let _ = responder.compare_exchange(
+                OUTDATING,
+                if done { FENCED } else { FAILED },
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            );
+        });
+    }
+
+    /// Updates what the `drbd` resources know, after every fsm step.
+    pub fn follow(&self, fsm: &Node, now: Instant) {
+        let st = fsm.status(now);
+        let peer = if st.peer.alive {
+            PeerKnowledge::Alive
+        } else if st.role == Role::Starting {
+            // Within initdead a silent peer may just be booting.
+            PeerKnowledge::Unknown
+        } else {
+            PeerKnowledge::Dead
+        };
+        self.view.set(peer, fsm.split_brain());
+    }
+}
+
+/// Outdates every configured DRBD resource that is Secondary here. False if there is none,
+/// or any is Primary or fails: the requester then hears nothing and times out.
+async fn outdate_all(drbds: &[Drbd]) -> bool {
+    if drbds.is_empty() {
+        tracing::warn!("the peer asks to outdate DRBD, but no drbd resource is configured here");
+        return false;
+    }
+    for d in drbds {
+        let res = d.resource();
+        match d.status().await {
+            Ok(s) if s.role == DrbdRole::Secondary => {
+                if let Err(e) = d.outdate().await {
+                    tracing::error!("DRBD fencing: cannot outdate {res} for the peer: {e}");
+                    return false;
+                }
+                tracing::info!("DRBD fencing: outdated {res} at the peer's request");
+            }
+            Ok(s) => {
+                tracing::error!("DRBD fencing: {res} is {:?} here although this node holds no group; not outdating it", s.role);
+                return false;
+            }
+            Err(e) => {
+                tracing::error!("DRBD fencing: cannot read the state of {res}: {e}");
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// What the cluster knows that DRBD's promotion rules need, shared with the `drbd` resources
+/// (they promote from the group executor's tasks, away from the fsm).
+#[derive(Clone, Default)]
+pub struct DrbdView {
+    peer: Arc<AtomicU8>,
+    split_brain: Arc<AtomicBool>,
+}
+
+impl DrbdView {
+    fn set(&self, peer: PeerKnowledge, split_brain: bool) {
+        let code = match peer {
+            PeerKnowledge::Unknown => 0,
+            PeerKnowledge::Alive => 1,
+            PeerKnowledge::Dead => 2,
+        };
+        self.peer.store(code, Ordering::SeqCst);
+        self.split_brain.store(split_brain, Ordering::SeqCst);
+    }
+
+    /// Dead only when membership says so; unknown before the first verdict.
+    pub fn peer(&self) -> PeerKnowledge {
+        match self.peer.load(Ordering::SeqCst) {
+            1 => PeerKnowledge::Alive,
+            2 => PeerKnowledge::Dead,
+            _ => PeerKnowledge::Unknown,
+        }
+    }
+
+    /// A DRBD split brain is unresolved (the fsm's fault).
+    pub fn split_brain(&self) -> bool {
+        self.split_brain.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pbxha_runner::{Output, ScriptedRunner};
+
+    fn summary(role: Role, group: GroupPhase) -> NodeSummary {
+        NodeSummary {
+            role,
+            group,
+            healthy: true,
+            reachable: 0,
+            targets: 0,
+            handover: false,
+            calls: None,
+            fence_request: false,
+            fenced: false,
+        }
+    }
+
+    fn peer(alive: bool, last: Option<NodeSummary>) -> PeerStatus {
+        PeerStatus {
+            name: "b".into(),
+            alive,
+            last,
+        }
+    }
+
+    #[test]
+    fn verdicts_map_to_drbd_exit_codes() {
+        let secondary = summary(Role::Secondary, GroupPhase::Stopped);
+        let fenced = NodeSummary {
+            fenced: true,
+            ..secondary
+        };
+        let cases = [
+            (
+                peer(false, Some(fenced)),
+                false,
+                FenceVerdict::Unreachable,
+                Some(5),
+            ),
+            (
+                peer(true, Some(summary(Role::Primary, GroupPhase::Running))),
+                false,
+                FenceVerdict::PeerPrimary,
+                Some(6),
+            ),
+            (
+                peer(true, Some(summary(Role::Secondary, GroupPhase::Stopping))),
+                false,
+                FenceVerdict::PeerPrimary,
+                Some(6),
+            ),
+            (
+                peer(true, Some(fenced)),
+                true,
+                FenceVerdict::Outdated,
+                Some(4),
+            ),
+            (
+                peer(true, Some(secondary)),
+                true,
+                FenceVerdict::Unreachable,
+                Some(5),
+            ),
+            (
+                peer(true, Some(secondary)),
+                false,
+                FenceVerdict::Pending,
+                None,
+            ),
+        ];
+        for (p, expired, want, code) in cases {
+            let (v, message) = verdict(&p, expired);
+            assert_eq!((v, v.exit_code()), (want, code), "{message}");
+            assert!(message.contains("peer b"), "{message}");
+            assert_eq!(FenceVerdict::from_status(&v.to_status()), Some(v));
+        }
+    }
+
+    #[test]
+    fn asking_raises_the_flag_until_answered_or_expired() {
+        let t0 = Instant::now();
+        let dt = Duration::from_secs(1);
+        let mut f = Fencing::default();
+        let mut s = summary(Role::Primary, GroupPhase::Running);
+        let secondary = summary(Role::Secondary, GroupPhase::Stopped);
+
+        // A dead peer: answered at once, nothing asked.
+        let (r, announce) = f.ask("r0", &peer(false, None), dt, t0);
+        assert_eq!(
+            FenceVerdict::from_status(r.status.as_ref().unwrap()),
+            Some(FenceVerdict::Unreachable)
+        );
+        f.mark(&mut s, t0);
+        assert!(!announce && !s.fence_request);
+
+        let (r, announce) = f.ask("r0", &peer(true, Some(secondary)), dt, t0);
+        assert!(announce && r.ok);
+        assert_eq!(
+            FenceVerdict::from_status(r.status.as_ref().unwrap()),
+            Some(FenceVerdict::Pending)
+        );
+        f.mark(&mut s, t0);
+        assert!(s.fence_request);
+
+        let fenced = NodeSummary {
+            fenced: true,
+            ..secondary
+        };
+        let (r, _) = f.ask("r0", &peer(true, Some(fenced)), dt, t0 + dt);
+        assert_eq!(
+            FenceVerdict::from_status(r.status.as_ref().unwrap()),
+            Some(FenceVerdict::Outdated)
+        );
+        f.mark(&mut s, t0 + dt);
+        assert!(!s.fence_request, "answered: the request is dropped");
+
+        // A silent peer that stays alive: unreachable after FENCE_DEADTIMES dead times.
+        let t1 = t0 + Duration::from_secs(60);
+        f.ask("r0", &peer(true, Some(secondary)), dt, t1);
+        let (r, _) = f.ask("r0", &peer(true, Some(secondary)), dt, t1 + dt * 2);
+        assert_eq!(
+            FenceVerdict::from_status(r.status.as_ref().unwrap()),
+            Some(FenceVerdict::Pending)
+        );
+        let (r, _) = f.ask(
+            "r0",
+            &peer(true, Some(secondary)),
+            dt,
+            t1 + dt * FENCE_DEADTIMES,
+        );
+        assert!(!r.ok && r.message.contains("in time"), "{}", r.message);
+    }
+
+    // `drbdsetup status --json` shape from drbd-utils 9 (see replica/src/drbd/status.rs).
+    const SECONDARY: &str = r#"[{"name":"r0","role":"Secondary","devices":[{"volume":0,"disk-state":"UpToDate"}],"connections":[]}]"#;
+    const PRIMARY: &str = r#"[{"name":"r0","role":"Primary","devices":[{"volume":0,"disk-state":"UpToDate"}],"connections":[]}]"#;
+
+    /// The `drbd` resource as the config parser reads it (and rejects a wrong `syntax`).
+    fn drbd_resources() -> Vec<ResourceConfig> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("authkey");
+        std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let text = format!(
+            r#"
+[cluster]
+name = "c"
+id = 1
+auth-key-file = "{}"
+[[node]]
+name = "a"
+id = 1
+[[node]]
+name = "b"
+id = 2
+[[link]]
+name = "lo"
+[link.addresses]
+a = "127.0.0.1/8"
+b = "127.0.0.2/8"
+[[resource]]
+name = "data"
+kind = "drbd"
+resource = "r0"
+syntax = "SYNTAX"
+allow-degraded = true
+"#,
+            key.display()
+        );
+        let problems = crate::config::parse(&text.replace("SYNTAX", "8")).unwrap_err();
+        assert!(
+            problems.iter().any(|p| p.key.ends_with("syntax")),
+            "{problems:?}"
+        );
+        let resources = crate::config::parse(&text.replace("SYNTAX", "9"))
+            .unwrap()
+            .resources;
+        match &resources[0].kind {
+            ResourceKind::Drbd(d) => {
+                assert!(d.allow_degraded && d.syntax == pbxha_replica::drbd::conf::Syntax::V9)
+            }
+            other => panic!("{other:?}"),
+        }
+        resources
+    }
+
+    async fn settle(f: &Fencing) -> u8 {
+        for _ in 0..200 {
+            let s = f.responder.load(Ordering::SeqCst);
+            if s != OUTDATING {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("the outdate task did not finish");
+    }
+
+    #[tokio::test]
+    async fn the_asked_node_outdates_a_secondary_disk_once_and_never_a_primary() {
+        let resources = drbd_resources();
+        let r = Arc::new(ScriptedRunner::new());
+        r.on(["drbdsetup", "status"], Output::ok(SECONDARY));
+        r.on(["drbdadm", "outdate"], Output::ok(""));
+        let runner: Arc<dyn Runner> = r.clone();
+        let f = Fencing::default();
+        let request = NodeSummary {
+            fence_request: true,
+            ..summary(Role::Primary, GroupPhase::Running)
+        };
+
+        // Holding the group: refuse, run nothing.
+        f.on_peer(&request, GroupPhase::Running, &resources, &runner);
+        assert_eq!(f.responder.load(Ordering::SeqCst), IDLE);
+
+        f.on_peer(&request, GroupPhase::Stopped, &resources, &runner);
+        assert_eq!(settle(&f).await, FENCED);
+        f.on_peer(&request, GroupPhase::Stopped, &resources, &runner);
+        assert_eq!(
+            r.argvs(),
+            ["drbdsetup status --json r0", "drbdadm outdate r0"],
+            "outdated once per request"
+        );
+        let mut s = summary(Role::Secondary, GroupPhase::Stopped);
+        f.mark(&mut s, Instant::now());
+        assert!(s.fenced);
+
+        // The request ends: forget the answer. A Primary disk is never outdated.
+        f.on_peer(
+            &summary(Role::Primary, GroupPhase::Running),
+            GroupPhase::Stopped,
+            &resources,
+            &runner,
+        );
+        f.mark(&mut s, Instant::now());
+        assert!(!s.fenced);
+        r.on(["drbdsetup", "status"], Output::ok(PRIMARY));
+        f.on_peer(&request, GroupPhase::Stopped, &resources, &runner);
+        assert_eq!(settle(&f).await, FAILED);
+        assert_eq!(
+            r.argvs()
+                .iter()
+                .filter(|a| a.starts_with("drbdadm outdate"))
+                .count(),
+            1
+        );
+    }
+}

@@ -1,0 +1,227 @@
+//! DRBD fencing between two real `pbxha run` daemons on 127.0.0.1 and 127.0.0.2. There is no
+//! DRBD kernel module here, so `drbdadm` and `drbdsetup` are small scripts first on each
+//! daemon's PATH: they record their argv and print `drbdsetup status --json` in drbd-utils 9's
+//! shape (see replica/src/drbd/status.rs), keeping each node's role in a file.
+//! `pbxha replica fence-peer` on the primary must exit 4 (peer outdated) while the peer is
+//! alive, and 5 (unreachable) once it is killed; on the secondary, 6 (the peer is Primary).
+//! `pbxha replica split-brain` puts its node in fault.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use pbxha_tests::*;
+
+/// Records argv in $FAKE_DRBD_DIR/argv and keeps the role in $FAKE_DRBD_DIR/role.
+const FAKE_DRBDADM: &str = r#"#!/bin/sh
+echo "drbdadm $*" >> "$FAKE_DRBD_DIR/argv"
+case "$1" in
+  primary) echo Primary > "$FAKE_DRBD_DIR/role" ;;
+  secondary) echo Secondary > "$FAKE_DRBD_DIR/role" ;;
+  outdate) echo Outdated > "$FAKE_DRBD_DIR/disk" ;;
+esac
+exit 0
+"#;
+
+const FAKE_DRBDSETUP: &str = r#"#!/bin/sh
+echo "drbdsetup $*" >> "$FAKE_DRBD_DIR/argv"
+role=$(cat "$FAKE_DRBD_DIR/role" 2>/dev/null || echo Secondary)
+disk=$(cat "$FAKE_DRBD_DIR/disk" 2>/dev/null || echo UpToDate)
+printf '[{"name":"r0","node-id":0,"role":"%s","suspended":false,"devices":[{"volume":0,"minor":0,"disk-state":"%s"}],"connections":[]}]\n' "$role" "$disk"
+"#;
+
+struct Pair {
+    dir: tempfile::TempDir,
+}
+
+impl Pair {
+    fn new(port: u16) -> Pair {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let key = d.join("authkey");
+        std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::create_dir(d.join("bin")).unwrap();
+        for (name, text) in [("drbdadm", FAKE_DRBDADM), ("drbdsetup", FAKE_DRBDSETUP)] {
+            let path = d.join("bin").join(name);
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        for node in ["a", "b"] {
+            std::fs::create_dir(d.join(node)).unwrap();
+            let d = d.display();
+            let text = format!(
+                r#"
+[cluster]
+name = "fence"
+id = 43
+auth-key-file = "{d}/authkey"
+[heartbeat]
+interval = 100
+deadtime = 600
+warntime = 300
+initdead = 1500
+port = {port}
+[[node]]
+name = "a"
+id = 1
+[[node]]
+name = "b"
+id = 2
+[[link]]
+name = "lo"
+[link.addresses]
+a = "127.0.0.1/8"
+b = "127.0.0.2/8"
+[[resource]]
+name = "data"
+kind = "drbd"
+resource = "r0"
+[paths]
+state-db = "{d}/{node}.db"
+control-socket = "{d}/{node}.sock"
+"#
+            );
+            std::fs::write(dir.path().join(format!("{node}.toml")), text).unwrap();
+        }
+        Pair { dir }
+    }
+
+    fn config(&self, node: &str) -> PathBuf {
+        self.dir.path().join(format!("{node}.toml"))
+    }
+
+    fn path_env(&self) -> String {
+        format!(
+            "{}:{}",
+            self.dir.path().join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
+    }
+
+    fn start(&self, node: &str) -> Guard {
+        let log = std::fs::File::create(self.dir.path().join(format!("{node}.log"))).unwrap();
+        Guard::spawn(
+            node,
+            Command::new(pbxha())
+                .arg("--config")
+                .arg(self.config(node))
+                .args(["run", "--node", node])
+                .env("PATH", self.path_env())
+                .env("FAKE_DRBD_DIR", self.dir.path().join(node))
+                .stdout(Stdio::null())
+                .stderr(log),
+        )
+    }
+
+    /// What DRBD would run: the handler with DRBD_RESOURCE set.
+    fn fence_peer(&self, node: &str) -> (Option<i32>, String) {
+        let out = Command::new(pbxha())
+            .arg("--config")
+            .arg(self.config(node))
+            .args(["replica", "fence-peer"])
+            .env("DRBD_RESOURCE", "r0")
+            .output()
+            .expect("running pbxha replica fence-peer");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    }
+
+    fn argv(&self, node: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(node).join("argv")).unwrap_or_default()
+    }
+
+    fn log(&self, node: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{node}.log"))).unwrap_or_default()
+    }
+}
+
+fn role(status: &serde_json::Value) -> &str {
+    status["role"].as_str().unwrap_or("")
+}
+
+fn settled(pair: &Pair) {
+    wait_for(Duration::from_secs(20), "a primary", || {
+        status_json(&pair.config("a")).filter(|s| role(s) == "primary")
+    });
+    wait_for(Duration::from_secs(20), "b secondary", || {
+        status_json(&pair.config("b")).filter(|s| role(s) == "secondary")
+    });
+}
+
+#[test]
+fn fence_peer_outdates_a_live_secondary_and_reports_a_dead_one_unreachable() {
+    let pair = Pair::new(27894);
+    let _a = pair.start("a");
+    let mut b = pair.start("b");
+    settled(&pair);
+    assert!(
+        pair.argv("a").contains("drbdadm primary r0"),
+        "a promoted its disk: {}",
+        pair.argv("a")
+    );
+
+    let (code, text) = pair.fence_peer("a");
+    assert_eq!(code, Some(4), "{text}\n--- b's log:\n{}", pair.log("b"));
+    assert!(text.contains("outdated"), "{text}");
+    assert!(
+        pair.argv("b").contains("drbdadm outdate r0"),
+        "b outdated its disk: {}",
+        pair.argv("b")
+    );
+
+    // The secondary asking about the primary: refused, the primary keeps its disk.
+    let (code, text) = pair.fence_peer("b");
+    assert_eq!(code, Some(6), "{text}");
+    assert!(!pair.argv("a").contains("outdate"), "{}", pair.argv("a"));
+
+    // DRBD's split-brain handler on b: b goes to fault with the reason, a keeps the group.
+    let out = Command::new(pbxha())
+        .arg("--config")
+        .arg(pair.config("b"))
+        .args(["replica", "split-brain"])
+        .env("DRBD_RESOURCE", "r0")
+        .env("PATH", pair.path_env())
+        .env("FAKE_DRBD_DIR", pair.dir.path().join("b"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = wait_for(Duration::from_secs(10), "b in fault", || {
+        status_json(&pair.config("b")).filter(|s| role(s) == "fault")
+    });
+    assert!(
+        s["faults"].to_string().contains("DRBD split brain on `r0`"),
+        "{s:#}"
+    );
+    assert_eq!(
+        role(&status_json(&pair.config("a")).expect("a answers")),
+        "primary"
+    );
+
+    b.signal(libc::SIGKILL);
+    assert!(b.wait_exit(Duration::from_secs(5)));
+    wait_for(Duration::from_secs(10), "a to declare b dead", || {
+        status_json(&pair.config("a")).filter(|s| s["peer"]["alive"] == false)
+    });
+    let (code, text) = pair.fence_peer("a");
+    assert_eq!(code, Some(5), "{text}");
+    assert!(text.contains("dead"), "{text}");
+}
+
+#[test]
+fn fence_peer_without_a_daemon_refuses() {
+    let pair = Pair::new(27994);
+    let (code, text) = pair.fence_peer("a");
+    // Not 4 or 5: DRBD takes any other code as a broken handler and refuses the change.
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("not running"), "{text}");
+}
