@@ -136,12 +136,15 @@ impl ArpSocket {
     /// Needs CAP_NET_RAW and a tokio runtime.
     pub fn open(ifindex: u32) -> io::Result<Self> {
         let protocol = ETHERTYPE_ARP.to_be();
+        // Protocol 0 here and the real one in bind(2): a socket created with a protocol is
+        // hooked on every interface first and re-hooked by bind, which waits for an RCU grace
+        // period (synchronize_net, ~10 ms) — on the failover's critical path.
         // SAFETY: plain socket(2) call; the result is checked before it is wrapped.
         let raw = unsafe {
             libc::socket(
                 libc::AF_PACKET,
                 libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                i32::from(protocol),
+                0,
             )
         };
         if raw < 0 {
