@@ -348,8 +348,10 @@ fn shutdown_budget(config: &Config) -> Duration {
     config.resources.iter().map(|r| r.stop_timeout).sum::<Duration>() + Duration::from_secs(5)
 }
 
+/// How often deadlines (deadtime, initdead, drain) are checked: a peer's death is noticed
+/// up to one tick late, and an fsm step costs tens of nanoseconds, so tick often.
 fn tick_period(config: &Config) -> Duration {
-    (config.heartbeat.interval / 4).clamp(Duration::from_millis(10), Duration::from_millis(100))
+    (config.heartbeat.interval / 10).clamp(Duration::from_millis(5), Duration::from_millis(50))
 }
 
 fn new_group(
