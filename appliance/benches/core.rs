@@ -42,8 +42,6 @@ fn fsm_params() -> Params {
         deadtime: Duration::from_millis(1000),
         warntime: Duration::from_millis(500),
         initdead: Duration::from_millis(5000),
-        rise: 2,
-        fall: 3,
         ping_targets: 1,
         auto_failback: false,
         preferred: None,

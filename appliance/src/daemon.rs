@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::signal::unix::{signal, SignalKind};
@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use pbxha_runner::{Runner, SystemRunner};
-use pbxha_watchdog::checks::{run_checks, Transition};
+use pbxha_watchdog::checks::{run_checks, State, Transition};
 use pbxha_watchdog::config::CheckKind;
 use pbxha_watchdog::device::{Kicker, LinuxWatchdog};
 use pbxha_watchdog::mailer::{Delivery, MailHandle};
@@ -99,8 +99,6 @@ pub fn params(config: &Config, local: &str) -> Params {
         deadtime: config.heartbeat.deadtime,
         warntime: config.heartbeat.warntime,
         initdead: config.heartbeat.initdead,
-        rise: config.health.rise,
-        fall: config.health.fall,
         ping_targets: u8::try_from(config.ping.targets.len()).unwrap_or(u8::MAX),
         auto_failback: config.cluster.auto_failback,
         preferred: config.cluster.preferred_node.as_ref().map(|p| *p == me.name),
@@ -110,6 +108,8 @@ pub fn params(config: &Config, local: &str) -> Params {
 }
 
 struct Daemon {
+    /// The outbox's pending count and last error, refreshed in the background.
+    mail_status: Option<Arc<std::sync::Mutex<Option<MailStatus>>>>,
     config: Config,
     config_path: PathBuf,
     local: String,
@@ -217,7 +217,9 @@ pub async fn run(opts: Options) -> Result<(), Error> {
 
     let calls = crate::resources::pbx::CallCounter::spawn(&config.resources, runner.clone());
     let now = Instant::now();
+    let mail_status = mail.as_ref().map(|_| MailStatus::watch(config.paths.state_db.clone(), stop_rx.clone()));
     let mut d = Daemon {
+        mail_status,
         fsm: Node::new(params(&config, &local.name), now),
         config_path: opts.config.clone(),
         local: local.name.clone(),
@@ -296,14 +298,29 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         }
         if let Some(since) = stopping {
             if since.elapsed() > shutdown_budget(&d.config) {
-                tracing::error!("resources did not stop within {:?}; exiting anyway", shutdown_budget(&d.config));
                 break;
             }
         }
     }
     sd_notify("STOPPING=1");
-    // A clean stop: disarm, so stopping pbxha does not reset the node.
-    if let Some(Err(e)) = kicker.take().map(Kicker::stop) {
+    let held: Vec<String> = d
+        .group
+        .status()
+        .into_iter()
+        .filter(|r| r.state != crate::resources::MemberState::Stopped)
+        .map(|r| format!("{} ({:?})", r.name, r.state).to_lowercase())
+        .collect();
+    let gave_up = !d.fsm.exited();
+    if gave_up {
+        // Not a clean stop: the watchdog stays armed (no magic close), so a node that cannot
+        // release its resources is reset rather than left holding them beside the peer.
+        tracing::error!(
+            "resources still held after {:?}: {}; exiting with an error",
+            shutdown_budget(&d.config),
+            held.join(", ")
+        );
+    } else if let Some(Err(e)) = kicker.take().map(Kicker::stop) {
+        // A clean stop: disarm, so stopping pbxha does not reset the node.
         tracing::error!("{e}");
     }
     let _ = stop_tx.send(true);
@@ -314,6 +331,12 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     d.journal.record(Entry::now(&d.local, Kind::Record(RecordKind::RoleChange), "daemon stopped"));
     // Clients then get "pbxha is not running" rather than a refused connection.
     let _ = std::fs::remove_file(&d.config.paths.control_socket);
+    if gave_up {
+        return Err(Error::Resource {
+            resource: "group".into(),
+            message: format!("could not stop before exiting: {}", held.join(", ")),
+        });
+    }
     tracing::info!("pbxha stopped");
     Ok(())
 }
@@ -343,9 +366,9 @@ async fn clean_start(group: &GroupHandle, events: &mut mpsc::Receiver<Event>, li
     }
 }
 
-/// Enough for every resource to stop, plus a margin.
+/// Enough for a start in progress to finish and every resource to stop, plus a margin.
 fn shutdown_budget(config: &Config) -> Duration {
-    config.resources.iter().map(|r| r.stop_timeout).sum::<Duration>() + Duration::from_secs(5)
+    config.resources.iter().map(|r| r.start_timeout + r.stop_timeout).sum::<Duration>() + Duration::from_secs(5)
 }
 
 /// How often deadlines (deadtime, initdead, drain) are checked: a peer's death is noticed
@@ -475,7 +498,7 @@ impl Daemon {
                 match r.kind {
                     RecordKind::FailoverBegin => {
                         self.release_failover_end(true);
-                        let lf = LastFailover { at_ms: unix_ms(), message: r.message.clone(), took_ms: None };
+                        let lf = LastFailover { at_ms: crate::unix_ms(), message: r.message.clone(), took_ms: None };
                         self.last_failover = Some((Instant::now(), lf));
                         let ctx = self.failover_context();
                         calls_line = crate::notify::calls_at_takeover(&ctx);
@@ -534,7 +557,7 @@ impl Daemon {
             self.journal_entry(Entry::now(&self.local, Kind::Record(RecordKind::Health), line));
         }
         // Stamped now, so the timeline reads in time order; `took_ms` keeps the group-up time.
-        self.journal_entry(Entry { at_ms: unix_ms(), ..end });
+        self.journal_entry(Entry { at_ms: crate::unix_ms(), ..end });
     }
 
     fn answer(&mut self, req: Request) -> Reply {
@@ -574,7 +597,7 @@ impl Daemon {
         };
         self.apply(Event::Admin(admin));
         if let Some(alert) = alert {
-            self.notifier.alert(&alert, unix_ms());
+            self.notifier.alert(&alert, crate::unix_ms());
         }
         let status = self.status();
         Reply { ok: true, message: format!("{what} accepted on {}", self.local), status: serde_json::to_value(&status).ok() }
@@ -594,10 +617,10 @@ impl Daemon {
             last_failover: self.last_failover.as_ref().map(|(_, lf)| lf.clone()),
             drain: self.drain.snapshot(),
             calls: self.calls_reported(),
-            mail: self.config.mail.as_ref().map(|_| {
-                MailStatus::read(&self.config.paths.state_db)
-                    .unwrap_or_else(|e| MailStatus { pending: 0, last_error: Some(e.to_string()) })
-            }),
+            mail: self
+                .mail_status
+                .as_ref()
+                .and_then(|m| m.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()),
             checks: self.checks.values().cloned().collect(),
             probes: self.probes.status(),
             mysql: self.mysql.as_ref().map(crate::mysql_watch::MysqlWatch::status),
@@ -613,6 +636,11 @@ impl Daemon {
             .any(|c| c.name == t.check && matches!(c.kind, CheckKind::MysqlReplication { .. }));
         if let Some(alert) = check_alert(&t, replication) {
             self.notifier.alert(&alert, t.at_ms);
+        }
+        // Only checks marked `failover = true` are faults of this node; the rest only alert.
+        let failover = self.config.checks.iter().any(|c| c.name == t.check && c.failover);
+        if failover && t.to != State::Unknown {
+            self.apply(Event::Check { name: t.check.clone(), ok: t.to == State::Up });
         }
         let status = CheckStatus { name: t.check.clone(), state: t.to.as_str(), since_ms: Some(t.at_ms), detail: t.detail };
         self.checks.insert(t.check, status);
@@ -719,9 +747,9 @@ impl Daemon {
         }
         let mut applied = Vec::new();
         let timing_changed = new.heartbeat != old.heartbeat;
-        if timing_changed || new.health != old.health || new.cluster != old.cluster || new.group != old.group {
+        if timing_changed || new.cluster != old.cluster || new.group != old.group {
             self.fsm.update_params(params(&new, &self.local));
-            applied.push("heartbeat/health/failback policy");
+            applied.push("heartbeat/failback policy");
         }
         if new.ping != old.ping {
             self.ping_task.abort();
@@ -764,9 +792,6 @@ impl Daemon {
     }
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
 
 /// systemd `Type=notify`: a datagram to `$NOTIFY_SOCKET`, if set.
 fn sd_notify(state: &str) {

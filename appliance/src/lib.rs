@@ -27,3 +27,11 @@ pub mod summary;
 pub mod resources;
 
 pub use error::Error;
+
+/// The wall clock in unix milliseconds, for journal entries and packet send times (never
+/// for deadlines: those use the monotonic clock).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

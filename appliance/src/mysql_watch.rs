@@ -111,7 +111,7 @@ async fn run<F, Fut>(
                 }
             });
         let alerts = pair.alerts(DEFAULT_MAX_LAG_SECS);
-        let now = pbxha_watchdog::smtp::now_ms();
+        let now = crate::unix_ms();
         let (new, cleared) = changes(&mut active, &alerts);
         for a in new {
             notifier.alert(

@@ -57,7 +57,7 @@ impl Notifier {
     /// are not: the switchover report tells them. Never blocks the caller.
     pub fn send(&self, notice: &Notice) {
         let mail = (notice.severity == Severity::Critical).then(|| {
-            let now = pbxha_watchdog::smtp::now_ms();
+            let now = crate::unix_ms();
             NewMail {
                 dedup_key: format!("notice:{}:{now}", notice.subject),
                 subject: format!("[{}] {}", self.cluster, notice.subject),
@@ -165,7 +165,34 @@ impl MailStatus {
             .and_then(|m| m.last_error.clone());
         Ok(MailStatus { pending: pending.len(), last_error })
     }
+
+    /// Keeps a copy fresh in the background (every [`MAIL_STATUS_EVERY`]): `pbxha status`
+    /// must not wait on the database from the loop that sends heartbeats.
+    pub fn watch(db: std::path::PathBuf, mut stop: tokio::sync::watch::Receiver<bool>) -> Arc<Mutex<Option<MailStatus>>> {
+        let shared = Arc::new(Mutex::new(None));
+        let out = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                let path = db.clone();
+                let read = tokio::task::spawn_blocking(move || MailStatus::read(&path)).await;
+                let status = match read {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => MailStatus { pending: 0, last_error: Some(e.to_string()) },
+                    Err(e) => MailStatus { pending: 0, last_error: Some(format!("reading the outbox: {e}")) },
+                };
+                *out.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(status);
+                tokio::select! {
+                    _ = tokio::time::sleep(MAIL_STATUS_EVERY) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+        shared
+    }
 }
+
+/// How often the outbox's state is read for `pbxha status`.
+pub const MAIL_STATUS_EVERY: Duration = Duration::from_secs(2);
 
 /// Suspicions this long before a takeover decision open its timeline (the journal's
 /// `SUSPICION_LOOKBACK_MS`, for the same reason).

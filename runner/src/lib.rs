@@ -170,24 +170,44 @@ impl Runner for SystemRunner {
             .kill_on_drop(true);
         tracing::debug!(%argv, "running");
         let mut child = command.spawn().map_err(|source| RunError::Spawn { argv: argv.clone(), source })?;
-        let pgid = child.id();
-        if let (Some(bytes), Some(mut stdin)) = (cmd.stdin.clone(), child.stdin.take()) {
-            // A command that exits without reading its stdin is not an error here.
-            let _ = stdin.write_all(&bytes).await;
+        // Kills the whole group if this future is dropped before the command ends (a caller's
+        // own timeout fired first): kill_on_drop alone reaches only the leader.
+        let mut group = GroupGuard(child.id());
+        let stdin = match (cmd.stdin.clone(), child.stdin.take()) {
+            // Written beside the output reading, inside the timeout: a command that stops
+            // reading its stdin while its stdout fills must not hang us for ever.
+            (Some(bytes), Some(mut pipe)) => Some(tokio::spawn(async move {
+                // A command that exits without reading its stdin is not an error here.
+                let _ = pipe.write_all(&bytes).await;
+            })),
+            _ => None,
+        };
+        let result = tokio::time::timeout(cmd.timeout, child.wait_with_output()).await;
+        if let Some(writer) = stdin {
+            writer.abort();
         }
-        match tokio::time::timeout(cmd.timeout, child.wait_with_output()).await {
-            Ok(Ok(out)) => Ok(Output {
-                code: exit_code(out.status),
-                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            }),
-            Ok(Err(source)) => Err(RunError::Spawn { argv, source }),
-            Err(_) => {
-                if let Some(pgid) = pgid {
-                    kill_group(pgid);
-                }
-                Err(RunError::Timeout { argv, after: cmd.timeout })
+        match result {
+            Ok(Ok(out)) => {
+                group.0 = None;
+                Ok(Output {
+                    code: exit_code(out.status),
+                    stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                    stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+                })
             }
+            Ok(Err(source)) => Err(RunError::Spawn { argv, source }),
+            Err(_) => Err(RunError::Timeout { argv, after: cmd.timeout }),
+        }
+    }
+}
+
+/// SIGKILLs a process group we created, on drop, unless disarmed (`.0 = None`).
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            kill_group(pgid);
         }
     }
 }
@@ -318,6 +338,40 @@ mod tests {
         let err = SystemRunner.run(&cmd).await.unwrap_err();
         assert!(matches!(err, RunError::Timeout { .. }), "{err}");
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn dropping_a_running_command_kills_its_whole_group() {
+        let dir = std::env::temp_dir().join(format!("pbxha-runner-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pidfile = dir.join("bg.pid");
+        let cmd = Cmd::new(["sh", "-c", &format!("sleep 30 & echo $! > {}; wait", pidfile.display())]);
+        // The caller's own timeout fires first and drops the run future.
+        let _ = tokio::time::timeout(Duration::from_millis(300), SystemRunner.run(&cmd)).await;
+        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let mut gone = false;
+        for _ in 0..100 {
+            // SAFETY: signal 0 only checks that the PID exists.
+            let exists = unsafe { libc::kill(pid, 0) } == 0
+                && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z"));
+            if !exists {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(gone, "the background child {pid} outlived the dropped command");
+    }
+
+    #[tokio::test]
+    async fn a_command_that_ignores_a_large_stdin_still_times_out() {
+        // `sleep` never reads stdin: writing 4 MiB would block for ever outside the timeout.
+        let cmd = Cmd::new(["sleep", "30"]).stdin(vec![b'x'; 4 << 20]).timeout(Duration::from_millis(300));
+        let began = std::time::Instant::now();
+        let err = SystemRunner.run(&cmd).await.unwrap_err();
+        assert!(matches!(err, RunError::Timeout { .. }), "{err}");
+        assert!(began.elapsed() < Duration::from_secs(5));
     }
 
     #[tokio::test]

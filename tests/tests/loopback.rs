@@ -238,3 +238,29 @@ fn readiness_is_signalled_to_systemd_and_sighup_reloads_by_diff() {
     assert!(log.contains("heartbeat.deadtime"), "the refused reload names the key at fault:\n{log}");
     assert!(status_json(&config).is_some(), "still running after a bad reload");
 }
+
+#[test]
+fn a_failing_check_marked_failover_moves_the_group() {
+    let pair = Pair::new(28194);
+    let flag = pair.dir.path().join("a.healthy");
+    std::fs::write(&flag, "").unwrap();
+    let config = pair.config("a");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[[check]]\nname = \"disk-ok\"\nkind = \"command\"\nargv = [\"test\", \"-e\", \"{}\"]\nevery = \"1s\"\nfall = 1\nfailover = true\n",
+        flag.display()
+    ));
+    std::fs::write(&config, text).unwrap();
+    let _a = pair.start("a");
+    let _b = pair.start("b");
+    wait_for(Duration::from_secs(20), "a primary", || status_json(&pair.config("a")).filter(|s| role(s) == "primary"));
+    wait_for(Duration::from_secs(20), "b secondary", || status_json(&pair.config("b")).filter(|s| role(s) == "secondary"));
+    std::fs::remove_file(&flag).unwrap();
+    let b = wait_for(Duration::from_secs(20), "b to take over from a failing check", || {
+        status_json(&pair.config("b")).filter(|s| role(s) == "primary" && resource_state(s, "worker") == "running")
+    });
+    assert!(b["last_failover"]["message"].as_str().unwrap_or("").contains("handed over"), "{b:#}");
+    let a = status_json(&pair.config("a")).unwrap();
+    assert_eq!(role(&a), "fault", "{a:#}");
+    assert!(a["faults"].to_string().contains("check `disk-ok` failing"), "{a:#}");
+}

@@ -105,6 +105,9 @@ pub struct CheckConfig {
     pub rise: u32,
     /// Bad results in a row before an up check is down (keepalived's `fall`).
     pub fall: u32,
+    /// A down check is also a fault of this node: it hands the group to a healthy peer and
+    /// may not take it (keepalived's `track_script`). Off: the check only alerts.
+    pub failover: bool,
     pub kind: CheckKind,
 }
 
@@ -258,6 +261,7 @@ fn parse_check(table: &Table, path: String) -> Result<CheckConfig, Vec<Problem>>
     let timeout = r.duration_or("timeout", Duration::from_secs(10));
     let rise = r.int_or("rise", 1, 100, 1) as u32;
     let fall = r.int_or("fall", 1, 100, 1) as u32;
+    let failover = r.bool_or("failover", false);
     let kind = match r.string("kind").as_deref() {
         Some("ping") => r.parsed("host", "an IP address, e.g. 198.51.100.1").map(|host| CheckKind::Ping { host }),
         Some("tcp") => {
@@ -306,7 +310,7 @@ fn parse_check(table: &Table, path: String) -> Result<CheckConfig, Vec<Problem>>
     r.finish();
     match (name, schedule, kind) {
         (Some(name), Some(schedule), Some(kind)) if r.problems.is_empty() => {
-            Ok(CheckConfig { name, schedule, timeout, rise, fall, kind })
+            Ok(CheckConfig { name, schedule, timeout, rise, fall, failover, kind })
         }
         _ => Err(r.problems),
     }
@@ -423,6 +427,16 @@ impl<'a> Reader<'a> {
             }
             Some(other) => {
                 self.problem(key, format!("expected an integer, found {}", other.type_str()), None).unwrap_or(default)
+            }
+        }
+    }
+
+    fn bool_or(&mut self, key: &'static str, default: bool) -> bool {
+        match self.get(key) {
+            None => default,
+            Some(Value::Boolean(b)) => *b,
+            Some(other) => {
+                self.problem(key, format!("expected true or false, found {}", other.type_str()), None).unwrap_or(default)
             }
         }
     }

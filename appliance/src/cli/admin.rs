@@ -47,10 +47,25 @@ pub async fn switchover(config: &Path, now: bool) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let mut last_line = String::new();
     let mut limit = DRAIN_LIMIT + MOVE_LIMIT;
+    let mut unanswered = 0;
+    let mut released = false;
     while started.elapsed() < limit {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let Ok(reply) = control::call(&socket, &Request::Status).await else { continue };
-        let Some(s) = reply.status else { continue };
+        let s = match control::call(&socket, &Request::Status).await {
+            Ok(Reply { status: Some(s), .. }) => {
+                unanswered = 0;
+                s
+            }
+            Ok(_) => continue,
+            Err(e) => {
+                unanswered += 1;
+                // Say so after about a second of silence, then every ten seconds.
+                if unanswered % 100 == 10 {
+                    eprintln!("  {:>6} ms  the daemon does not answer: {e}", started.elapsed().as_millis());
+                }
+                continue;
+            }
+        };
         let peer_role = s["peer"]["last"]["role"].as_str().unwrap_or("unknown");
         let peer = s["peer"]["name"].as_str().unwrap_or("peer");
         if let Some(deadline) = s["drain"]["deadline_s"].as_u64() {
@@ -68,6 +83,12 @@ pub async fn switchover(config: &Path, now: bool) -> anyhow::Result<ExitCode> {
         if peer_role == "primary" && s["group"] == "stopped" {
             println!("done: {peer} holds the group ({} ms)", started.elapsed().as_millis());
             return Ok(ExitCode::SUCCESS);
+        }
+        // The group left this node and came back: the peer could not take it.
+        released |= s["group"] == "stopped";
+        if released && s["group"] == "running" {
+            eprintln!("pbxha: {peer} did not take the group ({peer_role}); it is running here again; see `pbxha status`");
+            return Ok(ExitCode::FAILURE);
         }
     }
     eprintln!("pbxha: the peer did not take the group within {} s; see `pbxha status`", limit.as_secs());

@@ -53,7 +53,9 @@ enum Command {
     },
     /// Take this node out of service; the group moves to the peer if this node holds it.
     Standby,
-    /// Put this node back in service (also forgets expired resource failures).
+    /// Put this node back in service: leaves standby and forgets recorded failures (resource
+    /// failures still within their failure timeout, and a DRBD split brain you have resolved),
+    /// like `crm resource cleanup`.
     Online,
     /// Planned move of the group to the peer, draining calls first.
     ///

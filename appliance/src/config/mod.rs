@@ -42,7 +42,6 @@ pub struct Config {
     pub heartbeat: HeartbeatConfig,
     pub nodes: Vec<NodeConfig>,
     pub links: Vec<LinkConfig>,
-    pub health: HealthConfig,
     pub ping: PingConfig,
     pub group: GroupConfig,
     pub resources: Vec<ResourceConfig>,
@@ -202,15 +201,6 @@ impl std::str::FromStr for Cidr {
         };
         Ok(Cidr { addr, prefix })
     }
-}
-
-/// Hysteresis for health checks (keepalived's `rise`/`fall`).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct HealthConfig {
-    /// Consecutive good samples before a failed check counts as recovered.
-    pub rise: u32,
-    /// Consecutive bad samples before a check counts as failed.
-    pub fall: u32,
 }
 
 /// Ping nodes: the tie-breaker that tells "the peer died" from "I am cut off".

@@ -83,10 +83,6 @@ fn read_config(root: &mut Section) -> Option<Config> {
         initdead: s.duration_or("initdead", DEFAULT_INITDEAD),
         port: s.int_or("port", 1, 65535, DEFAULT_PORT.into()),
     });
-    let health = root.table_or_empty("health", |s| HealthConfig {
-        rise: s.int_or("rise", 1, 100, 2),
-        fall: s.int_or("fall", 1, 100, 3),
-    });
     let nodes = root
         .tables("node", true)
         .into_iter()
@@ -164,7 +160,6 @@ fn read_config(root: &mut Section) -> Option<Config> {
         heartbeat,
         nodes,
         links,
-        health,
         ping,
         group,
         resources,
@@ -587,6 +582,10 @@ impl<'a> Section<'a> {
         match self.get(key) {
             None if required => self.missing(key).unwrap_or_default(),
             None => Vec::new(),
+            Some(Value::Array(items)) if items.is_empty() && required => {
+                self.problem(self.key(key), "must not be empty".into(), Some(&format!("add at least one [[{key}]] table")))
+                    .unwrap_or_default()
+            }
             Some(Value::Array(items)) => items
                 .iter()
                 .enumerate()

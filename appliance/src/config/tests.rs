@@ -229,3 +229,14 @@ fn mysql_problems_keep_their_key_paths() {
     assert_eq!(keys(&k), ["resource[0].replica-mount"]);
     assert!(k[0].message.contains("before `db` mounts /srv"), "{k:#?}");
 }
+
+#[test]
+fn empty_node_and_link_lists_and_a_zero_restart_window_are_rejected() {
+    let key = key_file(0o600);
+    let text = format!(
+        "node = []\nlink = []\n[cluster]\nname = \"t\"\nid = 1\nauth-key-file = \"{}\"\n[group]\nrestart-window = 0\n",
+        key.path().display()
+    );
+    let p = problems(&text);
+    assert_eq!(keys(&p), ["node", "link", "group.restart-window"], "{p:#?}");
+}

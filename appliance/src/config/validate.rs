@@ -39,6 +39,13 @@ impl Config {
             problem("heartbeat.initdead", "must be at least deadtime".into(), "it covers the peer's boot; heartbeat suggests 2 × deadtime or more");
         }
 
+        if self.group.restart_window.is_zero() {
+            problem(
+                "group.restart-window",
+                "must be greater than 0".into(),
+                "it bounds local restarts and how long a failed node stays out (default 60 s)",
+            );
+        }
         if self.nodes.len() != 2 && !self.nodes.is_empty() {
             problem("node", format!("{} nodes are configured; pbxha runs exactly two", self.nodes.len()), "add one [[node]] table per server");
         }

@@ -14,7 +14,8 @@ pub enum Event {
     /// An authenticated heartbeat from the peer arrived on link `link` (index into the
     /// config's links).
     Heartbeat { link: usize, summary: NodeSummary },
-    /// One sample of a named local health check; `rise`/`fall` are applied in the fsm.
+    /// A local health check (`[[check]]` with `failover = true`) changed its verdict; the
+    /// check has already applied its own `rise`/`fall`. A failing check is a fault.
     Check { name: String, ok: bool },
     /// Ping targets answering now (after the pinger's own rise/fall) out of `total`.
     Connectivity { reachable: u8, total: u8 },
@@ -35,7 +36,8 @@ pub enum GroupEvent {
     /// Every resource started.
     Started,
     /// A resource failed to start; the executor has already stopped the ones before it.
-    StartFailed { resource: String, reason: String, conflict: bool },
+    /// `held`: stopping them failed too, so something (the VIP, a mount) may still be held.
+    StartFailed { resource: String, reason: String, conflict: bool, held: bool },
     /// Every resource stopped.
     Stopped,
     /// A resource would not stop. The node cannot safely give the group away.

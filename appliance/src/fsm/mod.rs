@@ -19,6 +19,9 @@ pub use event::*;
 
 use crate::summary::{GroupPhase, NodeSummary, Role};
 
+/// How soon a stopping daemon retries a stop that failed.
+const SHUTDOWN_STOP_RETRY: Duration = Duration::from_secs(1);
+
 /// Everything the fsm needs to know from the config.
 #[derive(Clone, Debug)]
 pub struct Params {
@@ -31,8 +34,6 @@ pub struct Params {
     pub deadtime: Duration,
     pub warntime: Duration,
     pub initdead: Duration,
-    pub rise: u32,
-    pub fall: u32,
     /// Ping targets configured; with any, the node counts as cut off until they answer.
     pub ping_targets: u8,
     pub auto_failback: bool,
@@ -79,12 +80,6 @@ struct Link {
     up: bool,
 }
 
-#[derive(Clone, Debug)]
-struct CheckState {
-    failed: bool,
-    streak: u32,
-}
-
 /// What the node does with the group once the current stop finishes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Release {
@@ -108,7 +103,6 @@ pub struct Node {
     exited: bool,
     handover: Option<Instant>,
     faults: BTreeMap<Fault, Option<Instant>>,
-    checks: BTreeMap<String, CheckState>,
     reachable: u8,
     targets: u8,
     links: Vec<Link>,
@@ -184,7 +178,6 @@ impl Node {
             exited: false,
             handover: None,
             faults,
-            checks: BTreeMap::new(),
             reachable: 0,
             links,
             peer: None,
@@ -364,21 +357,7 @@ impl Node {
     }
 
     fn on_check(&mut self, name: String, ok: bool, out: &mut Vec<Action>) {
-        let (rise, fall) = (self.p.rise, self.p.fall);
-        let st = self.checks.entry(name.clone()).or_insert(CheckState { failed: false, streak: 0 });
-        // The streak counts samples that disagree with the current verdict.
-        if ok == st.failed {
-            st.streak += 1;
-        } else {
-            st.streak = 0;
-        }
-        let flip = if st.failed { st.streak >= rise } else { st.streak >= fall };
-        if flip {
-            st.failed = !st.failed;
-            st.streak = 0;
-            let failed = st.failed;
-            self.set_fault(Fault::Check(name), failed, None, out);
-        }
+        self.set_fault(Fault::Check(name), !ok, None, out);
     }
 
     fn on_group(&mut self, g: GroupEvent, now: Instant, out: &mut Vec<Action>) {
@@ -394,8 +373,16 @@ impl Node {
                 }
                 out.push(Action::Announce);
             }
-            GroupEvent::StartFailed { resource, reason, conflict } => {
-                self.group = GroupPhase::Stopped;
+            GroupEvent::StartFailed { resource, reason, conflict, held } => {
+                if held {
+                    // As after a failed stop: keep reporting the group as ours so the peer
+                    // never starts beside what may still be held here.
+                    self.group = GroupPhase::Running;
+                    self.last_stop_failure = Some(now);
+                    self.set_fault(Fault::StopFailed(resource.clone()), true, None, out);
+                } else {
+                    self.group = GroupPhase::Stopped;
+                }
                 let until = Some(now + self.p.failure_timeout);
                 if conflict {
                     record(out, RecordKind::SplitBrain, format!("refused the group: {reason}"));
@@ -582,7 +569,16 @@ impl Node {
     }
 
     fn reconcile_holder(&mut self, now: Instant, out: &mut Vec<Action>) {
-        if self.draining.is_some() || self.shutdown {
+        if self.shutdown {
+            // Keep trying to release what a failed stop left held; the daemon bounds how
+            // long it waits before giving up (and leaving the watchdog armed).
+            if self.last_stop_failure.is_some_and(|t| now >= t + SHUTDOWN_STOP_RETRY) {
+                self.last_stop_failure = None;
+                self.stop_group(Release::ToPeer, out);
+            }
+            return;
+        }
+        if self.draining.is_some() {
             return;
         }
         let peer_holds = self.peer_holding() && self.peer.is_some_and(|p| p.role == Role::Primary);

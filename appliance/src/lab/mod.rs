@@ -176,6 +176,14 @@ impl Lab {
                 self.state_dir.join(RECORD_FILE).display()
             )));
         }
+        // `down` removes the state directory: never adopt one that holds someone's files.
+        let occupied = std::fs::read_dir(&self.state_dir).is_ok_and(|mut entries| entries.next().is_some());
+        if occupied {
+            return Err(lab_err(format!(
+                "{} exists and is not empty; give the lab a new or empty state directory",
+                self.state_dir.display()
+            )));
+        }
         match self.build(opts, progress).await {
             Ok(status) => Ok(status),
             Err(e) => {

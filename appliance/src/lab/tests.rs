@@ -447,3 +447,18 @@ async fn a_half_finished_up_is_torn_down() {
     assert_nothing_left(&lab, &pids).await;
     reaper.join().unwrap();
 }
+
+#[tokio::test]
+async fn up_refuses_a_state_directory_holding_other_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (lab, _cleanup) = test_lab("o", tmp.path());
+    std::fs::create_dir_all(lab.state_dir()).unwrap();
+    let precious = lab.state_dir().join("precious.txt");
+    std::fs::write(&precious, "not the lab's").unwrap();
+    let err = lab.up(&options("/bin/true".into(), false), &|_| {}).await.unwrap_err();
+    assert!(err.to_string().contains("not empty"), "{err}");
+    // And `down` does not take it for the lab's either.
+    let err = lab.down().await.unwrap_err();
+    assert!(err.to_string().contains("did not make"), "{err}");
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "not the lab's");
+}

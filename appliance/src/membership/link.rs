@@ -5,7 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -216,12 +216,6 @@ fn lock(tracker: &Mutex<Tracker>) -> MutexGuard<'_, Tracker> {
     tracker.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl Links {
     /// Opens every link and starts its receive task, which sends
     /// [`Event::Heartbeat`] for each accepted packet into `events`. Must be called from
@@ -288,7 +282,7 @@ impl Links {
     /// failure on one link is logged (once per outage) and counted, never returned: the other
     /// links carry on.
     pub fn send(&self, summary: &NodeSummary) {
-        let sent_ms = unix_ms();
+        let sent_ms = crate::unix_ms();
         for (index, out) in self.outgoing.iter().enumerate() {
             let header = Header {
                 cluster_id: self.cluster_id,
@@ -613,7 +607,7 @@ mod tests {
                 link: 0,
                 boot_id: BOOT_A,
                 sequence,
-                sent_ms: unix_ms(),
+                sent_ms: crate::unix_ms(),
             };
             packet::encode(&h, &summary(Role::Fault), key)
         };

@@ -136,8 +136,6 @@ mod tests {
             deadtime: std::time::Duration::from_secs(1),
             warntime: std::time::Duration::from_millis(500),
             initdead: std::time::Duration::ZERO,
-            rise: 1,
-            fall: 1,
             ping_targets: 0,
             auto_failback: false,
             preferred: None,

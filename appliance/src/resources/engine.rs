@@ -340,6 +340,7 @@ impl Executor {
                 // may have left part of it behind.
                 self.set_phase(GroupPhase::Stopping);
                 let cleanup = self.stop_members((0..=i).rev()).await;
+                let held = cleanup.is_some();
                 if let Some((name, err)) = cleanup {
                     reason.push_str(&format!(
                         "; stopping `{name}` afterwards also failed: {err}"
@@ -351,6 +352,7 @@ impl Executor {
                     resource,
                     reason,
                     conflict,
+                    held,
                 })
                 .await;
                 return;
@@ -499,8 +501,17 @@ impl Executor {
         self.send_report(i, ResourceAction::Monitor, false, took, reason.clone());
         lock(&self.shared).slots[i].last_error = Some(reason.clone());
         if self.restart_budget_left(i) {
-            self.restart(i, &reason).await;
-            self.next_monitor[i] = Some(Instant::now() + member.timeouts.monitor_interval);
+            if self.restart(i, &reason).await {
+                self.next_monitor[i] = Some(Instant::now() + member.timeouts.monitor_interval);
+            } else {
+                // It would not even stop: it may still hold what it held. No more local
+                // restarts; the fsm decides (and a hand-over's stop will meet the same).
+                self.next_monitor[i] = None;
+                self.set_state(i, MemberState::Failed);
+                let resource = self.name(i);
+                let reason = format!("{reason}; stopping it for a restart failed");
+                self.emit(GroupEvent::ResourceFailed { resource, reason }).await;
+            }
         } else {
             self.next_monitor[i] = None;
             self.set_state(i, MemberState::Failed);
@@ -531,24 +542,27 @@ impl Executor {
 
     /// Stops and starts one member. A restart that fails leaves the member stopped and
     /// monitored, so the next monitor spends another restart from the budget on it.
-    async fn restart(&mut self, i: usize, cause: &str) {
-        lock(&self.shared).slots[i]
-            .restarts
-            .push_back(Instant::now());
+    /// Stops and starts member `i`; false when the stop failed (it may still be held).
+    async fn restart(&mut self, i: usize, cause: &str) -> bool {
+        lock(&self.shared).slots[i].restarts.push_back(Instant::now());
         let started = Instant::now();
-        let mut result = self.stop_member(i, ResourceAction::Restart).await;
-        if result.is_ok() {
-            result = self.start_member(i, ResourceAction::Restart, false).await;
+        if let Err(err) = self.stop_member(i, ResourceAction::Restart).await {
+            let message = format!("restart after `{cause}` failed: could not stop it: {err}");
+            self.send_report(i, ResourceAction::Restart, false, started.elapsed(), message);
+            return false;
         }
-        let took = started.elapsed();
+        let result = self.start_member(i, ResourceAction::Restart, false).await;
         let message = match &result {
             Ok(()) => format!("restarted after: {cause}"),
             Err(err) => {
+                // Stopped cleanly, then failed to start: the next monitor spends another
+                // restart on it (whose stop clears whatever the failed start left).
                 self.set_state(i, MemberState::Stopped);
                 format!("restart after `{cause}` failed: {err}")
             }
         };
-        self.send_report(i, ResourceAction::Restart, result.is_ok(), took, message);
+        self.send_report(i, ResourceAction::Restart, result.is_ok(), started.elapsed(), message);
+        true
     }
 
     async fn reannounce(&mut self) {
@@ -875,11 +889,12 @@ mod tests {
             resource,
             reason,
             conflict,
+            held,
         } = g.next().await
         else {
             panic!("not a start failure")
         };
-        assert_eq!((resource.as_str(), conflict), ("fs", false));
+        assert_eq!((resource.as_str(), conflict, held), ("fs", false, false));
         assert!(reason.contains("start broke"), "{reason}");
         assert_eq!(
             g.calls(),
@@ -935,9 +950,10 @@ mod tests {
         g.fake("fs").script("start", &[Outcome::Fail]);
         g.fake("drbd").script("stop", &[Outcome::Fail]);
         g.handle.start();
-        let GroupEvent::StartFailed { reason, .. } = g.next().await else {
+        let GroupEvent::StartFailed { reason, held, .. } = g.next().await else {
             panic!("not a start failure")
         };
+        assert!(held, "the fsm must be told something may still be held");
         assert!(
             reason.contains("stopping `drbd` afterwards also failed"),
             "{reason}"
@@ -1068,6 +1084,22 @@ mod tests {
         let later = g.calls();
         assert!(!later.iter().any(|c| c.starts_with("pbx")), "{later:?}");
         assert!(later.contains(&"fs:monitor".to_string()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restart_whose_stop_fails_is_escalated_at_once() {
+        let mut g = group(&["vip", "pbx"], 3, Duration::from_secs(60));
+        g.handle.start();
+        assert_eq!(g.next().await, GroupEvent::Started);
+        g.fake("vip").script("monitor", &[Outcome::Stopped]);
+        g.fake("vip").script("stop", &[Outcome::Fail]);
+        let GroupEvent::ResourceFailed { resource, reason } = g.next().await else {
+            panic!("expected the failed restart to be escalated")
+        };
+        assert_eq!(resource, "vip");
+        assert!(reason.contains("stopping it for a restart failed"), "{reason}");
+        assert_eq!(g.handle.status()[0].state, MemberState::Failed, "not `stopped`: it may still be held");
+        assert_eq!(g.count("vip:start"), 1, "no start after a failed stop");
     }
 
     #[tokio::test(start_paused = true)]
