@@ -114,3 +114,50 @@ pub fn alive(pid: u32) -> bool {
         .map(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
         .unwrap_or(false)
 }
+
+/// Writes a two-node loopback cluster into `dir`: a 0600 key file and `a.toml`/`b.toml`
+/// with nodes `a` (127.0.0.1) and `b` (127.0.0.2) on one link at UDP `port`, a quick
+/// heartbeat (100 ms, dead after 600 ms) and state files in `dir`. `extra(node)` is appended
+/// to each node's config (resources, `[mail]`, checks...). Returns the config paths.
+pub fn write_loopback_pair(dir: &Path, cluster: &str, port: u16, extra: impl Fn(&str) -> String) -> [PathBuf; 2] {
+    use std::os::unix::fs::PermissionsExt;
+    let key = dir.join("authkey");
+    std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").expect("writing the key file");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod 600 the key file");
+    let d = dir.display();
+    ["a", "b"].map(|node| {
+        let text = format!(
+            r#"
+[cluster]
+name = "{cluster}"
+id = 42
+auth-key-file = "{d}/authkey"
+[heartbeat]
+interval = 100
+deadtime = 600
+warntime = 300
+initdead = 1500
+port = {port}
+[[node]]
+name = "a"
+id = 1
+[[node]]
+name = "b"
+id = 2
+[[link]]
+name = "lo"
+[link.addresses]
+a = "127.0.0.1/8"
+b = "127.0.0.2/8"
+[paths]
+state-db = "{d}/{node}.db"
+control-socket = "{d}/{node}.sock"
+{}
+"#,
+            extra(node)
+        );
+        let path = dir.join(format!("{node}.toml"));
+        std::fs::write(&path, text).expect("writing a node config");
+        path
+    })
+}

@@ -39,9 +39,6 @@ impl Pair {
     fn new(port: u16) -> Pair {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let key = d.join("authkey");
-        std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").unwrap();
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         std::fs::create_dir(d.join("bin")).unwrap();
         for (name, text) in [("drbdadm", FAKE_DRBDADM), ("drbdsetup", FAKE_DRBDSETUP)] {
             let path = d.join("bin").join(name);
@@ -50,41 +47,16 @@ impl Pair {
         }
         for node in ["a", "b"] {
             std::fs::create_dir(d.join(node)).unwrap();
-            let d = d.display();
-            let text = format!(
-                r#"
-[cluster]
-name = "fence"
-id = 43
-auth-key-file = "{d}/authkey"
-[heartbeat]
-interval = 100
-deadtime = 600
-warntime = 300
-initdead = 1500
-port = {port}
-[[node]]
-name = "a"
-id = 1
-[[node]]
-name = "b"
-id = 2
-[[link]]
-name = "lo"
-[link.addresses]
-a = "127.0.0.1/8"
-b = "127.0.0.2/8"
+        }
+        write_loopback_pair(d, "fence", port, |_| {
+            r#"
 [[resource]]
 name = "data"
 kind = "drbd"
 resource = "r0"
-[paths]
-state-db = "{d}/{node}.db"
-control-socket = "{d}/{node}.sock"
 "#
-            );
-            std::fs::write(dir.path().join(format!("{node}.toml")), text).unwrap();
-        }
+            .to_string()
+        });
         Pair { dir }
     }
 

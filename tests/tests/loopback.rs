@@ -16,46 +16,18 @@ struct Pair {
 impl Pair {
     fn new(port: u16) -> Pair {
         let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("authkey");
-        std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").unwrap();
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-        for node in ["a", "b"] {
-            let d = dir.path().display();
-            // The service writes its own PID so the test can see the very process pbxha runs.
-            let text = format!(
+        let d = dir.path().display().to_string();
+        // The service writes its own PID so the test can see the very process pbxha runs.
+        write_loopback_pair(dir.path(), "loop", port, |node| {
+            format!(
                 r#"
-[cluster]
-name = "loop"
-id = 42
-auth-key-file = "{d}/authkey"
-[heartbeat]
-interval = 100
-deadtime = 600
-warntime = 300
-initdead = 1500
-port = {port}
-[[node]]
-name = "a"
-id = 1
-[[node]]
-name = "b"
-id = 2
-[[link]]
-name = "lo"
-[link.addresses]
-a = "127.0.0.1/8"
-b = "127.0.0.2/8"
 [[resource]]
 name = "worker"
 kind = "service"
 exec = ["sh", "-c", "echo $$ > {d}/{node}.worker.pid; exec sleep 600"]
-[paths]
-state-db = "{d}/{node}.db"
-control-socket = "{d}/{node}.sock"
 "#
-            );
-            std::fs::write(dir.path().join(format!("{node}.toml")), text).unwrap();
-        }
+            )
+        });
         Pair { dir }
     }
 

@@ -81,41 +81,13 @@ impl Pair {
     /// and `extra` to the file.
     fn new(port: u16, smtp: u16, mail_extra: &str, extra: &str) -> Pair {
         let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("authkey");
-        std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").unwrap();
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-        for node in ["a", "b"] {
-            let d = dir.path().display();
-            let text = format!(
+        write_loopback_pair(dir.path(), "mailtest", port, |_| {
+            format!(
                 r#"
-[cluster]
-name = "mailtest"
-id = 43
-auth-key-file = "{d}/authkey"
-[heartbeat]
-interval = 100
-deadtime = 600
-warntime = 300
-initdead = 1500
-port = {port}
-[[node]]
-name = "a"
-id = 1
-[[node]]
-name = "b"
-id = 2
-[[link]]
-name = "lo"
-[link.addresses]
-a = "127.0.0.1/8"
-b = "127.0.0.2/8"
 [[resource]]
 name = "worker"
 kind = "service"
 exec = ["sleep", "600"]
-[paths]
-state-db = "{d}/{node}.db"
-control-socket = "{d}/{node}.sock"
 [mail]
 server = "127.0.0.1"
 port = {smtp}
@@ -127,9 +99,8 @@ retry-max = "1s"
 {mail_extra}
 {extra}
 "#
-            );
-            std::fs::write(dir.path().join(format!("{node}.toml")), text).unwrap();
-        }
+            )
+        });
         Pair { dir }
     }
 

@@ -5,7 +5,6 @@
 //! node whose daemon died. Needs root, /dev/fuse and python3-fusepy; fails without them when
 //! CI=true and is skipped otherwise.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -35,45 +34,10 @@ impl Double {
 }
 
 fn config(dir: &Path, device: &Path) -> PathBuf {
-    let key = dir.join("authkey");
-    std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").unwrap();
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let d = dir.display();
-    let text = format!(
-        r#"
-[cluster]
-name = "wdt"
-id = 44
-auth-key-file = "{d}/authkey"
-[heartbeat]
-interval = 100
-deadtime = 600
-warntime = 300
-initdead = 1500
-port = 29994
-[[node]]
-name = "a"
-id = 1
-[[node]]
-name = "b"
-id = 2
-[[link]]
-name = "lo"
-[link.addresses]
-a = "127.0.0.1/8"
-b = "127.0.0.2/8"
-[paths]
-state-db = "{d}/a.db"
-control-socket = "{d}/a.sock"
-[watchdog]
-device = "{}"
-timeout = "3s"
-"#,
-        device.display()
-    );
-    let path = dir.join("a.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    let [a, _] = write_loopback_pair(dir, "wdt", 29994, |_| {
+        format!("[watchdog]\ndevice = \"{}\"\ntimeout = \"3s\"\n", device.display())
+    });
+    a
 }
 
 fn keepalives(ops: &[String]) -> usize {
