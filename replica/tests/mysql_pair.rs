@@ -55,15 +55,33 @@ impl Instance {
         inst
     }
 
+    /// Creates the datadir. Retried once from scratch: a bootstrap that fails for a reason
+    /// outside the code under test (seen once under heavy load, with no message) should not
+    /// fail the suite, but its output is printed so a real problem stays visible.
     fn install(&self) {
-        let out = Command::new("mariadb-install-db")
-            .arg(format!("--defaults-file={}", self.cnf().display()))
-            .arg("--skip-test-db")
-            .output()
-            .expect("mariadb-install-db");
+        let run = || {
+            Command::new("mariadb-install-db")
+                .arg(format!("--defaults-file={}", self.cnf().display()))
+                .arg("--skip-test-db")
+                .output()
+                .expect("mariadb-install-db")
+        };
+        let mut out = run();
+        if !out.status.success() {
+            eprintln!(
+                "mariadb-install-db exited with {} (retrying once): {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let _ = std::fs::remove_dir_all(self.dir.join("data"));
+            out = run();
+        }
         assert!(
             out.status.success(),
-            "mariadb-install-db: {}",
+            "mariadb-install-db exited with {}: {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
     }
@@ -266,10 +284,9 @@ async fn master_master_from_scratch_catch_up_and_conflict() {
     let root = tmp.path();
     let mut a = Instance::create(root, PORTS[0]);
     let mut b = Instance::create(root, PORTS[1]);
-    std::thread::scope(|s| {
-        s.spawn(|| a.install());
-        s.spawn(|| b.install());
-    });
+    // One after the other: two bootstraps at once compete for the two cores.
+    a.install();
+    b.install();
     a.start();
     b.start();
     for inst in [&a, &b] {
