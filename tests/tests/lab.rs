@@ -151,6 +151,30 @@ impl TestLab {
         status_json(&self.config(node))
     }
 
+    /// Waits for `node` to report `role`; on timeout, says what it reported last and shows
+    /// the end of its log.
+    fn wait_role(&self, node: &str, role: &str) {
+        let until = std::time::Instant::now() + SETTLE;
+        let mut last = String::new();
+        while std::time::Instant::now() < until {
+            last = self.role(node);
+            if last == role {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let tails: Vec<String> = ["a", "b"]
+            .iter()
+            .map(|n| {
+                let log = self.config(n).with_extension("log");
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().filter(|l| !l.contains("late heartbeat")).collect();
+                format!("{}:\n{}", log.display(), tail[tail.len().saturating_sub(25)..].join("\n"))
+            })
+            .collect();
+        panic!("{node} is still {last} after {SETTLE:?}, not {role}\n{}", tails.join("\n\n"));
+    }
+
     fn role(&self, node: &str) -> String {
         self.node(node)
             .and_then(|s| s["role"].as_str().map(String::from))
@@ -811,9 +835,13 @@ fn switchover_there_and_back() {
     let out = lab.lab_ok(&["switchover"]);
     assert!(out.contains(&format!("switchover from {p}")), "{out}");
     lab.wait_primary(s);
+    // A planned move takes tens of milliseconds: keep watching a while after each one, so
+    // the sampler also covers the settled state (a late double hold would show there).
+    std::thread::sleep(Duration::from_secs(1));
     let out = lab.lab_ok(&["switchover", "--now"]);
     assert!(out.contains(&format!("switchover from {s}")), "{out}");
     lab.wait_primary(p);
+    std::thread::sleep(Duration::from_secs(1));
     let report = sampler.finish(&lab);
     assert_eq!(
         report.holders,
@@ -843,9 +871,7 @@ fn revived_node_stays_secondary_without_auto_failback() {
         (lab.role(s) == "primary").then_some(())
     });
     lab.lab_ok(&["revive", p]);
-    wait_for(SETTLE, &format!("revived {p} to join as secondary"), || {
-        (lab.role(p) == "secondary").then_some(())
-    });
+    lab.wait_role(p, "secondary");
     wait_for(SETTLE, &format!("{s} to see {p} again"), || {
         (lab.node(s)?["peer"]["alive"] == true).then_some(())
     });

@@ -459,6 +459,14 @@ impl Lab {
     /// Brings `member` back: interfaces up and, for a node of a lab built with daemons, its
     /// daemon started again (its PID is returned).
     pub async fn revive(&self, member: Member) -> Result<Option<u32>, Error> {
+        if member.is_node() {
+            // As after a reboot: the VIP a killed node held is gone from its interface before
+            // the link comes back, or its kernel would answer ARP for it beside the new holder.
+            let cmd = Cmd::new(["ip", "-n", &self.names.ns(member), "addr", "del", &format!("{VIP}/24"), "dev", "pub0"])
+                .timeout(COMMAND_TIMEOUT);
+            // Absent (the node never held it) is fine.
+            let _ = self.runner.run(&cmd).await;
+        }
         self.set_links(member, "up").await?;
         let record = self.record()?;
         if member.is_node() && record.start_daemons && self.namespace_pids(&self.names.ns(member)).await?.is_empty() {
