@@ -431,36 +431,10 @@ mod tests {
 
     /// The `drbd` resource as the config parser reads it (and rejects a wrong `syntax`).
     fn drbd_resources() -> Vec<ResourceConfig> {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("authkey");
-        std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").unwrap();
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let key = crate::config::tests::key_file(0o600);
         let text = format!(
-            r#"
-[cluster]
-name = "c"
-id = 1
-auth-key-file = "{}"
-[[node]]
-name = "a"
-id = 1
-[[node]]
-name = "b"
-id = 2
-[[link]]
-name = "lo"
-[link.addresses]
-a = "127.0.0.1/8"
-b = "127.0.0.2/8"
-[[resource]]
-name = "data"
-kind = "drbd"
-resource = "r0"
-syntax = "SYNTAX"
-allow-degraded = true
-"#,
-            key.display()
+            "{}\n[[resource]]\nname = \"data\"\nkind = \"drbd\"\nresource = \"r0\"\nsyntax = \"SYNTAX\"\nallow-degraded = true\n",
+            crate::config::tests::minimal(key.path())
         );
         let problems = crate::config::parse(&text.replace("SYNTAX", "8")).unwrap_err();
         assert!(

@@ -3,14 +3,16 @@ use std::os::unix::fs::PermissionsExt;
 
 use super::*;
 
-fn key_file(mode: u32) -> tempfile::NamedTempFile {
+/// A key file with `mode`, for configs under test.
+pub(crate) fn key_file(mode: u32) -> tempfile::NamedTempFile {
     let mut f = tempfile::NamedTempFile::new().unwrap();
     f.write_all(b"0123456789abcdef0123456789abcdef\n").unwrap();
     std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(mode)).unwrap();
     f
 }
 
-fn minimal(key: &std::path::Path) -> String {
+/// The smallest valid config: nodes `a` and `b` on one link.
+pub(crate) fn minimal(key: &std::path::Path) -> String {
     format!(
         r#"
 [cluster]
