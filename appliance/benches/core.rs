@@ -51,7 +51,7 @@ fn fsm_params() -> Params {
 }
 
 fn primary_summary() -> NodeSummary {
-    NodeSummary { role: Role::Primary, group: GroupPhase::Running, healthy: true, reachable: 1, targets: 1, handover: false, calls: None, fence_request: false, fenced: false }
+    NodeSummary { role: Role::Primary, group: GroupPhase::Running, healthy: true, reachable: 1, targets: 1, handover: false, calls: None, fence_request: false, fenced: false, drbd: None }
 }
 
 /// A secondary that has heard its primary peer: the steady state of every heartbeat.
@@ -99,6 +99,7 @@ fn codec(n: usize) -> Duration {
         calls: None,
         fence_request: false,
         fenced: false,
+        drbd: None,
     };
     let mut header = Header {
         cluster_id: 7,

@@ -145,6 +145,8 @@ struct Daemon {
     mysql: Option<crate::mysql_watch::MysqlWatch>,
     /// DRBD fencing with the peer, and the peer knowledge the `drbd` resources promote by.
     fencing: crate::fence::Fencing,
+    /// The first `drbd` resource as last read here, for the heartbeat and split-brain alerts.
+    drbd: crate::fence::LocalDrbd,
 }
 
 pub async fn run(opts: Options) -> Result<(), Error> {
@@ -216,6 +218,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         .collect();
 
     let calls = crate::resources::pbx::CallCounter::spawn(&config.resources, runner.clone());
+    let drbd = crate::fence::LocalDrbd::spawn(&config.resources, runner.clone(), events_tx.clone());
     let now = Instant::now();
     let mail_status = mail.as_ref().map(|_| MailStatus::watch(config.paths.state_db.clone(), stop_rx.clone()));
     let mut d = Daemon {
@@ -244,6 +247,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         probes,
         mysql,
         fencing,
+        drbd,
         config,
     };
     if let Some(ev) = leftover {
@@ -438,9 +442,29 @@ fn spawn_ping(ping: &PingMonitor, events: mpsc::Sender<Event>) -> JoinHandle<()>
 impl Daemon {
     /// What the next heartbeat says: the fsm's view, plus what only the I/O side knows.
     fn summary(&self) -> NodeSummary {
-        let mut s = NodeSummary { calls: self.calls_reported().and_then(|c| c.calls), ..self.fsm.summary() };
+        let mut s = NodeSummary {
+            calls: self.calls_reported().and_then(|c| c.calls),
+            drbd: self.drbd.brief(),
+            ..self.fsm.summary()
+        };
         self.fencing.mark(&mut s, Instant::now());
         s
+    }
+
+    /// A split brain reported by DRBD's handler or by events2 (DRBD runs both for one split
+    /// brain): the first report, with both sides' state, becomes the fsm's event; a repeat
+    /// while the fault stands is only logged.
+    fn split_brain(&self, resource: String, reported: String) -> Option<Event> {
+        let st = self.fsm.status(Instant::now());
+        let fault = crate::fsm::Fault::SplitBrain(resource.clone()).to_string();
+        if st.faults.contains(&fault) {
+            tracing::info!("{fault} reported again: {reported}");
+            return None;
+        }
+        tracing::info!("DRBD split brain on {resource} reported: {reported}");
+        let peer = st.peer.last.and_then(|p| p.drbd);
+        let report = crate::fence::split_brain_detail(&resource, self.drbd.status().as_ref(), peer, &reported);
+        Some(Event::SplitBrain { resource, report })
     }
 
     /// The call count to tell: while the group is here, and while handing it over — then it
@@ -451,6 +475,13 @@ impl Daemon {
     }
 
     fn apply(&mut self, ev: Event) {
+        let ev = match ev {
+            Event::SplitBrain { resource, report } => match self.split_brain(resource, report) {
+                Some(ev) => ev,
+                None => return,
+            },
+            ev => ev,
+        };
         self.release_failover_end(false);
         self.probes.follow_group(self.group.phase());
         let drained = match &ev {

@@ -8,19 +8,21 @@
 //! main loop never waits on anyone.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use pbxha_replica::drbd::control::Drbd;
-use pbxha_replica::drbd::promote::PeerKnowledge;
-use pbxha_replica::drbd::status::Role as DrbdRole;
+use pbxha_replica::drbd::events::{events2_argv, follow_events, Backoff, DrbdEvent};
+use pbxha_replica::drbd::promote::{split_brain_report, PeerKnowledge};
+use pbxha_replica::drbd::status::{ResourceStatus, Role as DrbdRole};
 use pbxha_runner::Runner;
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 
 use crate::config::{ResourceConfig, ResourceKind};
 use crate::control::Reply;
-use crate::fsm::{Node, PeerStatus};
-use crate::summary::{GroupPhase, NodeSummary, Role};
+use crate::fsm::{Event, Node, PeerStatus};
+use crate::summary::{DrbdBrief, DrbdDisk, GroupPhase, NodeSummary, Role};
 
 /// How many dead times the handler waits for the peer's answer: one to get the request
 /// through, one for `drbdadm outdate`, one for the answer to come back.
@@ -42,15 +44,18 @@ pub enum FenceVerdict {
     Unreachable,
     /// The peer holds (or is moving) the group and refused to outdate.
     PeerPrimary,
+    /// The peer's disk is Inconsistent (as its heartbeat says): it has no usable copy.
+    PeerInconsistent,
 }
 
 impl FenceVerdict {
-    /// The fence-peer handler's exit code (drbd.conf(5), "fence-peer": 4 the peer's disk
-    /// is Outdated, 5 the peer could not be reached, 6 the peer refused because it is
-    /// Primary); none while pending.
+    /// The fence-peer handler's exit code (drbd.conf(5), "fence-peer": 3 the peer's disk
+    /// is already Inconsistent, 4 the peer's disk is Outdated, 5 the peer could not be
+    /// reached, 6 the peer refused because it is Primary); none while pending.
     pub fn exit_code(self) -> Option<u8> {
         match self {
             FenceVerdict::Pending => None,
+            FenceVerdict::PeerInconsistent => Some(3),
             FenceVerdict::Outdated => Some(4),
             FenceVerdict::Unreachable => Some(5),
             FenceVerdict::PeerPrimary => Some(6),
@@ -83,6 +88,10 @@ pub fn verdict(peer: &PeerStatus, expired: bool) -> (FenceVerdict, String) {
                 p.role,
                 p.group.as_str()
             ),
+        ),
+        Some(p) if p.drbd.is_some_and(|d| d.disk == DrbdDisk::Inconsistent) => (
+            FenceVerdict::PeerInconsistent,
+            format!("peer {name} reports its DRBD disk Inconsistent"),
         ),
         Some(p) if p.fenced => (
             FenceVerdict::Outdated,
@@ -256,6 +265,119 @@ async fn outdate_all(drbds: &[Drbd]) -> bool {
     true
 }
 
+/// How often the first `drbd` resource's state is read for the heartbeat. events2 reports
+/// changes sooner where it runs; this read also covers a follower that is down.
+const STATUS_EVERY: Duration = Duration::from_secs(3);
+
+/// This node's first `drbd` resource as last read: by `drbdsetup status` every
+/// [`STATUS_EVERY`] and by the events2 follower, whose split-brain helper calls become
+/// [`Event::SplitBrain`]. The heartbeat carries its [`DrbdBrief`].
+#[derive(Clone, Default)]
+pub struct LocalDrbd {
+    latest: Arc<Mutex<Option<ResourceStatus>>>,
+}
+
+impl LocalDrbd {
+    /// Starts the reader and the follower for the first `drbd` resource, if any; both stop
+    /// once `events` is closed (the daemon exits).
+    pub fn spawn(
+        resources: &[ResourceConfig],
+        runner: Arc<dyn Runner>,
+        events: mpsc::Sender<Event>,
+    ) -> LocalDrbd {
+        let local = LocalDrbd::default();
+        let Some(cfg) = resources.iter().find_map(|r| match &r.kind {
+            ResourceKind::Drbd(d) => Some(d.clone()),
+            _ => None,
+        }) else {
+            return local;
+        };
+        let drbd = Drbd::new(runner, cfg.resource.clone(), cfg.syntax, cfg.minor);
+        let (reader, tx) = (local.clone(), events.clone());
+        tokio::spawn(async move {
+            while !tx.is_closed() {
+                match drbd.status().await {
+                    Ok(s) => reader.set(s),
+                    Err(e) => {
+                        tracing::debug!("reading DRBD {} for the heartbeat: {e}", drbd.resource());
+                        reader.clear();
+                    }
+                }
+                tokio::time::sleep(STATUS_EVERY).await;
+            }
+        });
+        let (drbd_tx, mut drbd_rx) = mpsc::channel(64);
+        tokio::spawn(follow_events(
+            events2_argv(&cfg.resource),
+            drbd_tx,
+            Backoff::default(),
+        ));
+        let follower = local.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = drbd_rx.recv().await {
+                let ev = match ev {
+                    DrbdEvent::Status(s) if s.name == cfg.resource => {
+                        follower.set(s);
+                        continue;
+                    }
+                    DrbdEvent::SplitBrain { resource, peer } => Event::SplitBrain {
+                        report: format!(
+                            "DRBD called its split-brain helper for {resource}'s connection to {peer} (drbdsetup events2)"
+                        ),
+                        resource,
+                    },
+                    _ => continue,
+                };
+                if events.send(ev).await.is_err() {
+                    return;
+                }
+            }
+        });
+        local
+    }
+
+    fn set(&self, status: ResourceStatus) {
+        *self.latest.lock().unwrap_or_else(PoisonError::into_inner) = Some(status);
+    }
+
+    fn clear(&self) {
+        *self.latest.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// The last state read, if the last read succeeded.
+    pub fn status(&self) -> Option<ResourceStatus> {
+        self.latest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// What the heartbeat says of it.
+    pub fn brief(&self) -> Option<DrbdBrief> {
+        self.status().as_ref().map(DrbdBrief::of)
+    }
+}
+
+/// The split-brain alert text: this node's last read state of `resource` and the peer's as
+/// its last heartbeat told, with what the reporter (DRBD's handler or events2) saw when this
+/// node has no state of its own to show. Pure.
+pub fn split_brain_detail(
+    resource: &str,
+    local: Option<&ResourceStatus>,
+    peer: Option<DrbdBrief>,
+    reported: &str,
+) -> String {
+    let peer = peer.map(|p| p.to_status(resource));
+    match local.filter(|l| l.name == resource) {
+        Some(l) => split_brain_report(l, peer.as_ref()),
+        None => format!(
+            "{reported}; peer as it last reported: {}",
+            peer.as_ref()
+                .map_or_else(|| "unknown".to_string(), ResourceStatus::summary)
+        ),
+    }
+}
+
 /// What the cluster knows that DRBD's promotion rules need, shared with the `drbd` resources
 /// (they promote from the group executor's tasks, away from the fsm).
 #[derive(Clone, Default)]
@@ -306,6 +428,7 @@ mod tests {
             calls: None,
             fence_request: false,
             fenced: false,
+            drbd: None,
         }
     }
 
@@ -322,6 +445,13 @@ mod tests {
         let secondary = summary(Role::Secondary, GroupPhase::Stopped);
         let fenced = NodeSummary {
             fenced: true,
+            ..secondary
+        };
+        let inconsistent = NodeSummary {
+            drbd: Some(DrbdBrief {
+                role: crate::summary::DrbdRole::Secondary,
+                disk: DrbdDisk::Inconsistent,
+            }),
             ..secondary
         };
         let cases = [
@@ -360,6 +490,12 @@ mod tests {
                 false,
                 FenceVerdict::Pending,
                 None,
+            ),
+            (
+                peer(true, Some(inconsistent)),
+                false,
+                FenceVerdict::PeerInconsistent,
+                Some(3),
             ),
         ];
         for (p, expired, want, code) in cases {
@@ -451,6 +587,27 @@ mod tests {
             other => panic!("{other:?}"),
         }
         resources
+    }
+
+    #[test]
+    fn the_split_brain_detail_shows_both_sides() {
+        let local = pbxha_replica::drbd::status::parse_status_json(SECONDARY)
+            .unwrap()
+            .remove(0);
+        let peer = DrbdBrief {
+            role: crate::summary::DrbdRole::Primary,
+            disk: DrbdDisk::UpToDate,
+        };
+        let d = split_brain_detail("r0", Some(&local), Some(peer), "from the handler");
+        assert!(
+            d.contains("local: r0 role:Secondary disk:UpToDate")
+                && d.contains("peer: r0 role:Primary disk:UpToDate"),
+            "{d}"
+        );
+        assert_eq!(DrbdBrief::of(&peer.to_status("r0")), peer);
+        // Nothing read here (or another resource): the reporter's text and the peer's side.
+        let d = split_brain_detail("r1", Some(&local), None, "from the handler");
+        assert_eq!(d, "from the handler; peer as it last reported: unknown");
     }
 
     async fn settle(f: &Fencing) -> u8 {

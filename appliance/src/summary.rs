@@ -120,10 +120,132 @@ pub struct NodeSummary {
     pub fence_request: bool,
     /// ... and the answer: this node's DRBD disk is outdated, the requester may go on.
     pub fenced: bool,
+    /// The sender's first `drbd` resource as it last read it; none without one. The peer puts
+    /// it in its split-brain alert and its fence-peer verdict.
+    pub drbd: Option<DrbdBrief>,
 }
 
 impl NodeSummary {
     pub fn connected(&self) -> bool {
         self.targets == 0 || self.reachable > 0
+    }
+}
+
+/// A node's DRBD role and disk, compact enough for the heartbeat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrbdBrief {
+    pub role: DrbdRole,
+    pub disk: DrbdDisk,
+}
+
+/// DRBD's role for the resource (drbdsetup(8), "roles").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DrbdRole {
+    Unknown,
+    Secondary,
+    Primary,
+}
+
+/// DRBD's local disk state (drbdsetup(8), "disk states"); the transitional and failed ones
+/// are `Unknown`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DrbdDisk {
+    Unknown,
+    Diskless,
+    Inconsistent,
+    Outdated,
+    Consistent,
+    UpToDate,
+}
+
+impl DrbdRole {
+    /// The heartbeat code; 0 is left for "no drbd resource".
+    pub fn code(self) -> u8 {
+        match self {
+            DrbdRole::Unknown => 1,
+            DrbdRole::Secondary => 2,
+            DrbdRole::Primary => 3,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<DrbdRole> {
+        Some(match code {
+            1 => DrbdRole::Unknown,
+            2 => DrbdRole::Secondary,
+            3 => DrbdRole::Primary,
+            _ => return None,
+        })
+    }
+}
+
+impl DrbdDisk {
+    pub fn code(self) -> u8 {
+        match self {
+            DrbdDisk::Unknown => 0,
+            DrbdDisk::Diskless => 1,
+            DrbdDisk::Inconsistent => 2,
+            DrbdDisk::Outdated => 3,
+            DrbdDisk::Consistent => 4,
+            DrbdDisk::UpToDate => 5,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<DrbdDisk> {
+        Some(match code {
+            0 => DrbdDisk::Unknown,
+            1 => DrbdDisk::Diskless,
+            2 => DrbdDisk::Inconsistent,
+            3 => DrbdDisk::Outdated,
+            4 => DrbdDisk::Consistent,
+            5 => DrbdDisk::UpToDate,
+            _ => return None,
+        })
+    }
+}
+
+impl DrbdBrief {
+    /// The brief of a parsed DRBD status.
+    pub fn of(status: &pbxha_replica::drbd::status::ResourceStatus) -> DrbdBrief {
+        use pbxha_replica::drbd::status::{DiskState, Role as R};
+        DrbdBrief {
+            role: match status.role {
+                R::Primary => DrbdRole::Primary,
+                R::Secondary => DrbdRole::Secondary,
+                R::Unknown => DrbdRole::Unknown,
+            },
+            disk: match status.disk {
+                DiskState::UpToDate => DrbdDisk::UpToDate,
+                DiskState::Consistent => DrbdDisk::Consistent,
+                DiskState::Outdated => DrbdDisk::Outdated,
+                DiskState::Inconsistent => DrbdDisk::Inconsistent,
+                DiskState::Diskless => DrbdDisk::Diskless,
+                DiskState::DUnknown | DiskState::Other(_) => DrbdDisk::Unknown,
+            },
+        }
+    }
+
+    /// The peer's side for `split_brain_report`: its role and disk as it last told them,
+    /// without its own view of the connections.
+    pub fn to_status(self, resource: &str) -> pbxha_replica::drbd::status::ResourceStatus {
+        use pbxha_replica::drbd::status::{DiskState, ResourceStatus, Role as R};
+        ResourceStatus {
+            name: resource.to_string(),
+            role: match self.role {
+                DrbdRole::Primary => R::Primary,
+                DrbdRole::Secondary => R::Secondary,
+                DrbdRole::Unknown => R::Unknown,
+            },
+            disk: match self.disk {
+                DrbdDisk::UpToDate => DiskState::UpToDate,
+                DrbdDisk::Consistent => DiskState::Consistent,
+                DrbdDisk::Outdated => DiskState::Outdated,
+                DrbdDisk::Inconsistent => DiskState::Inconsistent,
+                DrbdDisk::Diskless => DiskState::Diskless,
+                DrbdDisk::Unknown => DiskState::DUnknown,
+            },
+            peers: Vec::new(),
+        }
     }
 }

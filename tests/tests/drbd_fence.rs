@@ -4,7 +4,9 @@
 //! shape (see replica/src/drbd/status.rs), keeping each node's role in a file.
 //! `pbxha replica fence-peer` on the primary must exit 4 (peer outdated) while the peer is
 //! alive, and 5 (unreachable) once it is killed; on the secondary, 6 (the peer is Primary).
-//! `pbxha replica split-brain` puts its node in fault.
+//! `pbxha replica split-brain` puts its node in fault, and so does a split-brain helper call
+//! seen by the daemon's `drbdsetup events2` follower; either alert shows both nodes' DRBD
+//! state, the peer's as its heartbeat carries it.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -24,8 +26,25 @@ esac
 exit 0
 "#;
 
+/// `events2` ends its initial dump, then prints the helper call DRBD 9 makes on a split
+/// brain (as in replica/src/drbd/events.rs's captured sample) whenever
+/// $FAKE_DRBD_DIR/split-brain appears. It exits once its daemon is gone (a SIGKILLed daemon
+/// cannot kill it) and after 60 s at most; the follower restarts it.
 const FAKE_DRBDSETUP: &str = r#"#!/bin/sh
 echo "drbdsetup $*" >> "$FAKE_DRBD_DIR/argv"
+if [ "$1" = events2 ]; then
+  echo "exists -"
+  i=0
+  while [ $i -lt 600 ] && kill -0 "$PPID" 2>/dev/null; do
+    if [ -f "$FAKE_DRBD_DIR/split-brain" ]; then
+      rm -f "$FAKE_DRBD_DIR/split-brain"
+      echo "call helper name:r0 peer-node-id:0 conn-name:a helper:split-brain"
+    fi
+    sleep 0.1
+    i=$((i+1))
+  done
+  exit 0
+fi
 role=$(cat "$FAKE_DRBD_DIR/role" 2>/dev/null || echo Secondary)
 disk=$(cat "$FAKE_DRBD_DIR/disk" 2>/dev/null || echo UpToDate)
 printf '[{"name":"r0","node-id":0,"role":"%s","suspended":false,"devices":[{"volume":0,"minor":0,"disk-state":"%s"}],"connections":[]}]\n' "$role" "$disk"
@@ -187,6 +206,39 @@ fn fence_peer_outdates_a_live_secondary_and_reports_a_dead_one_unreachable() {
     let (code, text) = pair.fence_peer("a");
     assert_eq!(code, Some(5), "{text}");
     assert!(text.contains("dead"), "{text}");
+}
+
+#[test]
+fn an_events2_split_brain_faults_the_node_and_reports_both_sides() {
+    let pair = Pair::new(28294);
+    let _a = pair.start("a");
+    let _b = pair.start("b");
+    settled(&pair);
+    // a's heartbeat carries its DRBD role and disk (read every few seconds).
+    wait_for(Duration::from_secs(20), "b to hear a's DRBD state", || {
+        status_json(&pair.config("b")).filter(|s| {
+            s["peer"]["last"]["drbd"] == serde_json::json!({"role": "primary", "disk": "up-to-date"})
+        })
+    });
+
+    std::fs::write(pair.dir.path().join("b").join("split-brain"), "").unwrap();
+    let s = wait_for(Duration::from_secs(20), "b in fault", || {
+        status_json(&pair.config("b")).filter(|s| role(s) == "fault")
+    });
+    assert!(
+        s["faults"].to_string().contains("DRBD split brain on `r0`"),
+        "{s:#}"
+    );
+    let log = pair.log("b");
+    assert!(
+        log.contains("local: r0 role:Secondary disk:UpToDate")
+            && log.contains("peer: r0 role:Primary disk:UpToDate"),
+        "the split-brain record shows both sides:\n{log}"
+    );
+    assert_eq!(
+        role(&status_json(&pair.config("a")).expect("a answers")),
+        "primary"
+    );
 }
 
 #[test]

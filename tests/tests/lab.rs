@@ -758,7 +758,7 @@ fn forged_and_replayed_heartbeats_are_dropped_and_counted() {
         );
         assert_eq!(
             from_pub.len(),
-            77,
+            79,
             "a captured heartbeat has the version 1 length"
         );
         let mut bad_hmac = from_pub.clone();

@@ -285,6 +285,7 @@ impl Node {
             calls: None,
             fence_request: false,
             fenced: false,
+            drbd: None,
         }
     }
 

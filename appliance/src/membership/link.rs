@@ -526,6 +526,7 @@ mod tests {
             calls: None,
             fence_request: false,
             fenced: false,
+            drbd: None,
         }
     }
 
@@ -718,6 +719,7 @@ mod tests {
                                 calls: None,
                                 fence_request: false,
                                 fenced: false,
+                                drbd: None,
                             };
                             let mut got = Vec::new();
                             let until = Instant::now() + Duration::from_secs(3);

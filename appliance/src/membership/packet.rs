@@ -1,7 +1,7 @@
 //! The heartbeat packet: a fixed binary layout, authenticated with HMAC-SHA256. Pure: bytes
 //! in, bytes out.
 //!
-//! Layout, version 1 (all integers big-endian, 77 bytes in all):
+//! Layout, version 1 (all integers big-endian, 79 bytes in all):
 //!
 //! ```text
 //! offset len  field
@@ -20,21 +20,23 @@
 //!     39   1  ping targets reachable
 //!     40   1  ping targets configured
 //!     41   4  active calls (0xFFFFFFFF: unknown)
-//!     45  32  HMAC-SHA256 (RFC 2104) over bytes 0..45 with the shared key
+//!     45   1  DRBD role code     (summary::DrbdRole::code; 0: no drbd resource)
+//!     46   1  DRBD disk code     (summary::DrbdDisk::code; 0 when byte 45 is 0)
+//!     47  32  HMAC-SHA256 (RFC 2104) over bytes 0..47 with the shared key
 //! ```
 
 use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::Sha256;
 
-use crate::summary::{GroupPhase, NodeSummary, Role};
+use crate::summary::{DrbdBrief, DrbdDisk, DrbdRole, GroupPhase, NodeSummary, Role};
 
 const MAGIC: &[u8; 4] = b"PBXH";
 /// The only version this code speaks. A node running another version is reported as
 /// `Malformed` so an operator mixing releases sees it in `pbxha status`.
 pub const VERSION: u8 = 1;
 /// Bytes covered by the HMAC.
-const BODY_LEN: usize = 45;
+const BODY_LEN: usize = 47;
 /// SHA-256 output size (FIPS 180-4), which is also HMAC-SHA256's tag size.
 const TAG_LEN: usize = 32;
 /// Every version 1 packet has exactly this length.
@@ -166,6 +168,10 @@ pub fn encode(header: &Header, summary: &NodeSummary, key: &[u8]) -> Vec<u8> {
     out.push(summary.reachable);
     out.push(summary.targets);
     out.extend_from_slice(&summary.calls.map_or(CALLS_UNKNOWN, |c| c.min(CALLS_UNKNOWN - 1)).to_be_bytes());
+    match summary.drbd {
+        Some(d) => out.extend_from_slice(&[d.role.code(), d.disk.code()]),
+        None => out.extend_from_slice(&[0, 0]),
+    }
     debug_assert_eq!(out.len(), BODY_LEN);
     let mut m = mac(key);
     m.update(&out);
@@ -210,6 +216,13 @@ pub fn decode(bytes: &[u8], key: &[u8], expected_cluster_id: u32) -> Result<Pack
     if flags & !FLAGS_KNOWN != 0 || reachable > targets {
         return Err(Drop::Malformed);
     }
+    let drbd = match (bytes[45], bytes[46]) {
+        (0, 0) => None,
+        (role, disk) => Some(DrbdBrief {
+            role: DrbdRole::from_code(role).ok_or(Drop::Malformed)?,
+            disk: DrbdDisk::from_code(disk).ok_or(Drop::Malformed)?,
+        }),
+    };
     Ok(Packet {
         header: Header {
             cluster_id,
@@ -232,6 +245,7 @@ pub fn decode(bytes: &[u8], key: &[u8], expected_cluster_id: u32) -> Result<Pack
             },
             fence_request: flags & FLAG_FENCE_REQUEST != 0,
             fenced: flags & FLAG_FENCED != 0,
+            drbd,
         },
     })
 }
@@ -265,6 +279,7 @@ mod tests {
             calls: None,
             fence_request: false,
             fenced: false,
+            drbd: None,
         }
     }
 
@@ -305,6 +320,12 @@ mod tests {
                         calls: [None, Some(0), Some(17), Some(u32::MAX - 1)][i],
                         fence_request: i % 2 == 0,
                         fenced: i >= 2,
+                        drbd: [
+                            None,
+                            Some(DrbdBrief { role: DrbdRole::Primary, disk: DrbdDisk::UpToDate }),
+                            Some(DrbdBrief { role: DrbdRole::Secondary, disk: DrbdDisk::Inconsistent }),
+                            Some(DrbdBrief { role: DrbdRole::Unknown, disk: DrbdDisk::Unknown }),
+                        ][i],
                     };
                     let bytes = encode(&header(), &s, KEY);
                     assert_eq!(bytes.len(), PACKET_LEN);
@@ -328,6 +349,14 @@ mod tests {
         assert_eq!(&bytes[9..12], &[0, 2, 1]);
         assert_eq!(&bytes[20..28], &42u64.to_be_bytes());
         assert_eq!(&bytes[36..41], &[2, 2, FLAG_HEALTHY, 1, 2]);
+        assert_eq!(&bytes[45..47], &[0, 0], "no drbd resource");
+        let with_drbd = NodeSummary {
+            drbd: Some(DrbdBrief { role: DrbdRole::Secondary, disk: DrbdDisk::Outdated }),
+            ..summary()
+        };
+        let bytes = encode(&header(), &with_drbd, KEY);
+        assert_eq!(bytes.len(), 79);
+        assert_eq!(&bytes[45..47], &[2, 3]);
     }
 
     #[test]
@@ -389,7 +418,8 @@ mod tests {
 
     #[test]
     fn authentic_bad_codes_are_malformed() {
-        for (at, value) in [(36, 5), (37, 4), (38, 0x10), (38, 0x80), (39, 3)] {
+        // 45/46: an unknown DRBD role or disk code, or a disk without a role.
+        for (at, value) in [(36, 5), (37, 4), (38, 0x10), (38, 0x80), (39, 3), (45, 4), (46, 6), (46, 1)] {
             let mut bytes = encode(&header(), &summary(), KEY);
             bytes[at] = value;
             assert_eq!(
