@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pbxha_replica::mysql::client::{pair_status, Credentials, Server};
+use pbxha_replica::mysql::client::{pair_status, select_one, Credentials, Server};
 use pbxha_replica::mysql::fragment::{self, FRAGMENT_NAME};
 use pbxha_replica::mysql::setup::setup;
 use pbxha_replica::mysql::{parse_mysql, Flavor, MysqlConfig};
@@ -297,6 +297,31 @@ async fn master_master_from_scratch_catch_up_and_conflict() {
              CREATE DATABASE pbx; CREATE TABLE pbx.calls (id INT UNSIGNED AUTO_INCREMENT PRIMARY KEY, node VARCHAR(16) NOT NULL) ENGINE=InnoDB"
         ));
     }
+    // The `mysql` resource's monitor query (`client::select_one`, which the resource calls)
+    // on a real server: by socket, as the resource is configured, and refused with a wrong
+    // password, naming the socket.
+    let by_socket = pbxha_replica::mysql::Endpoint {
+        host: "127.0.0.1".into(),
+        port: a.port,
+        socket: Some(a.socket()),
+    };
+    let admin_creds = Credentials {
+        user: "pbxha_admin".into(),
+        password: Some(ADMIN_PASSWORD.into()),
+    };
+    select_one(&by_socket, &admin_creds).await.unwrap();
+    let wrong_creds = Credentials {
+        password: Some("nope".into()),
+        ..admin_creds.clone()
+    };
+    let err = select_one(&by_socket, &wrong_creds)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("refused") && err.contains(&a.socket().display().to_string()),
+        "{err}"
+    );
     a.root_sql("INSERT INTO pbx.calls (node) VALUES ('seed1'), ('seed2')");
     b.root_sql("INSERT INTO pbx.calls (node) VALUES ('stale')");
     let pwfile = secret(root, "admin.pw", &format!("{ADMIN_PASSWORD}\n"), 0o600);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use pbxha_replica::filesystem::{parse_mountinfo, MountEntry};
-use pbxha_replica::mysql::client::{Credentials, Server};
+use pbxha_replica::mysql::client::{select_one, Credentials};
 use pbxha_runner::Runner;
 
 use super::engine::Timeouts;
@@ -87,15 +87,9 @@ impl MysqlResource {
         let c = &self.config;
         let creds = Credentials::from_file(&c.user, c.password_file.as_deref(), "password-file")
             .map_err(|e| self.error(e.to_string()))?;
-        let mut server = Server::connect("local", &c.server, &creds, false)
+        select_one(&c.server, &creds)
             .await
-            .map_err(|e| self.error(e.to_string()))?;
-        let answer = server.scalar("SELECT 1").await;
-        server.close().await;
-        match answer.map_err(|e| self.error(e.to_string()))? {
-            Some(one) if one == "1" => Ok(()),
-            other => Err(self.error(format!("{}: `SELECT 1` answered {other:?}", c.server))),
-        }
+            .map_err(|e| self.error(e.to_string()))
     }
 }
 

@@ -229,6 +229,22 @@ impl Server {
     }
 }
 
+/// Logs in to this node's server at `endpoint` and runs `SELECT 1`: the liveness check of
+/// the `mysql` resource, shared with the test that runs it against a real server.
+pub async fn select_one(endpoint: &Endpoint, creds: &Credentials) -> Result<()> {
+    let mut server = Server::connect("local", endpoint, creds, false).await?;
+    let answer = server.scalar("SELECT 1").await;
+    let name = server.name.clone();
+    server.close().await;
+    match answer? {
+        Some(one) if one == "1" => Ok(()),
+        other => Err(Error::Mysql {
+            server: name,
+            message: format!("`SELECT 1` answered {other:?}"),
+        }),
+    }
+}
+
 fn login_error(name: &str, role: &str, user: &str, e: mysql_async::Error) -> Error {
     match &e {
         // ER_ACCESS_DENIED_ERROR (1045) and ER_DBACCESS_DENIED_ERROR (1044).

@@ -330,6 +330,36 @@ fn classify(server: &str, status: Option<&ReplicaStatus>, source: &Endpoint) -> 
     })
 }
 
+/// What starts replication on a server from `source` once the server holds the data: skip
+/// `skip` (MariaDB: the GTID position to resume after, set as `gtid_slave_pos`; MySQL 8: GTIDs
+/// the server lacks but must not fetch, added to `gtid_purged`, nothing when empty), point it
+/// at `source`, start.
+pub fn start_statements(
+    flavor: Flavor,
+    skip: &str,
+    source: &Endpoint,
+    user: &str,
+    password: &str,
+) -> Vec<String> {
+    let mut statements = Vec::with_capacity(3);
+    match flavor {
+        Flavor::MariaDb => {
+            statements.push(format!("SET GLOBAL gtid_slave_pos = {}", sql::quote(skip)))
+        }
+        Flavor::Mysql8 if skip.is_empty() => {}
+        Flavor::Mysql8 => statements.push(sql::add_gtid_purged(skip)),
+    }
+    statements.push(sql::change_source(
+        flavor,
+        &source.host,
+        source.port,
+        user,
+        password,
+    ));
+    statements.push(sql::replication(flavor, "START"));
+    statements
+}
+
 /// Sets up master-master replication between this node's server and the peer's, reporting
 /// each step; `progress` gets the initial copy's byte counts.
 pub async fn setup(
@@ -361,17 +391,16 @@ pub async fn setup(
     });
 
     let mut peer = Server::connect("peer", peer_ep, &creds, cfg.peer_tls).await?;
-    for server in [&local, &peer] {
-        if server.flavor != Flavor::MariaDb {
-            return Err(Error::Mysql {
-                server: server.name.clone(),
-                message: format!(
-                    "{}: setup copies databases with mariadb-dump and supports MariaDB only",
-                    server.version
-                ),
-            });
-        }
+    if local.flavor != peer.flavor {
+        return Err(Error::Mysql {
+            server: peer.name.clone(),
+            message: format!(
+                "{} cannot pair with this node's {}: both servers must be MariaDB, or both MySQL 8",
+                peer.version, local.version
+            ),
+        });
     }
+    let flavor = local.flavor;
     let have = read_settings(&mut local).await?;
     if let Some((setting, running)) = local_problem(cfg, &have) {
         return Err(Error::MysqlSetting {
@@ -468,12 +497,13 @@ pub async fn setup(
                 what: "initial copy: no databases chosen".into(),
                 changed: false,
             });
-            seed.scalar("SELECT @@GLOBAL.gtid_binlog_pos")
+            seed.scalar(sql::gtid_executed_query(flavor))
                 .await?
                 .unwrap_or_default()
         } else {
             let synced = sync::copy(
                 runner,
+                flavor,
                 (&seed.name, seed_ep),
                 (&other.name, other_ep),
                 &creds,
@@ -494,7 +524,7 @@ pub async fn setup(
             synced.gtid
         };
         let other_gtid = other
-            .scalar("SELECT @@GLOBAL.gtid_binlog_pos")
+            .scalar(sql::gtid_executed_query(flavor))
             .await?
             .unwrap_or_default();
         // Each side starts after what it already has: the other from the snapshot it was
@@ -508,19 +538,27 @@ pub async fn setup(
             (&mut *other, &seed_gtid, seed_ep, seed_password),
             (&mut *seed, &other_gtid, other_ep, other_password),
         ] {
-            let flavor = server.flavor;
-            let statements = [
-                format!("SET GLOBAL gtid_slave_pos = {}", sql::quote(gtid)),
-                sql::change_source(flavor, &source.host, source.port, user, password),
-                sql::replication(flavor, "START"),
-            ];
+            // MySQL 8 may already have some of it (the import applied the dump's
+            // GTID_PURGED); gtid_purged takes only what is not executed yet.
+            let skip = match flavor {
+                Flavor::MariaDb => gtid.clone(),
+                Flavor::Mysql8 => server
+                    .scalar(&sql::gtids_missing(gtid))
+                    .await?
+                    .unwrap_or_default(),
+            };
+            let statements = start_statements(flavor, &skip, source, user, password);
             let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
             server.exec(&statements).await?;
         }
         wait_running(&mut local).await?;
         wait_running(&mut peer).await?;
         steps.push(Step {
-            what: "replication both ways (MASTER_USE_GTID=slave_pos)".into(),
+            what: match flavor {
+                Flavor::MariaDb => "replication both ways (MASTER_USE_GTID=slave_pos)",
+                Flavor::Mysql8 => "replication both ways (SOURCE_AUTO_POSITION=1)",
+            }
+            .into(),
             changed: true,
         });
     }
@@ -577,6 +615,46 @@ mod tests {
         assert_eq!(
             local_problem(&cfg(), &mixed),
             Some(("binlog_format", "is MIXED, the fragment says ROW".into()))
+        );
+    }
+
+    #[test]
+    fn statements_that_start_replication_for_both_flavors() {
+        let source = Endpoint {
+            host: "198.51.100.11".into(),
+            port: 3306,
+            socket: None,
+        };
+        assert_eq!(
+            start_statements(Flavor::MariaDb, "1-1-4", &source, "pbxha_repl", "pw"),
+            [
+                "SET GLOBAL gtid_slave_pos = '1-1-4'",
+                "CHANGE MASTER TO MASTER_HOST='198.51.100.11', MASTER_PORT=3306, MASTER_USER='pbxha_repl', \
+                 MASTER_PASSWORD='pw', MASTER_CONNECT_RETRY=10, MASTER_USE_GTID=slave_pos",
+                "START SLAVE",
+            ]
+        );
+        let change = "CHANGE REPLICATION SOURCE TO SOURCE_HOST='198.51.100.11', SOURCE_PORT=3306, \
+                      SOURCE_USER='pbxha_repl', SOURCE_PASSWORD='pw', SOURCE_CONNECT_RETRY=10, \
+                      SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1";
+        assert_eq!(
+            start_statements(
+                Flavor::Mysql8,
+                "2b31c066-c297-11f0-b65a-52663f90e7a2:1-1665",
+                &source,
+                "pbxha_repl",
+                "pw"
+            ),
+            [
+                "SET GLOBAL gtid_purged = '+2b31c066-c297-11f0-b65a-52663f90e7a2:1-1665'",
+                change,
+                "START REPLICA",
+            ]
+        );
+        // Nothing to skip (the import applied the dump's GTID_PURGED already).
+        assert_eq!(
+            start_statements(Flavor::Mysql8, "", &source, "pbxha_repl", "pw"),
+            [change, "START REPLICA"]
         );
     }
 

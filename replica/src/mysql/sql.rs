@@ -1,5 +1,5 @@
 //! SQL text pbxha sends and parsers for what servers answer: pure functions, tested on
-//! output captured from MariaDB 10.11.
+//! output captured from MariaDB 10.11 (and, for MySQL 8, from the outputs cited at each test).
 
 use super::Flavor;
 
@@ -94,17 +94,59 @@ pub fn replication_only_grants(lines: &[String]) -> Result<(), Vec<String>> {
     }
 }
 
-/// The seed's GTID position at the dump's snapshot, from the header `mariadb-dump --gtid
-/// --master-data=2` writes: `-- SET GLOBAL gtid_slave_pos='1-1-5';` (commented out, so the
-/// import does not apply it; pbxha sets it itself).
-pub fn gtid_from_dump(head: &str) -> Option<String> {
-    head.lines().take(200).find_map(|line| {
-        let rest = line
-            .trim_start_matches(['-', ' '])
-            .strip_prefix("SET GLOBAL gtid_slave_pos=")?;
-        let rest = rest.trim_end().trim_end_matches(';');
-        Some(rest.strip_prefix('\'')?.strip_suffix('\'')?.to_string())
-    })
+/// What a server has written, as a GTID set or position: the seed's before an initial copy
+/// that copies nothing, the other's so the seed skips it.
+pub fn gtid_executed_query(flavor: Flavor) -> &'static str {
+    match flavor {
+        Flavor::MariaDb => "SELECT @@GLOBAL.gtid_binlog_pos",
+        Flavor::Mysql8 => "SELECT @@GLOBAL.gtid_executed",
+    }
+}
+
+/// MySQL 8: the part of `gtids` the server asked has not executed yet.
+pub fn gtids_missing(gtids: &str) -> String {
+    format!(
+        "SELECT GTID_SUBTRACT({}, @@GLOBAL.gtid_executed)",
+        quote(gtids)
+    )
+}
+
+/// MySQL 8: marks `gtids` executed without applying them, so auto-positioning does not fetch
+/// them. The `+` form adds to `gtid_purged` (MySQL 8.0 manual, "gtid_purged"); `gtids` must
+/// not overlap `gtid_executed`, which [`gtids_missing`] ensures.
+pub fn add_gtid_purged(gtids: &str) -> String {
+    format!("SET GLOBAL gtid_purged = {}", quote(&format!("+{gtids}")))
+}
+
+/// The seed's GTID position at the dump's snapshot, from the dump's header.
+///
+/// MariaDB: `mariadb-dump --gtid --master-data=2` writes `-- SET GLOBAL
+/// gtid_slave_pos='1-1-5';` (commented out, so the import does not apply it; pbxha sets it
+/// itself). MySQL 8: `mysqldump --set-gtid-purged=ON` writes `SET
+/// @@GLOBAL.GTID_PURGED=/*!80000 '+'*/ 'uuid:1-15,\nuuid:1-1665';`, one source per line, which
+/// the import applies; the set is returned with the line breaks removed.
+pub fn gtid_from_dump(flavor: Flavor, head: &str) -> Option<String> {
+    match flavor {
+        Flavor::MariaDb => head.lines().take(200).find_map(|line| {
+            let rest = line
+                .trim_start_matches(['-', ' '])
+                .strip_prefix("SET GLOBAL gtid_slave_pos=")?;
+            let rest = rest.trim_end().trim_end_matches(';');
+            Some(rest.strip_prefix('\'')?.strip_suffix('\'')?.to_string())
+        }),
+        Flavor::Mysql8 => {
+            const SET: &str = "SET @@GLOBAL.GTID_PURGED=";
+            // At a line's start: not a commented-out copy (`-- SET ...`).
+            let (at, _) = head
+                .match_indices(SET)
+                .find(|(i, _)| *i == 0 || head[..*i].ends_with('\n'))?;
+            let rest = &head[at + SET.len()..];
+            let rest = rest.strip_prefix("/*!80000 '+'*/ ").unwrap_or(rest);
+            let rest = rest.strip_prefix('\'')?;
+            let set = &rest[..rest.find("';")?];
+            Some(set.split_whitespace().collect())
+        }
+    }
 }
 
 #[cfg(test)]
@@ -171,11 +213,83 @@ mod tests {
                     -- Position to start replication or point-in-time recovery from\n--\n\n\
                     -- CHANGE MASTER TO MASTER_LOG_FILE='mysql-bin.000002', MASTER_LOG_POS=1017;\n\n\
                     --\n-- GTID to start replication from\n--\n\n-- SET GLOBAL gtid_slave_pos='1-1-4';\n";
-        assert_eq!(gtid_from_dump(head).as_deref(), Some("1-1-4"));
         assert_eq!(
-            gtid_from_dump("-- SET GLOBAL gtid_slave_pos='';\n").as_deref(),
+            gtid_from_dump(Flavor::MariaDb, head).as_deref(),
+            Some("1-1-4")
+        );
+        assert_eq!(
+            gtid_from_dump(Flavor::MariaDb, "-- SET GLOBAL gtid_slave_pos='';\n").as_deref(),
             Some("")
         );
-        assert_eq!(gtid_from_dump("-- MariaDB dump\n"), None);
+        assert_eq!(gtid_from_dump(Flavor::MariaDb, "-- MariaDB dump\n"), None);
+        assert_eq!(gtid_from_dump(Flavor::Mysql8, head), None);
+    }
+
+    // The header of a real `mysqldump` 8.0.44 dump of a MySQL 8.0.45 server with GTIDs from
+    // three sources (a public dump found with code search; the MySQL 8.0 manual,
+    // "mysqldump --set-gtid-purged", describes the statement), up to the first table, with
+    // its `/*!40101 ... */` session-variable lines left out.
+    const MYSQLDUMP_HEAD: &str = "-- MySQL dump 10.13  Distrib 8.0.44, for Win64 (x86_64)\n--\n\
+        -- Host: character-database-dylanjablonski02-2000.i.aivencloud.com    Database: character_management\n\
+        -- ------------------------------------------------------\n-- Server version\t8.0.45\n\n\
+        /*!40111 SET @OLD_SQL_NOTES=@@SQL_NOTES, SQL_NOTES=0 */;\n\
+        SET @MYSQLDUMP_TEMP_LOG_BIN = @@SESSION.SQL_LOG_BIN;\nSET @@SESSION.SQL_LOG_BIN= 0;\n\n\
+        --\n-- GTID state at the beginning of the backup \n--\n\n\
+        SET @@GLOBAL.GTID_PURGED=/*!80000 '+'*/ '1663ab26-03cb-11f1-9328-a282662bd2fd:1-15,\n\
+        2b31c066-c297-11f0-b65a-52663f90e7a2:1-1665,\n\
+        9ecf2cc7-0c4f-11f1-b2a9-e6e8de752423:1-15';\n\n\
+        --\n-- Table structure for table `character`\n--\n";
+
+    #[test]
+    fn gtid_set_from_a_mysqldump_header() {
+        assert_eq!(
+            gtid_from_dump(Flavor::Mysql8, MYSQLDUMP_HEAD).as_deref(),
+            Some(
+                "1663ab26-03cb-11f1-9328-a282662bd2fd:1-15,2b31c066-c297-11f0-b65a-52663f90e7a2:1-1665,\
+                 9ecf2cc7-0c4f-11f1-b2a9-e6e8de752423:1-15"
+            )
+        );
+        // A server with no GTIDs yet dumps an empty set.
+        assert_eq!(
+            gtid_from_dump(
+                Flavor::Mysql8,
+                "SET @@GLOBAL.GTID_PURGED=/*!80000 '+'*/ '';\n"
+            )
+            .as_deref(),
+            Some("")
+        );
+        // Commented out (`--set-gtid-purged=COMMENTED`) or absent (`OFF`): no position.
+        assert_eq!(
+            gtid_from_dump(
+                Flavor::Mysql8,
+                "-- SET @@GLOBAL.GTID_PURGED=/*!80000 '+'*/ 'a:1';\n"
+            ),
+            None
+        );
+        assert_eq!(
+            gtid_from_dump(Flavor::Mysql8, "-- MySQL dump 10.13\n"),
+            None
+        );
+        assert_eq!(gtid_from_dump(Flavor::MariaDb, MYSQLDUMP_HEAD), None);
+    }
+
+    #[test]
+    fn mysql8_gtid_skipping_byte_for_byte() {
+        assert_eq!(
+            gtids_missing("aa-1:1-3,\nbb:1-2"),
+            "SELECT GTID_SUBTRACT('aa-1:1-3,\nbb:1-2', @@GLOBAL.gtid_executed)"
+        );
+        assert_eq!(
+            add_gtid_purged("1663ab26-03cb-11f1-9328-a282662bd2fd:1-15"),
+            "SET GLOBAL gtid_purged = '+1663ab26-03cb-11f1-9328-a282662bd2fd:1-15'"
+        );
+        assert_eq!(
+            gtid_executed_query(Flavor::Mysql8),
+            "SELECT @@GLOBAL.gtid_executed"
+        );
+        assert_eq!(
+            gtid_executed_query(Flavor::MariaDb),
+            "SELECT @@GLOBAL.gtid_binlog_pos"
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! The first copy of the chosen databases from the seed's server to the other one:
-//! `mariadb-dump --single-transaction --gtid` (a consistent snapshot and the GTID position
-//! it corresponds to) into a private file, then `mariadb` on the other server with binary
-//! logging off for the session, so the copy is not replicated back.
+//! `mariadb-dump --single-transaction --gtid` (`mysqldump --single-transaction
+//! --set-gtid-purged=ON` for MySQL 8: a consistent snapshot and the GTID position it
+//! corresponds to) into a private file, then `mariadb` (`mysql`) on the other server with
+//! binary logging off for the session, so the copy is not replicated back.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use pbxha_runner::{Cmd, Runner};
 
 use super::client::Credentials;
 use super::config::Endpoint;
-use super::sql;
+use super::{sql, Flavor};
 use crate::error::{Error, Result};
 
 /// A dump or an import of a PBX's databases takes seconds; an hour means something hangs.
@@ -27,7 +28,7 @@ pub struct Synced {
     pub gtid: String,
 }
 
-/// Options selecting a server for the `mariadb` command-line tools. `--no-defaults` keeps a
+/// Options selecting a server for the `mariadb`/`mysql` command-line tools. `--no-defaults` keeps a
 /// `~/.my.cnf` or debian.cnf from changing whom they log in as.
 pub fn client_args(endpoint: &Endpoint, creds: &Credentials) -> Vec<String> {
     let mut args = vec![
@@ -53,30 +54,37 @@ fn with_password(cmd: Cmd, creds: &Credentials) -> Cmd {
     }
 }
 
-/// The dump's argv (`--master-data=2` writes the position as a comment, which pbxha reads).
-pub fn dump_cmd(source: &Endpoint, creds: &Credentials, databases: &[String], out: &Path) -> Cmd {
-    let mut argv = vec!["mariadb-dump".to_string()];
+/// The dump's argv. MariaDB: `--master-data=2` writes the position as a comment, which
+/// pbxha reads and sets. MySQL 8: `--set-gtid-purged=ON` writes a `SET @@GLOBAL.GTID_PURGED`
+/// that the import applies (and pbxha reads as well).
+pub fn dump_cmd(
+    flavor: Flavor,
+    source: &Endpoint,
+    creds: &Credentials,
+    databases: &[String],
+    out: &Path,
+) -> Cmd {
+    let (tool, position): (&str, &[&str]) = match flavor {
+        Flavor::MariaDb => ("mariadb-dump", &["--gtid", "--master-data=2"]),
+        Flavor::Mysql8 => ("mysqldump", &["--set-gtid-purged=ON"]),
+    };
+    let mut argv = vec![tool.to_string()];
     argv.extend(client_args(source, creds));
-    argv.extend(
-        [
-            "--single-transaction",
-            "--gtid",
-            "--master-data=2",
-            "--hex-blob",
-            "--routines",
-            "--triggers",
-            "--databases",
-        ]
-        .map(String::from),
-    );
+    argv.push("--single-transaction".into());
+    argv.extend(position.iter().map(|s| s.to_string()));
+    argv.extend(["--hex-blob", "--routines", "--triggers", "--databases"].map(String::from));
     argv.extend(databases.iter().cloned());
     argv.push(format!("--result-file={}", out.display()));
     with_password(Cmd::new(argv).timeout(SYNC_TIMEOUT), creds)
 }
 
 /// The import's argv; the dump arrives on stdin.
-pub fn import_cmd(target: &Endpoint, creds: &Credentials, dump: Vec<u8>) -> Cmd {
-    let mut argv = vec!["mariadb".to_string()];
+pub fn import_cmd(flavor: Flavor, target: &Endpoint, creds: &Credentials, dump: Vec<u8>) -> Cmd {
+    let tool = match flavor {
+        Flavor::MariaDb => "mariadb",
+        Flavor::Mysql8 => "mysql",
+    };
+    let mut argv = vec![tool.to_string()];
     argv.extend(client_args(target, creds));
     argv.push("--init-command=SET SESSION sql_log_bin=0".into());
     with_password(Cmd::new(argv).timeout(SYNC_TIMEOUT).stdin(dump), creds)
@@ -107,10 +115,12 @@ impl Drop for TempDir {
     }
 }
 
-/// Copies `databases` from `source` (`source_name` in messages) to `target`, reporting
-/// progress in bytes through `progress` when a step takes more than a second.
+/// Copies `databases` from `source` (`source_name` in messages) to `target`, both servers
+/// of `flavor`, reporting progress in bytes through `progress` when a step takes more than a
+/// second.
 pub async fn copy(
     runner: &dyn Runner,
+    flavor: Flavor,
     (source_name, source): (&str, &Endpoint),
     (target_name, target): (&str, &Endpoint),
     creds: &Credentials,
@@ -119,7 +129,7 @@ pub async fn copy(
 ) -> Result<Synced> {
     let dir = TempDir::new()?;
     let file = dir.0.join("dump.sql");
-    let dump = dump_cmd(source, creds, databases, &file);
+    let dump = dump_cmd(flavor, source, creds, databases, &file);
     let size = || std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
     let started = Instant::now();
     let out = with_progress(runner.run(&dump), progress, |p| {
@@ -140,7 +150,7 @@ pub async fn copy(
     let bytes = std::fs::read(&file)
         .map_err(|e| Error::io(format!("reading the dump {}", file.display()), e))?;
     let head = String::from_utf8_lossy(&bytes[..bytes.len().min(16 * 1024)]).into_owned();
-    let gtid = sql::gtid_from_dump(&head).ok_or_else(|| Error::Mysql {
+    let gtid = sql::gtid_from_dump(flavor, &head).ok_or_else(|| Error::Mysql {
         server: source_name.to_string(),
         message: "the dump carries no GTID position (is log-bin on?)".into(),
     })?;
@@ -148,7 +158,7 @@ pub async fn copy(
     if started.elapsed() > PROGRESS_EVERY {
         progress(&format!("dumped {total} bytes from {source_name}"));
     }
-    let import = import_cmd(target, creds, bytes);
+    let import = import_cmd(flavor, target, creds, bytes);
     let started = Instant::now();
     let out = with_progress(runner.run(&import), progress, |p| {
         p(&format!(
@@ -207,6 +217,7 @@ mod tests {
             socket: Some("/run/mysqld/mysqld.sock".into()),
         };
         let cmd = dump_cmd(
+            Flavor::MariaDb,
             &ep,
             &creds(),
             &["asterisk".into(), "cdr".into()],
@@ -230,7 +241,7 @@ mod tests {
             port: 3307,
             socket: None,
         };
-        let cmd = import_cmd(&ep, &creds(), b"SELECT 1;".to_vec());
+        let cmd = import_cmd(Flavor::MariaDb, &ep, &creds(), b"SELECT 1;".to_vec());
         assert_eq!(
             cmd.argv(),
             [
@@ -240,6 +251,59 @@ mod tests {
                 "--protocol=TCP",
                 "--host=198.51.100.12",
                 "--port=3307",
+                "--init-command=SET SESSION sql_log_bin=0"
+            ]
+        );
+        assert_eq!(cmd.stdin.as_deref(), Some(&b"SELECT 1;"[..]));
+    }
+
+    #[test]
+    fn mysql8_dump_and_import_use_the_mysql_tools_and_gtid_purged() {
+        let ep = Endpoint {
+            host: "198.51.100.11".into(),
+            port: 3306,
+            socket: None,
+        };
+        let cmd = dump_cmd(
+            Flavor::Mysql8,
+            &ep,
+            &creds(),
+            &["asterisk".into()],
+            Path::new("/tmp/d/dump.sql"),
+        );
+        assert_eq!(
+            cmd.argv(),
+            [
+                "mysqldump",
+                "--no-defaults",
+                "--user=admin",
+                "--protocol=TCP",
+                "--host=198.51.100.11",
+                "--port=3306",
+                "--single-transaction",
+                "--set-gtid-purged=ON",
+                "--hex-blob",
+                "--routines",
+                "--triggers",
+                "--databases",
+                "asterisk",
+                "--result-file=/tmp/d/dump.sql"
+            ]
+        );
+        assert_eq!(
+            cmd.env,
+            vec![("MYSQL_PWD".to_string(), "s3cret".to_string())]
+        );
+        let cmd = import_cmd(Flavor::Mysql8, &ep, &creds(), b"SELECT 1;".to_vec());
+        assert_eq!(
+            cmd.argv(),
+            [
+                "mysql",
+                "--no-defaults",
+                "--user=admin",
+                "--protocol=TCP",
+                "--host=198.51.100.11",
+                "--port=3306",
                 "--init-command=SET SESSION sql_log_bin=0"
             ]
         );
