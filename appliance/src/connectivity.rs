@@ -548,6 +548,7 @@ mod tests {
             timeout: Duration::from_millis(500),
             rise,
             fall,
+            on_isolation: Default::default(),
         }
     }
 
@@ -628,6 +629,7 @@ mod tests {
             timeout: Duration::from_secs(5),
             rise: 2,
             fall: 2,
+            on_isolation: Default::default(),
         });
         let (tx, mut rx) = mpsc::channel(4);
         let task = tokio::spawn({
@@ -724,6 +726,7 @@ mod tests {
                         timeout: Duration::from_secs(1),
                         rise: 1,
                         fall: 1,
+                        on_isolation: Default::default(),
                     });
                     let (tx, mut rx) = mpsc::channel(4);
                     let running = monitor.clone();

@@ -104,6 +104,8 @@ pub fn params(config: &Config, local: &str) -> Params {
         preferred: config.cluster.preferred_node.as_ref().map(|p| *p == me.name),
         failure_timeout: config.group.restart_window,
         drain_timeout: config.group.drain_timeout,
+        ping_dampen: config.ping.fall_window(),
+        on_isolation: config.ping.on_isolation,
     }
 }
 
@@ -127,6 +129,8 @@ struct Daemon {
     started: Instant,
     last_failover: Option<(Instant, LastFailover)>,
     drain: crate::resources::pbx::DrainTracker,
+    /// The running call drain, for cancelling it when the peer can no longer take over.
+    drain_task: Option<crate::resources::pbx::DrainTask>,
     /// The group PBX's calls, polled while the group runs here.
     calls: crate::resources::pbx::CallCounter,
     /// A takeover's `FailoverEnd`, held back until the VIP first answers SIP (see
@@ -238,6 +242,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         started: now,
         last_failover: None,
         drain: Default::default(),
+        drain_task: None,
         calls,
         failover_end: None,
         timeline,
@@ -276,7 +281,12 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         tokio::select! {
             Some(ev) = events_rx.recv() => d.apply(ev),
             _ = tick.tick() => d.apply(Event::Tick),
-            _ = beat.tick() => d.links.send(&d.summary()),
+            _ = beat.tick() => {
+                // The fsm looks at the clock first: after a freeze, the first heartbeat out
+                // must already say so (see `Node::notice_stall`).
+                d.apply(Event::Tick);
+                d.links.send(&d.summary());
+            }
             Some((req, reply)) = ctl_rx.recv() => {
                 let answer = d.answer(req);
                 let _ = reply.send(answer);
@@ -515,13 +525,22 @@ impl Daemon {
             Action::StopGroup => self.group.stop(),
             Action::Announce => self.links.send(&self.summary()),
             Action::Reannounce => self.group.reannounce(),
-            Action::Drain { deadline } => crate::resources::pbx::spawn_drain(
-                &self.config.resources,
-                self.runner.clone(),
-                deadline,
-                self.events.clone(),
-                self.drain.clone(),
-            ),
+            Action::Drain { deadline } => {
+                self.drain_task = Some(crate::resources::pbx::spawn_drain(
+                    &self.config.resources,
+                    self.runner.clone(),
+                    deadline,
+                    self.events.clone(),
+                    self.drain.clone(),
+                ));
+            }
+            Action::CancelDrain => {
+                if let Some(task) = self.drain_task.take() {
+                    task.cancel();
+                }
+            }
+            Action::RestartFailed => self.group.restart_failed(),
+            Action::ProbeVip => crate::probes::spawn_vip_reprobe(&self.config, self.events.clone()),
             Action::Record(r) => {
                 // Written right after this record, inside the failover it opens.
                 let mut calls_line = None;

@@ -284,6 +284,39 @@ pub fn vip_sip_probe(config: &Config) -> Option<(Probe, Policy)> {
     })
 }
 
+/// After a refused takeover, looks at the group's VIPs again: whether any still answers
+/// ARP, and if one does, whether SIP answers on it (a node that crashed leaves its address
+/// answering ARP with nothing behind it). The fsm gets the answer as `Event::VipProbed`.
+pub fn spawn_vip_reprobe(config: &Config, events: mpsc::Sender<crate::fsm::Event>) {
+    let vips: Vec<crate::resources::vip::Vip> = config
+        .resources
+        .iter()
+        .filter_map(|r| match &r.kind {
+            ResourceKind::Vip(v) => Some(crate::resources::vip::Vip::new(r.name.clone(), v.clone())),
+            _ => None,
+        })
+        .collect();
+    let sip = vip_sip_probe(config);
+    tokio::spawn(async move {
+        let mut answered = false;
+        for vip in &vips {
+            match vip.answered().await {
+                Ok(yes) => answered |= yes,
+                // Unknown is not silent: taking over beside a live address is the worse error.
+                Err(e) => {
+                    tracing::warn!("VIP re-probe: {e}");
+                    answered = true;
+                }
+            }
+        }
+        let sip = match (&sip, answered) {
+            (Some((p, policy)), true) => Some(verdict(&probe(p).await, *policy).is_healthy()),
+            _ => None,
+        };
+        let _ = events.send(crate::fsm::Event::VipProbed { answered, sip }).await;
+    });
+}
+
 /// The timeline line for the first healthy answer (`Ok(status line)`) or the last failure
 /// (`Err(reason)`) at `target`, `after` the takeover decision.
 pub fn first_answer_line(target: &str, outcome: Result<&str, &str>, after: Duration) -> String {

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use crate::fsm::OnIsolation;
+
 pub use parse::{lenient_path, load, parse};
 pub use validate::local_node;
 
@@ -211,6 +213,16 @@ pub struct PingConfig {
     pub timeout: Duration,
     pub rise: u32,
     pub fall: u32,
+    /// What a primary cut off from its peer and every ping target at once does.
+    pub on_isolation: OnIsolation,
+}
+
+impl PingConfig {
+    /// How long one target takes to be judged down: `fall` rounds and the last one's
+    /// timeout (the fsm's dampen window for a connectivity loss).
+    pub fn fall_window(&self) -> Duration {
+        self.interval * self.fall + self.timeout
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

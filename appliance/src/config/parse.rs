@@ -104,6 +104,14 @@ fn read_config(root: &mut Section) -> Option<Config> {
         timeout: s.duration_or("timeout", Duration::from_millis(800)),
         rise: s.int_or("rise", 1, 100, 2),
         fall: s.int_or("fall", 1, 100, 3),
+        on_isolation: match s.opt_string("on-isolation").as_deref() {
+            None | Some("release") => OnIsolation::Release,
+            Some("keep") => OnIsolation::Keep,
+            Some(other) => {
+                s.problem::<()>(s.key("on-isolation"), format!("unknown on-isolation policy `{other}`"), Some("one of release, keep"));
+                OnIsolation::Release
+            }
+        },
     });
     let group = root.table_or_empty("group", |s| GroupConfig {
         max_restarts: s.int_or("max-restarts", 0, 1000, 3),

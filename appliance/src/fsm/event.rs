@@ -29,6 +29,9 @@ pub enum Event {
     /// DRBD reported a split brain on `resource` (its split-brain handler): both copies
     /// changed apart. `report` has both sides' state for the alert.
     SplitBrain { resource: String, report: String },
+    /// The answer to [`Action::ProbeVip`]: whether any VIP answered ARP (or IPv6 DAD), and
+    /// whether it answered SIP OPTIONS (`None` without a SIP probe on the VIP).
+    VipProbed { answered: bool, sip: Option<bool> },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -44,9 +47,11 @@ pub enum GroupEvent {
     StopFailed { resource: String, reason: String },
     /// A running resource failed and local restarts are exhausted.
     ResourceFailed { resource: String, reason: String },
+    /// A failed resource runs again after [`Action::RestartFailed`].
+    Recovered { resource: String },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Admin {
     /// Take this node out of service (moving the group away if it holds it).
@@ -70,6 +75,15 @@ pub enum Action {
     StopGroup,
     /// Stop taking new calls and wait for active ones, up to `deadline`.
     Drain { deadline: Duration },
+    /// Abandon the running drain and let the PBX take new calls again: the peer can no
+    /// longer take over.
+    CancelDrain,
+    /// Restart the group's failed members (fresh restart budget); each answers with
+    /// [`GroupEvent::Recovered`] or [`GroupEvent::ResourceFailed`].
+    RestartFailed,
+    /// Probe the VIPs (ARP / DAD, and SIP OPTIONS where a probe targets the VIP) without
+    /// starting anything; the answer is [`Event::VipProbed`].
+    ProbeVip,
     /// Send a heartbeat now instead of at the next interval: the summary changed.
     Announce,
     /// Send gratuitous ARP for the VIPs again (after winning a both-primary resolution).

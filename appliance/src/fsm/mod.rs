@@ -8,6 +8,8 @@
 
 mod event;
 #[cfg(test)]
+mod explore;
+#[cfg(test)]
 mod sim;
 
 use std::collections::BTreeMap;
@@ -21,6 +23,33 @@ use crate::summary::{GroupPhase, NodeSummary, Role};
 
 /// How soon a stopping daemon retries a stop that failed.
 const SHUTDOWN_STOP_RETRY: Duration = Duration::from_secs(1);
+/// How often a node whose takeover was refused (the VIP answered ARP) looks again. A peer
+/// whose daemon died may have left its addresses behind until its sentinel or systemd's
+/// `ExecStopPost=` removes them; the takeover follows within this time of the VIP falling
+/// silent.
+pub const VIP_REPROBE: Duration = Duration::from_secs(1);
+
+/// What a primary does when it is cut off from everything at once: every heartbeat link
+/// silent and no ping target answering (`[ping] on-isolation`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnIsolation {
+    /// Stop the group: the peer, which still hears the gateway, takes over, and the
+    /// isolated copy writes nothing that the heal would have to reconcile (DRBD, MySQL).
+    #[default]
+    Release,
+    /// Keep serving whoever can still reach this node (heartbeat v1's behaviour).
+    Keep,
+}
+
+impl OnIsolation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnIsolation::Release => "release",
+            OnIsolation::Keep => "keep",
+        }
+    }
+}
 
 /// Everything the fsm needs to know from the config.
 #[derive(Clone, Debug)]
@@ -44,6 +73,12 @@ pub struct Params {
     pub failure_timeout: Duration,
     /// How long a planned switchover waits for calls to end before moving anyway.
     pub drain_timeout: Duration,
+    /// The ping `fall` window (fall × interval + timeout): how long a peer must stay
+    /// connected after this node lost its ping targets before the group moves for it. Both
+    /// nodes usually ping the same gateway, and a gateway blip reaches the two verdicts up to
+    /// one ping round apart (Pacemaker's `dampen`).
+    pub ping_dampen: Duration,
+    pub on_isolation: OnIsolation,
 }
 
 /// Why a node may not hold the group. The node is healthy only when the set is empty
@@ -55,6 +90,8 @@ pub enum Fault {
     Resource(String),
     StopFailed(String),
     NoConnectivity,
+    /// A takeover was refused because the VIP answered ARP. Cleared when a re-probe finds
+    /// it silent, or when the peer is heard holding the group (the conflict is explained).
     VipConflict(String),
     /// A DRBD split brain on the named resource: this node must not take the group onto
     /// its copy until an operator resolved it and said so (`pbxha online`).
@@ -126,6 +163,42 @@ pub struct Node {
     eligible_since: Option<Instant>,
     peer_heard: Option<Instant>,
     last_stop_failure: Option<Instant>,
+    /// Why the running drain began: a drain for standby clears the standby request when
+    /// it has to be cancelled.
+    drain_cause: DrainCause,
+    /// When this node lost every ping target (the start of its `NoConnectivity` fault).
+    cut_off_since: Option<Instant>,
+    /// Since when every heartbeat of the peer said it is connected.
+    peer_connected_since: Option<Instant>,
+    /// When the peer was declared dead.
+    peer_lost_at: Option<Instant>,
+    /// The last event handled: a gap of more than deadtime means this daemon was frozen
+    /// (SIGSTOP, a stalled VM) while the peer may have declared it dead.
+    last_event: Instant,
+    /// After a freeze, until then, this node reports itself unhealthy so that a
+    /// both-primary tie goes to the peer that kept running.
+    stalled_until: Option<Instant>,
+    /// Refused takeovers since the first one (the VIP answered ARP): re-probed every
+    /// `VIP_REPROBE`, alerted once.
+    refused: Option<Refusal>,
+    next_vip_probe: Option<Instant>,
+    /// Since when this node is fit only to serve when nobody else can (see
+    /// `reconcile_fallback`); like `eligible_since`, it waits for a fresh heartbeat.
+    fallback_since: Option<Instant>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DrainCause {
+    Switchover,
+    Standby,
+    Failback,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Refusal {
+    since: Instant,
+    probes: u32,
+    diagnosed: bool,
 }
 
 /// A point-in-time view for `pbxha status`.
@@ -192,12 +265,22 @@ impl Node {
             eligible_since: None,
             peer_heard: None,
             last_stop_failure: None,
+            drain_cause: DrainCause::Switchover,
+            cut_off_since: None,
+            peer_connected_since: None,
+            peer_lost_at: None,
+            last_event: now,
+            stalled_until: None,
+            refused: None,
+            next_vip_probe: None,
+            fallback_since: None,
         }
     }
 
     /// Applies one event and returns what the I/O layer must do, in order.
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
+        self.notice_stall(now, &mut out);
         match event {
             Event::Tick => {}
             Event::Heartbeat { link, summary } => self.on_heartbeat(link, summary, now, &mut out),
@@ -207,17 +290,28 @@ impl Node {
                 self.reachable = reachable;
                 self.targets = total;
                 let cut_off = total > 0 && reachable == 0;
+                match (cut_off, self.cut_off_since) {
+                    (true, None) => self.cut_off_since = Some(now),
+                    (false, Some(_)) => self.cut_off_since = None,
+                    _ => {}
+                }
                 self.set_fault(Fault::NoConnectivity, cut_off, None, &mut out);
             }
             Event::Group(g) => self.on_group(g, now, &mut out),
             Event::Admin(a) => self.on_admin(a, now, &mut out),
             Event::DrainFinished { calls_left } => {
-                if self.draining.take().is_some() {
+                if self.draining.is_some() {
                     let left = calls_left.map_or("unknown".to_string(), |n| n.to_string());
-                    record(&mut out, RecordKind::Admin, format!("drain finished, {left} call(s) left"));
-                    self.stop_group(Release::ToPeer, &mut out);
+                    if self.peer_eligible() {
+                        self.draining = None;
+                        record(&mut out, RecordKind::Admin, format!("drain finished, {left} call(s) left"));
+                        self.stop_group(Release::ToPeer, &mut out);
+                    } else {
+                        self.cancel_drain(&mut out);
+                    }
                 }
             }
+            Event::VipProbed { answered, sip } => self.on_vip_probed(answered, sip, now, &mut out),
             Event::SplitBrain { resource, report } => {
                 record(&mut out, RecordKind::SplitBrain, format!("DRBD split brain on {resource}: {report}"));
                 notify(&mut out, Severity::Critical, format!("{}: DRBD split brain on {resource}", self.p.node_name), report);
@@ -230,6 +324,11 @@ impl Node {
         match (self.eligible(), self.eligible_since) {
             (true, None) => self.eligible_since = Some(now),
             (false, Some(_)) => self.eligible_since = None,
+            _ => {}
+        }
+        match (self.fallback_fit() && !self.eligible(), self.fallback_since) {
+            (true, None) => self.fallback_since = Some(now),
+            (false, Some(_)) => self.fallback_since = None,
             _ => {}
         }
         self.reconcile(now, &mut out);
@@ -252,7 +351,7 @@ impl Node {
                 self.p.peer_name,
                 self.peer_state_words()
             )),
-            Admin::Switchover { .. } if self.draining.is_some() || self.release != Release::None => {
+            Admin::Switchover { .. } | Admin::Standby if self.draining.is_some() || self.release != Release::None => {
                 Some("a hand-over is already in progress".into())
             }
             _ => None,
@@ -278,7 +377,7 @@ impl Node {
         NodeSummary {
             role: self.role(),
             group: self.group,
-            healthy: self.faults.is_empty(),
+            healthy: self.healthy(),
             reachable: self.reachable,
             targets: self.targets,
             handover: self.handover.is_some(),
@@ -353,8 +452,47 @@ impl Node {
         } else if self.peer_starting_since.is_none() {
             self.peer_starting_since = Some(now);
         }
+        if !summary.connected() {
+            self.peer_connected_since = None;
+        } else if self.peer_connected_since.is_none() {
+            self.peer_connected_since = Some(now);
+        }
+        if summary.group == GroupPhase::Running {
+            // The address that answered was the peer's, and the peer is back: nothing to
+            // probe for any more.
+            if let Some(r) = self.refused.take() {
+                record(out, RecordKind::Health, format!("peer {} is heard holding the group: the VIP that answered ({} probe(s) since the refusal) was its own", self.p.peer_name, r.probes));
+                self.next_vip_probe = None;
+                self.faults.retain(|f, _| !matches!(f, Fault::VipConflict(_)));
+                out.push(Action::Announce);
+            }
+        }
         self.peer = Some(summary);
         self.peer_heard = Some(now);
+    }
+
+    /// A gap of more than deadtime since the last event: this daemon did not run (SIGSTOP,
+    /// a stalled VM). The silence on the links was ours, so the peer is not judged by it; and
+    /// for a while this node reports itself unhealthy, so that if the peer took the group
+    /// meanwhile the both-primary tie goes to the peer, which kept running.
+    fn notice_stall(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let gap = now.saturating_duration_since(self.last_event);
+        self.last_event = now;
+        if self.stalled_until.is_some_and(|t| now >= t) {
+            self.stalled_until = None;
+            out.push(Action::Announce);
+        }
+        if gap <= self.p.deadtime {
+            return;
+        }
+        record(out, RecordKind::Health, format!("{} did not run for {} ms (frozen or stalled); not judging the peer by that silence", self.p.node_name, gap.as_millis()));
+        for l in &mut self.links {
+            if l.last_seen.is_some() {
+                l.last_seen = Some(now);
+            }
+        }
+        self.stalled_until = Some(now + self.p.deadtime * 2);
+        out.push(Action::Announce);
     }
 
     fn on_check(&mut self, name: String, ok: bool, out: &mut Vec<Action>) {
@@ -386,9 +524,10 @@ impl Node {
                 }
                 let until = Some(now + self.p.failure_timeout);
                 if conflict {
-                    record(out, RecordKind::SplitBrain, format!("refused the group: {reason}"));
-                    notify(out, Severity::Critical, format!("{}: VIP conflict, refused to take over", self.p.node_name), reason.clone());
-                    self.set_fault(Fault::VipConflict(reason), true, until, out);
+                    record(out, RecordKind::SplitBrain, format!("refused the group: {reason}; probing the VIP every {} ms", VIP_REPROBE.as_millis()));
+                    self.refused = Some(Refusal { since: now, probes: 0, diagnosed: false });
+                    self.next_vip_probe = Some(now + VIP_REPROBE);
+                    self.set_fault(Fault::VipConflict(reason), true, None, out);
                 } else {
                     notify(out, Severity::Critical, format!("{}: resource {resource} failed to start", self.p.node_name), reason);
                     self.set_fault(Fault::Resource(resource), true, until, out);
@@ -423,8 +562,13 @@ impl Node {
                 out.push(Action::Announce);
             }
             GroupEvent::ResourceFailed { resource, reason } => {
-                notify(out, Severity::Critical, format!("{}: resource {resource} failed", self.p.node_name), reason);
+                let retry = format!("{reason}; retried after failure-timeout ({} s) unless the peer takes over first", self.p.failure_timeout.as_secs());
+                notify(out, Severity::Critical, format!("{}: resource {resource} failed", self.p.node_name), retry);
                 self.set_fault(Fault::Resource(resource), true, Some(now + self.p.failure_timeout), out);
+            }
+            GroupEvent::Recovered { resource } => {
+                notify(out, Severity::Info, format!("{}: resource {resource} recovered", self.p.node_name), "restarted after its failure".into());
+                self.set_fault(Fault::Resource(resource), false, None, out);
             }
         }
     }
@@ -441,16 +585,35 @@ impl Node {
             Admin::Standby => {
                 self.admin_standby = true;
                 if self.holding() {
-                    self.begin_release(false, now, out);
+                    self.begin_release(DrainCause::Standby, false, now, out);
                 }
             }
             Admin::Online => {
                 self.admin_standby = false;
-                // Like `crm resource cleanup`: forget expiring failures, and a split brain the
-                // operator has resolved by hand.
-                self.faults.retain(|f, until| until.is_none() && !matches!(f, Fault::SplitBrain(_)));
+                // Like `crm resource cleanup`: forget expiring failures, a refused takeover
+                // and a split brain the operator has resolved by hand. A holder's failed
+                // members are restarted; their faults end when they run again.
+                let holding = self.holding();
+                let failed: Vec<String> = self
+                    .faults
+                    .keys()
+                    .filter_map(|f| match f {
+                        Fault::Resource(r) if holding => Some(r.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                self.faults.retain(|f, until| {
+                    (until.is_none() && !matches!(f, Fault::SplitBrain(_) | Fault::VipConflict(_)))
+                        || (holding && matches!(f, Fault::Resource(_)))
+                });
+                self.refused = None;
+                self.next_vip_probe = None;
+                if !failed.is_empty() {
+                    record(out, RecordKind::Admin, format!("restarting failed resource(s): {}", failed.join(", ")));
+                    out.push(Action::RestartFailed);
+                }
             }
-            Admin::Switchover { now: skip_drain } => self.begin_release(skip_drain, now, out),
+            Admin::Switchover { now: skip_drain } => self.begin_release(DrainCause::Switchover, skip_drain, now, out),
             Admin::Shutdown => {
                 self.shutdown = true;
                 if self.group == GroupPhase::Stopped {
@@ -464,13 +627,38 @@ impl Node {
         }
     }
 
-    fn begin_release(&mut self, skip_drain: bool, now: Instant, out: &mut Vec<Action>) {
+    fn begin_release(&mut self, cause: DrainCause, skip_drain: bool, now: Instant, out: &mut Vec<Action>) {
         if skip_drain || self.p.drain_timeout.is_zero() {
             self.stop_group(Release::ToPeer, out);
         } else {
             self.draining = Some(now + self.p.drain_timeout);
+            self.drain_cause = cause;
             out.push(Action::Drain { deadline: self.p.drain_timeout });
         }
+    }
+
+    /// The peer stopped being able to take over while calls were draining: moving now would
+    /// leave nobody serving, so the PBX takes calls again and the operator hears why.
+    fn cancel_drain(&mut self, out: &mut Vec<Action>) {
+        self.draining = None;
+        let what = match self.drain_cause {
+            DrainCause::Switchover => "switchover",
+            DrainCause::Standby => {
+                self.admin_standby = false;
+                "standby"
+            }
+            DrainCause::Failback => "failback",
+        };
+        let why = format!("peer {} can no longer take over ({})", self.p.peer_name, self.peer_state_words());
+        record(out, RecordKind::Admin, format!("{what} cancelled during the call drain: {why}; {} keeps the group and takes new calls again", self.p.node_name));
+        notify(
+            out,
+            Severity::Warning,
+            format!("{}: {what} cancelled", self.p.node_name),
+            format!("{why}. {} keeps the group and its PBX takes new calls again; ask again once the peer is back.", self.p.node_name),
+        );
+        out.push(Action::CancelDrain);
+        out.push(Action::Announce);
     }
 
     fn stop_group(&mut self, release: Release, out: &mut Vec<Action>) {
@@ -506,15 +694,32 @@ impl Node {
 
     fn expire(&mut self, now: Instant, out: &mut Vec<Action>) {
         if let Some(deadline) = self.draining {
-            if now >= deadline + self.p.deadtime {
+            if now >= deadline + self.p.deadtime && self.peer_eligible() {
                 // The I/O layer never answered the drain: move anyway.
                 self.draining = None;
                 record(out, RecordKind::Admin, "drain did not report back; moving anyway".into());
                 self.stop_group(Release::ToPeer, out);
             }
         }
-        // A failure keeps the node out only while it does not hold the group: a holder
-        // with a failed resource has nobody to give it to, and a new start would retry.
+        if self.group == GroupPhase::Running {
+            // A holder that still has a failed member after failure-timeout had nobody to
+            // give the group to: restart the member (Pacemaker's failure-timeout), again
+            // every failure-timeout while it keeps failing.
+            let mut due = Vec::new();
+            for (f, until) in self.faults.iter_mut() {
+                if let (Fault::Resource(r), Some(u)) = (f, until.as_mut()) {
+                    if now >= *u {
+                        *u = now + self.p.failure_timeout;
+                        due.push(r.clone());
+                    }
+                }
+            }
+            if !due.is_empty() {
+                record(out, RecordKind::Health, format!("failure-timeout passed with no peer to hand over to: restarting {}", due.join(", ")));
+                out.push(Action::RestartFailed);
+            }
+        }
+        // A failure keeps the node out only while it does not hold the group.
         if self.group != GroupPhase::Stopped {
             return;
         }
@@ -544,6 +749,8 @@ impl Node {
         if self.peer_alive && quiet > self.p.deadtime {
             self.peer_alive = false;
             self.both_primary = false;
+            self.peer_lost_at = Some(now);
+            self.peer_connected_since = None;
             record(out, RecordKind::Peer, format!("peer {} dead: silent on all links for {} ms", self.p.peer_name, quiet.as_millis()));
             notify(out, Severity::Warning, format!("peer {} is dead", self.p.peer_name), format!("no heartbeat on any link for {} ms", quiet.as_millis()));
         }
@@ -557,7 +764,10 @@ impl Node {
         if let Some(since) = self.handover {
             let peer_took = self.peer_alive && self.peer.is_some_and(|p| p.role == Role::Primary);
             let stale = now.saturating_duration_since(since) > self.p.deadtime * 3;
-            if peer_took || !self.peer_alive || (stale && !self.peer_holding()) {
+            // A peer that can no longer take what was handed to it will not: stop waiting
+            // for it, so this node may take the group back (see `reconcile_fallback`).
+            let peer_unfit = self.peer_heard > Some(since) && !self.peer_eligible() && !self.peer_holding();
+            if peer_took || !self.peer_alive || peer_unfit || (stale && !self.peer_holding()) {
                 self.handover = None;
                 out.push(Action::Announce);
             }
@@ -565,7 +775,10 @@ impl Node {
         match self.group {
             GroupPhase::Starting | GroupPhase::Stopping => {}
             GroupPhase::Running => self.reconcile_holder(now, out),
-            GroupPhase::Stopped => self.reconcile_standby(now, out),
+            GroupPhase::Stopped => {
+                self.probe_vip(now, out);
+                self.reconcile_standby(now, out);
+            }
         }
     }
 
@@ -580,9 +793,14 @@ impl Node {
             return;
         }
         if self.draining.is_some() {
+            if !self.peer_eligible() {
+                self.cancel_drain(out);
+            }
             return;
         }
-        let peer_holds = self.peer_holding() && self.peer.is_some_and(|p| p.role == Role::Primary);
+        // Only a peer whose group runs is a second holder: one that is still starting may
+        // yet be refused (its VIP probe meets ours) and must not make this node stop.
+        let peer_holds = self.peer_alive && self.peer.is_some_and(|p| p.group == GroupPhase::Running);
         if peer_holds {
             if !self.both_primary {
                 self.both_primary = true;
@@ -601,28 +819,43 @@ impl Node {
             return;
         }
         self.both_primary = false;
+        if self.isolated() {
+            record(out, RecordKind::Health, format!("{} is isolated: peer {} silent on every link and no ping target answers; releasing the group (on-isolation = \"release\")", self.p.node_name, self.p.peer_name));
+            notify(out, Severity::Critical, format!("{}: isolated, released the group", self.p.node_name), format!("peer {} is silent on every link and no ping target answers; the peer takes over if it still reaches the gateway", self.p.peer_name));
+            self.stop_group(Release::Quietly, out);
+            return;
+        }
         if !self.peer_eligible() {
             return;
         }
         let retry_ok = self.last_stop_failure.is_none_or(|t| now >= t + self.p.failure_timeout);
         // A split brain alone does not move the group: the peer's copy diverged too, and
         // the holder's is the one in use.
-        let hand_over = self.faults.keys().any(|f| !matches!(f, Fault::SplitBrain(_)));
-        if hand_over && retry_ok {
-            let why: Vec<String> = self.faults.keys().map(ToString::to_string).collect();
+        let moving: Vec<&Fault> = self.faults.keys().filter(|f| !matches!(f, Fault::SplitBrain(_))).collect();
+        // Lost ping targets move the group only once the peer has kept its own for the
+        // dampen window after our loss: a gateway blip both nodes see must move nothing.
+        let dampened = moving.iter().all(|f| **f == Fault::NoConnectivity)
+            && !self.cut_off_since.zip(self.peer_connected_since).is_some_and(|(lost, peer_ok)| now >= lost.max(peer_ok) + self.p.ping_dampen);
+        if !moving.is_empty() && !dampened && retry_ok {
+            let why: Vec<String> = moving.iter().map(ToString::to_string).collect();
             record(out, RecordKind::Health, format!("handing over to {}: {}", self.p.peer_name, why.join(", ")));
             self.stop_group(Release::ToPeer, out);
-        } else if self.p.auto_failback
+        } else if moving.is_empty()
+            && self.p.auto_failback
             && self.p.preferred == Some(false)
             && self.peer.is_some_and(|p| p.role == Role::Secondary)
         {
             record(out, RecordKind::Admin, format!("auto-failback to preferred node {}", self.p.peer_name));
-            self.begin_release(false, now, out);
+            self.begin_release(DrainCause::Failback, false, now, out);
         }
     }
 
     fn reconcile_standby(&mut self, now: Instant, out: &mut Vec<Action>) {
-        if !self.eligible() || self.handover.is_some() {
+        if self.handover.is_some() {
+            return;
+        }
+        if !self.eligible() {
+            self.reconcile_fallback(now, out);
             return;
         }
         if !self.peer_alive {
@@ -658,9 +891,75 @@ impl Node {
         self.start_group(why, true, out);
     }
 
+    /// Nobody holds the group, both nodes are alive, and neither is fully eligible: a node
+    /// whose only fault is lost ping targets serves anyway (the LAN's phones still reach
+    /// it), rather than leaving the pair with nobody serving for a fault both share. Never
+    /// with a silent peer: a node that hears neither its peer nor its gateway is the one
+    /// cut off.
+    fn reconcile_fallback(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if !self.fallback_fit() || !self.peer_alive || self.peer_heard <= self.fallback_since {
+            return;
+        }
+        let Some(peer) = self.peer else { return };
+        if peer.group != GroupPhase::Stopped || peer.role == Role::Primary || self.peer_eligible() {
+            return;
+        }
+        if self.peer_starting_since.is_some_and(|since| now.saturating_duration_since(since) < self.p.initdead) {
+            return;
+        }
+        // The peer may be in the same position (cut off from the gateway, healthy
+        // otherwise): then only one of the two, chosen the same way on both, starts.
+        let peer_fallback_fit = peer.healthy && !matches!(peer.role, Role::Standby | Role::Starting);
+        if peer_fallback_fit && !self.wins_tie(&peer) {
+            return;
+        }
+        self.start_group(
+            format!("nobody holds the group and peer {} cannot ({}); serving without ping targets", self.p.peer_name, self.peer_state_words()),
+            true,
+            out,
+        );
+    }
+
+    /// While a refused takeover stands, looks at the VIP again every `VIP_REPROBE`.
+    fn probe_vip(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.refused.is_none() || self.next_vip_probe.is_some_and(|t| now < t) {
+            return;
+        }
+        self.next_vip_probe = Some(now + VIP_REPROBE);
+        out.push(Action::ProbeVip);
+    }
+
+    fn on_vip_probed(&mut self, answered: bool, sip: Option<bool>, now: Instant, out: &mut Vec<Action>) {
+        let Some(r) = self.refused.as_mut() else { return };
+        r.probes += 1;
+        if answered {
+            if sip == Some(false) && !self.peer_alive && !r.diagnosed {
+                r.diagnosed = true;
+                let msg = format!(
+                    "the VIP answers ARP but not SIP, and peer {} is silent: its daemon probably died and left the addresses behind (run `pbxha release` there), or another host holds the VIP; {} takes over as soon as the VIP falls silent",
+                    self.p.peer_name, self.p.node_name
+                );
+                record(out, RecordKind::SplitBrain, msg.clone());
+                notify(out, Severity::Critical, format!("{}: VIP held by a node that does not answer SIP", self.p.node_name), msg);
+            }
+            return;
+        }
+        let waited = now.saturating_duration_since(r.since);
+        record(out, RecordKind::Health, format!("the VIP fell silent {} ms after the refused takeover", waited.as_millis()));
+        self.refused = None;
+        self.next_vip_probe = None;
+        self.faults.retain(|f, _| !matches!(f, Fault::VipConflict(_)));
+        out.push(Action::Announce);
+    }
+
     /// Deterministic choice between two candidates, evaluated the same way on both nodes:
-    /// connectivity first, then the preferred node, then the lower node id.
+    /// health first (a node that was frozen, or has a failed member, yields), then
+    /// connectivity, then the preferred node, then the lower node id.
     fn wins_tie(&self, peer: &NodeSummary) -> bool {
+        let me_healthy = self.healthy();
+        if me_healthy != peer.healthy {
+            return me_healthy;
+        }
         let me_connected = self.targets == 0 || self.reachable > 0;
         if me_connected != peer.connected() {
             return me_connected;
@@ -669,6 +968,30 @@ impl Node {
             Some(me) => me,
             None => self.p.node_id < self.p.peer_id,
         }
+    }
+
+    /// What the heartbeat calls healthy: no fault but lost ping targets (carried apart, as
+    /// `reachable`/`targets`), and not just back from a freeze.
+    fn healthy(&self) -> bool {
+        self.stalled_until.is_none() && self.faults.keys().all(|f| *f == Fault::NoConnectivity)
+    }
+
+    /// Only the ping targets are missing: fit to serve when nobody else can.
+    fn fallback_fit(&self) -> bool {
+        self.connectivity_known && self.healthy() && !self.admin_standby && !self.shutdown
+    }
+
+    /// Cut off from the peer and the gateway at once (within the time the two verdicts
+    /// take), with the policy to let go. A node whose peer was already gone before its ping
+    /// targets went keeps the group: nobody could take it over, so releasing would only add
+    /// an outage to a gateway reboot.
+    fn isolated(&self) -> bool {
+        self.p.on_isolation == OnIsolation::Release
+            && !self.peer_alive
+            && self.cut_off_since.zip(self.peer_lost_at).is_some_and(|(cut, lost)| {
+                let apart = if cut > lost { cut - lost } else { lost - cut };
+                apart <= self.p.deadtime + self.p.ping_dampen
+            })
     }
 
     fn eligible(&self) -> bool {

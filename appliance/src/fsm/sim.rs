@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
-const STEP: Duration = Duration::from_millis(10);
+pub(super) const STEP: Duration = Duration::from_millis(10);
 
-fn ms(n: u64) -> Duration {
+pub(super) fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-fn params(id: u16) -> Params {
+pub(super) fn params(id: u16) -> Params {
     let (me, peer) = if id == 1 { ("a", "b") } else { ("b", "a") };
     Params {
         node_id: id,
@@ -30,39 +30,115 @@ fn params(id: u16) -> Params {
         preferred: None,
         failure_timeout: ms(10_000),
         drain_timeout: ms(2000),
+        ping_dampen: PING_INTERVAL * PING_FALL + PING_TIMEOUT,
+        on_isolation: OnIsolation::Release,
     }
 }
 
-struct Sim {
-    now: Instant,
-    nodes: [Node; 2],
-    /// Node is running (sends heartbeats, receives events).
-    alive: [bool; 2],
+/// The simulated pinger's timing: the config's defaults (`[ping]` interval 1 s, timeout
+/// 800 ms, rise 2, fall 3).
+pub(super) const PING_INTERVAL: Duration = Duration::from_millis(1000);
+const PING_TIMEOUT: Duration = Duration::from_millis(800);
+const PING_RISE: u32 = 2;
+const PING_FALL: u32 = 3;
+
+/// One node's pinger, as `connectivity.rs` runs it: a sample every interval, the first
+/// one decides, then `fall` failures or `rise` successes in a row change the verdict.
+#[derive(Clone, Debug)]
+pub(super) struct Pinger {
+    next: Instant,
+    up: Option<bool>,
+    ok_run: u32,
+    fail_run: u32,
+}
+
+impl Pinger {
+    fn new(first: Instant) -> Pinger {
+        Pinger { next: first, up: None, ok_run: 0, fail_run: 0 }
+    }
+
+    /// A sample taken at its time; the verdict when it changed.
+    fn sample(&mut self, ok: bool) -> Option<bool> {
+        if ok {
+            self.ok_run += 1;
+            self.fail_run = 0;
+        } else {
+            self.fail_run += 1;
+            self.ok_run = 0;
+        }
+        let next = match self.up {
+            None => ok,
+            Some(true) if self.fail_run >= PING_FALL => false,
+            Some(false) if self.ok_run >= PING_RISE => true,
+            Some(up) => up,
+        };
+        let changed = self.up != Some(next);
+        self.up = Some(next);
+        changed.then_some(next)
+    }
+}
+
+pub(super) struct Sim {
+    pub now: Instant,
+    pub nodes: [Node; 2],
+    /// The daemon runs (sends heartbeats, receives events).
+    pub alive: [bool; 2],
+    /// A frozen daemon (SIGSTOP) handles nothing until then; its kernel still answers
+    /// ARP for what it holds, and packets for it wait in its socket.
+    pub frozen_until: [Option<Instant>; 2],
     /// link_up[link][from]: packets from `from` on `link` are delivered.
-    link_up: Vec<[bool; 2]>,
+    pub link_up: Vec<[bool; 2]>,
+    /// The node's cables are in: ARP between two nodes works when both are.
+    pub cabled: [bool; 2],
+    /// The node reaches the ping target (simulated only where `pinger` is set).
+    pub gw_ok: [bool; 2],
+    pub pinger: [Option<Pinger>; 2],
+    /// The VIP is on the node's interface: from the group's start until it stopped, and
+    /// after a crash until `vip_left_until`.
+    pub vip_on: [bool; 2],
+    pub vip_left_until: [Option<Instant>; 2],
+    /// How long a crashed daemon's address stays behind (the sentinel's or systemd's
+    /// clean-up time).
+    pub leftover: Duration,
+    /// Another host answers ARP for the VIP.
+    pub external_vip: bool,
+    /// The group has a VIP whose ARP probe guards takeovers from a silent peer.
+    pub guard: bool,
+    /// A restart of the node's failed member fails again.
+    pub member_broken: [bool; 2],
     next_beat: [Instant; 2],
     /// (when, node, event) waiting to be delivered.
-    pending: VecDeque<(Instant, usize, Event)>,
-    start_time: Duration,
-    stop_time: Duration,
+    pub pending: VecDeque<(Instant, usize, Event)>,
+    pub start_time: Duration,
+    pub stop_time: Duration,
     /// Scripted answer for the next group start on a node.
-    start_result: [Option<GroupEvent>; 2],
-    drain_time: Duration,
+    pub start_result: [Option<GroupEvent>; 2],
+    pub drain_time: Duration,
     /// The group counts as held from StartGroup until Stopped is delivered.
-    held: [bool; 2],
-    both_held_steps: u32,
-    allow_both: bool,
-    log: Vec<(usize, Action)>,
+    pub held: [bool; 2],
+    pub both_held_steps: u32,
+    pub allow_both: bool,
+    pub log: Vec<(usize, Action)>,
 }
 
 impl Sim {
-    fn new(pa: Params, pb: Params) -> Sim {
+    pub fn new(pa: Params, pb: Params) -> Sim {
         let now = Instant::now();
         Sim {
             now,
             nodes: [Node::new(pa, now), Node::new(pb, now)],
             alive: [true, true],
+            frozen_until: [None, None],
             link_up: vec![[true, true]; 2],
+            cabled: [true, true],
+            gw_ok: [true, true],
+            pinger: [None, None],
+            vip_on: [false, false],
+            vip_left_until: [None, None],
+            leftover: ms(800),
+            external_vip: false,
+            guard: true,
+            member_broken: [false, false],
             next_beat: [now, now],
             pending: VecDeque::new(),
             start_time: ms(50),
@@ -76,12 +152,12 @@ impl Sim {
         }
     }
 
-    fn pair() -> Sim {
+    pub fn pair() -> Sim {
         Sim::new(params(1), params(2))
     }
 
     /// A pair that has settled with `a` primary.
-    fn settled() -> Sim {
+    pub fn settled() -> Sim {
         let mut s = Sim::pair();
         s.run(ms(2000));
         assert_eq!(s.roles(), [Role::Primary, Role::Secondary]);
@@ -89,8 +165,22 @@ impl Sim {
         s
     }
 
-    fn feed(&mut self, n: usize, ev: Event) {
-        if !self.alive[n] {
+    /// Both nodes ping a simulated gateway, their rounds `phase` apart.
+    pub fn with_pingers(mut self, phase: Duration) -> Sim {
+        for n in 0..2 {
+            self.nodes[n].p.ping_targets = 1;
+            self.nodes[n] = Node::new(self.nodes[n].p.clone(), self.now);
+            self.pinger[n] = Some(Pinger::new(self.now + ms(100) + phase * n as u32));
+        }
+        self
+    }
+
+    pub fn runs(&self, n: usize) -> bool {
+        self.alive[n] && self.frozen_until[n].is_none()
+    }
+
+    pub fn feed(&mut self, n: usize, ev: Event) {
+        if !self.runs(n) {
             return;
         }
         let actions = self.nodes[n].handle(ev, self.now);
@@ -100,13 +190,33 @@ impl Sim {
         }
     }
 
+    /// Someone else answers ARP for the VIP, as node `n`'s probe sees it.
+    fn vip_answered_for(&self, n: usize) -> bool {
+        let other = 1 - n;
+        self.guard && (self.external_vip || (self.vip_on[other] && self.cabled[n] && self.cabled[other]))
+    }
+
+    /// SIP answers on the VIP that answered: the other node's PBX runs (a frozen daemon's
+    /// PBX still does; a crashed one's address has nothing behind it).
+    fn vip_sip_for(&self, n: usize) -> bool {
+        let other = 1 - n;
+        !self.external_vip && self.alive[other] && self.held[other]
+    }
+
     fn act(&mut self, n: usize, a: Action) {
         match a {
-            Action::StartGroup { .. } => {
+            Action::StartGroup { released } => {
                 self.held[n] = true;
-                let ev = self.start_result[n].take().unwrap_or(GroupEvent::Started);
+                let scripted = self.start_result[n].take();
+                let ev = if !released && self.vip_answered_for(n) {
+                    GroupEvent::StartFailed { resource: "vip".into(), reason: "198.51.100.100 answered by 02:00:00:00:00:09".into(), conflict: true, held: false }
+                } else {
+                    scripted.unwrap_or(GroupEvent::Started)
+                };
                 if matches!(ev, GroupEvent::StartFailed { held: false, .. }) {
                     self.held[n] = false;
+                } else {
+                    self.vip_on[n] = true;
                 }
                 self.pending.push_back((self.now + self.start_time, n, Event::Group(ev)));
             }
@@ -117,11 +227,25 @@ impl Sim {
             Action::Announce => self.beat(n),
             Action::Exit => self.alive[n] = false,
             Action::Reannounce | Action::Record(_) | Action::Notify(_) => {}
+            Action::CancelDrain => self.pending.retain(|(_, m, e)| !(*m == n && matches!(e, Event::DrainFinished { .. }))),
+            Action::RestartFailed => {
+                let ev = if self.member_broken[n] {
+                    GroupEvent::ResourceFailed { resource: "sip".into(), reason: "exited again".into() }
+                } else {
+                    GroupEvent::Recovered { resource: "sip".into() }
+                };
+                self.pending.push_back((self.now + self.start_time, n, Event::Group(ev)));
+            }
+            Action::ProbeVip => {
+                let answered = self.vip_answered_for(n);
+                let sip = answered.then(|| self.vip_sip_for(n));
+                self.pending.push_back((self.now + ms(100), n, Event::VipProbed { answered, sip }));
+            }
         }
     }
 
     fn beat(&mut self, from: usize) {
-        if !self.alive[from] {
+        if !self.runs(from) {
             return;
         }
         let summary = self.nodes[from].summary();
@@ -133,22 +257,39 @@ impl Sim {
         }
     }
 
-    fn step(&mut self) {
+    pub fn step(&mut self) {
         self.now += STEP;
+        for n in 0..2 {
+            if self.frozen_until[n].is_some_and(|t| self.now >= t) {
+                self.frozen_until[n] = None;
+            }
+            if self.vip_left_until[n].is_some_and(|t| self.now >= t) {
+                self.vip_left_until[n] = None;
+                self.vip_on[n] = false;
+            }
+        }
         let due: Vec<_> = {
-            let (due, rest): (Vec<_>, Vec<_>) = self.pending.drain(..).partition(|(t, _, _)| *t <= self.now);
+            let now = self.now;
+            let frozen = [!self.runs(0) && self.alive[0], !self.runs(1) && self.alive[1]];
+            let (due, rest): (Vec<_>, Vec<_>) = self.pending.drain(..).partition(|(t, n, _)| *t <= now && !frozen[*n]);
             self.pending = rest.into();
             due
         };
         for (_, n, ev) in due {
             if let Event::Group(GroupEvent::Stopped) = ev {
-                self.held[n] = false;
+                if self.alive[n] {
+                    self.held[n] = false;
+                    self.vip_on[n] = false;
+                }
             }
             self.feed(n, ev);
         }
         for n in 0..2 {
-            if self.alive[n] && self.now >= self.next_beat[n] {
+            self.ping(n);
+            if self.runs(n) && self.now >= self.next_beat[n] {
                 self.next_beat[n] = self.now + self.nodes[n].p.interval;
+                // As the daemon does: the fsm sees the clock before each heartbeat.
+                self.feed(n, Event::Tick);
                 self.beat(n);
             }
             self.feed(n, Event::Tick);
@@ -159,14 +300,29 @@ impl Sim {
         }
     }
 
-    fn run(&mut self, d: Duration) {
+    fn ping(&mut self, n: usize) {
+        let ok = self.gw_ok[n] && self.cabled[n];
+        let (now, runs) = (self.now, self.runs(n));
+        let Some(p) = self.pinger[n].as_mut() else { return };
+        if now < p.next || !runs {
+            return;
+        }
+        p.next += PING_INTERVAL;
+        if let Some(up) = p.sample(ok) {
+            // The verdict arrives when the failing probe's timeout ran out.
+            let at = if up { self.now } else { self.now + PING_TIMEOUT };
+            self.pending.push_back((at, n, Event::Connectivity { reachable: u8::from(up), total: 1 }));
+        }
+    }
+
+    pub fn run(&mut self, d: Duration) {
         for _ in 0..(d.as_millis() / STEP.as_millis()) {
             self.step();
         }
     }
 
     /// Runs until `cond` holds; returns how long it took. Panics after `limit`.
-    fn run_until(&mut self, limit: Duration, cond: impl Fn(&Sim) -> bool) -> Duration {
+    pub fn run_until(&mut self, limit: Duration, cond: impl Fn(&Sim) -> bool) -> Duration {
         let start = self.now;
         while !cond(self) {
             assert!(self.now - start < limit, "condition not reached within {limit:?}; roles {:?}", self.roles());
@@ -175,28 +331,50 @@ impl Sim {
         self.now - start
     }
 
-    fn roles(&self) -> [Role; 2] {
+    pub fn roles(&self) -> [Role; 2] {
         [self.nodes[0].role(), self.nodes[1].role()]
     }
 
-    fn kill(&mut self, n: usize) {
+    /// The daemon dies (kill -9); its address stays behind for `leftover`.
+    pub fn kill(&mut self, n: usize) {
         self.alive[n] = false;
         self.held[n] = false;
+        self.frozen_until[n] = None;
+        if self.vip_on[n] {
+            self.vip_left_until[n] = Some(self.now + self.leftover);
+        }
         self.pending.retain(|(_, m, _)| *m != n);
     }
 
-    fn revive(&mut self, n: usize, p: Params) {
+    pub fn revive(&mut self, n: usize, p: Params) {
         self.nodes[n] = Node::new(p, self.now);
         self.alive[n] = true;
+        if let Some(pinger) = self.pinger[n].as_mut() {
+            *pinger = Pinger::new(self.now + ms(100));
+            self.nodes[n].p.ping_targets = 1;
+            self.nodes[n] = Node::new(self.nodes[n].p.clone(), self.now);
+        }
     }
 
-    fn cut_all_links(&mut self, cut: bool) {
+    pub fn freeze(&mut self, n: usize, d: Duration) {
+        if self.alive[n] {
+            self.frozen_until[n] = Some(self.now + d);
+        }
+    }
+
+    pub fn cut_all_links(&mut self, cut: bool) {
         for l in &mut self.link_up {
             *l = [!cut, !cut];
         }
     }
 
-    fn records(&self, n: usize, kind: RecordKind) -> Vec<String> {
+    /// A true partition: the heartbeat links and the ARP path between the two.
+    pub fn partition(&mut self, cut: bool) {
+        self.cut_all_links(cut);
+        self.cabled[0] = !cut;
+    }
+
+    pub fn records(&self, n: usize, kind: RecordKind) -> Vec<String> {
         self.log
             .iter()
             .filter_map(|(m, a)| match a {
@@ -206,11 +384,11 @@ impl Sim {
             .collect()
     }
 
-    fn count(&self, n: usize, f: impl Fn(&Action) -> bool) -> usize {
+    pub fn count(&self, n: usize, f: impl Fn(&Action) -> bool) -> usize {
         self.log.iter().filter(|(m, a)| *m == n && f(a)).count()
     }
 
-    fn starts(&self, n: usize) -> usize {
+    pub fn starts(&self, n: usize) -> usize {
         self.count(n, |a| matches!(a, Action::StartGroup { .. }))
     }
 }
@@ -302,10 +480,10 @@ fn flapping_links_never_cause_a_failover() {
 fn partition_heal_keeps_one_primary_deterministically_and_reannounces() {
     let mut s = Sim::settled();
     s.allow_both = true;
-    s.cut_all_links(true);
+    s.partition(true);
     s.run_until(ms(3000), |s| s.nodes[1].group == GroupPhase::Running);
     assert_eq!(s.roles(), [Role::Primary, Role::Primary]);
-    s.cut_all_links(false);
+    s.partition(false);
     s.run_until(ms(2000), |s| s.roles() == [Role::Primary, Role::Secondary]);
     s.allow_both = false;
     s.run(ms(3000));
@@ -330,11 +508,11 @@ fn partition_heal_prefers_the_node_that_kept_connectivity() {
     s.run(ms(2000));
     assert_eq!(s.roles(), [Role::Primary, Role::Secondary]);
     s.allow_both = true;
-    s.cut_all_links(true);
+    s.partition(true);
     s.run_until(ms(3000), |s| s.nodes[1].group == GroupPhase::Running);
     // While apart, a loses its ping target but keeps the group: its peer looks dead.
     s.feed(0, Event::Connectivity { reachable: 0, total: 1 });
-    s.cut_all_links(false);
+    s.partition(false);
     s.run_until(ms(2000), |s| s.nodes[0].group == GroupPhase::Stopped);
     assert_eq!(s.nodes[1].role(), Role::Primary);
 }
@@ -446,6 +624,9 @@ fn lost_connectivity_hands_over_and_blocks_takeover() {
     s.run(ms(1000));
     assert_eq!(s.roles(), [Role::Primary, Role::Secondary]);
     s.feed(0, Event::Connectivity { reachable: 0, total: 1 });
+    // Not at once: b must keep its own ping targets for the dampen window first.
+    s.run(ms(3000));
+    assert_eq!(s.nodes[0].group, GroupPhase::Running);
     s.run_until(ms(2000), |s| s.nodes[1].group == GroupPhase::Running);
     // b is cut off too and a dies: b keeps the group (it holds it) ...
     s.feed(1, Event::Connectivity { reachable: 0, total: 1 });
@@ -468,15 +649,22 @@ fn exhausted_restarts_hand_over_and_the_failure_expires() {
 }
 
 #[test]
-fn a_vip_conflict_refuses_the_takeover_and_is_journaled() {
+fn a_vip_conflict_refuses_the_takeover_reprobes_and_takes_over_when_it_falls_silent() {
     let mut s = Sim::settled();
-    s.start_result[1] = Some(GroupEvent::StartFailed { resource: "vip".into(), reason: "198.51.100.100 answered by 02:00:00:00:00:09".into(), conflict: true, held: false });
+    s.external_vip = true;
     s.kill(0);
-    s.run(ms(3000));
+    s.run(ms(5000));
     assert_eq!(s.nodes[1].role(), Role::Fault);
     assert_eq!(s.nodes[1].group, GroupPhase::Stopped);
-    assert_eq!(s.starts(1), 1, "must not retry while the conflict fault stands");
-    assert_eq!(s.records(1, RecordKind::SplitBrain).len(), 1);
+    assert_eq!(s.starts(1), 1, "re-probes look at the VIP without starting the group");
+    assert!(s.count(1, |a| matches!(a, Action::ProbeVip)) >= 3, "probed again every second");
+    assert_eq!(s.records(1, RecordKind::SplitBrain).len(), 2, "the refusal and, once, the diagnosis");
+    let critical = s.count(1, |a| matches!(a, Action::Notify(n) if n.severity == Severity::Critical));
+    assert_eq!(critical, 1, "one alert, saying the VIP answers ARP but not SIP");
+    assert!(s.records(1, RecordKind::SplitBrain)[1].contains("answers ARP but not SIP"));
+    s.external_vip = false;
+    let took = s.run_until(ms(3000), |s| s.nodes[1].group == GroupPhase::Running);
+    assert!(took <= VIP_REPROBE + ms(300), "taken over {took:?} after the VIP fell silent");
 }
 
 #[test]

@@ -141,6 +141,8 @@ mod tests {
             preferred: None,
             failure_timeout: std::time::Duration::from_secs(10),
             drain_timeout: std::time::Duration::ZERO,
+            ping_dampen: std::time::Duration::ZERO,
+            on_isolation: Default::default(),
         };
         let t0 = std::time::Instant::now();
         let mut fsm = crate::fsm::Node::new(p, t0);

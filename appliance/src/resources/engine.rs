@@ -176,6 +176,7 @@ enum Command {
     Start { released: bool },
     Stop,
     Reannounce,
+    RestartFailed,
 }
 
 /// The daemon's handle on the executor task. Cloning it shares the same task; the task ends
@@ -208,6 +209,12 @@ impl GroupHandle {
     /// Queues a reannounce (gratuitous ARP again) on every running resource.
     pub fn reannounce(&self) {
         self.send(Command::Reannounce);
+    }
+
+    /// Queues a restart of every failed member of the running group; each answers with
+    /// `Recovered` or `ResourceFailed`.
+    pub fn restart_failed(&self) {
+        self.send(Command::RestartFailed);
     }
 
     fn send(&self, command: Command) {
@@ -314,6 +321,7 @@ impl Executor {
                     Some(Command::Start { released }) => self.start_group(released).await,
                     Some(Command::Stop) => self.stop_group().await,
                     Some(Command::Reannounce) => self.reannounce().await,
+                    Some(Command::RestartFailed) => self.restart_failed().await,
                     None => break,
                 },
                 () = sleep_until_due(due) => self.monitor_due().await,
@@ -563,6 +571,38 @@ impl Executor {
         };
         self.send_report(i, ResourceAction::Restart, result.is_ok(), started.elapsed(), message);
         true
+    }
+
+    /// The fsm's second chance for members whose local restarts ran out (failure-timeout
+    /// passed with nobody to hand over to, or `pbxha online`): stop what may be left of each,
+    /// start it again with a fresh restart budget, and monitor it again if it runs.
+    async fn restart_failed(&mut self) {
+        if lock(&self.shared).phase != GroupPhase::Running {
+            return;
+        }
+        for i in 0..self.members.len() {
+            if lock(&self.shared).slots[i].state != MemberState::Failed {
+                continue;
+            }
+            lock(&self.shared).slots[i].restarts.clear();
+            let resource = self.name(i);
+            let outcome = match self.stop_member(i, ResourceAction::Restart).await {
+                Err(err) => Err(format!("could not stop it for the restart: {err}")),
+                Ok(()) => self.start_member(i, ResourceAction::Restart, false).await.map_err(|e| e.to_string()),
+            };
+            match outcome {
+                Ok(()) => {
+                    self.next_monitor[i] = Some(Instant::now() + self.members[i].timeouts.monitor_interval);
+                    self.send_report(i, ResourceAction::Restart, true, Duration::ZERO, "restarted after its failure".into());
+                    self.emit(GroupEvent::Recovered { resource }).await;
+                }
+                Err(reason) => {
+                    self.set_state(i, MemberState::Failed);
+                    self.next_monitor[i] = None;
+                    self.emit(GroupEvent::ResourceFailed { resource, reason }).await;
+                }
+            }
+        }
     }
 
     async fn reannounce(&mut self) {

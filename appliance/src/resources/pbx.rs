@@ -354,7 +354,7 @@ pub fn spawn_drain(
     deadline: Duration,
     events: mpsc::Sender<Event>,
     tracker: DrainTracker,
-) {
+) -> DrainTask {
     let pbx = match drained(resources, runner) {
         Ok(pbx) => pbx,
         Err(e) => {
@@ -362,9 +362,11 @@ pub fn spawn_drain(
             None
         }
     };
-    tokio::spawn(async move {
-        let calls_left = match pbx {
-            Some((name, pbx)) => run_drain(&name, pbx.as_ref(), deadline, &tracker)
+    let draining = pbx.clone();
+    let status = tracker.clone();
+    let task = tokio::spawn(async move {
+        let calls_left = match draining {
+            Some((name, pbx)) => run_drain(&name, pbx.as_ref(), deadline, &status)
                 .await
                 .calls_left
                 .known(),
@@ -376,6 +378,32 @@ pub fn spawn_drain(
         // The fsm moves on after its own deadline if this is lost (daemon shutting down).
         let _ = events.send(Event::DrainFinished { calls_left }).await;
     });
+    DrainTask { task, pbx, tracker }
+}
+
+/// A running call drain.
+pub struct DrainTask {
+    task: tokio::task::JoinHandle<()>,
+    pbx: Option<NamedPbx>,
+    tracker: DrainTracker,
+}
+
+impl DrainTask {
+    /// Abandons the drain and lets the PBX take new calls again: the move it prepared for
+    /// is off (the peer can no longer take over).
+    pub fn cancel(self) {
+        self.task.abort();
+        if let Ok(mut slot) = self.tracker.0.lock() {
+            *slot = None;
+        }
+        let Some((name, pbx)) = self.pbx else { return };
+        tokio::spawn(async move {
+            match pbx.end_drain().await {
+                Ok(()) => tracing::info!(resource = %name, "drain cancelled: the PBX takes new calls again"),
+                Err(e) => tracing::error!(resource = %name, "drain cancelled, but the PBX could not be told to take new calls again: {e}"),
+            }
+        });
+    }
 }
 
 async fn run_drain(

@@ -131,6 +131,22 @@ impl Vip {
         Ok(!indexes.is_empty())
     }
 
+    /// Whether another host answers for the VIP now: the guard's probe alone, adding
+    /// nothing. A refused takeover looks again with this until the address falls silent.
+    pub async fn answered(&self) -> Result<bool, Error> {
+        let netlink = self.netlink()?;
+        let link = self.link(&netlink).await?;
+        if self.held_on(&netlink, &link).await? {
+            return Ok(false);
+        }
+        let mac = self.mac(&link)?;
+        match self.guard(&link, mac).await {
+            Ok(()) => Ok(false),
+            Err(Error::VipConflict { .. }) => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The split-brain guard: refuse the address when another host answers ARP for it.
     async fn guard(&self, link: &Link, mac: Mac) -> Result<(), Error> {
         let IpAddr::V4(ip) = self.config.address.addr else {
