@@ -105,6 +105,7 @@ pub fn params(config: &Config, local: &str) -> Params {
         failure_timeout: config.group.restart_window,
         drain_timeout: config.group.drain_timeout,
         ping_dampen: config.ping.fall_window(),
+        ping_interval: config.ping.interval,
         on_isolation: config.ping.on_isolation,
     }
 }

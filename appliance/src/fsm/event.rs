@@ -12,8 +12,9 @@ pub enum Event {
     /// Periodic timer: deadlines (deadtime, initdead, drain) are checked here.
     Tick,
     /// An authenticated heartbeat from the peer arrived on link `link` (index into the
-    /// config's links).
-    Heartbeat { link: usize, summary: NodeSummary },
+    /// config's links). `hears_us`: the packet echoes a recent heartbeat of ours on that
+    /// link, so the peer hears this node there too.
+    Heartbeat { link: usize, summary: NodeSummary, hears_us: bool },
     /// A local health check (`[[check]]` with `failover = true`) changed its verdict; the
     /// check has already applied its own `rise`/`fall`. A failing check is a fault.
     Check { name: String, ok: bool },

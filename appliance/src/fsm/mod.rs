@@ -78,6 +78,9 @@ pub struct Params {
     /// nodes usually ping the same gateway, and a gateway blip reaches the two verdicts up to
     /// one ping round apart (Pacemaker's `dampen`).
     pub ping_dampen: Duration,
+    /// How often the ping targets are asked: the uncertainty of when a ping verdict's loss
+    /// began.
+    pub ping_interval: Duration,
     pub on_isolation: OnIsolation,
 }
 
@@ -115,6 +118,16 @@ impl std::fmt::Display for Fault {
 struct Link {
     last_seen: Option<Instant>,
     up: bool,
+    /// The last heartbeat on this link whose echo said the peer hears us on it.
+    echoed: Option<Instant>,
+    /// Reported as one-way (heard here, not there) until it carries both ways again.
+    one_way: bool,
+}
+
+impl Link {
+    fn new() -> Link {
+        Link { last_seen: None, up: false, echoed: None, one_way: false }
+    }
 }
 
 /// What the node does with the group once the current stop finishes.
@@ -233,7 +246,7 @@ pub struct LinkStatus {
 
 impl Node {
     pub fn new(p: Params, now: Instant) -> Node {
-        let links = p.link_names.iter().map(|_| Link { last_seen: None, up: false }).collect();
+        let links = p.link_names.iter().map(|_| Link::new()).collect();
         let mut faults = BTreeMap::new();
         if p.ping_targets > 0 {
             faults.insert(Fault::NoConnectivity, None);
@@ -283,7 +296,7 @@ impl Node {
         self.notice_stall(now, &mut out);
         match event {
             Event::Tick => {}
-            Event::Heartbeat { link, summary } => self.on_heartbeat(link, summary, now, &mut out),
+            Event::Heartbeat { link, summary, hears_us } => self.on_heartbeat(link, summary, hears_us, now, &mut out),
             Event::Check { name, ok } => self.on_check(name, ok, &mut out),
             Event::Connectivity { reachable, total } => {
                 self.connectivity_known = true;
@@ -426,17 +439,33 @@ impl Node {
     /// Applies new timing and policy from a reloaded config; identities must not change.
     pub fn update_params(&mut self, p: Params) {
         if p.link_names.len() != self.links.len() {
-            self.links = p.link_names.iter().map(|_| Link { last_seen: None, up: false }).collect();
+            self.links = p.link_names.iter().map(|_| Link::new()).collect();
         }
         self.p = p;
     }
 
-    fn on_heartbeat(&mut self, link: usize, summary: NodeSummary, now: Instant, out: &mut Vec<Action>) {
+    fn on_heartbeat(&mut self, link: usize, summary: NodeSummary, hears_us: bool, now: Instant, out: &mut Vec<Action>) {
         let Some(l) = self.links.get_mut(link) else { return };
         l.last_seen = Some(now);
+        if hears_us {
+            l.echoed = Some(now);
+        }
         if !l.up {
             l.up = true;
+            // A link coming up gets time for its first echo before it counts as one-way.
+            l.echoed = Some(now);
             record(out, RecordKind::Link, format!("link {} up: hearing {}", self.p.link_names[link], self.p.peer_name));
+        }
+        let silent_there = l.echoed.is_none_or(|t| now.saturating_duration_since(t) > self.p.deadtime);
+        let name = &self.p.link_names[link];
+        if silent_there && !l.one_way {
+            l.one_way = true;
+            let msg = format!("link {name} is one-way: {} hears {} on it, but {} does not hear {}", self.p.node_name, self.p.peer_name, self.p.peer_name, self.p.node_name);
+            record(out, RecordKind::Link, msg.clone());
+            notify(out, Severity::Warning, format!("{}: one-way heartbeat link {name}", self.p.node_name), format!("{msg}; nothing moves for it (check a firewall or a duplex mismatch on that link)"));
+        } else if !silent_there && l.one_way {
+            l.one_way = false;
+            record(out, RecordKind::Link, format!("link {name} carries heartbeats both ways again"));
         }
         if !self.peer_alive {
             self.peer_alive = true;
@@ -802,10 +831,16 @@ impl Node {
         // yet be refused (its VIP probe meets ours) and must not make this node stop.
         let peer_holds = self.peer_alive && self.peer.is_some_and(|p| p.group == GroupPhase::Running);
         if peer_holds {
-            if !self.both_primary {
+            // A peer that does not hear us cannot learn that it won: only we can settle
+            // it, by yielding. Its echo is expected within an interval or two.
+            let heard_there = self.peer_hears_us(now, self.p.interval * 2);
+            if self.both_primary && !heard_there {
+                record(out, RecordKind::SplitBrain, format!("both nodes primary and {} does not hear {}: {} stops", self.p.peer_name, self.p.node_name, self.p.node_name));
+                self.stop_group(Release::Quietly, out);
+            } else if !self.both_primary {
                 self.both_primary = true;
                 let peer = self.peer.unwrap_or_else(|| self.summary());
-                let keep = self.wins_tie(&peer);
+                let keep = heard_there && self.wins_tie(&peer);
                 let (survivor, loser) = if keep { (&self.p.node_name, &self.p.peer_name) } else { (&self.p.peer_name, &self.p.node_name) };
                 let msg = format!("both nodes primary; {survivor} keeps the group, {loser} stops");
                 record(out, RecordKind::SplitBrain, msg.clone());
@@ -970,6 +1005,18 @@ impl Node {
         }
     }
 
+    /// Some link's echo said within `window` that the peer hears this node.
+    fn peer_hears_us(&self, now: Instant, window: Duration) -> bool {
+        self.links.iter().any(|l| l.echoed.is_some_and(|t| now.saturating_duration_since(t) <= window))
+    }
+
+    /// Whether this node hears the peer on `link` now: what its heartbeats on that link
+    /// echo. The simulation's stand-in for the membership layer's echo.
+    #[cfg(test)]
+    fn hears_peer_on(&self, link: usize, now: Instant) -> bool {
+        self.links.get(link).and_then(|l| l.last_seen).is_some_and(|t| now.saturating_duration_since(t) <= self.p.deadtime)
+    }
+
     /// What the heartbeat calls healthy: no fault but lost ping targets (carried apart, as
     /// `reachable`/`targets`), and not just back from a freeze.
     fn healthy(&self) -> bool {
@@ -981,17 +1028,22 @@ impl Node {
         self.connectivity_known && self.healthy() && !self.admin_standby && !self.shutdown
     }
 
-    /// Cut off from the peer and the gateway at once (within the time the two verdicts
-    /// take), with the policy to let go. A node whose peer was already gone before its ping
-    /// targets went keeps the group: nobody could take it over, so releasing would only add
-    /// an outage to a gateway reboot.
+    /// Cut off from the peer and the gateway at once, with the policy to let go. The two
+    /// verdicts arrive at different times (deadtime after the last heartbeat, the ping
+    /// window after the first lost ping), so what is compared is when each loss began: a
+    /// pulled cable starts both within a ping interval. A node whose peer was gone before its
+    /// gateway went (or the gateway before the peer) keeps the group: a peer gone before
+    /// could not take it over, and a gateway gone first is a shared fault the peer saw too.
     fn isolated(&self) -> bool {
-        self.p.on_isolation == OnIsolation::Release
-            && !self.peer_alive
-            && self.cut_off_since.zip(self.peer_lost_at).is_some_and(|(cut, lost)| {
-                let apart = if cut > lost { cut - lost } else { lost - cut };
-                apart <= self.p.deadtime + self.p.ping_dampen
-            })
+        if self.p.on_isolation != OnIsolation::Release || self.peer_alive {
+            return false;
+        }
+        let (Some(cut), Some(lost), Some(heard)) = (self.cut_off_since, self.peer_lost_at, self.peer_heard) else {
+            return false;
+        };
+        let gateway_went = cut.checked_sub(self.p.ping_dampen).unwrap_or(cut);
+        let apart = if gateway_went > heard { gateway_went - heard } else { heard - gateway_went };
+        lost >= heard && apart <= self.p.ping_interval + self.p.interval * 2
     }
 
     fn eligible(&self) -> bool {

@@ -31,6 +31,7 @@ pub(super) fn params(id: u16) -> Params {
         failure_timeout: ms(10_000),
         drain_timeout: ms(2000),
         ping_dampen: PING_INTERVAL * PING_FALL + PING_TIMEOUT,
+        ping_interval: PING_INTERVAL,
         on_isolation: OnIsolation::Release,
     }
 }
@@ -251,8 +252,9 @@ impl Sim {
         let summary = self.nodes[from].summary();
         for link in 0..self.link_up.len() {
             if self.link_up[link][from] {
+                let hears_us = self.nodes[from].hears_peer_on(link, self.now);
                 // Delivered on the next step, like a packet on a LAN.
-                self.pending.push_back((self.now, 1 - from, Event::Heartbeat { link, summary }));
+                self.pending.push_back((self.now, 1 - from, Event::Heartbeat { link, summary, hears_us }));
             }
         }
     }

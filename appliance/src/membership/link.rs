@@ -389,6 +389,7 @@ impl Receiver {
                     let event = Event::Heartbeat {
                         link: self.link,
                         summary: packet.summary,
+                        hears_us: true,
                     };
                     if self.events.send(event).await.is_err() {
                         // The daemon loop is gone; nobody is listening.
@@ -586,7 +587,7 @@ mod tests {
 
     async fn next_heartbeat(node: &mut Node) -> NodeSummary {
         match tokio::time::timeout(Duration::from_secs(10), node.events.recv()).await {
-            Ok(Some(Event::Heartbeat { link: 0, summary })) => summary,
+            Ok(Some(Event::Heartbeat { link: 0, summary, .. })) => summary,
             other => panic!("expected a heartbeat on link 0, got {other:?}"),
         }
     }

@@ -142,6 +142,7 @@ mod tests {
             failure_timeout: std::time::Duration::from_secs(10),
             drain_timeout: std::time::Duration::ZERO,
             ping_dampen: std::time::Duration::ZERO,
+            ping_interval: std::time::Duration::ZERO,
             on_isolation: Default::default(),
         };
         let t0 = std::time::Instant::now();
