@@ -723,11 +723,16 @@ impl Daemon {
     /// before (a cold start is not a failover).
     fn report_failover(&mut self, entries: &[Entry]) {
         let Some(mut ctx) = self.failover.take() else { return };
-        if ctx.old_primary.is_none() {
+        // A failed or refused takeover is always worth a report; it also leaves the old
+        // primary the old primary, so the takeover that follows is reported as a failover.
+        let failed = entries.last().is_some_and(|e| e.message == "takeover failed");
+        if ctx.old_primary.is_none() && !failed {
             tracing::info!("cold start: the group was not held before, no switchover report");
             return;
         }
-        self.peer_held = false;
+        if !failed {
+            self.peer_held = false;
+        }
         let group = self.group.status();
         let members = |kind: &str| -> Vec<String> {
             let of_kind = group.iter().filter(|r| r.kind == kind);

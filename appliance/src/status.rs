@@ -28,13 +28,18 @@ pub fn render(s: &DaemonStatus) -> String {
     let _ = writeln!(o, "Peer    {peer}");
     for (i, l) in s.heartbeat.links.iter().enumerate() {
         let up = n.links.get(i).is_some_and(|x| x.up);
+        let one_way = n.links.get(i).is_some_and(|x| x.one_way);
         let seen = l.last_seen_ms.map_or("never".to_string(), |ms| format!("{ms} ms ago"));
         let _ = writeln!(
             o,
-            "{:<8}{:<10} {:<5} last seen {:<12} accepted {:<8} dropped {}",
+            "{:<8}{:<10} {:<7} last seen {:<12} accepted {:<8} dropped {}",
             if i == 0 { "Links" } else { "" },
             l.name,
-            if up { "up" } else { "DOWN" },
+            match (up, one_way) {
+                (true, true) => "ONE-WAY",
+                (true, false) => "up",
+                (false, _) => "DOWN",
+            },
             seen,
             l.accepted,
             drops(&l.drops)

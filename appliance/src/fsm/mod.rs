@@ -242,6 +242,8 @@ pub struct LinkStatus {
     pub name: String,
     pub up: bool,
     pub last_seen_ms: Option<u64>,
+    /// Heartbeats arrive here, but the peer's echo says it does not hear this node.
+    pub one_way: bool,
 }
 
 impl Node {
@@ -431,6 +433,7 @@ impl Node {
                     name: name.clone(),
                     up: l.up,
                     last_seen_ms: l.last_seen.map(|t| now.saturating_duration_since(t).as_millis() as u64),
+                    one_way: l.one_way,
                 })
                 .collect(),
         }
