@@ -1044,9 +1044,12 @@ impl Node {
         let (Some(cut), Some(lost), Some(heard)) = (self.cut_off_since, self.peer_lost_at, self.peer_heard) else {
             return false;
         };
-        let gateway_went = cut.checked_sub(self.p.ping_dampen).unwrap_or(cut);
-        let apart = if gateway_went > heard { gateway_went - heard } else { heard - gateway_went };
-        lost >= heard && apart <= self.p.ping_interval + self.p.interval * 2
+        // The ping verdict comes fall × interval + timeout after the first lost ping, give or
+        // take the round the loss fell into; the peer was last heard within one heartbeat
+        // interval before its link went.
+        let Some(gateway_went) = cut.checked_sub(self.p.ping_dampen) else { return false };
+        let margin = self.p.interval / 2;
+        lost >= heard && heard + self.p.interval + margin >= gateway_went && heard <= gateway_went + self.p.ping_interval + margin
     }
 
     fn eligible(&self) -> bool {
