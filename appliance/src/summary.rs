@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A node's role in the pair (see ARCHITECTURE.md, "Failover rules").
+/// A node's role in the pair (see docs/ARCHITECTURE.md, "Failover rules").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {

@@ -434,7 +434,7 @@ pub struct MysqlResourceConfig {
 pub const DEFAULT_MYSQL_UNIT: &str = "mariadb";
 pub const DEFAULT_MYSQL_DATADIR: &str = "/var/lib/mysql";
 pub const DEFAULT_MYSQL_SOCKET: &str = "/run/mysqld/mysqld.sock";
-/// The replica mount point of ARCHITECTURE.md.
+/// The replica mount point (docs/ARCHITECTURE.md, "Storage of its own").
 pub const DEFAULT_REPLICA_MOUNT: &str = "/replica";
 
 /// A PBX (`kind = "pbx"`): started and stopped through its systemd unit, and asked for its

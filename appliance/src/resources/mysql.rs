@@ -1,5 +1,5 @@
 //! The `mysql` resource kind, for MySQL/MariaDB whose datadir lives on the replicated
-//! filesystem (the `replica` mode of ARCHITECTURE.md): its systemd unit is started and
+//! filesystem (the `replica` MySQL mode): its systemd unit is started and
 //! stopped like a `service`, but only once the datadir is on the mounted replica — started on
 //! the bare mount point or on local disk, the server would initialise or serve a stale
 //! database that the next failover silently hides — and it is monitored with a real query.
