@@ -394,9 +394,11 @@ impl Trouble {
     }
 
     /// Whether it may move the group at most once (a fault both nodes share moves it never).
+    /// A heartbeat partition is not one of those: beside a gateway loss within a ping round,
+    /// it is exactly what each node sees of its own isolation.
     fn moves_allowed(self) -> u32 {
         match self {
-            Trouble::Gateway { a: true, b: true, .. } | Trouble::OneWay { .. } | Trouble::Heartbeats { .. } => 0,
+            Trouble::Gateway { a: true, b: true, .. } | Trouble::OneWay { .. } => 0,
             Trouble::Admin { admin: Admin::Online, .. } => 0,
             _ => 1,
         }
@@ -439,10 +441,12 @@ impl Trouble {
     }
 }
 
-/// A true partition: a node's cables are out, or no heartbeat crosses in either direction.
-/// A one-way loss is not one: one side still hears the other.
+/// A true partition: a node's cables are out, no heartbeat crosses in either direction, or
+/// a daemon is frozen (it can neither hear nor let go). A one-way loss is not one: one
+/// side still hears the other.
 fn partitioned(s: &Sim) -> bool {
-    !s.cabled[0] || !s.cabled[1] || s.link_up.iter().all(|l| !l[0] && !l[1])
+    let frozen = (0..2).any(|n| s.alive[n] && !s.runs(n));
+    frozen || !s.cabled[0] || !s.cabled[1] || s.link_up.iter().all(|l| !l[0] && !l[1])
 }
 
 /// The network and members as the troubles still active make them.
@@ -510,13 +514,17 @@ fn explore(seed: u64, verbose: bool) -> Result<(), String> {
     let mut active: Vec<(Instant, Trouble)> = Vec::new();
     let mut next = 0;
     let allowed: u32 = plan.iter().map(|(_, t)| t.moves_allowed()).sum();
-    let shared_only = plan.iter().all(|(_, t)| t.moves_allowed() == 0);
+    // Faults that each move nothing may combine into one that does: a one-way loss beside a
+    // gateway loss within a ping round is, to the node that hears nothing, its isolation.
+    let one_way_and_gateway = plan.iter().any(|(_, t)| matches!(t, Trouble::OneWay { .. }))
+        && plan.iter().any(|(_, t)| matches!(t, Trouble::Gateway { .. }));
+    let shared_only = plan.iter().all(|(_, t)| t.moves_allowed() == 0) && !one_way_and_gateway;
     let p = params(1);
     // Time for a fit node to serve after the last obstacle: a restart's initdead, a
     // peer's deadtime, the ping window, a refused takeover's leftover and re-probe.
     let serve_bound = p.initdead + p.deadtime + p.ping_dampen + PING_INTERVAL * 3 + s.leftover + VIP_REPROBE + ms(1000);
     // Two holders are allowed only while a true partition stands, and briefly after it.
-    let heal_grace = p.interval * 2 + s.stop_time + s.start_time + ms(100);
+    let heal_grace = p.interval * 3 + s.stop_time + s.start_time + ms(100);
     let mut partition_ended: Option<Instant> = None;
     let end = start + plan.last().map_or(Duration::ZERO, |(at, _)| *at) + ms(15_000) + serve_bound;
     while s.now < end {
@@ -611,7 +619,7 @@ fn describe(seed: u64) -> String {
 }
 
 /// How many schedules one test run explores (the CI figure is this default).
-const SCHEDULES: u64 = 1500;
+const SCHEDULES: u64 = 2000;
 
 #[test]
 fn explorer_random_schedules_keep_every_invariant() {
