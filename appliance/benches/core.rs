@@ -47,6 +47,9 @@ fn fsm_params() -> Params {
         preferred: None,
         failure_timeout: Duration::from_secs(60),
         drain_timeout: Duration::from_secs(300),
+        ping_dampen: Duration::from_millis(3800),
+        ping_interval: Duration::from_secs(1),
+        on_isolation: Default::default(),
     }
 }
 
@@ -58,7 +61,7 @@ fn primary_summary() -> NodeSummary {
 fn settled_secondary(now: Instant) -> Node {
     let mut node = Node::new(fsm_params(), now);
     node.handle(Event::Connectivity { reachable: 1, total: 1 }, now);
-    node.handle(Event::Heartbeat { link: 0, summary: primary_summary() }, now);
+    node.handle(Event::Heartbeat { link: 0, summary: primary_summary(), hears_us: true }, now);
     node
 }
 
@@ -70,7 +73,7 @@ fn fsm_heartbeat(n: usize) -> Duration {
     for i in 0..n {
         // Fake clock: 100 ms apart on alternating links, as two links at interval 200 ms deliver.
         let now = t0 + Duration::from_millis(100 * i as u64);
-        black_box(node.handle(black_box(Event::Heartbeat { link: i % 2, summary }), now));
+        black_box(node.handle(black_box(Event::Heartbeat { link: i % 2, summary, hears_us: true }), now));
     }
     start.elapsed()
 }
