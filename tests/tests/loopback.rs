@@ -67,7 +67,7 @@ fn resource_state<'a>(status: &'a serde_json::Value, name: &str) -> &'a str {
 
 #[test]
 fn killing_the_primary_starts_the_service_on_the_secondary() {
-    let pair = Pair::new(27694);
+    let pair = Pair::new(free_udp_port());
     let mut a = pair.start("a");
     let _b = pair.start("b");
 
@@ -102,7 +102,7 @@ fn killing_the_primary_starts_the_service_on_the_secondary() {
 
 #[test]
 fn sigterm_hands_over_before_deadtime_and_status_says_not_running() {
-    let pair = Pair::new(27794);
+    let pair = Pair::new(free_udp_port());
     let mut a = pair.start("a");
     let _b = pair.start("b");
     wait_for(Duration::from_secs(20), "a primary", || status_json(&pair.config("a")).filter(|s| role(s) == "primary"));
@@ -125,7 +125,7 @@ fn sigterm_hands_over_before_deadtime_and_status_says_not_running() {
 
 #[test]
 fn a_readable_key_file_stops_the_daemon_naming_the_file_and_mode() {
-    let pair = Pair::new(27894);
+    let pair = Pair::new(free_udp_port());
     let key = pair.dir.path().join("authkey");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = Command::new(pbxha()).arg("--config").arg(pair.config("a")).args(["run", "--node", "a"]).output().unwrap();
@@ -157,7 +157,7 @@ fn check_config_reports_every_problem_and_exits_1() {
 
 #[test]
 fn a_corrupt_journal_is_reported_and_the_daemon_keeps_managing_the_cluster() {
-    let pair = Pair::new(27994);
+    let pair = Pair::new(free_udp_port());
     std::fs::write(pair.dir.path().join("a.db"), b"this is not an SQLite database, it is a text file\n".repeat(100)).unwrap();
     let _a = pair.start("a");
     let _b = pair.start("b");
@@ -173,7 +173,7 @@ fn a_corrupt_journal_is_reported_and_the_daemon_keeps_managing_the_cluster() {
 
 #[test]
 fn readiness_is_signalled_to_systemd_and_sighup_reloads_by_diff() {
-    let pair = Pair::new(28094);
+    let pair = Pair::new(free_udp_port());
     let sock_path = pair.dir.path().join("notify.sock");
     let notify = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
     notify.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -213,7 +213,7 @@ fn readiness_is_signalled_to_systemd_and_sighup_reloads_by_diff() {
 
 #[test]
 fn a_failing_check_marked_failover_moves_the_group() {
-    let pair = Pair::new(28194);
+    let pair = Pair::new(free_udp_port());
     let flag = pair.dir.path().join("a.healthy");
     std::fs::write(&flag, "").unwrap();
     let config = pair.config("a");

@@ -150,7 +150,7 @@ fn a_switchover_and_a_failover_each_mail_one_report_with_its_timeline() {
     let maildir = mailroot.path().join("maildir");
     let smtp = free_port();
     let _server = smtp_server(smtp, &maildir);
-    let pair = Pair::new(29694, smtp, "security = \"none\"", "");
+    let pair = Pair::new(free_udp_port(), smtp, "security = \"none\"", "");
     let mut a = pair.start("a");
     let b = pair.start("b");
     pair.wait_role("a", "primary");
@@ -203,7 +203,7 @@ fn mail_queued_while_smtp_is_down_arrives_once_after_a_daemon_restart() {
     // aiosmtpd's Mailbox creates the Maildir only when the directory does not exist yet.
     let maildir = mailroot.path().join("maildir");
     let smtp = free_port();
-    let pair = Pair::new(29794, smtp, "security = \"none\"", "");
+    let pair = Pair::new(free_udp_port(), smtp, "security = \"none\"", "");
     let mut a = pair.start("a");
     let mut b = pair.start("b");
     pair.wait_role("a", "primary");
@@ -284,7 +284,7 @@ fn a_wrong_password_is_a_clear_error_and_the_mail_stays_queued() {
     );
     // A check that is down from its first run: its alert is the mail that cannot leave.
     let check = "[[check]]\nname = \"trunk\"\nkind = \"command\"\nevery = \"1s\"\nargv = [\"false\"]\n";
-    let pair = Pair::new(29894, smtp, &mail, check);
+    let pair = Pair::new(free_udp_port(), smtp, &mail, check);
 
     let out = pbxha_cmd(&["--config", &pair.arg("a"), "mail", "test"]);
     let err = String::from_utf8_lossy(&out.stderr);
