@@ -213,8 +213,9 @@ async fn admin(inst: &Instance) -> Server {
     let creds = Credentials {
         user: "pbxha_admin".into(),
         password: Some(ADMIN_PASSWORD.into()),
+        keys: "mysql.admin-user / mysql.admin-password-file".into(),
     };
-    Server::connect("test", &ep, &creds, false).await.unwrap()
+    Server::connect("test", &ep, &creds, None).await.unwrap()
 }
 
 async fn rows(s: &mut Server) -> Vec<(u64, String)> {
@@ -312,21 +313,22 @@ async fn master_master_from_scratch_catch_up_and_conflict() {
         port: a.port,
         socket: Some(a.socket()),
     };
-    let admin_creds = Credentials {
-        user: "pbxha_admin".into(),
-        password: Some(ADMIN_PASSWORD.into()),
+    // The resource's credentials, read as it reads them, under its own keys.
+    let resource_creds = |file: &Path| {
+        Credentials::from_file("pbxha_admin", Some(file), ("user", "password-file")).unwrap()
     };
-    select_one(&by_socket, &admin_creds).await.unwrap();
-    let wrong_creds = Credentials {
-        password: Some("nope".into()),
-        ..admin_creds.clone()
-    };
-    let err = select_one(&by_socket, &wrong_creds)
+    let right = secret(root, "resource.pw", ADMIN_PASSWORD, 0o600);
+    select_one(&by_socket, &resource_creds(&right)).await.unwrap();
+    let wrong = secret(root, "resource-wrong.pw", "nope", 0o600);
+    let err = select_one(&by_socket, &resource_creds(&wrong))
         .await
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("refused") && err.contains(&a.socket().display().to_string()),
+        err.contains("refused")
+            && err.contains(&a.socket().display().to_string())
+            && err.contains("user / password-file")
+            && !err.contains("admin-user"),
         "{err}"
     );
     a.root_sql("INSERT INTO pbx.calls (node) VALUES ('seed1'), ('seed2')");
@@ -370,7 +372,7 @@ async fn master_master_from_scratch_catch_up_and_conflict() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("peer 127.0.0.1:1") && err.contains("mysql.peer"),
+        err.contains("peer 127.0.0.1:1") && err.contains("mysql.peer") && err.contains("bind-address"),
         "{err}"
     );
 
