@@ -309,3 +309,47 @@ fn a_wrong_password_is_a_clear_error_and_the_mail_stays_queued() {
     let checks = pbxha_cmd(&["--config", &pair.arg("a"), "checks"]);
     assert!(String::from_utf8_lossy(&checks.stdout).contains("trunk: down"));
 }
+
+/// Issue 11: SIGHUP applies new mail settings without a restart. A check alert queued while
+/// the configured SMTP server does not answer is delivered, once, through the server a
+/// reload names; the next alert carries the reload's cluster name.
+#[test]
+fn a_reload_sends_the_queued_mail_through_the_new_server_with_the_new_cluster_name() {
+    if !aiosmtpd() {
+        return;
+    }
+    let mailroot = tempfile::tempdir().unwrap();
+    // aiosmtpd's Mailbox creates the Maildir only when the directory does not exist yet.
+    let maildir = mailroot.path().join("maildir");
+    let (dead, live) = (free_port(), free_port());
+    let flag = mailroot.path().join("trunk-ok");
+    let check = format!(
+        "[[check]]\nname = \"trunk\"\nkind = \"command\"\nevery = \"1s\"\nrise = 1\nfall = 1\nargv = [\"test\", \"-e\", \"{}\"]\n",
+        flag.display()
+    );
+    let pair = Pair::new(free_udp_port(), dead, "security = \"none\"", &check);
+    let a = pair.start("a");
+    wait_for(Duration::from_secs(30), "the check alert to wait in the outbox", || {
+        status_json(&pair.config("a")).filter(|s| s["mail"]["pending"] == 1 && s["mail"]["last_error"].is_string())
+    });
+    let _server = smtp_server(live, &maildir);
+    let text = std::fs::read_to_string(pair.config("a")).unwrap();
+    let old_server = format!("server = \"127.0.0.1\"\nport = {dead}\n");
+    assert!(text.contains(&old_server), "{text}");
+    let text = text
+        .replace(&old_server, &format!("server = \"127.0.0.1\"\nport = {live}\n"))
+        .replace("name = \"mailtest\"", "name = \"mailtest-renamed\"");
+    std::fs::write(pair.config("a"), text).unwrap();
+    a.signal(libc::SIGHUP);
+    let log = pair.dir.path().join("a.log");
+    wait_for(Duration::from_secs(10), "the reload to be applied", || {
+        std::fs::read_to_string(&log).ok().filter(|l| l.lines().any(|l| l.contains("reload: applied") && l.contains(" mail"))).map(|_| ())
+    });
+    let got = settle(&maildir, 1);
+    assert_eq!(got.len(), 1, "the queued mail, once: {got:#?}");
+    assert!(got[0].0.contains("trunk"), "{got:#?}");
+    std::fs::write(&flag, "").unwrap();
+    let got = settle(&maildir, 2);
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert!(got[1].0.starts_with("[mailtest-renamed]") && got[1].0.contains("trunk"), "{got:#?}");
+}
