@@ -136,6 +136,14 @@ retry-max = "1s"
     }
 }
 
+/// A temp dir and the path, inside it, where aiosmtpd's Mailbox keeps the Maildir: it
+/// creates the Maildir only when the directory does not exist yet.
+fn new_maildir() -> (tempfile::TempDir, PathBuf) {
+    let root = tempfile::tempdir().unwrap();
+    let maildir = root.path().join("maildir");
+    (root, maildir)
+}
+
 fn only<'a>(mails: &'a [(String, String)], word: &str) -> Vec<&'a (String, String)> {
     mails.iter().filter(|(s, _)| s.contains(word)).collect()
 }
@@ -145,9 +153,7 @@ fn a_switchover_and_a_failover_each_mail_one_report_with_its_timeline() {
     if !aiosmtpd() {
         return;
     }
-    let mailroot = tempfile::tempdir().unwrap();
-    // aiosmtpd's Mailbox creates the Maildir only when the directory does not exist yet.
-    let maildir = mailroot.path().join("maildir");
+    let (_mailroot, maildir) = new_maildir();
     let smtp = free_port();
     let _server = smtp_server(smtp, &maildir);
     let pair = Pair::new(free_udp_port(), smtp, "security = \"none\"", "");
@@ -199,9 +205,7 @@ fn mail_queued_while_smtp_is_down_arrives_once_after_a_daemon_restart() {
     if !aiosmtpd() {
         return;
     }
-    let mailroot = tempfile::tempdir().unwrap();
-    // aiosmtpd's Mailbox creates the Maildir only when the directory does not exist yet.
-    let maildir = mailroot.path().join("maildir");
+    let (_mailroot, maildir) = new_maildir();
     let smtp = free_port();
     let pair = Pair::new(free_udp_port(), smtp, "security = \"none\"", "");
     let mut a = pair.start("a");
@@ -258,9 +262,7 @@ fn a_wrong_password_is_a_clear_error_and_the_mail_stays_queued() {
     }
     let certs = tempfile::tempdir().unwrap();
     let (ca, cert, key) = certificate(certs.path());
-    let mailroot = tempfile::tempdir().unwrap();
-    // aiosmtpd's Mailbox creates the Maildir only when the directory does not exist yet.
-    let maildir = mailroot.path().join("maildir");
+    let (_mailroot, maildir) = new_maildir();
     let smtp = free_port();
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../watchdog/tests/fixtures/smtp_tls_auth.py");
     let _server = Guard::spawn(
@@ -318,9 +320,7 @@ fn a_reload_sends_the_queued_mail_through_the_new_server_with_the_new_cluster_na
     if !aiosmtpd() {
         return;
     }
-    let mailroot = tempfile::tempdir().unwrap();
-    // aiosmtpd's Mailbox creates the Maildir only when the directory does not exist yet.
-    let maildir = mailroot.path().join("maildir");
+    let (mailroot, maildir) = new_maildir();
     let (dead, live) = (free_port(), free_port());
     let flag = mailroot.path().join("trunk-ok");
     let check = format!(

@@ -540,17 +540,23 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn an_unreadable_ami_secret_file_is_named() {
+    /// An Asterisk resource that logs in to AMI with the secret in `secret_file`.
+    fn asterisk_with_ami(secret_file: std::path::PathBuf) -> ResourceConfig {
         let mut r = resource_config(PbxKind::Asterisk);
         if let ResourceKind::Pbx(p) = &mut r.kind {
             p.ami = Some(AmiSettings {
                 host: "127.0.0.1".into(),
                 port: 5038,
                 user: "pbxha".into(),
-                secret_file: "/nonexistent/pbxha-ami-secret".into(),
+                secret_file,
             });
         }
+        r
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_ami_secret_file_is_named() {
+        let r = asterisk_with_ami("/nonexistent/pbxha-ami-secret".into());
         let err = build(
             "pbx",
             config(&r),
@@ -572,15 +578,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ami-secret");
         std::fs::write(&path, "s3cret\n").unwrap();
-        let mut r = resource_config(PbxKind::Asterisk);
-        if let ResourceKind::Pbx(p) = &mut r.kind {
-            p.ami = Some(AmiSettings {
-                host: "127.0.0.1".into(),
-                port: 5038,
-                user: "pbxha".into(),
-                secret_file: path.clone(),
-            });
-        }
+        let r = asterisk_with_ami(path.clone());
         let runner = || -> Arc<dyn Runner> { Arc::new(ScriptedRunner::new()) };
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = build("pbx", config(&r), timeouts(), runner()).err().unwrap().to_string();
