@@ -111,8 +111,8 @@ pub fn params(config: &Config, local: &str) -> Params {
 }
 
 struct Daemon {
-    /// The outbox's pending count and last error, refreshed in the background.
-    mail_status: Option<Arc<std::sync::Mutex<Option<MailStatus>>>>,
+    /// Outbox delivery, when `[mail]` is configured; a reload replaces it.
+    mailer: Option<Mailer>,
     config: Config,
     config_path: PathBuf,
     local: String,
@@ -201,9 +201,9 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<Pending>(16);
     tokio::spawn(control::serve(listener, ctl_tx));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mail = spawn_mail(&config, &local.name, stop_rx.clone());
+    let mailer = spawn_mail(&config, &local.name, None, None);
     let notifier = Notifier::new(&config.cluster.name, &local.name, config.paths.hooks.clone(), runner.clone())
-        .with_mail(mail.clone());
+        .with_mail(mailer.as_ref().map(|m| m.handle.clone()));
     probes.alert_with(notifier.clone());
     let mysql = crate::mysql_watch::spawn(config.mysql.as_ref(), notifier.clone(), stop_rx.clone());
     let (check_tx, mut check_rx) = mpsc::channel::<Transition>(64);
@@ -225,9 +225,8 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let calls = crate::resources::pbx::CallCounter::spawn(&config.resources, runner.clone());
     let drbd = crate::fence::LocalDrbd::spawn(&config.resources, runner.clone(), events_tx.clone());
     let now = Instant::now();
-    let mail_status = mail.as_ref().map(|_| MailStatus::watch(config.paths.state_db.clone(), stop_rx.clone()));
     let mut d = Daemon {
-        mail_status,
+        mailer,
         fsm: Node::new(params(&config, &local.name), now),
         config_path: opts.config.clone(),
         local: local.name.clone(),
@@ -339,6 +338,9 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         tracing::error!("{e}");
     }
     let _ = stop_tx.send(true);
+    if let Some(m) = &d.mailer {
+        let _ = m.stop.send(true);
+    }
     // Tell the peer once more, so it takes over now rather than after deadtime.
     d.links.send(&d.summary());
     // A takeover still waiting for the VIP's SIP answer ends here, inside its failover.
@@ -419,16 +421,31 @@ fn new_group(
     Ok(spawn_group(members, config.group.clone(), events, report))
 }
 
+/// The outbox's delivery loop and its status for `pbxha status`, with a stop signal of
+/// their own so a reload can replace them.
+struct Mailer {
+    /// What the notifier queues with.
+    handle: MailHandle,
+    stop: watch::Sender<bool>,
+    /// The delivery loop, awaited by the one that replaces it.
+    task: JoinHandle<()>,
+    /// The outbox's pending count and last error, refreshed in the background.
+    status: Arc<std::sync::Mutex<Option<MailStatus>>>,
+}
+
 /// Starts outbox delivery when `[mail]` is configured. An outbox that cannot be opened is
-/// logged and shown by `pbxha status`; the cluster is managed without mail.
-fn spawn_mail(config: &Config, local: &str, stop: watch::Receiver<bool>) -> Option<MailHandle> {
+/// logged and shown by `pbxha status`; the cluster is managed without mail. A reload passes
+/// the running loop's `handle`, so mails it holds in memory (a full disk) are kept, and the
+/// loop itself as `after`, already told to stop: it is awaited first, so two loops never
+/// send the same mail.
+fn spawn_mail(config: &Config, local: &str, handle: Option<MailHandle>, after: Option<JoinHandle<()>>) -> Option<Mailer> {
     let mail = config.mail.clone()?;
     let hostname = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| local.to_string());
     let db = config.paths.state_db.clone();
-    let handle = match MailHandle::open(&db, &hostname) {
+    let handle = match handle.map_or_else(|| MailHandle::open(&db, &hostname), Ok) {
         Ok(h) => h,
         Err(e) => {
             tracing::error!("{e}; running without mail");
@@ -436,13 +453,18 @@ fn spawn_mail(config: &Config, local: &str, stop: watch::Receiver<bool>) -> Opti
         }
     };
     let delivery = Delivery { config: mail, cluster: config.cluster.name.clone(), hostname };
+    let (stop, stop_rx) = watch::channel(false);
+    let status = MailStatus::watch(db.clone(), stop_rx.clone());
     let h = handle.clone();
-    tokio::spawn(async move {
-        if let Err(e) = h.run(db, delivery, stop).await {
+    let task = tokio::spawn(async move {
+        if let Some(previous) = after {
+            let _ = previous.await;
+        }
+        if let Err(e) = h.run(db, delivery, stop_rx).await {
             tracing::error!("mail delivery stopped: {e}");
         }
     });
-    Some(handle)
+    Some(Mailer { handle, stop, task, status })
 }
 
 fn spawn_ping(ping: &PingMonitor, events: mpsc::Sender<Event>) -> JoinHandle<()> {
@@ -669,9 +691,9 @@ impl Daemon {
             drain: self.drain.snapshot(),
             calls: self.calls_reported(),
             mail: self
-                .mail_status
+                .mailer
                 .as_ref()
-                .and_then(|m| m.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()),
+                .and_then(|m| m.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()),
             checks: self.checks.values().cloned().collect(),
             probes: self.probes.status(),
             mysql: self.mysql.as_ref().map(crate::mysql_watch::MysqlWatch::status),
@@ -771,6 +793,8 @@ impl Daemon {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!("reload: {e}; keeping the running config");
+                let what = format!("config not reloaded: {e}; the running config is kept");
+                self.journal.record(Entry::now(&self.local, Kind::Record(RecordKind::Admin), what));
                 return false;
             }
         };
@@ -788,8 +812,8 @@ impl Daemon {
         if new.paths.state_db != old.paths.state_db || new.paths.control_socket != old.paths.control_socket {
             restart_needed.push("paths");
         }
-        if new.mail != old.mail || new.checks != old.checks || new.watchdog != old.watchdog {
-            restart_needed.push("mail / checks / watchdog");
+        if new.checks != old.checks || new.watchdog != old.watchdog {
+            restart_needed.push("checks / watchdog");
         }
         if new.probes != old.probes {
             restart_needed.push("probes");
@@ -797,8 +821,15 @@ impl Daemon {
         if new.mysql != old.mysql {
             restart_needed.push("mysql");
         }
+        // Each drbd resource's status reader and events2 follower start with the daemon.
+        let drbd = |c: &Config| c.resources.iter().filter(|r| matches!(r.kind, config::ResourceKind::Drbd(_))).cloned().collect::<Vec<_>>();
+        if drbd(&new) != drbd(old) {
+            restart_needed.push("drbd resources");
+        }
         if !restart_needed.is_empty() {
-            tracing::warn!("reload: {} changed; that needs a restart, so the running config is kept", restart_needed.join(", "));
+            let why = format!("{} changed; that needs a restart, so the running config is kept", restart_needed.join(", "));
+            tracing::warn!("reload: {why}");
+            self.journal.record(Entry::now(&self.local, Kind::Record(RecordKind::Admin), format!("config not reloaded: {why}")));
             return false;
         }
         let mut applied = Vec::new();
@@ -813,11 +844,23 @@ impl Daemon {
             self.ping_task = spawn_ping(&self.ping, self.events.clone());
             applied.push("ping targets");
         }
-        if new.paths.hooks != old.paths.hooks || new.cluster.name != old.cluster.name {
-            let mail = self.notifier.mail();
-            self.notifier =
-                Notifier::new(&new.cluster.name, &self.local, new.paths.hooks.clone(), self.runner.clone()).with_mail(mail);
-            applied.push("hooks");
+        // Mail subjects and bodies carry the cluster name, so a new name restarts delivery too.
+        let mail_changed = new.mail != old.mail || new.cluster.name != old.cluster.name;
+        if mail_changed {
+            let (handle, after) = match self.mailer.take() {
+                Some(m) => {
+                    let _ = m.stop.send(true);
+                    (Some(m.handle), Some(m.task))
+                }
+                None => (None, None),
+            };
+            self.mailer = spawn_mail(&new, &self.local, handle, after);
+            applied.push("mail");
+        }
+        if mail_changed || new.paths.hooks != old.paths.hooks {
+            // In place: the probe and MySQL watchers hold clones of this notifier.
+            self.notifier.reconfigure(&new.cluster.name, new.paths.hooks.clone(), self.mailer.as_ref().map(|m| m.handle.clone()));
+            applied.push("hooks / cluster name");
         }
         let resources_changed = new.resources != old.resources || new.group != old.group;
         self.config = new.clone();

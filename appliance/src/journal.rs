@@ -183,6 +183,13 @@ fn open_writable(path: &Path, busy: Duration) -> Result<Connection, Error> {
         conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))?;
         conn.execute_batch(SCHEMA)
     };
+    let tightened = pbxha_watchdog::outbox::make_private(path).map_err(|e| Error::Journal {
+        path: path.to_path_buf(),
+        message: format!("cannot make it private (0600): {e}"),
+    })?;
+    for (file, mode) in tightened {
+        tracing::warn!(file = %file.display(), "had mode {mode:04o}, open to other users; now 0600");
+    }
     let conn = Connection::open(path).map_err(|e| journal_error(path, e))?;
     setup(&conn).map_err(|e| journal_error(path, e))?;
     Ok(conn)
@@ -592,6 +599,55 @@ mod tests {
             journal.record(e.clone());
         }
         // Dropping flushes the queue.
+    }
+
+    /// The permission bits of `path` and its `-wal`/`-shm` siblings that exist.
+    fn modes(path: &Path) -> Vec<(String, u32)> {
+        use std::os::unix::fs::PermissionsExt;
+        ["", "-wal", "-shm"]
+            .iter()
+            .filter_map(|s| {
+                let meta = std::fs::metadata(format!("{}{s}", path.display())).ok()?;
+                Some((s.to_string(), meta.permissions().mode() & 0o777))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_state_database_is_private_new_or_old() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        // New: journal and outbox, with the WAL files SQLite adds.
+        let path = dir.path().join("new/state.db");
+        let journal = Journal::open(&path).unwrap();
+        journal.record(rec(T0, RecordKind::Admin, "standby"));
+        drop(journal);
+        let _outbox = pbxha_watchdog::outbox::Outbox::open(&path, "b").unwrap();
+        let got = modes(&path);
+        assert!(got.len() == 3 && got.iter().all(|(_, m)| *m == 0o600), "{got:?}");
+
+        // Old: a 0644 database left by an earlier version, written while its WAL is kept
+        // open, so the -wal and -shm files exist too.
+        let old = dir.path().join("old.db");
+        let holder = Connection::open(&old).unwrap();
+        holder.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())).unwrap();
+        holder.execute_batch("CREATE TABLE keep (v TEXT); INSERT INTO keep VALUES ('x');").unwrap();
+        for (s, _) in modes(&old) {
+            let file = format!("{}{s}", old.display());
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        assert_eq!(modes(&old).len(), 3, "the WAL files exist while a connection is open");
+        let outbox = pbxha_watchdog::outbox::Outbox::open(&old, "b").unwrap();
+        let got = modes(&old);
+        assert!(got.iter().all(|(_, m)| *m == 0o600), "{got:?}");
+        drop(outbox);
+        // And nothing in it was lost.
+        let v: String = holder.query_row("SELECT v FROM keep", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, "x");
+        drop(holder);
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write(&old, &[rec(T0, RecordKind::Admin, "online")]);
+        assert_eq!(modes(&old)[0], (String::new(), 0o600), "the journal tightens it too");
     }
 
     #[test]

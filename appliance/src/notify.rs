@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use pbxha_runner::{Cmd, Runner};
@@ -26,44 +26,61 @@ use crate::journal::{Entry, Kind};
 /// How long a hook may run before its process group is killed: a hung script must not pile up.
 const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Cheap to clone, and every clone sees a reload's settings ([`Notifier::reconfigure`]):
+/// the probe and MySQL watchers keep the clones they were given at start.
 #[derive(Clone)]
 pub struct Notifier {
-    cluster: String,
     node: String,
-    hooks: Vec<Vec<String>>,
     runner: Arc<dyn Runner>,
+    settings: Arc<RwLock<Settings>>,
+}
+
+/// What a reload may change.
+struct Settings {
+    cluster: String,
+    hooks: Vec<Vec<String>>,
     /// The outbox, when `[mail]` is configured.
     mail: Option<MailHandle>,
 }
 
 impl Notifier {
     pub fn new(cluster: &str, node: &str, hooks: Vec<Vec<String>>, runner: Arc<dyn Runner>) -> Self {
-        Notifier { cluster: cluster.into(), node: node.into(), hooks, runner, mail: None }
+        let settings = Settings { cluster: cluster.into(), hooks, mail: None };
+        Notifier { node: node.into(), runner, settings: Arc::new(RwLock::new(settings)) }
     }
 
     /// Also mails, through the outbox behind `mail`.
-    pub fn with_mail(mut self, mail: Option<MailHandle>) -> Self {
-        self.mail = mail;
+    pub fn with_mail(self, mail: Option<MailHandle>) -> Self {
+        self.write().mail = mail;
         self
     }
 
-    /// The outbox handle, kept when a reload rebuilds the notifier.
-    pub fn mail(&self) -> Option<MailHandle> {
-        self.mail.clone()
+    /// A reload's cluster name, hooks and outbox, for this notifier and all its clones.
+    pub fn reconfigure(&self, cluster: &str, hooks: Vec<Vec<String>>, mail: Option<MailHandle>) {
+        *self.write() = Settings { cluster: cluster.into(), hooks, mail };
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Settings> {
+        // Settings are replaced whole, so a panic elsewhere cannot leave them half-written.
+        self.settings.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Settings> {
+        self.settings.write().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Logs the notice and starts every hook in the background; critical notices (split
     /// brain, failed resources, a VIP conflict) are mailed too. Role changes and peer death
     /// are not: the switchover report tells them. Never blocks the caller.
     pub fn send(&self, notice: &Notice) {
+        let cluster = self.read().cluster.clone();
         let mail = (notice.severity == Severity::Critical).then(|| {
             let now = crate::unix_ms();
             NewMail {
                 dedup_key: format!("notice:{}:{now}", notice.subject),
-                subject: format!("[{}] {}", self.cluster, notice.subject),
+                subject: format!("[{cluster}] {}", notice.subject),
                 body: format!(
-                    "Cluster: {}\nNode:    {}\nTime:    {}\n\n{}\n",
-                    self.cluster,
+                    "Cluster: {cluster}\nNode:    {}\nTime:    {}\n\n{}\n",
                     self.node,
                     format_ms(now),
                     notice.body
@@ -75,7 +92,7 @@ impl Notifier {
 
     /// A check, replication or admin alert: log, hooks and mail.
     pub fn alert(&self, alert: &Alert, at_ms: u64) {
-        let mail = report::alert_mail(&self.cluster, &self.node, alert, at_ms);
+        let mail = report::alert_mail(&self.read().cluster, &self.node, alert, at_ms);
         let severity = match alert {
             Alert::CheckDown { .. } | Alert::ReplicationBroken { .. } | Alert::SplitBrain { .. } => Severity::Critical,
             _ => Severity::Info,
@@ -97,11 +114,12 @@ impl Notifier {
             Severity::Warning => tracing::warn!(subject = %notice.subject, "{}", notice.body),
             Severity::Critical => tracing::error!(subject = %notice.subject, "{}", notice.body),
         }
-        if let (Some(handle), Some(mail)) = (&self.mail, mail) {
+        let settings = self.read();
+        if let (Some(handle), Some(mail)) = (&settings.mail, mail) {
             handle.queue(mail);
         }
-        for argv in &self.hooks {
-            let cmd = self.hook_cmd(argv, notice);
+        for argv in &settings.hooks {
+            let cmd = self.hook_cmd(&settings.cluster, argv, notice);
             let runner = self.runner.clone();
             tokio::spawn(async move {
                 match runner.run(&cmd).await {
@@ -115,7 +133,7 @@ impl Notifier {
         }
     }
 
-    fn hook_cmd(&self, argv: &[String], notice: &Notice) -> Cmd {
+    fn hook_cmd(&self, cluster: &str, argv: &[String], notice: &Notice) -> Cmd {
         let severity = match notice.severity {
             Severity::Info => "info",
             Severity::Warning => "warning",
@@ -124,7 +142,7 @@ impl Notifier {
         Cmd::new(argv.iter().cloned())
             .clear_env()
             .timeout(HOOK_TIMEOUT)
-            .env("PBXHA_CLUSTER", &self.cluster)
+            .env("PBXHA_CLUSTER", cluster)
             .env("PBXHA_NODE", &self.node)
             .env("PBXHA_SEVERITY", severity)
             .env("PBXHA_SUBJECT", &notice.subject)
@@ -339,19 +357,45 @@ mod tests {
         runner.on(["/usr/local/bin/alert"], Output::ok(""));
         let n = Notifier::new("pbx", "a", vec![vec!["/usr/local/bin/alert".into(), "--page".into()]], runner.clone());
         n.send(&Notice { severity: Severity::Critical, subject: "split brain".into(), body: "both primary".into() });
-        for _ in 0..100 {
-            if !runner.calls().is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let call = &runner.calls()[0];
+        let call = &calls(&runner, 1).await[0];
         assert!(call.clear_env);
         assert_eq!(call.to_string(), "/usr/local/bin/alert --page");
         let env: std::collections::BTreeMap<_, _> = call.env.iter().cloned().collect();
         assert_eq!(env["PBXHA_SEVERITY"], "critical");
         assert_eq!(env["PBXHA_SUBJECT"], "split brain");
         assert_eq!(env["PBXHA_NODE"], "a");
+    }
+
+    /// Waits (bounded) until the runner has seen `n` hook runs; they start in the background.
+    async fn calls(runner: &ScriptedRunner, n: usize) -> Vec<Cmd> {
+        for _ in 0..200 {
+            if runner.calls().len() >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let calls = runner.calls();
+        assert_eq!(calls.len(), n, "{:?}", calls.iter().map(ToString::to_string).collect::<Vec<_>>());
+        calls
+    }
+
+    #[tokio::test]
+    async fn a_reload_reaches_clones_made_before_it() {
+        let runner = Arc::new(ScriptedRunner::new());
+        runner.on(["old-hook"], Output::ok(""));
+        runner.on(["new-hook"], Output::ok(""));
+        let n = Notifier::new("pbx", "a", vec![vec!["old-hook".into()]], runner.clone());
+        // As the probe and MySQL watchers hold theirs.
+        let held = n.clone();
+        let notice = Notice { severity: Severity::Info, subject: "trunk back".into(), body: String::new() };
+        held.send(&notice);
+        calls(&runner, 1).await;
+        n.reconfigure("pbx-renamed", vec![vec!["new-hook".into()]], None);
+        held.send(&notice);
+        let calls = calls(&runner, 2).await;
+        assert_eq!(calls[1].to_string(), "new-hook");
+        let env: std::collections::BTreeMap<_, _> = calls[1].env.iter().cloned().collect();
+        assert_eq!(env["PBXHA_CLUSTER"], "pbx-renamed");
     }
 
     fn rec(at_ms: u64, kind: RecordKind, message: &str) -> Entry {

@@ -717,6 +717,7 @@ mod tests {
                 pbx: pbxha_telephony::PbxKind::Asterisk,
                 unit: "asterisk".into(),
                 ami: None,
+                event_socket_password_file: None,
             }),
         });
         let (p, _) = vip_sip_probe(&config).unwrap();

@@ -425,8 +425,21 @@ pub(crate) mod tests {
             .current_dir(&mp)
             .spawn()
             .unwrap();
+        // The stubborn one must have run its `trap` before the stop's SIGTERM, or it dies
+        // of it: wait (bounded) until the kernel shows SIGTERM ignored (SigIgn bit 15).
+        let ignores_term = |pid: u32| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|s| s.lines().find_map(|l| l.strip_prefix("SigIgn:").map(|m| m.trim().to_string())))
+                .and_then(|mask| u64::from_str_radix(&mask, 16).ok())
+                .is_some_and(|mask| mask & (1 << (libc::SIGTERM - 1)) != 0)
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !ignores_term(stubborn.id()) {
+            assert!(std::time::Instant::now() < deadline, "the stubborn holder never ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let mut children = [polite, stubborn];
-        std::thread::sleep(Duration::from_millis(300));
         assert!(holders(&mp).unwrap().len() >= 2);
 
         let started = std::time::Instant::now();

@@ -13,8 +13,14 @@ use pbxha_replica::mysql::{parse_mysql, Flavor, MysqlConfig};
 use pbxha_runner::SystemRunner;
 
 const ADMIN_PASSWORD: &str = "adm'in pw";
-/// Ports 3306+N as in the recipe, N chosen away from a default server's 3306.
-const PORTS: [u16; 2] = [3347, 3348];
+/// Two distinct TCP ports free on 127.0.0.1 now: fixed ports would collide with another run
+/// of this test on the same machine (parallel worktrees, CI jobs). Both listeners are held
+/// until both ports are known, so the kernel cannot hand out the same one twice.
+fn free_ports() -> [u16; 2] {
+    let bind = || std::net::TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
+    let held = [bind(), bind()];
+    held.map(|l| l.local_addr().expect("a bound listener's address").port())
+}
 
 /// One MariaDB server in a temp dir; killed by PID on drop, also when the test fails.
 struct Instance {
@@ -207,8 +213,9 @@ async fn admin(inst: &Instance) -> Server {
     let creds = Credentials {
         user: "pbxha_admin".into(),
         password: Some(ADMIN_PASSWORD.into()),
+        keys: "mysql.admin-user / mysql.admin-password-file".into(),
     };
-    Server::connect("test", &ep, &creds, false).await.unwrap()
+    Server::connect("test", &ep, &creds, None).await.unwrap()
 }
 
 async fn rows(s: &mut Server) -> Vec<(u64, String)> {
@@ -282,8 +289,9 @@ async fn master_master_from_scratch_catch_up_and_conflict() {
     );
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let mut a = Instance::create(root, PORTS[0]);
-    let mut b = Instance::create(root, PORTS[1]);
+    let [port_a, port_b] = free_ports();
+    let mut a = Instance::create(root, port_a);
+    let mut b = Instance::create(root, port_b);
     // One after the other: two bootstraps at once compete for the two cores.
     a.install();
     b.install();
@@ -305,21 +313,22 @@ async fn master_master_from_scratch_catch_up_and_conflict() {
         port: a.port,
         socket: Some(a.socket()),
     };
-    let admin_creds = Credentials {
-        user: "pbxha_admin".into(),
-        password: Some(ADMIN_PASSWORD.into()),
+    // The resource's credentials, read as it reads them, under its own keys.
+    let resource_creds = |file: &Path| {
+        Credentials::from_file("pbxha_admin", Some(file), ("user", "password-file")).unwrap()
     };
-    select_one(&by_socket, &admin_creds).await.unwrap();
-    let wrong_creds = Credentials {
-        password: Some("nope".into()),
-        ..admin_creds.clone()
-    };
-    let err = select_one(&by_socket, &wrong_creds)
+    let right = secret(root, "resource.pw", ADMIN_PASSWORD, 0o600);
+    select_one(&by_socket, &resource_creds(&right)).await.unwrap();
+    let wrong = secret(root, "resource-wrong.pw", "nope", 0o600);
+    let err = select_one(&by_socket, &resource_creds(&wrong))
         .await
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("refused") && err.contains(&a.socket().display().to_string()),
+        err.contains("refused")
+            && err.contains(&a.socket().display().to_string())
+            && err.contains("user / password-file")
+            && !err.contains("admin-user"),
         "{err}"
     );
     a.root_sql("INSERT INTO pbx.calls (node) VALUES ('seed1'), ('seed2')");
@@ -363,7 +372,7 @@ async fn master_master_from_scratch_catch_up_and_conflict() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("peer 127.0.0.1:1") && err.contains("mysql.peer"),
+        err.contains("peer 127.0.0.1:1") && err.contains("mysql.peer") && err.contains("bind-address"),
         "{err}"
     );
 
@@ -400,7 +409,7 @@ async fn master_master_from_scratch_catch_up_and_conflict() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("peer 127.0.0.1:3348")
+        err.contains(&format!("peer 127.0.0.1:{}", b.port))
             && err.contains("server_id")
             && err.contains("mysql.server-id"),
         "{err}"
@@ -426,7 +435,7 @@ async fn master_master_from_scratch_catch_up_and_conflict() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("peer 127.0.0.1:3347")
+        err.contains(&format!("peer 127.0.0.1:{}", a.port))
             && err.contains("mysql.replication-user")
             && err.contains("SELECT ON `pbx`.*"),
         "{err}"
@@ -483,17 +492,16 @@ async fn master_master_from_scratch_catch_up_and_conflict() {
     sb.exec(&["INSERT INTO pbx.calls (node) VALUES ('b2')"])
         .await
         .unwrap();
-    wait_rows(&mut sa, &rows(&mut sb).await).await;
-    let all = rows(&mut sa).await;
+    // The final state is known in advance: A takes odd ids and B even ones
+    // (auto_increment_offset = server-id, increment 2), each next id above the highest it
+    // has seen. Both sides are polled for exactly that state rather than one side for a
+    // snapshot of the other, which may be taken while a row is still on its way.
+    let all: Vec<(u64, String)> = [(1, "seed1"), (2, "seed2"), (3, "a1"), (4, "b1"), (5, "a2"), (6, "b2")]
+        .into_iter()
+        .map(|(id, node)| (id, node.to_string()))
+        .collect();
+    wait_rows(&mut sa, &all).await;
     wait_rows(&mut sb, &all).await;
-    for (id, node) in &all {
-        match node.as_str() {
-            n if n.starts_with('a') => assert_eq!(id % 2, 1, "A takes odd ids: {all:?}"),
-            n if n.starts_with('b') => assert_eq!(id % 2, 0, "B takes even ids: {all:?}"),
-            _ => {}
-        }
-    }
-    assert_eq!(all.len(), 6, "{all:?}");
 
     // Rerun on A: idempotent, says what it left as is.
     let steps = setup(&cfg_a, &SystemRunner, &mut quiet).await.unwrap();
@@ -576,7 +584,7 @@ async fn master_master_from_scratch_catch_up_and_conflict() {
     assert!(
         from_a
             .iter()
-            .all(|a| a.server.starts_with("peer 127.0.0.1:3348"))
+            .all(|x| x.server.starts_with(&format!("peer 127.0.0.1:{}", b.port)))
             && !from_a.is_empty(),
         "{from_a:?}"
     );
@@ -586,7 +594,7 @@ async fn master_master_from_scratch_catch_up_and_conflict() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("peer 127.0.0.1:3348") && err.contains("configured but failing"),
+        err.contains(&format!("peer 127.0.0.1:{}", b.port)) && err.contains("configured but failing"),
         "{err}"
     );
     sa.close().await;

@@ -36,20 +36,69 @@ fn cli_failure(output: &str) -> Option<&str> {
     })
 }
 
+/// fs_cli reads its connection profiles from `$HOME/.fs_cli_conf` (fs_cli.c); the profile
+/// named `default` is used when none is named on the command line.
+pub const CLI_CONF_NAME: &str = ".fs_cli_conf";
+
+/// The fs_cli config that logs in to mod_event_socket on 127.0.0.1:8021 (its default
+/// listener) with `password` instead of fs_cli's builtin `ClueCon`. Refuses what its
+/// `key => value` format cannot carry: a line break, or `#`, which starts a comment.
+pub fn render_cli_conf(password: &str) -> Result<String, String> {
+    if password.is_empty() || password.contains(['\r', '\n', '#']) {
+        return Err("the event-socket password must be one line without `#` (fs_cli's config format)".into());
+    }
+    Ok(format!("[default]\nhost => 127.0.0.1\nport => 8021\npassword => {password}\n"))
+}
+
 /// A FreeSWITCH under pbxha's control.
 pub struct FreeSwitch {
     unit: Unit,
     runner: Arc<dyn Runner>,
+    /// fs_cli's `$HOME` when a password is configured: a private directory (0700) holding
+    /// only [`CLI_CONF_NAME`] (0600). `fs_cli -p` would show the password to every local
+    /// user in the process list. Removed when the adapter goes.
+    cli_home: Option<tempfile::TempDir>,
 }
 
 impl FreeSwitch {
     pub fn new(unit: Unit, runner: Arc<dyn Runner>) -> Self {
-        FreeSwitch { unit, runner }
+        FreeSwitch { unit, runner, cli_home: None }
+    }
+
+    /// Logs fs_cli in with `password` (mod_event_socket's `password` param) instead of
+    /// fs_cli's default.
+    pub fn with_event_socket_password(mut self, password: &str) -> Result<Self, Error> {
+        use std::io::Write;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let conf = render_cli_conf(password).map_err(|message| Error::Pbx {
+            command: "fs_cli".into(),
+            message,
+        })?;
+        let home = tempfile::Builder::new()
+            .prefix("pbxha-fs_cli-")
+            .tempdir()
+            .map_err(|e| Error::io("creating a private directory for fs_cli's config", e))?;
+        // Before the file goes in: the directory is made with the umask's mode.
+        std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io(format!("setting mode 0700 on {}", home.path().display()), e))?;
+        let path = home.path().join(CLI_CONF_NAME);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| f.write_all(conf.as_bytes()))
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        self.cli_home = Some(home);
+        Ok(self)
     }
 
     /// Runs one API command through `fs_cli -x` and returns what it printed.
     pub async fn api(&self, command: &str, timeout: Duration) -> Result<String, Error> {
-        let cmd = Cmd::new(["fs_cli", "-x", command]).timeout(timeout);
+        let mut cmd = Cmd::new(["fs_cli", "-x", command]).timeout(timeout);
+        if let Some(home) = &self.cli_home {
+            cmd = cmd.env("HOME", home.path().to_string_lossy());
+        }
         let out = self.runner.run(&cmd).await?;
         if let Some(line) = cli_failure(&out.stdout).or_else(|| cli_failure(&out.stderr)) {
             return Err(Error::Pbx {
@@ -201,6 +250,36 @@ mod tests {
             err.contains("fs_cli -x fsctl pause inbound") && err.contains("-ERR INVALID COMMAND"),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_configured_password_reaches_fs_cli_through_a_private_home() {
+        use std::os::unix::fs::PermissionsExt;
+        let runner = Arc::new(ScriptedRunner::new());
+        runner.on(["fs_cli", "-x", "show calls count"], Output::ok(COUNT_IDLE));
+        let pbx = freeswitch(&runner).with_event_socket_password("s3cret pw").unwrap();
+        assert_eq!(pbx.active_calls().await, Calls::Known(0));
+        let cmd = &runner.calls()[0];
+        // Not on the command line, where `ps` shows it.
+        assert_eq!(cmd.to_string(), "fs_cli -x show calls count");
+        let home = cmd.env.iter().find(|(k, _)| k == "HOME").map(|(_, v)| v.clone()).unwrap();
+        let home = std::path::Path::new(&home);
+        let conf = home.join(CLI_CONF_NAME);
+        assert_eq!(
+            std::fs::read_to_string(&conf).unwrap(),
+            "[default]\nhost => 127.0.0.1\nport => 8021\npassword => s3cret pw\n"
+        );
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode(home), mode(&conf)), (0o700, 0o600));
+        let home = home.to_path_buf();
+        drop(pbx);
+        assert!(!home.exists(), "the private home goes with the adapter");
+        // Without a password fs_cli keeps its own defaults.
+        freeswitch(&runner).active_calls().await;
+        assert!(runner.calls()[1].env.is_empty());
+        for bad in ["", "two\nlines", "has#hash"] {
+            assert!(freeswitch(&runner).with_event_socket_password(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[tokio::test]

@@ -143,8 +143,12 @@ async fn inactive_targets_are_not_probed_until_activated_and_activation_resets()
     let (udp, _, _stop) = responder(200).await;
     let mut t = spec("pbx", udp, Transport::Udp);
     t.active = false;
+    // Activated after the deactivation as a barrier: commands are handled in order, so once
+    // its first sample arrives every sample of `pbx` from before the deactivation has too.
+    let mut marker = spec("marker", udp, Transport::Udp);
+    marker.active = false;
     let (tx, mut rx) = mpsc::channel(1024);
-    let handle = engine::start(vec![t], tx).await.unwrap();
+    let handle = engine::start(vec![t, marker], tx).await.unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(rx.try_recv().is_err(), "an inactive target was probed");
     assert!(!handle.activate("nope"));
@@ -155,10 +159,26 @@ async fn inactive_targets_are_not_probed_until_activated_and_activation_resets()
     })
     .await;
     assert!(handle.deactivate("pbx"));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    while rx.try_recv().is_ok() {}
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(rx.try_recv().is_err(), "a deactivated target was probed");
+    assert!(handle.activate("marker"));
+    let barrier = tokio::time::timeout(PATIENCE, async {
+        while let Some(sample) = rx.recv().await {
+            if &*sample.target == "marker" {
+                return;
+            }
+        }
+    });
+    barrier.await.expect("the marker target's first sample");
+    // Several of pbx's probe intervals: none may bring a sample of it.
+    let late = tokio::time::timeout(Duration::from_millis(400), async {
+        loop {
+            match rx.recv().await {
+                Some(sample) if &*sample.target == "pbx" => return sample,
+                Some(_) => {}
+                None => std::future::pending().await,
+            }
+        }
+    });
+    assert!(late.await.is_err(), "a deactivated target was probed");
     assert!(handle.activate("pbx"));
     let st = handle.target("pbx").unwrap();
     assert_eq!(

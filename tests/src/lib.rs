@@ -115,6 +115,15 @@ pub fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// A UDP port free on every local address now, for one loopback pair's heartbeats: a fixed
+/// port would meet another test, or another run of the suite on the same machine, using it.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("binding UDP 0.0.0.0:0 to find a free port")
+}
+
 /// Writes a two-node loopback cluster into `dir`: a 0600 key file and `a.toml`/`b.toml`
 /// with nodes `a` (127.0.0.1) and `b` (127.0.0.2) on one link at UDP `port`, a quick
 /// heartbeat (100 ms, dead after 600 ms) and state files in `dir`. `extra(node)` is appended

@@ -147,7 +147,7 @@ fn settled(pair: &Pair) {
 
 #[test]
 fn fence_peer_outdates_a_live_secondary_and_reports_a_dead_one_unreachable() {
-    let pair = Pair::new(27894);
+    let pair = Pair::new(free_udp_port());
     let _a = pair.start("a");
     let mut b = pair.start("b");
     settled(&pair);
@@ -210,7 +210,7 @@ fn fence_peer_outdates_a_live_secondary_and_reports_a_dead_one_unreachable() {
 
 #[test]
 fn an_events2_split_brain_faults_the_node_and_reports_both_sides() {
-    let pair = Pair::new(28294);
+    let pair = Pair::new(free_udp_port());
     let _a = pair.start("a");
     let _b = pair.start("b");
     settled(&pair);
@@ -243,7 +243,7 @@ fn an_events2_split_brain_faults_the_node_and_reports_both_sides() {
 
 #[test]
 fn fence_peer_without_a_daemon_refuses() {
-    let pair = Pair::new(27994);
+    let pair = Pair::new(free_udp_port());
     let (code, text) = pair.fence_peer("a");
     // Not 4 or 5: DRBD takes any other code as a broken handler and refuses the change.
     assert_eq!(code, Some(1), "{text}");

@@ -851,6 +851,37 @@ fn switchover_there_and_back() {
     lab.finish();
 }
 
+/// Issue 11: `lab down` returns only when every process of the lab is gone from the process
+/// table (not merely signalled, nor a zombie), even right after a kill and a revive, so a
+/// `lab up` right after it starts clean.
+#[test]
+fn down_after_kill_and_revive_leaves_no_process_and_up_starts_clean() {
+    if !prerequisites(&["ip", "iptables"]) {
+        return;
+    }
+    let lab = TestLab::up();
+    lab.lab_ok(&["kill", "a"]);
+    lab.lab_ok(&["revive", "a"]);
+    wait_for(SETTLE, "a's revived daemon to answer", || (lab.role("a") != "down").then_some(()));
+    lab.status();
+    let pids = lab.seen_pids.borrow().clone();
+    let daemons: Vec<u32> = ["a", "b"]
+        .iter()
+        .filter_map(|n| std::fs::read_to_string(lab.state_dir().join(format!("{n}.pid"))).ok()?.trim().parse().ok())
+        .collect();
+    assert_eq!(daemons.len(), 2, "both daemons' PID files");
+    assert!(daemons.iter().all(|p| pids.contains(p)), "daemons {daemons:?} not among {pids:?}");
+    let out = lab.lab_ok(&["down"]);
+    assert!(out.contains("down"), "{out}");
+    let left: Vec<u32> = pids.iter().copied().filter(|p| Path::new(&format!("/proc/{p}")).exists()).collect();
+    assert!(left.is_empty(), "still in the process table right after `lab down`: {left:?}");
+    lab.lab_ok(&["up"]);
+    lab.wait_primary(&wait_for(SETTLE, "a node to become primary", || {
+        ["a", "b"].into_iter().find(|n| lab.role(n) == "primary")
+    }));
+    lab.finish();
+}
+
 /// Issue 3 (f): with `auto-failback = false` (the lab's config) a revived node stays
 /// secondary and the group stays where it went.
 #[test]

@@ -67,7 +67,7 @@ fn resource_state<'a>(status: &'a serde_json::Value, name: &str) -> &'a str {
 
 #[test]
 fn killing_the_primary_starts_the_service_on_the_secondary() {
-    let pair = Pair::new(27694);
+    let pair = Pair::new(free_udp_port());
     let mut a = pair.start("a");
     let _b = pair.start("b");
 
@@ -102,7 +102,7 @@ fn killing_the_primary_starts_the_service_on_the_secondary() {
 
 #[test]
 fn sigterm_hands_over_before_deadtime_and_status_says_not_running() {
-    let pair = Pair::new(27794);
+    let pair = Pair::new(free_udp_port());
     let mut a = pair.start("a");
     let _b = pair.start("b");
     wait_for(Duration::from_secs(20), "a primary", || status_json(&pair.config("a")).filter(|s| role(s) == "primary"));
@@ -125,7 +125,7 @@ fn sigterm_hands_over_before_deadtime_and_status_says_not_running() {
 
 #[test]
 fn a_readable_key_file_stops_the_daemon_naming_the_file_and_mode() {
-    let pair = Pair::new(27894);
+    let pair = Pair::new(free_udp_port());
     let key = pair.dir.path().join("authkey");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = Command::new(pbxha()).arg("--config").arg(pair.config("a")).args(["run", "--node", "a"]).output().unwrap();
@@ -157,7 +157,7 @@ fn check_config_reports_every_problem_and_exits_1() {
 
 #[test]
 fn a_corrupt_journal_is_reported_and_the_daemon_keeps_managing_the_cluster() {
-    let pair = Pair::new(27994);
+    let pair = Pair::new(free_udp_port());
     std::fs::write(pair.dir.path().join("a.db"), b"this is not an SQLite database, it is a text file\n".repeat(100)).unwrap();
     let _a = pair.start("a");
     let _b = pair.start("b");
@@ -173,7 +173,7 @@ fn a_corrupt_journal_is_reported_and_the_daemon_keeps_managing_the_cluster() {
 
 #[test]
 fn readiness_is_signalled_to_systemd_and_sighup_reloads_by_diff() {
-    let pair = Pair::new(28094);
+    let pair = Pair::new(free_udp_port());
     let sock_path = pair.dir.path().join("notify.sock");
     let notify = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
     notify.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -213,7 +213,7 @@ fn readiness_is_signalled_to_systemd_and_sighup_reloads_by_diff() {
 
 #[test]
 fn a_failing_check_marked_failover_moves_the_group() {
-    let pair = Pair::new(28194);
+    let pair = Pair::new(free_udp_port());
     let flag = pair.dir.path().join("a.healthy");
     std::fs::write(&flag, "").unwrap();
     let config = pair.config("a");
@@ -235,4 +235,94 @@ fn a_failing_check_marked_failover_moves_the_group() {
     let a = status_json(&pair.config("a")).unwrap();
     assert_eq!(role(&a), "fault", "{a:#}");
     assert!(a["faults"].to_string().contains("check `disk-ok` failing"), "{a:#}");
+}
+
+/// Issue 11: SIGHUP reaches the notifier clone the probe task was given at start. A trunk
+/// probe's alert before the reload runs the old hook with the old cluster name; after a
+/// reload that changes both, the next alert runs only the new hook, with the new name.
+#[test]
+fn sighup_gives_the_probe_alerts_the_new_hooks_and_cluster_name() {
+    let pair = Pair::new(free_udp_port());
+    let d = pair.dir.path().to_path_buf();
+    let sip = free_udp_port();
+    let hook = |n: u32| format!(r#"["sh", "-c", "echo \"$PBXHA_CLUSTER: $PBXHA_SUBJECT\" >> {}/hook{n}.out"]"#, d.display());
+    let config = pair.config("a");
+    let base = std::fs::read_to_string(&config).unwrap();
+    let with = |cluster: &str, hook: &str| {
+        base.replace("name = \"loop\"", &format!("name = \"{cluster}\""))
+            .replace("[paths]\n", &format!("[paths]\nhooks = [{hook}]\n"))
+            + &format!(
+                "\n[[probe]]\nname = \"carrier\"\nrole = \"trunk\"\ntarget = \"udp:127.0.0.1:{sip}\"\ninterval = \"200ms\"\ntimeout = \"150ms\"\nrise = 1\nfall = 1\n"
+            )
+    };
+    std::fs::write(&config, with("loop", &hook(1))).unwrap();
+    let responder = |node: &str| {
+        Guard::spawn(
+            "sip responder",
+            Command::new(pbxha())
+                .args(["lab", "sip-responder", "--bind", &format!("127.0.0.1:{sip}"), "--node", node])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+    };
+    let read = |n: u32| std::fs::read_to_string(d.join(format!("hook{n}.out"))).unwrap_or_default();
+    let trunk = |s: &serde_json::Value| {
+        s["probes"].as_array().and_then(|p| p.iter().find(|p| p["name"] == "carrier")).map(|p| p["state"].as_str().unwrap_or("").to_string())
+    };
+    let mut carrier = responder("carrier");
+    let a = pair.start("a");
+    wait_for(Duration::from_secs(20), "the trunk up", || status_json(&config).filter(|s| trunk(s).as_deref() == Some("up")));
+    carrier.child.kill().unwrap();
+    carrier.child.wait().unwrap();
+    let before = wait_for(Duration::from_secs(20), "the old hook to hear the trunk go down", || {
+        Some(read(1)).filter(|t| t.contains("stopped answering"))
+    });
+    assert!(before.starts_with("loop: "), "{before}");
+
+    std::fs::write(&config, with("loop-renamed", &hook(2))).unwrap();
+    a.signal(libc::SIGHUP);
+    let a_log = d.join("a.log");
+    wait_for(Duration::from_secs(10), "the reload to be applied", || {
+        std::fs::read_to_string(&a_log).ok().filter(|l| l.contains("reload: applied") && l.contains("hooks / cluster name")).map(|_| ())
+    });
+    let _carrier = responder("carrier");
+    let after = wait_for(Duration::from_secs(20), "the new hook to hear the trunk come back", || {
+        Some(read(2)).filter(|t| t.contains("answers again"))
+    });
+    assert!(after.starts_with("loop-renamed: "), "{after}");
+    assert_eq!(read(1), before, "the old hook ran after the reload");
+}
+
+/// Issue 11: a drbd resource's status reader and events2 follower start with the daemon, so
+/// a reload that adds one says a restart is needed, in the log and the journal, and keeps
+/// the running config whole.
+#[test]
+fn sighup_adding_a_drbd_resource_says_a_restart_is_needed() {
+    if !require(Path::new("/usr/bin/python3").exists(), "/usr/bin/python3 (reads the journal)") {
+        return;
+    }
+    let pair = Pair::new(free_udp_port());
+    let config = pair.config("a");
+    let a = pair.start("a");
+    wait_for(Duration::from_secs(20), "a primary", || status_json(&config).filter(|s| role(s) == "primary"));
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text + "\n[[resource]]\nname = \"data\"\nkind = \"drbd\"\nresource = \"r0\"\n").unwrap();
+    a.signal(libc::SIGHUP);
+    let a_log = pair.dir.path().join("a.log");
+    let line = wait_for(Duration::from_secs(10), "the reload to be refused", || {
+        std::fs::read_to_string(&a_log).ok()?.lines().find(|l| l.contains("reload:") && l.contains("drbd")).map(String::from)
+    });
+    assert!(line.contains("drbd resources changed; that needs a restart"), "{line}");
+    let s = status_json(&config).unwrap();
+    let names: Vec<&str> = s["resources"].as_array().unwrap().iter().filter_map(|r| r["name"].as_str()).collect();
+    assert_eq!(names, ["worker"], "the running group is kept: {s:#}");
+    // The journal's own table, read with Python's sqlite3 (pbxha history shows failovers only).
+    let read = "import sqlite3, sys\nfor (m,) in sqlite3.connect(sys.argv[1]).execute('SELECT message FROM journal'): print(m)";
+    let db = pair.dir.path().join("a.db");
+    let journal = wait_for(Duration::from_secs(10), "the refusal in the journal", || {
+        let out = Command::new("/usr/bin/python3").args(["-c", read]).arg(&db).output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains("config not reloaded: drbd resources changed").then_some(text)
+    });
+    assert!(!journal.contains("config reloaded"), "{journal}");
 }

@@ -5,6 +5,7 @@
 //! `pbxha mail test` and `pbxha status` and the mail stays queued. Without aiosmtpd (and
 //! openssl for the AUTH test) the tests fail when CI=true and are skipped otherwise.
 
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -136,6 +137,14 @@ retry-max = "1s"
     }
 }
 
+/// A temp dir and the path, inside it, where aiosmtpd's Mailbox keeps the Maildir: it
+/// creates the Maildir only when the directory does not exist yet.
+fn new_maildir() -> (tempfile::TempDir, PathBuf) {
+    let root = tempfile::tempdir().unwrap();
+    let maildir = root.path().join("maildir");
+    (root, maildir)
+}
+
 fn only<'a>(mails: &'a [(String, String)], word: &str) -> Vec<&'a (String, String)> {
     mails.iter().filter(|(s, _)| s.contains(word)).collect()
 }
@@ -145,12 +154,10 @@ fn a_switchover_and_a_failover_each_mail_one_report_with_its_timeline() {
     if !aiosmtpd() {
         return;
     }
-    let mailroot = tempfile::tempdir().unwrap();
-    // aiosmtpd's Mailbox creates the Maildir only when the directory does not exist yet.
-    let maildir = mailroot.path().join("maildir");
+    let (_mailroot, maildir) = new_maildir();
     let smtp = free_port();
     let _server = smtp_server(smtp, &maildir);
-    let pair = Pair::new(29694, smtp, "security = \"none\"", "");
+    let pair = Pair::new(free_udp_port(), smtp, "security = \"none\"", "");
     let mut a = pair.start("a");
     let b = pair.start("b");
     pair.wait_role("a", "primary");
@@ -199,11 +206,9 @@ fn mail_queued_while_smtp_is_down_arrives_once_after_a_daemon_restart() {
     if !aiosmtpd() {
         return;
     }
-    let mailroot = tempfile::tempdir().unwrap();
-    // aiosmtpd's Mailbox creates the Maildir only when the directory does not exist yet.
-    let maildir = mailroot.path().join("maildir");
+    let (_mailroot, maildir) = new_maildir();
     let smtp = free_port();
-    let pair = Pair::new(29794, smtp, "security = \"none\"", "");
+    let pair = Pair::new(free_udp_port(), smtp, "security = \"none\"", "");
     let mut a = pair.start("a");
     let mut b = pair.start("b");
     pair.wait_role("a", "primary");
@@ -258,9 +263,7 @@ fn a_wrong_password_is_a_clear_error_and_the_mail_stays_queued() {
     }
     let certs = tempfile::tempdir().unwrap();
     let (ca, cert, key) = certificate(certs.path());
-    let mailroot = tempfile::tempdir().unwrap();
-    // aiosmtpd's Mailbox creates the Maildir only when the directory does not exist yet.
-    let maildir = mailroot.path().join("maildir");
+    let (_mailroot, maildir) = new_maildir();
     let smtp = free_port();
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../watchdog/tests/fixtures/smtp_tls_auth.py");
     let _server = Guard::spawn(
@@ -284,7 +287,7 @@ fn a_wrong_password_is_a_clear_error_and_the_mail_stays_queued() {
     );
     // A check that is down from its first run: its alert is the mail that cannot leave.
     let check = "[[check]]\nname = \"trunk\"\nkind = \"command\"\nevery = \"1s\"\nargv = [\"false\"]\n";
-    let pair = Pair::new(29894, smtp, &mail, check);
+    let pair = Pair::new(free_udp_port(), smtp, &mail, check);
 
     let out = pbxha_cmd(&["--config", &pair.arg("a"), "mail", "test"]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -308,4 +311,51 @@ fn a_wrong_password_is_a_clear_error_and_the_mail_stays_queued() {
     assert!(mails(&maildir).is_empty());
     let checks = pbxha_cmd(&["--config", &pair.arg("a"), "checks"]);
     assert!(String::from_utf8_lossy(&checks.stdout).contains("trunk: down"));
+}
+
+/// Issue 11: SIGHUP applies new mail settings without a restart. A check alert queued while
+/// the configured SMTP server does not answer is delivered, once, through the server a
+/// reload names; the next alert carries the reload's cluster name.
+#[test]
+fn a_reload_sends_the_queued_mail_through_the_new_server_with_the_new_cluster_name() {
+    if !aiosmtpd() {
+        return;
+    }
+    let (mailroot, maildir) = new_maildir();
+    let (dead, live) = (free_port(), free_port());
+    let flag = mailroot.path().join("trunk-ok");
+    let check = format!(
+        "[[check]]\nname = \"trunk\"\nkind = \"command\"\nevery = \"1s\"\nrise = 1\nfall = 1\nargv = [\"test\", \"-e\", \"{}\"]\n",
+        flag.display()
+    );
+    let pair = Pair::new(free_udp_port(), dead, "security = \"none\"", &check);
+    let a = pair.start("a");
+    wait_for(Duration::from_secs(30), "the check alert to wait in the outbox", || {
+        status_json(&pair.config("a")).filter(|s| s["mail"]["pending"] == 1 && s["mail"]["last_error"].is_string())
+    });
+    let _server = smtp_server(live, &maildir);
+    let text = std::fs::read_to_string(pair.config("a")).unwrap();
+    let old_server = format!("server = \"127.0.0.1\"\nport = {dead}\n");
+    assert!(text.contains(&old_server), "{text}");
+    let text = text
+        .replace(&old_server, &format!("server = \"127.0.0.1\"\nport = {live}\n"))
+        .replace("name = \"mailtest\"", "name = \"mailtest-renamed\"");
+    std::fs::write(pair.config("a"), text).unwrap();
+    a.signal(libc::SIGHUP);
+    let log = pair.dir.path().join("a.log");
+    wait_for(Duration::from_secs(10), "the reload to be applied", || {
+        std::fs::read_to_string(&log).ok().filter(|l| l.lines().any(|l| l.contains("reload: applied") && l.contains(" mail"))).map(|_| ())
+    });
+    let got = settle(&maildir, 1);
+    assert_eq!(got.len(), 1, "the queued mail, once: {got:#?}");
+    assert_eq!(got[0].0, "[mailtest] check trunk is DOWN", "queued before the reload: {got:#?}");
+    std::fs::write(&flag, "").unwrap();
+    let got = settle(&maildir, 2);
+    // A Maildir lists in no particular order.
+    let subjects: BTreeSet<&str> = got.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(
+        subjects,
+        BTreeSet::from(["[mailtest] check trunk is DOWN", "[mailtest-renamed] check trunk is up again"]),
+        "{got:#?}"
+    );
 }

@@ -34,7 +34,7 @@ impl Double {
 }
 
 fn config(dir: &Path, device: &Path) -> PathBuf {
-    let [a, _] = write_loopback_pair(dir, "wdt", 29994, |_| {
+    let [a, _] = write_loopback_pair(dir, "wdt", free_udp_port(), |_| {
         format!("[watchdog]\ndevice = \"{}\"\ntimeout = \"3s\"\n", device.display())
     });
     a

@@ -99,6 +99,27 @@ pub fn backoff(attempts: u32, min: Duration, max: Duration) -> Duration {
     min.saturating_mul(factor).min(max)
 }
 
+/// Makes the state database at `path` readable by its owner only, creating it empty (mode
+/// 0600) if it is missing: it holds alert bodies and the journal. SQLite gives the `-wal`
+/// and `-shm` files it creates the main file's mode, so it must be right before the first
+/// open; those left by an older, looser database are tightened too. Returns the files
+/// whose mode was tightened, with their old mode, for a log line.
+pub fn make_private(path: &Path) -> std::io::Result<Vec<(PathBuf, u32)>> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(path)?;
+    let mut tightened = Vec::new();
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        let Ok(meta) = std::fs::metadata(&file) else { continue };
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode & 0o7700))?;
+            tightened.push((file, mode));
+        }
+    }
+    Ok(tightened)
+}
+
 /// The outbox on one SQLite connection.
 pub struct Outbox {
     conn: Connection,
@@ -113,6 +134,9 @@ impl Outbox {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::db(path, format!("cannot create {}: {e}", dir.display())))?;
+        }
+        for (file, mode) in make_private(path).map_err(|e| Error::db(path, format!("cannot make it private (0600): {e}")))? {
+            tracing::warn!(file = %file.display(), "had mode {mode:04o}, open to other users; now 0600");
         }
         let conn = Connection::open(path).map_err(|e| Error::db(path, e))?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| Error::db(path, e))?;

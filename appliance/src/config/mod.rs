@@ -15,7 +15,7 @@ use serde::Serialize;
 pub use crate::fsm::OnIsolation;
 
 pub use parse::{lenient_path, load, parse};
-pub use validate::local_node;
+pub use validate::{local_node, private_file};
 
 /// Where the config lives unless `--config` says otherwise.
 pub const DEFAULT_PATH: &str = "/etc/pbxha/pbxha.toml";
@@ -447,6 +447,9 @@ pub struct PbxConfig {
     pub unit: String,
     /// Count Asterisk's calls over AMI instead of `asterisk -rx`.
     pub ami: Option<AmiSettings>,
+    /// FreeSWITCH: a 0600 file holding mod_event_socket's password, for a FreeSWITCH
+    /// whose password is not fs_cli's default.
+    pub event_socket_password_file: Option<PathBuf>,
 }
 
 /// Where Asterisk's manager interface listens and how pbxha logs in.

@@ -353,7 +353,15 @@ fn read_pbx(s: &mut Section) -> Option<PbxConfig> {
             )
         }
     };
-    Some(PbxConfig { pbx, unit, ami })
+    let event_socket_password_file = s.opt_string("event-socket-password-file").map(PathBuf::from);
+    if event_socket_password_file.is_some() && pbx != pbxha_telephony::PbxKind::FreeSwitch {
+        return s.problem(
+            s.key("event-socket-password-file"),
+            "the event socket is FreeSWITCH's".into(),
+            Some("Asterisk logs in to AMI with ami-user and ami-secret-file"),
+        );
+    }
+    Some(PbxConfig { pbx, unit, ami, event_socket_password_file })
 }
 
 fn read_probe(s: &mut Section) -> Option<ProbeConfig> {

@@ -150,7 +150,18 @@ impl Config {
                         );
                     }
                 }
-                ResourceKind::Service(_) | ResourceKind::Pbx(_) | ResourceKind::Drbd(_) | ResourceKind::Filesystem(_) => {}
+                ResourceKind::Pbx(pbx) => {
+                    let secrets = [
+                        ("ami-secret-file", pbx.ami.as_ref().map(|a| &a.secret_file)),
+                        ("event-socket-password-file", pbx.event_socket_password_file.as_ref()),
+                    ];
+                    for (name, path) in secrets {
+                        if let Some(Err(message)) = path.map(|p| private_file(p)) {
+                            problem(&key(name), message, "the file must exist with mode 0600 (chmod 600 FILE)");
+                        }
+                    }
+                }
+                ResourceKind::Service(_) | ResourceKind::Drbd(_) | ResourceKind::Filesystem(_) => {}
             }
         }
         let mut probe_names = BTreeSet::new();
@@ -173,18 +184,27 @@ impl Config {
 }
 
 fn check_key_file(path: &std::path::Path, problem: &mut impl FnMut(&str, String, &str)) {
+    if let Err(message) = private_file(path) {
+        let hint = if path.exists() {
+            format!("chmod 600 {}", path.display())
+        } else {
+            "create it on one node with `head -c 32 /dev/urandom | base64 > FILE; chmod 600 FILE` and copy it to the other".into()
+        };
+        problem("cluster.auth-key-file", message, &hint);
+    }
+}
+
+/// Whether `path`, a file holding a secret, exists with no access for group and others.
+/// The daemon refuses such files when it reads them; check-config says so first.
+pub fn private_file(path: &std::path::Path) -> Result<(), String> {
     match std::fs::metadata(path) {
-        Err(e) => problem(
-            "cluster.auth-key-file",
-            format!("{}: {e}", path.display()),
-            "create it on one node with `head -c 32 /dev/urandom | base64 > FILE; chmod 600 FILE` and copy it to the other",
-        ),
-        Ok(meta) if meta.permissions().mode() & 0o077 != 0 => problem(
-            "cluster.auth-key-file",
-            format!("{} has mode {:04o}; group and others must have no access", path.display(), meta.permissions().mode() & 0o7777),
-            &format!("chmod 600 {}", path.display()),
-        ),
-        Ok(_) => {}
+        Err(e) => Err(format!("{}: {e}", path.display())),
+        Ok(meta) if meta.permissions().mode() & 0o077 != 0 => Err(format!(
+            "{} has mode {:04o}; group and others must have no access",
+            path.display(),
+            meta.permissions().mode() & 0o7777
+        )),
+        Ok(_) => Ok(()),
     }
 }
 

@@ -32,6 +32,14 @@ use crate::Error;
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long processes get to exit on SIGTERM before SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(3);
+/// How long SIGKILLed processes get to leave the process table.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+/// Rounds of list-and-signal in `down`: a stopping daemon starts at most a process or two.
+const DOWN_ROUNDS: usize = 3;
+/// How long `down` waits for exited processes to be reaped. The daemons' parent is init
+/// once the `lab up` that started them has exited, and some inits (a container's) reap
+/// only every second or two.
+const REAP_WAIT: Duration = Duration::from_secs(5);
 
 fn lab_err(message: impl Into<String>) -> Error {
     Error::Lab {
@@ -323,20 +331,54 @@ impl Lab {
     }
 
     /// Removes the lab: every process in its namespaces and every recorded process still
-    /// running our command line, the namespaces, the state directory. Idempotent.
+    /// running our command line, the namespaces, the state directory. Idempotent. Returns
+    /// only once those processes are gone from the process table, so a `lab up` right after
+    /// never meets one; a process that survives SIGKILL keeps the namespaces (and the PID
+    /// files naming it) in place and is reported.
     pub async fn down(&self) -> Result<(), Error> {
         let present = self.present_namespaces().await?;
-        let mut pids = Vec::new();
-        for ns in &present {
-            pids.extend(self.namespace_pids(ns).await?);
+        let mut signalled = Vec::new();
+        // A daemon that is stopping may still start a process (the next resource, a hook)
+        // after the PIDs were listed: list again until a round finds none.
+        for _ in 0..DOWN_ROUNDS {
+            let pids = self.lab_pids(&present).await?;
+            if pids.is_empty() {
+                break;
+            }
+            signalled.extend_from_slice(&pids);
+            let survivors = terminate(&pids, TERM_GRACE).await;
+            if !survivors.is_empty() {
+                return Err(lab_err(format!(
+                    "process(es) {survivors:?} still run after SIGKILL; namespaces and {} kept",
+                    self.state_dir.display()
+                )));
+            }
         }
-        pids.extend(self.recorded_pids());
-        terminate(&pids, TERM_GRACE).await;
+        let left = self.lab_pids(&present).await?;
+        if !left.is_empty() {
+            return Err(lab_err(format!(
+                "process(es) {left:?} kept appearing in the lab's namespaces through {DOWN_ROUNDS} rounds of SIGTERM/SIGKILL; namespaces kept"
+            )));
+        }
+        wait_reaped(&signalled, REAP_WAIT).await;
         for ns in &present {
             self.run(vec!["ip".into(), "netns".into(), "del".into(), ns.clone()])
                 .await?;
         }
         self.remove_state_dir()
+    }
+
+    /// The live processes of the lab: in its namespaces, or recorded in its PID files.
+    async fn lab_pids(&self, namespaces: &[String]) -> Result<Vec<i32>, Error> {
+        let mut pids = Vec::new();
+        for ns in namespaces {
+            pids.extend(self.namespace_pids(ns).await?);
+        }
+        pids.extend(self.recorded_pids());
+        pids.retain(|p| alive(*p));
+        pids.sort_unstable();
+        pids.dedup();
+        Ok(pids)
     }
 
     async fn namespace_pids(&self, ns: &str) -> Result<Vec<i32>, Error> {
@@ -573,8 +615,8 @@ fn alive(pid: i32) -> bool {
 }
 
 /// SIGTERM to every PID, SIGKILL to those still there after `grace` (at once when zero),
-/// then waits (bounded) for them to go.
-async fn terminate(pids: &[i32], grace: Duration) {
+/// then waits (bounded) for them to go. Returns those still running after that.
+async fn terminate(pids: &[i32], grace: Duration) -> Vec<i32> {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
     let signal_all = |sig: Signal| {
@@ -583,16 +625,44 @@ async fn terminate(pids: &[i32], grace: Duration) {
             let _ = kill(Pid::from_raw(*pid), sig);
         }
     };
-    let wait_gone = |limit: Duration| async move {
-        let deadline = tokio::time::Instant::now() + limit;
-        while pids.iter().any(|p| alive(*p)) && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
     if !grace.is_zero() {
         signal_all(Signal::SIGTERM);
-        wait_gone(grace).await;
+        wait_until(grace, || !pids.iter().any(|p| alive(*p))).await;
     }
     signal_all(Signal::SIGKILL);
-    wait_gone(Duration::from_secs(5)).await;
+    wait_until(KILL_WAIT, || !pids.iter().any(|p| alive(*p))).await;
+    pids.iter().copied().filter(|p| alive(*p)).collect()
+}
+
+/// Polls `done` every 50 ms until it holds or `limit` passes.
+async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !done() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits (bounded) until every exited PID has left the process table: reaped here when it
+/// is our child (in-process callers such as tests start the daemons themselves), by its
+/// parent otherwise. A zombie holds nothing but its PID, so one still there after `limit`
+/// is logged, naming its parent, rather than failing `down`.
+async fn wait_reaped(pids: &[i32], limit: Duration) {
+    use nix::sys::wait::{waitpid, WaitPidFlag};
+    use nix::unistd::Pid;
+    let in_table = |pid: i32| Path::new(&format!("/proc/{pid}")).exists();
+    wait_until(limit, || {
+        for pid in pids {
+            // ECHILD for a process that is not ours: its parent reaps it.
+            let _ = waitpid(Pid::from_raw(*pid), Some(WaitPidFlag::WNOHANG));
+        }
+        !pids.iter().any(|p| in_table(*p))
+    })
+    .await;
+    for pid in pids.iter().filter(|p| in_table(**p)) {
+        let parent = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(')')?.1.split_whitespace().nth(1).map(String::from))
+            .unwrap_or_else(|| "?".into());
+        tracing::warn!(pid, parent = %parent, "exited, but its parent has not reaped it after {limit:?}");
+    }
 }

@@ -222,8 +222,9 @@ async fn assert_nothing_left(lab: &Lab, pids: &[i32]) {
         .collect();
     assert!(left.is_empty(), "namespaces left: {left:?}");
     assert!(!lab.state_dir().exists(), "{} left", lab.state_dir().display());
-    let alive: Vec<&i32> = pids.iter().filter(|p| alive(**p)).collect();
-    assert!(alive.is_empty(), "processes left: {alive:?}");
+    // Gone from the process table, not merely exited: a zombie still holds its PID.
+    let left: Vec<&i32> = pids.iter().filter(|p| Path::new(&format!("/proc/{p}")).exists()).collect();
+    assert!(left.is_empty(), "processes left: {left:?}");
 }
 
 #[tokio::test]
@@ -320,6 +321,19 @@ async fn topology_reachability_partitions_and_teardown() {
     lab.down().await.unwrap();
 }
 
+/// Waits (bounded) until `pid` runs in `member`'s namespace: `ip netns exec` switches
+/// namespace only after the spawn has returned.
+async fn wait_in_namespace(lab: &Lab, member: Member, pid: i32) {
+    for _ in 0..50 {
+        let status = lab.status().await.unwrap();
+        if status.members.iter().any(|m| m.member == member && m.pids.contains(&pid)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{pid} never showed in {member}'s namespace");
+}
+
 #[tokio::test]
 async fn daemons_are_started_killed_revived_and_reaped() {
     if !crate::net::testns::prerequisites_met("daemons_are_started_killed_revived_and_reaped") {
@@ -347,16 +361,7 @@ async fn daemons_are_started_killed_revived_and_reaped() {
     assert!(pids_of(&lab.status().await.unwrap(), Member::A).is_empty());
     let revived = lab.revive(Member::A).await.unwrap().unwrap() as i32;
     assert!(revived > 0 && revived != a_pid);
-    // The new daemon is there once `ip netns exec` has switched namespace; bounded wait.
-    let mut seen = false;
-    for _ in 0..50 {
-        if pids_of(&lab.status().await.unwrap(), Member::A).contains(&revived) {
-            seen = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(seen, "revived daemon {revived} not in a's namespace");
+    wait_in_namespace(&lab, Member::A, revived).await;
 
     lab.down().await.unwrap();
     assert_nothing_left(&lab, &[b_pids, vec![revived]].concat()).await;
@@ -441,8 +446,7 @@ async fn a_half_finished_up_is_torn_down() {
             let _ = child.wait();
         }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(lab.status().await.unwrap().members.iter().any(|m| m.present));
+    wait_in_namespace(&lab, Member::A, pids[0]).await;
     lab.down().await.unwrap();
     assert_nothing_left(&lab, &pids).await;
     reaper.join().unwrap();

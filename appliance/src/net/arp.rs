@@ -126,16 +126,22 @@ pub fn conflicting_holder(arp: &Arp, vip: Ipv4Addr, own: Mac) -> Option<Mac> {
 }
 
 /// A raw AF_PACKET socket bound to one interface that sends whole Ethernet frames and
-/// receives ARP frames only.
+/// receives the frames of one EtherType only (ARP here; IPv6 for the DAD probe in
+/// [`crate::net::ndp`]).
 pub struct ArpSocket {
     fd: AsyncFd<OwnedFd>,
 }
 
 impl ArpSocket {
-    /// Opens the socket on interface `ifindex` of the calling thread's network namespace.
-    /// Needs CAP_NET_RAW and a tokio runtime.
+    /// Opens the socket for ARP on interface `ifindex` of the calling thread's network
+    /// namespace. Needs CAP_NET_RAW and a tokio runtime.
     pub fn open(ifindex: u32) -> io::Result<Self> {
-        let protocol = ETHERTYPE_ARP.to_be();
+        Self::open_ethertype(ifindex, ETHERTYPE_ARP)
+    }
+
+    /// [`ArpSocket::open`] for frames of another EtherType.
+    pub fn open_ethertype(ifindex: u32, ethertype: u16) -> io::Result<Self> {
+        let protocol = ethertype.to_be();
         // Protocol 0 here and the real one in bind(2): a socket created with a protocol is
         // hooked on every interface first and re-hooked by bind, which waits for an RCU grace
         // period (synchronize_net, ~10 ms) — on the failover's critical path.
@@ -185,7 +191,7 @@ impl ArpSocket {
         Ok(())
     }
 
-    /// Receives the next ARP frame into `buf`, returning its length.
+    /// Receives the next frame of the socket's EtherType into `buf`, returning its length.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             let mut guard = self.fd.readable().await?;
@@ -223,6 +229,21 @@ pub const PROBE_COUNT: u32 = 3;
 pub async fn probe(ifindex: u32, own: Mac, vip: Ipv4Addr, window: Duration) -> io::Result<Option<Mac>> {
     let socket = ArpSocket::open(ifindex)?;
     let frame = Arp::probe(own, vip).to_frame();
+    probe_window(&socket, &frame, window, |received| {
+        Arp::parse(received).and_then(|a| conflicting_holder(&a, vip, own))
+    })
+    .await
+}
+
+/// Sends `frame` [`PROBE_COUNT`] times spread over the first two thirds of `window` and
+/// returns the first holder `holder` finds in a received frame, or `None` once `window`
+/// has passed. Shared by the ARP probe and IPv6 duplicate address detection.
+pub async fn probe_window(
+    socket: &ArpSocket,
+    frame: &[u8],
+    window: Duration,
+    holder: impl Fn(&[u8]) -> Option<Mac>,
+) -> io::Result<Option<Mac>> {
     let start = Instant::now();
     let deadline = start + window;
     let spacing = window / PROBE_COUNT;
@@ -231,7 +252,7 @@ pub async fn probe(ifindex: u32, own: Mac, vip: Ipv4Addr, window: Duration) -> i
     let mut buf = [0u8; 1514];
     loop {
         if sent < PROBE_COUNT && Instant::now() >= next_probe {
-            socket.send(&frame)?;
+            socket.send(frame)?;
             sent += 1;
             next_probe += spacing;
         }
@@ -243,8 +264,8 @@ pub async fn probe(ifindex: u32, own: Mac, vip: Ipv4Addr, window: Duration) -> i
         tokio::select! {
             received = socket.recv(&mut buf) => {
                 let n = received?;
-                if let Some(holder) = buf.get(..n).and_then(Arp::parse).and_then(|a| conflicting_holder(&a, vip, own)) {
-                    return Ok(Some(holder));
+                if let Some(found) = buf.get(..n).and_then(&holder) {
+                    return Ok(Some(found));
                 }
             }
             () = tokio::time::sleep_until(wake) => {

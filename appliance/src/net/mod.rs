@@ -2,7 +2,8 @@
 //!
 //! Parts: [`netlink`] (interface lookup and address add/remove over rtnetlink), [`arp`]
 //! (Ethernet/ARP frames, gratuitous ARP and the RFC 5227 conflict probe over an AF_PACKET
-//! socket), [`ndp`] (IPv6 unsolicited neighbour advertisements), [`nonlocal`]
+//! socket), [`ndp`] (IPv6 unsolicited neighbour advertisements and the duplicate address
+//! detection probe), [`nonlocal`]
 //! (`net.ipv4.ip_nonlocal_bind`) and [`testns`] (throw-away network namespaces for tests and
 //! the lab).
 //!

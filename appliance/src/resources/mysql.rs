@@ -85,7 +85,7 @@ impl MysqlResource {
     /// Logs in as the configured user and runs `SELECT 1`.
     async fn select_one(&self) -> Result<(), Error> {
         let c = &self.config;
-        let creds = Credentials::from_file(&c.user, c.password_file.as_deref(), "password-file")
+        let creds = Credentials::from_file(&c.user, c.password_file.as_deref(), ("user", "password-file"))
             .map_err(|e| self.error(e.to_string()))?;
         select_one(&c.server, &creds)
             .await

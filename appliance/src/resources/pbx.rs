@@ -48,27 +48,40 @@ pub fn adapter(
         PbxKind::Asterisk => {
             let ami = match &config.ami {
                 None => None,
-                Some(a) => {
-                    let secret =
-                        std::fs::read_to_string(&a.secret_file).map_err(|e| Error::Resource {
-                            resource: name.to_string(),
-                            message: format!(
-                                "cannot read the AMI secret file {}: {e}",
-                                a.secret_file.display()
-                            ),
-                        })?;
-                    Some(AmiConfig {
-                        addr: format!("{}:{}", a.host, a.port),
-                        username: a.user.clone(),
-                        secret: secret.trim_end_matches(['\r', '\n']).to_string(),
-                        timeout: AMI_TIMEOUT,
-                    })
-                }
+                Some(a) => Some(AmiConfig {
+                    addr: format!("{}:{}", a.host, a.port),
+                    username: a.user.clone(),
+                    secret: read_secret(name, "AMI secret file", &a.secret_file)?,
+                    timeout: AMI_TIMEOUT,
+                }),
             };
             Arc::new(Asterisk::new(unit, runner, ami))
         }
-        PbxKind::FreeSwitch => Arc::new(FreeSwitch::new(unit, runner)),
+        PbxKind::FreeSwitch => {
+            let fs = FreeSwitch::new(unit, runner);
+            match &config.event_socket_password_file {
+                None => Arc::new(fs),
+                Some(path) => {
+                    let password = read_secret(name, "event-socket password file", path)?;
+                    Arc::new(fs.with_event_socket_password(&password).map_err(|e| Error::Resource {
+                        resource: name.to_string(),
+                        message: format!("{}: {e}", path.display()),
+                    })?)
+                }
+            }
+        }
     })
+}
+
+/// The secret in `path`, refused unless only its owner can read it (mode 0600).
+fn read_secret(resource: &str, what: &str, path: &std::path::Path) -> Result<String, Error> {
+    crate::config::private_file(path)
+        .and_then(|()| std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display())))
+        .map(|text| text.trim_end_matches(['\r', '\n']).to_string())
+        .map_err(|message| Error::Resource {
+            resource: resource.to_string(),
+            message: format!("cannot use the {what}: {message}"),
+        })
 }
 
 /// Builds the `pbx` resource for the group.
@@ -469,6 +482,7 @@ mod tests {
                 pbx,
                 unit: pbx.default_unit().into(),
                 ami: None,
+                event_socket_password_file: None,
             }),
         }
     }
@@ -554,17 +568,23 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn an_unreadable_ami_secret_file_is_named() {
+    /// An Asterisk resource that logs in to AMI with the secret in `secret_file`.
+    fn asterisk_with_ami(secret_file: std::path::PathBuf) -> ResourceConfig {
         let mut r = resource_config(PbxKind::Asterisk);
         if let ResourceKind::Pbx(p) = &mut r.kind {
             p.ami = Some(AmiSettings {
                 host: "127.0.0.1".into(),
                 port: 5038,
                 user: "pbxha".into(),
-                secret_file: "/nonexistent/pbxha-ami-secret".into(),
+                secret_file,
             });
         }
+        r
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_ami_secret_file_is_named() {
+        let r = asterisk_with_ami("/nonexistent/pbxha-ami-secret".into());
         let err = build(
             "pbx",
             config(&r),
@@ -578,6 +598,65 @@ mod tests {
             err.contains("/nonexistent/pbxha-ami-secret") && err.contains("resource `pbx`"),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn an_ami_secret_file_open_to_others_is_refused_and_a_private_one_used() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ami-secret");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        let r = asterisk_with_ami(path.clone());
+        let runner = || -> Arc<dyn Runner> { Arc::new(ScriptedRunner::new()) };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = build("pbx", config(&r), timeouts(), runner()).err().unwrap().to_string();
+        assert!(
+            err.contains(&path.display().to_string()) && err.contains("mode 0644") && err.contains("resource `pbx`"),
+            "{err}"
+        );
+        let key = crate::config::tests::key_file(0o600);
+        let mut whole = crate::config::parse(&crate::config::tests::minimal(key.path())).unwrap();
+        whole.resources = vec![r.clone()];
+        let problems = whole.validate();
+        assert!(
+            problems.iter().any(|p| p.key == "resource[0].ami-secret-file" && p.message.contains("mode 0644")),
+            "{problems:?}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(build("pbx", config(&r), timeouts(), runner()).is_ok());
+    }
+
+    #[tokio::test]
+    async fn freeswitch_logs_in_with_the_configured_event_socket_password() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("esl-password");
+        std::fs::write(&path, "n0t-ClueCon\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let key = crate::config::tests::key_file(0o600);
+        let text = format!(
+            "{}\n[[resource]]\nname = \"fs\"\nkind = \"pbx\"\npbx = \"freeswitch\"\nevent-socket-password-file = \"{}\"\n",
+            crate::config::tests::minimal(key.path()),
+            path.display()
+        );
+        let c = crate::config::parse(&text).unwrap();
+        let runner = Arc::new(ScriptedRunner::new());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let problems = c.validate();
+        assert!(
+            problems.iter().any(|p| p.key == "resource[0].event-socket-password-file" && p.message.contains("mode 0640")),
+            "{problems:?}"
+        );
+        let err = adapter("fs", config(&c.resources[0]), runner.clone()).err().unwrap().to_string();
+        assert!(err.contains(&path.display().to_string()) && err.contains("mode 0640"), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(c.validate(), vec![]);
+        runner.on(["fs_cli", "-x", "show calls count"], Output::ok("\n2 total.\n\n"));
+        let pbx = adapter("fs", config(&c.resources[0]), runner.clone()).unwrap();
+        assert_eq!(pbx.active_calls().await, Calls::Known(2));
+        let home = runner.calls()[0].env.iter().find(|(k, _)| k == "HOME").map(|(_, v)| v.clone()).unwrap();
+        let conf = std::fs::read_to_string(std::path::Path::new(&home).join(".fs_cli_conf")).unwrap();
+        assert!(conf.contains("password => n0t-ClueCon\n"), "{conf}");
     }
 
     #[tokio::test]
@@ -717,11 +796,16 @@ mod tests {
     #[test]
     fn pbx_resources_parse_with_defaults_and_ami() {
         let key = key_file();
+        // A private file, as validation wants one.
+        let secret = key_file();
         let text = config_text(
             key.path(),
-            "[[resource]]\nname = \"fs\"\nkind = \"pbx\"\npbx = \"freeswitch\"\n\n\
-             [[resource]]\nname = \"ast\"\nkind = \"pbx\"\npbx = \"asterisk\"\nunit = \"asterisk-custom\"\n\
-             ami-user = \"pbxha\"\nami-secret-file = \"/etc/pbxha/ami-secret\"\n",
+            &format!(
+                "[[resource]]\nname = \"fs\"\nkind = \"pbx\"\npbx = \"freeswitch\"\n\n\
+                 [[resource]]\nname = \"ast\"\nkind = \"pbx\"\npbx = \"asterisk\"\nunit = \"asterisk-custom\"\n\
+                 ami-user = \"pbxha\"\nami-secret-file = \"{}\"\n",
+                secret.path().display()
+            ),
         );
         let c = crate::config::parse(&text).unwrap();
         assert_eq!(
@@ -729,21 +813,23 @@ mod tests {
             &PbxConfig {
                 pbx: PbxKind::FreeSwitch,
                 unit: "freeswitch".into(),
-                ami: None
+                ami: None,
+                event_socket_password_file: None,
             }
         );
         let ami = AmiSettings {
             host: "127.0.0.1".into(),
             port: 5038,
             user: "pbxha".into(),
-            secret_file: "/etc/pbxha/ami-secret".into(),
+            secret_file: secret.path().into(),
         };
         assert_eq!(
             config(&c.resources[1]),
             &PbxConfig {
                 pbx: PbxKind::Asterisk,
                 unit: "asterisk-custom".into(),
-                ami: Some(ami)
+                ami: Some(ami),
+                event_socket_password_file: None,
             }
         );
         let json = serde_json::to_value(&c.resources[1].kind).unwrap();
@@ -775,6 +861,11 @@ mod tests {
                 "pbx = \"freeswitch\"\nami-user = \"u\"\nami-secret-file = \"/f\"",
                 "resource[0].ami-user",
                 "Asterisk's",
+            ),
+            (
+                "pbx = \"asterisk\"\nevent-socket-password-file = \"/f\"",
+                "resource[0].event-socket-password-file",
+                "FreeSWITCH's",
             ),
             (
                 "pbx = \"asterisk\"\nami-port = 70000",

@@ -1,7 +1,7 @@
 //! The `vip` resource: the service address that moves with the group.
 //!
 //! Start: refuse if someone on the segment already answers for the address (when `guard` is
-//! on), add it over netlink, then tell the segment with gratuitous ARP (IPv4) or unsolicited
+//! on: an ARP probe for IPv4, duplicate address detection for IPv6), add it over netlink, then tell the segment with gratuitous ARP (IPv4) or unsolicited
 //! neighbour advertisements (IPv6): `garp-count` of them `garp-interval` apart, as
 //! Pacemaker's IPaddr2 does, and again every `garp-refresh` while held. The first goes out
 //! before `start` returns; the rest in the background so the group can go on starting.
@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::VipConfig;
 use crate::net::arp::{self, ArpSocket};
-use crate::net::ndp::NaSocket;
+use crate::net::ndp::{self, NaSocket};
 use crate::net::netlink::{Link, Netlink};
 use crate::net::Mac;
 use crate::resources::{Resource, ResourceState};
@@ -147,19 +147,16 @@ impl Vip {
         }
     }
 
-    /// The split-brain guard: refuse the address when another host answers ARP for it.
+    /// The split-brain guard: refuse the address when another host answers for it, to an
+    /// ARP probe (IPv4) or a duplicate address detection probe (IPv6).
     async fn guard(&self, link: &Link, mac: Mac) -> Result<(), Error> {
-        let IpAddr::V4(ip) = self.config.address.addr else {
-            // An NDP equivalent (a DAD probe) is not implemented: the guard covers IPv4.
-            tracing::debug!(resource = %self.name, "split-brain guard skipped for an IPv6 VIP");
-            return Ok(());
+        let (ip, window) = (self.config.address.addr, self.config.guard_wait);
+        let (probe, holder) = match ip {
+            IpAddr::V4(v4) => ("ARP probe", arp::probe(link.index, mac, v4, window).await),
+            IpAddr::V6(v6) => ("duplicate address detection", ndp::dad(link.index, mac, v6, window).await),
         };
-        let holder = arp::probe(link.index, mac, ip, self.config.guard_wait).await.map_err(|e| {
-            self.fail(format!(
-                "ARP probe for {ip} on `{}`: {}",
-                link.name,
-                describe(&e, "CAP_NET_RAW")
-            ))
+        let holder = holder.map_err(|e| {
+            self.fail(format!("{probe} for {ip} on `{}`: {}", link.name, describe(&e, "CAP_NET_RAW")))
         })?;
         match holder {
             None => Ok(()),
@@ -601,6 +598,39 @@ mod tests {
             entry.contains(&node_mac.to_string()),
             "client still has `{entry}`, expected {node_mac}"
         );
+    }
+
+    #[test]
+    fn guard_refuses_an_ipv6_vip_another_host_holds() {
+        if !prerequisites_met("guard_refuses_an_ipv6_vip_another_host_holds") {
+            return;
+        }
+        let net = net("vipguard6");
+        // RFC 3849 documentation prefix, inside the test's own namespaces. `nodad` makes
+        // the other host's address usable at once, as a holder's is.
+        net.ip(OTHER, &["-6", "addr", "add", "2001:db8::50/64", "dev", HOST_IF, "nodad"]).unwrap();
+        let other_mac = mac_of(&net, OTHER);
+        let (taken, took, free) = net
+            .run_in(NODE, || async {
+                let began = Instant::now();
+                let taken = Vip::new("vip6", config("2001:db8::50/64", true)).start().await;
+                let took = began.elapsed();
+                let free = Vip::new("vip6b", config("2001:db8::51/64", true)).start().await;
+                (taken, took, free)
+            })
+            .unwrap();
+        match taken {
+            Err(Error::VipConflict { resource, vip, holder }) => {
+                assert_eq!((resource.as_str(), vip.as_str()), ("vip6", "2001:db8::50"));
+                assert_eq!(holder, other_mac.to_string());
+            }
+            other => panic!("expected a VIP conflict, got {other:?}"),
+        }
+        // Answered within the probe window (`guard-wait`), not after RFC 4862's second.
+        assert!(took < crate::config::DEFAULT_GUARD_WAIT * 3, "took {took:?}");
+        free.unwrap();
+        let shown = net.ip(NODE, &["-6", "-o", "addr", "show", "dev", HOST_IF]).unwrap();
+        assert!(!shown.contains("2001:db8::50/64") && shown.contains("2001:db8::51/64"), "{shown}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Row, SslOpts, Value};
 
-use super::config::{Endpoint, MysqlConfig};
+use super::config::{Endpoint, MysqlConfig, Tls};
 use super::status::{parse_replica_status, Column, ReplicaStatus, ServerStatus};
 use super::{sql, Flavor};
 use crate::error::{Error, Result};
@@ -20,6 +20,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Credentials {
     pub user: String,
     pub password: Option<String>,
+    /// The config keys the user and password came from, named when a login is refused:
+    /// `[mysql]`'s admin account and a `mysql` resource's own are set in different places.
+    pub keys: String,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -37,24 +40,25 @@ impl Credentials {
         Credentials::from_file(
             &cfg.admin_user,
             cfg.admin_password_file.as_deref(),
-            "mysql.admin-password-file",
+            ("mysql.admin-user", "mysql.admin-password-file"),
         )
     }
 
-    /// `user` with the password from `password_file` (mode 0600), if any; `setting` is the
-    /// config key that named the file, for the error message.
+    /// `user` with the password from `password_file` (mode 0600), if any; `keys` are the
+    /// config keys that named the user and the file, for error messages.
     pub fn from_file(
         user: &str,
         password_file: Option<&Path>,
-        setting: &str,
+        keys: (&str, &str),
     ) -> Result<Credentials> {
         let password = match password_file {
             None => None,
-            Some(path) => Some(read_secret(path, setting)?),
+            Some(path) => Some(read_secret(path, keys.1)?),
         };
         Ok(Credentials {
             user: user.to_string(),
             password,
+            keys: format!("{} / {}", keys.0, keys.1),
         })
     }
 }
@@ -96,7 +100,7 @@ impl Server {
         role: &str,
         endpoint: &Endpoint,
         creds: &Credentials,
-        tls: bool,
+        tls: Option<&Tls>,
     ) -> Result<Server> {
         let name = format!("{role} {endpoint}");
         let mut opts = OptsBuilder::default()
@@ -110,18 +114,28 @@ impl Server {
         if let Some(socket) = &endpoint.socket {
             opts = opts.socket(Some(socket.to_string_lossy().into_owned()));
         }
-        if tls {
-            opts = opts.ssl_opts(SslOpts::default());
+        if let Some(tls) = tls {
+            let mut ssl = SslOpts::default();
+            if let Some(ca) = &tls.ca_file {
+                // Read here, so a missing file is named before any connection is tried.
+                let pem = std::fs::read(ca).map_err(|e| Error::MysqlSetting {
+                    server: name.clone(),
+                    setting: format!("mysql.{role}.ca-file"),
+                    message: format!("cannot read {}: {e}", ca.display()),
+                })?;
+                ssl = ssl.with_root_certs(vec![pem.into()]);
+            }
+            opts = opts.ssl_opts(ssl);
         }
         let conn = match tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(opts)).await {
             Err(_) => {
                 return Err(Error::MysqlSetting {
                     server: name,
                     setting: format!("mysql.{role}.host"),
-                    message: format!("no answer within {CONNECT_TIMEOUT:?}"),
+                    message: format!("no answer within {CONNECT_TIMEOUT:?}{}", unreachable_hint(role)),
                 })
             }
-            Ok(Err(e)) => return Err(login_error(&name, role, &creds.user, e)),
+            Ok(Err(e)) => return Err(login_error(&name, role, creds, e)),
             Ok(Ok(conn)) => conn,
         };
         let mut server = Server {
@@ -232,7 +246,7 @@ impl Server {
 /// Logs in to this node's server at `endpoint` and runs `SELECT 1`: the liveness check of
 /// the `mysql` resource, shared with the test that runs it against a real server.
 pub async fn select_one(endpoint: &Endpoint, creds: &Credentials) -> Result<()> {
-    let mut server = Server::connect("local", endpoint, creds, false).await?;
+    let mut server = Server::connect("local", endpoint, creds, None).await?;
     let answer = server.scalar("SELECT 1").await;
     let name = server.name.clone();
     server.close().await;
@@ -245,19 +259,29 @@ pub async fn select_one(endpoint: &Endpoint, creds: &Credentials) -> Result<()> 
     }
 }
 
-fn login_error(name: &str, role: &str, user: &str, e: mysql_async::Error) -> Error {
+fn login_error(name: &str, role: &str, creds: &Credentials, e: mysql_async::Error) -> Error {
     match &e {
         // ER_ACCESS_DENIED_ERROR (1045) and ER_DBACCESS_DENIED_ERROR (1044).
         mysql_async::Error::Server(s) if s.code == 1045 || s.code == 1044 => Error::MysqlSetting {
             server: name.to_string(),
-            setting: "mysql.admin-user / mysql.admin-password-file".into(),
-            message: format!("login as `{user}` refused: {}", s.message),
+            setting: creds.keys.clone(),
+            message: format!("login as `{}` refused: {}", creds.user, s.message),
         },
         _ => Error::MysqlSetting {
             server: name.to_string(),
             setting: format!("mysql.{role}"),
-            message: format!("cannot connect: {e}"),
+            message: format!("cannot connect: {e}{}", unreachable_hint(role)),
         },
+    }
+}
+
+/// Why a peer's server may not answer although it runs: Debian's MariaDB and MySQL
+/// packages ship `bind-address = 127.0.0.1` (50-server.cnf, mysqld.cnf), which refuses
+/// every other host.
+fn unreachable_hint(role: &str) -> &'static str {
+    match role {
+        "peer" => "; if its server runs, check that its `bind-address` is not 127.0.0.1 (Debian's default), which refuses other hosts",
+        _ => "",
     }
 }
 
@@ -293,7 +317,7 @@ pub async fn pair_status(cfg: &MysqlConfig) -> super::status::PairStatus {
         role: &str,
         endpoint: &Endpoint,
         creds: &Result<Credentials>,
-        tls: bool,
+        tls: Option<&Tls>,
     ) -> Result<ServerStatus, String> {
         let creds = creds.as_ref().map_err(ToString::to_string)?;
         let mut server = Server::connect(role, endpoint, creds, tls)
@@ -304,10 +328,40 @@ pub async fn pair_status(cfg: &MysqlConfig) -> super::status::PairStatus {
         status
     }
     let creds = Credentials::load(cfg);
-    let local = ask("local", &cfg.local, &creds, false).await;
+    let local = ask("local", &cfg.local, &creds, None).await;
     let peer = match &cfg.peer {
-        Some(peer) => ask("peer", peer, &creds, cfg.peer_tls).await,
+        Some(peer) => ask("peer", peer, &creds, cfg.peer_tls.as_ref()).await,
         None => Err("no peer configured (mysql.mode is not master-master)".into()),
     };
     super::status::PairStatus { local, peer }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_missing_peer_ca_file_is_named_before_any_connection() {
+        let ep = Endpoint {
+            host: "127.0.0.1".into(),
+            port: 1,
+            socket: None,
+        };
+        let creds = Credentials {
+            user: "pbxha_admin".into(),
+            password: Some("pw".into()),
+            keys: "mysql.admin-user / mysql.admin-password-file".into(),
+        };
+        let tls = Tls {
+            ca_file: Some("/nonexistent/pbxha-ca.pem".into()),
+        };
+        let Err(err) = Server::connect("peer", &ep, &creds, Some(&tls)).await else {
+            panic!("connected to port 1");
+        };
+        let err = err.to_string();
+        assert!(
+            err.contains("mysql.peer.ca-file") && err.contains("/nonexistent/pbxha-ca.pem") && !err.contains("bind-address"),
+            "{err}"
+        );
+    }
 }

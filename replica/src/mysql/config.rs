@@ -43,6 +43,14 @@ impl std::fmt::Display for Endpoint {
     }
 }
 
+/// TLS on the admin connection to the peer's server.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Tls {
+    /// `peer.ca-file`: PEM certificate(s) of a private CA that signed the peer's
+    /// certificate, trusted besides the public roots.
+    pub ca_file: Option<PathBuf>,
+}
+
 /// The `[mysql]` section.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct MysqlConfig {
@@ -54,8 +62,8 @@ pub struct MysqlConfig {
     pub local: Endpoint,
     /// Only in master-master mode.
     pub peer: Option<Endpoint>,
-    /// Talk to the peer's server over TLS (rustls).
-    pub peer_tls: bool,
+    /// Talk to the peer's server over TLS (rustls): `peer.tls = true`.
+    pub peer_tls: Option<Tls>,
     pub admin_user: String,
     /// Holds the admin password (mode 0600); `None` means socket authentication locally.
     pub admin_password_file: Option<PathBuf>,
@@ -122,7 +130,7 @@ pub fn parse_mysql(table: &Table) -> Result<MysqlConfig, Vec<ConfigProblem>> {
     let (local, _) = r.endpoint("local", true);
     let (peer, peer_tls) = match master_master {
         true => r.endpoint("peer", false),
-        false => (None, false),
+        false => (None, None),
     };
     let admin_user = r.opt_string("admin-user").unwrap_or_else(|| "root".into());
     let admin_password_file = r.opt_string("admin-password-file").map(PathBuf::from);
@@ -280,17 +288,14 @@ impl<'a> Reader<'a> {
 
     /// `local = { host, port, socket }` or `peer = { host, port, tls }`; returns the
     /// endpoint and the peer's `tls` flag.
-    fn endpoint(&mut self, key: &'static str, local: bool) -> (Option<Endpoint>, bool) {
+    fn endpoint(&mut self, key: &'static str, local: bool) -> (Option<Endpoint>, Option<Tls>) {
         let table = match self.get(key) {
             None => {
                 let hint = Some("e.g. { host = \"198.51.100.11\", port = 3306 }");
-                return (
-                    self.problem(key, "missing required key".into(), hint),
-                    false,
-                );
+                return (self.problem(key, "missing required key".into(), hint), None);
             }
             Some(Value::Table(t)) => t,
-            Some(other) => return (self.wrong(key, "a table", other), false),
+            Some(other) => return (self.wrong(key, "a table", other), None),
         };
         let mut sub = Reader {
             path: self.key(key),
@@ -312,6 +317,15 @@ impl<'a> Reader<'a> {
             None
         };
         let tls = !local && sub.bool_or("tls", false);
+        let ca_file = if local { None } else { sub.opt_string("ca-file").map(PathBuf::from) };
+        if ca_file.is_some() && !tls {
+            sub.problem::<()>(
+                "ca-file",
+                "a CA file is only used over TLS, and `tls` is not true".into(),
+                Some("add tls = true next to ca-file"),
+            );
+        }
+        let tls = tls.then_some(Tls { ca_file });
         sub.finish();
         self.problems.append(&mut sub.problems);
         (
@@ -378,13 +392,35 @@ mod tests {
                 socket: None
             })
         );
-        assert!(c.peer_tls && c.seed);
+        assert!(c.peer_tls == Some(Tls { ca_file: None }) && c.seed);
         assert_eq!(
             (c.admin_user.as_str(), c.replication_user.as_str()),
             ("root", "pbxha_repl")
         );
         assert_eq!(c.conf_dir, PathBuf::from("/etc/mysql/mariadb.conf.d"));
         assert_eq!(c.databases, ["asterisk", "asteriskcdrdb"]);
+    }
+
+    #[test]
+    fn a_private_ca_for_the_peer_needs_tls() {
+        let base = "mode = \"master-master\"\nserver-id = 1\nadmin-password-file = \"/p\"\nlocal = { host = \"198.51.100.11\" }\n";
+        let c = parse(&format!(
+            "{base}peer = {{ host = \"198.51.100.12\", tls = true, ca-file = \"/etc/pbxha/mysql-ca.pem\" }}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.peer_tls, Some(Tls { ca_file: Some("/etc/pbxha/mysql-ca.pem".into()) }));
+        let problems = parse(&format!("{base}peer = {{ host = \"198.51.100.12\", ca-file = \"/ca.pem\" }}\n")).unwrap_err();
+        assert!(
+            problems.len() == 1 && problems[0].key == "mysql.peer.ca-file" && problems[0].message.contains("tls"),
+            "{problems:#?}"
+        );
+        // The local server is reached by socket or loopback: no CA there.
+        let problems = parse(&format!(
+            "mode = \"master-master\"\nserver-id = 1\nadmin-password-file = \"/p\"\n\
+             local = {{ host = \"198.51.100.11\", ca-file = \"/ca.pem\" }}\npeer = {{ host = \"198.51.100.12\" }}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(problems[0].key, "mysql.local.ca-file", "{problems:#?}");
     }
 
     #[test]

@@ -105,7 +105,7 @@ mod tests {
                 port: 3306,
                 socket: None,
             }),
-            peer_tls: false,
+            peer_tls: None,
             admin_user: "root".into(),
             admin_password_file: None,
             replication_user: "pbxha_repl".into(),

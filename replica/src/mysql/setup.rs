@@ -308,7 +308,12 @@ enum Found {
     Absent,
 }
 
-fn classify(server: &str, status: Option<&ReplicaStatus>, source: &Endpoint) -> Result<Found> {
+fn classify(server: &Server, status: Option<&ReplicaStatus>, source: &Endpoint) -> Result<Found> {
+    classify_status(&server.name, server.flavor, status, source)
+}
+
+/// [`classify`] on what the server said; its advice uses the flavor's own statements.
+fn classify_status(server: &str, flavor: Flavor, status: Option<&ReplicaStatus>, source: &Endpoint) -> Result<Found> {
     let Some(s) = status else {
         return Ok(Found::Absent);
     };
@@ -318,8 +323,12 @@ fn classify(server: &str, status: Option<&ReplicaStatus>, source: &Endpoint) -> 
             server: server.to_string(),
             message: format!(
                 "replication from {} is configured but failing (error {}: {}); setup will not overwrite data on a broken pair: \
-                 fix it and START SLAVE, or RESET SLAVE ALL there to have setup copy the seed's databases again",
-                s.source, e.errno, e.message
+                 fix it and {}, or {} there to have setup copy the seed's databases again",
+                s.source,
+                e.errno,
+                e.message,
+                sql::replication(flavor, "START"),
+                sql::replication(flavor, "RESET"),
             ),
         });
     }
@@ -379,7 +388,7 @@ pub async fn setup(
     };
     let mut steps = Vec::new();
     let creds = Credentials::load(cfg)?;
-    let mut local = Server::connect("local", &cfg.local, &creds, false).await?;
+    let mut local = Server::connect("local", &cfg.local, &creds, None).await?;
     let written = fragment::write(&cfg.conf_dir, &fragment::render(cfg, local.flavor))?;
     let (fragment_path, changed) = match &written {
         fragment::Written::Unchanged(p) => (p.clone(), false),
@@ -390,7 +399,7 @@ pub async fn setup(
         changed,
     });
 
-    let mut peer = Server::connect("peer", peer_ep, &creds, cfg.peer_tls).await?;
+    let mut peer = Server::connect("peer", peer_ep, &creds, cfg.peer_tls.as_ref()).await?;
     if local.flavor != peer.flavor {
         return Err(Error::Mysql {
             server: peer.name.clone(),
@@ -425,9 +434,9 @@ pub async fn setup(
     let local_account = check_account(&mut local, user, &peer_ep.host).await?;
     let peer_account = check_account(&mut peer, user, &cfg.local.host).await?;
     let local_status = local.replica_status().await?;
-    let local_found = classify(&local.name, local_status.as_ref(), peer_ep)?;
+    let local_found = classify(&local, local_status.as_ref(), peer_ep)?;
     let peer_status = peer.replica_status().await?;
-    let peer_found = classify(&peer.name, peer_status.as_ref(), &cfg.local)?;
+    let peer_found = classify(&peer, peer_status.as_ref(), &cfg.local)?;
 
     steps.push(Step {
         what: format!("running settings of {}", local.name),
@@ -576,6 +585,33 @@ pub async fn setup(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failing_pair_is_refused_with_the_flavors_own_statements() {
+        let broken = ReplicaStatus {
+            source: "198.51.100.12:3306".into(),
+            io: crate::mysql::status::IoState::Yes,
+            sql_running: false,
+            seconds_behind: None,
+            io_error: None,
+            sql_error: Some(crate::mysql::status::ThreadError { errno: 1062, message: "Duplicate entry".into() }),
+            gtid_received: String::new(),
+            gtid_applied: String::new(),
+        };
+        let source = Endpoint { host: "198.51.100.12".into(), port: 3306, socket: None };
+        for (flavor, start, reset) in [
+            (Flavor::MariaDb, "START SLAVE", "RESET SLAVE ALL"),
+            (Flavor::Mysql8, "START REPLICA", "RESET REPLICA ALL"),
+        ] {
+            let Err(e) = classify_status("peer x", flavor, Some(&broken), &source) else {
+                panic!("{flavor:?}: a failing pair was accepted");
+            };
+            let e = e.to_string();
+            assert!(e.contains("error 1062") && e.contains(start) && e.contains(reset), "{flavor:?}: {e}");
+            let other = if flavor == Flavor::Mysql8 { "SLAVE" } else { "REPLICA" };
+            assert!(!e.contains(other), "{flavor:?}: {e}");
+        }
+    }
 
     fn cfg() -> MysqlConfig {
         let text =

@@ -206,6 +206,7 @@ mod tests {
         Credentials {
             user: "admin".into(),
             password: Some("s3cret".into()),
+            keys: "mysql.admin-user / mysql.admin-password-file".into(),
         }
     }
 
