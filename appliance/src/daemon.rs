@@ -185,7 +185,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             cluster_id: config.cluster.id,
             local: &local,
             peer: &peer,
-            boot_id: rand::random(),
+            boot: crate::membership::boot::start(&config.paths.state_db),
             key: &key,
             warntime: config.heartbeat.warntime,
         },
