@@ -170,6 +170,8 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     // First, so a second daemon started by mistake stops here, before it touches the
     // resources the running one holds.
     let listener = control::bind(&config.paths.control_socket).await?;
+    // Right after the socket, so an old sentinel still deciding sees this daemon up.
+    let sentinel = crate::sentinel::Sentinel::spawn(&opts.config)?;
     let (events_tx, mut events_rx) = mpsc::channel::<Event>(1024);
     let runner: Arc<dyn Runner> = Arc::new(SystemRunner);
     let timeline = Timeline::default();
@@ -341,6 +343,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             message: format!("could not stop before exiting: {}", held.join(", ")),
         });
     }
+    sentinel.dismiss();
     tracing::info!("pbxha stopped");
     Ok(())
 }

@@ -5,8 +5,8 @@
 //! [`fsm`] (the pure failover state machine: events in, actions out, time as an input),
 //! [`resources`] (the ordered resource group and its kinds), [`journal`] (SQLite event
 //! journal and failover timelines), [`control`] (the Unix control socket), [`daemon`] (the
-//! I/O loop that wires them together) and [`lab`] (a real two-node cluster in network
-//! namespaces).
+//! I/O loop that wires them together), [`sentinel`] (gives up the VIPs of a daemon that died
+//! while nothing it ran serves) and [`lab`] (a real two-node cluster in network namespaces).
 
 pub mod config;
 pub mod control;
@@ -25,6 +25,7 @@ pub mod probes;
 pub mod status;
 pub mod summary;
 pub mod resources;
+pub mod sentinel;
 
 pub use error::Error;
 
