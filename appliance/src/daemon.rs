@@ -171,7 +171,9 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     // resources the running one holds.
     let listener = control::bind(&config.paths.control_socket).await?;
     // Right after the socket, so an old sentinel still deciding sees this daemon up.
-    let sentinel = crate::sentinel::Sentinel::spawn(&opts.config)?;
+    let sentinel = crate::sentinel::Sentinel::spawn(&opts.config)
+        .map_err(|e| tracing::error!("{e}; running without a sentinel: if this daemon dies, only systemd's ExecStopPost releases the VIPs"))
+        .ok();
     let (events_tx, mut events_rx) = mpsc::channel::<Event>(1024);
     let runner: Arc<dyn Runner> = Arc::new(SystemRunner);
     let timeline = Timeline::default();
@@ -343,7 +345,9 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             message: format!("could not stop before exiting: {}", held.join(", ")),
         });
     }
-    sentinel.dismiss();
+    if let Some(sentinel) = sentinel {
+        sentinel.dismiss();
+    }
     tracing::info!("pbxha stopped");
     Ok(())
 }

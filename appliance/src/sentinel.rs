@@ -387,4 +387,17 @@ target = "udp:198.51.100.1:5060"
         );
         assert!(runner.argvs().is_empty(), "{:?}", runner.argvs());
     }
+
+    #[tokio::test]
+    async fn an_old_sentinel_leaves_a_restarted_daemon_alone() {
+        // Nothing serves (an exec service only), but a daemon answers again: nothing removed.
+        let c = config_with("[[resource]]\nname = \"vip\"\nkind = \"vip\"\naddress = \"198.51.100.100/24\"\ninterface = \"pub0\"\n[[resource]]\nname = \"pbx\"\nkind = \"service\"\nexec = [\"sleep\", \"600\"]\n");
+        let runner = Arc::new(pbxha_runner::ScriptedRunner::new());
+        let out = release(&c, runner.clone(), || true).await;
+        assert_eq!(
+            out.kept.as_deref(),
+            Some("a pbxha daemon runs again and holds what it holds")
+        );
+        assert!(out.lines.is_empty() && !out.failed, "{out:?}");
+    }
 }

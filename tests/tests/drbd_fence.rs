@@ -268,13 +268,18 @@ fn outdate_attempts(pair: &Pair, node: &str) -> usize {
     pair.argv(node).lines().filter(|l| *l == "drbdadm outdate r0").count()
 }
 
+/// A settled pair whose b refuses its first `refusals` outdates, with both daemons.
+fn refusing_pair(port: u16, refusals: u32) -> (Pair, [Guard; 2]) {
+    let pair = Pair::new(port);
+    std::fs::write(pair.dir.path().join("b").join("refusals"), format!("{refusals}\n")).unwrap();
+    let daemons = [pair.start("a"), pair.start("b")];
+    settled(&pair);
+    (pair, daemons)
+}
+
 #[test]
 fn an_outdate_refused_while_connected_is_retried_until_it_succeeds() {
-    let pair = Pair::new(28594);
-    std::fs::write(pair.dir.path().join("b").join("refusals"), "1\n").unwrap();
-    let _a = pair.start("a");
-    let _b = pair.start("b");
-    settled(&pair);
+    let (pair, _daemons) = refusing_pair(28594, 1);
     let (code, text) = pair.fence_peer("a");
     assert_eq!(code, Some(4), "{text}\n--- b's log:\n{}", pair.log("b"));
     assert_eq!(outdate_attempts(&pair, "b"), 2, "refused once, then outdated: {}", pair.argv("b"));
@@ -283,11 +288,7 @@ fn an_outdate_refused_while_connected_is_retried_until_it_succeeds() {
 
 #[test]
 fn a_live_peer_that_keeps_refusing_is_not_reported_unreachable() {
-    let pair = Pair::new(28694);
-    std::fs::write(pair.dir.path().join("b").join("refusals"), "1000\n").unwrap();
-    let _a = pair.start("a");
-    let _b = pair.start("b");
-    settled(&pair);
+    let (pair, _daemons) = refusing_pair(28694, 1000);
     let (code, text) = pair.fence_peer("a");
     assert_ne!(code, Some(5), "a live peer reported dead: {text}");
     assert_eq!(code, Some(1), "{text}");
