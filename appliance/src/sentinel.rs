@@ -138,22 +138,50 @@ pub async fn still_serving(config: &Config, runner: Arc<dyn Runner>) -> Option<S
 /// What [`release`] did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
-    /// Why the addresses were kept; none when they were released.
+    /// Why the held addresses were kept; none when they were released or none was held.
     pub kept: Option<String>,
     /// One line per VIP: removed, not present, or the error.
     pub lines: Vec<String>,
     /// Some VIP could not be removed.
     pub failed: bool,
+    /// Nothing served, so the held VIPs were removed (or tried).
+    pub released: bool,
 }
 
 /// Keeps the VIPs when something this node managed still serves; otherwise removes every
-/// configured one. `daemon_up` is asked right before removing, so a daemon that started
-/// meanwhile keeps what it holds.
+/// configured one it holds. `daemon_up` is asked first and again right before removing, so
+/// a daemon that started meanwhile keeps what it holds. A node holding no VIP (a secondary)
+/// probes nothing: its SIP probes would reach the peer that holds the VIP.
 pub async fn release(
     config: &Config,
     runner: Arc<dyn Runner>,
     daemon_up: impl Fn() -> bool,
 ) -> Outcome {
+    let restarted = || Outcome {
+        kept: Some("a pbxha daemon runs again and holds what it holds".into()),
+        ..Outcome::default()
+    };
+    if daemon_up() {
+        return restarted();
+    }
+    let mut out = Outcome::default();
+    let mut held = Vec::new();
+    for r in &config.resources {
+        let ResourceKind::Vip(v) = &r.kind else {
+            continue;
+        };
+        let vip = crate::resources::vip::Vip::new(r.name.clone(), v.clone());
+        // One that cannot be read is removed all the same, if nothing serves.
+        match vip.monitor().await {
+            Ok(ResourceState::Stopped) => out
+                .lines
+                .push(format!("VIP {} was not on {}", v.address.addr, v.interface)),
+            Ok(ResourceState::Running) | Err(_) => held.push((vip, v)),
+        }
+    }
+    if held.is_empty() {
+        return out;
+    }
     if let Some(why) = still_serving(config, runner).await {
         return Outcome {
             kept: Some(why),
@@ -161,33 +189,21 @@ pub async fn release(
         };
     }
     if daemon_up() {
-        return Outcome {
-            kept: Some("a pbxha daemon runs again and holds what it holds".into()),
-            ..Outcome::default()
-        };
+        return restarted();
     }
-    let mut out = Outcome::default();
-    for r in &config.resources {
-        let ResourceKind::Vip(v) = &r.kind else {
-            continue;
-        };
-        let vip = crate::resources::vip::Vip::new(r.name.clone(), v.clone());
-        let was = vip.monitor().await;
-        match (was, vip.stop().await) {
-            (_, Err(e)) => {
+    out.released = true;
+    for (vip, v) in held {
+        match vip.stop().await {
+            Ok(()) => out
+                .lines
+                .push(format!("removed VIP {} from {}", v.address, v.interface)),
+            Err(e) => {
                 out.failed = true;
                 out.lines.push(format!(
                     "could not remove VIP {} from {}: {e}",
                     v.address.addr, v.interface
                 ));
             }
-            (Ok(ResourceState::Running), Ok(())) => {
-                out.lines
-                    .push(format!("removed VIP {} from {}", v.address, v.interface));
-            }
-            (_, Ok(())) => out
-                .lines
-                .push(format!("VIP {} was not on {}", v.address.addr, v.interface)),
         }
     }
     out
@@ -264,12 +280,14 @@ pub async fn watch(config_path: &Path) -> Result<Outcome, Error> {
         daemon_up(&socket)
     })
     .await;
+    let lines = outcome.lines.join("; ");
     match &outcome.kept {
         Some(why) => tracing::warn!("sentinel: keeping the VIPs: {why}"),
-        None if outcome.lines.is_empty() => {
-            tracing::warn!("sentinel: nothing serves, and no VIP is configured")
+        None if outcome.released => tracing::error!("sentinel: nothing serves: {lines}"),
+        None if lines.is_empty() => {
+            tracing::info!("sentinel: no VIP is configured; nothing to release")
         }
-        None => tracing::error!("sentinel: nothing serves: {}", outcome.lines.join("; ")),
+        None => tracing::info!("sentinel: this node holds no VIP: {lines}"),
     }
     Ok(outcome)
 }

@@ -680,6 +680,8 @@ fn a_crashed_daemon_with_an_exec_pbx_gives_up_the_vip_and_the_peer_takes_over() 
         std::thread::sleep(Duration::from_millis(250));
     };
     assert!(served, "{s} does not serve 90 s after {p}'s daemon died{}", lab.logs());
+    // An upper bound: the client probes every 250 ms, each probe waiting up to 1.5 s.
+    eprintln!("{s} answered the client's SIP on the VIP {} ms after {p}'s daemon died", crashed.elapsed().as_millis());
     let report = sampler.finish(&lab);
     assert!(report.holders.contains(s), "{report:?}");
     lab.finish();

@@ -42,7 +42,7 @@ fn report(who: &str, outcome: &Outcome) -> ExitCode {
     match &outcome.kept {
         Some(why) => println!("{who}: keeping the VIPs: {why}"),
         None if outcome.lines.is_empty() => {
-            println!("{who}: nothing serves here, and no VIP is configured")
+            println!("{who}: no VIP is configured; nothing to release")
         }
         None => {
             for line in &outcome.lines {
