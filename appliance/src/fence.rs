@@ -150,8 +150,8 @@ pub struct Fencing {
     /// Answering the peer's request; written by the outdate task.
     responder: Arc<AtomicU8>,
     /// When the peer's request was last heard, so the outdate task stops retrying once the
-    /// peer stopped asking or fell silent.
-    /// Tokio's clock, so tests with paused time step through the retries.
+    /// peer stopped asking or fell silent. On tokio's clock, so tests with paused time step
+    /// through the retries.
     requested: Arc<Mutex<Option<tokio::time::Instant>>>,
     view: DrbdView,
 }

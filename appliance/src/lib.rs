@@ -29,7 +29,7 @@ pub mod sentinel;
 
 pub use error::Error;
 
-/// The wall clock in unix milliseconds, for journal entries and packet send times (never
+/// The wall clock in unix milliseconds, for journal entries and the boot counter's seed (never
 /// for deadlines: those use the monotonic clock).
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()
