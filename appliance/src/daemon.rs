@@ -175,6 +175,10 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     // First, so a second daemon started by mistake stops here, before it touches the
     // resources the running one holds.
     let listener = control::bind(&config.paths.control_socket).await?;
+    // Right after the socket, so an old sentinel still deciding sees this daemon up.
+    let sentinel = crate::sentinel::Sentinel::spawn(&opts.config)
+        .map_err(|e| tracing::error!("{e}; running without a sentinel: if this daemon dies, only systemd's ExecStopPost releases the VIPs"))
+        .ok();
     let (events_tx, mut events_rx) = mpsc::channel::<Event>(1024);
     let runner: Arc<dyn Runner> = Arc::new(SystemRunner);
     let timeline = Timeline::default();
@@ -190,7 +194,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             cluster_id: config.cluster.id,
             local: &local,
             peer: &peer,
-            boot_id: rand::random(),
+            boot: crate::membership::boot::start(&config.paths.state_db),
             key: &key,
             warntime: config.heartbeat.warntime,
         },
@@ -353,6 +357,9 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             resource: "group".into(),
             message: format!("could not stop before exiting: {}", held.join(", ")),
         });
+    }
+    if let Some(sentinel) = sentinel {
+        sentinel.dismiss();
     }
     tracing::info!("pbxha stopped");
     Ok(())

@@ -6,6 +6,13 @@
 //! its heartbeats; the peer's daemon, if it holds no group, runs `drbdadm outdate` on its
 //! Secondary disks and answers `fenced`. The handler polls its daemon until a verdict, so the
 //! main loop never waits on anyone.
+//!
+//! The peer's DRBD may not have seen the disconnect yet when the request arrives, and then
+//! refuses ("Refusing to be Outdated while Connected", drbdsetup exit 11): the responder
+//! retries every [`OUTDATE_RETRY`] for as long as the request stands. "Peer unreachable"
+//! (exit 5) tells DRBD the peer is dead and its disk may be treated as outdated, so it is
+//! only ever the answer for a peer silent on every link; a live peer that does not confirm
+//! in time gets the failure code, which makes DRBD keep I/O frozen or refuse the change.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -29,8 +36,17 @@ use crate::summary::{DrbdBrief, DrbdDisk, GroupPhase, NodeSummary, Role};
 pub const FENCE_DEADTIMES: u32 = 3;
 
 /// A request whose deadline passed longer ago than this was left by a handler that is gone
-/// (it polls every few hundred milliseconds): the next one starts afresh.
+/// (it polls every few hundred milliseconds): the next one starts afresh. The responder
+/// likewise stops retrying once the peer's request has not been heard for this long.
 const STALE_AFTER: Duration = Duration::from_secs(2);
+
+/// The responder's pause between two `drbdadm outdate` attempts: the peer's DRBD notices a
+/// lost connection within its ping timeout (drbd.conf(5) `ping-timeout`, 500 ms by default),
+/// so a few attempts cover it without running drbdadm at every heartbeat.
+pub const OUTDATE_RETRY: Duration = Duration::from_millis(300);
+
+/// A backstop on the retries, whatever the peer keeps asking: ten minutes' worth.
+const OUTDATE_MAX_ATTEMPTS: u32 = 2_000;
 
 /// The answer to a fence-peer request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,8 +56,11 @@ pub enum FenceVerdict {
     Pending,
     /// The peer outdated its disk.
     Outdated,
-    /// The peer is dead, or did not answer in time.
+    /// The peer is dead: silent on every link.
     Unreachable,
+    /// The peer is alive but did not confirm outdating its disk in time (its `drbdadm
+    /// outdate` kept failing, or its answer did not arrive).
+    Unconfirmed,
     /// The peer holds (or is moving) the group and refused to outdate.
     PeerPrimary,
     /// The peer's disk is Inconsistent (as its heartbeat says): it has no usable copy.
@@ -51,10 +70,14 @@ pub enum FenceVerdict {
 impl FenceVerdict {
     /// The fence-peer handler's exit code (drbd.conf(5), "fence-peer": 3 the peer's disk
     /// is already Inconsistent, 4 the peer's disk is Outdated, 5 the peer could not be
-    /// reached, 6 the peer refused because it is Primary); none while pending.
+    /// reached, 6 the peer refused because it is Primary); none while pending. Any other
+    /// code is a failure: DRBD's kernel side (`conn_try_outdate_peer`) logs "fence-peer
+    /// helper broken", changes no disk state and leaves I/O frozen where fencing froze it,
+    /// which is right for a live peer whose disk may still be UpToDate.
     pub fn exit_code(self) -> Option<u8> {
         match self {
             FenceVerdict::Pending => None,
+            FenceVerdict::Unconfirmed => Some(1),
             FenceVerdict::PeerInconsistent => Some(3),
             FenceVerdict::Outdated => Some(4),
             FenceVerdict::Unreachable => Some(5),
@@ -98,8 +121,11 @@ pub fn verdict(peer: &PeerStatus, expired: bool) -> (FenceVerdict, String) {
             format!("peer {name} outdated its DRBD disk"),
         ),
         _ if expired => (
-            FenceVerdict::Unreachable,
-            format!("peer {name} is alive but did not confirm outdating its disk in time"),
+            FenceVerdict::Unconfirmed,
+            format!(
+                "peer {name} is alive but did not confirm outdating its disk in time; not reporting it \
+                 unreachable, as its disk may still be UpToDate (see its log for `drbdadm outdate`)"
+            ),
         ),
         _ => (
             FenceVerdict::Pending,
@@ -112,8 +138,8 @@ pub fn verdict(peer: &PeerStatus, expired: bool) -> (FenceVerdict, String) {
 const IDLE: u8 = 0;
 const OUTDATING: u8 = 1;
 const FENCED: u8 = 2;
-/// Tried and failed: not retried until the peer asks anew, so a broken drbdadm is not run
-/// at every heartbeat.
+/// Retried until the request lapsed or the backstop: not tried again until the peer asks
+/// anew.
 const FAILED: u8 = 3;
 
 /// Fencing state of one daemon, both as the one asking and as the one asked.
@@ -123,6 +149,10 @@ pub struct Fencing {
     asking: Option<Instant>,
     /// Answering the peer's request; written by the outdate task.
     responder: Arc<AtomicU8>,
+    /// When the peer's request was last heard, so the outdate task stops retrying once the
+    /// peer stopped asking or fell silent. On tokio's clock, so tests with paused time step
+    /// through the retries.
+    requested: Arc<Mutex<Option<tokio::time::Instant>>>,
     view: DrbdView,
 }
 
@@ -160,7 +190,7 @@ impl Fencing {
             tracing::info!(resource, verdict = ?v, "DRBD fence-peer: {message}");
         }
         let reply = Reply {
-            ok: v != FenceVerdict::Unreachable,
+            ok: !matches!(v, FenceVerdict::Unreachable | FenceVerdict::Unconfirmed),
             message,
             status: Some(v.to_status()),
         };
@@ -187,11 +217,16 @@ impl Fencing {
             return;
         }
         // A node holding the group keeps its disk; its role in the heartbeat is the refusal.
-        if own != GroupPhase::Stopped
-            || self
-                .responder
-                .compare_exchange(IDLE, OUTDATING, Ordering::SeqCst, Ordering::SeqCst)
-                .is_err()
+        // One that started the group while retrying stops retrying.
+        if own != GroupPhase::Stopped {
+            let _ = self.responder.compare_exchange(OUTDATING, IDLE, Ordering::SeqCst, Ordering::SeqCst);
+            return;
+        }
+        *self.requested.lock().unwrap_or_else(PoisonError::into_inner) = Some(tokio::time::Instant::now());
+        if self
+            .responder
+            .compare_exchange(IDLE, OUTDATING, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
         {
             return;
         }
@@ -207,9 +242,38 @@ impl Fencing {
                 _ => None,
             })
             .collect();
-        let responder = self.responder.clone();
+        let (responder, requested) = (self.responder.clone(), self.requested.clone());
         tokio::spawn(async move {
-            let done = outdate_all(&drbds).await;
+            let standing = || {
+                responder.load(Ordering::SeqCst) == OUTDATING
+                    && requested
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .is_some_and(|t| t.elapsed() < STALE_AFTER)
+            };
+            let mut attempt = 0;
+            let done = loop {
+                attempt += 1;
+                let failure = match outdate_all(&drbds).await {
+                    Ok(()) => break true,
+                    Err(e) => e,
+                };
+                if attempt == 1 {
+                    tracing::warn!("DRBD fencing: {failure}; retrying every {} ms while the peer asks", OUTDATE_RETRY.as_millis());
+                }
+                if attempt < OUTDATE_MAX_ATTEMPTS && standing() {
+                    tokio::time::sleep(OUTDATE_RETRY).await;
+                    if standing() {
+                        continue;
+                    }
+                }
+                tracing::error!(
+                    attempts = attempt,
+                    "DRBD fencing: {failure}; stopped retrying (the peer stopped asking). Its fence-peer handler \
+                     gets a failure, not \"unreachable\", so DRBD does not take this disk for outdated"
+                );
+                break false;
+            };
             // The peer may have stopped asking meanwhile (IDLE): then the answer is stale.
             let _ = responder.compare_exchange(
                 OUTDATING,
@@ -235,34 +299,27 @@ impl Fencing {
     }
 }
 
-/// Outdates every configured DRBD resource that is Secondary here. False if there is none,
-/// or any is Primary or fails: the requester then hears nothing and times out.
-async fn outdate_all(drbds: &[Drbd]) -> bool {
+/// Outdates every configured DRBD resource that is Secondary here. Fails, saying why, if
+/// there is none, or any is Primary or cannot be outdated: the requester then hears no
+/// `fenced` and, past its deadline, gives DRBD a failure.
+async fn outdate_all(drbds: &[Drbd]) -> Result<(), String> {
     if drbds.is_empty() {
-        tracing::warn!("the peer asks to outdate DRBD, but no drbd resource is configured here");
-        return false;
+        return Err("the peer asks to outdate DRBD, but no drbd resource is configured here".into());
     }
     for d in drbds {
         let res = d.resource();
         match d.status().await {
             Ok(s) if s.role == DrbdRole::Secondary => {
-                if let Err(e) = d.outdate().await {
-                    tracing::error!("DRBD fencing: cannot outdate {res} for the peer: {e}");
-                    return false;
-                }
+                d.outdate().await.map_err(|e| format!("cannot outdate {res} for the peer: {e}"))?;
                 tracing::info!("DRBD fencing: outdated {res} at the peer's request");
             }
             Ok(s) => {
-                tracing::error!("DRBD fencing: {res} is {:?} here although this node holds no group; not outdating it", s.role);
-                return false;
+                return Err(format!("{res} is {:?} here although this node holds no group; not outdating it", s.role));
             }
-            Err(e) => {
-                tracing::error!("DRBD fencing: cannot read the state of {res}: {e}");
-                return false;
-            }
+            Err(e) => return Err(format!("cannot read the state of {res}: {e}")),
         }
     }
-    true
+    Ok(())
 }
 
 /// How often the first `drbd` resource's state is read for the heartbeat. events2 reports
@@ -482,8 +539,8 @@ mod tests {
             (
                 peer(true, Some(secondary)),
                 true,
-                FenceVerdict::Unreachable,
-                Some(5),
+                FenceVerdict::Unconfirmed,
+                Some(1),
             ),
             (
                 peer(true, Some(secondary)),
@@ -610,8 +667,9 @@ mod tests {
         assert_eq!(d, "from the handler; peer as it last reported: unknown");
     }
 
+    /// Bounded in tokio time, which the paused tests advance on every sleep.
     async fn settle(f: &Fencing) -> u8 {
-        for _ in 0..200 {
+        for _ in 0..2_000 {
             let s = f.responder.load(Ordering::SeqCst);
             if s != OUTDATING {
                 return s;
@@ -621,7 +679,7 @@ mod tests {
         panic!("the outdate task did not finish");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn the_asked_node_outdates_a_secondary_disk_once_and_never_a_primary() {
         let resources = drbd_resources();
         let r = Arc::new(ScriptedRunner::new());
@@ -669,5 +727,73 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    /// What drbdsetup 9 prints and exits with when the peer's DRBD still sees the connection
+    /// (drbdsetup.c: SS_CONNECTED_OUTDATES is not one of the codes it maps, so exit 11).
+    fn refused_while_connected() -> Output {
+        Output::failed(11, "r0: State change failed: (-6) Refusing to be Outdated while Connected\n")
+    }
+
+    fn outdates(r: &ScriptedRunner) -> usize {
+        r.argvs().iter().filter(|a| a.starts_with("drbdadm outdate")).count()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_outdate_is_retried_while_the_peer_asks() {
+        let resources = drbd_resources();
+        let r = Arc::new(ScriptedRunner::new());
+        r.on(["drbdsetup", "status"], Output::ok(SECONDARY));
+        r.on_seq(["drbdadm", "outdate"], vec![refused_while_connected(), Output::ok("")]);
+        let runner: Arc<dyn Runner> = r.clone();
+        let f = Fencing::default();
+        let request = NodeSummary {
+            fence_request: true,
+            ..summary(Role::Primary, GroupPhase::Running)
+        };
+        let t0 = tokio::time::Instant::now();
+        f.on_peer(&request, GroupPhase::Stopped, &resources, &runner);
+        assert_eq!(settle(&f).await, FENCED);
+        assert_eq!(outdates(&r), 2, "{:?}", r.argvs());
+        let waited = t0.elapsed();
+        assert!(waited >= OUTDATE_RETRY && waited < 2 * OUTDATE_RETRY, "retried after {waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_stop_when_the_peer_stops_asking_or_this_node_takes_the_group() {
+        let resources = drbd_resources();
+        let r = Arc::new(ScriptedRunner::new());
+        r.on(["drbdsetup", "status"], Output::ok(SECONDARY));
+        r.on(["drbdadm", "outdate"], refused_while_connected());
+        let runner: Arc<dyn Runner> = r.clone();
+        let f = Fencing::default();
+        let request = NodeSummary {
+            fence_request: true,
+            ..summary(Role::Primary, GroupPhase::Running)
+        };
+        // The peer asks with every heartbeat for 3 s, then falls silent.
+        for _ in 0..30 {
+            f.on_peer(&request, GroupPhase::Stopped, &resources, &runner);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(f.responder.load(Ordering::SeqCst), OUTDATING, "still retrying while asked");
+        let asked = outdates(&r);
+        assert!((9..=12).contains(&asked), "one attempt per {OUTDATE_RETRY:?} over 3 s: {asked}");
+        assert_eq!(settle(&f).await, FAILED);
+        let after = outdates(&r);
+        assert!(after - asked <= 8, "retries end within {STALE_AFTER:?} of the last request: {after} - {asked}");
+        let mut s = summary(Role::Secondary, GroupPhase::Stopped);
+        f.mark(&mut s, Instant::now());
+        assert!(!s.fenced);
+
+        // A new request retries again, and starting the group here stops it.
+        f.on_peer(&summary(Role::Primary, GroupPhase::Running), GroupPhase::Stopped, &resources, &runner);
+        f.on_peer(&request, GroupPhase::Stopped, &resources, &runner);
+        tokio::time::sleep(OUTDATE_RETRY * 2).await;
+        f.on_peer(&request, GroupPhase::Starting, &resources, &runner);
+        let stopped_at = outdates(&r);
+        tokio::time::sleep(OUTDATE_RETRY * 10).await;
+        assert_eq!(outdates(&r), stopped_at, "no retries once the group starts here");
+        assert_eq!(f.responder.load(Ordering::SeqCst), IDLE);
     }
 }

@@ -5,8 +5,8 @@
 //! [`fsm`] (the pure failover state machine: events in, actions out, time as an input),
 //! [`resources`] (the ordered resource group and its kinds), [`journal`] (SQLite event
 //! journal and failover timelines), [`control`] (the Unix control socket), [`daemon`] (the
-//! I/O loop that wires them together) and [`lab`] (a real two-node cluster in network
-//! namespaces).
+//! I/O loop that wires them together), [`sentinel`] (gives up the VIPs of a daemon that died
+//! while nothing it ran serves) and [`lab`] (a real two-node cluster in network namespaces).
 
 pub mod config;
 pub mod control;
@@ -25,10 +25,11 @@ pub mod probes;
 pub mod status;
 pub mod summary;
 pub mod resources;
+pub mod sentinel;
 
 pub use error::Error;
 
-/// The wall clock in unix milliseconds, for journal entries and packet send times (never
+/// The wall clock in unix milliseconds, for journal entries and the boot counter's seed (never
 /// for deadlines: those use the monotonic clock).
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()

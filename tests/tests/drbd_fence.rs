@@ -4,6 +4,9 @@
 //! shape (see replica/src/drbd/status.rs), keeping each node's role in a file.
 //! `pbxha replica fence-peer` on the primary must exit 4 (peer outdated) while the peer is
 //! alive, and 5 (unreachable) once it is killed; on the secondary, 6 (the peer is Primary).
+//! A peer whose DRBD refuses to outdate while it still sees the connection is retried until
+//! it gives in; one that keeps refusing while its heartbeats arrive is never reported
+//! unreachable (5), only as a failure (1), which makes DRBD change nothing.
 //! `pbxha replica split-brain` puts its node in fault, and so does a split-brain helper call
 //! seen by the daemon's `drbdsetup events2` follower; either alert shows both nodes' DRBD
 //! state, the peer's as its heartbeat carries it.
@@ -15,9 +18,20 @@ use std::time::Duration;
 
 use pbxha_tests::*;
 
-/// Records argv in $FAKE_DRBD_DIR/argv and keeps the role in $FAKE_DRBD_DIR/role.
+/// Records argv in $FAKE_DRBD_DIR/argv and keeps the role in $FAKE_DRBD_DIR/role. While
+/// $FAKE_DRBD_DIR/refusals holds a number above 0, `outdate` counts it down and fails as
+/// drbdadm 9 does when DRBD still sees the peer: drbdsetup's message for
+/// SS_CONNECTED_OUTDATES and its exit code 11 (drbdsetup.c maps no other code to it).
 const FAKE_DRBDADM: &str = r#"#!/bin/sh
 echo "drbdadm $*" >> "$FAKE_DRBD_DIR/argv"
+if [ "$1" = outdate ]; then
+  left=$(cat "$FAKE_DRBD_DIR/refusals" 2>/dev/null || echo 0)
+  if [ "$left" -gt 0 ]; then
+    echo $((left - 1)) > "$FAKE_DRBD_DIR/refusals"
+    echo "$2: State change failed: (-6) Refusing to be Outdated while Connected" >&2
+    exit 11
+  fi
+fi
 case "$1" in
   primary) echo Primary > "$FAKE_DRBD_DIR/role" ;;
   secondary) echo Secondary > "$FAKE_DRBD_DIR/role" ;;
@@ -248,4 +262,52 @@ fn fence_peer_without_a_daemon_refuses() {
     // Not 4 or 5: DRBD takes any other code as a broken handler and refuses the change.
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("not running"), "{text}");
+}
+
+fn outdate_attempts(pair: &Pair, node: &str) -> usize {
+    pair.argv(node).lines().filter(|l| *l == "drbdadm outdate r0").count()
+}
+
+/// A settled pair whose b refuses its first `refusals` outdates, with both daemons.
+fn refusing_pair(port: u16, refusals: u32) -> (Pair, [Guard; 2]) {
+    let pair = Pair::new(port);
+    std::fs::write(pair.dir.path().join("b").join("refusals"), format!("{refusals}\n")).unwrap();
+    let daemons = [pair.start("a"), pair.start("b")];
+    settled(&pair);
+    (pair, daemons)
+}
+
+#[test]
+fn an_outdate_refused_while_connected_is_retried_until_it_succeeds() {
+    let (pair, _daemons) = refusing_pair(28594, 1);
+    let (code, text) = pair.fence_peer("a");
+    assert_eq!(code, Some(4), "{text}\n--- b's log:\n{}", pair.log("b"));
+    assert_eq!(outdate_attempts(&pair, "b"), 2, "refused once, then outdated: {}", pair.argv("b"));
+    assert!(pair.log("b").contains("Refusing to be Outdated while Connected"), "{}", pair.log("b"));
+}
+
+#[test]
+fn a_live_peer_that_keeps_refusing_is_not_reported_unreachable() {
+    let (pair, _daemons) = refusing_pair(28694, 1000);
+    let (code, text) = pair.fence_peer("a");
+    assert_ne!(code, Some(5), "a live peer reported dead: {text}");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("did not confirm"), "{text}");
+    assert_eq!(
+        status_json(&pair.config("a")).expect("a answers")["peer"]["alive"],
+        true,
+        "b's heartbeats arrived throughout"
+    );
+    // 3 dead times of 600 ms at one attempt every 300 ms.
+    let tries = outdate_attempts(&pair, "b");
+    assert!(tries >= 3, "b retried while asked: {}", pair.argv("b"));
+    let log = pair.log("b");
+    assert!(log.contains("retrying every 300 ms while the peer asks"), "{log}");
+    let stopped = wait_for(Duration::from_secs(10), "b to stop retrying once a stops asking", || {
+        let n = outdate_attempts(&pair, "b");
+        std::thread::sleep(Duration::from_secs(1));
+        (outdate_attempts(&pair, "b") == n).then_some(n)
+    });
+    assert!(stopped < 30, "retries are bounded by the request: {stopped}");
+    assert!(pair.log("b").contains("stopped retrying"), "{}", pair.log("b"));
 }

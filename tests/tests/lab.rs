@@ -621,6 +621,137 @@ fn node_death_moves_vip_sip_and_client_arp_entry() {
     lab.finish();
 }
 
+/// The PID of `node`'s daemon, as `lab up` or `lab revive` recorded it.
+fn daemon_pid(lab: &TestLab, node: &str) -> i32 {
+    let path = lab.state_dir().join(format!("{node}.pid"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.trim().parse().unwrap_or_else(|e| panic!("{}: {e}: {text:?}", path.display()))
+}
+
+/// SIGKILL of `node`'s daemon alone, as a crash: the rest of the node lives on.
+fn crash_daemon(lab: &TestLab, node: &str) {
+    let pid = daemon_pid(lab, node);
+    // SAFETY: kill(2) on a PID this lab started; no memory is involved.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0, "kill -9 {pid}");
+    wait_for(SETTLE, &format!("{node}'s daemon (pid {pid}) to die"), || {
+        (!alive(pid as u32)).then_some(())
+    });
+}
+
+fn log_of(lab: &TestLab, node: &str) -> String {
+    std::fs::read_to_string(lab.state_dir().join(format!("{node}.log"))).unwrap_or_default()
+}
+
+/// Issue 10 (4): `kill -9` of the holder's daemon alone. Its `exec` SIP service dies with it
+/// (PDEATHSIG); its sentinel finds the VIP unanswered and removes it, so the peer's
+/// split-brain guard finds the address free and takes over.
+#[test]
+fn a_crashed_daemon_with_an_exec_pbx_gives_up_the_vip_and_the_peer_takes_over() {
+    if !prerequisites(&["ip", "iptables"]) {
+        return;
+    }
+    let lab = TestLab::up();
+    let (p, s) = (lab.p(), lab.s());
+    let sampler = lab.sampler();
+    lab.status();
+    crash_daemon(&lab, p);
+    let crashed = Instant::now();
+    wait_for(SETTLE, &format!("the VIP to leave {p}"), || {
+        (vip_on(&lab.ns(p)) == Some(false)).then_some(())
+    });
+    let released = crashed.elapsed();
+    eprintln!("VIP gone from the crashed {p} {} ms after its daemon died", released.as_millis());
+    assert!(released < Duration::from_secs(3), "released after {released:?}{}", lab.logs());
+    let log = log_of(&lab, p);
+    assert!(
+        log.contains(&format!("sentinel: nothing serves: removed VIP {VIP}/24 from pub0")),
+        "{log}"
+    );
+    // Issue 10 (4) has the refusing peer re-probe every second; until then the peer may
+    // first refuse and retry later, hence the long wait.
+    let until = Instant::now() + Duration::from_secs(90);
+    let served = loop {
+        if lab.role(s) == "primary" && lab.sip_answer().as_deref() == Some(s) {
+            break true;
+        }
+        if Instant::now() > until {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(served, "{s} does not serve 90 s after {p}'s daemon died{}", lab.logs());
+    // An upper bound: the client probes every 250 ms, each probe waiting up to 1.5 s.
+    eprintln!("{s} answered the client's SIP on the VIP {} ms after {p}'s daemon died", crashed.elapsed().as_millis());
+    let report = sampler.finish(&lab);
+    assert!(report.holders.contains(s), "{report:?}");
+    lab.finish();
+}
+
+/// Issue 10 (4), the other side: a SIP service that outlives the daemon (started by
+/// commands, in a session of its own) keeps serving the clients after `kill -9` of the
+/// holder's daemon, so the sentinel keeps the VIP where it is.
+#[test]
+fn a_crashed_daemon_whose_service_survives_keeps_the_vip() {
+    if !prerequisites(&["ip", "iptables"]) {
+        return;
+    }
+    let lab = TestLab::up();
+    let (p, s) = (lab.p(), lab.s());
+    let sampler = lab.sampler();
+    // s runs the responder through commands, detached, instead of as an `exec` child.
+    let config = lab.config(s);
+    let text = std::fs::read_to_string(&config).expect("reading the config");
+    let pidfile = lab.state_dir().join(format!("{s}.responder.pid"));
+    let exe = pbxha();
+    let start = format!(
+        "setsid {} lab sip-responder --bind {VIP}:5060 --node {s} >/dev/null 2>&1 & echo $! > {}",
+        exe.display(),
+        pidfile.display()
+    );
+    let (pid, q) = (pidfile.display().to_string(), |s: &str| format!("{s:?}"));
+    let commands = format!(
+        "start = [\"sh\", \"-c\", {}]\nstop = [\"sh\", \"-c\", {}]\nstatus = [\"sh\", \"-c\", {}]",
+        q(&start),
+        // Idempotent, as pbxha requires of a stop: nothing to kill is stopped.
+        q(&format!("[ ! -f {pid} ] || kill $(cat {pid}) 2>/dev/null; rm -f {pid}")),
+        q(&format!("kill -0 $(cat {pid} 2>/dev/null) 2>/dev/null"))
+    );
+    let exec_line = text
+        .lines()
+        .find(|l| l.starts_with("exec = ["))
+        .unwrap_or_else(|| panic!("no exec line in {}", config.display()))
+        .to_string();
+    std::fs::write(&config, text.replace(&exec_line, &commands)).expect("writing the config");
+    lab.lab_ok(&["kill", s]);
+    lab.lab_ok(&["revive", s]);
+    lab.wait_primary(p);
+    lab.lab_ok(&["switchover", "--now"]);
+    lab.wait_primary(s);
+    let responder: u32 = wait_for(SETTLE, "the detached responder's pid", || {
+        std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok()
+    });
+    assert!(alive(responder));
+
+    crash_daemon(&lab, s);
+    let log = wait_for(SETTLE, &format!("{s}'s sentinel to decide"), || {
+        Some(log_of(&lab, s)).filter(|l| l.contains("sentinel: keeping the VIPs"))
+    });
+    assert!(
+        log.contains(&format!("sentinel: keeping the VIPs: SIP probe `pbx` is answered at {VIP}:5060")),
+        "{log}"
+    );
+    assert!(alive(responder), "the service outlived its daemon");
+    // The clients stay served by s, on the VIP it kept, for five dead times.
+    let until = Instant::now() + QUIET;
+    while Instant::now() < until {
+        assert_eq!(vip_on(&lab.ns(s)), Some(true), "the VIP left {s}{}", lab.logs());
+        assert_eq!(lab.sip_answer().as_deref(), Some(s), "SIP on the VIP{}", lab.logs());
+    }
+    let report = sampler.finish(&lab);
+    assert!(report.holders.contains(s), "{report:?}");
+    lab.finish();
+}
+
 /// Issue 3 (b): only the heartbeat link is cut; heartbeats still flow on the public link,
 /// so nothing fails over.
 #[test]
@@ -758,8 +889,8 @@ fn forged_and_replayed_heartbeats_are_dropped_and_counted() {
         );
         assert_eq!(
             from_pub.len(),
-            79,
-            "a captured heartbeat has the version 1 length"
+            71,
+            "a captured heartbeat has the version 2 length"
         );
         let mut bad_hmac = from_pub.clone();
         *bad_hmac.last_mut().expect("non-empty") ^= 0x01;

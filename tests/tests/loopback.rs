@@ -326,3 +326,77 @@ fn sighup_adding_a_drbd_resource_says_a_restart_is_needed() {
     });
     assert!(!journal.contains("config reloaded"), "{journal}");
 }
+
+/// Issue 10, item 5: a restarted peer is heard whatever its clock says, because boots are
+/// ordered by the boot counter stored beside its journal and not by send times. b restarts
+/// with its clock an hour behind, an hour ahead, then put right (the test-only
+/// PBXHA_TEST_CLOCK_OFFSET_SECS shifts the clock its counter is seeded from), and a hears
+/// every start. Then b loses its counter file while its clock is behind the one it last ran
+/// with: a refuses its heartbeats as replays and its log names the counter b needs; writing
+/// a higher one into b's counter file and restarting b, the operator's way out, lets it join.
+#[test]
+fn a_peer_restarting_with_its_clock_behind_or_ahead_is_heard() {
+    let pair = Pair::new(free_udp_port());
+    let _a = pair.start("a");
+    let a_status = || status_json(&pair.config("a"));
+    let counter_file = pair.dir.path().join("b.db.boot-counter");
+    let counter = || -> u64 {
+        std::fs::read_to_string(&counter_file).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0)
+    };
+    let replayed = || a_status().map_or(0, |s| s["heartbeat"]["links"][0]["drops"]["replayed"].as_u64().unwrap_or(0));
+    let start_b = |offset: i64| {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(pair.dir.path().join("b.log")).unwrap();
+        Guard::spawn(
+            "b",
+            Command::new(pbxha())
+                .arg("--config")
+                .arg(pair.config("b"))
+                .args(["run", "--node", "b"])
+                .env("PBXHA_TEST_CLOCK_OFFSET_SECS", offset.to_string())
+                .stdout(Stdio::null())
+                .stderr(log),
+        )
+    };
+    let heard = |what: &str| {
+        wait_for(Duration::from_secs(20), what, || a_status().filter(|s| s["peer"]["alive"] == true && s["peer"]["last"]["role"] == "secondary"))
+    };
+    let stop = |mut b: Guard| {
+        b.signal(libc::SIGKILL);
+        assert!(b.wait_exit(Duration::from_secs(5)));
+        wait_for(Duration::from_secs(10), "a to declare b dead", || a_status().filter(|s| s["peer"]["alive"] == false));
+    };
+
+    let mut b = start_b(0);
+    heard("a to hear b's first start");
+    let mut last = counter();
+    for offset in [-3600, 3600, 0] {
+        stop(b);
+        b = start_b(offset);
+        heard(&format!("a to hear b restarted with its clock {offset:+} s off"));
+        let now = counter();
+        assert!(now > last, "b's counter grew across the restart ({last} -> {now}, clock {offset:+} s)");
+        last = now;
+    }
+    assert_eq!(replayed(), 0, "no heartbeat of a new boot was taken for a replay");
+
+    // Lost state, clock behind what it last ran with: refused, and a says what to do.
+    stop(b);
+    std::fs::remove_file(&counter_file).unwrap();
+    b = start_b(-60);
+    wait_for(Duration::from_secs(10), "a to drop b's heartbeats as replayed", || (replayed() >= 3).then_some(()));
+    let a_log = pair.dir.path().join("a.log");
+    let warning = wait_for(Duration::from_secs(5), "a's warning", || {
+        std::fs::read_to_string(&a_log).ok()?.lines().find(|l| l.contains("as replayed: boot")).map(str::to_string)
+    });
+    assert!(warning.contains(&format!("boot {last} was already heard")) && warning.contains(".boot-counter"), "{warning}");
+    assert_eq!(a_status().expect("a answers")["peer"]["alive"], false, "b's refused heartbeats keep it dead");
+    let b_log = std::fs::read_to_string(pair.dir.path().join("b.log")).unwrap();
+    assert!(b_log.contains("boot counter seeded from the clock") && b_log.contains("does not exist"), "{b_log}");
+
+    b.signal(libc::SIGKILL);
+    assert!(b.wait_exit(Duration::from_secs(5)));
+    std::fs::write(&counter_file, format!("{}\n", last + 1)).unwrap();
+    let _b = start_b(-60);
+    heard("a to hear b after its counter file was set above the last boot heard");
+    assert_eq!(counter(), last + 2);
+}

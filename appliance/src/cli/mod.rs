@@ -7,6 +7,7 @@ mod keygen;
 mod mysql;
 mod lab;
 mod mail;
+mod release;
 mod replica;
 mod sip;
 
@@ -118,11 +119,18 @@ enum Command {
     Lab(lab::LabArgs),
     /// Send one SIP OPTIONS and print who answered, how and how fast (like sipsak -s).
     SipProbe(sip::SipProbeArgs),
+    /// After the daemon died (systemd's ExecStopPost): remove this node's VIPs unless
+    /// something it ran still serves (a SIP probe answers, a unit or command still runs).
+    /// Refuses while the daemon runs.
+    Release,
+    /// The daemon's sentinel: stdin is a pipe from the daemon; on its death, `release`.
+    #[command(hide = true)]
+    Sentinel,
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log, matches!(cli.command, Command::Run { .. }));
+    init_logging(&cli.log, matches!(cli.command, Command::Run { .. } | Command::Sentinel));
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -149,6 +157,8 @@ pub fn main() -> ExitCode {
             Command::Mysql { command } => mysql::run(&cli.config, command).await,
             Command::Lab(args) => lab::run(args).await,
             Command::SipProbe(args) => sip::run(args).await,
+            Command::Release => release::release(&cli.config).await,
+            Command::Sentinel => release::sentinel(&cli.config).await,
         }
     });
     match result {

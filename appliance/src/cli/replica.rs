@@ -46,8 +46,9 @@ pub enum ReplicaCommand {
         dir: Vec<PathBuf>,
     },
     /// DRBD's fence-peer handler (`fencing resource-only`): the peer's pbxha outdates its
-    /// disk over the heartbeat. Exits as DRBD expects: 4 peer outdated, 5 peer unreachable,
-    /// 6 peer is Primary; 1 when the local daemon cannot be asked (DRBD then refuses).
+    /// disk over the heartbeat. Exits as DRBD expects: 3 peer Inconsistent, 4 peer outdated,
+    /// 5 peer dead (silent on every link), 6 peer is Primary; 1 when the local daemon cannot
+    /// be asked or a live peer did not confirm (DRBD then changes nothing).
     FencePeer {
         /// The DRBD resource; DRBD sets DRBD_RESOURCE for its handlers.
         #[arg(long, env = "DRBD_RESOURCE")]
@@ -159,8 +160,9 @@ async fn fence_peer(config: &Path, resource: String) -> ExitCode {
         }
         tokio::time::sleep(FENCE_POLL).await;
     }
-    eprintln!("pbxha fence-peer {resource}: no verdict from the daemon after {FENCE_MAX_POLLS} polls; peer unreachable");
-    ExitCode::from(FenceVerdict::Unreachable.exit_code().unwrap_or(5))
+    // Not "unreachable": nothing here says the peer is dead.
+    eprintln!("pbxha fence-peer {resource}: no verdict from the daemon after {FENCE_MAX_POLLS} polls");
+    ExitCode::FAILURE
 }
 
 async fn split_brain(config: &Path, resource: String) -> ExitCode {

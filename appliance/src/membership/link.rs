@@ -35,9 +35,9 @@ pub struct LinkSetup<'a> {
     pub cluster_id: u32,
     pub local: &'a NodeConfig,
     pub peer: &'a NodeConfig,
-    /// Random per daemon start (`rand::random()`); keep it when reopening links on reload,
-    /// or the peer sees a restart.
-    pub boot_id: u64,
+    /// This start's boot counter ([`super::boot::advance`]), stored before the first
+    /// heartbeat; keep it when reopening links on reload, or the peer sees a restart.
+    pub boot: u64,
     pub key: &'a AuthKey,
     /// A gap longer than this between two heartbeats on a link is logged as late.
     pub warntime: Duration,
@@ -84,7 +84,7 @@ pub struct Links {
     tasks: Vec<JoinHandle<()>>,
     cluster_id: u32,
     node_id: u16,
-    boot_id: u64,
+    boot: u64,
     key: AuthKey,
 }
 
@@ -223,7 +223,7 @@ impl Links {
     pub fn open(setup: &LinkSetup<'_>, events: mpsc::Sender<Event>) -> Result<Links, Error> {
         let tracker = Arc::new(Mutex::new(Tracker::new(
             setup.local.id,
-            setup.boot_id,
+            setup.boot,
             setup.peer.id,
             setup.links.len(),
         )));
@@ -233,7 +233,7 @@ impl Links {
             tasks: Vec::new(),
             cluster_id: setup.cluster_id,
             node_id: setup.local.id,
-            boot_id: setup.boot_id,
+            boot: setup.boot,
             key: setup.key.clone(),
         };
         if setup.links.len() > usize::from(u8::MAX) + 1 {
@@ -282,16 +282,14 @@ impl Links {
     /// failure on one link is logged (once per outage) and counted, never returned: the other
     /// links carry on.
     pub fn send(&self, summary: &NodeSummary) {
-        let sent_ms = crate::unix_ms();
         for (index, out) in self.outgoing.iter().enumerate() {
             let header = Header {
                 cluster_id: self.cluster_id,
                 node_id: self.node_id,
                 // Open refuses more links than fit in a u8.
                 link: index as u8,
-                boot_id: self.boot_id,
+                boot: self.boot,
                 sequence: out.sequence.fetch_add(1, Ordering::Relaxed) + 1,
-                sent_ms,
             };
             let bytes = packet::encode(&header, summary, self.key.as_bytes());
             match out.socket.send_to(&bytes, out.dest) {
@@ -356,6 +354,8 @@ struct Receiver {
 impl Receiver {
     async fn run(self) {
         let mut buf = vec![0u8; RECV_BUF];
+        // The last earlier boot warned about, so a stream of its packets logs once.
+        let mut warned_boot = None;
         loop {
             let (len, from) = match self.socket.recv_from(&mut buf).await {
                 Ok(got) => got,
@@ -394,6 +394,21 @@ impl Receiver {
                     if self.events.send(event).await.is_err() {
                         // The daemon loop is gone; nobody is listening.
                         return;
+                    }
+                }
+                Verdict::EarlierBoot { boot, newest } => {
+                    if warned_boot.replace(boot) != Some(boot) {
+                        tracing::warn!(
+                            link = %self.name,
+                            %from,
+                            boot,
+                            newest,
+                            "dropping the peer's heartbeats of boot {boot} as replayed: boot {newest} was already heard \
+                             from it. If the peer lost its state directory (reinstalled) and its clock is behind, it \
+                             will not be heard until it restarts with its clock right, or with a number above {newest} \
+                             written into its boot counter file (state-db path + `.boot-counter`), or until this \
+                             daemon restarts"
+                        );
                     }
                 }
                 Verdict::Dropped(reason) => {
@@ -513,8 +528,8 @@ mod tests {
 
     const KEY: &[u8] = b"loopback-test-key-0123456789";
     const CLUSTER: u32 = 77;
-    const BOOT_A: u64 = 0xa;
-    const BOOT_B: u64 = 0xb;
+    const BOOT_A: u64 = 1_790_000_000;
+    const BOOT_B: u64 = 1_790_000_100;
 
     fn summary(role: Role) -> NodeSummary {
         NodeSummary {
@@ -540,7 +555,7 @@ mod tests {
         cfg: &[LinkConfig],
         local: &NodeConfig,
         peer: &NodeConfig,
-        boot_id: u64,
+        boot: u64,
         key: &AuthKey,
     ) -> Result<Node, Error> {
         let (tx, events) = mpsc::channel(64);
@@ -549,7 +564,7 @@ mod tests {
             cluster_id: CLUSTER,
             local,
             peer,
-            boot_id,
+            boot,
             key,
             warntime: Duration::from_secs(5),
         };
@@ -602,17 +617,17 @@ mod tests {
 
         let attacker = std::net::UdpSocket::bind("127.0.0.3:0").unwrap();
         let target = SocketAddr::new("127.0.0.2".parse().unwrap(), cfg.port);
-        let from_a = |sequence, node_id, key: &[u8]| {
+        let from_a_boot = |boot, sequence, node_id, key: &[u8]| {
             let h = Header {
                 cluster_id: CLUSTER,
                 node_id,
                 link: 0,
-                boot_id: BOOT_A,
+                boot,
                 sequence,
-                sent_ms: crate::unix_ms(),
             };
             packet::encode(&h, &summary(Role::Fault), key)
         };
+        let from_a = |sequence, node_id, key: &[u8]| from_a_boot(BOOT_A, sequence, node_id, key);
         let good_len = from_a(1, 1, KEY);
         let attacks: Vec<Vec<u8>> = vec![
             from_a(99, 1, b"not-the-shared-key-at-all"),
@@ -621,6 +636,7 @@ mod tests {
             vec![0x55; RECV_BUF + 100],
             from_a(99, 9, KEY),
             from_a(99, 2, KEY), // b's own id with a foreign boot: a replay of an earlier b
+            from_a_boot(BOOT_A - 1, 99, 1, KEY), // an earlier boot of a, higher sequence
         ];
         for bytes in &attacks {
             attacker.send_to(bytes, target).unwrap();
@@ -644,7 +660,7 @@ mod tests {
         assert!(hb.last_seen_ms.is_some());
         let want = DropCounters {
             forged: 1,
-            replayed: 1,
+            replayed: 2,
             truncated: 1,
             oversized: 1,
             unknown_node: 2,
@@ -705,7 +721,7 @@ mod tests {
                                 cluster_id: 5,
                                 local: &node(me, my_id),
                                 peer: &node(peer, peer_id),
-                                boot_id: u64::from(my_id),
+                                boot: u64::from(my_id),
                                 key: &key,
                                 warntime: Duration::from_millis(500),
                             };

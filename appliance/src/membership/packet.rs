@@ -1,29 +1,33 @@
 //! The heartbeat packet: a fixed binary layout, authenticated with HMAC-SHA256. Pure: bytes
 //! in, bytes out.
 //!
-//! Layout, version 1 (all integers big-endian, 79 bytes in all):
+//! Layout, version 2 (all integers big-endian, 71 bytes in all):
 //!
 //! ```text
 //! offset len  field
 //!      0   4  magic "PBXH"
-//!      4   1  version (1)
+//!      4   1  version (2)
 //!      5   4  cluster id
 //!      9   2  sender's node id
 //!     11   1  link index (into the config's links; both nodes share the config)
-//!     12   8  boot id (random per daemon start)
+//!     12   8  boot counter (persisted, higher at every daemon start: see super::boot)
 //!     20   8  sequence (per link, per boot, starts at 1)
-//!     28   8  send time, unix milliseconds
-//!     36   1  role code          (summary::Role::code)
-//!     37   1  group phase code   (summary::GroupPhase::code)
-//!     38   1  flags: bit 0 healthy, bit 1 handover, bit 2 fence request, bit 3 fenced,
+//!     28   1  role code          (summary::Role::code)
+//!     29   1  group phase code   (summary::GroupPhase::code)
+//!     30   1  flags: bit 0 healthy, bit 1 handover, bit 2 fence request, bit 3 fenced,
 //!                   bits 4-7 zero
-//!     39   1  ping targets reachable
-//!     40   1  ping targets configured
-//!     41   4  active calls (0xFFFFFFFF: unknown)
-//!     45   1  DRBD role code     (summary::DrbdRole::code; 0: no drbd resource)
-//!     46   1  DRBD disk code     (summary::DrbdDisk::code; 0 when byte 45 is 0)
-//!     47  32  HMAC-SHA256 (RFC 2104) over bytes 0..47 with the shared key
+//!     31   1  ping targets reachable
+//!     32   1  ping targets configured
+//!     33   4  active calls (0xFFFFFFFF: unknown)
+//!     37   1  DRBD role code     (summary::DrbdRole::code; 0: no drbd resource)
+//!     38   1  DRBD disk code     (summary::DrbdDisk::code; 0 when byte 37 is 0)
+//!     39  32  HMAC-SHA256 (RFC 2104) over bytes 0..39 with the shared key
 //! ```
+//!
+//! Version 1 carried a random boot id and the sender's wall-clock send time, and a new boot
+//! was believed only if its send time was later than the last one seen: a node restarting
+//! with its clock behind was refused as a replay until its clock caught up. Version 2 orders
+//! boots by the persisted counter alone and carries no clock at all.
 
 use hmac::{Hmac, Mac};
 use serde::Serialize;
@@ -34,12 +38,12 @@ use crate::summary::{DrbdBrief, DrbdDisk, DrbdRole, GroupPhase, NodeSummary, Rol
 const MAGIC: &[u8; 4] = b"PBXH";
 /// The only version this code speaks. A node running another version is reported as
 /// `Malformed` so an operator mixing releases sees it in `pbxha status`.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Bytes covered by the HMAC.
-const BODY_LEN: usize = 47;
+const BODY_LEN: usize = 39;
 /// SHA-256 output size (FIPS 180-4), which is also HMAC-SHA256's tag size.
 const TAG_LEN: usize = 32;
-/// Every version 1 packet has exactly this length.
+/// Every version 2 packet has exactly this length.
 pub const PACKET_LEN: usize = BODY_LEN + TAG_LEN;
 
 const FLAG_HEALTHY: u8 = 1 << 0;
@@ -59,12 +63,10 @@ pub struct Header {
     pub node_id: u16,
     /// Index of the link the packet was sent on.
     pub link: u8,
-    /// Random per daemon start, so the receiver can tell a restarted peer (sequence starting
-    /// over) from a replay.
-    pub boot_id: u64,
+    /// The sender's boot counter, higher at each of its starts ([`super::boot`]), so the
+    /// receiver can tell a restarted peer (sequence starting over) from a replay.
+    pub boot: u64,
     pub sequence: u64,
-    /// The sender's wall clock in unix milliseconds; orders boots of the same peer.
-    pub sent_ms: u64,
 }
 
 /// A decoded, authenticated packet.
@@ -146,9 +148,8 @@ pub fn encode(header: &Header, summary: &NodeSummary, key: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&header.cluster_id.to_be_bytes());
     out.extend_from_slice(&header.node_id.to_be_bytes());
     out.push(header.link);
-    out.extend_from_slice(&header.boot_id.to_be_bytes());
+    out.extend_from_slice(&header.boot.to_be_bytes());
     out.extend_from_slice(&header.sequence.to_be_bytes());
-    out.extend_from_slice(&header.sent_ms.to_be_bytes());
     out.push(summary.role.code());
     out.push(summary.group.code());
     let mut flags = 0;
@@ -190,6 +191,11 @@ fn be<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
 /// only judged once the packet is known to come from a key holder. Replays and sender
 /// identity are the tracker's business ([`super::tracker`]).
 pub fn decode(bytes: &[u8], key: &[u8], expected_cluster_id: u32) -> Result<Packet, Drop> {
+    // Another version has another length: named by its version, not as truncated or
+    // oversized, so an operator mixing releases is told what is wrong.
+    if bytes.len() > 4 && &bytes[0..4] == MAGIC && bytes[4] != VERSION {
+        return Err(Drop::Malformed);
+    }
     if bytes.len() < PACKET_LEN {
         return Err(Drop::Truncated);
     }
@@ -209,14 +215,14 @@ pub fn decode(bytes: &[u8], key: &[u8], expected_cluster_id: u32) -> Result<Pack
     m.verify_slice(&bytes[BODY_LEN..])
         .map_err(|_| Drop::Forged)?;
 
-    let role = Role::from_code(bytes[36]).ok_or(Drop::Malformed)?;
-    let group = GroupPhase::from_code(bytes[37]).ok_or(Drop::Malformed)?;
-    let flags = bytes[38];
-    let (reachable, targets) = (bytes[39], bytes[40]);
+    let role = Role::from_code(bytes[28]).ok_or(Drop::Malformed)?;
+    let group = GroupPhase::from_code(bytes[29]).ok_or(Drop::Malformed)?;
+    let flags = bytes[30];
+    let (reachable, targets) = (bytes[31], bytes[32]);
     if flags & !FLAGS_KNOWN != 0 || reachable > targets {
         return Err(Drop::Malformed);
     }
-    let drbd = match (bytes[45], bytes[46]) {
+    let drbd = match (bytes[37], bytes[38]) {
         (0, 0) => None,
         (role, disk) => Some(DrbdBrief {
             role: DrbdRole::from_code(role).ok_or(Drop::Malformed)?,
@@ -228,9 +234,8 @@ pub fn decode(bytes: &[u8], key: &[u8], expected_cluster_id: u32) -> Result<Pack
             cluster_id,
             node_id: u16::from_be_bytes(be(bytes, 9)),
             link: bytes[11],
-            boot_id: u64::from_be_bytes(be(bytes, 12)),
+            boot: u64::from_be_bytes(be(bytes, 12)),
             sequence: u64::from_be_bytes(be(bytes, 20)),
-            sent_ms: u64::from_be_bytes(be(bytes, 28)),
         },
         summary: NodeSummary {
             role,
@@ -239,7 +244,7 @@ pub fn decode(bytes: &[u8], key: &[u8], expected_cluster_id: u32) -> Result<Pack
             reachable,
             targets,
             handover: flags & FLAG_HANDOVER != 0,
-            calls: match u32::from_be_bytes(be(bytes, 41)) {
+            calls: match u32::from_be_bytes(be(bytes, 33)) {
                 CALLS_UNKNOWN => None,
                 n => Some(n),
             },
@@ -262,9 +267,8 @@ mod tests {
             cluster_id: CLUSTER,
             node_id: 2,
             link: 1,
-            boot_id: 0xdead_beef_0bad_cafe,
+            boot: 0xdead_beef_0bad_cafe,
             sequence: 42,
-            sent_ms: 1_700_000_000_123,
         }
     }
 
@@ -344,19 +348,21 @@ mod tests {
     #[test]
     fn layout_is_as_documented() {
         let bytes = encode(&header(), &summary(), KEY);
-        assert_eq!(&bytes[0..5], b"PBXH\x01");
+        assert_eq!(&bytes[0..5], b"PBXH\x02");
         assert_eq!(&bytes[5..9], &[1, 2, 3, 4]);
         assert_eq!(&bytes[9..12], &[0, 2, 1]);
+        assert_eq!(&bytes[12..20], &0xdead_beef_0bad_cafe_u64.to_be_bytes());
         assert_eq!(&bytes[20..28], &42u64.to_be_bytes());
-        assert_eq!(&bytes[36..41], &[2, 2, FLAG_HEALTHY, 1, 2]);
-        assert_eq!(&bytes[45..47], &[0, 0], "no drbd resource");
+        assert_eq!(&bytes[28..33], &[2, 2, FLAG_HEALTHY, 1, 2]);
+        assert_eq!(&bytes[33..37], &u32::MAX.to_be_bytes(), "calls unknown");
+        assert_eq!(&bytes[37..39], &[0, 0], "no drbd resource");
         let with_drbd = NodeSummary {
             drbd: Some(DrbdBrief { role: DrbdRole::Secondary, disk: DrbdDisk::Outdated }),
             ..summary()
         };
         let bytes = encode(&header(), &with_drbd, KEY);
-        assert_eq!(bytes.len(), 79);
-        assert_eq!(&bytes[45..47], &[2, 3]);
+        assert_eq!(bytes.len(), 71);
+        assert_eq!(&bytes[37..39], &[2, 3]);
     }
 
     #[test]
@@ -380,9 +386,14 @@ mod tests {
         bytes[0] = b'X';
         assert_eq!(decode(&bytes, KEY, CLUSTER), Err(Drop::Malformed));
         let mut bytes = encode(&header(), &summary(), KEY);
-        bytes[4] = 2;
         // Checked before the cluster id: another version may lay the id out elsewhere.
+        bytes[4] = 3;
         assert_eq!(decode(&bytes, KEY, 99), Err(Drop::Malformed));
+        // A peer still on version 1 sends 79 bytes: named by its version, not its length.
+        let mut v1 = encode(&header(), &summary(), KEY);
+        v1[4] = 1;
+        v1.resize(79, 0);
+        assert_eq!(decode(&v1, KEY, CLUSTER), Err(Drop::Malformed));
     }
 
     #[test]
@@ -400,7 +411,7 @@ mod tests {
         let bytes = encode(&header(), &summary(), b"some-other-key-0123");
         assert_eq!(decode(&bytes, KEY, CLUSTER), Err(Drop::Forged));
         let mut bytes = encode(&header(), &summary(), KEY);
-        bytes[36] = Role::Secondary.code();
+        bytes[28] = Role::Secondary.code();
         assert_eq!(decode(&bytes, KEY, CLUSTER), Err(Drop::Forged));
         let mut bytes = encode(&header(), &summary(), KEY);
         bytes[PACKET_LEN - 1] ^= 1;
@@ -412,14 +423,14 @@ mod tests {
         // The HMAC is checked before the codes: an unauthenticated sender must not be able to
         // make us count "malformed" (which points at a peer bug).
         let mut bytes = encode(&header(), &summary(), KEY);
-        bytes[36] = 200;
+        bytes[28] = 200;
         assert_eq!(decode(&bytes, KEY, CLUSTER), Err(Drop::Forged));
     }
 
     #[test]
     fn authentic_bad_codes_are_malformed() {
-        // 45/46: an unknown DRBD role or disk code, or a disk without a role.
-        for (at, value) in [(36, 5), (37, 4), (38, 0x10), (38, 0x80), (39, 3), (45, 4), (46, 6), (46, 1)] {
+        // 37/38: an unknown DRBD role or disk code, or a disk without a role.
+        for (at, value) in [(28, 5), (29, 4), (30, 0x10), (30, 0x80), (31, 3), (37, 4), (38, 6), (38, 1)] {
             let mut bytes = encode(&header(), &summary(), KEY);
             bytes[at] = value;
             assert_eq!(

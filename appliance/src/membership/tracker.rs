@@ -52,7 +52,7 @@ impl DropCounters {
 /// The last packet accepted on a link, the point replays are judged against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Accepted {
-    boot_id: u64,
+    boot: u64,
     sequence: u64,
 }
 
@@ -74,6 +74,10 @@ pub enum Verdict {
     Accepted { gap: Option<Duration> },
     /// Our own packet looped back (broadcast, multicast): ignored, not counted.
     Own,
+    /// Authentic, from the peer, but from a boot before the newest one seen: a replay, or a
+    /// peer that lost its boot counter (see [`super::boot`]). Counted as replayed; told
+    /// apart so the log can say what to do.
+    EarlierBoot { boot: u64, newest: u64 },
     /// Not believed; already counted.
     Dropped(Drop),
 }
@@ -85,9 +89,9 @@ pub struct Tracker {
     local_boot: u64,
     peer_node: u16,
     links: Vec<LinkRecord>,
-    /// The peer's newest boot id and the latest send time accepted from it on any link.
-    /// Kept across links because a restarted peer shows up on one link before the others.
-    newest: Option<(u64, u64)>,
+    /// The peer's highest boot counter accepted on any link. Kept across links because a
+    /// restarted peer shows up on one link before the others.
+    newest: Option<u64>,
 }
 
 impl Tracker {
@@ -104,62 +108,57 @@ impl Tracker {
     /// Judges a packet that decoded and authenticated, received on link `link` at `now`,
     /// and counts it. Panics if `link` is not one of the links the tracker was made for.
     ///
-    /// Replay rules: on the peer's newest boot, a sequence at or below the last one accepted
-    /// on this link is a replay (a reordered packet is too late to matter anyway). Another
-    /// boot id is accepted only if its send time is later than anything accepted from the
-    /// peer, so packets recorded from an earlier boot cannot be played back. The price: a
-    /// peer whose clock stepped back across a restart is refused until its clock catches up;
-    /// status shows it as `replayed`.
+    /// Replay rules, by the peer's boot counter ([`super::boot`]): a counter higher than any
+    /// accepted from the peer is a restart, and its sequences start over; on the newest
+    /// counter, a sequence at or below the last one accepted on this link is a replay (a
+    /// reordered packet is too late to matter anyway); a lower counter is an earlier boot,
+    /// so packets recorded from it cannot be played back. No clock is involved.
     pub fn check(&mut self, link: usize, header: &Header, now: Instant) -> Verdict {
-        if header.node_id == self.local_node && header.boot_id == self.local_boot {
+        if header.node_id == self.local_node && header.boot == self.local_boot {
             return Verdict::Own;
         }
         let verdict = self.judge(link, header);
         let record = &mut self.links[link];
         match verdict {
-            Err(reason) => {
+            Err(v) => {
+                // judge returns only Dropped and EarlierBoot, which counts as a replay.
+                let reason = match v {
+                    Verdict::Dropped(reason) => reason,
+                    _ => Drop::Replayed,
+                };
                 record.drops.count(reason);
-                Verdict::Dropped(reason)
+                v
             }
             Ok(()) => {
                 record.last = Some(Accepted {
-                    boot_id: header.boot_id,
+                    boot: header.boot,
                     sequence: header.sequence,
                 });
                 let gap = record.last_seen.map(|t| now.saturating_duration_since(t));
                 record.last_seen = Some(now);
                 record.accepted += 1;
-                self.newest = match self.newest {
-                    Some((boot, sent)) if boot == header.boot_id => {
-                        Some((boot, sent.max(header.sent_ms)))
-                    }
-                    _ => Some((header.boot_id, header.sent_ms)),
-                };
+                self.newest = Some(self.newest.map_or(header.boot, |n| n.max(header.boot)));
                 Verdict::Accepted { gap }
             }
         }
     }
 
-    fn judge(&self, link: usize, header: &Header) -> Result<(), Drop> {
+    fn judge(&self, link: usize, header: &Header) -> Result<(), Verdict> {
         if header.node_id != self.peer_node {
-            return Err(Drop::UnknownNode);
+            return Err(Verdict::Dropped(Drop::UnknownNode));
         }
         if usize::from(header.link) != link {
-            return Err(Drop::WrongLink);
+            return Err(Verdict::Dropped(Drop::WrongLink));
         }
-        let Some((newest_boot, newest_sent)) = self.newest else {
-            return Ok(());
-        };
-        if header.boot_id != newest_boot {
-            return if header.sent_ms > newest_sent {
-                Ok(())
-            } else {
-                Err(Drop::Replayed)
-            };
+        match self.newest {
+            Some(newest) if header.boot < newest => {
+                return Err(Verdict::EarlierBoot { boot: header.boot, newest });
+            }
+            _ => {}
         }
         match self.links[link].last {
-            Some(last) if last.boot_id == header.boot_id && header.sequence <= last.sequence => {
-                Err(Drop::Replayed)
+            Some(last) if last.boot == header.boot && header.sequence <= last.sequence => {
+                Err(Verdict::Dropped(Drop::Replayed))
             }
             _ => Ok(()),
         }
@@ -183,14 +182,13 @@ mod tests {
     const PEER: u16 = 2;
     const OUR_BOOT: u64 = 111;
 
-    fn h(link: u8, boot_id: u64, sequence: u64, sent_ms: u64) -> Header {
+    fn h(link: u8, boot: u64, sequence: u64) -> Header {
         Header {
             cluster_id: 9,
             node_id: PEER,
             link,
-            boot_id,
+            boot,
             sequence,
-            sent_ms,
         }
     }
 
@@ -203,12 +201,12 @@ mod tests {
         let mut t = Tracker::new(LOCAL, OUR_BOOT, PEER, 1);
         let t0 = Instant::now();
         assert_eq!(
-            t.check(0, &h(0, 5, 1, 1000), t0),
+            t.check(0, &h(0, 5, 1), t0),
             Verdict::Accepted { gap: None }
         );
         let later = t0 + Duration::from_millis(700);
         assert_eq!(
-            t.check(0, &h(0, 5, 2, 1200), later),
+            t.check(0, &h(0, 5, 2), later),
             Verdict::Accepted {
                 gap: Some(Duration::from_millis(700))
             }
@@ -222,18 +220,18 @@ mod tests {
     fn repeated_and_older_sequences_are_replays() {
         let mut t = Tracker::new(LOCAL, OUR_BOOT, PEER, 1);
         let now = Instant::now();
-        assert!(accepted(t.check(0, &h(0, 5, 10, 1000), now)));
+        assert!(accepted(t.check(0, &h(0, 5, 10), now)));
         assert_eq!(
-            t.check(0, &h(0, 5, 10, 1000), now),
+            t.check(0, &h(0, 5, 10), now),
             Verdict::Dropped(Drop::Replayed)
         );
         // Reordered: 9 arrives after 10.
         assert_eq!(
-            t.check(0, &h(0, 5, 9, 999), now),
+            t.check(0, &h(0, 5, 9), now),
             Verdict::Dropped(Drop::Replayed)
         );
         // A gap in sequences (lost packets) is fine.
-        assert!(accepted(t.check(0, &h(0, 5, 15, 2000), now)));
+        assert!(accepted(t.check(0, &h(0, 5, 15), now)));
         assert_eq!(t.links()[0].drops.replayed, 2);
         assert_eq!(t.links()[0].accepted, 2);
     }
@@ -242,54 +240,69 @@ mod tests {
     fn a_restarted_peer_is_accepted_and_its_old_boot_is_not() {
         let mut t = Tracker::new(LOCAL, OUR_BOOT, PEER, 1);
         let now = Instant::now();
-        assert!(accepted(t.check(0, &h(0, 5, 900, 10_000), now)));
-        // Restart: new boot, sequence starts over, later send time.
-        assert!(accepted(t.check(0, &h(0, 6, 1, 10_500), now)));
-        assert!(accepted(t.check(0, &h(0, 6, 2, 10_700), now)));
+        assert!(accepted(t.check(0, &h(0, 5, 900), now)));
+        // Restart: a higher counter, sequence starts over.
+        assert!(accepted(t.check(0, &h(0, 6, 1), now)));
+        assert!(accepted(t.check(0, &h(0, 6, 2), now)));
         // Recorded packets of the old boot, even with higher sequences, are replays.
         assert_eq!(
-            t.check(0, &h(0, 5, 901, 10_100), now),
-            Verdict::Dropped(Drop::Replayed)
+            t.check(0, &h(0, 5, 901), now),
+            Verdict::EarlierBoot { boot: 5, newest: 6 }
         );
         assert_eq!(
-            t.check(0, &h(0, 5, 5000, 10_400), now),
-            Verdict::Dropped(Drop::Replayed)
+            t.check(0, &h(0, 5, 5000), now),
+            Verdict::EarlierBoot { boot: 5, newest: 6 }
         );
+        // And so are recordings of the new boot's own packets.
+        assert_eq!(t.check(0, &h(0, 6, 2), now), Verdict::Dropped(Drop::Replayed));
+        assert_eq!(t.links()[0].drops.replayed, 3);
+        assert_eq!(t.links()[0].accepted, 3);
     }
 
+    /// Boot counters as [`super::super::boot::next`] makes them for a peer restarting with its
+    /// clock an hour behind, then an hour ahead, then put right: every start is heard at once,
+    /// and every earlier boot's packets stay refused.
     #[test]
-    fn a_new_boot_with_an_earlier_send_time_is_refused() {
+    fn restarts_with_the_clock_behind_or_ahead_are_accepted_and_replays_are_not() {
+        use super::super::boot::next;
+        const NOW: u64 = 1_790_000_000;
         let mut t = Tracker::new(LOCAL, OUR_BOOT, PEER, 1);
         let now = Instant::now();
-        assert!(accepted(t.check(0, &h(0, 6, 1, 20_000), now)));
-        // A boot we never saw, but older than what we have: a recording, not a restart.
-        assert_eq!(
-            t.check(0, &h(0, 5, 1, 19_999), now),
-            Verdict::Dropped(Drop::Replayed)
-        );
-        assert_eq!(
-            t.check(0, &h(0, 7, 1, 20_000), now),
-            Verdict::Dropped(Drop::Replayed)
-        );
+        let mut boots = vec![next(None, NOW)];
+        for clock in [NOW - 3600, NOW + 3600, NOW + 5] {
+            boots.push(next(boots.last().copied(), clock));
+        }
+        for (i, &boot) in boots.iter().enumerate() {
+            assert!(accepted(t.check(0, &h(0, boot, 1), now)), "start {i} (boot {boot}) refused");
+            assert!(accepted(t.check(0, &h(0, boot, 2), now)));
+            assert_eq!(t.check(0, &h(0, boot, 2), now), Verdict::Dropped(Drop::Replayed));
+            for &earlier in &boots[..i] {
+                assert_eq!(
+                    t.check(0, &h(0, earlier, 1_000), now),
+                    Verdict::EarlierBoot { boot: earlier, newest: boot }
+                );
+            }
+        }
+        assert_eq!(t.links()[0].accepted, 2 * boots.len() as u64);
     }
 
     #[test]
     fn a_restart_seen_first_on_one_link_is_accepted_on_the_other() {
         let mut t = Tracker::new(LOCAL, OUR_BOOT, PEER, 2);
         let now = Instant::now();
-        assert!(accepted(t.check(0, &h(0, 5, 100, 1000), now)));
-        assert!(accepted(t.check(1, &h(1, 5, 100, 1000), now)));
-        // The new boot sends on both links in the same millisecond.
-        assert!(accepted(t.check(0, &h(0, 6, 1, 3000), now)));
-        assert!(accepted(t.check(1, &h(1, 6, 1, 3000), now)));
+        assert!(accepted(t.check(0, &h(0, 5, 100), now)));
+        assert!(accepted(t.check(1, &h(1, 5, 100), now)));
+        // The new boot is heard on link 0 first, then on link 1.
+        assert!(accepted(t.check(0, &h(0, 6, 1), now)));
+        assert!(accepted(t.check(1, &h(1, 6, 1), now)));
         // And the old boot is dead on both links.
         assert_eq!(
-            t.check(1, &h(1, 5, 101, 1100), now),
-            Verdict::Dropped(Drop::Replayed)
+            t.check(1, &h(1, 5, 101), now),
+            Verdict::EarlierBoot { boot: 5, newest: 6 }
         );
         // Sequences are per link: link 1's sequence 2 does not depend on link 0's.
-        assert!(accepted(t.check(0, &h(0, 6, 7, 4000), now)));
-        assert!(accepted(t.check(1, &h(1, 6, 2, 3200), now)));
+        assert!(accepted(t.check(0, &h(0, 6, 7), now)));
+        assert!(accepted(t.check(1, &h(1, 6, 2), now)));
     }
 
     #[test]
@@ -297,8 +310,8 @@ mod tests {
         let mut t = Tracker::new(LOCAL, OUR_BOOT, PEER, 1);
         let own = Header {
             node_id: LOCAL,
-            boot_id: OUR_BOOT,
-            ..h(0, 0, 1, 1)
+            boot: OUR_BOOT,
+            ..h(0, 0, 1)
         };
         assert_eq!(t.check(0, &own, Instant::now()), Verdict::Own);
         assert_eq!(t.links()[0].drops.total(), 0);
@@ -312,13 +325,13 @@ mod tests {
         let now = Instant::now();
         let third = Header {
             node_id: 3,
-            ..h(0, 5, 1, 1)
+            ..h(0, 5, 1)
         };
         assert_eq!(t.check(0, &third, now), Verdict::Dropped(Drop::UnknownNode));
         let ours_old = Header {
             node_id: LOCAL,
-            boot_id: OUR_BOOT + 1,
-            ..h(0, 0, 1, 1)
+            boot: OUR_BOOT + 1,
+            ..h(0, 0, 1)
         };
         assert_eq!(
             t.check(0, &ours_old, now),
@@ -331,7 +344,7 @@ mod tests {
     fn a_packet_for_another_link_is_dropped_and_counted_where_it_arrived() {
         let mut t = Tracker::new(LOCAL, OUR_BOOT, PEER, 2);
         assert_eq!(
-            t.check(1, &h(0, 5, 1, 1), Instant::now()),
+            t.check(1, &h(0, 5, 1), Instant::now()),
             Verdict::Dropped(Drop::WrongLink)
         );
         assert_eq!(t.links()[1].drops.wrong_link, 1);
