@@ -77,6 +77,20 @@ fn sample(metrics: &str, series: &str) -> Option<f64> {
     metrics.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// `/metrics` once `until` reads its value (up to 20 s), checked by promtool, with each of
+/// `expect` at its value.
+fn metrics_once(addr: SocketAddr, until: (&str, f64), expect: &[(&str, f64)]) -> String {
+    let metrics = wait_for(Duration::from_secs(20), &format!("{} = {} at {addr}", until.0, until.1), || {
+        let (_, m) = get(addr, "/metrics")?;
+        (sample(&m, until.0) == Some(until.1)).then_some(m)
+    });
+    promtool_check(&metrics);
+    for (series, value) in expect {
+        assert_eq!(sample(&metrics, series), Some(*value), "{series} in\n{metrics}");
+    }
+    metrics
+}
+
 fn promtool_check(metrics: &str) {
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
@@ -165,14 +179,11 @@ fn page_metrics_and_status_follow_a_failover() {
     assert_eq!(keys(&http), keys(&cli));
     assert_eq!((&http["node"], &http["role"], &http["resources"][0]["state"]), (&cli["node"], &cli["role"], &cli["resources"][0]["state"]));
 
-    let before = wait_for(Duration::from_secs(10), "b's /metrics showing a primary", || {
-        let (_, m) = get(pair.addr("b"), "/metrics")?;
-        (sample(&m, "pbxha_node_role{node=\"a\",role=\"primary\"}") == Some(1.0)).then_some(m)
-    });
-    promtool_check(&before);
-    assert_eq!(sample(&before, "pbxha_node_role{node=\"b\",role=\"secondary\"}"), Some(1.0), "{before}");
-    assert_eq!(sample(&before, "pbxha_failovers_total{kind=\"unplanned\"}"), Some(0.0), "{before}");
-    assert_eq!(sample(&before, "pbxha_peer_alive"), Some(1.0), "{before}");
+    let before = metrics_once(
+        pair.addr("b"),
+        ("pbxha_node_role{node=\"a\",role=\"primary\"}", 1.0),
+        &[("pbxha_node_role{node=\"b\",role=\"secondary\"}", 1.0), ("pbxha_failovers_total{kind=\"unplanned\"}", 0.0), ("pbxha_peer_alive", 1.0)],
+    );
     assert!(sample(&before, "pbxha_heartbeats_received_total{link=\"lo\"}").is_some_and(|n| n > 0.0), "{before}");
 
     let profile = tempfile::tempdir().unwrap();
@@ -184,14 +195,15 @@ fn page_metrics_and_status_follow_a_failover() {
 
     a.signal(libc::SIGKILL);
     assert!(a.wait_exit(Duration::from_secs(5)));
-    let after = wait_for(Duration::from_secs(20), "b's /metrics after the failover", || {
-        let (_, m) = get(pair.addr("b"), "/metrics")?;
-        (sample(&m, "pbxha_failovers_total{kind=\"unplanned\"}") == Some(1.0)).then_some(m)
-    });
-    promtool_check(&after);
-    assert_eq!(sample(&after, "pbxha_node_role{node=\"b\",role=\"primary\"}"), Some(1.0), "{after}");
-    assert_eq!(sample(&after, "pbxha_node_role{node=\"a\",role=\"dead\"}"), Some(1.0), "{after}");
-    assert_eq!(sample(&after, "pbxha_resource_state{resource=\"worker\",state=\"running\"}"), Some(1.0), "{after}");
+    let after = metrics_once(
+        pair.addr("b"),
+        ("pbxha_failovers_total{kind=\"unplanned\"}", 1.0),
+        &[
+            ("pbxha_node_role{node=\"b\",role=\"primary\"}", 1.0),
+            ("pbxha_node_role{node=\"a\",role=\"dead\"}", 1.0),
+            ("pbxha_resource_state{resource=\"worker\",state=\"running\"}", 1.0),
+        ],
+    );
     let outage = sample(&after, "pbxha_last_failover_outage_seconds").expect("the outage is exported");
     // Silence is noticed after warntime (300 ms) and the decision comes at deadtime (600 ms).
     assert!(outage > 0.1 && outage < 10.0, "outage {outage} s");
@@ -205,6 +217,40 @@ fn page_metrics_and_status_follow_a_failover() {
         assert!(dom.contains(&format!("data-kind=\"{kind}\"")), "timeline entry `{kind}` missing: {dom}");
     }
     assert!(dom.contains("worker started"), "{dom}");
+
+    // The same failover from the journal, machine-readable.
+    let out = pbxha_cmd(&["--config", pair.config("b").to_str().unwrap(), "history", "--json", "--last", "1"]);
+    let history: serde_json::Value = serde_json::from_slice(&out.stdout).expect("history --json is JSON");
+    let entries = history[0]["entries"].as_array().cloned().unwrap_or_default();
+    assert!(entries.iter().any(|e| e["kind"]["record"] == "failover-begin" && e["message"].as_str().unwrap_or("").contains("peer a is dead")), "{history:#}");
+
+    // `status --watch` redraws in place: two frames, each starting at the cursor's home.
+    let mut watch = Guard::spawn(
+        "status --watch",
+        Command::new(pbxha()).arg("--config").arg(pair.config("b")).args(["status", "--watch", "--interval", "1"]).stdout(Stdio::piped()),
+    );
+    let mut stdout = watch.child.stdout.take().unwrap();
+    // Read on a thread, so a silent child cannot block the test past its deadline.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                return;
+            }
+        }
+    });
+    let mut text = String::new();
+    let until = Instant::now() + Duration::from_secs(10);
+    while text.matches("\x1b[H").count() < 3 && Instant::now() < until {
+        if let Ok(chunk) = rx.recv_timeout(Duration::from_millis(200)) {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+    // The second frame, whole: from its cursor-home to the next one.
+    let frames: Vec<&str> = text.split("\x1b[H").collect();
+    assert!(frames.len() >= 4, "fewer than three frames in 10 s: {text:?}");
+    assert!(frames[2].contains("node b is primary") && frames[2].ends_with("\x1b[J"), "{:?}", frames[2]);
 }
 
 /// VmRSS and VmHWM (peak) of a process, in kB.
