@@ -323,7 +323,7 @@ fn hostile_clients_never_delay_a_heartbeat() {
 
     // While all that went on, the heartbeats kept their schedule both ways.
     let busy_for = started.elapsed();
-    eprintln!("hostile clients for {busy_for:?}; a's RSS {rss_before} kB before");
+    eprintln!("hostile clients for {busy_for:?}");
     let late_after = [late_heartbeats(&pair.log("a")), late_heartbeats(&pair.log("b"))];
     assert_eq!(late_after, late_before, "late heartbeats during {busy_for:?} of hostile clients");
     let s = status_json(&pair.config("b")).unwrap();
@@ -332,6 +332,7 @@ fn hostile_clients_never_delay_a_heartbeat() {
 
     // Memory stayed bounded: a handful of request buffers, not 500 or a megabyte.
     let (rss_after, peak) = memory_kb(a.pid());
+    eprintln!("a's RSS {rss_before} kB before, {rss_after} kB after, peak {peak} kB");
     assert!(peak < rss_before + 8 * 1024, "peak RSS {peak} kB against {rss_before} kB before (now {rss_after} kB)");
 
     // And the endpoint serves again once they are gone.
