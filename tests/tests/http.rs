@@ -330,10 +330,11 @@ fn hostile_clients_never_delay_a_heartbeat() {
     assert!(s["role"] == "secondary" && s["last_failover"].is_null(), "b took over: {s:#}");
     assert_eq!(status_json(&pair.config("a")).unwrap()["role"], "primary");
 
-    // Memory stayed bounded: a handful of request buffers, not 500 or a megabyte.
+    // Memory stayed bounded: a handful of 8 KiB head buffers, not 500 of them or the 1 MB
+    // header (about 0.2 MB of growth was measured; 2 MB leaves ten times that).
     let (rss_after, peak) = memory_kb(a.pid());
     eprintln!("a's RSS {rss_before} kB before, {rss_after} kB after, peak {peak} kB");
-    assert!(peak < rss_before + 8 * 1024, "peak RSS {peak} kB against {rss_before} kB before (now {rss_after} kB)");
+    assert!(peak < rss_before + 2 * 1024, "peak RSS {peak} kB against {rss_before} kB before (now {rss_after} kB)");
 
     // And the endpoint serves again once they are gone.
     drop(sluggards);
