@@ -18,14 +18,42 @@ struct Pair {
 }
 
 impl Pair {
-    /// Heartbeats on UDP `port`, each node's endpoint on TCP `port` of its own address.
+    /// Heartbeats on UDP `port`, each node's endpoint on TCP `port` of its own address. Each
+    /// node also has a check that passes, a SIP trunk probe of `port + 1` where nothing
+    /// answers, and mail to a closed port, so those metrics have something to show.
     fn new(port: u16) -> Pair {
         let dir = tempfile::tempdir().unwrap();
         let http = [format!("127.0.0.1:{port}"), format!("127.0.0.2:{port}")].map(|a| a.parse().unwrap());
         write_loopback_pair(dir.path(), "web", port, |node| {
             let listen = if node == "a" { http[0] } else { http[1] };
             format!(
-                "[[resource]]\nname = \"worker\"\nkind = \"service\"\nexec = [\"sleep\", \"600\"]\n[http]\nlisten = \"{listen}\"\n"
+                r#"
+[[resource]]
+name = "worker"
+kind = "service"
+exec = ["sleep", "600"]
+[[check]]
+name = "always"
+kind = "command"
+argv = ["true"]
+every = "1s"
+[[probe]]
+name = "trunk"
+role = "trunk"
+target = "udp:127.0.0.1:{closed}"
+interval = "200ms"
+timeout = "100ms"
+fall = 1
+[mail]
+server = "127.0.0.1"
+port = {closed}
+security = "none"
+from = "pbxha <pbxha@example.org>"
+to = ["noc@example.org"]
+[http]
+listen = "{listen}"
+"#,
+                closed = port + 1
             )
         });
         Pair { dir, http }
@@ -184,6 +212,8 @@ fn page_metrics_and_status_follow_a_failover() {
         ("pbxha_node_role{node=\"a\",role=\"primary\"}", 1.0),
         &[("pbxha_node_role{node=\"b\",role=\"secondary\"}", 1.0), ("pbxha_failovers_total{kind=\"unplanned\"}", 0.0), ("pbxha_peer_alive", 1.0)],
     );
+    metrics_once(pair.addr("a"), ("pbxha_check_up{check=\"always\"}", 1.0), &[("pbxha_sip_probe_up{probe=\"trunk\"}", 0.0)]);
+    assert!(sample(&before, "pbxha_mail_outbox_pending").is_some(), "{before}");
     assert!(sample(&before, "pbxha_heartbeats_received_total{link=\"lo\"}").is_some_and(|n| n > 0.0), "{before}");
 
     let profile = tempfile::tempdir().unwrap();
@@ -192,6 +222,7 @@ fn page_metrics_and_status_follow_a_failover() {
     assert!(dom.contains("<tr class=\"link\" data-link=\"lo\" data-up=\"true\">"), "{dom}");
     assert!(dom.contains("<tr class=\"resource\" data-resource=\"worker\" data-state=\"running\">"), "{dom}");
     assert!(dom.contains("data-node=\"b\" data-role=\"secondary\""), "{dom}");
+    assert!(dom.contains("<tr class=\"check\"><td>always</td><td>up") && dom.contains("<p id=\"outbox\">"), "{dom}");
 
     a.signal(libc::SIGKILL);
     assert!(a.wait_exit(Duration::from_secs(5)));
