@@ -27,11 +27,7 @@ impl Pair {
         write_loopback_pair(dir.path(), "web", port, |node| {
             let listen = if node == "a" { http[0] } else { http[1] };
             format!(
-                r#"
-[[resource]]
-name = "worker"
-kind = "service"
-exec = ["sleep", "600"]
+                r#"{SLEEPING_WORKER}
 [[check]]
 name = "always"
 kind = "command"
@@ -68,11 +64,7 @@ listen = "{listen}"
     }
 
     fn start(&self, node: &str) -> Guard {
-        let log = std::fs::File::create(self.log(node)).unwrap();
-        Guard::spawn(
-            node,
-            Command::new(pbxha()).arg("--config").arg(self.config(node)).args(["run", "--node", node]).stdout(Stdio::null()).stderr(log),
-        )
+        run_daemon(&self.config(node), node, &self.log(node))
     }
 
     fn addr(&self, node: &str) -> SocketAddr {
@@ -84,7 +76,8 @@ listen = "{listen}"
         wait_for(Duration::from_secs(20), "a primary with its worker, b secondary", || {
             let a = status_json(&self.config("a"))?;
             let b = status_json(&self.config("b"))?;
-            (a["role"] == "primary" && a["resources"][0]["state"] == "running" && b["role"] == "secondary").then_some(())
+            (a["role"] == "primary" && a["resources"][0]["state"] == "running" && b["role"] == "secondary")
+                .then_some(())
         });
     }
 }
@@ -205,14 +198,25 @@ fn page_metrics_and_status_follow_a_failover() {
     let cli = status_json(&pair.config("a")).unwrap();
     let keys = |v: &serde_json::Value| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
     assert_eq!(keys(&http), keys(&cli));
-    assert_eq!((&http["node"], &http["role"], &http["resources"][0]["state"]), (&cli["node"], &cli["role"], &cli["resources"][0]["state"]));
+    assert_eq!(
+        (&http["node"], &http["role"], &http["resources"][0]["state"]),
+        (&cli["node"], &cli["role"], &cli["resources"][0]["state"])
+    );
 
     let before = metrics_once(
         pair.addr("b"),
         ("pbxha_node_role{node=\"a\",role=\"primary\"}", 1.0),
-        &[("pbxha_node_role{node=\"b\",role=\"secondary\"}", 1.0), ("pbxha_failovers_total{kind=\"unplanned\"}", 0.0), ("pbxha_peer_alive", 1.0)],
+        &[
+            ("pbxha_node_role{node=\"b\",role=\"secondary\"}", 1.0),
+            ("pbxha_failovers_total{kind=\"unplanned\"}", 0.0),
+            ("pbxha_peer_alive", 1.0),
+        ],
     );
-    metrics_once(pair.addr("a"), ("pbxha_check_up{check=\"always\"}", 1.0), &[("pbxha_sip_probe_up{probe=\"trunk\"}", 0.0)]);
+    metrics_once(
+        pair.addr("a"),
+        ("pbxha_check_up{check=\"always\"}", 1.0),
+        &[("pbxha_sip_probe_up{probe=\"trunk\"}", 0.0)],
+    );
     assert!(sample(&before, "pbxha_mail_outbox_pending").is_some(), "{before}");
     assert!(sample(&before, "pbxha_heartbeats_received_total{link=\"lo\"}").is_some_and(|n| n > 0.0), "{before}");
 
@@ -235,12 +239,21 @@ fn page_metrics_and_status_follow_a_failover() {
             ("pbxha_resource_state{resource=\"worker\",state=\"running\"}", 1.0),
         ],
     );
+    // A switchover to the dead peer is refused, and counted as such.
+    let out = pbxha_cmd(&["--config", pair.config("b").to_str().unwrap(), "switchover", "--now"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("cannot take over"), "{out:?}");
+    metrics_once(
+        pair.addr("b"),
+        ("pbxha_failovers_total{kind=\"refused\"}", 1.0),
+        &[("pbxha_failovers_total{kind=\"unplanned\"}", 1.0)],
+    );
     let outage = sample(&after, "pbxha_last_failover_outage_seconds").expect("the outage is exported");
     // Silence is noticed after warntime (300 ms) and the decision comes at deadtime (600 ms).
     assert!(outage > 0.1 && outage < 10.0, "outage {outage} s");
 
     let profile = tempfile::tempdir().unwrap();
-    let dom = chromium(&format!("http://{}/", pair.addr("b")), &screenshot_path("page-b-after-failover.png"), profile.path());
+    let dom =
+        chromium(&format!("http://{}/", pair.addr("b")), &screenshot_path("page-b-after-failover.png"), profile.path());
     assert!(dom.contains("The group (and the VIP) is held by <b>b</b>"), "{dom}");
     assert!(dom.contains("data-node=\"a\" data-role=\"dead\""), "{dom}");
     assert!(dom.contains("<figure class=\"failover\""), "the failover's timeline: {dom}");
@@ -253,12 +266,20 @@ fn page_metrics_and_status_follow_a_failover() {
     let out = pbxha_cmd(&["--config", pair.config("b").to_str().unwrap(), "history", "--json", "--last", "1"]);
     let history: serde_json::Value = serde_json::from_slice(&out.stdout).expect("history --json is JSON");
     let entries = history[0]["entries"].as_array().cloned().unwrap_or_default();
-    assert!(entries.iter().any(|e| e["kind"]["record"] == "failover-begin" && e["message"].as_str().unwrap_or("").contains("peer a is dead")), "{history:#}");
+    assert!(
+        entries.iter().any(|e| e["kind"]["record"] == "failover-begin"
+            && e["message"].as_str().unwrap_or("").contains("peer a is dead")),
+        "{history:#}"
+    );
 
     // `status --watch` redraws in place: two frames, each starting at the cursor's home.
     let mut watch = Guard::spawn(
         "status --watch",
-        Command::new(pbxha()).arg("--config").arg(pair.config("b")).args(["status", "--watch", "--interval", "1"]).stdout(Stdio::piped()),
+        Command::new(pbxha())
+            .arg("--config")
+            .arg(pair.config("b"))
+            .args(["status", "--watch", "--interval", "1"])
+            .stdout(Stdio::piped()),
     );
     let mut stdout = watch.child.stdout.take().unwrap();
     // Read on a thread, so a silent child cannot block the test past its deadline.
@@ -312,7 +333,8 @@ fn hostile_clients_never_delay_a_heartbeat() {
 
     // 500 connections that never send a byte: the first ones hold every slot until the head
     // timeout, the rest are answered 503 at once without being read.
-    let idle: Vec<TcpStream> = (0..500).filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()).collect();
+    let idle: Vec<TcpStream> =
+        (0..500).filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()).collect();
     assert!(idle.len() >= 450, "only {} of 500 connections were accepted", idle.len());
 
     // A 1 MB header: refused with 431 after 8 KiB (or reset, if the refusal lands while the
@@ -342,7 +364,8 @@ fn hostile_clients_never_delay_a_heartbeat() {
     // them has been answered (503) or closed within that, plus margin.
     let deadline = Instant::now() + Duration::from_secs(20);
     for mut s in idle {
-        s.set_read_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(10)))).unwrap();
+        s.set_read_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(10))))
+            .unwrap();
         let mut buf = [0u8; 256];
         // Ok: the 503, or end of stream from the server closing it; a timeout fails.
         let got = s.read(&mut buf);

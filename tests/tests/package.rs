@@ -15,7 +15,9 @@ fn find_deb() -> Option<PathBuf> {
     let mut debs: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("pbxha_") && n.ends_with(".deb")))
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("pbxha_") && n.ends_with(".deb"))
+        })
         .collect();
     debs.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
     debs.pop()
