@@ -152,7 +152,13 @@ struct Daemon {
     fencing: crate::fence::Fencing,
     /// The first `drbd` resource as last read here, for the heartbeat and split-brain alerts.
     drbd: crate::fence::LocalDrbd,
+    /// Failovers taken and switchovers refused, for /metrics.
+    failover_counts: crate::metrics::FailoverCounts,
 }
+
+/// How often the loop publishes a status snapshot for `[http]`: a scrape interval's worth of
+/// freshness, at the cost of one `status()` a second.
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
 
 pub async fn run(opts: Options) -> Result<(), Error> {
     let config = config::load(&opts.config)?;
@@ -179,6 +185,10 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let sentinel = crate::sentinel::Sentinel::spawn(&opts.config)
         .map_err(|e| tracing::error!("{e}; running without a sentinel: if this daemon dies, only systemd's ExecStopPost releases the VIPs"))
         .ok();
+    let http = match &config.http {
+        Some(h) => Some((crate::http::bind(h).await?, h.allow.clone())),
+        None => None,
+    };
     let (events_tx, mut events_rx) = mpsc::channel::<Event>(1024);
     let runner: Arc<dyn Runner> = Arc::new(SystemRunner);
     let timeline = Timeline::default();
@@ -257,8 +267,16 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         mysql,
         fencing,
         drbd,
+        failover_counts: Default::default(),
         config,
     };
+    // The endpoint only ever reads what this loop publishes (see crate::http).
+    let snapshots = http.map(|(listener, allow)| {
+        let (tx, rx) = watch::channel(Arc::new(d.snapshot()));
+        tokio::spawn(crate::http::serve(listener, allow, rx, d.config.paths.state_db.clone()));
+        tx
+    });
+    let mut publish = tokio::time::interval(SNAPSHOT_EVERY);
     if let Some(ev) = leftover {
         d.apply(ev);
     }
@@ -310,6 +328,11 @@ pub async fn run(opts: Options) -> Result<(), Error> {
                 }
             }
             Some(t) = check_rx.recv() => d.on_check(t),
+            _ = publish.tick(), if snapshots.is_some() => {
+                if let Some(tx) = &snapshots {
+                    tx.send_replace(Arc::new(d.snapshot()));
+                }
+            }
         }
         if d.fsm.exited() {
             break;
@@ -667,6 +690,9 @@ impl Daemon {
             }
         };
         if let Some(why) = self.fsm.refuse(&admin) {
+            if matches!(admin, Admin::Switchover { .. }) {
+                self.failover_counts.refused += 1;
+            }
             return Reply { ok: false, message: format!("refused: {why}"), status: None };
         }
         let what = format!("{admin:?}").to_lowercase();
@@ -704,6 +730,15 @@ impl Daemon {
             checks: self.checks.values().cloned().collect(),
             probes: self.probes.status(),
             mysql: self.mysql.as_ref().map(crate::mysql_watch::MysqlWatch::status),
+        }
+    }
+
+    fn snapshot(&self) -> crate::http::Snapshot {
+        crate::http::Snapshot {
+            status: self.status(),
+            failovers: self.failover_counts,
+            drbd: self.drbd.status(),
+            taken: Instant::now(),
         }
     }
 
@@ -762,6 +797,7 @@ impl Daemon {
         if !failed {
             self.peer_held = false;
         }
+        self.failover_counts.finished(ctx.planned, entries);
         let group = self.group.status();
         let members = |kind: &str| -> Vec<String> {
             let of_kind = group.iter().filter(|r| r.kind == kind);
@@ -832,6 +868,9 @@ impl Daemon {
         let drbd = |c: &Config| c.resources.iter().filter(|r| matches!(r.kind, config::ResourceKind::Drbd(_))).cloned().collect::<Vec<_>>();
         if drbd(&new) != drbd(old) {
             restart_needed.push("drbd resources");
+        }
+        if new.http != old.http {
+            restart_needed.push("http");
         }
         if !restart_needed.is_empty() {
             let why = format!("{} changed; that needs a restart, so the running config is kept", restart_needed.join(", "));

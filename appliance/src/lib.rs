@@ -6,7 +6,8 @@
 //! [`resources`] (the ordered resource group and its kinds), [`journal`] (SQLite event
 //! journal and failover timelines), [`control`] (the Unix control socket), [`daemon`] (the
 //! I/O loop that wires them together), [`sentinel`] (gives up the VIPs of a daemon that died
-//! while nothing it ran serves) and [`lab`] (a real two-node cluster in network namespaces).
+//! while nothing it ran serves), [`http`] (the read-only endpoint, with [`metrics`] and the
+//! status [`page`]) and [`lab`] (a real two-node cluster in network namespaces).
 
 pub mod config;
 pub mod control;
@@ -15,12 +16,15 @@ pub mod connectivity;
 pub mod error;
 pub mod fence;
 pub mod fsm;
+pub mod http;
 pub mod lab;
 pub mod notify;
 pub mod journal;
 pub mod membership;
+pub mod metrics;
 pub mod mysql_watch;
 pub mod net;
+pub mod page;
 pub mod probes;
 pub mod status;
 pub mod summary;

@@ -170,3 +170,15 @@ control-socket = "{d}/{node}.sock"
         path
     })
 }
+
+/// Starts `pbxha run --node NODE` on `config`, its log (stderr) written to `log`.
+pub fn run_daemon(config: &Path, node: &str, log: &Path) -> Guard {
+    let log = std::fs::File::create(log).unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
+    Guard::spawn(
+        node,
+        Command::new(pbxha()).arg("--config").arg(config).args(["run", "--node", node]).stdout(Stdio::null()).stderr(log),
+    )
+}
+
+/// A group member that is a plain long-lived process, for configs that need one resource.
+pub const SLEEPING_WORKER: &str = "[[resource]]\nname = \"worker\"\nkind = \"service\"\nexec = [\"sleep\", \"600\"]\n";

@@ -16,6 +16,34 @@ pub async fn status(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `pbxha status --watch`: redraws in place (cursor home, each line cleared to its end, the
+/// rest of the screen cleared), so the table does not flicker; a daemon that stops answering
+/// is shown as such and watched on.
+pub async fn watch(config: &Path, every: Duration) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let socket = control::socket_for(config);
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+        }
+        let text = match control::call(&socket, &Request::Status).await {
+            Ok(reply) => reply.message,
+            Err(e) => format!("pbxha: {e:#}\n"),
+        };
+        let mut frame = String::from("\x1b[H");
+        for line in text.lines() {
+            frame.push_str(line);
+            frame.push_str("\x1b[K\n");
+        }
+        frame.push_str(&format!("\nevery {} s, Ctrl-C to stop\x1b[K\n\x1b[J", every.as_secs()));
+        let mut out = std::io::stdout().lock();
+        out.write_all(frame.as_bytes())?;
+        out.flush()?;
+    }
+}
+
 pub async fn simple(config: &Path, request: Request) -> anyhow::Result<ExitCode> {
     let reply = control::call(&control::socket_for(config), &request).await?;
     Ok(print_reply(&reply))

@@ -6,10 +6,12 @@ use std::process::ExitCode;
 
 use pbxha_appliance::journal;
 
-pub fn run(config_path: &Path, db: Option<PathBuf>, last: usize) -> anyhow::Result<ExitCode> {
+pub fn run(config_path: &Path, db: Option<PathBuf>, last: usize, json: bool) -> anyhow::Result<ExitCode> {
     let db = super::mail::state_db(config_path, db);
     let failovers = journal::history(&db, last)?;
-    if failovers.is_empty() {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&failovers)?);
+    } else if failovers.is_empty() {
         println!("no failovers recorded in {}", db.display());
     } else {
         print!("{}", journal::render_history(&failovers));

@@ -2,6 +2,7 @@
 
 mod admin;
 mod check;
+mod completions;
 mod history;
 mod keygen;
 mod mysql;
@@ -49,8 +50,14 @@ enum Command {
     /// Show nodes, links, resources, faults and the last failover.
     Status {
         /// Machine-readable output.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "watch")]
         json: bool,
+        /// Redraw the status in place every `--interval` seconds, like crm_mon; Ctrl-C stops.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between redraws with `--watch`.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        interval: u64,
     },
     /// Take this node out of service; the group moves to the peer if this node holds it.
     Standby,
@@ -81,6 +88,9 @@ enum Command {
         /// The journal database (default: `paths.state-db` from the config).
         #[arg(long)]
         db: Option<PathBuf>,
+        /// Machine-readable output: the failovers with their journal entries.
+        #[arg(long)]
+        json: bool,
     },
     /// Mail alerts: send a test mail, or list the outbox.
     Mail {
@@ -126,6 +136,13 @@ enum Command {
     /// The daemon's sentinel: stdin is a pipe from the daemon; on its death, `release`.
     #[command(hide = true)]
     Sentinel,
+    /// Print a shell completion script (bash, zsh, fish...) to stdout.
+    Completions {
+        shell: clap_complete::Shell,
+    },
+    /// Print the pbxha(8) manual page (roff) to stdout; the package builds it with this.
+    #[command(hide = true)]
+    Manpage,
 }
 
 pub fn main() -> ExitCode {
@@ -144,12 +161,13 @@ pub fn main() -> ExitCode {
                 .await
                 .map(|()| ExitCode::SUCCESS)
                 .map_err(anyhow::Error::from),
-            Command::Status { json } => admin::status(&cli.config, json).await,
+            Command::Status { json, watch: false, .. } => admin::status(&cli.config, json).await,
+            Command::Status { watch: true, interval, .. } => admin::watch(&cli.config, std::time::Duration::from_secs(interval)).await,
             Command::Standby => admin::simple(&cli.config, pbxha_appliance::control::Request::Standby).await,
             Command::Online => admin::simple(&cli.config, pbxha_appliance::control::Request::Online).await,
             Command::Switchover { now } => admin::switchover(&cli.config, now).await,
             Command::CheckConfig { node } => Ok(check::run(&cli.config, node.as_deref())),
-            Command::History { last, db } => history::run(&cli.config, db, last),
+            Command::History { last, db, json } => history::run(&cli.config, db, last, json),
             Command::Keygen { out } => keygen::run(&cli.config, out),
             Command::Mail { command, db } => mail::run(&cli.config, db, command).await,
             Command::Checks { last, db } => mail::checks(&cli.config, db, last),
@@ -159,6 +177,8 @@ pub fn main() -> ExitCode {
             Command::SipProbe(args) => sip::run(args).await,
             Command::Release => release::release(&cli.config).await,
             Command::Sentinel => release::sentinel(&cli.config).await,
+            Command::Completions { shell } => completions::completions(shell),
+            Command::Manpage => completions::manpage(),
         }
     });
     match result {

@@ -61,7 +61,23 @@ pub struct Config {
     /// `[mysql]`: master-master replication set up by `pbxha mysql setup` and watched by the
     /// daemon; in `replica` mode MySQL is a `kind = "mysql"` resource of the group instead.
     pub mysql: Option<pbxha_replica::mysql::MysqlConfig>,
+    /// `[http]`: the read-only status endpoint; off unless the section is present.
+    pub http: Option<HttpConfig>,
 }
+
+/// The `[http]` section: `/`, `/metrics` and `/status.json`, read-only.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HttpConfig {
+    pub listen: std::net::SocketAddr,
+    /// Client networks let in besides loopback. Required for a non-loopback `listen`: the
+    /// page names nodes, addresses and faults, which not everyone on a LAN should read.
+    pub allow: Vec<Cidr>,
+}
+
+/// Loopback, so turning the endpoint on exposes nothing; 9642 is unassigned by IANA and
+/// clear of the exporters it sits beside (node_exporter 9100, drbd-reactor 9942).
+pub const DEFAULT_HTTP_LISTEN: std::net::SocketAddr =
+    std::net::SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9642);
 
 /// The `[watchdog]` section (heartbeat's `watchdog /dev/watchdog` directive).
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -493,3 +509,5 @@ impl Config {
 
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod doc;

@@ -162,6 +162,7 @@ fn read_config(root: &mut Section) -> Option<Config> {
         },
         Some(other) => root.wrong("mysql", "a table", other),
     };
+    let http = root.table("http", false).map(|mut s| read_http(&mut s));
     root.finish();
     Some(Config {
         cluster: cluster?,
@@ -177,7 +178,31 @@ fn read_config(root: &mut Section) -> Option<Config> {
         watchdog,
         probes,
         mysql,
+        http,
     })
+}
+
+fn read_http(s: &mut Section) -> HttpConfig {
+    let listen = s.opt_string("listen").map_or(DEFAULT_HTTP_LISTEN, |text| match text.parse() {
+        Ok(addr) => addr,
+        Err(_) => s
+            .problem(s.key("listen"), format!("`{text}` is not ADDRESS:PORT"), Some("e.g. \"127.0.0.1:9642\" or \"[::1]:9642\""))
+            .unwrap_or(DEFAULT_HTTP_LISTEN),
+    });
+    let allow = s.list("allow", |v, key, s| match v.as_str().map(str::parse::<Cidr>) {
+        Some(Ok(c)) => Some(c),
+        Some(Err(m)) => s.problem(key, m, Some("a network such as \"198.51.100.0/24\"")),
+        None => s.problem(key, "expected a string".into(), None),
+    });
+    if !listen.ip().is_loopback() && allow.is_empty() {
+        s.problem::<()>(
+            s.key("allow"),
+            format!("required when `listen` ({listen}) is not a loopback address"),
+            Some("list the networks that may read the status, e.g. allow = [\"198.51.100.0/24\"], or listen on 127.0.0.1"),
+        );
+    }
+    s.finish();
+    HttpConfig { listen, allow }
 }
 
 fn read_link(s: &mut Section, default_port: u16) -> LinkConfig {

@@ -242,3 +242,26 @@ fn empty_node_and_link_lists_and_a_zero_restart_window_are_rejected() {
     let p = problems(&text);
     assert_eq!(keys(&p), ["node", "link", "group.restart-window"], "{p:#?}");
 }
+
+#[test]
+fn http_is_off_unless_configured_and_loopback_by_default() {
+    let key = key_file(0o600);
+    let base = minimal(key.path());
+    assert_eq!(parse(&base).unwrap().http, None);
+    let c = parse(&format!("{base}[http]\n")).unwrap();
+    assert_eq!(c.http, Some(HttpConfig { listen: DEFAULT_HTTP_LISTEN, allow: vec![] }));
+    let c = parse(&format!("{base}[http]\nlisten = \"198.51.100.11:9642\"\nallow = [\"198.51.100.0/24\"]\n")).unwrap();
+    let http = c.http.unwrap();
+    assert_eq!((http.listen.to_string(), http.allow[0].to_string()), ("198.51.100.11:9642".into(), "198.51.100.0/24".into()));
+}
+
+#[test]
+fn http_on_a_non_loopback_address_needs_allow() {
+    let key = key_file(0o600);
+    let base = minimal(key.path());
+    let p = problems(&format!("{base}[http]\nlisten = \"0.0.0.0:9642\"\n"));
+    assert_eq!(keys(&p), ["http.allow"], "{p:#?}");
+    assert!(p[0].message.contains("0.0.0.0:9642") && p[0].hint.as_deref().unwrap_or("").contains("allow = ["), "{p:#?}");
+    let p = problems(&format!("{base}[http]\nlisten = \"9642\"\nallow = [\"nowhere\"]\n"));
+    assert_eq!(keys(&p), ["http.listen", "http.allow[0]"], "{p:#?}");
+}

@@ -150,6 +150,9 @@ pub struct ResourceStatus {
     pub state: MemberState,
     /// Local restarts within the current `restart-window`.
     pub restarts: u32,
+    /// Every local restart since the group was built: a counter for /metrics, which the
+    /// sliding window above is not.
+    pub restarts_total: u64,
     pub last_error: Option<String>,
     pub last_action: Option<ResourceAction>,
     pub last_action_ms: Option<u64>,
@@ -162,6 +165,7 @@ struct Slot {
     state: MemberState,
     /// When each local restart in the window happened; pruned as the window slides.
     restarts: VecDeque<Instant>,
+    restarts_total: u64,
     last_error: Option<String>,
     last_action: Option<(ResourceAction, Duration)>,
 }
@@ -245,6 +249,7 @@ impl GroupHandle {
                     .iter()
                     .filter(|at| now.duration_since(**at) < self.window)
                     .count() as u32,
+                restarts_total: slot.restarts_total,
                 last_error: slot.last_error.clone(),
                 last_action: slot.last_action.map(|(action, _)| action),
                 last_action_ms: slot.last_action.map(|(_, took)| took.as_millis() as u64),
@@ -275,6 +280,7 @@ pub fn spawn_group(
             kind: m.kind,
             state: MemberState::Stopped,
             restarts: VecDeque::new(),
+            restarts_total: 0,
             last_error: None,
             last_action: None,
         })
@@ -552,7 +558,11 @@ impl Executor {
     /// monitored, so the next monitor spends another restart from the budget on it.
     /// Stops and starts member `i`; false when the stop failed (it may still be held).
     async fn restart(&mut self, i: usize, cause: &str) -> bool {
-        lock(&self.shared).slots[i].restarts.push_back(Instant::now());
+        {
+            let slot = &mut lock(&self.shared).slots[i];
+            slot.restarts.push_back(Instant::now());
+            slot.restarts_total += 1;
+        }
         let started = Instant::now();
         if let Err(err) = self.stop_member(i, ResourceAction::Restart).await {
             let message = format!("restart after `{cause}` failed: could not stop it: {err}");
@@ -1206,6 +1216,8 @@ mod tests {
             (status.state, status.restarts, status.last_error.clone()),
             (MemberState::Running, 0, None)
         );
+        // The counter behind pbxha_resource_restarts_total never goes back.
+        assert_eq!(status.restarts_total, 1);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1245,7 +1257,7 @@ mod tests {
         assert_eq!(
             json,
             serde_json::json!([{
-                "name": "fs", "kind": "service", "state": "running", "restarts": 0,
+                "name": "fs", "kind": "service", "state": "running", "restarts": 0, "restarts_total": 0,
                 "last_error": null, "last_action": "start", "last_action_ms": 1500
             }])
         );

@@ -70,8 +70,8 @@ const AFTER_SB_1PRI: &[&str] = &[
 const AFTER_SB_2PRI: &[&str] = &["disconnect", "violently-as0p", "call-pri-lost-after-sb"];
 
 /// The handlers pbxha installs: DRBD runs them (through `sh -c`) with `DRBD_RESOURCE` etc. set.
-pub const DEFAULT_FENCE_PEER: &str = "/usr/local/sbin/pbxha replica fence-peer";
-pub const DEFAULT_SPLIT_BRAIN: &str = "/usr/local/sbin/pbxha replica split-brain";
+pub const DEFAULT_FENCE_PEER: &str = "/usr/sbin/pbxha replica fence-peer";
+pub const DEFAULT_SPLIT_BRAIN: &str = "/usr/sbin/pbxha replica split-brain";
 
 /// A two-node DRBD resource.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -159,7 +159,8 @@ impl ResourceStatus {
     }
 }
 
-fn disk_name(d: &DiskState) -> String {
+/// The state as DRBD spells it (`UpToDate`, `Attaching`...).
+pub fn disk_name(d: &DiskState) -> String {
     match d {
         DiskState::Other(o) => o.clone(),
         d => format!("{d:?}"),
