@@ -110,6 +110,7 @@ fn codec(n: usize) -> Duration {
         link: 0,
         boot: 1_714_564_800,
         sequence: 0,
+        echo: Default::default(),
     };
     let start = Instant::now();
     for seq in 1..=n as u64 {

@@ -207,6 +207,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             boot: crate::membership::boot::start(&config.paths.state_db),
             key: &key,
             warntime: config.heartbeat.warntime,
+            deadtime: config.heartbeat.deadtime,
         },
         events_tx.clone(),
     )?;

@@ -889,8 +889,8 @@ fn forged_and_replayed_heartbeats_are_dropped_and_counted() {
         );
         assert_eq!(
             from_pub.len(),
-            71,
-            "a captured heartbeat has the version 2 length"
+            87,
+            "a captured heartbeat has the version 2 length (with the echo)"
         );
         let mut bad_hmac = from_pub.clone();
         *bad_hmac.last_mut().expect("non-empty") ^= 0x01;

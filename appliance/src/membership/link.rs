@@ -41,6 +41,9 @@ pub struct LinkSetup<'a> {
     pub key: &'a AuthKey,
     /// A gap longer than this between two heartbeats on a link is logged as late.
     pub warntime: Duration,
+    /// An echo of a heartbeat of ours sent longer ago than this does not count as the peer
+    /// hearing us.
+    pub deadtime: Duration,
 }
 
 /// Counters for one link, as `pbxha status` shows them.
@@ -75,6 +78,32 @@ struct Outgoing {
     send_errors: AtomicU64,
     /// Whether the last send failed, so a dead link logs once rather than every interval.
     failing: AtomicBool,
+    /// When each recent sequence left, for dating the peer's echo of it.
+    sent: Arc<SentLog>,
+}
+
+/// One link's recent sends: (sequence, when), the newest last. Bounded: an echo older than
+/// every entry is older than any deadtime worth keeping (far more than a deadtime of
+/// heartbeats and announcements).
+#[derive(Default)]
+struct SentLog(Mutex<std::collections::VecDeque<(u64, std::time::Instant)>>);
+
+const SENT_LOG_LEN: usize = 512;
+
+impl SentLog {
+    fn record(&self, sequence: u64, at: std::time::Instant) {
+        let mut log = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if log.len() == SENT_LOG_LEN {
+            log.pop_front();
+        }
+        log.push_back((sequence, at));
+    }
+
+    /// When `sequence` was sent, if it is still remembered.
+    fn sent_at(&self, sequence: u64) -> Option<std::time::Instant> {
+        let log = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        log.iter().rev().find(|(s, _)| *s == sequence).map(|(_, t)| *t)
+    }
 }
 
 /// Open heartbeat links. Dropping it stops the receive tasks and closes the sockets.
@@ -255,6 +284,7 @@ impl Links {
             let socket = UdpSocket::from_std(std_socket)
                 .map_err(|e| fail(format!("cannot register the socket: {e}")))?;
             tracing::info!(link = %link.name, bind = %plan.bind, dest = %plan.dest, "heartbeat link open");
+            let sent = Arc::new(SentLog::default());
             let receiver = Receiver {
                 link: index,
                 name: link.name.clone(),
@@ -262,6 +292,9 @@ impl Links {
                 key: setup.key.clone(),
                 cluster_id: setup.cluster_id,
                 warntime: setup.warntime,
+                deadtime: setup.deadtime,
+                boot: setup.boot,
+                sent: sent.clone(),
                 tracker: tracker.clone(),
                 events: events.clone(),
             };
@@ -273,6 +306,7 @@ impl Links {
                 sequence: AtomicU64::new(0),
                 send_errors: AtomicU64::new(0),
                 failing: AtomicBool::new(false),
+                sent,
             });
         }
         Ok(links)
@@ -282,6 +316,7 @@ impl Links {
     /// failure on one link is logged (once per outage) and counted, never returned: the other
     /// links carry on.
     pub fn send(&self, summary: &NodeSummary) {
+        let now = tokio::time::Instant::now().into_std();
         for (index, out) in self.outgoing.iter().enumerate() {
             let header = Header {
                 cluster_id: self.cluster_id,
@@ -290,7 +325,9 @@ impl Links {
                 link: index as u8,
                 boot: self.boot,
                 sequence: out.sequence.fetch_add(1, Ordering::Relaxed) + 1,
+                echo: lock(&self.tracker).echo(index),
             };
+            out.sent.record(header.sequence, now);
             let bytes = packet::encode(&header, summary, self.key.as_bytes());
             match out.socket.send_to(&bytes, out.dest) {
                 Ok(_) => {
@@ -347,6 +384,10 @@ struct Receiver {
     key: AuthKey,
     cluster_id: u32,
     warntime: Duration,
+    deadtime: Duration,
+    /// Our boot counter, for telling an echo of this boot from one of an earlier start.
+    boot: u64,
+    sent: Arc<SentLog>,
     tracker: Arc<Mutex<Tracker>>,
     events: mpsc::Sender<Event>,
 }
@@ -386,10 +427,13 @@ impl Receiver {
                             "late heartbeat"
                         );
                     }
+                    let echo = packet.header.echo;
+                    let hears_us = echo.boot == self.boot
+                        && self.sent.sent_at(echo.sequence).is_some_and(|t| now.saturating_duration_since(t) <= self.deadtime);
                     let event = Event::Heartbeat {
                         link: self.link,
                         summary: packet.summary,
-                        hears_us: true,
+                        hears_us,
                     };
                     if self.events.send(event).await.is_err() {
                         // The daemon loop is gone; nobody is listening.
@@ -567,6 +611,7 @@ mod tests {
             boot,
             key,
             warntime: Duration::from_secs(5),
+            deadtime: Duration::from_secs(10),
         };
         Ok(Node {
             links: Links::open(&setup, tx)?,
@@ -607,6 +652,40 @@ mod tests {
         }
     }
 
+    async fn next_echo(node: &mut Node) -> bool {
+        match tokio::time::timeout(Duration::from_secs(10), node.events.recv()).await {
+            Ok(Some(Event::Heartbeat { link: 0, hears_us, .. })) => hears_us,
+            other => panic!("expected a heartbeat on link 0, got {other:?}"),
+        }
+    }
+
+    /// Issue 10, item 3: each heartbeat echoes the last one heard from the peer on its
+    /// link, so the receiver knows whether its own heartbeats arrive.
+    #[tokio::test]
+    async fn the_echo_tells_a_node_whether_the_peer_hears_it() {
+        let (cfg, mut a, mut b) = open_pair();
+        // b has heard nothing from a yet: its first heartbeat echoes nothing.
+        b.links.send(&summary(Role::Secondary));
+        assert!(!next_echo(&mut a).await, "b had not heard a");
+        a.links.send(&summary(Role::Primary));
+        assert!(next_echo(&mut b).await, "a echoes b's first heartbeat");
+        b.links.send(&summary(Role::Secondary));
+        assert!(next_echo(&mut a).await, "b echoes a's heartbeat");
+        // An echo of a previous start of a is no echo of this one.
+        let forged_boot = Header {
+            cluster_id: CLUSTER,
+            node_id: 2,
+            link: 0,
+            boot: BOOT_B,
+            sequence: 1_000,
+            echo: packet::Echo { boot: BOOT_A - 1, sequence: 1 },
+        };
+        let bytes = packet::encode(&forged_boot, &summary(Role::Secondary), KEY);
+        let to_a = SocketAddr::new("127.0.0.1".parse().unwrap(), cfg.port);
+        std::net::UdpSocket::bind("127.0.0.3:0").unwrap().send_to(&bytes, to_a).unwrap();
+        assert!(!next_echo(&mut a).await, "an echo of an earlier boot");
+    }
+
     #[tokio::test]
     async fn two_nodes_exchange_summaries_and_drop_attacks() {
         let (cfg, mut a, mut b) = open_pair();
@@ -624,6 +703,7 @@ mod tests {
                 link: 0,
                 boot,
                 sequence,
+                echo: Default::default(),
             };
             packet::encode(&h, &summary(Role::Fault), key)
         };
@@ -724,6 +804,7 @@ mod tests {
                                 boot: u64::from(my_id),
                                 key: &key,
                                 warntime: Duration::from_millis(500),
+                                deadtime: Duration::from_secs(2),
                             };
                             let links = Links::open(&setup, tx).expect("open bcast link");
                             let summary = NodeSummary {

@@ -1,7 +1,7 @@
 //! The heartbeat packet: a fixed binary layout, authenticated with HMAC-SHA256. Pure: bytes
 //! in, bytes out.
 //!
-//! Layout, version 2 (all integers big-endian, 71 bytes in all):
+//! Layout, version 2 (all integers big-endian, 87 bytes in all):
 //!
 //! ```text
 //! offset len  field
@@ -21,8 +21,13 @@
 //!     33   4  active calls (0xFFFFFFFF: unknown)
 //!     37   1  DRBD role code     (summary::DrbdRole::code; 0: no drbd resource)
 //!     38   1  DRBD disk code     (summary::DrbdDisk::code; 0 when byte 37 is 0)
-//!     39  32  HMAC-SHA256 (RFC 2104) over bytes 0..39 with the shared key
+//!     39   8  echo: the receiver's boot counter last heard on this link (0: none)
+//!     47   8  echo: the receiver's sequence last heard on this link
+//!     55  32  HMAC-SHA256 (RFC 2104) over bytes 0..55 with the shared key
 //! ```
+//!
+//! The echo tells the receiver whether its own heartbeats arrive: a link heard one way only
+//! (a firewall dropping one direction) is seen as such by the side that is still heard.
 //!
 //! Version 1 carried a random boot id and the sender's wall-clock send time, and a new boot
 //! was believed only if its send time was later than the last one seen: a node restarting
@@ -40,7 +45,7 @@ const MAGIC: &[u8; 4] = b"PBXH";
 /// `Malformed` so an operator mixing releases sees it in `pbxha status`.
 pub const VERSION: u8 = 2;
 /// Bytes covered by the HMAC.
-const BODY_LEN: usize = 39;
+const BODY_LEN: usize = 55;
 /// SHA-256 output size (FIPS 180-4), which is also HMAC-SHA256's tag size.
 const TAG_LEN: usize = 32;
 /// Every version 2 packet has exactly this length.
@@ -65,6 +70,15 @@ pub struct Header {
     pub link: u8,
     /// The sender's boot counter, higher at each of its starts ([`super::boot`]), so the
     /// receiver can tell a restarted peer (sequence starting over) from a replay.
+    pub boot: u64,
+    pub sequence: u64,
+    /// The last of the receiver's heartbeats the sender accepted on this link.
+    pub echo: Echo,
+}
+
+/// A heartbeat named by its sender's boot counter and sequence; all zero for none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Echo {
     pub boot: u64,
     pub sequence: u64,
 }
@@ -173,6 +187,8 @@ pub fn encode(header: &Header, summary: &NodeSummary, key: &[u8]) -> Vec<u8> {
         Some(d) => out.extend_from_slice(&[d.role.code(), d.disk.code()]),
         None => out.extend_from_slice(&[0, 0]),
     }
+    out.extend_from_slice(&header.echo.boot.to_be_bytes());
+    out.extend_from_slice(&header.echo.sequence.to_be_bytes());
     debug_assert_eq!(out.len(), BODY_LEN);
     let mut m = mac(key);
     m.update(&out);
@@ -236,6 +252,7 @@ pub fn decode(bytes: &[u8], key: &[u8], expected_cluster_id: u32) -> Result<Pack
             link: bytes[11],
             boot: u64::from_be_bytes(be(bytes, 12)),
             sequence: u64::from_be_bytes(be(bytes, 20)),
+            echo: Echo { boot: u64::from_be_bytes(be(bytes, 39)), sequence: u64::from_be_bytes(be(bytes, 47)) },
         },
         summary: NodeSummary {
             role,
@@ -269,6 +286,7 @@ mod tests {
             link: 1,
             boot: 0xdead_beef_0bad_cafe,
             sequence: 42,
+            echo: Echo { boot: 7, sequence: 0x0102_0304_0506 },
         }
     }
 
@@ -356,12 +374,14 @@ mod tests {
         assert_eq!(&bytes[28..33], &[2, 2, FLAG_HEALTHY, 1, 2]);
         assert_eq!(&bytes[33..37], &u32::MAX.to_be_bytes(), "calls unknown");
         assert_eq!(&bytes[37..39], &[0, 0], "no drbd resource");
+        assert_eq!(&bytes[39..47], &7u64.to_be_bytes(), "echoed boot");
+        assert_eq!(&bytes[47..55], &0x0102_0304_0506u64.to_be_bytes(), "echoed sequence");
         let with_drbd = NodeSummary {
             drbd: Some(DrbdBrief { role: DrbdRole::Secondary, disk: DrbdDisk::Outdated }),
             ..summary()
         };
         let bytes = encode(&header(), &with_drbd, KEY);
-        assert_eq!(bytes.len(), 71);
+        assert_eq!(bytes.len(), 87);
         assert_eq!(&bytes[37..39], &[2, 3]);
     }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::packet::{Drop, Header};
+use super::packet::{Drop, Echo, Header};
 
 /// Dropped packets per reason, as shown by `pbxha status`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,6 +169,14 @@ impl Tracker {
         self.links[link].drops.count(reason);
     }
 
+    /// What our next packet on `link` echoes: the peer's last packet accepted there.
+    pub fn echo(&self, link: usize) -> Echo {
+        self.links
+            .get(link)
+            .and_then(|r| r.last)
+            .map_or(Echo::default(), |a| Echo { boot: a.boot, sequence: a.sequence })
+    }
+
     pub fn links(&self) -> &[LinkRecord] {
         &self.links
     }
@@ -189,6 +197,7 @@ mod tests {
             link,
             boot,
             sequence,
+            echo: Default::default(),
         }
     }
 
