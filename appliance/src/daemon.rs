@@ -238,7 +238,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         .collect();
 
     let calls = crate::resources::pbx::CallCounter::spawn(&config.resources, runner.clone());
-    let drbd = crate::fence::LocalDrbd::spawn(&config.resources, runner.clone(), events_tx.clone());
+    let drbd = crate::fence::LocalDrbd::spawn(&config.resources, runner.clone(), events_tx.clone(), fencing.view());
     let now = Instant::now();
     let mut d = Daemon {
         mailer,
@@ -699,7 +699,11 @@ impl Daemon {
         let what = format!("{admin:?}").to_lowercase();
         let alert = match admin {
             Admin::Standby => Some(Alert::NodeStandby { node: self.local.clone() }),
-            Admin::Online => Some(Alert::NodeOnline { node: self.local.clone() }),
+            Admin::Online => {
+                // Like a resolved split brain, a missed fence is the operator's to clear.
+                self.fencing.view().clear_missed_fence("`pbxha online`");
+                Some(Alert::NodeOnline { node: self.local.clone() })
+            }
             _ => None,
         };
         self.apply(Event::Admin(admin));

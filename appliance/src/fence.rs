@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use pbxha_replica::drbd::control::Drbd;
 use pbxha_replica::drbd::events::{events2_argv, follow_events, Backoff, DrbdEvent};
-use pbxha_replica::drbd::promote::{split_brain_report, PeerKnowledge};
+use pbxha_replica::drbd::promote::{in_sync, split_brain_report, ClusterFacts, PeerKnowledge};
 use pbxha_replica::drbd::status::{ResourceStatus, Role as DrbdRole};
 use pbxha_runner::Runner;
 use serde::{Deserialize, Serialize};
@@ -242,7 +242,7 @@ impl Fencing {
                 _ => None,
             })
             .collect();
-        let (responder, requested) = (self.responder.clone(), self.requested.clone());
+        let (responder, requested, view) = (self.responder.clone(), self.requested.clone(), self.view.clone());
         tokio::spawn(async move {
             let standing = || {
                 responder.load(Ordering::SeqCst) == OUTDATING
@@ -270,8 +270,10 @@ impl Fencing {
                 tracing::error!(
                     attempts = attempt,
                     "DRBD fencing: {failure}; stopped retrying (the peer stopped asking). Its fence-peer handler \
-                     gets a failure, not \"unreachable\", so DRBD does not take this disk for outdated"
+                     gets a failure, not \"unreachable\", so DRBD does not take this disk for outdated; it is \
+                     not promoted here until it is in sync with the peer again or an operator runs `pbxha online`"
                 );
+                view.miss_fence();
                 break false;
             };
             // The peer may have stopped asking meanwhile (IDLE): then the answer is stale.
@@ -332,6 +334,8 @@ const STATUS_EVERY: Duration = Duration::from_secs(3);
 #[derive(Clone, Default)]
 pub struct LocalDrbd {
     latest: Arc<Mutex<Option<ResourceStatus>>>,
+    /// Told when the copies are seen in sync again.
+    view: DrbdView,
 }
 
 impl LocalDrbd {
@@ -341,8 +345,9 @@ impl LocalDrbd {
         resources: &[ResourceConfig],
         runner: Arc<dyn Runner>,
         events: mpsc::Sender<Event>,
+        view: &DrbdView,
     ) -> LocalDrbd {
-        let local = LocalDrbd::default();
+        let local = LocalDrbd { view: view.clone(), ..LocalDrbd::default() };
         let Some(cfg) = resources.iter().find_map(|r| match &r.kind {
             ResourceKind::Drbd(d) => Some(d.clone()),
             _ => None,
@@ -394,6 +399,9 @@ impl LocalDrbd {
     }
 
     fn set(&self, status: ResourceStatus) {
+        if in_sync(&status) {
+            self.view.clear_missed_fence("its copy is in sync with the peer's again");
+        }
         *self.latest.lock().unwrap_or_else(PoisonError::into_inner) = Some(status);
     }
 
@@ -441,6 +449,9 @@ pub fn split_brain_detail(
 pub struct DrbdView {
     peer: Arc<AtomicU8>,
     split_brain: Arc<AtomicBool>,
+    /// The peer asked us to outdate and we never could (see `ClusterFacts::missed_fence`);
+    /// cleared once the copies are seen in sync, or by `pbxha online`.
+    missed_fence: Arc<AtomicBool>,
 }
 
 impl DrbdView {
@@ -466,6 +477,22 @@ impl DrbdView {
     /// A DRBD split brain is unresolved (the fsm's fault).
     pub fn split_brain(&self) -> bool {
         self.split_brain.load(Ordering::SeqCst)
+    }
+
+    /// Everything promotion needs to know besides the local DRBD status.
+    pub fn facts(&self) -> ClusterFacts {
+        ClusterFacts { peer: self.peer(), split_brain: self.split_brain(), missed_fence: self.missed_fence.load(Ordering::SeqCst) }
+    }
+
+    fn miss_fence(&self) {
+        self.missed_fence.store(true, Ordering::SeqCst);
+    }
+
+    /// The operator checked the copies (`pbxha online`), or DRBD showed them in sync.
+    pub fn clear_missed_fence(&self, why: &str) {
+        if self.missed_fence.swap(false, Ordering::SeqCst) {
+            tracing::info!("DRBD: this disk may be promoted again ({why})");
+        }
     }
 }
 
@@ -754,6 +781,7 @@ mod tests {
         let t0 = tokio::time::Instant::now();
         f.on_peer(&request, GroupPhase::Stopped, &resources, &runner);
         assert_eq!(settle(&f).await, FENCED);
+        assert!(!f.view().facts().missed_fence);
         assert_eq!(outdates(&r), 2, "{:?}", r.argvs());
         let waited = t0.elapsed();
         assert!(waited >= OUTDATE_RETRY && waited < 2 * OUTDATE_RETRY, "retried after {waited:?}");
@@ -780,6 +808,9 @@ mod tests {
         let asked = outdates(&r);
         assert!((9..=12).contains(&asked), "one attempt per {OUTDATE_RETRY:?} over 3 s: {asked}");
         assert_eq!(settle(&f).await, FAILED);
+        assert!(f.view().facts().missed_fence, "a disk that could not be outdated is not promoted");
+        f.view().clear_missed_fence("test");
+        assert!(!f.view().facts().missed_fence);
         let after = outdates(&r);
         assert!(after - asked <= 8, "retries end within {STALE_AFTER:?} of the last request: {after} - {asked}");
         let mut s = summary(Role::Secondary, GroupPhase::Stopped);

@@ -58,7 +58,7 @@ impl Resource for DrbdResource {
         // A degraded disk is promoted only when membership declared the peer dead; a peer
         // that is alive and handing over left this disk UpToDate.
         self.drbd
-            .promote(self.policy, self.view.peer(), self.view.split_brain())
+            .promote(self.policy, self.view.facts())
             .await
             .map_err(|e| self.err(e))
     }

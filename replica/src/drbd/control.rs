@@ -8,7 +8,7 @@ use std::time::Duration;
 use pbxha_runner::{Cmd, Runner};
 
 use super::conf::Syntax;
-use super::promote::{may_promote, PeerKnowledge, PromotePolicy};
+use super::promote::{may_promote, ClusterFacts, PromotePolicy};
 use super::status::{parse_proc_drbd, parse_status_json, ResourceStatus};
 use crate::error::{Error, Result};
 
@@ -115,14 +115,9 @@ impl Drbd {
     }
 
     /// Promotes when the rules allow it; otherwise says why not and runs nothing.
-    pub async fn promote(
-        &self,
-        policy: PromotePolicy,
-        peer: PeerKnowledge,
-        split_brain: bool,
-    ) -> Result<()> {
+    pub async fn promote(&self, policy: PromotePolicy, facts: ClusterFacts) -> Result<()> {
         let status = self.status().await?;
-        if let Err(reason) = may_promote(&status, policy, peer, split_brain) {
+        if let Err(reason) = may_promote(&status, policy, facts) {
             return Err(Error::PromotionRefused {
                 resource: self.resource.clone(),
                 reason,
@@ -146,6 +141,7 @@ impl Drbd {
 mod tests {
     use super::*;
     use pbxha_runner::{Output, ScriptedRunner};
+    use crate::drbd::promote::PeerKnowledge;
 
     // Shape of `drbdsetup status --json` from drbd-utils 9 (see status.rs).
     const SECONDARY_UPTODATE: &str = r#"[{"name":"r0","node-id":0,"role":"Secondary","suspended":false,
@@ -189,7 +185,7 @@ mod tests {
         r.on(["drbdsetup", "status"], Output::ok(SECONDARY_UPTODATE));
         r.on(["drbdadm", "primary"], Output::ok(""));
         drbd(&r)
-            .promote(PromotePolicy::default(), PeerKnowledge::Unknown, false)
+            .promote(PromotePolicy::default(), ClusterFacts { peer: PeerKnowledge::Unknown, ..Default::default() })
             .await
             .unwrap();
         assert_eq!(
@@ -203,7 +199,7 @@ mod tests {
         let r = Arc::new(ScriptedRunner::new());
         r.on(["drbdsetup", "status"], Output::ok(SECONDARY_OUTDATED));
         let err = drbd(&r)
-            .promote(PromotePolicy::default(), PeerKnowledge::Dead, false)
+            .promote(PromotePolicy::default(), ClusterFacts { peer: PeerKnowledge::Dead, ..Default::default() })
             .await
             .unwrap_err();
         assert!(matches!(err, Error::PromotionRefused { .. }), "{err}");
@@ -214,7 +210,7 @@ mod tests {
         };
         r.on(["drbdadm", "primary"], Output::ok(""));
         drbd(&r)
-            .promote(allow, PeerKnowledge::Dead, false)
+            .promote(allow, ClusterFacts { peer: PeerKnowledge::Dead, ..Default::default() })
             .await
             .unwrap();
         assert_eq!(r.argvs().last().unwrap(), "drbdadm primary --force r0");

@@ -4,14 +4,27 @@
 use super::status::{Connection, DiskState, ResourceStatus, Role};
 
 /// What membership knows about the peer node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PeerKnowledge {
     /// Heartbeats arrive.
     Alive,
     /// Silent on every link for the dead time (or fenced): it cannot be writing.
     Dead,
     /// Not decided yet (starting up, within the dead time).
+    #[default]
     Unknown,
+}
+
+/// What the cluster knows that the local DRBD status does not say.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClusterFacts {
+    pub peer: PeerKnowledge,
+    /// A split brain was detected and is unresolved.
+    pub split_brain: bool,
+    /// The peer asked this node to outdate its disk (its DRBD lost us while Primary) and the
+    /// outdate never succeeded: the peer's fence-peer handler got a failure, the peer may
+    /// have written on, and this disk may still call itself UpToDate.
+    pub missed_fence: bool,
 }
 
 /// Operator policy for promotion.
@@ -23,13 +36,9 @@ pub struct PromotePolicy {
 }
 
 /// Ok when promotion is allowed; otherwise the reason, for logs and the alert.
-pub fn may_promote(
-    status: &ResourceStatus,
-    policy: PromotePolicy,
-    peer: PeerKnowledge,
-    split_brain: bool,
-) -> Result<(), String> {
-    if split_brain {
+pub fn may_promote(status: &ResourceStatus, policy: PromotePolicy, facts: ClusterFacts) -> Result<(), String> {
+    let peer = facts.peer;
+    if facts.split_brain {
         return Err(format!(
             "a split brain was detected and is unresolved (DRBD resolves only what the after-sb policy allows; \
              the rest needs an operator): {}",
@@ -38,6 +47,14 @@ pub fn may_promote(
     }
     if status.role == Role::Primary {
         return Ok(());
+    }
+    if facts.missed_fence && !in_sync(status) {
+        return Err(format!(
+            "the peer asked this node to outdate its disk and that never succeeded, so the peer may have written \
+             since and this copy may be stale although it says {:?}; let DRBD reconnect and resync, or check both \
+             sides and promote by hand (`drbdadm primary --force {}`), then `pbxha online`",
+            status.disk, status.name
+        ));
     }
     let disk_ok = match status.disk {
         DiskState::UpToDate => Ok(()),
@@ -64,6 +81,12 @@ pub fn may_promote(
         )),
         None => Ok(()),
     }
+}
+
+/// Both copies are the same: this disk is UpToDate and connected to an UpToDate peer.
+pub fn in_sync(status: &ResourceStatus) -> bool {
+    status.disk == DiskState::UpToDate
+        && status.peers.iter().any(|p| p.connection == Connection::Connected && p.disk == DiskState::UpToDate)
 }
 
 /// The alert text for a split brain: both sides' state as far as they are known.
@@ -107,12 +130,7 @@ mod tests {
             PeerKnowledge::Unknown,
         ] {
             assert_eq!(
-                may_promote(
-                    &status(UP_TO_DATE_PEER_GONE),
-                    PromotePolicy::default(),
-                    peer,
-                    false
-                ),
+                may_promote(&status(UP_TO_DATE_PEER_GONE), PromotePolicy::default(), ClusterFacts { peer, ..Default::default() }),
                 Ok(())
             );
         }
@@ -126,11 +144,11 @@ mod tests {
         for text in [OUTDATED_PEER_GONE, CONSISTENT_PEER_GONE] {
             let s = status(text);
             let err =
-                may_promote(&s, PromotePolicy::default(), PeerKnowledge::Dead, false).unwrap_err();
+                may_promote(&s, PromotePolicy::default(), ClusterFacts { peer: PeerKnowledge::Dead, ..Default::default() }).unwrap_err();
             assert!(err.contains("policy"), "{err}");
-            let err = may_promote(&s, allow, PeerKnowledge::Unknown, false).unwrap_err();
+            let err = may_promote(&s, allow, ClusterFacts { peer: PeerKnowledge::Unknown, ..Default::default() }).unwrap_err();
             assert!(err.contains("not known to be dead"), "{err}");
-            assert_eq!(may_promote(&s, allow, PeerKnowledge::Dead, false), Ok(()));
+            assert_eq!(may_promote(&s, allow, ClusterFacts { peer: PeerKnowledge::Dead, ..Default::default() }), Ok(()));
         }
     }
 
@@ -139,40 +157,38 @@ mod tests {
         let allow = PromotePolicy {
             allow_degraded_when_peer_dead: true,
         };
-        let err = may_promote(&status(SYNC_TARGET), allow, PeerKnowledge::Dead, false).unwrap_err();
+        let err = may_promote(&status(SYNC_TARGET), allow, ClusterFacts { peer: PeerKnowledge::Dead, ..Default::default() }).unwrap_err();
         assert!(err.contains("Inconsistent"), "{err}");
     }
 
     #[test]
     fn connected_primary_peer_blocks_and_primary_is_idempotent() {
-        let err = may_promote(
-            &status(PEER_PRIMARY),
-            PromotePolicy::default(),
-            PeerKnowledge::Alive,
-            false,
-        )
+        let err = may_promote(&status(PEER_PRIMARY), PromotePolicy::default(), ClusterFacts { peer: PeerKnowledge::Alive, ..Default::default() })
         .unwrap_err();
         assert!(err.contains("alice is Primary"), "{err}");
         assert_eq!(
-            may_promote(
-                &status(PRIMARY),
-                PromotePolicy::default(),
-                PeerKnowledge::Alive,
-                false
-            ),
+            may_promote(&status(PRIMARY), PromotePolicy::default(), ClusterFacts { peer: PeerKnowledge::Alive, ..Default::default() }),
             Ok(())
         );
+    }
+
+    /// Issue 10, item 6: a node that could not outdate its disk when the peer asked may be
+    /// behind the peer whatever its disk says, until the two copies are in sync again.
+    #[test]
+    fn a_missed_fence_blocks_promotion_until_the_copies_are_in_sync() {
+        let missed = |peer| ClusterFacts { peer, missed_fence: true, ..Default::default() };
+        let err = may_promote(&status(UP_TO_DATE_PEER_GONE), PromotePolicy::default(), missed(PeerKnowledge::Dead)).unwrap_err();
+        assert!(err.contains("never succeeded") && err.contains("drbdadm primary --force r0"), "{err}");
+        let synced = status("r0 role:Secondary\n  disk:UpToDate\n  alice role:Secondary\n    peer-disk:UpToDate\n");
+        assert!(in_sync(&synced));
+        assert_eq!(may_promote(&synced, PromotePolicy::default(), missed(PeerKnowledge::Alive)), Ok(()));
+        assert_eq!(may_promote(&status(PRIMARY), PromotePolicy::default(), missed(PeerKnowledge::Dead)), Ok(()), "already Primary");
     }
 
     #[test]
     fn split_brain_blocks_and_reports_both_sides() {
         let local = status(PRIMARY);
-        let err = may_promote(
-            &status(UP_TO_DATE_PEER_GONE),
-            PromotePolicy::default(),
-            PeerKnowledge::Dead,
-            true,
-        )
+        let err = may_promote(&status(UP_TO_DATE_PEER_GONE), PromotePolicy::default(), ClusterFacts { peer: PeerKnowledge::Dead, split_brain: true, ..Default::default() })
         .unwrap_err();
         assert!(err.contains("split brain"), "{err}");
         let peer = status("r0 role:Primary\n  disk:UpToDate\n  alice connection:StandAlone\n");
