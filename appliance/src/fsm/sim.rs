@@ -43,39 +43,25 @@ const PING_TIMEOUT: Duration = Duration::from_millis(800);
 const PING_RISE: u32 = 2;
 const PING_FALL: u32 = 3;
 
-/// One node's pinger, as `connectivity.rs` runs it: a sample every interval, the first
-/// one decides, then `fall` failures or `rise` successes in a row change the verdict.
+/// One node's pinger: a sample every interval through the daemon's own hysteresis
+/// (`connectivity::Hysteresis`: the first sample decides, then `fall` failures or `rise`
+/// successes in a row change the verdict).
 #[derive(Clone, Debug)]
 pub(super) struct Pinger {
     next: Instant,
-    up: Option<bool>,
-    ok_run: u32,
-    fail_run: u32,
+    verdict: crate::connectivity::Hysteresis,
 }
 
 impl Pinger {
     fn new(first: Instant) -> Pinger {
-        Pinger { next: first, up: None, ok_run: 0, fail_run: 0 }
+        Pinger { next: first, verdict: crate::connectivity::Hysteresis::new(PING_RISE, PING_FALL) }
     }
 
     /// A sample taken at its time; the verdict when it changed.
     fn sample(&mut self, ok: bool) -> Option<bool> {
-        if ok {
-            self.ok_run += 1;
-            self.fail_run = 0;
-        } else {
-            self.fail_run += 1;
-            self.ok_run = 0;
-        }
-        let next = match self.up {
-            None => ok,
-            Some(true) if self.fail_run >= PING_FALL => false,
-            Some(false) if self.ok_run >= PING_RISE => true,
-            Some(up) => up,
-        };
-        let changed = self.up != Some(next);
-        self.up = Some(next);
-        changed.then_some(next)
+        let before = self.verdict.up();
+        let after = self.verdict.sample(ok);
+        (after != before).then_some(after).flatten()
     }
 }
 
