@@ -94,14 +94,17 @@ pub enum LabCommand {
     },
     /// Measure failover as a SIP client sees it: outage of node death and of a planned
     /// switchover (min/median/max over --runs), and false failovers in a soak with 20%
-    /// heartbeat loss and both cores busy. Brings the lab up (and down again) if it is down.
+    /// heartbeat loss and both cores busy; or, per fault of issue 10, the group's moves and
+    /// the client's longest gap. Brings the lab up (and down again) if it is down.
     Bench {
         #[arg(long, default_value_t = 10)]
         runs: usize,
         /// Heartbeat profile; a lab already up must run the same one.
         #[arg(long, default_value = "default")]
         profile: Profile,
-        /// unplanned, planned, soak or all.
+        /// unplanned, planned, soak or all (those three); or one fault of issue 10, measured
+        /// as moves of the group and the client's longest gap in SIP answers: gateway-blip,
+        /// no-peer-failure, one-way, crash-exec, isolation-release, isolation-keep, freeze.
         #[arg(long, default_value = "all")]
         kind: bench::Kind,
         #[arg(long, default_value_t = 300)]
