@@ -206,6 +206,25 @@ impl TestLab {
             .expect("running ip netns exec")
     }
 
+    /// Cuts `node` off from the gateway, its only ping target, with iptables DROP of gw's
+    /// address alone: it still reaches the client and its peer on the same link. `lab heal`
+    /// undoes it.
+    pub fn cut_from_gateway(&self, node: &str) {
+        for rule in [["INPUT", "-s"], ["OUTPUT", "-d"]] {
+            let out = self.exec(
+                node,
+                &[
+                    "iptables", "-w", "5", "-A", rule[0], rule[1], GATEWAY, "-j", "DROP",
+                ],
+            );
+            assert!(
+                out.status.success(),
+                "iptables in {node}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
     /// Which node answers the client's SIP OPTIONS to the VIP, through `lab exec` as a user would.
     pub fn sip_answer(&self) -> Option<String> {
         let exe = pbxha();
@@ -420,6 +439,13 @@ impl SampleReport {
             (false, true) => "b",
             (false, false) => "nobody",
         };
+        // The state seen so far lasted at least until this read.
+        let stretch = at - state.since;
+        match state.current {
+            Some("nobody") => self.longest_nobody = self.longest_nobody.max(stretch),
+            Some("a+b") => self.longest_both = self.longest_both.max(stretch),
+            _ => {}
+        }
         if state.current != Some(now) {
             self.timeline
                 .push(format!("{:.2} s: {now}", at.as_secs_f64()));
@@ -431,12 +457,6 @@ impl SampleReport {
                 }
                 state.last_sole = Some(now);
             }
-        }
-        let stretch = at - state.since;
-        match now {
-            "nobody" => self.longest_nobody = self.longest_nobody.max(stretch),
-            "a+b" => self.longest_both = self.longest_both.max(stretch),
-            _ => {}
         }
     }
 }

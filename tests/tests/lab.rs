@@ -229,20 +229,7 @@ fn primary_cut_off_from_gateway_hands_over() {
     let lab = TestLab::up();
     let (p, s) = (lab.p(), lab.s());
     let sampler = lab.sampler();
-    // Only gw's address: the primary still reaches the client and its peer on the same link.
-    for rule in [["INPUT", "-s"], ["OUTPUT", "-d"]] {
-        let out = lab.exec(
-            p,
-            &[
-                "iptables", "-w", "5", "-A", rule[0], rule[1], GATEWAY, "-j", "DROP",
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "iptables in {p}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    lab.cut_from_gateway(p);
     // Cut off from its only ping target, the old primary is unfit to take the group back.
     lab.wait_holder(s, "fault");
     lab.lab_ok(&["heal"]);
