@@ -47,6 +47,7 @@ fn fsm_params() -> Params {
         preferred: None,
         failure_timeout: Duration::from_secs(60),
         drain_timeout: Duration::from_secs(300),
+        // The config's default ping: fall 3 × interval 1 s + timeout 800 ms.
         ping_dampen: Duration::from_millis(3800),
         ping_interval: Duration::from_secs(1),
         on_isolation: Default::default(),

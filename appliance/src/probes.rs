@@ -641,6 +641,8 @@ mod tests {
             dir.path(),
             Profile::Default,
             Pbx::Kamailio,
+            Default::default(),
+            false,
             std::path::Path::new("/bin/pbxha"),
         );
         (dir, format!("{text}\n{extra}"))

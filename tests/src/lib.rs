@@ -2,6 +2,8 @@
 //! fail under `CI=true` instead of skipping, daemons owned by a kill-on-drop guard, and
 //! bounded polling.
 
+pub mod lab;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

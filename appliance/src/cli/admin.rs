@@ -77,6 +77,7 @@ pub async fn switchover(config: &Path, now: bool) -> anyhow::Result<ExitCode> {
     let mut limit = DRAIN_LIMIT + MOVE_LIMIT;
     let mut unanswered = 0;
     let mut released = false;
+    let mut drained = false;
     while started.elapsed() < limit {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let s = match control::call(&socket, &Request::Status).await {
@@ -111,6 +112,15 @@ pub async fn switchover(config: &Path, now: bool) -> anyhow::Result<ExitCode> {
         if peer_role == "primary" && s["group"] == "stopped" {
             println!("done: {peer} holds the group ({} ms)", started.elapsed().as_millis());
             return Ok(ExitCode::SUCCESS);
+        }
+        // The daemon ends a drain either by stopping the group or, when the peer can no
+        // longer take over, by cancelling it and keeping the group: say so instead of
+        // waiting out the limit for a move that is off.
+        drained |= s["draining"] == true;
+        if drained && s["draining"] == false && s["group"] == "running" && !released {
+            let why = if s["peer"]["alive"] == true { format!("{peer} is {peer_role}") } else { format!("{peer} is not heard") };
+            eprintln!("pbxha: switchover cancelled during the call drain: {why}, so it cannot take over; this node keeps the group and takes new calls again (see `pbxha history`)");
+            return Ok(ExitCode::FAILURE);
         }
         // The group left this node and came back: the peer could not take it.
         released |= s["group"] == "stopped";

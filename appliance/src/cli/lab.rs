@@ -11,6 +11,8 @@ use pbxha_appliance::control::{self, Request};
 use pbxha_appliance::lab::bench;
 use pbxha_appliance::lab::plan::{NodeFiles, VIP};
 use pbxha_appliance::lab::{Lab, Member, Partition, Pbx, Profile, UpOptions};
+use nix::sys::signal::Signal;
+use pbxha_appliance::config::OnIsolation;
 use pbxha_runner::SystemRunner;
 use serde::Serialize;
 
@@ -42,6 +44,14 @@ pub enum LabCommand {
         /// Heartbeat timing: default (200 ms / dead after 1000 ms) or fast (50 / 250 ms).
         #[arg(long, default_value = "default")]
         profile: Profile,
+        /// `[ping] on-isolation` of both nodes: release or keep.
+        #[arg(long, default_value = "release", value_parser = parse_on_isolation)]
+        on_isolation: OnIsolation,
+        /// Add a `pbx` member driven through an Asterisk double (scripts standing in for
+        /// `asterisk -rx` and `systemctl`), so a planned move has calls to drain; `lab calls`
+        /// sets how many.
+        #[arg(long)]
+        asterisk_double: bool,
     },
     /// Remove everything the lab made: processes, namespaces, bridges, files.
     Down,
@@ -60,7 +70,19 @@ pub enum LabCommand {
     Kill { node: Member },
     /// Bring a killed node back: links up, daemon started.
     Revive { node: Member },
-    /// Cut a node off: the heartbeat link, the public link, or both.
+    /// Crash a node's daemon alone (SIGKILL): what it started and its addresses stay,
+    /// unless they die with it.
+    Crash { node: Member },
+    /// Freeze a node's daemon (SIGSTOP), as a stalled VM would; `lab thaw` resumes it.
+    Freeze { node: Member },
+    /// Resume a frozen daemon (SIGCONT).
+    Thaw { node: Member },
+    /// Crash a node's PBX alone (SIGKILL), for its daemon to notice and restart.
+    KillPbx { node: Member },
+    /// Set how many active calls a node's Asterisk double reports (`up --asterisk-double`).
+    Calls { node: Member, calls: u32 },
+    /// Cut a node off: the heartbeat link, the public link, or both; or `one-way`: drop
+    /// the heartbeats it receives while it still sends its own.
     Partition { which: Partition, node: Member },
     /// Undo every partition and bring every link up.
     Heal,
@@ -72,14 +94,17 @@ pub enum LabCommand {
     },
     /// Measure failover as a SIP client sees it: outage of node death and of a planned
     /// switchover (min/median/max over --runs), and false failovers in a soak with 20%
-    /// heartbeat loss and both cores busy. Brings the lab up (and down again) if it is down.
+    /// heartbeat loss and both cores busy; or, per fault of issue 10, the group's moves and
+    /// the client's longest gap. Brings the lab up (and down again) if it is down.
     Bench {
         #[arg(long, default_value_t = 10)]
         runs: usize,
         /// Heartbeat profile; a lab already up must run the same one.
         #[arg(long, default_value = "default")]
         profile: Profile,
-        /// unplanned, planned, soak or all.
+        /// unplanned, planned, soak or all (those three); or one fault of issue 10, measured
+        /// as moves of the group and the client's longest gap in SIP answers: gateway-blip,
+        /// no-peer-failure, one-way, crash-exec, isolation-release, isolation-keep, freeze.
         #[arg(long, default_value = "all")]
         kind: bench::Kind,
         #[arg(long, default_value_t = 300)]
@@ -104,11 +129,13 @@ fn lab(args: &LabArgs) -> Lab {
 pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
     let lab = lab(&args);
     match args.command {
-        LabCommand::Up { pbx, profile } => {
+        LabCommand::Up { pbx, profile, on_isolation, asterisk_double } => {
             let exe = std::env::current_exe()?;
             let mut opts = UpOptions::new(exe.clone());
             opts.pbx = pbx;
             opts.profile = profile;
+            opts.on_isolation = on_isolation;
+            opts.asterisk_double = asterisk_double;
             let status = lab.up(&opts, &|line| println!("lab: {line}")).await?;
             let roles = roles(&lab).await;
             let holder = status.vip_holders.first().map(|m| m.name()).unwrap_or("nobody yet");
@@ -178,6 +205,32 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        LabCommand::Crash { node } => {
+            let pid = lab.signal_daemon(node, Signal::SIGKILL)?;
+            println!("lab: {node}'s daemon (pid {pid}) killed; its PBX and addresses were not touched");
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Freeze { node } => {
+            let pid = lab.signal_daemon(node, Signal::SIGSTOP)?;
+            println!("lab: {node}'s daemon (pid {pid}) frozen; `pbxha lab thaw {node}` resumes it");
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Thaw { node } => {
+            let pid = lab.signal_daemon(node, Signal::SIGCONT)?;
+            println!("lab: {node}'s daemon (pid {pid}) resumed");
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::KillPbx { node } => {
+            let pids = lab.kill_pbx(node).await?;
+            let pids: Vec<String> = pids.iter().map(ToString::to_string).collect();
+            println!("lab: {node}'s PBX killed (pid {})", pids.join(", "));
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Calls { node, calls } => {
+            lab.set_calls(node, calls)?;
+            println!("lab: {node}'s Asterisk double reports {calls} active call(s)");
+            Ok(ExitCode::SUCCESS)
+        }
         LabCommand::Partition { which, node } => {
             lab.partition(which, node).await?;
             println!("lab: {node} partitioned ({which:?}); `pbxha lab heal` undoes it");
@@ -238,6 +291,13 @@ async fn roles(lab: &Lab) -> BTreeMap<String, String> {
         out.insert(node.name().to_string(), role);
     }
     out
+}
+
+fn parse_on_isolation(s: &str) -> Result<OnIsolation, String> {
+    [OnIsolation::Release, OnIsolation::Keep]
+        .into_iter()
+        .find(|o| o.as_str() == s)
+        .ok_or_else(|| format!("unknown on-isolation policy `{s}` (one of release, keep)"))
 }
 
 fn describe_roles(roles: &BTreeMap<String, String>) -> String {

@@ -6,12 +6,15 @@
 //! answer to that first answer. Unplanned runs kill the holder (`lab kill`), planned runs
 //! ask it for `switchover --now` over its control socket. The soak counts false failovers
 //! (any change of VIP holder or role) while the heartbeat link loses 20% of its packets and
-//! both cores are kept busy.
+//! both cores are kept busy. A fault run (`--kind gateway-blip` and the other faults of
+//! issue 10) injects the fault, undoes it after its duration, waits for the cluster to
+//! settle, and reports how often the answering node changed (moves) and the client's
+//! longest time without an answer.
 //!
-//! [`outage`], [`Stats::of`], [`changes`], [`loss_rules`] and [`render`] are pure; the
-//! rest drives the lab and cleans up after itself on every exit path: busy loops and
-//! iptables rules through drop guards, a killed node is revived, and a lab the bench
-//! brought up goes down again.
+//! [`outage`], [`client_view`], [`Stats::of`], [`changes`], [`loss_rules`] and [`render`]
+//! are pure; the rest drives the lab and cleans up after itself on every exit path: busy
+//! loops and iptables rules through drop guards, a killed node is revived, a frozen daemon
+//! resumed, cut links healed, and a lab the bench brought up goes down again.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -26,7 +29,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::plan::{Bridge, NodeFiles, PORTS, SIP_PORT, VIP};
-use super::{lab_err, Lab, Member, Pbx, Profile, UpOptions};
+use super::{lab_err, Lab, Member, Partition, Pbx, Profile, UpOptions};
+use crate::fsm::OnIsolation;
 use crate::control::{self, Request};
 use crate::Error;
 
@@ -55,6 +59,22 @@ const SOAK_SAMPLE_EVERY: Duration = Duration::from_millis(500);
 pub const SOAK_LOSS: f64 = 0.2;
 /// Soak: one busy loop per core of this 2-core machine.
 const BUSY_LOOPS: usize = 2;
+/// Gateway blip: how long the gateway is gone (issue 10's reproduction).
+pub const GATEWAY_BLIP: Duration = Duration::from_secs(5);
+/// One-way loss: how long the secondary hears nothing. Several VIP re-probes of the
+/// refused node, and time for the primary to react to what its peer says.
+pub const ONE_WAY_HOLD: Duration = Duration::from_secs(10);
+/// Isolation: how long the holder is cut off. Longer than deadtime + the ping fall window
+/// (2.9 s in the default profile), so `release` and `keep` differ.
+pub const ISOLATION_HOLD: Duration = Duration::from_secs(8);
+/// Crash of a daemon with an exec PBX: how long the bench waits for the peer to serve
+/// before it gives up and counts the run unrecovered.
+pub const CRASH_WATCH: Duration = Duration::from_secs(20);
+/// Freeze: how long, in deadtimes.
+const FREEZE_DEADTIMES: u32 = 3;
+/// No-peer failure: the most crashes of the PBX before the bench gives up on seeing its
+/// restart budget spent (max-restarts is 2 in the lab).
+const MAX_PBX_CRASHES: usize = 5;
 
 /// Which measurements to take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -63,7 +83,66 @@ pub enum Kind {
     Unplanned,
     Planned,
     Soak,
+    /// unplanned, planned and soak; not the faults, each of which is its own run.
     All,
+    Fault(Fault),
+}
+
+/// The faults of issue 10, each measured as moves of the group and the client's longest
+/// gap in SIP answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fault {
+    /// (1) The gateway both nodes ping goes away for [`GATEWAY_BLIP`].
+    GatewayBlip,
+    /// (2) The peer is dead and the holder's PBX crashes until its restart budget is spent;
+    /// the run ends when the PBX answers again (the failure-timeout restart).
+    NoPeerFailure,
+    /// (3) The secondary stops receiving heartbeats for [`ONE_WAY_HOLD`] and still sends.
+    OneWay,
+    /// (4) The holder's daemon is SIGKILLed alone; its exec PBX dies with it, its VIP stays.
+    /// Watched for [`CRASH_WATCH`].
+    CrashExec,
+    /// (8) The holder loses every link and its ping target for [`ISOLATION_HOLD`], with
+    /// `on-isolation = "release"`.
+    IsolationRelease,
+    /// (8) The same with `on-isolation = "keep"`.
+    IsolationKeep,
+    /// (9) The holder's daemon is frozen (SIGSTOP) for 3 × deadtime.
+    Freeze,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 7] = [
+        Fault::GatewayBlip,
+        Fault::NoPeerFailure,
+        Fault::OneWay,
+        Fault::CrashExec,
+        Fault::IsolationRelease,
+        Fault::IsolationKeep,
+        Fault::Freeze,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::GatewayBlip => "gateway-blip",
+            Fault::NoPeerFailure => "no-peer-failure",
+            Fault::OneWay => "one-way",
+            Fault::CrashExec => "crash-exec",
+            Fault::IsolationRelease => "isolation-release",
+            Fault::IsolationKeep => "isolation-keep",
+            Fault::Freeze => "freeze",
+        }
+    }
+
+    /// The `[ping] on-isolation` the lab must run for this fault.
+    pub fn on_isolation(self) -> OnIsolation {
+        if self == Fault::IsolationKeep {
+            OnIsolation::Keep
+        } else {
+            OnIsolation::Release
+        }
+    }
 }
 
 impl FromStr for Kind {
@@ -75,16 +154,28 @@ impl FromStr for Kind {
             "planned" => Ok(Kind::Planned),
             "soak" => Ok(Kind::Soak),
             "all" => Ok(Kind::All),
-            _ => Err(format!(
-                "unknown bench kind `{s}` (one of unplanned, planned, soak, all)"
-            )),
+            _ => Fault::ALL.into_iter().find(|f| f.name() == s).map(Kind::Fault).ok_or_else(|| {
+                let faults: Vec<&str> = Fault::ALL.iter().map(|f| f.name()).collect();
+                format!(
+                    "unknown bench kind `{s}` (one of unplanned, planned, soak, all, {})",
+                    faults.join(", ")
+                )
+            }),
         }
     }
 }
 
 impl Kind {
     fn includes(self, other: Kind) -> bool {
-        self == Kind::All || self == other
+        (self == Kind::All && !matches!(other, Kind::Fault(_))) || self == other
+    }
+
+    /// The `[ping] on-isolation` the lab must run.
+    fn on_isolation(self) -> OnIsolation {
+        match self {
+            Kind::Fault(f) => f.on_isolation(),
+            _ => OnIsolation::default(),
+        }
     }
 }
 
@@ -300,6 +391,68 @@ pub struct SoakReport {
     pub late_heartbeats: BTreeMap<Member, u64>,
 }
 
+/// What the client saw during one fault run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FaultRun {
+    /// The node holding the group when the fault began.
+    pub holder: Member,
+    /// How often the answering node changed.
+    pub moves: usize,
+    /// The longest time without a SIP answer, the end of the run included.
+    pub longest_gap_ms: f64,
+    /// Someone answered at the end of the run (false: the outage was still going on).
+    pub recovered: bool,
+    pub probes: usize,
+    pub misses: usize,
+}
+
+/// Runs of one fault with their medians.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FaultSeries {
+    pub fault: Fault,
+    pub runs: Vec<FaultRun>,
+    pub moves: Option<Stats>,
+    pub longest_gap_ms: Option<Stats>,
+}
+
+impl FaultSeries {
+    fn new(fault: Fault, runs: Vec<FaultRun>) -> FaultSeries {
+        let moves: Vec<f64> = runs.iter().map(|r| r.moves as f64).collect();
+        let gaps: Vec<f64> = runs.iter().map(|r| r.longest_gap_ms).collect();
+        FaultSeries {
+            fault,
+            moves: Stats::of(&moves),
+            longest_gap_ms: Stats::of(&gaps),
+            runs,
+        }
+    }
+}
+
+/// What the client saw in `samples` up to `end`: how often the answering node changed,
+/// the longest time without an answer (from the first probe, and until `end`), and whether
+/// the last probe was answered.
+pub fn client_view(samples: &[Sample], end: Instant) -> (usize, Duration, bool) {
+    let mut sorted: Vec<&Sample> = samples.iter().filter(|s| s.sent <= end).collect();
+    sorted.sort_by_key(|s| s.sent);
+    let Some(first) = sorted.first() else {
+        return (0, Duration::ZERO, false);
+    };
+    let (mut moves, mut gap, mut last_answer) = (0, Duration::ZERO, first.sent);
+    let mut last_node: Option<&str> = None;
+    for s in &sorted {
+        let Some(node) = s.node.as_deref() else { continue };
+        gap = gap.max(s.sent - last_answer);
+        last_answer = s.sent;
+        if last_node.is_some_and(|n| n != node) {
+            moves += 1;
+        }
+        last_node = Some(node);
+    }
+    gap = gap.max(end.saturating_duration_since(last_answer));
+    let recovered = sorted.last().is_some_and(|s| s.node.is_some());
+    (moves, gap, recovered)
+}
+
 /// Everything one `pbxha lab bench` measured.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Report {
@@ -310,6 +463,7 @@ pub struct Report {
     pub unplanned: Option<Series>,
     pub planned: Option<Series>,
     pub soak: Option<SoakReport>,
+    pub fault: Option<FaultSeries>,
 }
 
 /// The report as a person reads it.
@@ -370,6 +524,35 @@ pub fn render(r: &Report) -> String {
             let _ = writeln!(o, "  {node} logged {n} late heartbeats");
         }
     }
+    if let Some(f) = &r.fault {
+        for (i, run) in f.runs.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "{} {}/{}: {} held; moves {}, longest gap {:.0} ms{}",
+                f.fault.name(),
+                i + 1,
+                f.runs.len(),
+                run.holder,
+                run.moves,
+                run.longest_gap_ms,
+                if run.recovered { "" } else { " (still no answer at the end)" }
+            );
+        }
+        if let (Some(m), Some(g)) = (f.moves, f.longest_gap_ms) {
+            let _ = writeln!(
+                o,
+                "{}: {} runs, moves median {} (min {}, max {}), longest gap median {:.0} ms (min {:.0}, max {:.0})",
+                f.fault.name(),
+                f.runs.len(),
+                m.median,
+                m.min,
+                m.max,
+                g.median,
+                g.min,
+                g.max
+            );
+        }
+    }
     o
 }
 
@@ -391,6 +574,14 @@ pub async fn run(
                 record.profile, opts.profile
             )));
         }
+        let running = lab_config(lab)?.ping.on_isolation;
+        if running != opts.kind.on_isolation() {
+            return Err(lab_err(format!(
+                "the lab is up with on-isolation = \"{}\" but this bench needs \"{}\"; run `pbxha lab down` first (the bench then brings it up itself)",
+                running.as_str(),
+                opts.kind.on_isolation().as_str()
+            )));
+        }
         if !record.start_daemons {
             return Err(lab_err("the lab is up without daemons; nothing to measure"));
         }
@@ -404,6 +595,7 @@ pub async fn run(
         progress("the lab is not up: bringing it up; it goes down again at the end");
         let mut up = UpOptions::new(opts.exe.clone());
         up.profile = opts.profile;
+        up.on_isolation = opts.kind.on_isolation();
         let interrupted = tokio::select! {
             r = lab.up(&up, progress) => { r?; false }
             () = &mut interrupt => true,
@@ -420,16 +612,30 @@ pub async fn run(
     let mut bench = Bench {
         lab,
         killed: None,
+        frozen: None,
+        cut: false,
         progress,
     };
     let result = tokio::select! {
         r = bench.measure(opts) => r,
         () = &mut interrupt => Err(lab_err("interrupted")),
     };
+    if let Some(node) = bench.frozen.take() {
+        progress(&format!("resuming {node}'s daemon, frozen by the bench"));
+        if let Err(e) = lab.signal_daemon(node, nix::sys::signal::Signal::SIGCONT) {
+            progress(&format!("resuming {node} failed: {e}"));
+        }
+    }
     if let Some(node) = bench.killed.take() {
         progress(&format!("reviving {node}, killed by the bench"));
         if let Err(e) = lab.revive(node).await {
             progress(&format!("reviving {node} failed: {e}"));
+        }
+    }
+    if bench.cut {
+        progress("healing the links the bench cut");
+        if let Err(e) = lab.heal().await {
+            progress(&format!("healing failed: {e}"));
         }
     }
     if brought_up {
@@ -442,7 +648,7 @@ pub async fn run(
             progress(&format!("taking the lab down failed: {e}"));
         }
     }
-    let (unplanned, planned, soak) = result?;
+    let (unplanned, planned, soak, fault) = result?;
     Ok(Report {
         profile: opts.profile,
         pbx,
@@ -450,13 +656,24 @@ pub async fn run(
         unplanned,
         planned,
         soak,
+        fault,
     })
+}
+
+/// Node a's config: both nodes share their timing and policies.
+fn lab_config(lab: &Lab) -> Result<crate::config::Config, Error> {
+    let path = NodeFiles::new(lab.state_dir(), Member::A).config;
+    crate::config::load(&path).map_err(|e| lab_err(format!("reading {}: {e}", path.display())))
 }
 
 struct Bench<'a> {
     lab: &'a Lab,
     /// A node the bench killed and has not revived yet.
     killed: Option<Member>,
+    /// A node whose daemon the bench froze and has not resumed yet.
+    frozen: Option<Member>,
+    /// The bench cut links (a partition, the gateway) and has not healed them yet.
+    cut: bool,
     progress: &'a (dyn Fn(&str) + Send + Sync),
 }
 
@@ -464,6 +681,15 @@ struct Bench<'a> {
 async fn node_status(lab: &Lab, node: Member) -> Option<serde_json::Value> {
     let socket = NodeFiles::new(lab.state_dir(), node).control_socket;
     control::call(&socket, &Request::Status).await.ok()?.status
+}
+
+/// Whether `node`'s group member `resource` is failed (its restart budget spent).
+async fn member_failed(lab: &Lab, node: Member, resource: &str) -> bool {
+    node_status(lab, node).await.is_some_and(|s| {
+        s["resources"]
+            .as_array()
+            .is_some_and(|list| list.iter().any(|r| r["name"] == resource && r["state"] == "failed"))
+    })
 }
 
 fn other(node: Member) -> Member {
@@ -479,13 +705,18 @@ impl Bench<'_> {
         (self.progress)(line)
     }
 
+    #[allow(clippy::type_complexity)]
     async fn measure(
         &mut self,
         opts: &BenchOptions,
-    ) -> Result<(Option<Series>, Option<Series>, Option<SoakReport>), Error> {
+    ) -> Result<(Option<Series>, Option<Series>, Option<SoakReport>, Option<FaultSeries>), Error> {
         let mut unplanned = None;
         let mut planned = None;
         let mut soak = None;
+        let mut fault = None;
+        if let Kind::Fault(f) = opts.kind {
+            fault = Some(self.fault_series(f, opts.runs).await?);
+        }
         if opts.kind.includes(Kind::Unplanned) {
             unplanned = Some(self.series(opts.runs, false).await?);
         }
@@ -495,8 +726,151 @@ impl Bench<'_> {
         if opts.kind.includes(Kind::Soak) {
             soak = Some(self.soak(opts.soak).await?);
         }
-        Ok((unplanned, planned, soak))
+        Ok((unplanned, planned, soak, fault))
     }
+
+    async fn fault_series(&mut self, fault: Fault, runs: usize) -> Result<FaultSeries, Error> {
+        let name = fault.name();
+        let mut done = Vec::new();
+        for i in 1..=runs {
+            let holder = self.settled().await?;
+            let run = self.fault_run(fault, holder).await?;
+            self.say(&format!(
+                "{name} {i}/{runs}: {holder} held; moves {}, longest gap {:.0} ms{} ({} probes, {} missed)",
+                run.moves,
+                run.longest_gap_ms,
+                if run.recovered { "" } else { ", still no answer at the end" },
+                run.probes,
+                run.misses
+            ));
+            done.push(run);
+        }
+        self.settled().await?;
+        let series = FaultSeries::new(fault, done);
+        if let (Some(m), Some(g)) = (series.moves, series.longest_gap_ms) {
+            self.say(&format!(
+                "{name}: moves median {}, longest gap median {:.0} ms (min {:.0}, max {:.0})",
+                m.median, g.median, g.min, g.max
+            ));
+        }
+        Ok(series)
+    }
+
+    /// One fault run: probe, inject the fault (and undo it after its duration), wait for
+    /// the cluster to settle again, and read the client's view up to the end of the run.
+    async fn fault_run(&mut self, fault: Fault, holder: Member) -> Result<FaultRun, Error> {
+        let peer = other(holder);
+        let prober = Prober::start(self.lab.namespace(Member::Client));
+        tokio::time::sleep(LEAD_IN).await;
+        let end = match fault {
+            Fault::GatewayBlip => {
+                self.cut = true;
+                self.lab.set_links(Member::Gw, "down").await?;
+                tokio::time::sleep(GATEWAY_BLIP).await;
+                self.lab.set_links(Member::Gw, "up").await?;
+                self.cut = false;
+                self.settle_end().await?
+            }
+            Fault::OneWay | Fault::IsolationRelease | Fault::IsolationKeep => {
+                let (cut, node, hold) = match fault {
+                    Fault::OneWay => (Partition::OneWay, peer, ONE_WAY_HOLD),
+                    _ => (Partition::All, holder, ISOLATION_HOLD),
+                };
+                self.cut = true;
+                self.lab.partition(cut, node).await?;
+                tokio::time::sleep(hold).await;
+                self.lab.heal().await?;
+                self.cut = false;
+                self.settle_end().await?
+            }
+            Fault::Freeze => {
+                let deadtime = lab_config(self.lab)?.heartbeat.deadtime;
+                self.frozen = Some(holder);
+                self.lab.signal_daemon(holder, nix::sys::signal::Signal::SIGSTOP)?;
+                tokio::time::sleep(deadtime * FREEZE_DEADTIMES).await;
+                self.lab.signal_daemon(holder, nix::sys::signal::Signal::SIGCONT)?;
+                self.frozen = None;
+                self.settle_end().await?
+            }
+            Fault::CrashExec => {
+                let event = Instant::now();
+                self.lab.signal_daemon(holder, nix::sys::signal::Signal::SIGKILL)?;
+                // The daemon is gone; what it left behind goes with a revive.
+                self.killed = Some(holder);
+                while !prober.answered_by(peer.name(), event) && event.elapsed() < CRASH_WATCH {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                tokio::time::sleep(TAIL).await;
+                Instant::now()
+            }
+            Fault::NoPeerFailure => self.no_peer_failure(holder, &prober).await?,
+        };
+        let samples = prober.finish().await?;
+        if let Some(node) = self.killed.take() {
+            self.lab.revive(node).await?;
+        }
+        let (moves, gap, recovered) = client_view(&samples, end);
+        Ok(FaultRun {
+            holder,
+            moves,
+            longest_gap_ms: gap.as_secs_f64() * 1000.0,
+            recovered,
+            probes: samples.iter().filter(|s| s.sent <= end).count(),
+            misses: samples.iter().filter(|s| s.sent <= end && s.node.is_none()).count(),
+        })
+    }
+
+    /// Kills the peer, then crashes the holder's PBX until its member is failed, and waits
+    /// for the holder to serve again (the failure-timeout restart); the run ends there.
+    async fn no_peer_failure(&mut self, holder: Member, prober: &Prober) -> Result<Instant, Error> {
+        let peer = other(holder);
+        self.killed = Some(peer);
+        self.lab.kill(peer).await?;
+        let deadline = Instant::now() + RUN_LIMIT;
+        while node_status(self.lab, holder).await.is_none_or(|s| s["peer"]["alive"] != false) {
+            if Instant::now() >= deadline {
+                return Err(lab_err(format!("{holder} did not declare {peer} dead")));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for _ in 0..MAX_PBX_CRASHES {
+            self.lab.kill_pbx(holder).await?;
+            let killed = Instant::now();
+            loop {
+                if member_failed(self.lab, holder, "sip").await {
+                    let failed = Instant::now();
+                    while !prober.answered_by(holder.name(), failed) {
+                        if failed.elapsed() >= RUN_LIMIT {
+                            return Err(lab_err(format!(
+                                "{holder} did not restart its failed PBX within {} s",
+                                RUN_LIMIT.as_secs()
+                            )));
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    tokio::time::sleep(TAIL).await;
+                    return Ok(Instant::now());
+                }
+                if prober.answered_by(holder.name(), killed) {
+                    break;
+                }
+                if killed.elapsed() >= RUN_LIMIT {
+                    return Err(lab_err(format!("{holder}'s PBX neither came back nor failed")));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Err(lab_err(format!(
+            "{holder}'s PBX was restarted after each of {MAX_PBX_CRASHES} crashes; is max-restarts still 2?"
+        )))
+    }
+
+    /// Waits for the cluster to settle after a fault; the run ends then.
+    async fn settle_end(&self) -> Result<Instant, Error> {
+        self.settled().await?;
+        Ok(Instant::now())
+    }
+
 
     /// Waits until one node holds the VIP as a running primary and the other is a
     /// secondary hearing it, continuously for [`SETTLE_HOLD`]; returns the holder.
@@ -800,9 +1174,7 @@ fn merge(previous: &mut Observation, now: Observation) {
 
 /// The lab's heartbeat interval from node a's config (both nodes share it).
 fn heartbeat_interval(lab: &Lab) -> Duration {
-    crate::config::load(&NodeFiles::new(lab.state_dir(), Member::A).config)
-        .map(|c| c.heartbeat.interval)
-        .unwrap_or(crate::config::DEFAULT_INTERVAL)
+    lab_config(lab).map_or(crate::config::DEFAULT_INTERVAL, |c| c.heartbeat.interval)
 }
 
 fn log_len(lab: &Lab, node: Member) -> u64 {
@@ -1125,5 +1497,39 @@ mod tests {
         assert_eq!("soak".parse::<Kind>(), Ok(Kind::Soak));
         assert!("fast".parse::<Kind>().unwrap_err().contains("fast"));
         assert!(Kind::All.includes(Kind::Planned) && !Kind::Planned.includes(Kind::Soak));
+        for f in Fault::ALL {
+            assert_eq!(f.name().parse::<Kind>(), Ok(Kind::Fault(f)));
+            assert!(!Kind::All.includes(Kind::Fault(f)));
+        }
+        assert!("freez".parse::<Kind>().unwrap_err().contains("isolation-keep"));
+        assert_eq!(Kind::Fault(Fault::IsolationKeep).on_isolation(), OnIsolation::Keep);
+        assert_eq!(Kind::Fault(Fault::IsolationRelease).on_isolation(), OnIsolation::Release);
+    }
+
+    #[test]
+    fn client_view_counts_changes_of_the_answering_node_and_the_longest_silence() {
+        let t = Instant::now();
+        // a answers, goes silent, b answers, a again: two moves, 300 ms the longest gap.
+        let mut s = samples(
+            t,
+            &[
+                (0, Some("a")),
+                (10, Some("a")),
+                (20, None),
+                (310, Some("b")),
+                (320, None),
+                (330, Some("a")),
+            ],
+        );
+        s.reverse();
+        let (moves, gap, recovered) = client_view(&s, t + Duration::from_millis(340));
+        assert_eq!((moves, gap, recovered), (2, Duration::from_millis(300), true));
+        // An outage still going on at the end counts to the end; later samples are ignored.
+        let (moves, gap, recovered) = client_view(&s, t + Duration::from_millis(15));
+        assert_eq!((moves, gap, recovered), (0, Duration::from_millis(10), true));
+        let silent = samples(t, &[(0, Some("a")), (10, None), (20, None)]);
+        let (_, gap, recovered) = client_view(&silent, t + Duration::from_millis(1000));
+        assert_eq!((gap, recovered), (Duration::from_millis(1000), false));
+        assert_eq!(client_view(&[], t), (0, Duration::ZERO, false));
     }
 }

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use plan::{Interface, Member, Partition, Pbx, Profile};
 use plan::{Names, NodeFiles, AUTH_KEY_FILE, RECORD_FILE, VIP};
 
+use crate::fsm::OnIsolation;
 use crate::Error;
 
 /// Each `ip`/`iptables` call is quick; a hung one must not hang the lab.
@@ -52,6 +53,11 @@ fn lab_err(message: impl Into<String>) -> Error {
 pub struct UpOptions {
     pub profile: Profile,
     pub pbx: Pbx,
+    /// `[ping] on-isolation` of both nodes.
+    pub on_isolation: OnIsolation,
+    /// Add a `pbx` member driven through an Asterisk double, so a planned move has calls
+    /// to drain (`lab calls` sets how many).
+    pub asterisk_double: bool,
     /// The pbxha executable: the builtin PBX's argv and the daemons run it.
     pub exe: PathBuf,
     /// Start `pbxha run` on a and b; off builds the topology and configs only.
@@ -66,6 +72,8 @@ impl UpOptions {
         UpOptions {
             profile: Profile::Default,
             pbx: Pbx::Builtin,
+            on_isolation: OnIsolation::default(),
+            asterisk_double: false,
             exe,
             start_daemons: true,
             vip_wait: Duration::from_secs(20),
@@ -272,8 +280,26 @@ impl Lab {
         write_file(&dir.join(AUTH_KEY_FILE), format!("{key_hex}\n").as_bytes(), 0o600)?;
         for node in Member::NODES {
             let files = NodeFiles::new(dir, node);
-            let text = plan::node_config(node, dir, opts.profile, opts.pbx, &opts.exe);
+            let text = plan::node_config(
+                node,
+                dir,
+                opts.profile,
+                opts.pbx,
+                opts.on_isolation,
+                opts.asterisk_double,
+                &opts.exe,
+            );
             write_file(&files.config, text.as_bytes(), 0o644)?;
+            if opts.asterisk_double {
+                let bin = files.asterisk_double.join("bin");
+                std::fs::create_dir_all(&bin).map_err(|e| Error::io(format!("creating {}", bin.display()), e))?;
+                for (name, script) in plan::asterisk_double_scripts(&files.asterisk_double) {
+                    write_file(&bin.join(name), script.as_bytes(), 0o755)?;
+                }
+                let [calls, unit, _] = plan::asterisk_double_files(&files.asterisk_double);
+                write_file(&calls, b"0\n", 0o644)?;
+                write_file(&unit, b"inactive\n", 0o644)?;
+            }
             if opts.pbx == Pbx::Kamailio {
                 write_file(&files.kamailio_config, plan::kamailio_config(node).as_bytes(), 0o644)?;
                 std::fs::create_dir_all(&files.kamailio_run)
@@ -306,6 +332,15 @@ impl Lab {
             .try_clone()
             .map_err(|e| Error::io(format!("opening {}", files.log.display()), e))?;
         let mut cmd = std::process::Command::new("ip");
+        // The Asterisk double, when the lab has one, answers for `asterisk` and `systemctl`.
+        let double = files.asterisk_double.join("bin");
+        if double.is_dir() {
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            let paths = std::iter::once(double).chain(std::env::split_paths(&path));
+            let joined = std::env::join_paths(paths)
+                .map_err(|e| lab_err(format!("PATH for {}'s daemon: {e}", node.name())))?;
+            cmd.env("PATH", joined);
+        }
         cmd.args(["netns", "exec", &self.names.ns(node)])
             .arg(exe)
             .args(["run", "--config"])
@@ -498,6 +533,66 @@ impl Lab {
         self.set_links(member, "down").await
     }
 
+    /// Signals `node`'s daemon alone, by the PID `up` or `revive` recorded: SIGSTOP and
+    /// SIGCONT freeze and resume it, SIGKILL crashes it while what it started and the
+    /// addresses it added stay (unless they die with it). Returns the PID.
+    pub fn signal_daemon(&self, node: Member, signal: nix::sys::signal::Signal) -> Result<i32, Error> {
+        let pid = self.daemon_pid(node)?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+            .map_err(|e| lab_err(format!("sending {signal} to {node}'s daemon (pid {pid}): {e}")))?;
+        Ok(pid)
+    }
+
+    /// Kills `node`'s PBX alone (SIGKILL to the daemon's children: the exec service's
+    /// process; a PBX that forks workers of its own may leave them), as a crash the daemon
+    /// must notice. Returns the PIDs killed.
+    pub async fn kill_pbx(&self, node: Member) -> Result<Vec<i32>, Error> {
+        let daemon = self.daemon_pid(node)?;
+        let children: Vec<i32> = self
+            .namespace_pids(&self.names.ns(node))
+            .await?
+            .into_iter()
+            .filter(|pid| parent_of(*pid) == Some(daemon))
+            .collect();
+        if children.is_empty() {
+            return Err(lab_err(format!("{node}'s daemon (pid {daemon}) runs no PBX right now")));
+        }
+        terminate(&children, Duration::ZERO).await;
+        Ok(children)
+    }
+
+    /// The PID of `node`'s running daemon, from its PID file; refused when that process is
+    /// gone or no longer ours (its command line does not name the state directory).
+    fn daemon_pid(&self, node: Member) -> Result<i32, Error> {
+        if !node.is_node() {
+            return Err(lab_err(format!("{node} is not a cluster node; only a and b run pbxha")));
+        }
+        let path = NodeFiles::new(&self.state_dir, node).pid;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Error::io(format!("reading {}; is the lab up?", path.display()), e))?;
+        let pid: i32 = text
+            .trim()
+            .parse()
+            .map_err(|e| lab_err(format!("{}: not a PID ({e})", path.display())))?;
+        if !self.recorded_pids().contains(&pid) || !alive(pid) {
+            return Err(lab_err(format!("{node}'s daemon (pid {pid} in {}) is not running", path.display())));
+        }
+        Ok(pid)
+    }
+
+    /// Sets how many active calls `node`'s Asterisk double reports.
+    pub fn set_calls(&self, node: Member, calls: u32) -> Result<(), Error> {
+        let dir = NodeFiles::new(&self.state_dir, node).asterisk_double;
+        if !dir.is_dir() {
+            return Err(lab_err(format!(
+                "{node} has no Asterisk double ({} is missing); bring the lab up with `--asterisk-double`",
+                dir.display()
+            )));
+        }
+        let [path, _, _] = plan::asterisk_double_files(&dir);
+        write_file(&path, format!("{calls}\n").as_bytes(), 0o644)
+    }
+
     /// Brings `member` back: interfaces up and, for a node of a lab built with daemons, its
     /// daemon started again (its PID is returned).
     pub async fn revive(&self, member: Member) -> Result<Option<u32>, Error> {
@@ -612,6 +707,13 @@ fn alive(pid: i32) -> bool {
         }
         Err(_) => false,
     }
+}
+
+/// The parent PID from /proc/PID/stat (the field after the state letter).
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// SIGTERM to every PID, SIGKILL to those still there after `grace` (at once when zero),

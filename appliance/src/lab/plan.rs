@@ -7,10 +7,14 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::fsm::OnIsolation;
+
 /// The virtual IP the cluster moves between a and b.
 pub const VIP: &str = "198.51.100.100";
 /// The public gateway, which is also the nodes' ping target.
 pub const GATEWAY: &str = "198.51.100.1";
+/// The heartbeat port of every lab link (heartbeat's well-known port 694).
+pub const HEARTBEAT_PORT: u16 = 694;
 /// The VIP's SIP port (RFC 3261 §19.1.2 default).
 pub const SIP_PORT: u16 = 5060;
 /// The namespace name prefix of the real lab; tests use their own.
@@ -250,6 +254,10 @@ pub enum Partition {
     Hb,
     Public,
     All,
+    /// Heartbeats in are dropped on every link while the node still sends its own: the
+    /// one-way loss of issue 10 (3), where the node thinks its peer dead and the peer
+    /// still hears it.
+    OneWay,
 }
 
 impl FromStr for Partition {
@@ -260,13 +268,15 @@ impl FromStr for Partition {
             "hb" => Ok(Partition::Hb),
             "public" => Ok(Partition::Public),
             "all" => Ok(Partition::All),
-            _ => Err(format!("unknown partition `{s}` (one of hb, public, all)")),
+            "one-way" => Ok(Partition::OneWay),
+            _ => Err(format!("unknown partition `{s}` (one of hb, public, all, one-way)")),
         }
     }
 }
 
 /// The iptables rule specs (without `-A`/`-C`) that cut `which` links of `member`: DROP in
-/// and out on each interface, so neither heartbeats nor ARP-answering traffic pass.
+/// and out on each interface, so neither heartbeats nor ARP-answering traffic pass; for
+/// [`Partition::OneWay`], only heartbeats coming in.
 pub fn partition_rules(which: Partition, member: Member) -> Result<Vec<Vec<String>>, String> {
     let ports: Vec<&Port> = member
         .ports()
@@ -274,18 +284,31 @@ pub fn partition_rules(which: Partition, member: Member) -> Result<Vec<Vec<Strin
             Partition::Hb => p.bridge == Bridge::Heartbeat,
             Partition::Public => p.bridge == Bridge::Public,
             Partition::All => true,
+            Partition::OneWay => member.is_node(),
         })
         .collect();
     if ports.is_empty() {
         return Err(format!("{member} has no interface on the {which:?} link"));
     }
+    let heartbeat_port = HEARTBEAT_PORT.to_string();
     Ok(ports
         .iter()
-        .flat_map(|p| {
-            [
+        .flat_map(|p| match which {
+            Partition::OneWay => vec![argv(&[
+                "INPUT",
+                "-i",
+                p.ifname,
+                "-p",
+                "udp",
+                "--dport",
+                &heartbeat_port,
+                "-j",
+                "DROP",
+            ])],
+            _ => vec![
                 argv(&["INPUT", "-i", p.ifname, "-j", "DROP"]),
                 argv(&["OUTPUT", "-o", p.ifname, "-j", "DROP"]),
-            ]
+            ],
         })
         .collect())
 }
@@ -347,6 +370,9 @@ pub struct NodeFiles {
     pub kamailio_config: PathBuf,
     /// kamailio's runtime directory (`-Y`), which must exist before it starts.
     pub kamailio_run: PathBuf,
+    /// The Asterisk double of `up --asterisk-double`: `bin/` (put first on the daemon's
+    /// PATH), the call count it reports (`calls`), its unit state and every command it got.
+    pub asterisk_double: PathBuf,
 }
 
 impl NodeFiles {
@@ -360,6 +386,7 @@ impl NodeFiles {
             state_db: state_dir.join(format!("{n}.db")),
             kamailio_config: state_dir.join(format!("kamailio-{n}.cfg")),
             kamailio_run: state_dir.join(format!("kamailio-{n}")),
+            asterisk_double: state_dir.join(format!("asterisk-{n}")),
         }
     }
 }
@@ -433,8 +460,81 @@ request_route {{
     )
 }
 
+/// How long a planned move waits for calls to end with the Asterisk double: long enough
+/// that a test sees the drain under way and can break the peer meanwhile.
+pub const DOUBLE_DRAIN_TIMEOUT_MS: u64 = 60_000;
+
+/// The call count file, unit state file and command log of an Asterisk double in `dir`.
+pub fn asterisk_double_files(dir: &Path) -> [PathBuf; 3] {
+    [dir.join("calls"), dir.join("unit"), dir.join("commands.log")]
+}
+
+/// The `systemctl` and `asterisk` stand-ins of `up --asterisk-double`, as (file name,
+/// script), for a `pbx` member whose drain has calls to wait for: neither Asterisk nor
+/// systemd exists here. They answer the commands pbxha's Asterisk adapter runs with the
+/// output the real tools print (`core show channels count`: Asterisk's main/cli.c
+/// handle_chanlist; `dialplan set global`: pbx.c handle_set_global; `systemctl is-active`:
+/// the state word, exit 3 when not active) and log each command they get.
+pub fn asterisk_double_scripts(dir: &Path) -> [(&'static str, String); 2] {
+    let [calls, unit, log] = asterisk_double_files(dir).map(|p| sh_quote(&p.to_string_lossy()));
+    let systemctl = format!(
+        r#"#!/bin/sh
+# pbxha lab: systemctl for the Asterisk double (no systemd here).
+echo "systemctl $*" >> {log}
+case "$1" in
+  start) echo active > {unit} ;;
+  stop) echo inactive > {unit} ;;
+  is-active)
+    state=$(cat {unit} 2>/dev/null || echo inactive)
+    echo "$state"
+    [ "$state" = active ] || exit 3 ;;
+  *) echo "lab systemctl double: unsupported: $*" >&2; exit 1 ;;
+esac
+"#
+    );
+    let asterisk = format!(
+        r#"#!/bin/sh
+# pbxha lab: `asterisk -rx` of the Asterisk double, answering as Asterisk does.
+echo "asterisk $*" >> {log}
+if [ "$1" != "-rx" ]; then echo "lab asterisk double: only -rx: $*" >&2; exit 1; fi
+case "$2" in
+  "core show channels count")
+    n=$(cat {calls} 2>/dev/null || echo 0)
+    if [ "$n" = 1 ]; then word=call; else word=calls; fi
+    printf '%s active channels
+%s active %s
+0 calls processed
+' "$((n * 2))" "$n" "$word" ;;
+  "dialplan set global PBXHA_DRAINING "*)
+    printf "
+    -- Global variable 'PBXHA_DRAINING' set to '%s'
+" "${{2##* }}" ;;
+  "core abort shutdown") ;;
+  *) printf "No such command '%s' (type 'core show help %s' for other possible commands)
+" "$2" "$2" ;;
+esac
+"#
+    );
+    [("systemctl", systemctl), ("asterisk", asterisk)]
+}
+
+/// A single-quoted sh word.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
 /// The daemon config for `node` (identical for a and b but for the node's own paths).
-pub fn node_config(node: Member, state_dir: &Path, profile: Profile, pbx: Pbx, exe: &Path) -> String {
+/// `asterisk_double` adds a `pbx` member driven through the Asterisk double and a call
+/// drain of [`DOUBLE_DRAIN_TIMEOUT_MS`].
+pub fn node_config(
+    node: Member,
+    state_dir: &Path,
+    profile: Profile,
+    pbx: Pbx,
+    on_isolation: OnIsolation,
+    asterisk_double: bool,
+    exe: &Path,
+) -> String {
     // (interval, deadtime, warntime, initdead) in ms; initdead leaves room for both
     // daemons of a freshly built lab to start.
     let (interval, deadtime, warntime, initdead) = match profile {
@@ -486,7 +586,7 @@ interval = {interval}
 deadtime = {deadtime}
 warntime = {warntime}
 initdead = {initdead}
-port = 694
+port = {HEARTBEAT_PORT}
 
 [[node]]
 name = "a"
@@ -500,7 +600,7 @@ id = 2
 name = "hb"
 mode = "ucast"
 interface = "hb0"
-port = 694
+port = {HEARTBEAT_PORT}
 
 [link.addresses]
 {hb_addresses}
@@ -509,7 +609,7 @@ port = 694
 name = "pub"
 mode = "ucast"
 interface = "pub0"
-port = 694
+port = {HEARTBEAT_PORT}
 
 [link.addresses]
 {pub_addresses}
@@ -520,11 +620,14 @@ interval = {ping_interval}
 timeout = {ping_timeout}
 rise = {rise}
 fall = {fall}
+on-isolation = "{on_isolation}"
 
+# restart-window is also the failure-timeout after which a member that ran out of restarts
+# is tried again when no peer takes over: short, so a test sees it happen.
 [group]
 max-restarts = 2
-restart-window = 60000
-
+restart-window = 10000
+{drain}
 [[resource]]
 name = "vip"
 kind = "vip"
@@ -564,7 +667,7 @@ timeout = {sip_timeout}
 rise = 1
 fall = {sip_fall}
 
-[paths]
+{double_member}[paths]
 state-db = {state_db}
 control-socket = {control_socket}
 "#,
@@ -574,6 +677,18 @@ control-socket = {control_socket}
         gateway = q(GATEWAY),
         state_db = path_str(&files.state_db),
         control_socket = path_str(&files.control_socket),
+        on_isolation = on_isolation.as_str(),
+        drain = if asterisk_double {
+            format!("drain-timeout = {DOUBLE_DRAIN_TIMEOUT_MS}\n")
+        } else {
+            String::new()
+        },
+        double_member = if asterisk_double {
+            "# Calls to drain: an Asterisk double (`pbxha lab up --asterisk-double`).\n\
+             [[resource]]\nname = \"asterisk\"\nkind = \"pbx\"\npbx = \"asterisk\"\nunit = \"asterisk\"\n\n"
+        } else {
+            ""
+        },
     )
 }
 

@@ -5,7 +5,7 @@ use pbxha_runner::{Output, RunError, SystemRunner};
 
 use super::plan::*;
 use super::*;
-use crate::config::{Cidr, ResourceKind, ServiceConfig};
+use crate::config::{Cidr, OnIsolation, ResourceKind, ServiceConfig};
 
 // ---- pure parts ----
 
@@ -19,12 +19,21 @@ fn generated_configs_parse_and_validate() {
     )
     .unwrap();
     let exe = Path::new("/usr/local/bin/pbx ha");
-    for profile in [Profile::Default, Profile::Fast] {
+    let isolation = [OnIsolation::Release, OnIsolation::Keep].into_iter().cycle();
+    for (profile, on_isolation) in [Profile::Default, Profile::Fast].into_iter().zip(isolation) {
         for pbx in [Pbx::Builtin, Pbx::Kamailio] {
             for node in Member::NODES {
-                let text = node_config(node, dir.path(), profile, pbx, exe);
+                // With the Asterisk double on the default profile, so both shapes are checked.
+                let double = profile == Profile::Default;
+                let text = node_config(node, dir.path(), profile, pbx, on_isolation, double, exe);
                 let config = crate::config::parse(&text).unwrap_or_else(|p| panic!("{p:?}\n{text}"));
                 assert_eq!(config.validate(), vec![], "{text}");
+                assert_eq!(config.ping.on_isolation, on_isolation);
+                let pbx_members = config.resources.iter().filter(|r| matches!(r.kind, ResourceKind::Pbx(_))).count();
+                assert_eq!(pbx_members, usize::from(double), "{text}");
+                if double {
+                    assert_eq!(config.group.drain_timeout, Duration::from_millis(DOUBLE_DRAIN_TIMEOUT_MS));
+                }
                 let ms = config.heartbeat.interval.as_millis();
                 assert_eq!(ms, if profile == Profile::Fast { 50 } else { 200 });
                 assert_eq!(config.links.len(), 2);
@@ -64,6 +73,34 @@ fn generated_configs_parse_and_validate() {
             }
         }
     }
+}
+
+/// The Asterisk double's scripts, run for real by sh, answer as pbxha's Asterisk adapter
+/// and systemd's `is-active` contract expect.
+#[test]
+fn the_asterisk_double_answers_like_asterisk_and_systemctl() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for (name, script) in asterisk_double_scripts(dir.path()) {
+        write_file(&bin.join(name), script.as_bytes(), 0o755).unwrap();
+    }
+    let run = |argv: &[&str]| std::process::Command::new(bin.join(argv[0])).args(&argv[1..]).output().unwrap();
+    let [calls, _, log] = asterisk_double_files(dir.path());
+    for n in [0u32, 1, 3] {
+        std::fs::write(&calls, format!("{n}\n")).unwrap();
+        let out = run(&["asterisk", "-rx", "core show channels count"]);
+        let count = pbxha_telephony::asterisk::parse_channels_count(&String::from_utf8_lossy(&out.stdout)).unwrap();
+        assert_eq!((count.calls, count.channels), (n, 2 * n));
+    }
+    let set = run(&["asterisk", "-rx", "dialplan set global PBXHA_DRAINING 0"]);
+    assert_eq!(String::from_utf8_lossy(&set.stdout), "\n    -- Global variable 'PBXHA_DRAINING' set to '0'\n");
+    assert_eq!(run(&["systemctl", "is-active", "asterisk"]).status.code(), Some(3));
+    assert!(run(&["systemctl", "start", "asterisk"]).status.success());
+    let active = run(&["systemctl", "is-active", "asterisk"]);
+    assert_eq!((active.status.code(), String::from_utf8_lossy(&active.stdout).trim()), (Some(0), "active"));
+    let commands = std::fs::read_to_string(log).unwrap();
+    assert!(commands.contains("asterisk -rx dialplan set global PBXHA_DRAINING 0\nsystemctl is-active asterisk\n"), "{commands}");
 }
 
 #[test]
@@ -115,6 +152,15 @@ fn partitions_cut_the_named_links_only() {
     assert_eq!(partition_rules(Partition::All, Member::B).unwrap().len(), 4);
     assert_eq!(partition_rules(Partition::Public, Member::Client).unwrap().len(), 2);
     assert!(partition_rules(Partition::Hb, Member::Gw).unwrap_err().contains("gw"));
+    // One-way: only heartbeats in, on both links; the node's own heartbeats still leave.
+    assert_eq!(
+        partition_rules(Partition::OneWay, Member::B).unwrap(),
+        [
+            ["INPUT", "-i", "pub0", "-p", "udp", "--dport", "694", "-j", "DROP"],
+            ["INPUT", "-i", "hb0", "-p", "udp", "--dport", "694", "-j", "DROP"]
+        ]
+    );
+    assert!(partition_rules(Partition::OneWay, Member::Client).is_err());
 }
 
 #[test]
@@ -122,6 +168,7 @@ fn names_parse_with_clear_errors() {
     assert_eq!("client".parse::<Member>(), Ok(Member::Client));
     assert!("c".parse::<Member>().unwrap_err().contains("one of a, b, client, gw"));
     assert_eq!("public".parse::<Partition>(), Ok(Partition::Public));
+    assert_eq!("one-way".parse::<Partition>(), Ok(Partition::OneWay));
     assert!("fast".parse::<Profile>().is_ok() && "slow".parse::<Profile>().is_err());
     assert!("kamailio".parse::<Pbx>().is_ok() && "asterisk".parse::<Pbx>().is_err());
 }
