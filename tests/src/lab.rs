@@ -93,6 +93,11 @@ impl TestLab {
         other(self.primary)
     }
 
+    /// Every PID `lab status` has shown so far.
+    pub fn seen_pids(&self) -> BTreeSet<u32> {
+        self.seen_pids.borrow().clone()
+    }
+
     pub fn state_dir(&self) -> PathBuf {
         self.tmp.path().join("lab")
     }

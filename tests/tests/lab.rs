@@ -12,7 +12,8 @@
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use pbxha_tests::lab::*;
 use pbxha_tests::*;
@@ -540,7 +541,7 @@ fn down_after_kill_and_revive_leaves_no_process_and_up_starts_clean() {
     lab.lab_ok(&["revive", "a"]);
     wait_for(SETTLE, "a's revived daemon to answer", || (lab.role("a") != "down").then_some(()));
     lab.status();
-    let pids = lab.seen_pids.borrow().clone();
+    let pids = lab.seen_pids();
     let daemons: Vec<u32> = ["a", "b"]
         .iter()
         .filter_map(|n| std::fs::read_to_string(lab.state_dir().join(format!("{n}.pid"))).ok()?.trim().parse().ok())
