@@ -152,7 +152,7 @@ struct Daemon {
     fencing: crate::fence::Fencing,
     /// The first `drbd` resource as last read here, for the heartbeat and split-brain alerts.
     drbd: crate::fence::LocalDrbd,
-    /// Failovers taken and switchovers refused, for /metrics.
+    /// Failovers taken, takeovers and switchovers refused, for /metrics.
     failover_counts: crate::metrics::FailoverCounts,
 }
 
@@ -692,7 +692,7 @@ impl Daemon {
         };
         if let Some(why) = self.fsm.refuse(&admin) {
             if matches!(admin, Admin::Switchover { .. }) {
-                self.failover_counts.refused += 1;
+                self.failover_counts.switchovers_refused += 1;
             }
             return Reply { ok: false, message: format!("refused: {why}"), status: None };
         }
@@ -794,7 +794,7 @@ impl Daemon {
         let Some(mut ctx) = self.failover.take() else { return };
         // A failed or refused takeover is always worth a report; it also leaves the old
         // primary the old primary, so the takeover that follows is reported as a failover.
-        let failed = entries.last().is_some_and(|e| e.message == "takeover failed");
+        let failed = crate::notify::takeover_failed(entries);
         if ctx.old_primary.is_none() && !failed {
             tracing::info!("cold start: the group was not held before, no switchover report");
             return;

@@ -294,10 +294,15 @@ pub fn calls_at_takeover(ctx: &FailoverContext) -> Option<String> {
     })
 }
 
+/// Whether a finished timeline is a takeover that did not get the group running.
+pub fn takeover_failed(entries: &[Entry]) -> bool {
+    entries.last().is_some_and(|e| e.message == crate::fsm::TAKEOVER_FAILED)
+}
+
 /// The switchover report for a finished timeline (`entries` from [`Timeline::observe`]).
 pub fn switchover_report(cluster: &str, local: &str, entries: &[Entry], ctx: &FailoverContext) -> SwitchoverReport {
     let begin = entries.iter().find(|e| e.kind == Kind::Record(RecordKind::FailoverBegin));
-    let failed = entries.last().is_some_and(|e| e.message == "takeover failed");
+    let failed = takeover_failed(entries);
     let why =
         begin.map_or("unknown", |b| b.message.strip_prefix(&format!("{local} takes over: ")).unwrap_or(&b.message));
     SwitchoverReport {

@@ -184,3 +184,6 @@ pub fn run_daemon(config: &Path, node: &str, log: &Path) -> Guard {
 
 /// A group member that is a plain long-lived process, for configs that need one resource.
 pub const SLEEPING_WORKER: &str = "[[resource]]\nname = \"worker\"\nkind = \"service\"\nexec = [\"sleep\", \"600\"]\n";
+
+/// Shared by the loopback and lab tests of the `[http]` endpoint.
+pub mod web;

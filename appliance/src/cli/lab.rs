@@ -148,6 +148,8 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             println!("  {exe} lab kill {holder:<8}           # node death: watch the other node take over");
             println!("  {exe} lab switchover             # planned move");
             println!("  {exe} lab partition hb a         # cut the heartbeat link: no failover (the public link still carries heartbeats)");
+            let web = pbxha_appliance::lab::plan::http_endpoint(Member::A);
+            println!("  {exe} lab exec client -- curl -s http://{web}/metrics    # a's Prometheus metrics; / is its status page");
             println!("  {exe} lab down                   # remove everything");
             Ok(ExitCode::SUCCESS)
         }

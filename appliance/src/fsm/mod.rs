@@ -28,6 +28,11 @@ const SHUTDOWN_STOP_RETRY: Duration = Duration::from_secs(1);
 /// `ExecStopPost=` removes them; the takeover follows within this time of the VIP falling
 /// silent.
 pub const VIP_REPROBE: Duration = Duration::from_secs(1);
+/// How the `SplitBrain` record of a takeover the VIP guard refused begins; the metrics
+/// tell a refused takeover from a failed one by it.
+pub const REFUSED_THE_GROUP: &str = "refused the group";
+/// The `FailoverEnd` message of a takeover that did not get the group running.
+pub const TAKEOVER_FAILED: &str = "takeover failed";
 
 /// What a primary does when it is cut off from everything at once: every heartbeat link
 /// silent and no ping target answering (`[ping] on-isolation`).
@@ -556,7 +561,7 @@ impl Node {
                 }
                 let until = Some(now + self.p.failure_timeout);
                 if conflict {
-                    record(out, RecordKind::SplitBrain, format!("refused the group: {reason}; probing the VIP every {} ms", VIP_REPROBE.as_millis()));
+                    record(out, RecordKind::SplitBrain, format!("{REFUSED_THE_GROUP}: {reason}; probing the VIP every {} ms", VIP_REPROBE.as_millis()));
                     self.refused = Some(Refusal { since: now, probes: 0, diagnosed: false });
                     self.next_vip_probe = Some(now + VIP_REPROBE);
                     self.set_fault(Fault::VipConflict(reason), true, None, out);
@@ -566,7 +571,7 @@ impl Node {
                 }
                 if self.failover_open {
                     self.failover_open = false;
-                    record(out, RecordKind::FailoverEnd, "takeover failed".into());
+                    record(out, RecordKind::FailoverEnd, TAKEOVER_FAILED.into());
                 }
                 out.push(Action::Announce);
             }

@@ -558,6 +558,7 @@ pub fn node_config(
         Profile::Default => (1000, 1000, 3),
         Profile::Fast => (500, 500, 2),
     };
+    let http_listen = http_endpoint(node);
     let files = NodeFiles::new(state_dir, node);
     let addresses = |bridge: Bridge| {
         Member::NODES
@@ -670,6 +671,12 @@ fall = {sip_fall}
 {double_member}[paths]
 state-db = {state_db}
 control-socket = {control_socket}
+
+# The status page, /metrics and /status.json, for the lab's public segment (a browser or a
+# scraper in the client namespace: `pbxha lab exec client -- curl http://{http_listen}/metrics`).
+[http]
+listen = "{http_listen}"
+allow = ["{PUBLIC_NET}"]
 "#,
         auth = path_str(&state_dir.join(AUTH_KEY_FILE)),
         hb_addresses = addresses(Bridge::Heartbeat),
@@ -690,6 +697,20 @@ control-socket = {control_socket}
             ""
         },
     )
+}
+
+/// The lab's public segment, which the nodes' HTTP endpoints let in.
+pub const PUBLIC_NET: &str = "198.51.100.0/24";
+/// The `[http]` port: the product's default.
+pub const HTTP_PORT: u16 = crate::config::DEFAULT_HTTP_LISTEN.port();
+
+/// Where `node`'s status page and `/metrics` listen: its public address, so a client on the
+/// segment reaches them as an operator's browser or Prometheus would.
+pub fn http_endpoint(node: Member) -> std::net::SocketAddr {
+    let ip = address_of(node, Bridge::Public)
+        .and_then(|a| a.parse().ok())
+        .expect("every lab member has a public address in PORTS");
+    std::net::SocketAddr::new(ip, HTTP_PORT)
 }
 
 /// One interface as `ip -j addr` shows it.

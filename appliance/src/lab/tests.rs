@@ -45,6 +45,10 @@ fn generated_configs_parse_and_validate() {
                     "198.51.100.11/24".parse::<Cidr>().unwrap()
                 );
                 assert_eq!(config.paths.control_socket, dir.path().join(format!("{node}.sock")));
+                let http = config.http.as_ref().expect("the lab's nodes serve [http]");
+                assert_eq!(http.listen, http_endpoint(node));
+                assert_eq!(http.listen.ip().to_string(), address_of(node, Bridge::Public).unwrap());
+                assert_eq!(http.allow, ["198.51.100.0/24".parse::<Cidr>().unwrap()]);
                 let sip = config.resources.iter().find(|r| r.name == "sip").unwrap();
                 let ResourceKind::Service(ServiceConfig::Exec { argv, .. }) = &sip.kind else {
                     panic!("{:?}", sip.kind)
