@@ -109,7 +109,7 @@ fn checks_probes_the_outbox_and_status_json_are_served() {
     if !require(have("promtool"), "promtool (Debian package prometheus)") {
         return;
     }
-    let pair = Pair::new(29642);
+    let pair = Pair::new(free_udp_port());
     let _a = pair.start("a");
     let _b = pair.start("b");
     pair.settled();
@@ -194,7 +194,7 @@ fn late_heartbeats(log: &Path) -> usize {
 
 #[test]
 fn hostile_clients_never_delay_a_heartbeat() {
-    let pair = Pair::new(29742);
+    let pair = Pair::new(free_udp_port());
     let a = pair.start("a");
     let _b = pair.start("b");
     pair.settled();
