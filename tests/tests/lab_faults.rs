@@ -322,8 +322,14 @@ fn one_way_heartbeat_loss_moves_nothing() {
     wait_for(SETTLE, &format!("{s} to declare {p} dead"), || {
         (peer_alive(lab, s) == Some(false)).then_some(())
     });
-    // The primary still hears the secondary: the loss is one-way.
+    // The primary still hears the secondary: the loss is one-way, and the heartbeats' echo
+    // tells the primary so, on every link.
     assert_eq!(peer_alive(lab, p), Some(true), "{}", lab.logs());
+    wait_for(SETTLE, &format!("{p} to report its links one-way"), || {
+        let links = lab.node(p)?["links"].as_array()?.clone();
+        (!links.is_empty() && links.iter().all(|l| l["one_way"] == true)).then_some(())
+    });
+    assert!(node_log(lab, p).contains("is one-way"), "{}", lab.logs());
     wait_for(SETTLE, &format!("{s}'s takeover to be refused"), || {
         node_log(lab, s).contains("refused the group").then_some(())
     });
