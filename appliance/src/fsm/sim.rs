@@ -65,8 +65,75 @@ impl Pinger {
     }
 }
 
+/// The simulated wall clock at the start, unix seconds: what boot counters are seeded from.
+const EPOCH_SECS: u64 = 1_790_000_000;
+
+/// Heartbeats between the two nodes go through the membership layer's own replay rules:
+/// each node's boot counter comes from `boot::next` (the stored counter and its wall clock,
+/// which may be set wrong), and each receiver's `Tracker` judges every packet.
+pub(super) struct Membership {
+    /// The counter each node's current start sends, and the one it stored.
+    boot: [u64; 2],
+    stored: [Option<u64>; 2],
+    /// Seconds each node's wall clock is off.
+    pub clock_offset: [i64; 2],
+    /// Next sequence per node and link.
+    sequence: [Vec<u64>; 2],
+    /// Node n's tracker of the packets it receives.
+    trackers: [crate::membership::tracker::Tracker; 2],
+    /// Packets the trackers dropped, per receiving node.
+    pub dropped: [u64; 2],
+}
+
+impl Membership {
+    fn new(links: usize) -> Membership {
+        let boot = [EPOCH_SECS, EPOCH_SECS];
+        Membership {
+            boot,
+            stored: [Some(boot[0]), Some(boot[1])],
+            clock_offset: [0, 0],
+            sequence: [vec![0; links], vec![0; links]],
+            trackers: [0, 1].map(|n| crate::membership::tracker::Tracker::new(n as u16 + 1, boot[n], 2 - n as u16, links)),
+            dropped: [0, 0],
+        }
+    }
+
+    /// Node n starts again at `elapsed` into the run: a new counter, stored, and a fresh
+    /// tracker of its own; its peer's tracker keeps what it knew.
+    fn restart(&mut self, n: usize, elapsed: Duration) {
+        let wall = (EPOCH_SECS + elapsed.as_secs()).saturating_add_signed(self.clock_offset[n]);
+        self.boot[n] = crate::membership::boot::next(self.stored[n], wall);
+        self.stored[n] = Some(self.boot[n]);
+        let links = self.sequence[n].len();
+        self.sequence[n] = vec![0; links];
+        self.trackers[n] = crate::membership::tracker::Tracker::new(n as u16 + 1, self.boot[n], 2 - n as u16, links);
+    }
+
+    /// Whether node `to` accepts the next packet `from` sends on `link`.
+    fn deliver(&mut self, from: usize, link: usize, now: Instant) -> bool {
+        self.sequence[from][link] += 1;
+        let header = crate::membership::packet::Header {
+            cluster_id: 1,
+            node_id: from as u16 + 1,
+            link: link as u8,
+            boot: self.boot[from],
+            sequence: self.sequence[from][link],
+            echo: Default::default(),
+        };
+        let to = 1 - from;
+        let accepted = matches!(self.trackers[to].check(link, &header, now), crate::membership::tracker::Verdict::Accepted { .. });
+        if !accepted {
+            self.dropped[to] += 1;
+        }
+        accepted
+    }
+}
+
 pub(super) struct Sim {
     pub now: Instant,
+    /// When the run began, for the simulated wall clock.
+    began: Instant,
+    pub membership: Membership,
     pub nodes: [Node; 2],
     /// The daemon runs (sends heartbeats, receives events).
     pub alive: [bool; 2],
@@ -111,8 +178,11 @@ pub(super) struct Sim {
 impl Sim {
     pub fn new(pa: Params, pb: Params) -> Sim {
         let now = Instant::now();
+        let links = pa.link_names.len();
         Sim {
             now,
+            began: now,
+            membership: Membership::new(links),
             nodes: [Node::new(pa, now), Node::new(pb, now)],
             alive: [true, true],
             frozen_until: [None, None],
@@ -237,7 +307,7 @@ impl Sim {
         }
         let summary = self.nodes[from].summary();
         for link in 0..self.link_up.len() {
-            if self.link_up[link][from] {
+            if self.link_up[link][from] && self.membership.deliver(from, link, self.now) {
                 let hears_us = self.nodes[from].hears_peer_on(link, self.now);
                 // Delivered on the next step, like a packet on a LAN.
                 self.pending.push_back((self.now, 1 - from, Event::Heartbeat { link, summary, hears_us }));
@@ -335,6 +405,7 @@ impl Sim {
     }
 
     pub fn revive(&mut self, n: usize, p: Params) {
+        self.membership.restart(n, self.now - self.began);
         self.nodes[n] = Node::new(p, self.now);
         self.alive[n] = true;
         if let Some(pinger) = self.pinger[n].as_mut() {
