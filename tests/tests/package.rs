@@ -1,6 +1,7 @@
-//! The Debian package `scripts/package` builds (scripts/test-all builds it once, in release
-//! mode, before the tests): its file list and fields, lintian, and a real `dpkg -i` and
-//! `dpkg -r` on this machine that must leave the operator's /etc/pbxha alone.
+//! The Debian package `scripts/package` builds (scripts/test-all builds it once, from the
+//! debug build, before the tests; a release is the same packaging around an optimised
+//! binary): its file list and fields, lintian, and a real `dpkg -i` and `dpkg -r` on this
+//! machine that must leave the operator's /etc/pbxha alone.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
