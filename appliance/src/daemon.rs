@@ -194,7 +194,8 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let timeline = Timeline::default();
     let mut probes = crate::probes::Probes::start(&config.probes).await?;
     let fencing = crate::fence::Fencing::default();
-    let group = new_group(&config, &local.name, runner.clone(), journal.clone(), timeline.clone(), events_tx.clone(), &probes, fencing.view())?;
+    let wiring = GroupWiring { runner: &runner, journal: &journal, timeline: &timeline, events: &events_tx, probes: &probes, drbd_view: fencing.view() };
+    let group = new_group(&config, &local.name, wiring)?;
     // Like Pacemaker's start-up probe: a daemon that crashed may have left the VIP or the PBX
     // running. Stop everything before joining, or the peer and this node would both hold it.
     let leftover = clean_start(&group, &mut events_rx, shutdown_budget(&config)).await;
@@ -425,17 +426,19 @@ fn tick_period(config: &Config) -> Duration {
     (config.heartbeat.interval / 10).clamp(Duration::from_millis(5), Duration::from_millis(50))
 }
 
-fn new_group(
-    config: &Config,
-    local: &str,
-    runner: Arc<dyn Runner>,
-    journal: Arc<Journal>,
-    timeline: Timeline,
-    events: mpsc::Sender<Event>,
-    probes: &crate::probes::Probes,
-    drbd_view: &crate::fence::DrbdView,
-) -> Result<GroupHandle, Error> {
-    let members = probes.wrap(build_members(&config.resources, runner, drbd_view)?);
+/// What every resource group the daemon builds is wired to, at start and on a reload.
+struct GroupWiring<'a> {
+    runner: &'a Arc<dyn Runner>,
+    journal: &'a Arc<Journal>,
+    timeline: &'a Timeline,
+    events: &'a mpsc::Sender<Event>,
+    probes: &'a crate::probes::Probes,
+    drbd_view: &'a crate::fence::DrbdView,
+}
+
+fn new_group(config: &Config, local: &str, w: GroupWiring<'_>) -> Result<GroupHandle, Error> {
+    let members = w.probes.wrap(build_members(&config.resources, w.runner.clone(), w.drbd_view)?);
+    let (journal, timeline, events) = (w.journal.clone(), w.timeline.clone(), w.events.clone());
     let node = local.to_string();
     let report = Arc::new(move |r: ResourceReport| {
         let kind = Kind::Resource {
@@ -932,7 +935,15 @@ impl Daemon {
 
     fn apply_pending_resources(&mut self) {
         let Some(config) = self.pending_resources.take() else { return };
-        match new_group(&config, &self.local, self.runner.clone(), self.journal.clone(), self.timeline.clone(), self.events.clone(), &self.probes, self.fencing.view()) {
+        let wiring = GroupWiring {
+            runner: &self.runner,
+            journal: &self.journal,
+            timeline: &self.timeline,
+            events: &self.events,
+            probes: &self.probes,
+            drbd_view: self.fencing.view(),
+        };
+        match new_group(&config, &self.local, wiring) {
             Ok(group) => {
                 self.group = group;
                 self.calls = crate::resources::pbx::CallCounter::spawn(&config.resources, self.runner.clone());

@@ -174,7 +174,7 @@ impl Fencing {
         let mut started = false;
         if self
             .asking
-            .map_or(true, |deadline| now > deadline + STALE_AFTER)
+            .is_none_or(|deadline| now > deadline + STALE_AFTER)
         {
             self.asking = None;
             if peer.alive {
@@ -183,7 +183,7 @@ impl Fencing {
                 tracing::info!(resource, peer = %peer.name, "DRBD fence-peer: asking the peer to outdate its disk");
             }
         }
-        let expired = self.asking.map_or(true, |deadline| now >= deadline);
+        let expired = self.asking.is_none_or(|deadline| now >= deadline);
         let (v, message) = verdict(peer, expired);
         if v != FenceVerdict::Pending {
             started |= self.asking.take().is_some();

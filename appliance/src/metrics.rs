@@ -127,7 +127,7 @@ pub fn render(snap: &Snapshot, now: Instant) -> String {
         }
         received.get_or_create(&label("link", &l.name)).inc_by(l.accepted);
         // The counters' own field names are the reasons, so a new reason shows up here too.
-        if let Ok(serde_json::Value::Object(reasons)) = serde_json::to_value(&l.drops) {
+        if let Ok(serde_json::Value::Object(reasons)) = serde_json::to_value(l.drops) {
             for (reason, n) in reasons {
                 dropped.get_or_create(&label("reason", reason)).inc_by(n.as_u64().unwrap_or(0));
             }

@@ -219,7 +219,7 @@ fn classify(e: &Entry, s: &DaemonStatus) -> (&'static str, String) {
 }
 
 fn timeline(o: &mut String, f: &Failover, s: &DaemonStatus) {
-    let start = f.entries.iter().map(|e| bar_start(e)).min().unwrap_or(0);
+    let start = f.entries.iter().map(bar_start).min().unwrap_or(0);
     let end = f.entries.iter().map(|e| e.at_ms).max().unwrap_or(start);
     let span = end.saturating_sub(start).max(1) as f64;
     let x = |ms: u64| 8.0 + AXIS * (ms.saturating_sub(start) as f64 / span);

@@ -223,7 +223,7 @@ fn mutated_messages_never_panic() {
                     m.drain(at..end);
                 }
                 _ => m
-                    .splice(at..at, std::iter::repeat(rng.gen::<u8>()).take(rng.gen_range(1..40)))
+                    .splice(at..at, std::iter::repeat_n(rng.gen::<u8>(), rng.gen_range(1..40)))
                     .for_each(drop),
             }
         }

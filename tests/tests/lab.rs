@@ -452,7 +452,7 @@ fn forged_and_replayed_heartbeats_are_dropped_and_counted() {
         let before = link_stats(&lab, target, "pub");
         let datagrams = attacks
             .iter()
-            .flat_map(|(_, bytes, times)| std::iter::repeat(bytes.clone()).take(*times as usize))
+            .flat_map(|(_, bytes, times)| std::iter::repeat_n(bytes.clone(), *times as usize))
             .collect();
         let to = SocketAddrV4::new(pub_addr(target).parse().expect("address"), port);
         send_from_ns(&lab.ns("client"), to, CLIENT_PUB, datagrams);
@@ -553,7 +553,7 @@ fn down_after_kill_and_revive_leaves_no_process_and_up_starts_clean() {
     let left: Vec<u32> = pids.iter().copied().filter(|p| Path::new(&format!("/proc/{p}")).exists()).collect();
     assert!(left.is_empty(), "still in the process table right after `lab down`: {left:?}");
     lab.lab_ok(&["up"]);
-    lab.wait_primary(&wait_for(SETTLE, "a node to become primary", || {
+    lab.wait_primary(wait_for(SETTLE, "a node to become primary", || {
         ["a", "b"].into_iter().find(|n| lab.role(n) == "primary")
     }));
     lab.finish();

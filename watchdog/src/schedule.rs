@@ -17,7 +17,7 @@ use croner::Cron;
 #[derive(Clone, Debug)]
 pub enum Schedule {
     /// A crontab line, evaluated in local time.
-    Cron { line: String, cron: Cron },
+    Cron { line: String, cron: Box<Cron> },
     /// Every fixed interval, counted from the previous run.
     Every(Duration),
 }
@@ -54,7 +54,7 @@ impl Schedule {
         let parser =
             CronParser::builder().seconds(Seconds::Disallowed).year(Year::Disallowed).dom_and_dow(false).build();
         let cron = parser.parse(line).map_err(|e| format!("`{line}` is not a valid crontab line: {e}"))?;
-        Ok(Schedule::Cron { line: line.trim().to_string(), cron })
+        Ok(Schedule::Cron { line: line.trim().to_string(), cron: Box::new(cron) })
     }
 
     /// The next run strictly after `now` (for `Every`, `now + interval`). `None` only for a

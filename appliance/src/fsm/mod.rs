@@ -878,7 +878,7 @@ impl Node {
         // Lost ping targets move the group only once the peer has kept its own for the
         // dampen window after our loss: a gateway blip both nodes see must move nothing.
         let dampened = moving.iter().all(|f| **f == Fault::NoConnectivity)
-            && !self.cut_off_since.zip(self.peer_connected_since).is_some_and(|(lost, peer_ok)| now >= lost.max(peer_ok) + self.p.ping_dampen);
+            && self.cut_off_since.zip(self.peer_connected_since).is_none_or(|(lost, peer_ok)| now < lost.max(peer_ok) + self.p.ping_dampen);
         if !moving.is_empty() && !dampened && retry_ok {
             let why: Vec<String> = moving.iter().map(ToString::to_string).collect();
             record(out, RecordKind::Health, format!("handing over to {}: {}", self.p.peer_name, why.join(", ")));

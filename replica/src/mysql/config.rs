@@ -415,10 +415,8 @@ mod tests {
             "{problems:#?}"
         );
         // The local server is reached by socket or loopback: no CA there.
-        let problems = parse(&format!(
-            "mode = \"master-master\"\nserver-id = 1\nadmin-password-file = \"/p\"\n\
-             local = {{ host = \"198.51.100.11\", ca-file = \"/ca.pem\" }}\npeer = {{ host = \"198.51.100.12\" }}\n"
-        ))
+        let problems = parse("mode = \"master-master\"\nserver-id = 1\nadmin-password-file = \"/p\"\n\
+             local = { host = \"198.51.100.11\", ca-file = \"/ca.pem\" }\npeer = { host = \"198.51.100.12\" }\n")
         .unwrap_err();
         assert_eq!(problems[0].key, "mysql.local.ca-file", "{problems:#?}");
     }
