@@ -140,3 +140,53 @@ fn start_daemon_here(config: &std::path::Path, log: &std::path::Path) -> anyhow:
         .context("starting `pbxha run`")?;
     Ok(child.id())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use pbxha_installer::{answers, render};
+
+    use super::*;
+
+    /// The example answers with this node's addresses as the interfaces would give them,
+    /// and a key file below `root`.
+    fn example(root: &std::path::Path) -> answers::Answers {
+        let mut a = answers::parse(include_str!("../../../examples/answers.toml")).unwrap().complete().unwrap();
+        a.public.address = Some("192.168.0.100/24".parse().unwrap());
+        a.heartbeat[0].address = Some("10.1.1.1/24".parse().unwrap());
+        let key = root.join("etc/pbxha/authkey");
+        std::fs::create_dir_all(key.parent().unwrap()).unwrap();
+        std::fs::write(&key, Lent.new_auth_key()).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        a
+    }
+
+    #[test]
+    fn the_generated_config_passes_check_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = example(dir.path());
+        for (storage, mysql) in [
+            (a.storage.clone(), answers::Mysql::Replica),
+            (answers::Storage::None, answers::Mysql::MasterMaster { admin_password_file: "/etc/pbxha/mysql-admin".into() }),
+            (answers::Storage::None, answers::Mysql::None),
+        ] {
+            a.storage = storage;
+            a.mysql = mysql;
+            let text = render::config(&a, &render::group(&a), dir.path());
+            assert_eq!(Lent.check_config(&text, "pbx1"), Vec::<String>::new(), "{text}");
+            assert!(!Lent.check_config(&text, "pbx3").is_empty(), "the node is checked too");
+        }
+        a.timing = answers::Timing::Fast;
+        let text = render::config(&a, &render::group(&a), dir.path());
+        assert_eq!(Lent.check_config(&text, "pbx1"), Vec::<String>::new(), "{text}");
+    }
+
+    #[test]
+    fn keys_are_what_keygen_writes() {
+        let k = Lent.new_auth_key();
+        assert_eq!(k.len(), 65);
+        assert!(k.ends_with('\n') && k.trim().bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(k, Lent.new_auth_key());
+    }
+}
