@@ -110,6 +110,7 @@ async fn perform(env: &Env, app: &dyn Appliance, journal: &Journal, idx: usize, 
             std::fs::create_dir_all(path).map_err(|e| Error::file(path, format!("cannot create: {e}")))
         }
         Action::Run { argv, .. } => run(env, argv).await,
+        Action::Mount { device, mount_point, fstype } => Ok(filesystem(env, device, mount_point, fstype).start().await?),
         Action::Migrate { dirs, replica_root } => {
             let opts = pbxha_replica::migrate::MigrateOptions { dirs: dirs.clone(), replica_root: replica_root.clone(), role: pbxha_replica::migrate::MigrateRole::Primary, progress: true };
             let plan = pbxha_replica::migrate::migrate(&opts)?;
@@ -127,6 +128,18 @@ async fn perform(env: &Env, app: &dyn Appliance, journal: &Journal, idx: usize, 
             write_atomic(path, contents.as_bytes(), 0o644)
         }
     }
+}
+
+fn filesystem(env: &Env, device: &Path, mount_point: &Path, fstype: &str) -> pbxha_replica::filesystem::Filesystem {
+    let spec = pbxha_replica::filesystem::FilesystemSpec {
+        device: device.to_path_buf(),
+        mount_point: mount_point.to_path_buf(),
+        fstype: fstype.to_string(),
+        options: String::new(),
+        fsck: false,
+        kill_grace: pbxha_replica::filesystem::DEFAULT_KILL_GRACE,
+    };
+    pbxha_replica::filesystem::Filesystem::new(spec, env.runner.clone())
 }
 
 /// Puts back what step `idx` recorded: files restored byte for byte, new files and
@@ -172,6 +185,11 @@ pub async fn undo(env: &Env, journal: &Journal, steps: &[Step], progress: &mut d
                 }
                 Action::Run { cannot_undo: Some(why), .. } => notes.push(format!("not undone: {why}")),
                 Action::Run { .. } => {}
+                Action::Mount { device, mount_point, fstype } => {
+                    if let Err(e) = filesystem(env, device, mount_point, fstype).stop().await {
+                        failed.push(e.to_string());
+                    }
+                }
                 Action::Migrate { dirs, .. } => match pbxha_replica::migrate::undo(dirs) {
                     Ok(undone) => notes.extend(undone.iter().filter_map(|u| {
                         let kept = u.replica_copy_kept_at.as_ref()?;

@@ -170,12 +170,18 @@ fn plan_time_problems(app: &dyn Appliance, plan: &plan::Plan) -> Vec<String> {
 /// `pbxha install` (with or without `--answers`, `--yes`, `--dry-run`): preflight, plan,
 /// confirmation, journaled apply; or the resume of a journaled install.
 pub async fn install(env: &Env, app: &dyn Appliance, opts: &Options, term: &mut dyn Terminal) -> Result<Outcome> {
+    let given = opts.answers.as_deref().map(read_answers).transpose()?;
+    let journal_path = env.path(journal::JOURNAL_PATH);
+    if let Some((_, p)) = &given {
+        let missing = p.missing();
+        if !missing.is_empty() && (opts.yes || opts.dry_run) && !journal_path.exists() {
+            return Err(Error::Missing { keys: missing.iter().map(|k| k.to_string()).collect() });
+        }
+    }
     let _lock = match opts.dry_run {
         true => None,
         false => Some(journal::Lock::take(&env.path(journal::LOCK_PATH))?),
     };
-    let given = opts.answers.as_deref().map(read_answers).transpose()?;
-    let journal_path = env.path(journal::JOURNAL_PATH);
     if let Some(j) = journal::Journal::open(&journal_path, false)? {
         if let Some((answers_text, steps)) = j.plan()? {
             return resume(env, app, opts, term, &j, &answers_text, &steps, given.as_ref().map(|g| g.0.as_str())).await;
@@ -183,9 +189,6 @@ pub async fn install(env: &Env, app: &dyn Appliance, opts: &Options, term: &mut 
     }
     let (text, mut partial) = given.unwrap_or_default();
     let missing = partial.missing();
-    if !missing.is_empty() && (opts.yes || opts.answers.is_some() && opts.dry_run) {
-        return Err(Error::Missing { keys: missing.iter().map(|k| k.to_string()).collect() });
-    }
     let mut facts = facts::gather(env, &partial).await;
     if !missing.is_empty() {
         ask_missing(&mut partial, &facts, term)?;

@@ -24,6 +24,9 @@ pub enum Action {
     Mkdir { path: PathBuf },
     /// A command through the runner, with the command that reverses it, or why none can.
     Run { argv: Vec<String>, undo: Option<Vec<String>>, cannot_undo: Option<String> },
+    /// Mounts `device` unless it is mounted there already (the filesystem resource's own
+    /// start and stop, so a resumed step or undo finds its work done instead of failing).
+    Mount { device: PathBuf, mount_point: PathBuf, fstype: String },
     /// `pbxha replica migrate` (primary role) of these directories.
     Migrate { dirs: Vec<PathBuf>, replica_root: PathBuf },
     /// The config, checked with check-config's code, then written: the commit point.
@@ -260,7 +263,7 @@ fn drbd_steps(a: &Answers, d: &crate::answers::DrbdAnswers, f: &Facts, env: &Env
         shows: format!("  creates {mp}\n  runs: mount -t ext4 {} {mp}\n", d.drbd_device),
         actions: vec![
             Action::Mkdir { path: mount_point.clone() },
-            run(&["mount", "-t", "ext4", &d.drbd_device, &mp], Some(&["umount", &mp]), None),
+            Action::Mount { device: d.drbd_device.clone().into(), mount_point, fstype: "ext4".into() },
         ],
         wipes: None,
     });

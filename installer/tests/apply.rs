@@ -199,7 +199,6 @@ async fn drbd_steps_run_in_order_and_a_failing_create_md_stops_the_install() {
     let res = format!("{}/etc/drbd.d/r0.res", root.path().display());
     let r = runner();
     r.on(["drbdadm"], Output::ok(""));
-    r.on(["umount"], Output::ok(""));
     r.on_seq(
         ["drbdadm", "-c", res.as_str(), "create-md"],
         vec![Output { code: 10, stdout: String::new(), stderr: CREATE_MD_TOO_SMALL.into() }, Output { code: 0, stdout: CREATE_MD_OK.into(), stderr: String::new() }],
@@ -233,5 +232,6 @@ async fn drbd_steps_run_in_order_and_a_failing_create_md_stops_the_install() {
         "{undone:?}"
     );
     let tail: Vec<String> = r.argvs()[6..].iter().map(|a| a.replace(&res, "RES").replace(&root.path().display().to_string(), "R")).collect();
-    assert_eq!(tail, ["umount R/replica", "drbdadm -c RES secondary r0", "drbdadm -c RES down r0"]);
+    // The scripted mount mounted nothing, so the filesystem's stop finds nothing to unmount.
+    assert_eq!(tail, ["drbdadm -c RES secondary r0", "drbdadm -c RES down r0"]);
 }
