@@ -14,24 +14,9 @@ use std::str::FromStr;
 
 use toml::{Table, Value};
 
-/// One problem in the answers file: where, what, and how to fix it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problem {
-    /// The key path, e.g. `heartbeat[1].peer-address`.
-    pub key: String,
-    pub message: String,
-    pub hint: Option<String>,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.key, self.message)?;
-        if let Some(hint) = &self.hint {
-            write!(f, " (hint: {hint})")?;
-        }
-        Ok(())
-    }
-}
+/// One problem in the answers file: where, what, and how to fix it. The same type as the
+/// `[mail]` reader's, whose problems the answers file adopts as they are.
+pub use pbxha_watchdog::config::Problem;
 
 /// An address with its prefix length, e.g. `198.51.100.100/24`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -415,9 +400,7 @@ fn read(r: &mut Reader) -> Partial {
             match pbxha_watchdog::config::parse_mail(t, "mail") {
                 Ok(_) => Some(Some(t.clone())),
                 Err(problems) => {
-                    for q in problems {
-                        r.problems.borrow_mut().push(Problem { key: q.key, message: q.message, hint: q.hint });
-                    }
+                    r.problems.borrow_mut().extend(problems);
                     None
                 }
             }

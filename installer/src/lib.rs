@@ -260,7 +260,7 @@ async fn resume(
     } else {
         term.say(&format!("resuming the journaled install at step {} of {} (preflight ran before step 1)", done + 1, steps.len()));
     }
-    let start = env.root == Path::new("/") && !facts::systemd_is_pid1();
+    let start = !facts::systemd_is_pid1();
     run_steps(env, app, term, j, steps, start).await
 }
 

@@ -47,7 +47,8 @@ pub struct Step {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     pub steps: Vec<Step>,
-    /// systemd is not PID 1: pbxha starts `pbxha run` itself after the commit.
+    /// systemd is not PID 1 (a container, the lab): pbxha starts `pbxha run` itself after
+    /// the commit. Below a root too: the unit is enabled in that tree for its next boot.
     pub start_daemon: bool,
 }
 
@@ -202,7 +203,7 @@ pub fn plan(a: &Answers, f: &Facts, env: &Env, read: Read, size: Size) -> Plan {
     let mut commit = write_step("config", "the config, last: the commit point", path.clone(), config.clone(), 0o644, read);
     commit.actions = vec![Action::Commit { path, contents: config, node: a.node.clone() }];
     steps.push(commit);
-    Plan { steps, start_daemon: !f.systemd_pid1 && !rooted }
+    Plan { steps, start_daemon: !f.systemd_pid1 }
 }
 
 fn drbd_steps(a: &Answers, d: &crate::answers::DrbdAnswers, f: &Facts, env: &Env, read: Read) -> Vec<Step> {

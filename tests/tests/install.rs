@@ -503,3 +503,40 @@ fn an_install_killed_at_random_points_resumes_to_the_same_tree_and_undo_restores
     holder.signal(libc::SIGKILL);
     assert!(holder.wait_exit(Duration::from_secs(5)));
 }
+
+#[test]
+fn without_systemd_as_pid_1_the_installer_starts_the_daemon_itself() {
+    if !prerequisites() {
+        return;
+    }
+    let net = Net::new("run");
+    let root = tempfile::tempdir().unwrap();
+    fake_host(root.path(), 0);
+    let file = root.path().join("answers.toml");
+    std::fs::write(&file, answers("kind = \"none\"").replace("timing = \"default\"", "timing = \"fast\"")).unwrap();
+    let out = install_in(&net, root.path(), &["--answers", file.to_str().unwrap(), "--yes"]);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    let pid: u32 = said
+        .split("started `pbxha run` itself (pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no daemon pid in:\n{said}"));
+    // Ours to stop, by its PID, also when an assertion below fails.
+    struct Daemon(u32);
+    impl Drop for Daemon {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) on the PID the installer reported for the daemon it started.
+            unsafe {
+                libc::kill(self.0 as i32, libc::SIGKILL);
+            }
+        }
+    }
+    let _daemon = Daemon(pid);
+    assert!(said.contains("systemd is not PID 1 here"), "{said}");
+    let config = root.path().join("etc/pbxha/pbxha.toml");
+    let status = pbxha_tests::wait_for(Duration::from_secs(30), "the started daemon's status", || pbxha_tests::status_json(&config));
+    assert!(status.to_string().contains(&uname()), "{status}");
+    assert!(pbxha_tests::alive(pid));
+}
