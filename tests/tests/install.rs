@@ -540,3 +540,85 @@ fn without_systemd_as_pid_1_the_installer_starts_the_daemon_itself() {
     assert!(status.to_string().contains(&uname()), "{status}");
     assert!(pbxha_tests::alive(pid));
 }
+
+/// A tmux server of our own (its own socket), killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.args(["-L", &self.socket]);
+        c
+    }
+
+    fn screen(&self) -> String {
+        let out = self.cmd().args(["capture-pane", "-p", "-J", "-S", "-200", "-t", "wizard"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until the screen shows `text`, then types `keys` and Enter.
+    fn answer(&self, text: &str, keys: &str) {
+        pbxha_tests::wait_for(Duration::from_secs(60), &format!("`{text}` on the screen"), || self.screen().contains(text).then_some(()));
+        let mut c = self.cmd();
+        c.args(["send-keys", "-t", "wizard"]);
+        if !keys.is_empty() {
+            c.args(["-l", keys]);
+            assert!(c.status().unwrap().success());
+            c = self.cmd();
+            c.args(["send-keys", "-t", "wizard"]);
+        }
+        assert!(c.arg("Enter").status().unwrap().success());
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd().arg("kill-server").status();
+    }
+}
+
+#[test]
+fn the_interactive_wizard_on_a_terminal() {
+    if !prerequisites() || !require(have("tmux"), "tmux (the test's terminal)") {
+        return;
+    }
+    let net = Net::new("tty");
+    let root = tempfile::tempdir().unwrap();
+    fake_host(root.path(), 0);
+    let tmux = Tmux { socket: format!("pbxha-install-{}", std::process::id()) };
+    let script = format!(
+        "ip netns exec {} {} install --root {} --no-start; echo WIZARD-EXIT=$?; sleep 60",
+        net.node,
+        pbxha().display(),
+        root.path().display()
+    );
+    let ok = tmux.cmd().args(["new-session", "-d", "-s", "wizard", "-x", "220", "-y", "50", &script]).status().unwrap();
+    assert!(ok.success());
+    tmux.answer(&format!("This node's name (uname -n) [{}]:", uname()), "");
+    tmux.answer("The peer's name", "peer-x");
+    tmux.answer("Public interface (where the VIP lives) [pub0]:", "");
+    tmux.answer("VIP with prefix", "192.0.2.9/24");
+    tmux.answer("192.0.2.9 is outside pub0's subnet 198.51.100.11/24; try again", "198.51.100.100/24");
+    tmux.answer("The peer's address on the public interface", "198.51.100.12");
+    tmux.answer("(second interfaces here: hb0 (203.0.113.11/24)):", "hb0 203.0.113.12");
+    // The rest with Enter: each default was detected (no gateway here, so no ping target).
+    for prompt in [
+        "space-separated (or none) [none]:",
+        "PBX: asterisk or freeswitch [asterisk]:",
+        "Storage: none, or drbd DEVICE [none]:",
+        "master-master ADMIN-PASSWORD-FILE [none]:",
+        "TO [USER PASSWORD-FILE] [none]:",
+        "Timing profile: default or fast [default]:",
+    ] {
+        tmux.answer(prompt, "");
+    }
+    tmux.answer("steps? [y/N]:", "y");
+    pbxha_tests::wait_for(Duration::from_secs(60), "the wizard's end", || tmux.screen().contains("WIZARD-EXIT=").then_some(()));
+    let screen = tmux.screen();
+    assert!(screen.contains("WIZARD-EXIT=0") && screen.contains("installed: "), "{screen}");
+    assert!(screen.contains("PASS  vip-free") && screen.contains("[config]"), "{screen}");
+    let saved = std::fs::read_to_string(root.path().join("etc/pbxha/answers.toml")).unwrap();
+    assert!(saved.contains("vip = \"198.51.100.100/24\"") && saved.contains("peer = \"peer-x\""), "{saved}");
+}
