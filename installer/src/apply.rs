@@ -111,6 +111,16 @@ async fn perform(env: &Env, app: &dyn Appliance, journal: &Journal, idx: usize, 
         }
         Action::Run { argv, .. } => run(env, argv).await,
         Action::Mount { device, mount_point, fstype } => Ok(filesystem(env, device, mount_point, fstype).start().await?),
+        Action::Nft { chain, rules } => {
+            remove_nft_rules(env, chain).await?;
+            for rule in rules {
+                let mut argv: Vec<String> = ["nft", "insert", "rule", &chain.family, &chain.table, &chain.chain].iter().map(|s| s.to_string()).collect();
+                argv.extend(rule.split_whitespace().map(str::to_string));
+                argv.extend(["comment".to_string(), crate::facts::NFT_COMMENT.to_string()]);
+                run(env, &argv).await?;
+            }
+            Ok(())
+        }
         Action::Migrate { dirs, replica_root } => {
             let opts = pbxha_replica::migrate::MigrateOptions { dirs: dirs.clone(), replica_root: replica_root.clone(), role: pbxha_replica::migrate::MigrateRole::Primary, progress: true };
             let plan = pbxha_replica::migrate::migrate(&opts)?;
@@ -128,6 +138,15 @@ async fn perform(env: &Env, app: &dyn Appliance, journal: &Journal, idx: usize, 
             write_atomic(path, contents.as_bytes(), 0o644)
         }
     }
+}
+
+/// Deletes every rule of the chain that carries pbxha's comment.
+async fn remove_nft_rules(env: &Env, c: &crate::facts::NftChain) -> Result<()> {
+    let listing = env.runner.run_ok(&Cmd::new(["nft", "-a", "list", "chain", &c.family, &c.table, &c.chain])).await?;
+    for handle in crate::facts::parse_nft_handles(&listing.stdout) {
+        run(env, &["nft", "delete", "rule", &c.family, &c.table, &c.chain, "handle", &handle.to_string()].map(String::from)).await?;
+    }
+    Ok(())
 }
 
 fn filesystem(env: &Env, device: &Path, mount_point: &Path, fstype: &str) -> pbxha_replica::filesystem::Filesystem {
@@ -185,6 +204,11 @@ pub async fn undo(env: &Env, journal: &Journal, steps: &[Step], progress: &mut d
                 }
                 Action::Run { cannot_undo: Some(why), .. } => notes.push(format!("not undone: {why}")),
                 Action::Run { .. } => {}
+                Action::Nft { chain, .. } => {
+                    if let Err(e) = remove_nft_rules(env, chain).await {
+                        failed.push(e.to_string());
+                    }
+                }
                 Action::Mount { device, mount_point, fstype } => {
                     if let Err(e) = filesystem(env, device, mount_point, fstype).stop().await {
                         failed.push(e.to_string());

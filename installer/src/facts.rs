@@ -33,6 +33,36 @@ pub struct Device {
     pub signature: Option<String>,
 }
 
+/// An nftables chain on the input hook that drops by default: the pair's traffic must be
+/// let in through it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NftChain {
+    pub family: String,
+    pub table: String,
+    pub chain: String,
+}
+
+/// The comment pbxha's own firewall rules carry, so they can be found and removed again.
+pub const NFT_COMMENT: &str = "pbxha";
+
+/// Parses `nft -j list chains`: the first input chain whose policy is drop.
+pub fn parse_nft_chains(json: &str) -> Option<NftChain> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    v.get("nftables")?.as_array()?.iter().filter_map(|i| i.get("chain")).find_map(|c| {
+        let field = |k: &str| c.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        if field("hook")? != "input" || field("policy")? != "drop" {
+            return None;
+        }
+        Some(NftChain { family: field("family")?, table: field("table")?, chain: field("name")? })
+    })
+}
+
+/// The handles of pbxha's rules in `nft -a list chain ...` output.
+pub fn parse_nft_handles(text: &str) -> Vec<u64> {
+    let ours = format!("comment \"{NFT_COMMENT}\" # handle ");
+    text.lines().filter_map(|l| l.split_once(&ours)?.1.trim().parse().ok()).collect()
+}
+
 /// Everything the preflight judges.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Facts {
@@ -70,6 +100,8 @@ pub struct Facts {
     pub enabled_units: Vec<String>,
     /// `net.ipv4.ip_nonlocal_bind` now.
     pub nonlocal_bind: Option<String>,
+    /// An nftables input chain that would drop the pair's traffic.
+    pub firewall: Option<NftChain>,
 }
 
 /// Ports the pair uses: heartbeat (UDP, heartbeat's registered 694) and DRBD (TCP).
@@ -238,6 +270,7 @@ pub async fn gather(env: &Env, p: &Partial) -> Facts {
             f.busy_ports.extend(out.lines().filter(|l| !l.trim().is_empty()).map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")));
         }
     }
+    f.firewall = stdout(env, &["nft", "-j", "list", "chains"]).await.and_then(|o| parse_nft_chains(&o));
     for server in ["mariadbd", "mysqld"] {
         if let Some(out) = stdout(env, &[server, "--version"]).await {
             f.mysql_server = out.lines().next().map(str::to_string);
@@ -296,6 +329,16 @@ mod tests {
         // Captured: iputils arping -D (exit 1) when another host holds the address.
         let out = "ARPING 198.51.100.100 from 0.0.0.0 pub0\nUnicast reply from 198.51.100.100 [F6:7B:BA:00:12:BC]  0.521ms\nSent 1 probes (1 broadcast(s))\nReceived 1 response(s)\n";
         assert_eq!(parse_arping_reply(out).as_deref(), Some("F6:7B:BA:00:12:BC"));
+    }
+
+    #[test]
+    fn nftables_drop_chains_and_our_rules() {
+        // Captured from nft 1.0.6 in a test namespace.
+        let chains = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"chain": {"family": "inet", "table": "filter", "name": "input", "handle": 1, "type": "filter", "hook": "input", "prio": 0, "policy": "drop"}}]}"#;
+        assert_eq!(parse_nft_chains(chains), Some(NftChain { family: "inet".into(), table: "filter".into(), chain: "input".into() }));
+        assert_eq!(parse_nft_chains(&chains.replace("\"drop\"", "\"accept\"")), None);
+        let listing = "table inet filter {\n\tchain input { # handle 1\n\t\ttype filter hook input priority filter; policy drop;\n\t\tip saddr 203.0.113.12 tcp dport 7788 accept comment \"pbxha\" # handle 3\n\t\tip saddr 203.0.113.12 udp dport 694 accept comment \"pbxha\" # handle 2\n\t\ticmp type echo-reply accept # handle 4\n\t}\n}\n";
+        assert_eq!(parse_nft_handles(listing), [3, 2]);
     }
 
     #[test]

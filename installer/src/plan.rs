@@ -27,6 +27,9 @@ pub enum Action {
     /// Mounts `device` unless it is mounted there already (the filesystem resource's own
     /// start and stop, so a resumed step or undo finds its work done instead of failing).
     Mount { device: PathBuf, mount_point: PathBuf, fstype: String },
+    /// nftables rules letting the peer's traffic in, each marked with [`facts::NFT_COMMENT`];
+    /// pbxha's earlier rules in the chain are removed first, so a rerun adds no duplicates.
+    Nft { chain: crate::facts::NftChain, rules: Vec<String> },
     /// `pbxha replica migrate` (primary role) of these directories.
     Migrate { dirs: Vec<PathBuf>, replica_root: PathBuf },
     /// The config, checked with check-config's code, then written: the commit point.
@@ -172,6 +175,17 @@ pub fn plan(a: &Answers, f: &Facts, env: &Env, read: Read, size: Size) -> Plan {
     step.shows += &shown_run(&apply);
     step.actions.push(run(&apply, Some(&["sysctl", "-q", "-w", &restore]), None));
     steps.push(step);
+    if let Some(chain) = &f.firewall {
+        let rules = firewall_rules(a);
+        let shows = rules.iter().map(|r| format!("  nft insert rule {} {} {} {r} comment {}\n", chain.family, chain.table, chain.chain, crate::facts::NFT_COMMENT)).collect();
+        steps.push(Step {
+            id: "firewall".into(),
+            title: format!("let the peer in through nftables chain {} {} {}", chain.family, chain.table, chain.chain),
+            shows,
+            actions: vec![Action::Nft { chain: chain.clone(), rules }],
+            wipes: None,
+        });
+    }
     let systemctl = env.systemctl();
     let sc = |verb: &str, unit: &str| -> Vec<String> {
         systemctl.iter().cloned().chain([verb.to_string(), format!("{unit}.service")]).collect()
@@ -204,6 +218,21 @@ pub fn plan(a: &Answers, f: &Facts, env: &Env, read: Read, size: Size) -> Plan {
     commit.actions = vec![Action::Commit { path, contents: config, node: a.node.clone() }];
     steps.push(commit);
     Plan { steps, start_daemon: !f.systemd_pid1 }
+}
+
+/// What the pair needs from the peer: heartbeats on every link (UDP), DRBD replication
+/// (TCP 7788) and MySQL replication (TCP 3306) in master-master mode.
+fn firewall_rules(a: &Answers) -> Vec<String> {
+    let from = |ip: std::net::IpAddr| if ip.is_ipv4() { format!("ip saddr {ip}") } else { format!("ip6 saddr {ip}") };
+    let mut rules: Vec<String> = a.heartbeat.iter().map(|l| l.peer_address).chain([a.public.peer_address]).map(|p| format!("{} udp dport {} accept", from(p), a.port)).collect();
+    let replication_peer = a.heartbeat.first().map_or(a.public.peer_address, |l| l.peer_address);
+    if matches!(a.storage, Storage::Drbd(_)) {
+        rules.push(format!("{} tcp dport {} accept", from(replication_peer), crate::facts::DRBD_PORT));
+    }
+    if matches!(a.mysql, Mysql::MasterMaster { .. }) {
+        rules.push(format!("{} tcp dport 3306 accept", from(replication_peer)));
+    }
+    rules
 }
 
 fn drbd_steps(a: &Answers, d: &crate::answers::DrbdAnswers, f: &Facts, env: &Env, read: Read) -> Vec<Step> {

@@ -622,3 +622,35 @@ fn the_interactive_wizard_on_a_terminal() {
     let saved = std::fs::read_to_string(root.path().join("etc/pbxha/answers.toml")).unwrap();
     assert!(saved.contains("vip = \"198.51.100.100/24\"") && saved.contains("peer = \"peer-x\""), "{saved}");
 }
+
+#[test]
+fn an_nftables_firewall_gets_the_pairs_rules_and_undo_removes_them() {
+    if !prerequisites() || !require(have("nft"), "nftables") {
+        return;
+    }
+    let net = Net::new("nft");
+    let nft = |args: &str| {
+        let out = Command::new("ip").args(["netns", "exec", &net.node, "sh", "-c", &format!("nft {args}")]).output().unwrap();
+        assert!(out.status.success(), "nft {args}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // A host firewall that drops what it does not know (answers to our pings still come in).
+    nft("add table inet filter");
+    nft("'add chain inet filter input { type filter hook input priority 0 ; policy drop ; }'");
+    nft("add rule inet filter input icmp type echo-reply accept");
+    let before = nft("list chain inet filter input");
+    let root = tempfile::tempdir().unwrap();
+    fake_host(root.path(), 0);
+    let file = root.path().join("answers.toml");
+    std::fs::write(&file, answers("kind = \"none\"")).unwrap();
+    let out = install_in(&net, root.path(), &["--answers", file.to_str().unwrap(), "--yes", "--no-start"]);
+    let said = text(&out);
+    assert!(out.status.success() && said.contains("[firewall]"), "{said}");
+    let after = nft("list chain inet filter input");
+    for rule in ["ip saddr 203.0.113.12 udp dport 694 accept comment \"pbxha\"", "ip saddr 198.51.100.12 udp dport 694 accept comment \"pbxha\""] {
+        assert!(after.contains(rule), "`{rule}` missing:\n{after}");
+    }
+    let out = install_in(&net, root.path(), &["--undo"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(nft("list chain inet filter input"), before);
+}

@@ -75,3 +75,26 @@ fn without_storage_nothing_is_formatted_or_moved() {
     let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
     assert_eq!(ids, ["authkey", "answers", "sysctl", "boot-asterisk", "unit", "config"]);
 }
+
+#[test]
+fn a_dropping_firewall_gets_one_rule_per_link_and_replication() {
+    let root = tempfile::tempdir().unwrap();
+    let mut a = answers();
+    a.mysql = crate::answers::Mysql::MasterMaster { admin_password_file: "/etc/pbxha/mysql-admin".into() };
+    let f = Facts { firewall: Some(crate::facts::NftChain { family: "inet".into(), table: "filter".into(), chain: "input".into() }), ..facts() };
+    let read = |_: &Path| None;
+    let size = |_: &Path| None;
+    let plan = plan(&a, &f, &env(root.path()), &read, &size);
+    let step = plan.steps.iter().find(|s| s.id == "firewall").expect("a firewall step");
+    let Action::Nft { rules, .. } = &step.actions[0] else { panic!("{step:?}") };
+    assert_eq!(
+        rules,
+        &[
+            "ip saddr 10.1.1.2 udp dport 694 accept",
+            "ip saddr 192.168.0.101 udp dport 694 accept",
+            "ip saddr 10.1.1.2 tcp dport 7788 accept",
+            "ip saddr 10.1.1.2 tcp dport 3306 accept",
+        ]
+    );
+    assert!(step.shows.contains("nft insert rule inet filter input ip saddr 10.1.1.2 tcp dport 7788 accept comment pbxha"), "{}", step.shows);
+}
