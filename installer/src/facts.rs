@@ -236,14 +236,14 @@ pub async fn gather(env: &Env, p: &Partial) -> Facts {
         f.interfaces = parse_ip_addr(&out).unwrap_or_default();
     }
     f.default_gateway = stdout(env, &["ip", "-j", "route", "show", "default"]).await.and_then(|o| parse_default_route(&o));
+    // The network probes wait on the wire (arping's duplicate-address detection takes a
+    // second or two): they run side by side.
+    let mut probes = tokio::task::JoinSet::new();
     if let (Some(iface), Some(vip)) = (&p.public_interface, p.vip) {
         if f.interface(iface).is_some() {
             let cmd = Cmd::new(["arping", "-D", "-c", "2", "-w", "3", "-I", iface, &vip.addr.to_string()]).timeout(Duration::from_secs(10));
-            f.vip_answered_by = match env.runner.run(&cmd).await {
-                Ok(o) if o.success() => Some(None),
-                Ok(o) => Some(Some(parse_arping_reply(&o.stdout).unwrap_or_else(|| "an unknown host".into()))),
-                Err(_) => None,
-            };
+            let runner = env.runner.clone();
+            probes.spawn(async move { (None, runner.run(&cmd).await) });
         }
     }
     let mut peers: Vec<(String, IpAddr)> = p.heartbeat.iter().flatten().map(|l| (l.interface.clone(), l.peer_address)).collect();
@@ -252,9 +252,20 @@ pub async fn gather(env: &Env, p: &Partial) -> Facts {
     }
     for (iface, addr) in peers {
         let cmd = Cmd::new(["ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "1", "-I", &iface, &addr.to_string()]).timeout(Duration::from_secs(10));
-        let ok = env.runner.run(&cmd).await.is_ok_and(|o| o.success());
-        f.peer_answers.push((iface, addr, ok));
+        let runner = env.runner.clone();
+        probes.spawn(async move { (Some((iface, addr)), runner.run(&cmd).await) });
     }
+    while let Some(Ok((peer, result))) = probes.join_next().await {
+        match (peer, result) {
+            (Some((iface, addr)), result) => f.peer_answers.push((iface, addr, result.is_ok_and(|o| o.success()))),
+            (None, Ok(o)) if o.success() => f.vip_answered_by = Some(None),
+            (None, Ok(o)) => f.vip_answered_by = Some(Some(parse_arping_reply(&o.stdout).unwrap_or_else(|| "an unknown host".into()))),
+            (None, Err(_)) => f.vip_answered_by = None,
+        }
+    }
+    // Reported in the order the links were given, whichever answered first.
+    let order: Vec<(String, IpAddr)> = p.heartbeat.iter().flatten().map(|l| (l.interface.clone(), l.peer_address)).chain(p.public_interface.clone().zip(p.peer_address)).collect();
+    f.peer_answers.sort_by_key(|(i, a, _)| order.iter().position(|o| o.0 == *i && o.1 == *a));
     let procs = running();
     f.time_sync = ["chronyd", "systemd-timesyncd", "ntpd", "openntpd"].iter().find(|n| procs.iter().any(|p| p == *n)).map(|n| n.to_string());
     if let Some(Storage::Drbd(d)) = &p.storage {

@@ -235,6 +235,10 @@ fn vip_problems_are_refused_by_the_preflight() {
     let root = tempfile::tempdir().unwrap();
     fake_host(root.path(), 0);
     refused(&net, root.path(), &answers("kind = \"none\"").replace("198.51.100.100/24", "192.0.2.100/24"), "VIP 192.0.2.100/24 is outside pub0's subnet 198.51.100.11/24");
+    // The dry run says the same and exits 1.
+    let out = install_in(&net, root.path(), &["--answers", root.path().join("answers.toml").to_str().unwrap(), "--dry-run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("FAIL  vip-subnet"), "{}", text(&out));
     // Another host (the peer namespace here) already answers ARP for the VIP.
     ip(&["-n", &net.peer, "addr", "add", "198.51.100.100/24", "dev", "pub1"]);
     refused(&net, root.path(), &answers("kind = \"none\""), "198.51.100.100 is already answered by");
@@ -514,6 +518,12 @@ fn without_systemd_as_pid_1_the_installer_starts_the_daemon_itself() {
     fake_host(root.path(), 0);
     let file = root.path().join("answers.toml");
     std::fs::write(&file, answers("kind = \"none\"").replace("timing = \"default\"", "timing = \"fast\"")).unwrap();
+    // A dry run first: the table and the plan, exit 0, nothing written (not even the lock).
+    let before = tree(root.path(), &[]);
+    let out = install_in(&net, root.path(), &["--answers", file.to_str().unwrap(), "--dry-run"]);
+    let said = text(&out);
+    assert!(out.status.success() && said.contains("PASS  peer") && said.contains("[config]"), "{said}");
+    assert_eq!(tree(root.path(), &[]), before);
     let out = install_in(&net, root.path(), &["--answers", file.to_str().unwrap(), "--yes"]);
     let said = text(&out);
     assert!(out.status.success(), "{said}");
