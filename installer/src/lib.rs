@@ -98,13 +98,14 @@ pub fn read_answers(path: &Path) -> Result<(String, answers::Partial)> {
     Ok((text, partial))
 }
 
-/// Asks every question `p` leaves open, re-asking a wrong answer with its reason.
-fn ask_missing(p: &mut answers::Partial, f: &facts::Facts, term: &mut dyn Terminal) -> Result<()> {
+/// Asks every question `p` leaves open, re-asking a wrong answer with its reason. What
+/// `offered` holds (an imported heartbeat cluster) is the default before any detected one.
+fn ask_missing(p: &mut answers::Partial, offered: &answers::Partial, f: &facts::Facts, term: &mut dyn Terminal) -> Result<()> {
     for q in questions::QUESTIONS {
         if !p.missing().contains(&q.key) {
             continue;
         }
-        let default = questions::default(q.key, p, f);
+        let default = questions::shown(q.key, offered).or_else(|| questions::default(q.key, p, f));
         let hint = questions::hint(q.key, p, f).map_or(String::new(), |h| format!(" ({h})"));
         // Bounded: an operator who gets one question wrong ten times is better served by
         // an answers file than by an eleventh prompt.
@@ -126,6 +127,22 @@ fn ask_missing(p: &mut answers::Partial, f: &facts::Facts, term: &mut dyn Termin
         }
     }
     Ok(())
+}
+
+/// A heartbeat v1 cluster on this machine (/etc/ha.d): its answers become the wizard's
+/// defaults, and what is not a question (udpport, auto_failback) is taken as it is.
+fn heartbeat_defaults(env: &Env, f: &facts::Facts, p: &mut answers::Partial, term: &mut dyn Terminal) -> answers::Partial {
+    let dir = env.path("/etc/ha.d");
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
+    let Some(ha_cf) = read("ha.cf") else { return answers::Partial::default() };
+    let im = import::import(&ha_cf, read("haresources").as_deref(), read("authkeys").as_deref(), &f.uname);
+    term.say(&format!("heartbeat cluster found in {}: its settings are offered as defaults", dir.display()));
+    for note in &im.notes {
+        term.say(&format!("  note: {note}"));
+    }
+    p.port = p.port.or(im.answers.port);
+    p.auto_failback = p.auto_failback.or(im.answers.auto_failback);
+    im.answers
 }
 
 /// The answers as the plan needs them: complete, with this node's addresses filled in.
@@ -191,7 +208,8 @@ pub async fn install(env: &Env, app: &dyn Appliance, opts: &Options, term: &mut 
     let missing = partial.missing();
     let mut facts = facts::gather(env, &partial).await;
     if !missing.is_empty() {
-        ask_missing(&mut partial, &facts, term)?;
+        let offered = heartbeat_defaults(env, &facts, &mut partial, term);
+        ask_missing(&mut partial, &offered, &facts, term)?;
         facts = facts::gather(env, &partial).await;
     }
     let a = complete(&partial, &facts)?;
@@ -327,4 +345,61 @@ fn fill_unknown(p: &mut answers::Partial) {
     p.mysql.get_or_insert(answers::Mysql::None);
     p.mail.get_or_insert(None);
     p.timing.get_or_insert(answers::Timing::Default);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers prompts from a script, recording what it was asked and told.
+    struct Script {
+        lines: Vec<&'static str>,
+        seen: Vec<String>,
+    }
+
+    impl Terminal for Script {
+        fn say(&mut self, text: &str) {
+            self.seen.push(text.to_string());
+        }
+        fn ask(&mut self, prompt: &str) -> Option<String> {
+            self.seen.push(prompt.to_string());
+            (!self.lines.is_empty()).then(|| self.lines.remove(0).to_string())
+        }
+    }
+
+    #[test]
+    fn a_heartbeat_cluster_on_the_machine_is_offered_as_the_wizards_defaults() {
+        let root = tempfile::tempdir().unwrap();
+        let ha = root.path().join("etc/ha.d");
+        std::fs::create_dir_all(&ha).unwrap();
+        for name in ["ha.cf", "haresources", "authkeys"] {
+            std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seed-ha.d").join(name), ha.join(name)).unwrap();
+        }
+        let env = Env { root: root.path().to_path_buf(), runner: Arc::new(pbxha_runner::ScriptedRunner::new()) };
+        let f = facts::Facts {
+            uname: "kava1".into(),
+            interfaces: vec![
+                facts::Interface { name: "eth0".into(), up: true, addresses: vec!["192.168.5.201/24".parse().unwrap()] },
+                facts::Interface { name: "eth1".into(), up: true, addresses: vec!["10.1.1.1/24".parse().unwrap()] },
+            ],
+            ..facts::Facts::default()
+        };
+        let mut p = answers::Partial::default();
+        let mut term = Script { lines: vec![""; 12], seen: Vec::new() };
+        // Enter everywhere but what heartbeat never said: the peer's public address, the
+        // heartbeat link's peer (a bcast line names none) and the PBX (none installed here).
+        term.lines[5] = "eth1 10.1.1.2";
+        term.lines[4] = "192.168.5.202";
+        term.lines[7] = "asterisk";
+        let offered = heartbeat_defaults(&env, &f, &mut p, &mut term);
+        ask_missing(&mut p, &offered, &f, &mut term).unwrap();
+        let asked = term.seen.join("\n");
+        for default in ["[kava1]", "[kava2]", "[eth0]", "[192.168.5.203/24]", "[2000/30000/10000/120000]"] {
+            assert!(asked.contains(default), "{default} not offered:\n{asked}");
+        }
+        assert!(asked.contains("note: authkeys (sha1) is not reused"), "{asked}");
+        let a = p.complete().unwrap();
+        assert_eq!((a.node.as_str(), a.peer.as_str(), a.auto_failback, a.port), ("kava1", "kava2", true, 694));
+        assert_eq!(a.timing, answers::Timing::Custom { interval: 2000, deadtime: 30_000, warntime: 10_000, initdead: 120_000 });
+    }
 }

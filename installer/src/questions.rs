@@ -26,7 +26,7 @@ pub const QUESTIONS: &[Question] = &[
     Question { key: "storage", prompt: "Storage: none, or drbd DEVICE" },
     Question { key: "mysql", prompt: "MySQL: none, replica, or master-master ADMIN-PASSWORD-FILE" },
     Question { key: "mail", prompt: "Alert mail: none, or SERVER PORT starttls|tls|none TO [USER PASSWORD-FILE]" },
-    Question { key: "timing", prompt: "Timing profile: default or fast" },
+    Question { key: "timing", prompt: "Timing profile: default, fast, or INTERVAL/DEADTIME/WARNTIME/INITDEAD in ms" },
 ];
 
 /// A second interface with an address, offered first for the heartbeat.
@@ -51,6 +51,33 @@ pub fn default(key: &str, p: &Partial, f: &Facts) -> Option<String> {
         "mysql" => Some(if f.mysql_server.is_some() && matches!(p.storage, Some(Storage::Drbd(_))) { "replica" } else { "none" }.into()),
         "mail" => Some("none".into()),
         "timing" => Some("default".into()),
+        _ => None,
+    }
+}
+
+/// An answer `p` already holds (from an imported heartbeat cluster), written as the line
+/// [`answer`] reads back: offered as the default instead of a detected one.
+pub fn shown(key: &str, p: &Partial) -> Option<String> {
+    let ips = |v: &[IpAddr]| if v.is_empty() { "none".to_string() } else { v.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ") };
+    match key {
+        "node" => p.node.clone(),
+        "peer" => p.peer.clone(),
+        "public.interface" => p.public_interface.clone(),
+        "public.vip" => p.vip.map(|v| v.to_string()),
+        "public.peer-address" => p.peer_address.map(|a| a.to_string()),
+        // A bcast link names no peer address: nothing to offer.
+        "heartbeat" => p
+            .heartbeat
+            .as_ref()
+            .filter(|links| links.iter().all(|l| !l.peer_address.is_unspecified()))
+            .map(|links| links.iter().map(|l| format!("{} {}", l.interface, l.peer_address)).collect::<Vec<_>>().join(", ")),
+        "ping" => p.ping.as_deref().map(ips),
+        "pbx" => p.pbx.map(|x| x.name().to_string()),
+        "timing" => p.timing.map(|t| match t {
+            Timing::Default => "default".into(),
+            Timing::Fast => "fast".into(),
+            Timing::Custom { interval, deadtime, warntime, initdead } => format!("{interval}/{deadtime}/{warntime}/{initdead}"),
+        }),
         _ => None,
     }
 }
@@ -182,7 +209,10 @@ pub fn answer(key: &str, line: &str, p: &mut Partial, f: &Facts) -> Result<(), S
             p.timing = Some(match line {
                 "default" => Timing::Default,
                 "fast" => Timing::Fast,
-                other => return Err(format!("`{other}`: answer default or fast")),
+                custom => match custom.split('/').map(str::parse::<u64>).collect::<Result<Vec<_>, _>>().as_deref() {
+                    Ok(&[interval, deadtime, warntime, initdead]) => Timing::Custom { interval, deadtime, warntime, initdead },
+                    _ => return Err(format!("`{custom}`: answer default, fast, or four numbers of ms like 2000/30000/10000/120000")),
+                },
             })
         }
         other => return Err(format!("no question `{other}`")),
@@ -229,6 +259,22 @@ mod tests {
         assert!(p.vip.is_none());
         answer("public.vip", "192.168.0.105/24", &mut p, &f).unwrap();
         assert_eq!(p.vip, Some("192.168.0.105/24".parse().unwrap()));
+    }
+
+    #[test]
+    fn imported_answers_are_offered_as_lines_that_read_back() {
+        let f = facts();
+        let im = crate::import::import("keepalive 2\ndeadtime 30\nucast eth1 10.1.1.2\nnode pbx1 pbx2\n", Some("pbx1 IPaddr::192.168.0.105/24/eth0 asterisk\n"), None, "pbx1");
+        let mut p = Partial::default();
+        for key in ["node", "peer", "public.interface", "public.vip", "heartbeat", "timing"] {
+            let line = shown(key, &im.answers).unwrap_or_else(|| panic!("nothing offered for {key}"));
+            answer(key, &line, &mut p, &f).unwrap_or_else(|e| panic!("{key} = {line}: {e}"));
+        }
+        assert_eq!((p.node.as_deref(), p.peer.as_deref(), p.vip), (Some("pbx1"), Some("pbx2"), im.answers.vip));
+        assert_eq!(p.timing, im.answers.timing);
+        assert_eq!(p.heartbeat.unwrap()[0].peer_address, "10.1.1.2".parse::<IpAddr>().unwrap());
+        let bcast = crate::import::import("bcast eth1\n", None, None, "pbx1");
+        assert_eq!(shown("heartbeat", &bcast.answers), None, "a bcast link has no peer address to offer");
     }
 
     #[test]

@@ -620,7 +620,7 @@ fn the_interactive_wizard_on_a_terminal() {
         "Storage: none, or drbd DEVICE [none]:",
         "master-master ADMIN-PASSWORD-FILE [none]:",
         "TO [USER PASSWORD-FILE] [none]:",
-        "Timing profile: default or fast [default]:",
+        "INITDEAD in ms [default]:",
     ] {
         tmux.answer(prompt, "");
     }
