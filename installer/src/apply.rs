@@ -38,7 +38,7 @@ pub async fn apply(env: &Env, app: &dyn Appliance, journal: &Journal, steps: &[S
 }
 
 /// Every ancestor of `path` that does not exist yet, outermost first.
-fn missing_ancestors(path: &Path) -> Vec<PathBuf> {
+pub(crate) fn missing_ancestors(path: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = path.ancestors().skip(1).take_while(|p| !p.exists()).map(Path::to_path_buf).collect();
     out.reverse();
     out

@@ -233,17 +233,11 @@ pub async fn install(env: &Env, app: &dyn Appliance, opts: &Options, term: &mut 
     if !confirm(&plan, opts, term) {
         return Ok(Outcome::Declined);
     }
-    let made_dirs = apply_missing_dirs(&journal_path);
+    let made_dirs = apply::missing_ancestors(&journal_path);
     let mut j = journal::Journal::open(&journal_path, true)?.ok_or_else(|| Error::file(&journal_path, "cannot create"))?;
     let answers_text = if text.is_empty() { a.to_toml() } else { text };
     j.begin(&answers_text, &plan.steps, &made_dirs)?;
     run_steps(env, app, term, &j, &plan.steps, plan.start_daemon).await
-}
-
-fn apply_missing_dirs(journal: &Path) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = journal.ancestors().skip(1).take_while(|p| !p.exists()).map(Path::to_path_buf).collect();
-    dirs.reverse();
-    dirs
 }
 
 #[allow(clippy::too_many_arguments)]
