@@ -123,9 +123,10 @@ pub fn config(a: &Answers, group: &[Resource], root: &Path) -> String {
         let peer = a.heartbeat.first().map_or(a.public.peer_address, |l| l.peer_address);
         s += &format!(
             "\n[mysql]\nmode = \"master-master\"\nserver-id = 1\nseed = true\nadmin-password-file = {}\n\
-             local = {{ host = {}, socket = \"/run/mysqld/mysqld.sock\" }}\npeer = {{ host = {} }}\n",
+             local = {{ host = {}, socket = {} }}\npeer = {{ host = {} }}\n",
             q(&at(root, &admin_password_file.display().to_string())),
             q(&own),
+            q(&at(root, "/run/mysqld/mysqld.sock")),
             q(&peer.to_string())
         );
     }
