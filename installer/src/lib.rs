@@ -397,3 +397,29 @@ mod tests {
         assert_eq!(a.timing, answers::Timing::Custom { interval: 2000, deadtime: 30_000, warntime: 10_000, initdead: 120_000 });
     }
 }
+
+#[cfg(test)]
+mod confirm_tests {
+    use super::*;
+
+    struct Typed(Vec<&'static str>);
+
+    impl Terminal for Typed {
+        fn say(&mut self, _: &str) {}
+        fn ask(&mut self, _: &str) -> Option<String> {
+            (!self.0.is_empty()).then(|| self.0.remove(0).to_string())
+        }
+    }
+
+    #[test]
+    fn a_wipe_goes_ahead_only_when_the_device_name_is_typed() {
+        let wipe = plan::Step { id: "wipe".into(), title: "WIPE /dev/sdb1".into(), shows: String::new(), actions: Vec::new(), wipes: Some("/dev/sdb1".into()) };
+        let plan = plan::Plan { steps: vec![wipe], start_daemon: false };
+        let opts = Options::default();
+        assert!(!confirm(&plan, &opts, &mut Typed(vec!["y"])), "`y` is not the device name");
+        assert!(!confirm(&plan, &opts, &mut Typed(vec!["/dev/sdc1", "y"])));
+        assert!(!confirm(&plan, &opts, &mut Typed(vec!["/dev/sdb1", "n"])));
+        assert!(confirm(&plan, &opts, &mut Typed(vec!["/dev/sdb1", "y"])));
+        assert!(!confirm(&plan, &opts, &mut Typed(vec![])), "nobody to ask: no");
+    }
+}

@@ -149,7 +149,7 @@ fn device_rows(d: &crate::answers::DrbdAnswers, f: &Facts) -> Vec<Row> {
                 format!("{dev} holds a {sig} signature"),
                 "its data would be destroyed: choose an empty device, or answer storage.wipe = true to wipe it",
             ),
-            (Some(sig), true) => bad(Status::Warn, "disk", format!("{dev} holds a {sig} signature and will be WIPED"), "the plan asks you to type the device name"),
+            (Some(sig), true) => bad(Status::Warn, "disk", format!("{dev} holds a {sig} signature and will be WIPED"), "the plan asks you to type the device name (under --yes, storage.wipe = true is that consent)"),
             (None, _) => pass("disk", format!("{dev} is a free block device")),
         },
         None => bad(Status::Fail, "disk", format!("{dev} was not examined"), "check the path"),
