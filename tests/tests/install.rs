@@ -145,6 +145,14 @@ fn fnv(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3))
 }
 
+/// A node and its peer, and a PBX host's tree for the node's --root.
+fn node(tag: &str) -> (Net, tempfile::TempDir) {
+    let net = Net::new(tag);
+    let root = tempfile::tempdir().unwrap();
+    fake_host(root.path(), 0);
+    (net, root)
+}
+
 fn prerequisites() -> bool {
     require(is_root(), "root (network namespaces, loop devices)")
         && require(have("ip") && have("arping") && have("ping") && have("losetup") && have("nsenter") && have("systemctl"), "iproute2, iputils-arping, iputils-ping, util-linux, systemctl")
@@ -231,9 +239,7 @@ fn vip_problems_are_refused_by_the_preflight() {
     if !prerequisites() {
         return;
     }
-    let net = Net::new("vip");
-    let root = tempfile::tempdir().unwrap();
-    fake_host(root.path(), 0);
+    let (net, root) = node("vip");
     refused(&net, root.path(), &answers("kind = \"none\"").replace("198.51.100.100/24", "192.0.2.100/24"), "VIP 192.0.2.100/24 is outside pub0's subnet 198.51.100.11/24");
     // The dry run says the same and exits 1.
     let out = install_in(&net, root.path(), &["--answers", root.path().join("answers.toml").to_str().unwrap(), "--dry-run"]);
@@ -249,9 +255,7 @@ fn a_drbd_device_with_a_filesystem_or_mounted_is_refused() {
     if !prerequisites() || !require(have("mkfs.ext4") && have("blkid"), "e2fsprogs, blkid") {
         return;
     }
-    let net = Net::new("disk");
-    let root = tempfile::tempdir().unwrap();
-    fake_host(root.path(), 0);
+    let (net, root) = node("disk");
     let scratch = tempfile::tempdir().unwrap();
     let disk = Loop::new(&scratch.path().join("disk.img"), 32);
     let out = Command::new("mkfs.ext4").args(["-q", &disk.dev]).output().unwrap();
@@ -513,9 +517,7 @@ fn without_systemd_as_pid_1_the_installer_starts_the_daemon_itself() {
     if !prerequisites() {
         return;
     }
-    let net = Net::new("run");
-    let root = tempfile::tempdir().unwrap();
-    fake_host(root.path(), 0);
+    let (net, root) = node("run");
     let file = root.path().join("answers.toml");
     std::fs::write(&file, answers("kind = \"none\"").replace("timing = \"default\"", "timing = \"fast\"")).unwrap();
     // A dry run first: the table and the plan, exit 0, nothing written (not even the lock).
@@ -594,9 +596,7 @@ fn the_interactive_wizard_on_a_terminal() {
     if !prerequisites() || !require(have("tmux"), "tmux (the test's terminal)") {
         return;
     }
-    let net = Net::new("tty");
-    let root = tempfile::tempdir().unwrap();
-    fake_host(root.path(), 0);
+    let (net, root) = node("tty");
     let tmux = Tmux { socket: format!("pbxha-install-{}", std::process::id()) };
     let script = format!(
         "ip netns exec {} {} install --root {} --no-start; echo WIZARD-EXIT=$?; sleep 60",

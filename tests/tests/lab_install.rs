@@ -11,7 +11,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use pbxha_tests::{have, is_root, pbxha, require, wait_for};
@@ -27,14 +27,7 @@ impl BareLab {
     }
 
     fn lab(&self, args: &[&str]) -> Output {
-        Command::new(pbxha())
-            .arg("lab")
-            .args(args)
-            .env("PBXHA_LAB_PREFIX", &self.prefix)
-            .env("PBXHA_LAB_DIR", self.state_dir())
-            .stdin(Stdio::null())
-            .output()
-            .expect("running pbxha lab")
+        pbxha_tests::lab_cmd(&self.prefix, &self.state_dir(), args)
     }
 }
 
