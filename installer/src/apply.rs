@@ -97,10 +97,11 @@ async fn perform(env: &Env, app: &dyn Appliance, journal: &Journal, idx: usize, 
             write_atomic(path, contents.as_bytes(), *mode)
         }
         Action::NewKey { path } => {
-            prepare(journal, idx, path, true)?;
             // Kept when present: either the operator's key, which the peer may share, or
-            // the one an interrupted run of this step already wrote whole.
+            // the one an interrupted run of this step already wrote whole. Only its absence
+            // is journaled: a key's bytes never go into the journal.
             if !path.exists() {
+                prepare(journal, idx, path, true)?;
                 write_atomic(path, app.new_auth_key().as_bytes(), 0o600)?;
             }
             Ok(())

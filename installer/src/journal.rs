@@ -6,6 +6,7 @@
 //! stops before reading anything else.
 
 use std::fs::File;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -99,6 +100,9 @@ impl Journal {
             std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create: {e}")))?;
         }
         let conn = Connection::open(path).map_err(|e| db(path, e))?;
+        // The originals it keeps include PBX configs with SIP secrets; SQLite gives its
+        // rollback journal the database file's mode.
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| db(path, e))?;
         conn.execute_batch(
             "PRAGMA synchronous = FULL;
              CREATE TABLE IF NOT EXISTS install (id INTEGER PRIMARY KEY CHECK (id = 1), answers TEXT NOT NULL, plan TEXT NOT NULL, made_dirs TEXT NOT NULL);

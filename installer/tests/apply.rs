@@ -165,6 +165,8 @@ async fn undo_restores_the_tree_and_is_resumable() {
     apply::apply(&env, &Checker { refuse: false }, &j, &plan.steps, say).await.unwrap();
     assert!(std::fs::read_to_string(root.path().join("etc/asterisk/pjsip.conf")).unwrap().contains("bind=192.168.0.105"));
     assert_eq!(std::fs::metadata(root.path().join("etc/pbxha/authkey")).unwrap().permissions().mode() & 0o777, 0o600);
+    // It keeps the originals of PBX configs, which hold SIP secrets.
+    assert_eq!(std::fs::metadata(env.path(JOURNAL_PATH)).unwrap().permissions().mode() & 0o777, 0o600);
 
     // The first undo fails half-way (systemctl cannot re-enable asterisk), the rerun finishes.
     r.on(["systemctl", "--root", &root.path().display().to_string(), "enable"], Output::failed(1, "Unit asterisk.service not found."));
@@ -234,4 +236,24 @@ async fn drbd_steps_run_in_order_and_a_failing_create_md_stops_the_install() {
     let tail: Vec<String> = r.argvs()[6..].iter().map(|a| a.replace(&res, "RES").replace(&root.path().display().to_string(), "R")).collect();
     // The scripted mount mounted nothing, so the filesystem's stop finds nothing to unmount.
     assert_eq!(tail, ["drbdadm -c RES secondary r0", "drbdadm -c RES down r0"]);
+}
+
+#[tokio::test]
+async fn an_existing_key_is_kept_and_never_copied_into_the_journal() {
+    let root = tempfile::tempdir().unwrap();
+    let key = root.path().join("etc/pbxha/authkey");
+    std::fs::create_dir_all(key.parent().unwrap()).unwrap();
+    std::fs::write(&key, "the-peers-shared-key-0123456789abcdef\n").unwrap();
+    let env = Env { root: root.path().to_path_buf(), runner: runner() };
+    let plan = make_plan(&env, &answers(answers::Storage::None));
+    let mut j = journal(&env);
+    j.begin("answers", &plan.steps, &[]).unwrap();
+    apply::apply(&env, &Checker { refuse: false }, &j, &plan.steps, &mut |_| {}).await.unwrap();
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), "the-peers-shared-key-0123456789abcdef\n");
+    drop(j);
+    let db = std::fs::read(env.path(JOURNAL_PATH)).unwrap();
+    assert!(!db.windows(20).any(|w| w == b"the-peers-shared-key"), "the key's bytes are in the journal");
+    let j = journal(&env);
+    apply::undo(&env, &j, &plan.steps, &mut |_| {}).await.unwrap();
+    assert!(key.exists(), "undo keeps a key it did not make");
 }
