@@ -10,7 +10,7 @@ pub enum Error {
     File { path: PathBuf, message: String },
     #[error("{}: {} problem(s):\n{}", path.display(), problems.len(), lines(problems))]
     Answers { path: PathBuf, problems: Vec<Problem> },
-    #[error("{} answer(s) missing (--yes never fills in a default): {}", keys.len(), keys.join(", "))]
+    #[error("{} answer(s) missing, and none is ever filled in with a default unasked: {}", keys.len(), keys.join(", "))]
     Missing { keys: Vec<String> },
     #[error("preflight: {failed} check(s) FAIL; nothing was changed")]
     Preflight { failed: usize },

@@ -221,7 +221,7 @@ pub async fn install(env: &Env, app: &dyn Appliance, opts: &Options, term: &mut 
     }
     let read = |p: &Path| std::fs::read_to_string(p).ok();
     let size = |p: &Path| pbxha_replica::migrate::copy::tree_usage(p).ok().map(|u| u.0);
-    let plan = plan::plan(&a, &facts, env, &read, &size);
+    let plan = plan::plan(&a, &facts, env, &read, &size)?;
     term.say(&plan::show(&plan));
     let problems = plan_time_problems(app, &plan);
     if !problems.is_empty() {

@@ -109,8 +109,9 @@ fn write_step(id: &str, title: &str, path: PathBuf, contents: String, mode: u32,
     Step { id: id.into(), title: title.into(), shows, actions: vec![Action::Write { path, contents, mode }], wipes: None }
 }
 
-/// The plan for the first node. `a` must be resolved.
-pub fn plan(a: &Answers, f: &Facts, env: &Env, read: Read, size: Size) -> Plan {
+/// The plan for the first node. `a` must be resolved; a DRBD resource the answers cannot
+/// make is refused here, before any change.
+pub fn plan(a: &Answers, f: &Facts, env: &Env, read: Read, size: Size) -> crate::Result<Plan> {
     let root = env.root.as_path();
     let mut steps = Vec::new();
     let key = env.path(render::AUTH_KEY_PATH);
@@ -126,7 +127,7 @@ pub fn plan(a: &Answers, f: &Facts, env: &Env, read: Read, size: Size) -> Plan {
     });
     steps.push(write_step("answers", "save the answers", env.path(render::ANSWERS_PATH), a.to_toml(), 0o644, read));
     if let Storage::Drbd(d) = &a.storage {
-        steps.extend(drbd_steps(a, d, f, env, read));
+        steps.extend(drbd_steps(a, d, f, env, read)?);
     }
     if a.bind_pbx {
         let vip = a.public.vip.addr.to_string();
@@ -217,7 +218,7 @@ pub fn plan(a: &Answers, f: &Facts, env: &Env, read: Read, size: Size) -> Plan {
     let mut commit = write_step("config", "the config, last: the commit point", path.clone(), config.clone(), 0o644, read);
     commit.actions = vec![Action::Commit { path, contents: config, node: a.node.clone() }];
     steps.push(commit);
-    Plan { steps, start_daemon: !f.systemd_pid1 }
+    Ok(Plan { steps, start_daemon: !f.systemd_pid1 })
 }
 
 /// What the pair needs from the peer: heartbeats on every link (UDP), DRBD replication
@@ -235,9 +236,14 @@ fn firewall_rules(a: &Answers) -> Vec<String> {
     rules
 }
 
-fn drbd_steps(a: &Answers, d: &crate::answers::DrbdAnswers, f: &Facts, env: &Env, read: Read) -> Vec<Step> {
+fn drbd_steps(a: &Answers, d: &crate::answers::DrbdAnswers, f: &Facts, env: &Env, read: Read) -> crate::Result<Vec<Step>> {
     let hb = a.heartbeat.first();
-    let own = hb.and_then(|l| l.address).or(a.public.address).map(|c| c.addr);
+    let own = match hb {
+        Some(l) => l.address,
+        None => a.public.address,
+    }
+    .map(|c| c.addr)
+    .ok_or_else(|| crate::Error::Refused("DRBD: this node has no address on the replication link (resolve the answers first)".into()))?;
     let peer = hb.map_or(a.public.peer_address, |l| l.peer_address);
     let mut steps = Vec::new();
     let res_path = env.path(&format!("/etc/drbd.d/{}.res", d.resource));
@@ -247,14 +253,14 @@ fn drbd_steps(a: &Answers, d: &crate::answers::DrbdAnswers, f: &Facts, env: &Env
         disk: d.device.clone(),
         port: crate::facts::DRBD_PORT,
         hosts: [
-            pbxha_replica::drbd::conf::DrbdHost { hostname: a.node.clone(), address: own.unwrap_or(a.public.peer_address) },
+            pbxha_replica::drbd::conf::DrbdHost { hostname: a.node.clone(), address: own },
             pbxha_replica::drbd::conf::DrbdHost { hostname: a.peer.clone(), address: peer },
         ],
         after_split_brain: Default::default(),
         fence_peer_handler: pbxha_replica::drbd::conf::DEFAULT_FENCE_PEER.into(),
         split_brain_handler: pbxha_replica::drbd::conf::DEFAULT_SPLIT_BRAIN.into(),
     };
-    let text = conf.render(d.syntax).unwrap_or_else(|e| format!("# {e}\n"));
+    let text = conf.render(d.syntax)?;
     steps.push(write_step("drbd-config", &format!("DRBD resource {}", d.resource), res_path.clone(), text, 0o644, read));
     // Below a root, drbdadm reads that tree's resource file, not the host's /etc/drbd.conf.
     let mut drbdadm = vec!["drbdadm".to_string()];
@@ -297,7 +303,7 @@ fn drbd_steps(a: &Answers, d: &crate::answers::DrbdAnswers, f: &Facts, env: &Env
         ],
         wipes: None,
     });
-    steps
+    Ok(steps)
 }
 
 /// The plan as shown before any change.

@@ -95,7 +95,7 @@ fn make_plan(env: &Env, a: &answers::Answers) -> Plan {
     let f = facts::Facts { nonlocal_bind: Some("0".into()), enabled_units: vec!["asterisk".into()], ..facts::Facts::default() };
     let read = |p: &Path| std::fs::read_to_string(p).ok();
     let size = |_: &Path| Some(1);
-    plan::plan(a, &f, env, &read, &size)
+    plan::plan(a, &f, env, &read, &size).unwrap()
 }
 
 fn runner() -> Arc<ScriptedRunner> {

@@ -37,7 +37,7 @@ fn the_generated_resource_passes_drbdadm_dump_and_dry_runs() {
     let env = Env { root: root.path().to_path_buf(), runner: Arc::new(pbxha_runner::ScriptedRunner::new()) };
     let read = |_: &Path| None;
     let size = |_: &Path| None;
-    let plan = plan::plan(&a, &facts::Facts::default(), &env, &read, &size);
+    let plan = plan::plan(&a, &facts::Facts::default(), &env, &read, &size).unwrap();
     for action in plan.steps.iter().flat_map(|s| &s.actions) {
         if let Action::Write { path, contents, .. } = action {
             if path.extension().is_some_and(|e| e == "res") {

@@ -197,7 +197,7 @@ fn bad_answers_files_are_refused_before_anything_runs() {
     let root = tempfile::tempdir().unwrap();
     let cases = [
         (answers("kind = \"none\"").replace("peer-address = \"198.51.100.12\"", "peer-adress = \"198.51.100.12\""), "public.peer-adress: unknown key (hint: did you mean `peer-address`?)"),
-        (answers("kind = \"none\"").replace("mail = \"none\"\n", "").replace("timing = \"default\"\n", ""), "2 answer(s) missing (--yes never fills in a default): mail, timing"),
+        (answers("kind = \"none\"").replace("mail = \"none\"\n", "").replace("timing = \"default\"\n", ""), "2 answer(s) missing, and none is ever filled in with a default unasked: mail, timing"),
         (answers("kind = \"none\"").replace("mail = \"none\"\n", "") + "[mail]\nserver = \"smtp.example.org\"\nfrom = \"a@example.org\"\nto = [\"b@example.org\"]\nusername = \"a\"\npassword = \"hunter2\"\n", "mail.password: a password given inline is refused"),
     ];
     for (text, expect) in cases {

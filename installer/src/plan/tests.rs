@@ -45,7 +45,7 @@ fn the_drbd_plan_in_order_with_the_config_last() {
     std::fs::create_dir_all(root.path().join("var/lib/mysql")).unwrap();
     let read = |p: &Path| std::fs::read_to_string(p).ok();
     let size = |_: &Path| Some(4096);
-    let plan = plan(&answers(), &facts(), &env(root.path()), &read, &size);
+    let plan = plan(&answers(), &facts(), &env(root.path()), &read, &size).unwrap();
     let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
     assert_eq!(
         ids,
@@ -71,7 +71,7 @@ fn without_storage_nothing_is_formatted_or_moved() {
     a.mysql = crate::answers::Mysql::None;
     let read = |_: &Path| None;
     let size = |_: &Path| None;
-    let plan = plan(&a, &Facts { systemd_pid1: false, ..facts() }, &env(root.path()), &read, &size);
+    let plan = plan(&a, &Facts { systemd_pid1: false, ..facts() }, &env(root.path()), &read, &size).unwrap();
     let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
     assert_eq!(ids, ["authkey", "answers", "sysctl", "boot-asterisk", "unit", "config"]);
 }
@@ -84,7 +84,7 @@ fn a_dropping_firewall_gets_one_rule_per_link_and_replication() {
     let f = Facts { firewall: Some(crate::facts::NftChain { family: "inet".into(), table: "filter".into(), chain: "input".into() }), ..facts() };
     let read = |_: &Path| None;
     let size = |_: &Path| None;
-    let plan = plan(&a, &f, &env(root.path()), &read, &size);
+    let plan = plan(&a, &f, &env(root.path()), &read, &size).unwrap();
     let step = plan.steps.iter().find(|s| s.id == "firewall").expect("a firewall step");
     let Action::Nft { rules, .. } = &step.actions[0] else { panic!("{step:?}") };
     assert_eq!(
