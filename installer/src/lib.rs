@@ -316,6 +316,7 @@ pub async fn import_heartbeat(env: &Env, app: &dyn Appliance, dir: &Path) -> Res
     let still = p.missing().iter().map(|k| k.to_string()).collect::<Vec<_>>();
     fill_unknown(&mut p);
     let mut a = p.complete().map_err(|keys| Error::Missing { keys: keys.iter().map(|k| k.to_string()).collect() })?;
+    // Addresses this machine cannot supply stay empty: check-config names them below.
     let _ = plan::resolve(&mut a, &facts);
     let group = if im.group.is_empty() { render::group(&a) } else { im.group.clone() };
     let text = render::config(&a, &group, &env.root);

@@ -139,7 +139,7 @@ fn device_rows(d: &crate::answers::DrbdAnswers, f: &Facts) -> Vec<Row> {
             Status::Fail,
             "disk",
             format!("{dev} is mounted on {}", x.mounted_at.as_deref().unwrap_or_default()),
-            format!("DRBD needs the raw device: umount it (and remove it from /etc/fstab), or choose another"),
+            "DRBD needs the raw device: umount it (and remove it from /etc/fstab), or choose another",
         ),
         Some(x) if !x.holders.is_empty() => bad(Status::Fail, "disk", format!("{dev} is in use by {}", x.holders.join(", ")), "it belongs to LVM, md or swap: choose a free device"),
         Some(x) => match (&x.signature, d.wipe) {

@@ -188,7 +188,7 @@ pub fn answer(key: &str, line: &str, p: &mut Partial, f: &Facts) -> Result<(), S
         "mail" => {
             p.mail = Some(match words[..] {
                 ["none"] => None,
-                [server, port, security, to, ref auth @ ..] if auth.len() == 0 || auth.len() == 2 => {
+                [server, port, security, to, ref auth @ ..] if auth.is_empty() || auth.len() == 2 => {
                     let mut t = toml::Table::new();
                     t.insert("server".into(), server.into());
                     t.insert("port".into(), toml::Value::Integer(port.parse().map_err(|_| format!("`{port}` is not a port"))?));

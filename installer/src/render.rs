@@ -158,8 +158,11 @@ pub fn unit(root: &Path) -> String {
 pub const SYSCTL_PATH: &str = "/etc/sysctl.d/60-pbxha.conf";
 pub const SYSCTL: &str = "# Written by `pbxha install`: the PBX binds the VIP before this node holds it.\nnet.ipv4.ip_nonlocal_bind = 1\n";
 
+/// Rewrites a config file's text so the PBX binds the VIP (text, VIP) -> new text.
+pub type Rebind = fn(&str, &str) -> String;
+
 /// Files that carry the PBX's SIP bind, and how to rewrite each to the VIP.
-pub fn bind_files(pbx: Pbx) -> &'static [(&'static str, fn(&str, &str) -> String)] {
+pub fn bind_files(pbx: Pbx) -> &'static [(&'static str, Rebind)] {
     match pbx {
         Pbx::Asterisk => &[("/etc/asterisk/pjsip.conf", pjsip_bind), ("/etc/asterisk/sip.conf", chan_sip_bind)],
         Pbx::Freeswitch => &[
