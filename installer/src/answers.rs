@@ -30,11 +30,15 @@ impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(a), IpAddr::V4(b)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(a) & mask == u32::from(b) & mask
             }
             (IpAddr::V6(a), IpAddr::V6(b)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(a) & mask == u128::from(b) & mask
             }
             _ => false,
@@ -45,8 +49,12 @@ impl Cidr {
 impl FromStr for Cidr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (addr, prefix) = s.split_once('/').ok_or_else(|| format!("`{s}` has no /prefix"))?;
-        let addr: IpAddr = addr.parse().map_err(|_| format!("`{addr}` is not an IP address"))?;
+        let (addr, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| format!("`{s}` has no /prefix"))?;
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("`{addr}` is not an IP address"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         match prefix.parse::<u8>() {
             Ok(prefix) if prefix <= max => Ok(Cidr { addr, prefix }),
@@ -104,7 +112,9 @@ pub enum Mysql {
     /// The datadir moves onto /replica; MySQL runs on the primary only.
     Replica,
     /// Both servers run and replicate both ways; setup logs in to the peer over TCP.
-    MasterMaster { admin_password_file: PathBuf },
+    MasterMaster {
+        admin_password_file: PathBuf,
+    },
 }
 
 /// Heartbeat timing: a named profile, or the values imported from ha.cf.
@@ -115,7 +125,12 @@ pub enum Timing {
     /// interval 50 ms, deadtime 250 ms, for a dedicated quiet heartbeat link.
     Fast,
     /// Milliseconds, from an imported ha.cf (`keepalive`, `deadtime`, `warntime`, `initdead`).
-    Custom { interval: u64, deadtime: u64, warntime: u64, initdead: u64 },
+    Custom {
+        interval: u64,
+        deadtime: u64,
+        warntime: u64,
+        initdead: u64,
+    },
 }
 
 impl Timing {
@@ -125,7 +140,12 @@ impl Timing {
         match self {
             Timing::Default => (200, 1000, 500, 10_000),
             Timing::Fast => (50, 250, 150, 5000),
-            Timing::Custom { interval, deadtime, warntime, initdead } => (interval, deadtime, warntime, initdead),
+            Timing::Custom {
+                interval,
+                deadtime,
+                warntime,
+                initdead,
+            } => (interval, deadtime, warntime, initdead),
         }
     }
 }
@@ -221,7 +241,11 @@ impl Partial {
             ("mail", self.mail.is_some()),
             ("timing", self.timing.is_some()),
         ];
-        answered.into_iter().filter(|(_, a)| !a).map(|(k, _)| k).collect()
+        answered
+            .into_iter()
+            .filter(|(_, a)| !a)
+            .map(|(k, _)| k)
+            .collect()
     }
 
     /// The complete answers, or every missing key.
@@ -258,11 +282,19 @@ impl Partial {
             return Err(missing);
         };
         Ok(Answers {
-            cluster: self.cluster.clone().unwrap_or_else(|| DEFAULT_CLUSTER.into()),
+            cluster: self
+                .cluster
+                .clone()
+                .unwrap_or_else(|| DEFAULT_CLUSTER.into()),
             cluster_id: self.cluster_id.unwrap_or(1),
             node: node.clone(),
             peer: peer.clone(),
-            public: Public { interface: interface.clone(), address: self.public_address, peer_address, vip },
+            public: Public {
+                interface: interface.clone(),
+                address: self.public_address,
+                peer_address,
+                vip,
+            },
             heartbeat: heartbeat.clone(),
             ping: ping.clone(),
             pbx,
@@ -278,13 +310,18 @@ impl Partial {
 }
 
 /// Keys that would hold a secret; each is refused with the file key to use instead.
-const INLINE_SECRETS: &[(&str, &str)] =
-    &[("password", "password-file"), ("admin-password", "admin-password-file"), ("secret", "secret-file")];
+const INLINE_SECRETS: &[(&str, &str)] = &[
+    ("password", "password-file"),
+    ("admin-password", "admin-password-file"),
+    ("secret", "secret-file"),
+];
 
 /// Parses answers text, returning every problem found.
 pub fn parse(text: &str) -> Result<Partial, Vec<Problem>> {
     let root: Table = text.parse().map_err(|e: toml::de::Error| {
-        let line = e.span().map(|s| 1 + text[..s.start.min(text.len())].matches('\n').count());
+        let line = e
+            .span()
+            .map(|s| 1 + text[..s.start.min(text.len())].matches('\n').count());
         vec![Problem {
             key: line.map_or("(syntax)".into(), |l| format!("(line {l})")),
             message: e.message().to_string(),
@@ -292,7 +329,12 @@ pub fn parse(text: &str) -> Result<Partial, Vec<Problem>> {
         }]
     })?;
     let problems = RefCell::new(Vec::new());
-    let mut r = Reader { path: String::new(), table: &root, asked: Vec::new(), problems: &problems };
+    let mut r = Reader {
+        path: String::new(),
+        table: &root,
+        asked: Vec::new(),
+        problems: &problems,
+    };
     let p = read(&mut r);
     r.finish();
     let problems = problems.into_inner();
@@ -329,13 +371,26 @@ fn read(r: &mut Reader) -> Partial {
                     None | Some("ucast") => false,
                     Some("bcast") => true,
                     Some(other) => {
-                        s.problem::<()>("mode", format!("unknown mode `{other}`"), Some("ucast or bcast"));
+                        s.problem::<()>(
+                            "mode",
+                            format!("unknown mode `{other}`"),
+                            Some("ucast or bcast"),
+                        );
                         false
                     }
                 };
-                let link = (s.required_word("interface"), s.parsed("address"), s.required("peer-address"));
+                let link = (
+                    s.required_word("interface"),
+                    s.parsed("address"),
+                    s.required("peer-address"),
+                );
                 s.finish();
-                Some(HeartbeatLink { interface: link.0?, address: link.1, peer_address: link.2?, bcast })
+                Some(HeartbeatLink {
+                    interface: link.0?,
+                    address: link.1,
+                    peer_address: link.2?,
+                    bcast,
+                })
             })
             .collect()
     });
@@ -344,7 +399,11 @@ fn read(r: &mut Reader) -> Partial {
         None => None,
         Some("asterisk") => Some(Pbx::Asterisk),
         Some("freeswitch") => Some(Pbx::Freeswitch),
-        Some(other) => r.problem("pbx", format!("unknown PBX `{other}`"), Some("\"asterisk\" or \"freeswitch\"")),
+        Some(other) => r.problem(
+            "pbx",
+            format!("unknown PBX `{other}`"),
+            Some("\"asterisk\" or \"freeswitch\""),
+        ),
     };
     p.storage = r.table("storage").and_then(|mut s| {
         let storage = match s.string("kind").as_deref() {
@@ -354,7 +413,11 @@ fn read(r: &mut Reader) -> Partial {
                     None | Some("9") => pbxha_replica::drbd::conf::Syntax::V9,
                     Some("8.4") => pbxha_replica::drbd::conf::Syntax::V84,
                     Some(other) => {
-                        s.problem::<()>("syntax", format!("unknown DRBD syntax `{other}`"), Some("\"9\" or \"8.4\""));
+                        s.problem::<()>(
+                            "syntax",
+                            format!("unknown DRBD syntax `{other}`"),
+                            Some("\"9\" or \"8.4\""),
+                        );
                         pbxha_replica::drbd::conf::Syntax::V9
                     }
                 };
@@ -363,14 +426,26 @@ fn read(r: &mut Reader) -> Partial {
                     Storage::Drbd(DrbdAnswers {
                         device,
                         wipe: s.bool("wipe").unwrap_or(false),
-                        resource: s.word("resource").unwrap_or_else(|| DEFAULT_RESOURCE.into()),
-                        drbd_device: s.path("drbd-device").unwrap_or_else(|| DEFAULT_DRBD_DEVICE.into()),
+                        resource: s
+                            .word("resource")
+                            .unwrap_or_else(|| DEFAULT_RESOURCE.into()),
+                        drbd_device: s
+                            .path("drbd-device")
+                            .unwrap_or_else(|| DEFAULT_DRBD_DEVICE.into()),
                         syntax,
                     })
                 })
             }
-            Some(other) => s.problem("kind", format!("unknown storage `{other}`"), Some("\"drbd\" or \"none\"")),
-            None => s.problem("kind", "missing required key".into(), Some("kind = \"drbd\" or kind = \"none\"")),
+            Some(other) => s.problem(
+                "kind",
+                format!("unknown storage `{other}`"),
+                Some("\"drbd\" or \"none\""),
+            ),
+            None => s.problem(
+                "kind",
+                "missing required key".into(),
+                Some("kind = \"drbd\" or kind = \"none\""),
+            ),
         };
         s.finish();
         storage
@@ -379,9 +454,12 @@ fn read(r: &mut Reader) -> Partial {
         let mysql = match s.string("mode").as_deref() {
             Some("none") => Some(Mysql::None),
             Some("replica") => Some(Mysql::Replica),
-            Some("master-master") => s
-                .required_path("admin-password-file")
-                .map(|f| Mysql::MasterMaster { admin_password_file: f.into() }),
+            Some("master-master") => {
+                s.required_path("admin-password-file")
+                    .map(|f| Mysql::MasterMaster {
+                        admin_password_file: f.into(),
+                    })
+            }
             Some(other) => s.problem(
                 "mode",
                 format!("unknown MySQL mode `{other}`"),
@@ -412,16 +490,32 @@ fn read(r: &mut Reader) -> Partial {
         Some(Value::String(s)) if s == "default" => Some(Timing::Default),
         Some(Value::String(s)) if s == "fast" => Some(Timing::Fast),
         Some(Value::Table(_)) => r.table("timing").and_then(|mut s| {
-            let t = (s.int("interval", 1, 600_000), s.int("deadtime", 1, 600_000), s.int("warntime", 1, 600_000), s.int("initdead", 1, 3_600_000));
+            let t = (
+                s.int("interval", 1, 600_000),
+                s.int("deadtime", 1, 600_000),
+                s.int("warntime", 1, 600_000),
+                s.int("initdead", 1, 3_600_000),
+            );
             s.finish();
             match t {
-                (Some(i), Some(d), Some(w), Some(n)) => {
-                    Some(Timing::Custom { interval: i as u64, deadtime: d as u64, warntime: w as u64, initdead: n as u64 })
-                }
-                _ => s.problem("interval", "a custom timing needs interval, deadtime, warntime and initdead (ms)".into(), None),
+                (Some(i), Some(d), Some(w), Some(n)) => Some(Timing::Custom {
+                    interval: i as u64,
+                    deadtime: d as u64,
+                    warntime: w as u64,
+                    initdead: n as u64,
+                }),
+                _ => s.problem(
+                    "interval",
+                    "a custom timing needs interval, deadtime, warntime and initdead (ms)".into(),
+                    None,
+                ),
             }
         }),
-        Some(_) => r.problem("timing", "expected \"default\", \"fast\" or a table".into(), None),
+        Some(_) => r.problem(
+            "timing",
+            "expected \"default\", \"fast\" or a table".into(),
+            None,
+        ),
     };
     p
 }
@@ -445,7 +539,11 @@ impl<'a> Reader<'a> {
 
     /// Records a problem at `key` (relative to this table); `None` so it can be a value.
     fn problem<T>(&self, key: &str, message: String, hint: Option<&str>) -> Option<T> {
-        self.problems.borrow_mut().push(Problem { key: self.key(key), message, hint: hint.map(str::to_string) });
+        self.problems.borrow_mut().push(Problem {
+            key: self.key(key),
+            message,
+            hint: hint.map(str::to_string),
+        });
         None
     }
 
@@ -458,7 +556,11 @@ impl<'a> Reader<'a> {
         match self.get(key)? {
             Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
             Value::String(_) => self.problem(key, "must not be empty".into(), None),
-            other => self.problem(key, format!("expected a string, found {}", other.type_str()), None),
+            other => self.problem(
+                key,
+                format!("expected a string, found {}", other.type_str()),
+                None,
+            ),
         }
     }
 
@@ -489,10 +591,16 @@ impl<'a> Reader<'a> {
     /// A name such as a node or interface: letters, digits, `-`, `_`, `.`.
     fn word(&mut self, key: &'static str) -> Option<String> {
         let s = self.string(key)?;
-        if s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        if s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
             Some(s)
         } else {
-            self.problem(key, format!("`{s}` may hold only letters, digits, `-`, `_` and `.`"), None)
+            self.problem(
+                key,
+                format!("`{s}` may hold only letters, digits, `-`, `_` and `.`"),
+                None,
+            )
         }
     }
 
@@ -519,15 +627,25 @@ impl<'a> Reader<'a> {
     fn bool(&mut self, key: &'static str) -> Option<bool> {
         match self.get(key)? {
             Value::Boolean(b) => Some(*b),
-            other => self.problem(key, format!("expected true or false, found {}", other.type_str()), None),
+            other => self.problem(
+                key,
+                format!("expected true or false, found {}", other.type_str()),
+                None,
+            ),
         }
     }
 
     fn int(&mut self, key: &'static str, min: i64, max: i64) -> Option<i64> {
         match self.get(key)? {
             Value::Integer(i) if (min..=max).contains(i) => Some(*i),
-            Value::Integer(i) => self.problem(key, format!("{i} is out of range ({min} to {max})"), None),
-            other => self.problem(key, format!("expected an integer, found {}", other.type_str()), None),
+            Value::Integer(i) => {
+                self.problem(key, format!("{i} is out of range ({min} to {max})"), None)
+            }
+            other => self.problem(
+                key,
+                format!("expected an integer, found {}", other.type_str()),
+                None,
+            ),
         }
     }
 
@@ -535,14 +653,24 @@ impl<'a> Reader<'a> {
     fn list(&mut self, key: &'static str) -> Option<Vec<IpAddr>> {
         let items = match self.get(key)? {
             Value::Array(items) => items,
-            other => return self.problem(key, format!("expected a list, found {}", other.type_str()), None),
+            other => {
+                return self.problem(
+                    key,
+                    format!("expected a list, found {}", other.type_str()),
+                    None,
+                )
+            }
         };
         let mut out = Vec::new();
         for (i, v) in items.iter().enumerate() {
             match v.as_str().map(str::parse) {
                 Some(Ok(ip)) => out.push(ip),
                 _ => {
-                    self.problem::<()>(&format!("{key}[{i}]"), format!("`{v}` is not an IP address"), None);
+                    self.problem::<()>(
+                        &format!("{key}[{i}]"),
+                        format!("`{v}` is not an IP address"),
+                        None,
+                    );
                 }
             }
         }
@@ -550,7 +678,12 @@ impl<'a> Reader<'a> {
     }
 
     fn child(&self, path: String, table: &'a Table) -> Reader<'a> {
-        Reader { path, table, asked: Vec::new(), problems: self.problems }
+        Reader {
+            path,
+            table,
+            asked: Vec::new(),
+            problems: self.problems,
+        }
     }
 
     fn table(&mut self, key: &'static str) -> Option<Reader<'a>> {
@@ -560,7 +693,11 @@ impl<'a> Reader<'a> {
                 child.refuse_inline_secrets(t, &child.path);
                 Some(child)
             }
-            other => self.problem(key, format!("expected a table, found {}", other.type_str()), None),
+            other => self.problem(
+                key,
+                format!("expected a table, found {}", other.type_str()),
+                None,
+            ),
         }
     }
 
@@ -577,7 +714,11 @@ impl<'a> Reader<'a> {
                     })
                     .collect(),
             ),
-            other => self.problem(key, format!("expected [[{key}]] tables, found {}", other.type_str()), None),
+            other => self.problem(
+                key,
+                format!("expected [[{key}]] tables, found {}", other.type_str()),
+                None,
+            ),
         }
     }
 
@@ -587,8 +728,12 @@ impl<'a> Reader<'a> {
             if table.contains_key(*secret) {
                 self.problems.borrow_mut().push(Problem {
                     key: format!("{path}.{secret}"),
-                    message: "a password given inline is refused: answers files get copied and mailed".into(),
-                    hint: Some(format!("put it in a file of mode 0600 and write {file_key} = \"/etc/pbxha/...\"")),
+                    message:
+                        "a password given inline is refused: answers files get copied and mailed"
+                            .into(),
+                    hint: Some(format!(
+                        "put it in a file of mode 0600 and write {file_key} = \"/etc/pbxha/...\""
+                    )),
                 });
             }
         }
@@ -600,12 +745,21 @@ impl<'a> Reader<'a> {
             if self.asked.contains(&key.as_str()) || INLINE_SECRETS.iter().any(|(s, _)| s == key) {
                 continue;
             }
-            let nearest = self.asked.iter().map(|k| (edit_distance(k, key), *k)).filter(|(d, _)| *d <= 3).min();
+            let nearest = self
+                .asked
+                .iter()
+                .map(|k| (edit_distance(k, key), *k))
+                .filter(|(d, _)| *d <= 3)
+                .min();
             let hint = match nearest {
                 Some((_, k)) => format!("did you mean `{k}`?"),
                 None => format!("known keys here: {}", self.asked.join(", ")),
             };
-            self.problems.borrow_mut().push(Problem { key: self.key(key), message: "unknown key".into(), hint: Some(hint) });
+            self.problems.borrow_mut().push(Problem {
+                key: self.key(key),
+                message: "unknown key".into(),
+                hint: Some(hint),
+            });
         }
     }
 }
@@ -619,7 +773,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
             let above = row[j + 1];
-            row[j + 1] = (diagonal + usize::from(ca != *cb)).min(row[j] + 1).min(above + 1);
+            row[j + 1] = (diagonal + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(above + 1);
             diagonal = above;
         }
     }
@@ -635,11 +791,23 @@ impl Answers {
     /// readable by [`parse`] again.
     pub fn to_toml(&self) -> String {
         let mut s = String::from("# Written by `pbxha install`; rerun it with --answers this file to repeat the install.\n");
-        s += &format!("cluster = {}\ncluster-id = {}\n", q(&self.cluster), self.cluster_id);
+        s += &format!(
+            "cluster = {}\ncluster-id = {}\n",
+            q(&self.cluster),
+            self.cluster_id
+        );
         s += &format!("node = {}\npeer = {}\n", q(&self.node), q(&self.peer));
         let ping: Vec<String> = self.ping.iter().map(|ip| q(&ip.to_string())).collect();
-        s += &format!("ping = [{}]\npbx = {}\nbind-pbx = {}\n", ping.join(", "), q(self.pbx.name()), self.bind_pbx);
-        s += &format!("auto-failback = {}\nport = {}\n", self.auto_failback, self.port);
+        s += &format!(
+            "ping = [{}]\npbx = {}\nbind-pbx = {}\n",
+            ping.join(", "),
+            q(self.pbx.name()),
+            self.bind_pbx
+        );
+        s += &format!(
+            "auto-failback = {}\nport = {}\n",
+            self.auto_failback, self.port
+        );
         match self.timing {
             Timing::Default => s += "timing = \"default\"\n",
             Timing::Fast => s += "timing = \"fast\"\n",
@@ -653,13 +821,21 @@ impl Answers {
         if let Some(a) = p.address {
             s += &format!("address = {}\n", q(&a.to_string()));
         }
-        s += &format!("peer-address = {}\nvip = {}\n", q(&p.peer_address.to_string()), q(&p.vip.to_string()));
+        s += &format!(
+            "peer-address = {}\nvip = {}\n",
+            q(&p.peer_address.to_string()),
+            q(&p.vip.to_string())
+        );
         for l in &self.heartbeat {
             s += &format!("\n[[heartbeat]]\ninterface = {}\n", q(&l.interface));
             if let Some(a) = l.address {
                 s += &format!("address = {}\n", q(&a.to_string()));
             }
-            s += &format!("peer-address = {}\nmode = {}\n", q(&l.peer_address.to_string()), q(if l.bcast { "bcast" } else { "ucast" }));
+            s += &format!(
+                "peer-address = {}\nmode = {}\n",
+                q(&l.peer_address.to_string()),
+                q(if l.bcast { "bcast" } else { "ucast" })
+            );
         }
         match &self.storage {
             Storage::None => s += "\n[storage]\nkind = \"none\"\n",
@@ -681,11 +857,22 @@ impl Answers {
         match &self.mysql {
             Mysql::None => s += "\n[mysql]\nmode = \"none\"\n",
             Mysql::Replica => s += "\n[mysql]\nmode = \"replica\"\n",
-            Mysql::MasterMaster { admin_password_file } => {
-                s += &format!("\n[mysql]\nmode = \"master-master\"\nadmin-password-file = {}\n", q(&admin_password_file.display().to_string()))
+            Mysql::MasterMaster {
+                admin_password_file,
+            } => {
+                s += &format!(
+                    "\n[mysql]\nmode = \"master-master\"\nadmin-password-file = {}\n",
+                    q(&admin_password_file.display().to_string())
+                )
             }
         }
-        if let Timing::Custom { interval, deadtime, warntime, initdead } = self.timing {
+        if let Timing::Custom {
+            interval,
+            deadtime,
+            warntime,
+            initdead,
+        } = self.timing
+        {
             s += &format!("\n[timing]\ninterval = {interval}\ndeadtime = {deadtime}\nwarntime = {warntime}\ninitdead = {initdead}\n");
         }
         if let Some(mail) = &self.mail {
@@ -699,10 +886,21 @@ impl Answers {
     /// Every secret file the answers name: each must exist with mode 0600.
     pub fn secret_files(&self) -> Vec<(String, PathBuf)> {
         let mut out = Vec::new();
-        if let Mysql::MasterMaster { admin_password_file } = &self.mysql {
-            out.push(("mysql.admin-password-file".to_string(), admin_password_file.clone()));
+        if let Mysql::MasterMaster {
+            admin_password_file,
+        } = &self.mysql
+        {
+            out.push((
+                "mysql.admin-password-file".to_string(),
+                admin_password_file.clone(),
+            ));
         }
-        if let Some(file) = self.mail.as_ref().and_then(|m| m.get("password-file")).and_then(Value::as_str) {
+        if let Some(file) = self
+            .mail
+            .as_ref()
+            .and_then(|m| m.get("password-file"))
+            .and_then(Value::as_str)
+        {
             out.push(("mail.password-file".to_string(), PathBuf::from(file)));
         }
         out

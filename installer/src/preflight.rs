@@ -24,11 +24,21 @@ pub struct Row {
 }
 
 fn pass(check: &str, detail: impl Into<String>) -> Row {
-    Row { check: check.into(), status: Status::Pass, detail: detail.into(), fix: None }
+    Row {
+        check: check.into(),
+        status: Status::Pass,
+        detail: detail.into(),
+        fix: None,
+    }
 }
 
 fn bad(status: Status, check: &str, detail: impl Into<String>, fix: impl Into<String>) -> Row {
-    Row { check: check.into(), status, detail: detail.into(), fix: Some(fix.into()) }
+    Row {
+        check: check.into(),
+        status,
+        detail: detail.into(),
+        fix: Some(fix.into()),
+    }
 }
 
 /// Every check, in the order an operator would fix them.
@@ -36,19 +46,58 @@ pub fn check(a: &Answers, f: &Facts) -> Vec<Row> {
     let mut rows = Vec::new();
     rows.push(match f.euid {
         0 => pass("root", "running as root"),
-        uid => bad(Status::Fail, "root", format!("running as uid {uid}"), "run it as root: sudo pbxha install ..."),
+        uid => bad(
+            Status::Fail,
+            "root",
+            format!("running as uid {uid}"),
+            "run it as root: sudo pbxha install ...",
+        ),
     });
     rows.push(match &f.os {
         Some((pretty, id, version)) if supported_os(id, version) => pass("os", pretty.clone()),
-        Some((pretty, _, _)) => bad(Status::Warn, "os", format!("{pretty} is not a tested release"), "pbxha is tested on Debian 12; other systemd distributions usually work"),
-        None => bad(Status::Warn, "os", "no /etc/os-release", "check that this is a systemd Linux distribution"),
+        Some((pretty, _, _)) => bad(
+            Status::Warn,
+            "os",
+            format!("{pretty} is not a tested release"),
+            "pbxha is tested on Debian 12; other systemd distributions usually work",
+        ),
+        None => bad(
+            Status::Warn,
+            "os",
+            "no /etc/os-release",
+            "check that this is a systemd Linux distribution",
+        ),
     });
     rows.push(if a.node != f.uname {
-        bad(Status::Fail, "hostname", format!("node = `{}` but `uname -n` is `{}`", a.node, f.uname), format!("answer node = \"{}\", or run `hostnamectl set-hostname {}`", f.uname, a.node))
+        bad(
+            Status::Fail,
+            "hostname",
+            format!("node = `{}` but `uname -n` is `{}`", a.node, f.uname),
+            format!(
+                "answer node = \"{}\", or run `hostnamectl set-hostname {}`",
+                f.uname, a.node
+            ),
+        )
     } else if a.node == a.peer {
-        bad(Status::Fail, "hostname", format!("the peer has this node's name `{}`", a.peer), "each node needs its own `uname -n`; rename the peer")
+        bad(
+            Status::Fail,
+            "hostname",
+            format!("the peer has this node's name `{}`", a.peer),
+            "each node needs its own `uname -n`; rename the peer",
+        )
     } else if f.etc_hostname.as_deref().is_some_and(|h| h != a.node) {
-        bad(Status::Warn, "hostname", format!("/etc/hostname says `{}`", f.etc_hostname.as_deref().unwrap_or_default()), format!("write {} to /etc/hostname so the name survives a reboot", a.node))
+        bad(
+            Status::Warn,
+            "hostname",
+            format!(
+                "/etc/hostname says `{}`",
+                f.etc_hostname.as_deref().unwrap_or_default()
+            ),
+            format!(
+                "write {} to /etc/hostname so the name survives a reboot",
+                a.node
+            ),
+        )
     } else {
         pass("hostname", format!("{} (peer {})", a.node, a.peer))
     });
@@ -56,25 +105,61 @@ pub fn check(a: &Answers, f: &Facts) -> Vec<Row> {
     nics.extend(a.heartbeat.iter().map(|l| l.interface.as_str()));
     for nic in nics {
         rows.push(match f.interface(nic) {
-            None => bad(Status::Fail, "nic", format!("{nic} does not exist"), format!("choose one of: {}", names(f))),
-            Some(i) if !i.up => bad(Status::Fail, "nic", format!("{nic} is down or has no carrier"), format!("ip link set {nic} up, and check its cable")),
-            Some(i) if i.addresses.is_empty() => bad(Status::Fail, "nic", format!("{nic} has no address"), "give it its permanent address first"),
+            None => bad(
+                Status::Fail,
+                "nic",
+                format!("{nic} does not exist"),
+                format!("choose one of: {}", names(f)),
+            ),
+            Some(i) if !i.up => bad(
+                Status::Fail,
+                "nic",
+                format!("{nic} is down or has no carrier"),
+                format!("ip link set {nic} up, and check its cable"),
+            ),
+            Some(i) if i.addresses.is_empty() => bad(
+                Status::Fail,
+                "nic",
+                format!("{nic} has no address"),
+                "give it its permanent address first",
+            ),
             Some(_) => pass("nic", format!("{nic} is up")),
         });
     }
-    let own = a.public.address.or_else(|| f.address_of(&a.public.interface));
+    let own = a
+        .public
+        .address
+        .or_else(|| f.address_of(&a.public.interface));
     rows.push(match own {
         Some(own) if !own.contains(a.public.vip.addr) => bad(
             Status::Fail,
             "vip-subnet",
-            format!("VIP {} is outside {}'s subnet {own}", a.public.vip, a.public.interface),
+            format!(
+                "VIP {} is outside {}'s subnet {own}",
+                a.public.vip, a.public.interface
+            ),
             "choose a free address in the public subnet, or the interface that has that subnet",
         ),
-        Some(own) if own.addr == a.public.vip.addr || a.public.vip.addr == a.public.peer_address => {
-            bad(Status::Fail, "vip-subnet", format!("VIP {} is a node's own address", a.public.vip.addr), "the VIP must be a third, unused address")
+        Some(own)
+            if own.addr == a.public.vip.addr || a.public.vip.addr == a.public.peer_address =>
+        {
+            bad(
+                Status::Fail,
+                "vip-subnet",
+                format!("VIP {} is a node's own address", a.public.vip.addr),
+                "the VIP must be a third, unused address",
+            )
         }
         Some(own) => pass("vip-subnet", format!("VIP {} inside {own}", a.public.vip)),
-        None => bad(Status::Fail, "vip-subnet", format!("no address on {} to compare the VIP with", a.public.interface), "give the public interface its address first"),
+        None => bad(
+            Status::Fail,
+            "vip-subnet",
+            format!(
+                "no address on {} to compare the VIP with",
+                a.public.interface
+            ),
+            "give the public interface its address first",
+        ),
     });
     rows.push(match &f.vip_answered_by {
         Some(None) => pass("vip-free", format!("nobody answers ARP for {}", a.public.vip.addr)),
@@ -94,23 +179,46 @@ pub fn check(a: &Answers, f: &Facts) -> Vec<Row> {
     }
     rows.push(match &f.time_sync {
         Some(daemon) => pass("time-sync", format!("{daemon} running")),
-        None => bad(Status::Warn, "time-sync", "no chronyd or systemd-timesyncd running", "apt-get install chrony: failover timelines compare both nodes' clocks"),
+        None => bad(
+            Status::Warn,
+            "time-sync",
+            "no chronyd or systemd-timesyncd running",
+            "apt-get install chrony: failover timelines compare both nodes' clocks",
+        ),
     });
     if let Storage::Drbd(d) = &a.storage {
         rows.extend(device_rows(d, f));
     }
     rows.push(match f.busy_ports.is_empty() {
-        true => pass("ports", format!("UDP {} and TCP {} free", a.port, crate::facts::DRBD_PORT)),
-        false => bad(Status::Fail, "ports", format!("in use: {}", f.busy_ports.join("; ")), "stop the old heartbeat/DRBD using them (heartbeat listens on 694)"),
+        true => pass(
+            "ports",
+            format!("UDP {} and TCP {} free", a.port, crate::facts::DRBD_PORT),
+        ),
+        false => bad(
+            Status::Fail,
+            "ports",
+            format!("in use: {}", f.busy_ports.join("; ")),
+            "stop the old heartbeat/DRBD using them (heartbeat listens on 694)",
+        ),
     });
     rows.push(match (&a.mysql, &f.mysql_server) {
         (Mysql::None, _) => pass("mysql", "not managed (mysql = none)"),
         (_, Some(version)) => pass("mysql", version.clone()),
-        (_, None) => bad(Status::Fail, "mysql", "no mariadbd or mysqld found", "apt-get install mariadb-server, or answer mysql mode = \"none\""),
+        (_, None) => bad(
+            Status::Fail,
+            "mysql",
+            "no mariadbd or mysqld found",
+            "apt-get install mariadb-server, or answer mysql mode = \"none\"",
+        ),
     });
     rows.push(match f.pbx_found.iter().find(|(p, _)| *p == a.pbx) {
         Some((p, evidence)) => pass("pbx", format!("{} ({evidence})", p.name())),
-        None => bad(Status::Fail, "pbx", format!("{} is not installed", a.pbx.name()), format!("install {} first, or answer the PBX you run", a.pbx.name())),
+        None => bad(
+            Status::Fail,
+            "pbx",
+            format!("{} is not installed", a.pbx.name()),
+            format!("install {} first, or answer the PBX you run", a.pbx.name()),
+        ),
     });
     for conf in &f.other_ha {
         rows.push(bad(
@@ -123,8 +231,18 @@ pub fn check(a: &Answers, f: &Facts) -> Vec<Row> {
     for (key, path, mode) in &f.secrets {
         rows.push(match mode {
             Some(0o600) => pass("secret", format!("{} is 0600", path.display())),
-            Some(m) => bad(Status::Fail, "secret", format!("{key}: {} has mode {m:o}", path.display()), format!("chmod 600 {}", path.display())),
-            None => bad(Status::Fail, "secret", format!("{key}: {} does not exist", path.display()), "write the secret into it, then chmod 600"),
+            Some(m) => bad(
+                Status::Fail,
+                "secret",
+                format!("{key}: {} has mode {m:o}", path.display()),
+                format!("chmod 600 {}", path.display()),
+            ),
+            None => bad(
+                Status::Fail,
+                "secret",
+                format!("{key}: {} does not exist", path.display()),
+                "write the secret into it, then chmod 600",
+            ),
         });
     }
     rows
@@ -156,22 +274,41 @@ fn device_rows(d: &crate::answers::DrbdAnswers, f: &Facts) -> Vec<Row> {
     });
     rows.push(match &f.drbd_utils {
         Some(v) => pass("drbd-utils", format!("drbdadm {v}")),
-        None => bad(Status::Fail, "drbd-utils", "drbdadm not found", "apt-get install drbd-utils"),
+        None => bad(
+            Status::Fail,
+            "drbd-utils",
+            "drbdadm not found",
+            "apt-get install drbd-utils",
+        ),
     });
     rows.push(match f.drbd_module {
         true => pass("drbd-module", "the kernel has DRBD"),
-        false => bad(Status::Fail, "drbd-module", "no DRBD kernel module", "apt-get install drbd-dkms (or LINBIT's kmod), or answer storage kind = \"none\""),
+        false => bad(
+            Status::Fail,
+            "drbd-module",
+            "no DRBD kernel module",
+            "apt-get install drbd-dkms (or LINBIT's kmod), or answer storage kind = \"none\"",
+        ),
     });
     rows
 }
 
 fn supported_os(id: &str, version: &str) -> bool {
-    let major: u32 = version.split('.').next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let major: u32 = version
+        .split('.')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     (id == "debian" && major >= 11) || (id == "ubuntu" && major >= 22)
 }
 
 fn names(f: &Facts) -> String {
-    f.interfaces.iter().filter(|i| i.name != "lo").map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
+    f.interfaces
+        .iter()
+        .filter(|i| i.name != "lo")
+        .map(|i| i.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// How many rows FAIL.
