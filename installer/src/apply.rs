@@ -125,10 +125,29 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 }
 
 async fn run(env: &Env, argv: &[String]) -> Result<()> {
-    env.runner
-        .run_ok(&Cmd::new(argv.iter().cloned()).timeout(COMMAND_TIMEOUT))
-        .await?;
-    Ok(())
+    run_shown(env, argv, &mut |_| {}).await
+}
+
+/// How often a command that takes a while says it is still at it.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs a command, telling `progress` every second that it is still running, so a long
+/// mkfs or DRBD state change never looks like a hang.
+async fn run_shown(env: &Env, argv: &[String], progress: &mut dyn FnMut(&str)) -> Result<()> {
+    let cmd = Cmd::new(argv.iter().cloned()).timeout(COMMAND_TIMEOUT);
+    let started = tokio::time::Instant::now();
+    let mut ticks = tokio::time::interval_at(started + PROGRESS_EVERY, PROGRESS_EVERY);
+    let done = env.runner.run_ok(&cmd);
+    tokio::pin!(done);
+    loop {
+        tokio::select! {
+            out = &mut done => {
+                out?;
+                return Ok(());
+            }
+            _ = ticks.tick() => progress(&format!("      still running `{cmd}` ({} s)", started.elapsed().as_secs())),
+        }
+    }
 }
 
 async fn perform(
@@ -163,7 +182,7 @@ async fn perform(
             std::fs::create_dir_all(path)
                 .map_err(|e| Error::file(path, format!("cannot create: {e}")))
         }
-        Action::Run { argv, .. } => run(env, argv).await,
+        Action::Run { argv, .. } => run_shown(env, argv, progress).await,
         Action::Mount {
             device,
             mount_point,

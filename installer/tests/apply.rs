@@ -461,3 +461,33 @@ async fn an_existing_key_is_kept_and_never_copied_into_the_journal() {
         .unwrap();
     assert!(key.exists(), "undo keeps a key it did not make");
 }
+
+#[tokio::test]
+async fn a_command_that_takes_a_while_says_so_every_second() {
+    let root = tempfile::tempdir().unwrap();
+    let env = Env {
+        root: root.path().to_path_buf(),
+        runner: Arc::new(pbxha_runner::SystemRunner),
+    };
+    let step = plan::Step {
+        id: "slow".into(),
+        title: "a slow command".into(),
+        shows: String::new(),
+        actions: vec![plan::Action::Run {
+            argv: vec!["sleep".into(), "2.3".into()],
+            undo: None,
+            cannot_undo: None,
+        }],
+        wipes: None,
+    };
+    let mut j = journal(&env);
+    j.begin("answers", std::slice::from_ref(&step), &[]).unwrap();
+    let mut lines = Vec::new();
+    apply::apply(&env, &Checker { refuse: false }, &j, &[step], &mut |l| lines.push(l.to_string()))
+        .await
+        .unwrap();
+    let ticks: Vec<&String> = lines.iter().filter(|l| l.contains("still running `sleep 2.3`")).collect();
+    // At 1 s and 2 s (a third only if the loaded machine made sleep overrun by 0.7 s).
+    assert!(ticks.len() >= 2, "{lines:?}");
+    assert!(ticks[0].ends_with("(1 s)") && ticks[1].ends_with("(2 s)"), "{lines:?}");
+}
