@@ -450,6 +450,19 @@ pub async fn gather(env: &Env, p: &Partial) -> Facts {
     f
 }
 
+/// The example answers' machine (examples/answers.toml): eth0 public, eth1 heartbeat.
+#[cfg(test)]
+pub(crate) fn example_interfaces() -> Vec<Interface> {
+    [("eth0", "192.168.0.100/24"), ("eth1", "10.1.1.1/24")]
+        .into_iter()
+        .map(|(name, addr)| Interface {
+            name: name.into(),
+            up: true,
+            addresses: vec![addr.parse().expect("a CIDR")],
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -303,23 +303,12 @@ pub fn answer(key: &str, line: &str, p: &mut Partial, f: &Facts) -> Result<(), S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::facts::Interface;
+
 
     fn facts() -> Facts {
         Facts {
             uname: "pbx1".into(),
-            interfaces: vec![
-                Interface {
-                    name: "eth0".into(),
-                    up: true,
-                    addresses: vec!["192.168.0.100/24".parse().unwrap()],
-                },
-                Interface {
-                    name: "eth1".into(),
-                    up: true,
-                    addresses: vec!["10.1.1.1/24".parse().unwrap()],
-                },
-            ],
+            interfaces: crate::facts::example_interfaces(),
             default_gateway: Some("192.168.0.1".parse().unwrap()),
             pbx_found: vec![(Pbx::Asterisk, "/etc/asterisk".into())],
             ..Facts::default()

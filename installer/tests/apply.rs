@@ -381,14 +381,13 @@ async fn drbd_steps_run_in_order_and_a_failing_create_md_stops_the_install() {
     apply::apply(&env, &Checker { refuse: false }, &j, &steps, &mut |_| {})
         .await
         .unwrap();
-    let calls: Vec<String> = r
-        .argvs()
-        .iter()
-        .map(|a| {
-            a.replace(&res, "RES")
-                .replace(&root.path().display().to_string(), "R")
-        })
-        .collect();
+    let shown = |argvs: &[String]| -> Vec<String> {
+        argvs
+            .iter()
+            .map(|a| a.replace(&res, "RES").replace(&root.path().display().to_string(), "R"))
+            .collect()
+    };
+    let calls = shown(&r.argvs());
     assert_eq!(
         calls,
         [
@@ -409,13 +408,7 @@ async fn drbd_steps_run_in_order_and_a_failing_create_md_stops_the_install() {
         ["step 7 (mkfs)", "step 4 (drbd-create-md)"],
         "{undone:?}"
     );
-    let tail: Vec<String> = r.argvs()[6..]
-        .iter()
-        .map(|a| {
-            a.replace(&res, "RES")
-                .replace(&root.path().display().to_string(), "R")
-        })
-        .collect();
+    let tail = shown(&r.argvs()[6..]);
     // The scripted mount mounted nothing, so the filesystem's stop finds nothing to unmount.
     assert_eq!(
         tail,

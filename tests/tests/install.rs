@@ -311,8 +311,8 @@ fn a_second_install_while_one_runs_is_refused() {
     let root = tempfile::tempdir().unwrap();
     let lock = root.path().join("run/pbxha/install.lock");
     std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
-    // Held by another process, as a running install holds it.
-    let mut holder = Guard::spawn(
+    // Held by another process, as a running install holds it (killed when dropped).
+    let _holder = Guard::spawn(
         "flock",
         Command::new("flock").arg(&lock).args(["sleep", "60"]),
     );
@@ -341,8 +341,6 @@ fn a_second_install_while_one_runs_is_refused() {
         "{said}"
     );
     assert_eq!(tree(root.path(), &[]), before);
-    holder.signal(libc::SIGKILL);
-    assert!(holder.wait_exit(Duration::from_secs(5)));
 }
 
 #[test]
@@ -411,7 +409,7 @@ fn a_drbd_device_with_a_filesystem_or_mounted_is_refused() {
     std::fs::create_dir(&mnt).unwrap();
     // Mounted in a private mount namespace held by a sleeping process; the install runs
     // inside that namespace (nsenter) and the network namespace.
-    let mut holder = Guard::spawn(
+    let holder = Guard::spawn(
         "mount holder",
         Command::new("unshare").args([
             "-m",
@@ -453,8 +451,6 @@ fn a_drbd_device_with_a_filesystem_or_mounted_is_refused() {
         "{said}"
     );
     assert_eq!(tree(root.path(), &["run"]), before);
-    holder.signal(libc::SIGKILL);
-    assert!(holder.wait_exit(Duration::from_secs(5)));
 }
 
 #[test]
@@ -590,7 +586,7 @@ fn an_install_killed_at_random_points_resumes_to_the_same_tree_and_undo_restores
     let backing = Loop::new(&scratch.path().join("backing.img"), 64);
     let drbd0 = Loop::new(&scratch.path().join("drbd0.img"), 256);
     // Every mount of the installs lives in this namespace and goes with it.
-    let mut holder = Guard::spawn(
+    let holder = Guard::spawn(
         "mount namespace holder",
         Command::new("unshare").args(["-m", "--propagation", "private", "sleep", "600"]),
     );
@@ -775,8 +771,6 @@ fn an_install_killed_at_random_points_resumes_to_the_same_tree_and_undo_restores
         log.contains("drbdadm -c") && log.contains("primary --force r0"),
         "{log}"
     );
-    holder.signal(libc::SIGKILL);
-    assert!(holder.wait_exit(Duration::from_secs(5)));
 }
 
 #[test]

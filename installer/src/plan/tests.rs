@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::answers::parse;
-use crate::facts::Interface;
+
 
 fn env(root: &Path) -> Env {
     Env {
@@ -23,18 +23,7 @@ fn answers() -> Answers {
 
 fn facts() -> Facts {
     Facts {
-        interfaces: vec![
-            Interface {
-                name: "eth0".into(),
-                up: true,
-                addresses: vec!["192.168.0.100/24".parse().unwrap()],
-            },
-            Interface {
-                name: "eth1".into(),
-                up: true,
-                addresses: vec!["10.1.1.1/24".parse().unwrap()],
-            },
-        ],
+        interfaces: crate::facts::example_interfaces(),
         enabled_units: vec!["asterisk".into()],
         nonlocal_bind: Some("0".into()),
         ..Facts::default()

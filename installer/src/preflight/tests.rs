@@ -1,6 +1,6 @@
 use super::*;
 use crate::answers::{parse, DrbdAnswers, Pbx};
-use crate::facts::{Device, Interface};
+use crate::facts::Device;
 
 fn answers() -> Answers {
     let mut a = parse(include_str!("../../../examples/answers.toml"))
@@ -22,18 +22,7 @@ fn good() -> Facts {
         )),
         uname: "pbx1".into(),
         etc_hostname: Some("pbx1".into()),
-        interfaces: vec![
-            Interface {
-                name: "eth0".into(),
-                up: true,
-                addresses: vec!["192.168.0.100/24".parse().unwrap()],
-            },
-            Interface {
-                name: "eth1".into(),
-                up: true,
-                addresses: vec!["10.1.1.1/24".parse().unwrap()],
-            },
-        ],
+        interfaces: crate::facts::example_interfaces(),
         vip_answered_by: Some(None),
         peer_answers: vec![
             ("eth1".into(), "10.1.1.2".parse().unwrap(), true),
