@@ -230,6 +230,18 @@ fn install_in(net: &Net, root: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `pbxha install --root ROOT --answers FILE --yes --no-start` outside any namespace: for
+/// refusals that come before a single fact is gathered.
+fn install_yes(root: &Path, answers: &Path) -> Output {
+    Command::new(pbxha())
+        .args(["install", "--yes", "--no-start", "--root"])
+        .arg(root)
+        .arg("--answers")
+        .arg(answers)
+        .output()
+        .unwrap()
+}
+
 fn text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
@@ -289,13 +301,7 @@ fn bad_answers_files_are_refused_before_anything_runs() {
         let file = root.path().join("answers.toml");
         std::fs::write(&file, &text).unwrap();
         let before = tree(root.path(), &[]);
-        let out = Command::new(pbxha())
-            .args(["install", "--yes", "--no-start", "--root"])
-            .arg(root.path())
-            .arg("--answers")
-            .arg(&file)
-            .output()
-            .unwrap();
+        let out = install_yes(root.path(), &file);
         let said = self::text(&out);
         assert!(
             !out.status.success() && said.contains(expect),
@@ -328,13 +334,7 @@ fn a_second_install_while_one_runs_is_refused() {
     let file = root.path().join("answers.toml");
     std::fs::write(&file, answers("kind = \"none\"")).unwrap();
     let before = tree(root.path(), &[]);
-    let out = Command::new(pbxha())
-        .args(["install", "--yes", "--no-start", "--root"])
-        .arg(root.path())
-        .arg("--answers")
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = install_yes(root.path(), &file);
     let said = text(&out);
     assert!(
         !out.status.success() && said.contains("another `pbxha install` is running"),
