@@ -340,13 +340,15 @@ async fn resume(
     }
     if done == steps.len() {
         term.say("already installed: every step of the journaled plan is done");
-    } else {
-        term.say(&format!(
-            "resuming the journaled install at step {} of {} (preflight ran before step 1)",
-            done + 1,
-            steps.len()
-        ));
+        // The daemon was started (or enabled) when the last step was done; a second one
+        // would fight the first for the control socket.
+        return Ok(Outcome::Installed { config: env.path(render::CONFIG_PATH), start_daemon: false });
     }
+    term.say(&format!(
+        "resuming the journaled install at step {} of {} (preflight ran before step 1)",
+        done + 1,
+        steps.len()
+    ));
     let start = !facts::systemd_is_pid1();
     run_steps(env, app, term, j, steps, start).await
 }
