@@ -342,7 +342,10 @@ async fn resume(
         term.say("already installed: every step of the journaled plan is done");
         // The daemon was started (or enabled) when the last step was done; a second one
         // would fight the first for the control socket.
-        return Ok(Outcome::Installed { config: env.path(render::CONFIG_PATH), start_daemon: false });
+        return Ok(Outcome::Installed {
+            config: env.path(render::CONFIG_PATH),
+            start_daemon: false,
+        });
     }
     term.say(&format!(
         "resuming the journaled install at step {} of {} (preflight ran before step 1)",

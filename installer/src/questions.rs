@@ -304,7 +304,6 @@ pub fn answer(key: &str, line: &str, p: &mut Partial, f: &Facts) -> Result<(), S
 mod tests {
     use super::*;
 
-
     fn facts() -> Facts {
         Facts {
             uname: "pbx1".into(),

@@ -384,7 +384,10 @@ async fn drbd_steps_run_in_order_and_a_failing_create_md_stops_the_install() {
     let shown = |argvs: &[String]| -> Vec<String> {
         argvs
             .iter()
-            .map(|a| a.replace(&res, "RES").replace(&root.path().display().to_string(), "R"))
+            .map(|a| {
+                a.replace(&res, "RES")
+                    .replace(&root.path().display().to_string(), "R")
+            })
             .collect()
     };
     let calls = shown(&r.argvs());
@@ -474,13 +477,22 @@ async fn a_command_that_takes_a_while_says_so_every_second() {
         wipes: None,
     };
     let mut j = journal(&env);
-    j.begin("answers", std::slice::from_ref(&step), &[]).unwrap();
-    let mut lines = Vec::new();
-    apply::apply(&env, &Checker { refuse: false }, &j, &[step], &mut |l| lines.push(l.to_string()))
-        .await
+    j.begin("answers", std::slice::from_ref(&step), &[])
         .unwrap();
-    let ticks: Vec<&String> = lines.iter().filter(|l| l.contains("still running `sleep 2.3`")).collect();
+    let mut lines = Vec::new();
+    apply::apply(&env, &Checker { refuse: false }, &j, &[step], &mut |l| {
+        lines.push(l.to_string())
+    })
+    .await
+    .unwrap();
+    let ticks: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("still running `sleep 2.3`"))
+        .collect();
     // At 1 s and 2 s (a third only if the loaded machine made sleep overrun by 0.7 s).
     assert!(ticks.len() >= 2, "{lines:?}");
-    assert!(ticks[0].ends_with("(1 s)") && ticks[1].ends_with("(2 s)"), "{lines:?}");
+    assert!(
+        ticks[0].ends_with("(1 s)") && ticks[1].ends_with("(2 s)"),
+        "{lines:?}"
+    );
 }

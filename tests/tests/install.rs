@@ -832,9 +832,18 @@ fn without_systemd_as_pid_1_the_installer_starts_the_daemon_itself() {
     assert!(status.to_string().contains(&uname()), "{status}");
     assert!(pbxha_tests::alive(pid));
     // A rerun finds the install done and starts no second daemon.
-    let out = install_in(&net, root.path(), &["--answers", file.to_str().unwrap(), "--yes"]);
+    let out = install_in(
+        &net,
+        root.path(),
+        &["--answers", file.to_str().unwrap(), "--yes"],
+    );
     let said = text(&out);
-    assert!(out.status.success() && said.contains("already installed") && !said.contains("started `pbxha run`"), "{said}");
+    assert!(
+        out.status.success()
+            && said.contains("already installed")
+            && !said.contains("started `pbxha run`"),
+        "{said}"
+    );
 }
 
 /// A tmux server of our own (its own socket), killed on drop.

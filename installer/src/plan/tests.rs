@@ -3,7 +3,6 @@ use std::sync::Arc;
 use super::*;
 use crate::answers::parse;
 
-
 fn env(root: &Path) -> Env {
     Env {
         root: root.to_path_buf(),
