@@ -45,6 +45,18 @@ pub fn pbxha_cmd(args: &[&str]) -> Output {
     Command::new(pbxha()).args(args).output().expect("running pbxha")
 }
 
+/// `pbxha lab ARGS...` on the lab with this namespace prefix and state directory.
+pub fn lab_cmd(prefix: &str, state_dir: &Path, args: &[&str]) -> Output {
+    Command::new(pbxha())
+        .arg("lab")
+        .args(args)
+        .env("PBXHA_LAB_PREFIX", prefix)
+        .env("PBXHA_LAB_DIR", state_dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running pbxha lab")
+}
+
 /// A process the test started; killed (SIGKILL) and reaped on drop, also when the test fails.
 pub struct Guard {
     pub child: Child,

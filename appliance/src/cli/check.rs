@@ -13,19 +13,7 @@ pub fn run(path: &Path, node: Option<&str>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut problems = Vec::new();
-    let config = match config::parse(&text) {
-        Ok(c) => Some(c),
-        Err(p) => {
-            problems = p;
-            None
-        }
-    };
-    if let Some(c) = &config {
-        if let Err(p) = config::local_node(c, node) {
-            problems.push(p);
-        }
-    }
+    let (config, problems) = check(&text, node);
     if !problems.is_empty() {
         eprintln!("{}: {} problem(s)", path.display(), problems.len());
         for p in &problems {
@@ -40,6 +28,18 @@ pub fn run(path: &Path, node: Option<&str>) -> ExitCode {
         print!("{}", summary(&c, path));
     }
     ExitCode::SUCCESS
+}
+
+/// The config and every problem check-config reports for it; `pbxha install` checks the
+/// config it writes with this too.
+pub fn check(text: &str, node: Option<&str>) -> (Option<Config>, Vec<config::Problem>) {
+    match config::parse(text) {
+        Ok(c) => {
+            let problems = config::local_node(&c, node).err().into_iter().collect();
+            (Some(c), problems)
+        }
+        Err(problems) => (None, problems),
+    }
 }
 
 fn summary(c: &Config, path: &Path) -> String {

@@ -13,8 +13,7 @@ pub fn run(config_path: &Path, out: Option<PathBuf>) -> anyhow::Result<ExitCode>
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let key: [u8; 32] = rand::random();
-    let text: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let text = new_key_text();
     // create_new: never overwrite a key the peer already shares.
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -22,7 +21,14 @@ pub fn run(config_path: &Path, out: Option<PathBuf>) -> anyhow::Result<ExitCode>
         .mode(0o600)
         .open(&path)
         .with_context(|| format!("{} (remove it first to replace the key on BOTH nodes)", path.display()))?;
-    writeln!(file, "{text}").with_context(|| format!("writing {}", path.display()))?;
+    write!(file, "{text}").with_context(|| format!("writing {}", path.display()))?;
     println!("wrote a new key to {} (mode 0600); copy it to the other node with the same mode", path.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// A new key file's contents: 32 random bytes in hex, one line.
+pub fn new_key_text() -> String {
+    let key: [u8; 32] = rand::random();
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{hex}\n")
 }

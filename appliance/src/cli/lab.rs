@@ -52,6 +52,10 @@ pub enum LabCommand {
         /// sets how many.
         #[arg(long)]
         asterisk_double: bool,
+        /// Namespaces and links only, no daemon: each node gets a root directory and a
+        /// loop-backed disk for `pbxha install --root` (`lab exec a -- pbxha install ...`).
+        #[arg(long)]
+        bare: bool,
     },
     /// Remove everything the lab made: processes, namespaces, bridges, files.
     Down,
@@ -129,13 +133,22 @@ fn lab(args: &LabArgs) -> Lab {
 pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
     let lab = lab(&args);
     match args.command {
-        LabCommand::Up { pbx, profile, on_isolation, asterisk_double } => {
+        LabCommand::Up { pbx, profile, on_isolation, asterisk_double, bare } => {
             let exe = std::env::current_exe()?;
             let mut opts = UpOptions::new(exe.clone());
             opts.pbx = pbx;
             opts.profile = profile;
             opts.on_isolation = on_isolation;
             opts.asterisk_double = asterisk_double;
+            if bare {
+                opts.start_daemons = false;
+                lab.up(&opts, &|line| println!("lab: {line}")).await?;
+                for (node, root, disk) in lab.make_bare().await? {
+                    println!("lab: {node}: root {}, disk {disk}", root.display());
+                }
+                println!("Try: {} lab exec a -- {} install --root {}", exe.display(), exe.display(), lab.bare_root(Member::A).display());
+                return Ok(ExitCode::SUCCESS);
+            }
             let status = lab.up(&opts, &|line| println!("lab: {line}")).await?;
             let roles = roles(&lab).await;
             let holder = status.vip_holders.first().map(|m| m.name()).unwrap_or("nobody yet");

@@ -4,6 +4,7 @@ mod admin;
 mod check;
 mod completions;
 mod history;
+mod install;
 mod keygen;
 mod mysql;
 mod lab;
@@ -125,6 +126,9 @@ enum Command {
         #[command(subcommand)]
         command: mysql::MysqlCommand,
     },
+    /// Set this node up: preflight, a plan of every change, then a journaled apply that
+    /// resumes after an interruption (`--undo` reverses it).
+    Install(install::InstallArgs),
     /// A real two-node cluster in network namespaces on this machine (`pbxha lab up`).
     Lab(lab::LabArgs),
     /// Send one SIP OPTIONS and print who answered, how and how fast (like sipsak -s).
@@ -173,6 +177,7 @@ pub fn main() -> ExitCode {
             Command::Checks { last, db } => mail::checks(&cli.config, db, last),
             Command::Replica { command } => replica::run(&cli.config, command).await,
             Command::Mysql { command } => mysql::run(&cli.config, command).await,
+            Command::Install(args) => install::run(args).await,
             Command::Lab(args) => lab::run(args).await,
             Command::SipProbe(args) => sip::run(args).await,
             Command::Release => release::release(&cli.config).await,

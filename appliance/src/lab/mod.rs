@@ -7,6 +7,7 @@
 //! with captured output: the node daemons (started in the background) and `exec` (which
 //! inherits the terminal).
 
+mod bare;
 pub mod bench;
 pub mod plan;
 #[cfg(test)]
@@ -400,6 +401,7 @@ impl Lab {
             self.run(vec!["ip".into(), "netns".into(), "del".into(), ns.clone()])
                 .await?;
         }
+        self.detach_disks().await?;
         self.remove_state_dir()
     }
 

@@ -182,7 +182,11 @@ fn write_journal(dir: &Path, j: &Journal) -> Result<()> {
     let parent = p.parent().map(Path::to_path_buf).unwrap_or_default();
     std::fs::create_dir_all(&parent)
         .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
-    let tmp = parent.join(format!(".tmp-{}", std::process::id()));
+    // Named after the directory, not the process: a run killed between create and rename
+    // leaves a file the next run's write of the same journal takes over.
+    let mut tmp_name = std::ffi::OsString::from(".tmp-");
+    tmp_name.push(parent_and_name(dir)?.1);
+    let tmp = parent.join(tmp_name);
     let bytes = serde_json::to_vec(j).map_err(|e| Error::migrate(&p, e.to_string()))?;
     let mut f = std::fs::File::create(&tmp)
         .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
@@ -596,6 +600,8 @@ pub fn undo(dirs: &[PathBuf]) -> Result<Vec<Undone>> {
     let mut out = Vec::new();
     for dir in dirs {
         let Some(mut j) = read_journal(dir)? else {
+            // An undo killed after its journal went may have left the bookkeeping behind.
+            remove_bookkeeping(dir)?;
             continue;
         };
         let target = PathBuf::from(OsString::from_vec(j.target.clone()));
@@ -646,18 +652,31 @@ pub fn undo(dirs: &[PathBuf]) -> Result<Vec<Undone>> {
             kept = exists(&aside).then_some(aside);
         }
         remove_journal(dir)?;
-        // No empty bookkeeping directories left behind; non-empty ones (other directories'
-        // migrations) stay, as remove_dir only removes empty ones.
-        let root = backup_root(dir)?;
-        for d in [root.join("data"), root.join("journal"), root] {
-            let _ = std::fs::remove_dir(d);
-        }
+        remove_bookkeeping(dir)?;
         out.push(Undone {
             dir: dir.clone(),
             replica_copy_kept_at: kept,
         });
     }
     Ok(out)
+}
+
+/// Removes the bookkeeping next to `dir` that nothing needs any more: the temporary file of
+/// a journal write that was killed before its rename, then the directories if empty.
+/// Non-empty ones (other directories' migrations) stay, as remove_dir only removes empty ones.
+fn remove_bookkeeping(dir: &Path) -> Result<()> {
+    let root = backup_root(dir)?;
+    if let Ok(entries) = std::fs::read_dir(root.join("journal")) {
+        for e in entries.flatten() {
+            if e.file_name().as_bytes().starts_with(b".tmp-") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    for d in [root.join("data"), root.join("journal"), root] {
+        let _ = std::fs::remove_dir(d);
+    }
+    Ok(())
 }
 
 /// Directories `undo` looks at when none are named: every profile's.

@@ -1,0 +1,253 @@
+//! `pbxha install`: the setup wizard. The work is in the installer crate; this file gives
+//! it the terminal, the runner, check-config's checker and keygen's key.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use pbxha_installer::{Appliance, Env, Options, Outcome, Terminal};
+
+#[derive(clap::Args)]
+pub struct InstallArgs {
+    /// Answers file (see examples/answers.toml); without it the wizard asks on the terminal.
+    #[arg(long, value_name = "FILE")]
+    answers: Option<PathBuf>,
+    /// Apply without the confirmation; only with an answers file that answers everything.
+    #[arg(long, requires = "answers")]
+    yes: bool,
+    /// Preflight and plan only: change nothing; exit 1 when a check fails.
+    #[arg(long)]
+    dry_run: bool,
+    /// Reverse every applied step, last first, and say what could not be undone.
+    #[arg(long, conflicts_with_all = ["answers", "dry_run", "import_heartbeat"])]
+    undo: bool,
+    /// Take every /etc, /var, /run, /replica and /usr/local path below DIR (image builds,
+    /// tests, the bare lab).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    root: PathBuf,
+    /// Show the pbxha.toml a heartbeat v1 cluster (ha.cf, haresources, authkeys in DIR) becomes.
+    #[arg(long, value_name = "DIR", requires = "dry_run")]
+    import_heartbeat: Option<PathBuf>,
+    /// Do not start `pbxha run` at the end where systemd is not PID 1.
+    #[arg(long)]
+    no_start: bool,
+}
+
+/// check-config's checker and keygen's key, lent to the installer.
+struct Lent;
+
+impl Appliance for Lent {
+    fn check_config(&self, text: &str, node: &str) -> Vec<String> {
+        super::check::check(text, Some(node))
+            .1
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    fn new_auth_key(&self) -> String {
+        super::keygen::new_key_text()
+    }
+}
+
+/// stdout and stdin; nobody to ask when stdin is not a terminal.
+struct Tty {
+    interactive: bool,
+}
+
+impl Terminal for Tty {
+    fn say(&mut self, text: &str) {
+        println!("{}", text.trim_end_matches('\n'));
+    }
+
+    fn ask(&mut self, prompt: &str) -> Option<String> {
+        if !self.interactive {
+            return None;
+        }
+        print!("{prompt}");
+        let _ = std::io::stdout().flush();
+        let mut line = String::new();
+        match std::io::stdin().lock().read_line(&mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(line.trim_end_matches(['\n', '\r']).to_string()),
+        }
+    }
+}
+
+pub async fn run(args: InstallArgs) -> anyhow::Result<ExitCode> {
+    let interactive = std::io::stdin().is_terminal();
+    let root = std::path::absolute(&args.root)
+        .with_context(|| format!("--root {}", args.root.display()))?;
+    let env = Env {
+        root,
+        runner: Arc::new(pbxha_runner::SystemRunner),
+    };
+    let mut tty = Tty { interactive };
+    if args.undo {
+        let left = pbxha_installer::undo(&env, &mut tty).await?;
+        for l in &left {
+            println!("{l}");
+        }
+        let failed = left.iter().any(|l| l.contains("undo failed"));
+        println!(
+            "{}",
+            if failed {
+                "undo incomplete: rerun `pbxha install --undo` after fixing the above"
+            } else {
+                "undo complete"
+            }
+        );
+        return Ok(if failed {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
+    if let Some(dir) = &args.import_heartbeat {
+        let (config, problems, notes) = pbxha_installer::import_heartbeat(&env, &Lent, dir).await?;
+        print!("{config}");
+        for n in notes {
+            eprintln!("note: {n}");
+        }
+        for p in &problems {
+            eprintln!("to fill in: {p}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !interactive && args.answers.is_none() {
+        anyhow::bail!("no terminal to ask on: pass --answers FILE (annotated example: examples/answers.toml), and --yes to apply it without a confirmation");
+    }
+    let opts = Options {
+        answers: args.answers,
+        yes: args.yes,
+        dry_run: args.dry_run,
+    };
+    match pbxha_installer::install(&env, &Lent, &opts, &mut tty).await? {
+        Outcome::Planned => Ok(ExitCode::SUCCESS),
+        Outcome::Declined => {
+            println!(
+                "nothing was changed{}",
+                if interactive {
+                    ""
+                } else {
+                    ": no terminal to confirm on; add --yes"
+                }
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        Outcome::Installed {
+            config,
+            start_daemon,
+        } => {
+            println!("installed: {}", config.display());
+            if start_daemon && !args.no_start {
+                let log = env.path("/var/log/pbxha.log");
+                let pid = start_daemon_here(&config, &log)?;
+                println!(
+                    "systemd is not PID 1 here: started `pbxha run` itself (pid {pid}, log {})",
+                    log.display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Starts `pbxha --config CONFIG run` in its own session, so it outlives this command.
+fn start_daemon_here(config: &std::path::Path, log: &std::path::Path) -> anyhow::Result<u32> {
+    let exe = std::env::current_exe().context("finding the pbxha binary")?;
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    let err = out
+        .try_clone()
+        .with_context(|| format!("opening {}", log.display()))?;
+    let child = std::process::Command::new(exe)
+        .arg("--config")
+        .arg(config)
+        .arg("run")
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .context("starting `pbxha run`")?;
+    Ok(child.id())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use pbxha_installer::{answers, render};
+
+    use super::*;
+
+    /// The example answers with this node's addresses as the interfaces would give them,
+    /// and a key file below `root`.
+    fn example(root: &std::path::Path) -> answers::Answers {
+        let mut a = answers::parse(include_str!("../../../examples/answers.toml"))
+            .unwrap()
+            .complete()
+            .unwrap();
+        a.public.address = Some("192.168.0.100/24".parse().unwrap());
+        a.heartbeat[0].address = Some("10.1.1.1/24".parse().unwrap());
+        let key = root.join("etc/pbxha/authkey");
+        std::fs::create_dir_all(key.parent().unwrap()).unwrap();
+        std::fs::write(&key, Lent.new_auth_key()).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        a
+    }
+
+    #[test]
+    fn the_generated_config_passes_check_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = example(dir.path());
+        for (storage, mysql) in [
+            (a.storage.clone(), answers::Mysql::Replica),
+            (
+                answers::Storage::None,
+                answers::Mysql::MasterMaster {
+                    admin_password_file: "/etc/pbxha/mysql-admin".into(),
+                },
+            ),
+            (answers::Storage::None, answers::Mysql::None),
+        ] {
+            a.storage = storage;
+            a.mysql = mysql;
+            let text = render::config(&a, &render::group(&a), dir.path());
+            assert_eq!(
+                Lent.check_config(&text, "pbx1"),
+                Vec::<String>::new(),
+                "{text}"
+            );
+            assert!(
+                !Lent.check_config(&text, "pbx3").is_empty(),
+                "the node is checked too"
+            );
+        }
+        a.timing = answers::Timing::Fast;
+        let text = render::config(&a, &render::group(&a), dir.path());
+        assert_eq!(
+            Lent.check_config(&text, "pbx1"),
+            Vec::<String>::new(),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn keys_are_what_keygen_writes() {
+        let k = Lent.new_auth_key();
+        assert_eq!(k.len(), 65);
+        assert!(k.ends_with('\n') && k.trim().bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(k, Lent.new_auth_key());
+    }
+}

@@ -1,0 +1,399 @@
+//! Carrying out a journaled plan, and undoing it. Every action is safe to repeat, so a
+//! step interrupted anywhere is simply run again on resume; originals are journaled before
+//! the first change and never overwritten afterwards.
+
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pbxha_runner::Cmd;
+
+use crate::error::{Error, Result};
+use crate::journal::{Journal, Original, State};
+use crate::plan::{Action, Step};
+use crate::{Appliance, Env};
+
+/// DRBD state changes and mkfs of a large device take a while.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Runs every step not done yet, in order. `progress` gets one line per step.
+pub async fn apply(
+    env: &Env,
+    app: &dyn Appliance,
+    journal: &Journal,
+    steps: &[Step],
+    progress: &mut dyn FnMut(&str),
+) -> Result<()> {
+    for (i, step) in steps.iter().enumerate() {
+        let state = journal.state(i)?;
+        if state == State::Done {
+            continue;
+        }
+        let resumed = if state == State::Started {
+            " (resumed)"
+        } else {
+            ""
+        };
+        progress(&format!(
+            "{:>3}/{} {}{resumed}",
+            i + 1,
+            steps.len(),
+            step.title
+        ));
+        journal.set(i, State::Started, None)?;
+        for action in &step.actions {
+            perform(env, app, journal, i, action, progress)
+                .await
+                .map_err(|e| Error::Step {
+                    number: i + 1,
+                    id: step.id.clone(),
+                    message: e.to_string(),
+                })?;
+        }
+        journal.set(i, State::Done, None)?;
+    }
+    Ok(())
+}
+
+/// Every ancestor of `path` that does not exist yet, outermost first.
+pub(crate) fn missing_ancestors(path: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = path
+        .ancestors()
+        .skip(1)
+        .take_while(|p| !p.exists())
+        .map(Path::to_path_buf)
+        .collect();
+    out.reverse();
+    out
+}
+
+fn original_of(path: &Path) -> Result<Original> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let mode = std::fs::metadata(path)
+                .map(|m| m.permissions().mode() & 0o7777)
+                .unwrap_or(0o644);
+            Ok(Original::File(bytes, mode))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Original::Absent),
+        Err(e) => Err(Error::file(path, format!("cannot read: {e}"))),
+    }
+}
+
+/// Journals `path`'s original and the directories that must be made for it, then makes them.
+fn prepare(journal: &Journal, idx: usize, path: &Path, file: bool) -> Result<()> {
+    for dir in missing_ancestors(path) {
+        journal.remember(idx, &dir, &Original::CreatedDir)?;
+    }
+    if file {
+        journal.remember(idx, path, &original_of(path)?)?;
+    } else if !path.exists() {
+        journal.remember(idx, path, &Original::CreatedDir)?;
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::file(dir, format!("cannot create: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Writes a file whole or not at all: a temporary file, fsync, rename, fsync of the dir.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let tmp = dir.join(format!(
+        ".{}.pbxha-tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    ));
+    let err = |e: std::io::Error| Error::file(path, format!("cannot write: {e}"));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(err)?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(err)?;
+    // The umask may have narrowed the mode given to open.
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(err)
+}
+
+async fn run(env: &Env, argv: &[String]) -> Result<()> {
+    run_shown(env, argv, &mut |_| {}).await
+}
+
+/// How often a command that takes a while says it is still at it.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs a command, telling `progress` every second that it is still running, so a long
+/// mkfs or DRBD state change never looks like a hang.
+async fn run_shown(env: &Env, argv: &[String], progress: &mut dyn FnMut(&str)) -> Result<()> {
+    let cmd = Cmd::new(argv.iter().cloned()).timeout(COMMAND_TIMEOUT);
+    let started = tokio::time::Instant::now();
+    let mut ticks = tokio::time::interval_at(started + PROGRESS_EVERY, PROGRESS_EVERY);
+    let done = env.runner.run_ok(&cmd);
+    tokio::pin!(done);
+    loop {
+        tokio::select! {
+            out = &mut done => {
+                out?;
+                return Ok(());
+            }
+            _ = ticks.tick() => progress(&format!("      still running `{cmd}` ({} s)", started.elapsed().as_secs())),
+        }
+    }
+}
+
+async fn perform(
+    env: &Env,
+    app: &dyn Appliance,
+    journal: &Journal,
+    idx: usize,
+    action: &Action,
+    progress: &mut dyn FnMut(&str),
+) -> Result<()> {
+    match action {
+        Action::Write {
+            path,
+            contents,
+            mode,
+        } => {
+            prepare(journal, idx, path, true)?;
+            write_atomic(path, contents.as_bytes(), *mode)
+        }
+        Action::NewKey { path } => {
+            // Kept when present: either the operator's key, which the peer may share, or
+            // the one an interrupted run of this step already wrote whole. Only its absence
+            // is journaled: a key's bytes never go into the journal.
+            if !path.exists() {
+                prepare(journal, idx, path, true)?;
+                write_atomic(path, app.new_auth_key().as_bytes(), 0o600)?;
+            }
+            Ok(())
+        }
+        Action::Mkdir { path } => {
+            prepare(journal, idx, path, false)?;
+            std::fs::create_dir_all(path)
+                .map_err(|e| Error::file(path, format!("cannot create: {e}")))
+        }
+        Action::Run { argv, .. } => run_shown(env, argv, progress).await,
+        Action::Mount {
+            device,
+            mount_point,
+            fstype,
+        } => Ok(filesystem(env, device, mount_point, fstype).start().await?),
+        Action::Nft { chain, rules } => {
+            remove_nft_rules(env, chain).await?;
+            for rule in rules {
+                let mut argv: Vec<String> = [
+                    "nft",
+                    "insert",
+                    "rule",
+                    &chain.family,
+                    &chain.table,
+                    &chain.chain,
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+                argv.extend(rule.split_whitespace().map(str::to_string));
+                argv.extend(["comment".to_string(), crate::facts::NFT_COMMENT.to_string()]);
+                run(env, &argv).await?;
+            }
+            Ok(())
+        }
+        Action::Migrate { dirs, replica_root } => {
+            let opts = pbxha_replica::migrate::MigrateOptions {
+                dirs: dirs.clone(),
+                replica_root: replica_root.clone(),
+                role: pbxha_replica::migrate::MigrateRole::Primary,
+                progress: true,
+            };
+            let plan = pbxha_replica::migrate::migrate(&opts)?;
+            for item in &plan.items {
+                progress(&format!(
+                    "      moved {} ({} bytes)",
+                    item.dir.display(),
+                    item.bytes
+                ));
+            }
+            Ok(())
+        }
+        Action::Commit {
+            path,
+            contents,
+            node,
+        } => {
+            let problems = app.check_config(contents, node);
+            if !problems.is_empty() {
+                return Err(Error::Config {
+                    path: path.clone(),
+                    problems,
+                });
+            }
+            prepare(journal, idx, path, true)?;
+            write_atomic(path, contents.as_bytes(), 0o644)
+        }
+    }
+}
+
+/// Deletes every rule of the chain that carries pbxha's comment.
+async fn remove_nft_rules(env: &Env, c: &crate::facts::NftChain) -> Result<()> {
+    let listing = env
+        .runner
+        .run_ok(&Cmd::new([
+            "nft", "-a", "list", "chain", &c.family, &c.table, &c.chain,
+        ]))
+        .await?;
+    for handle in crate::facts::parse_nft_handles(&listing.stdout) {
+        run(
+            env,
+            &[
+                "nft",
+                "delete",
+                "rule",
+                &c.family,
+                &c.table,
+                &c.chain,
+                "handle",
+                &handle.to_string(),
+            ]
+            .map(String::from),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+fn filesystem(
+    env: &Env,
+    device: &Path,
+    mount_point: &Path,
+    fstype: &str,
+) -> pbxha_replica::filesystem::Filesystem {
+    let spec = pbxha_replica::filesystem::FilesystemSpec {
+        device: device.to_path_buf(),
+        mount_point: mount_point.to_path_buf(),
+        fstype: fstype.to_string(),
+        options: String::new(),
+        fsck: false,
+        kill_grace: pbxha_replica::filesystem::DEFAULT_KILL_GRACE,
+    };
+    pbxha_replica::filesystem::Filesystem::new(spec, env.runner.clone())
+}
+
+/// Puts back what step `idx` recorded: files restored byte for byte, new files and
+/// directories removed (a directory only when empty).
+fn restore(journal: &Journal, idx: usize, notes: &mut Vec<String>) -> Result<()> {
+    for (path, original) in journal.originals(idx)? {
+        match original {
+            Original::File(bytes, mode) => write_atomic(&path, &bytes, mode)?,
+            Original::Absent => match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::file(&path, format!("cannot remove: {e}"))),
+            },
+            Original::CreatedDir => {
+                if std::fs::remove_dir(&path).is_err() && path.exists() {
+                    notes.push(format!(
+                        "{} is not empty and was left in place",
+                        path.display()
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reverses every step that began, last first. Returns what could not be undone; a step
+/// whose undo failed stays marked so a rerun retries it.
+pub async fn undo(
+    env: &Env,
+    journal: &Journal,
+    steps: &[Step],
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<String>> {
+    let mut left = Vec::new();
+    for (i, step) in steps.iter().enumerate().rev() {
+        let state = journal.state(i)?;
+        if matches!(state, State::Pending | State::Undone) {
+            continue;
+        }
+        progress(&format!("{:>3}/{} undo {}", i + 1, steps.len(), step.title));
+        journal.set(i, State::Undoing, None)?;
+        let mut failed = Vec::new();
+        let mut notes = Vec::new();
+        for action in step.actions.iter().rev() {
+            match action {
+                Action::Run {
+                    undo: Some(argv), ..
+                } => {
+                    if let Err(e) = run(env, argv).await {
+                        failed.push(e.to_string());
+                    }
+                }
+                Action::Run {
+                    cannot_undo: Some(why),
+                    ..
+                } => notes.push(format!("not undone: {why}")),
+                Action::Run { .. } => {}
+                Action::Nft { chain, .. } => {
+                    if let Err(e) = remove_nft_rules(env, chain).await {
+                        failed.push(e.to_string());
+                    }
+                }
+                Action::Mount {
+                    device,
+                    mount_point,
+                    fstype,
+                } => {
+                    if let Err(e) = filesystem(env, device, mount_point, fstype).stop().await {
+                        failed.push(e.to_string());
+                    }
+                }
+                Action::Migrate { dirs, .. } => match pbxha_replica::migrate::undo(dirs) {
+                    Ok(undone) => notes.extend(undone.iter().filter_map(|u| {
+                        let kept = u.replica_copy_kept_at.as_ref()?;
+                        Some(format!(
+                            "{} is back; the replica's copy is kept at {}",
+                            u.dir.display(),
+                            kept.display()
+                        ))
+                    })),
+                    Err(e) => failed.push(e.to_string()),
+                },
+                Action::Write { .. }
+                | Action::NewKey { .. }
+                | Action::Mkdir { .. }
+                | Action::Commit { .. } => {}
+            }
+        }
+        if let Err(e) = restore(journal, i, &mut notes) {
+            failed.push(e.to_string());
+        }
+        for n in &notes {
+            progress(&format!("      {n}"));
+        }
+        left.extend(
+            notes
+                .iter()
+                .filter(|n| n.starts_with("not undone"))
+                .map(|n| format!("step {} ({}): {n}", i + 1, step.id)),
+        );
+        if failed.is_empty() {
+            journal.set(i, State::Undone, None)?;
+        } else {
+            let note = failed.join("; ");
+            journal.set(i, State::UndoFailed, Some(&note))?;
+            left.push(format!("step {} ({}): undo failed: {note}", i + 1, step.id));
+        }
+    }
+    Ok(left)
+}
