@@ -619,12 +619,10 @@ fn an_install_killed_at_random_points_resumes_to_the_same_tree_and_undo_restores
     };
     host(&killed);
     let original = tree(&killed, &[]);
-    let args = vec![
-        "--answers".to_string(),
+    let args = ["--answers".to_string(),
         killed.join("answers.toml").display().to_string(),
         "--yes".into(),
-        "--no-start".into(),
-    ];
+        "--no-start".into()];
     let args_b: Vec<&str> = args.iter().map(String::as_str).collect();
     let view =
         |root: &Path| PathBuf::from(format!("/proc/{}/root{}", holder.pid(), root.display()));
