@@ -55,7 +55,18 @@ fn fsm_params() -> Params {
 }
 
 fn primary_summary() -> NodeSummary {
-    NodeSummary { role: Role::Primary, group: GroupPhase::Running, healthy: true, reachable: 1, targets: 1, handover: false, calls: None, fence_request: false, fenced: false, drbd: None }
+    NodeSummary {
+        role: Role::Primary,
+        group: GroupPhase::Running,
+        healthy: true,
+        reachable: 1,
+        targets: 1,
+        handover: false,
+        calls: None,
+        fence_request: false,
+        fenced: false,
+        drbd: None,
+    }
 }
 
 /// A secondary that has heard its primary peer: the steady state of every heartbeat.
@@ -105,14 +116,8 @@ fn codec(n: usize) -> Duration {
         fenced: false,
         drbd: None,
     };
-    let mut header = Header {
-        cluster_id: 7,
-        node_id: 1,
-        link: 0,
-        boot: 1_714_564_800,
-        sequence: 0,
-        echo: Default::default(),
-    };
+    let mut header =
+        Header { cluster_id: 7, node_id: 1, link: 0, boot: 1_714_564_800, sequence: 0, echo: Default::default() };
     let start = Instant::now();
     for seq in 1..=n as u64 {
         header.sequence = seq;
@@ -150,11 +155,7 @@ fn report(section: &Section, n: usize, mut runs: Vec<Duration>) {
 }
 
 fn main() {
-    let n = std::env::var("PBXHA_BENCH_N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(DEFAULT_N);
+    let n = std::env::var("PBXHA_BENCH_N").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(DEFAULT_N);
     for section in sections() {
         // One untimed pass so the first run does not pay for cold caches.
         (section.run)(n / 10 + 1);

@@ -89,10 +89,7 @@ pub fn parse_echo_reply(packet: &[u8], v6: bool) -> Option<(u16, u16)> {
     if header[0] != reply || header[1] != 0 {
         return None;
     }
-    Some((
-        u16::from_be_bytes([header[4], header[5]]),
-        u16::from_be_bytes([header[6], header[7]]),
-    ))
+    Some((u16::from_be_bytes([header[4], header[5]]), u16::from_be_bytes([header[6], header[7]])))
 }
 
 // ---- hysteresis and tally (pure) ----
@@ -112,13 +109,7 @@ pub struct Hysteresis {
 impl Hysteresis {
     /// `rise` and `fall` of 0 act as 1.
     pub fn new(rise: u32, fall: u32) -> Self {
-        Hysteresis {
-            rise: rise.max(1),
-            fall: fall.max(1),
-            up: None,
-            ok_run: 0,
-            fail_run: 0,
-        }
+        Hysteresis { rise: rise.max(1), fall: fall.max(1), up: None, ok_run: 0, fail_run: 0 }
     }
 
     /// Feeds one sample and returns the verdict after it.
@@ -186,10 +177,7 @@ impl Tally {
                 (Hysteresis::new(config.rise, config.fall), status)
             })
             .collect();
-        Tally {
-            targets,
-            reported: None,
-        }
+        Tally { targets, reported: None }
     }
 
     /// Records probe `outcome` (the round trip, or why it failed) for target `index` and
@@ -223,28 +211,16 @@ impl Tally {
             return None;
         }
         self.reported = Some(reachable);
-        Some(Event::Connectivity {
-            reachable,
-            total: count(self.targets.len()),
-        })
+        Some(Event::Connectivity { reachable, total: count(self.targets.len()) })
     }
 }
 
 // ---- probes (I/O) ----
 
 /// Sends one echo request to `addr` and waits up to `timeout` for the matching reply.
-async fn icmp_echo(
-    addr: IpAddr,
-    ident: u16,
-    seq: u16,
-    timeout: Duration,
-) -> Result<Duration, String> {
+async fn icmp_echo(addr: IpAddr, ident: u16, seq: u16, timeout: Duration) -> Result<Duration, String> {
     let v6 = addr.is_ipv6();
-    let (domain, protocol) = if v6 {
-        (Domain::IPV6, Protocol::ICMPV6)
-    } else {
-        (Domain::IPV4, Protocol::ICMPV4)
-    };
+    let (domain, protocol) = if v6 { (Domain::IPV6, Protocol::ICMPV6) } else { (Domain::IPV4, Protocol::ICMPV4) };
     let open = || -> io::Result<AsyncFd<Socket>> {
         let socket = Socket::new(domain, Type::RAW, Some(protocol))?;
         socket.set_nonblocking(true)?;
@@ -262,10 +238,7 @@ async fn icmp_echo(
         }
     })?;
     let sent = Instant::now();
-    socket
-        .get_ref()
-        .send(&echo_request(v6, ident, seq, PAYLOAD))
-        .map_err(|e| format!("sending echo request: {e}"))?;
+    socket.get_ref().send(&echo_request(v6, ident, seq, PAYLOAD)).map_err(|e| format!("sending echo request: {e}"))?;
     let wait = async {
         let mut buf = [0u8; 1500];
         loop {
@@ -299,12 +272,7 @@ async fn tcp_connect(addr: SocketAddr, timeout: Duration) -> Result<Duration, St
 }
 
 /// One probe of `target`: the round trip, or why it failed.
-pub async fn probe(
-    target: &PingTarget,
-    ident: u16,
-    seq: u16,
-    timeout: Duration,
-) -> Result<Duration, String> {
+pub async fn probe(target: &PingTarget, ident: u16, seq: u16, timeout: Duration) -> Result<Duration, String> {
     match target {
         PingTarget::Icmp { addr } => icmp_echo(*addr, ident, seq, timeout).await,
         PingTarget::Tcp { addr } => tcp_connect(*addr, timeout).await,
@@ -321,10 +289,7 @@ pub struct PingMonitor {
 impl PingMonitor {
     pub fn new(config: PingConfig) -> Self {
         let tally = Arc::new(Mutex::new(Tally::new(&config)));
-        PingMonitor {
-            config: Arc::new(config),
-            tally,
-        }
+        PingMonitor { config: Arc::new(config), tally }
     }
 
     /// A snapshot of every target, in config order.
@@ -333,21 +298,14 @@ impl PingMonitor {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Tally> {
-        self.tally
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.tally.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Probes until `events` is closed. With no targets it reports `0 of 0` once and returns.
     pub async fn run(&self, events: mpsc::Sender<Event>) {
         let total = self.config.targets.len();
         if total == 0 {
-            let _ = events
-                .send(Event::Connectivity {
-                    reachable: 0,
-                    total: 0,
-                })
-                .await;
+            let _ = events.send(Event::Connectivity { reachable: 0, total: 0 }).await;
             return;
         }
         // One identifier per monitor: raw sockets see every echo reply on the host.
@@ -405,10 +363,7 @@ mod tests {
     #[test]
     fn checksum_matches_rfc1071_example() {
         // RFC 1071 §3: the words 0001 f203 f4f5 f6f7 sum to ddf2, complemented 220d.
-        assert_eq!(
-            checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
-            0x220d
-        );
+        assert_eq!(checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]), 0x220d);
         // An odd byte is padded on the right.
         assert_eq!(checksum(&[0x01]), !0x0100);
     }
@@ -416,44 +371,17 @@ mod tests {
     #[test]
     fn echo_request_v4_is_byte_exact_and_self_checks() {
         let p = echo_request(false, 0x1234, 7, b"ab");
-        assert_eq!(
-            p,
-            vec![8, 0, 0x84, 0x62, 0x12, 0x34, 0x00, 0x07, b'a', b'b']
-        );
+        assert_eq!(p, vec![8, 0, 0x84, 0x62, 0x12, 0x34, 0x00, 0x07, b'a', b'b']);
         assert_eq!(checksum(&p), 0);
     }
 
     #[test]
     fn echo_request_v6_leaves_checksum_to_the_kernel() {
-        assert_eq!(
-            echo_request(true, 0x1234, 7, b""),
-            vec![128, 0, 0, 0, 0x12, 0x34, 0x00, 0x07]
-        );
+        assert_eq!(echo_request(true, 0x1234, 7, b""), vec![128, 0, 0, 0, 0x12, 0x34, 0x00, 0x07]);
     }
 
     fn ipv4_packet(icmp: &[u8]) -> Vec<u8> {
-        let mut p = vec![
-            0x45,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            64,
-            IPPROTO_ICMP,
-            0,
-            0,
-            198,
-            51,
-            100,
-            1,
-            198,
-            51,
-            100,
-            11,
-        ];
+        let mut p = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, IPPROTO_ICMP, 0, 0, 198, 51, 100, 1, 198, 51, 100, 11];
         p.extend_from_slice(icmp);
         p
     }
@@ -469,10 +397,7 @@ mod tests {
 
     #[test]
     fn parses_ipv4_echo_reply_after_the_ip_header() {
-        assert_eq!(
-            parse_echo_reply(&ipv4_packet(&reply_v4(0xbeef, 3)), false),
-            Some((0xbeef, 3))
-        );
+        assert_eq!(parse_echo_reply(&ipv4_packet(&reply_v4(0xbeef, 3)), false), Some((0xbeef, 3)));
         // Options make the header longer (IHL 6).
         let mut with_options = ipv4_packet(&[]);
         with_options[0] = 0x46;
@@ -484,33 +409,21 @@ mod tests {
     #[test]
     fn ignores_what_is_not_a_good_ipv4_echo_reply() {
         // Our own request looped back.
-        assert_eq!(
-            parse_echo_reply(&ipv4_packet(&echo_request(false, 1, 2, PAYLOAD)), false),
-            None
-        );
+        assert_eq!(parse_echo_reply(&ipv4_packet(&echo_request(false, 1, 2, PAYLOAD)), false), None);
         let mut corrupt = reply_v4(1, 2);
         corrupt[9] ^= 0xff;
         assert_eq!(parse_echo_reply(&ipv4_packet(&corrupt), false), None);
         let mut not_icmp = ipv4_packet(&reply_v4(1, 2));
         not_icmp[9] = 17;
         assert_eq!(parse_echo_reply(&not_icmp, false), None);
-        assert_eq!(
-            parse_echo_reply(&ipv4_packet(&reply_v4(1, 2))[..24], false),
-            None
-        );
+        assert_eq!(parse_echo_reply(&ipv4_packet(&reply_v4(1, 2))[..24], false), None);
         assert_eq!(parse_echo_reply(&[], false), None);
     }
 
     #[test]
     fn parses_icmpv6_echo_reply_without_ip_header() {
-        assert_eq!(
-            parse_echo_reply(&[129, 0, 0xab, 0xcd, 0, 9, 0, 4], true),
-            Some((9, 4))
-        );
-        assert_eq!(
-            parse_echo_reply(&[128, 0, 0xab, 0xcd, 0, 9, 0, 4], true),
-            None
-        );
+        assert_eq!(parse_echo_reply(&[129, 0, 0xab, 0xcd, 0, 9, 0, 4], true), Some((9, 4)));
+        assert_eq!(parse_echo_reply(&[128, 0, 0xab, 0xcd, 0, 9, 0, 4], true), None);
         assert_eq!(parse_echo_reply(&[129, 0, 0xab, 0xcd, 0, 9, 0], true), None);
     }
 
@@ -520,11 +433,7 @@ mod tests {
         assert_eq!(h.sample(true), Some(true));
         assert_eq!(h.sample(false), Some(true));
         assert_eq!(h.sample(false), Some(true));
-        assert_eq!(
-            h.sample(true),
-            Some(true),
-            "a success resets the failure run"
-        );
+        assert_eq!(h.sample(true), Some(true), "a success resets the failure run");
         assert_eq!(h.sample(false), Some(true));
         assert_eq!(h.sample(false), Some(true));
         assert_eq!(h.sample(false), Some(false), "third failure in a row");
@@ -540,9 +449,7 @@ mod tests {
     fn config(targets: usize, rise: u32, fall: u32) -> PingConfig {
         PingConfig {
             targets: (0..targets)
-                .map(|i| PingTarget::Icmp {
-                    addr: IpAddr::from([198, 51, 100, 1 + i as u8]),
-                })
+                .map(|i| PingTarget::Icmp { addr: IpAddr::from([198, 51, 100, 1 + i as u8]) })
                 .collect(),
             interval: Duration::from_secs(1),
             timeout: Duration::from_millis(500),
@@ -559,37 +466,16 @@ mod tests {
         let bad = || Err("timeout".to_string());
         assert_eq!(t.record(0, ok()), None, "target 1 has no verdict yet");
         assert_eq!(t.record(0, ok()), None);
-        assert_eq!(
-            t.record(1, bad()),
-            Some(Event::Connectivity {
-                reachable: 1,
-                total: 2
-            })
-        );
+        assert_eq!(t.record(1, bad()), Some(Event::Connectivity { reachable: 1, total: 2 }));
         assert_eq!(t.record(1, bad()), None, "same count");
         assert_eq!(t.record(0, bad()), None, "fall 2 not reached");
-        assert_eq!(
-            t.record(0, bad()),
-            Some(Event::Connectivity {
-                reachable: 0,
-                total: 2
-            })
-        );
-        assert_eq!(
-            t.record(1, ok()),
-            Some(Event::Connectivity {
-                reachable: 1,
-                total: 2
-            })
-        );
+        assert_eq!(t.record(0, bad()), Some(Event::Connectivity { reachable: 0, total: 2 }));
+        assert_eq!(t.record(1, ok()), Some(Event::Connectivity { reachable: 1, total: 2 }));
         assert_eq!(t.record(5, ok()), None, "unknown index is ignored");
 
         let s = &t.targets[0].1;
         assert_eq!(s.target, "198.51.100.1");
-        assert_eq!(
-            (s.up, s.consecutive_ok, s.consecutive_fail),
-            (Some(false), 0, 2)
-        );
+        assert_eq!((s.up, s.consecutive_ok, s.consecutive_fail), (Some(false), 0, 2));
         assert_eq!(s.last_error.as_deref(), Some("timeout"));
         assert_eq!(t.targets[1].1.last_rtt_ms, Some(3.0));
     }
@@ -603,12 +489,8 @@ mod tests {
             l.local_addr().unwrap()
         };
         let timeout = Duration::from_secs(5);
-        assert!(probe(&PingTarget::Tcp { addr: open }, 0, 0, timeout)
-            .await
-            .is_ok());
-        let err = probe(&PingTarget::Tcp { addr: closed }, 0, 0, timeout)
-            .await
-            .unwrap_err();
+        assert!(probe(&PingTarget::Tcp { addr: open }, 0, 0, timeout).await.is_ok());
+        let err = probe(&PingTarget::Tcp { addr: closed }, 0, 0, timeout).await.unwrap_err();
         assert!(err.contains("connect"), "{err}");
     }
 
@@ -616,15 +498,9 @@ mod tests {
     async fn monitor_reports_initial_count_and_status() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let open = listener.local_addr().unwrap();
-        let closed = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let monitor = PingMonitor::new(PingConfig {
-            targets: vec![
-                PingTarget::Tcp { addr: open },
-                PingTarget::Tcp { addr: closed },
-            ],
+            targets: vec![PingTarget::Tcp { addr: open }, PingTarget::Tcp { addr: closed }],
             interval: Duration::from_millis(50),
             timeout: Duration::from_secs(5),
             rise: 2,
@@ -636,16 +512,8 @@ mod tests {
             let monitor = monitor.clone();
             async move { monitor.run(tx).await }
         });
-        let first = tokio::time::timeout(Duration::from_secs(20), rx.recv())
-            .await
-            .unwrap();
-        assert_eq!(
-            first,
-            Some(Event::Connectivity {
-                reachable: 1,
-                total: 2
-            })
-        );
+        let first = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.unwrap();
+        assert_eq!(first, Some(Event::Connectivity { reachable: 1, total: 2 }));
         let status = monitor.status();
         assert_eq!(status[0].up, Some(true));
         assert!(status[0].last_rtt_ms.is_some());
@@ -653,10 +521,7 @@ mod tests {
         assert_eq!(status[1].target, format!("tcp:{closed}"));
         // Closing the channel ends the monitor.
         drop(rx);
-        tokio::time::timeout(Duration::from_secs(20), task)
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(20), task).await.unwrap().unwrap();
     }
 
     #[tokio::test]
@@ -664,13 +529,7 @@ mod tests {
         let monitor = PingMonitor::new(config(0, 1, 1));
         let (tx, mut rx) = mpsc::channel(1);
         monitor.run(tx).await;
-        assert_eq!(
-            rx.recv().await,
-            Some(Event::Connectivity {
-                reachable: 0,
-                total: 0
-            })
-        );
+        assert_eq!(rx.recv().await, Some(Event::Connectivity { reachable: 0, total: 0 }));
     }
 
     mod in_namespaces {
@@ -678,9 +537,7 @@ mod tests {
         use crate::net::testns::{prerequisites_met, TestNet};
 
         fn icmp(addr: [u8; 4]) -> PingTarget {
-            PingTarget::Icmp {
-                addr: IpAddr::from(addr),
-            }
+            PingTarget::Icmp { addr: IpAddr::from(addr) }
         }
 
         #[test]
@@ -688,11 +545,7 @@ mod tests {
             if !prerequisites_met("icmp_echo_answered_by_a_host_and_not_by_an_empty_address") {
                 return;
             }
-            let net = TestNet::new(
-                "pingicmp",
-                &[("a", "198.51.100.11/24"), ("b", "198.51.100.12/24")],
-            )
-            .unwrap();
+            let net = TestNet::new("pingicmp", &[("a", "198.51.100.11/24"), ("b", "198.51.100.12/24")]).unwrap();
             let (reachable, empty) = net
                 .run_in("a", || async {
                     let timeout = Duration::from_secs(2);
@@ -713,11 +566,7 @@ mod tests {
             if !prerequisites_met("monitor_counts_icmp_targets_in_a_namespace") {
                 return;
             }
-            let net = TestNet::new(
-                "pingmon",
-                &[("a", "198.51.100.11/24"), ("b", "198.51.100.12/24")],
-            )
-            .unwrap();
+            let net = TestNet::new("pingmon", &[("a", "198.51.100.11/24"), ("b", "198.51.100.12/24")]).unwrap();
             let (event, status) = net
                 .run_in("a", || async {
                     let monitor = PingMonitor::new(PingConfig {
@@ -736,13 +585,7 @@ mod tests {
                     (event, monitor.status())
                 })
                 .unwrap();
-            assert_eq!(
-                event,
-                Ok(Some(Event::Connectivity {
-                    reachable: 1,
-                    total: 2
-                }))
-            );
+            assert_eq!(event, Ok(Some(Event::Connectivity { reachable: 1, total: 2 })));
             assert_eq!(status[0].up, Some(true));
             assert_eq!(status[1].up, Some(false));
         }

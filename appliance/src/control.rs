@@ -19,12 +19,19 @@ pub enum Request {
     Status,
     Standby,
     Online,
-    Switchover { now: bool },
+    Switchover {
+        now: bool,
+    },
     /// DRBD's fence-peer handler: ask the peer to outdate its disk. Answered at once with a
     /// [`crate::fence::FenceVerdict`] in `status`; the handler polls while it is pending.
-    FencePeer { resource: String },
+    FencePeer {
+        resource: String,
+    },
     /// DRBD's split-brain handler: `report` has this side's DRBD state.
-    SplitBrain { resource: String, report: String },
+    SplitBrain {
+        resource: String,
+        report: String,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -122,15 +129,20 @@ pub async fn call(path: &Path, request: &Request) -> Result<Reply, Error> {
     };
     let io = |e: std::io::Error| Error::Control { path: path.to_path_buf(), message: e.to_string() };
     let (read, mut write) = stream.into_split();
-    let mut text = serde_json::to_string(request).map_err(|e| Error::Control { path: path.to_path_buf(), message: e.to_string() })?;
+    let mut text = serde_json::to_string(request)
+        .map_err(|e| Error::Control { path: path.to_path_buf(), message: e.to_string() })?;
     text.push('\n');
     write.write_all(text.as_bytes()).await.map_err(io)?;
     let mut line = String::new();
     tokio::time::timeout(Duration::from_secs(10), BufReader::new(read).read_line(&mut line))
         .await
-        .map_err(|_| Error::Control { path: path.to_path_buf(), message: "the daemon did not answer within 10 s".into() })?
+        .map_err(|_| Error::Control {
+            path: path.to_path_buf(),
+            message: "the daemon did not answer within 10 s".into(),
+        })?
         .map_err(io)?;
-    serde_json::from_str(&line).map_err(|e| Error::Control { path: path.to_path_buf(), message: format!("unreadable reply: {e}") })
+    serde_json::from_str(&line)
+        .map_err(|e| Error::Control { path: path.to_path_buf(), message: format!("unreadable reply: {e}") })
 }
 
 /// The socket path named by a config file (even an invalid one), or the default.

@@ -165,10 +165,10 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let local = config::local_node(&config, opts.node.as_deref())
         .map_err(|p| Error::ConfigFile { path: opts.config.clone(), message: p.to_string() })?
         .clone();
-    let peer = config.peer_of(&local.name).cloned().ok_or_else(|| Error::ConfigFile {
-        path: opts.config.clone(),
-        message: "no peer node configured".into(),
-    })?;
+    let peer = config
+        .peer_of(&local.name)
+        .cloned()
+        .ok_or_else(|| Error::ConfigFile { path: opts.config.clone(), message: "no peer node configured".into() })?;
     let key = AuthKey::load(&config.cluster.auth_key_file)?;
     let journal = Arc::new(Journal::open(&config.paths.state_db).unwrap_or_else(|e| {
         tracing::error!("{e}; running without a journal");
@@ -183,7 +183,11 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let listener = control::bind(&config.paths.control_socket).await?;
     // Right after the socket, so an old sentinel still deciding sees this daemon up.
     let sentinel = crate::sentinel::Sentinel::spawn(&opts.config)
-        .map_err(|e| tracing::error!("{e}; running without a sentinel: if this daemon dies, only systemd's ExecStopPost releases the VIPs"))
+        .map_err(|e| {
+            tracing::error!(
+                "{e}; running without a sentinel: if this daemon dies, only systemd's ExecStopPost releases the VIPs"
+            )
+        })
         .ok();
     let http = match &config.http {
         Some(h) => Some((crate::http::bind(h).await?, h.allow.clone())),
@@ -194,7 +198,14 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let timeline = Timeline::default();
     let mut probes = crate::probes::Probes::start(&config.probes).await?;
     let fencing = crate::fence::Fencing::default();
-    let wiring = GroupWiring { runner: &runner, journal: &journal, timeline: &timeline, events: &events_tx, probes: &probes, drbd_view: fencing.view() };
+    let wiring = GroupWiring {
+        runner: &runner,
+        journal: &journal,
+        timeline: &timeline,
+        events: &events_tx,
+        probes: &probes,
+        drbd_view: fencing.view(),
+    };
     let group = new_group(&config, &local.name, wiring)?;
     // Like Pacemaker's start-up probe: a daemon that crashed may have left the VIP or the PBX
     // running. Stop everything before joining, or the peer and this node would both hold it.
@@ -235,7 +246,12 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let checks = config
         .checks
         .iter()
-        .map(|c| (c.name.clone(), CheckStatus { name: c.name.clone(), state: "unknown", since_ms: None, detail: String::new() }))
+        .map(|c| {
+            (
+                c.name.clone(),
+                CheckStatus { name: c.name.clone(), state: "unknown", since_ms: None, detail: String::new() },
+            )
+        })
         .collect();
 
     let calls = crate::resources::pbx::CallCounter::spawn(&config.resources, runner.clone());
@@ -472,12 +488,15 @@ struct Mailer {
 /// the running loop's `handle`, so mails it holds in memory (a full disk) are kept, and the
 /// loop itself as `after`, already told to stop: it is awaited first, so two loops never
 /// send the same mail.
-fn spawn_mail(config: &Config, local: &str, handle: Option<MailHandle>, after: Option<JoinHandle<()>>) -> Option<Mailer> {
+fn spawn_mail(
+    config: &Config,
+    local: &str,
+    handle: Option<MailHandle>,
+    after: Option<JoinHandle<()>>,
+) -> Option<Mailer> {
     let mail = config.mail.clone()?;
-    let hostname = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| local.to_string());
+    let hostname =
+        nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| local.to_string());
     let db = config.paths.state_db.clone();
     let handle = match handle.map_or_else(|| MailHandle::open(&db, &hostname), Ok) {
         Ok(h) => h,
@@ -682,7 +701,8 @@ impl Daemon {
             Request::Switchover { now } => Admin::Switchover { now },
             Request::FencePeer { resource } => {
                 let peer = self.fsm.status(Instant::now()).peer;
-                let (reply, announce) = self.fencing.ask(&resource, &peer, self.config.heartbeat.deadtime, Instant::now());
+                let (reply, announce) =
+                    self.fencing.ask(&resource, &peer, self.config.heartbeat.deadtime, Instant::now());
                 if announce {
                     self.links.send(&self.summary());
                 }
@@ -690,7 +710,11 @@ impl Daemon {
             }
             Request::SplitBrain { resource, report } => {
                 self.apply(Event::SplitBrain { resource: resource.clone(), report });
-                return Reply { ok: true, message: format!("split brain on {resource} reported by {}", self.local), status: None };
+                return Reply {
+                    ok: true,
+                    message: format!("split brain on {resource} reported by {}", self.local),
+                    status: None,
+                };
             }
         };
         if let Some(why) = self.fsm.refuse(&admin) {
@@ -714,7 +738,11 @@ impl Daemon {
             self.notifier.alert(&alert, crate::unix_ms());
         }
         let status = self.status();
-        Reply { ok: true, message: format!("{what} accepted on {}", self.local), status: serde_json::to_value(&status).ok() }
+        Reply {
+            ok: true,
+            message: format!("{what} accepted on {}", self.local),
+            status: serde_json::to_value(&status).ok(),
+        }
     }
 
     fn status(&self) -> DaemonStatus {
@@ -765,7 +793,8 @@ impl Daemon {
         if failover && t.to != State::Unknown {
             self.apply(Event::Check { name: t.check.clone(), ok: t.to == State::Up });
         }
-        let status = CheckStatus { name: t.check.clone(), state: t.to.as_str(), since_ms: Some(t.at_ms), detail: t.detail };
+        let status =
+            CheckStatus { name: t.check.clone(), state: t.to.as_str(), since_ms: Some(t.at_ms), detail: t.detail };
         self.checks.insert(t.check, status);
     }
 
@@ -810,7 +839,14 @@ impl Daemon {
         let members = |kind: &str| -> Vec<String> {
             let of_kind = group.iter().filter(|r| r.kind == kind);
             of_kind
-                .map(|r| format!("{}: {:?}{}", r.name, r.state, r.last_error.as_ref().map_or(String::new(), |e| format!(" ({e})"))))
+                .map(|r| {
+                    format!(
+                        "{}: {:?}{}",
+                        r.name,
+                        r.state,
+                        r.last_error.as_ref().map_or(String::new(), |e| format!(" ({e})"))
+                    )
+                })
                 .collect()
         };
         let drbd = members("drbd");
@@ -835,7 +871,6 @@ impl Daemon {
         self.apply(Event::Admin(Admin::Shutdown));
         Some(Instant::now())
     }
-
 
     /// SIGHUP: applies a valid new config by diff; keeps the running one if it is invalid.
     /// Returns whether the heartbeat timing changed (the caller resets its timers).
@@ -873,7 +908,9 @@ impl Daemon {
             restart_needed.push("mysql");
         }
         // Each drbd resource's status reader and events2 follower start with the daemon.
-        let drbd = |c: &Config| c.resources.iter().filter(|r| matches!(r.kind, config::ResourceKind::Drbd(_))).cloned().collect::<Vec<_>>();
+        let drbd = |c: &Config| {
+            c.resources.iter().filter(|r| matches!(r.kind, config::ResourceKind::Drbd(_))).cloned().collect::<Vec<_>>()
+        };
         if drbd(&new) != drbd(old) {
             restart_needed.push("drbd resources");
         }
@@ -881,9 +918,14 @@ impl Daemon {
             restart_needed.push("http");
         }
         if !restart_needed.is_empty() {
-            let why = format!("{} changed; that needs a restart, so the running config is kept", restart_needed.join(", "));
+            let why =
+                format!("{} changed; that needs a restart, so the running config is kept", restart_needed.join(", "));
             tracing::warn!("reload: {why}");
-            self.journal.record(Entry::now(&self.local, Kind::Record(RecordKind::Admin), format!("config not reloaded: {why}")));
+            self.journal.record(Entry::now(
+                &self.local,
+                Kind::Record(RecordKind::Admin),
+                format!("config not reloaded: {why}"),
+            ));
             return false;
         }
         let mut applied = Vec::new();
@@ -913,7 +955,11 @@ impl Daemon {
         }
         if mail_changed || new.paths.hooks != old.paths.hooks {
             // In place: the probe and MySQL watchers hold clones of this notifier.
-            self.notifier.reconfigure(&new.cluster.name, new.paths.hooks.clone(), self.mailer.as_ref().map(|m| m.handle.clone()));
+            self.notifier.reconfigure(
+                &new.cluster.name,
+                new.paths.hooks.clone(),
+                self.mailer.as_ref().map(|m| m.handle.clone()),
+            );
             applied.push("hooks / cluster name");
         }
         let resources_changed = new.resources != old.resources || new.group != old.group;
@@ -929,7 +975,11 @@ impl Daemon {
         }
         let what = if applied.is_empty() { "nothing changed".to_string() } else { applied.join(", ") };
         tracing::info!("reload: applied {what}");
-        self.journal.record(Entry::now(&self.local, Kind::Record(RecordKind::Admin), format!("config reloaded: {what}")));
+        self.journal.record(Entry::now(
+            &self.local,
+            Kind::Record(RecordKind::Admin),
+            format!("config reloaded: {what}"),
+        ));
         timing_changed
     }
 
@@ -953,7 +1003,6 @@ impl Daemon {
     }
 }
 
-
 /// systemd `Type=notify`: a datagram to `$NOTIFY_SOCKET`, if set.
 fn sd_notify(state: &str) {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
@@ -964,7 +1013,8 @@ fn sd_notify(state: &str) {
     let bytes = path.as_encoded_bytes();
     let sent = if let Some(name) = bytes.strip_prefix(b"@") {
         use std::os::linux::net::SocketAddrExt;
-        std::os::unix::net::SocketAddr::from_abstract_name(name).and_then(|addr| socket.send_to_addr(state.as_bytes(), &addr))
+        std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .and_then(|addr| socket.send_to_addr(state.as_bytes(), &addr))
     } else {
         socket.send_to(state.as_bytes(), &path)
     };

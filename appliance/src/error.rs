@@ -13,7 +13,9 @@ pub enum Error {
     AuthKey { path: PathBuf, message: String },
     #[error("resource `{resource}`: {message}")]
     Resource { resource: String, message: String },
-    #[error("resource `{resource}`: VIP {vip} is already answered by {holder} — refusing to take it (split-brain guard)")]
+    #[error(
+        "resource `{resource}`: VIP {vip} is already answered by {holder} — refusing to take it (split-brain guard)"
+    )]
     VipConflict { resource: String, vip: String, holder: String },
     #[error("resource `{resource}`: {source}")]
     Command { resource: String, source: pbxha_runner::RunError },

@@ -100,26 +100,15 @@ impl FenceVerdict {
 pub fn verdict(peer: &PeerStatus, expired: bool) -> (FenceVerdict, String) {
     let name = &peer.name;
     match peer.last {
-        _ if !peer.alive => (
-            FenceVerdict::Unreachable,
-            format!("peer {name} is dead: silent on every link"),
-        ),
+        _ if !peer.alive => (FenceVerdict::Unreachable, format!("peer {name} is dead: silent on every link")),
         Some(p) if p.role == Role::Primary || p.group != GroupPhase::Stopped => (
             FenceVerdict::PeerPrimary,
-            format!(
-                "peer {name} holds the group ({}, group {}); it keeps its disk",
-                p.role,
-                p.group.as_str()
-            ),
+            format!("peer {name} holds the group ({}, group {}); it keeps its disk", p.role, p.group.as_str()),
         ),
-        Some(p) if p.drbd.is_some_and(|d| d.disk == DrbdDisk::Inconsistent) => (
-            FenceVerdict::PeerInconsistent,
-            format!("peer {name} reports its DRBD disk Inconsistent"),
-        ),
-        Some(p) if p.fenced => (
-            FenceVerdict::Outdated,
-            format!("peer {name} outdated its DRBD disk"),
-        ),
+        Some(p) if p.drbd.is_some_and(|d| d.disk == DrbdDisk::Inconsistent) => {
+            (FenceVerdict::PeerInconsistent, format!("peer {name} reports its DRBD disk Inconsistent"))
+        }
+        Some(p) if p.fenced => (FenceVerdict::Outdated, format!("peer {name} outdated its DRBD disk")),
         _ if expired => (
             FenceVerdict::Unconfirmed,
             format!(
@@ -127,10 +116,7 @@ pub fn verdict(peer: &PeerStatus, expired: bool) -> (FenceVerdict, String) {
                  unreachable, as its disk may still be UpToDate (see its log for `drbdadm outdate`)"
             ),
         ),
-        _ => (
-            FenceVerdict::Pending,
-            format!("waiting for peer {name} to outdate its disk"),
-        ),
+        _ => (FenceVerdict::Pending, format!("waiting for peer {name} to outdate its disk")),
     }
 }
 
@@ -164,18 +150,9 @@ impl Fencing {
 
     /// One poll of the fence-peer handler. Returns the reply and whether the heartbeat
     /// summary changed (the caller sends one at once rather than at the next interval).
-    pub fn ask(
-        &mut self,
-        resource: &str,
-        peer: &PeerStatus,
-        deadtime: Duration,
-        now: Instant,
-    ) -> (Reply, bool) {
+    pub fn ask(&mut self, resource: &str, peer: &PeerStatus, deadtime: Duration, now: Instant) -> (Reply, bool) {
         let mut started = false;
-        if self
-            .asking
-            .is_none_or(|deadline| now > deadline + STALE_AFTER)
-        {
+        if self.asking.is_none_or(|deadline| now > deadline + STALE_AFTER) {
             self.asking = None;
             if peer.alive {
                 self.asking = Some(now + deadtime * FENCE_DEADTIMES);
@@ -205,13 +182,7 @@ impl Fencing {
 
     /// A heartbeat from the peer: outdate the local DRBD disks if it asks and this node
     /// holds no group; forget the last answer once it stops asking.
-    pub fn on_peer(
-        &self,
-        peer: &NodeSummary,
-        own: GroupPhase,
-        resources: &[ResourceConfig],
-        runner: &Arc<dyn Runner>,
-    ) {
+    pub fn on_peer(&self, peer: &NodeSummary, own: GroupPhase, resources: &[ResourceConfig], runner: &Arc<dyn Runner>) {
         if !peer.fence_request {
             self.responder.store(IDLE, Ordering::SeqCst);
             return;
@@ -223,22 +194,13 @@ impl Fencing {
             return;
         }
         *self.requested.lock().unwrap_or_else(PoisonError::into_inner) = Some(tokio::time::Instant::now());
-        if self
-            .responder
-            .compare_exchange(IDLE, OUTDATING, Ordering::SeqCst, Ordering::SeqCst)
-            .is_err()
-        {
+        if self.responder.compare_exchange(IDLE, OUTDATING, Ordering::SeqCst, Ordering::SeqCst).is_err() {
             return;
         }
         let drbds: Vec<Drbd> = resources
             .iter()
             .filter_map(|r| match &r.kind {
-                ResourceKind::Drbd(d) => Some(Drbd::new(
-                    runner.clone(),
-                    d.resource.clone(),
-                    d.syntax,
-                    d.minor,
-                )),
+                ResourceKind::Drbd(d) => Some(Drbd::new(runner.clone(), d.resource.clone(), d.syntax, d.minor)),
                 _ => None,
             })
             .collect();
@@ -259,7 +221,10 @@ impl Fencing {
                     Err(e) => e,
                 };
                 if attempt == 1 {
-                    tracing::warn!("DRBD fencing: {failure}; retrying every {} ms while the peer asks", OUTDATE_RETRY.as_millis());
+                    tracing::warn!(
+                        "DRBD fencing: {failure}; retrying every {} ms while the peer asks",
+                        OUTDATE_RETRY.as_millis()
+                    );
                 }
                 if attempt < OUTDATE_MAX_ATTEMPTS && standing() {
                     tokio::time::sleep(OUTDATE_RETRY).await;
@@ -369,11 +334,7 @@ impl LocalDrbd {
             }
         });
         let (drbd_tx, mut drbd_rx) = mpsc::channel(64);
-        tokio::spawn(follow_events(
-            events2_argv(&cfg.resource),
-            drbd_tx,
-            Backoff::default(),
-        ));
+        tokio::spawn(follow_events(events2_argv(&cfg.resource), drbd_tx, Backoff::default()));
         let follower = local.clone();
         tokio::spawn(async move {
             while let Some(ev) = drbd_rx.recv().await {
@@ -411,10 +372,7 @@ impl LocalDrbd {
 
     /// The last state read, if the last read succeeded.
     pub fn status(&self) -> Option<ResourceStatus> {
-        self.latest
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.latest.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// What the heartbeat says of it.
@@ -437,8 +395,7 @@ pub fn split_brain_detail(
         Some(l) => split_brain_report(l, peer.as_ref()),
         None => format!(
             "{reported}; peer as it last reported: {}",
-            peer.as_ref()
-                .map_or_else(|| "unknown".to_string(), ResourceStatus::summary)
+            peer.as_ref().map_or_else(|| "unknown".to_string(), ResourceStatus::summary)
         ),
     }
 }
@@ -481,7 +438,11 @@ impl DrbdView {
 
     /// Everything promotion needs to know besides the local DRBD status.
     pub fn facts(&self) -> ClusterFacts {
-        ClusterFacts { peer: self.peer(), split_brain: self.split_brain(), missed_fence: self.missed_fence.load(Ordering::SeqCst) }
+        ClusterFacts {
+            peer: self.peer(),
+            split_brain: self.split_brain(),
+            missed_fence: self.missed_fence.load(Ordering::SeqCst),
+        }
     }
 
     fn miss_fence(&self) {
@@ -517,70 +478,30 @@ mod tests {
     }
 
     fn peer(alive: bool, last: Option<NodeSummary>) -> PeerStatus {
-        PeerStatus {
-            name: "b".into(),
-            alive,
-            last,
-        }
+        PeerStatus { name: "b".into(), alive, last }
     }
 
     #[test]
     fn verdicts_map_to_drbd_exit_codes() {
         let secondary = summary(Role::Secondary, GroupPhase::Stopped);
-        let fenced = NodeSummary {
-            fenced: true,
-            ..secondary
-        };
+        let fenced = NodeSummary { fenced: true, ..secondary };
         let inconsistent = NodeSummary {
-            drbd: Some(DrbdBrief {
-                role: crate::summary::DrbdRole::Secondary,
-                disk: DrbdDisk::Inconsistent,
-            }),
+            drbd: Some(DrbdBrief { role: crate::summary::DrbdRole::Secondary, disk: DrbdDisk::Inconsistent }),
             ..secondary
         };
         let cases = [
-            (
-                peer(false, Some(fenced)),
-                false,
-                FenceVerdict::Unreachable,
-                Some(5),
-            ),
-            (
-                peer(true, Some(summary(Role::Primary, GroupPhase::Running))),
-                false,
-                FenceVerdict::PeerPrimary,
-                Some(6),
-            ),
+            (peer(false, Some(fenced)), false, FenceVerdict::Unreachable, Some(5)),
+            (peer(true, Some(summary(Role::Primary, GroupPhase::Running))), false, FenceVerdict::PeerPrimary, Some(6)),
             (
                 peer(true, Some(summary(Role::Secondary, GroupPhase::Stopping))),
                 false,
                 FenceVerdict::PeerPrimary,
                 Some(6),
             ),
-            (
-                peer(true, Some(fenced)),
-                true,
-                FenceVerdict::Outdated,
-                Some(4),
-            ),
-            (
-                peer(true, Some(secondary)),
-                true,
-                FenceVerdict::Unconfirmed,
-                Some(1),
-            ),
-            (
-                peer(true, Some(secondary)),
-                false,
-                FenceVerdict::Pending,
-                None,
-            ),
-            (
-                peer(true, Some(inconsistent)),
-                false,
-                FenceVerdict::PeerInconsistent,
-                Some(3),
-            ),
+            (peer(true, Some(fenced)), true, FenceVerdict::Outdated, Some(4)),
+            (peer(true, Some(secondary)), true, FenceVerdict::Unconfirmed, Some(1)),
+            (peer(true, Some(secondary)), false, FenceVerdict::Pending, None),
+            (peer(true, Some(inconsistent)), false, FenceVerdict::PeerInconsistent, Some(3)),
         ];
         for (p, expired, want, code) in cases {
             let (v, message) = verdict(&p, expired);
@@ -600,31 +521,19 @@ mod tests {
 
         // A dead peer: answered at once, nothing asked.
         let (r, announce) = f.ask("r0", &peer(false, None), dt, t0);
-        assert_eq!(
-            FenceVerdict::from_status(r.status.as_ref().unwrap()),
-            Some(FenceVerdict::Unreachable)
-        );
+        assert_eq!(FenceVerdict::from_status(r.status.as_ref().unwrap()), Some(FenceVerdict::Unreachable));
         f.mark(&mut s, t0);
         assert!(!announce && !s.fence_request);
 
         let (r, announce) = f.ask("r0", &peer(true, Some(secondary)), dt, t0);
         assert!(announce && r.ok);
-        assert_eq!(
-            FenceVerdict::from_status(r.status.as_ref().unwrap()),
-            Some(FenceVerdict::Pending)
-        );
+        assert_eq!(FenceVerdict::from_status(r.status.as_ref().unwrap()), Some(FenceVerdict::Pending));
         f.mark(&mut s, t0);
         assert!(s.fence_request);
 
-        let fenced = NodeSummary {
-            fenced: true,
-            ..secondary
-        };
+        let fenced = NodeSummary { fenced: true, ..secondary };
         let (r, _) = f.ask("r0", &peer(true, Some(fenced)), dt, t0 + dt);
-        assert_eq!(
-            FenceVerdict::from_status(r.status.as_ref().unwrap()),
-            Some(FenceVerdict::Outdated)
-        );
+        assert_eq!(FenceVerdict::from_status(r.status.as_ref().unwrap()), Some(FenceVerdict::Outdated));
         f.mark(&mut s, t0 + dt);
         assert!(!s.fence_request, "answered: the request is dropped");
 
@@ -632,22 +541,16 @@ mod tests {
         let t1 = t0 + Duration::from_secs(60);
         f.ask("r0", &peer(true, Some(secondary)), dt, t1);
         let (r, _) = f.ask("r0", &peer(true, Some(secondary)), dt, t1 + dt * 2);
-        assert_eq!(
-            FenceVerdict::from_status(r.status.as_ref().unwrap()),
-            Some(FenceVerdict::Pending)
-        );
-        let (r, _) = f.ask(
-            "r0",
-            &peer(true, Some(secondary)),
-            dt,
-            t1 + dt * FENCE_DEADTIMES,
-        );
+        assert_eq!(FenceVerdict::from_status(r.status.as_ref().unwrap()), Some(FenceVerdict::Pending));
+        let (r, _) = f.ask("r0", &peer(true, Some(secondary)), dt, t1 + dt * FENCE_DEADTIMES);
         assert!(!r.ok && r.message.contains("in time"), "{}", r.message);
     }
 
     // `drbdsetup status --json` shape from drbd-utils 9 (see replica/src/drbd/status.rs).
-    const SECONDARY: &str = r#"[{"name":"r0","role":"Secondary","devices":[{"volume":0,"disk-state":"UpToDate"}],"connections":[]}]"#;
-    const PRIMARY: &str = r#"[{"name":"r0","role":"Primary","devices":[{"volume":0,"disk-state":"UpToDate"}],"connections":[]}]"#;
+    const SECONDARY: &str =
+        r#"[{"name":"r0","role":"Secondary","devices":[{"volume":0,"disk-state":"UpToDate"}],"connections":[]}]"#;
+    const PRIMARY: &str =
+        r#"[{"name":"r0","role":"Primary","devices":[{"volume":0,"disk-state":"UpToDate"}],"connections":[]}]"#;
 
     /// The `drbd` resource as the config parser reads it (and rejects a wrong `syntax`).
     fn drbd_resources() -> Vec<ResourceConfig> {
@@ -657,13 +560,8 @@ mod tests {
             crate::config::tests::minimal(key.path())
         );
         let problems = crate::config::parse(&text.replace("SYNTAX", "8")).unwrap_err();
-        assert!(
-            problems.iter().any(|p| p.key.ends_with("syntax")),
-            "{problems:?}"
-        );
-        let resources = crate::config::parse(&text.replace("SYNTAX", "9"))
-            .unwrap()
-            .resources;
+        assert!(problems.iter().any(|p| p.key.ends_with("syntax")), "{problems:?}");
+        let resources = crate::config::parse(&text.replace("SYNTAX", "9")).unwrap().resources;
         match &resources[0].kind {
             ResourceKind::Drbd(d) => {
                 assert!(d.allow_degraded && d.syntax == pbxha_replica::drbd::conf::Syntax::V9)
@@ -675,17 +573,11 @@ mod tests {
 
     #[test]
     fn the_split_brain_detail_shows_both_sides() {
-        let local = pbxha_replica::drbd::status::parse_status_json(SECONDARY)
-            .unwrap()
-            .remove(0);
-        let peer = DrbdBrief {
-            role: crate::summary::DrbdRole::Primary,
-            disk: DrbdDisk::UpToDate,
-        };
+        let local = pbxha_replica::drbd::status::parse_status_json(SECONDARY).unwrap().remove(0);
+        let peer = DrbdBrief { role: crate::summary::DrbdRole::Primary, disk: DrbdDisk::UpToDate };
         let d = split_brain_detail("r0", Some(&local), Some(peer), "from the handler");
         assert!(
-            d.contains("local: r0 role:Secondary disk:UpToDate")
-                && d.contains("peer: r0 role:Primary disk:UpToDate"),
+            d.contains("local: r0 role:Secondary disk:UpToDate") && d.contains("peer: r0 role:Primary disk:UpToDate"),
             "{d}"
         );
         assert_eq!(DrbdBrief::of(&peer.to_status("r0")), peer);
@@ -714,10 +606,7 @@ mod tests {
         r.on(["drbdadm", "outdate"], Output::ok(""));
         let runner: Arc<dyn Runner> = r.clone();
         let f = Fencing::default();
-        let request = NodeSummary {
-            fence_request: true,
-            ..summary(Role::Primary, GroupPhase::Running)
-        };
+        let request = NodeSummary { fence_request: true, ..summary(Role::Primary, GroupPhase::Running) };
 
         // Holding the group: refuse, run nothing.
         f.on_peer(&request, GroupPhase::Running, &resources, &runner);
@@ -726,34 +615,19 @@ mod tests {
         f.on_peer(&request, GroupPhase::Stopped, &resources, &runner);
         assert_eq!(settle(&f).await, FENCED);
         f.on_peer(&request, GroupPhase::Stopped, &resources, &runner);
-        assert_eq!(
-            r.argvs(),
-            ["drbdsetup status --json r0", "drbdadm outdate r0"],
-            "outdated once per request"
-        );
+        assert_eq!(r.argvs(), ["drbdsetup status --json r0", "drbdadm outdate r0"], "outdated once per request");
         let mut s = summary(Role::Secondary, GroupPhase::Stopped);
         f.mark(&mut s, Instant::now());
         assert!(s.fenced);
 
         // The request ends: forget the answer. A Primary disk is never outdated.
-        f.on_peer(
-            &summary(Role::Primary, GroupPhase::Running),
-            GroupPhase::Stopped,
-            &resources,
-            &runner,
-        );
+        f.on_peer(&summary(Role::Primary, GroupPhase::Running), GroupPhase::Stopped, &resources, &runner);
         f.mark(&mut s, Instant::now());
         assert!(!s.fenced);
         r.on(["drbdsetup", "status"], Output::ok(PRIMARY));
         f.on_peer(&request, GroupPhase::Stopped, &resources, &runner);
         assert_eq!(settle(&f).await, FAILED);
-        assert_eq!(
-            r.argvs()
-                .iter()
-                .filter(|a| a.starts_with("drbdadm outdate"))
-                .count(),
-            1
-        );
+        assert_eq!(r.argvs().iter().filter(|a| a.starts_with("drbdadm outdate")).count(), 1);
     }
 
     /// What drbdsetup 9 prints and exits with when the peer's DRBD still sees the connection
@@ -774,10 +648,7 @@ mod tests {
         r.on_seq(["drbdadm", "outdate"], vec![refused_while_connected(), Output::ok("")]);
         let runner: Arc<dyn Runner> = r.clone();
         let f = Fencing::default();
-        let request = NodeSummary {
-            fence_request: true,
-            ..summary(Role::Primary, GroupPhase::Running)
-        };
+        let request = NodeSummary { fence_request: true, ..summary(Role::Primary, GroupPhase::Running) };
         let t0 = tokio::time::Instant::now();
         f.on_peer(&request, GroupPhase::Stopped, &resources, &runner);
         assert_eq!(settle(&f).await, FENCED);
@@ -795,10 +666,7 @@ mod tests {
         r.on(["drbdadm", "outdate"], refused_while_connected());
         let runner: Arc<dyn Runner> = r.clone();
         let f = Fencing::default();
-        let request = NodeSummary {
-            fence_request: true,
-            ..summary(Role::Primary, GroupPhase::Running)
-        };
+        let request = NodeSummary { fence_request: true, ..summary(Role::Primary, GroupPhase::Running) };
         // The peer asks with every heartbeat for 3 s, then falls silent.
         for _ in 0..30 {
             f.on_peer(&request, GroupPhase::Stopped, &resources, &runner);

@@ -96,12 +96,7 @@ pub enum Kind {
     /// A record the fsm asked for.
     Record(RecordKind),
     /// A resource action's outcome, with how long it took.
-    Resource {
-        resource: String,
-        action: ResourceAction,
-        duration_ms: u64,
-        ok: bool,
-    },
+    Resource { resource: String, action: ResourceAction, duration_ms: u64, ok: bool },
 }
 
 /// One journal line.
@@ -119,12 +114,7 @@ impl Entry {
     /// An entry stamped with the current wall clock.
     pub fn now(node: &str, kind: Kind, message: impl Into<String>) -> Entry {
         let at_ms = crate::unix_ms();
-        Entry {
-            at_ms,
-            node: node.to_string(),
-            kind,
-            message: message.into(),
-        }
+        Entry { at_ms, node: node.to_string(), kind, message: message.into() }
     }
 }
 
@@ -162,10 +152,7 @@ fn journal_error(path: &Path, e: rusqlite::Error) -> Error {
         }
         _ => e.to_string(),
     };
-    Error::Journal {
-        path: path.to_path_buf(),
-        message,
-    }
+    Error::Journal { path: path.to_path_buf(), message }
 }
 
 fn open_writable(path: &Path, busy: Duration) -> Result<Connection, Error> {
@@ -212,14 +199,7 @@ impl Journal {
                 path: path.to_path_buf(),
                 message: format!("cannot start the writer thread: {e}"),
             })?;
-        Ok(Journal {
-            inner: Some(Writer {
-                path: path.to_path_buf(),
-                queue,
-                thread,
-                dropped: AtomicU64::new(0),
-            }),
-        })
+        Ok(Journal { inner: Some(Writer { path: path.to_path_buf(), queue, thread, dropped: AtomicU64::new(0) }) })
     }
 
     /// A journal that drops every entry: what the daemon runs with when the database cannot
@@ -250,13 +230,7 @@ impl Journal {
 
 impl std::ops::Drop for Journal {
     fn drop(&mut self) {
-        if let Some(Writer {
-            queue,
-            thread,
-            path,
-            ..
-        }) = self.inner.take()
-        {
+        if let Some(Writer { queue, thread, path, .. }) = self.inner.take() {
             drop(queue);
             if thread.join().is_err() {
                 tracing::error!(path = %path.display(), "journal writer thread panicked");
@@ -275,43 +249,23 @@ fn write_all(mut conn: Connection, path: &Path, entries: Receiver<Entry>) {
     }
 }
 
-fn write_one(
-    conn: &mut Connection,
-    open_failover: &mut Option<i64>,
-    entry: &Entry,
-) -> rusqlite::Result<()> {
+fn write_one(conn: &mut Connection, open_failover: &mut Option<i64>, entry: &Entry) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     let (kind, resource, action, duration_ms, ok) = match &entry.kind {
         Kind::Record(k) => (record_kind_name(*k), None, None, None, None),
-        Kind::Resource {
-            resource,
-            action,
-            duration_ms,
-            ok,
-        } => (
-            RESOURCE_KIND,
-            Some(resource.as_str()),
-            Some(action.as_str()),
-            Some(*duration_ms),
-            Some(*ok),
-        ),
+        Kind::Resource { resource, action, duration_ms, ok } => {
+            (RESOURCE_KIND, Some(resource.as_str()), Some(action.as_str()), Some(*duration_ms), Some(*ok))
+        }
     };
     let mut failover = *open_failover;
     if entry.kind == Kind::Record(RecordKind::FailoverBegin) {
         // A begin while one is open means the earlier one never finished; it stays open-ended.
-        tx.execute(
-            "INSERT INTO failover (node, began_ms) VALUES (?1, ?2)",
-            params![entry.node, entry.at_ms],
-        )?;
+        tx.execute("INSERT INTO failover (node, began_ms) VALUES (?1, ?2)", params![entry.node, entry.at_ms])?;
         let id = tx.last_insert_rowid();
         tx.execute(
             "UPDATE journal SET failover = ?1 WHERE failover IS NULL AND id >= (
                  SELECT min(id) FROM journal WHERE failover IS NULL AND kind = ?2 AND at_ms >= ?3)",
-            params![
-                id,
-                record_kind_name(RecordKind::Suspicion),
-                entry.at_ms.saturating_sub(SUSPICION_LOOKBACK_MS)
-            ],
+            params![id, record_kind_name(RecordKind::Suspicion), entry.at_ms.saturating_sub(SUSPICION_LOOKBACK_MS)],
         )?;
         failover = Some(id);
     }
@@ -322,10 +276,7 @@ fn write_one(
     )?;
     if entry.kind == Kind::Record(RecordKind::FailoverEnd) {
         if let Some(id) = failover {
-            tx.execute(
-                "UPDATE failover SET ended_ms = ?1 WHERE id = ?2",
-                params![entry.at_ms, id],
-            )?;
+            tx.execute("UPDATE failover SET ended_ms = ?1 WHERE id = ?2", params![entry.at_ms, id])?;
         }
         failover = None;
     }
@@ -337,20 +288,12 @@ fn write_one(
 /// The last `last` failovers in the database at `path`, oldest first. Opens it read-only, so
 /// it works while the daemon writes.
 pub fn history(path: &Path, last: usize) -> Result<Vec<Failover>, Error> {
-    let fail = |message: String| Error::Journal {
-        path: path.to_path_buf(),
-        message,
-    };
+    let fail = |message: String| Error::Journal { path: path.to_path_buf(), message };
     if !path.exists() {
-        return Err(fail(
-            "does not exist; the daemon creates it when it starts".into(),
-        ));
+        return Err(fail("does not exist; the daemon creates it when it starts".into()));
     }
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| journal_error(path, e))?;
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|e| journal_error(path, e))?;
     read_history(&conn, last).map_err(|e| match e {
         ReadError::Sql(e) => journal_error(path, e),
         ReadError::Row(message) => fail(message),
@@ -371,11 +314,7 @@ impl From<rusqlite::Error> for ReadError {
 fn read_history(conn: &Connection, last: usize) -> Result<Vec<Failover>, ReadError> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     let has_journal = conn
-        .query_row(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'failover'",
-            [],
-            |_| Ok(()),
-        )
+        .query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'failover'", [], |_| Ok(()))
         .optional()?
         .is_some();
     if !has_journal {
@@ -386,12 +325,7 @@ fn read_history(conn: &Connection, last: usize) -> Result<Vec<Failover>, ReadErr
     let mut failovers = conn
         .prepare("SELECT id, node, ended_ms FROM failover ORDER BY id DESC LIMIT ?1")?
         .query_map([limit], |r| {
-            Ok(Failover {
-                id: r.get(0)?,
-                node: r.get(1)?,
-                ended_ms: r.get(2)?,
-                entries: Vec::new(),
-            })
+            Ok(Failover { id: r.get(0)?, node: r.get(1)?, ended_ms: r.get(2)?, entries: Vec::new() })
         })?
         .collect::<Result<Vec<_>, _>>()?;
     failovers.reverse();
@@ -414,9 +348,7 @@ fn read_history(conn: &Connection, last: usize) -> Result<Vec<Failover>, ReadErr
             })
         })?;
         for row in rows {
-            failover
-                .entries
-                .push(row?.into_entry().map_err(ReadError::Row)?);
+            failover.entries.push(row?.into_entry().map_err(ReadError::Row)?);
         }
     }
     Ok(failovers)
@@ -438,29 +370,15 @@ struct Row {
 impl Row {
     fn into_entry(self) -> Result<Entry, String> {
         let kind = if self.kind == RESOURCE_KIND {
-            let action = self
-                .action
-                .as_deref()
-                .and_then(|a| ResourceAction::ALL.into_iter().find(|x| x.as_str() == a));
+            let action = self.action.as_deref().and_then(|a| ResourceAction::ALL.into_iter().find(|x| x.as_str() == a));
             match (self.resource, action, self.duration_ms, self.ok) {
-                (Some(resource), Some(action), Some(duration_ms), Some(ok)) => Kind::Resource {
-                    resource,
-                    action,
-                    duration_ms,
-                    ok,
-                },
-                _ => {
-                    return Err(format!(
-                        "journal row {}: incomplete resource entry",
-                        self.id
-                    ))
+                (Some(resource), Some(action), Some(duration_ms), Some(ok)) => {
+                    Kind::Resource { resource, action, duration_ms, ok }
                 }
+                _ => return Err(format!("journal row {}: incomplete resource entry", self.id)),
             }
         } else {
-            match RECORD_KINDS
-                .into_iter()
-                .find(|k| record_kind_name(*k) == self.kind)
-            {
+            match RECORD_KINDS.into_iter().find(|k| record_kind_name(*k) == self.kind) {
                 Some(k) => Kind::Record(k),
                 None => {
                     return Err(format!(
@@ -470,12 +388,7 @@ impl Row {
                 }
             }
         };
-        Ok(Entry {
-            at_ms: self.at_ms,
-            node: self.node,
-            kind,
-            message: self.message,
-        })
+        Ok(Entry { at_ms: self.at_ms, node: self.node, kind, message: self.message })
     }
 }
 
@@ -491,42 +404,20 @@ pub fn render_history(failovers: &[Failover]) -> String {
             Some(end) => format!("took {} ms", end.saturating_sub(start)),
             None => "did not finish".into(),
         };
-        out.push_str(&format!(
-            "failover #{} on {}, {}, {took}\n",
-            f.id,
-            f.node,
-            utc(start)
-        ));
-        let width = f
-            .entries
-            .iter()
-            .map(|e| e.at_ms.saturating_sub(start).to_string().len())
-            .max()
-            .unwrap_or(0)
-            .max(4);
+        out.push_str(&format!("failover #{} on {}, {}, {took}\n", f.id, f.node, utc(start)));
+        let width = f.entries.iter().map(|e| e.at_ms.saturating_sub(start).to_string().len()).max().unwrap_or(0).max(4);
         for e in &f.entries {
             let text = match &e.kind {
                 Kind::Record(k) => format!("{}: {}", record_kind_name(*k), e.message),
-                Kind::Resource {
-                    resource,
-                    action,
-                    duration_ms,
-                    ok,
-                } => {
-                    let mut t = format!(
-                        "resource {resource} {} ({duration_ms} ms)",
-                        action.outcome(*ok)
-                    );
+                Kind::Resource { resource, action, duration_ms, ok } => {
+                    let mut t = format!("resource {resource} {} ({duration_ms} ms)", action.outcome(*ok));
                     if !e.message.is_empty() {
                         t.push_str(&format!(": {}", e.message));
                     }
                     t
                 }
             };
-            out.push_str(&format!(
-                "  +{:>width$} ms  {text}\n",
-                e.at_ms.saturating_sub(start)
-            ));
+            out.push_str(&format!("  +{:>width$} ms  {text}\n", e.at_ms.saturating_sub(start)));
         }
     }
     out
@@ -563,31 +454,14 @@ mod tests {
     const T0: u64 = 1_714_564_800_000; // 2024-05-01 12:00:00 UTC
 
     fn rec(at_ms: u64, kind: RecordKind, message: &str) -> Entry {
-        Entry {
-            at_ms,
-            node: "b".into(),
-            kind: Kind::Record(kind),
-            message: message.into(),
-        }
+        Entry { at_ms, node: "b".into(), kind: Kind::Record(kind), message: message.into() }
     }
 
-    fn res(
-        at_ms: u64,
-        resource: &str,
-        action: ResourceAction,
-        duration_ms: u64,
-        ok: bool,
-        message: &str,
-    ) -> Entry {
+    fn res(at_ms: u64, resource: &str, action: ResourceAction, duration_ms: u64, ok: bool, message: &str) -> Entry {
         Entry {
             at_ms,
             node: "b".into(),
-            kind: Kind::Resource {
-                resource: resource.into(),
-                action,
-                duration_ms,
-                ok,
-            },
+            kind: Kind::Resource { resource: resource.into(), action, duration_ms, ok },
             message: message.into(),
         }
     }
@@ -657,20 +531,9 @@ mod tests {
         let timeline = vec![
             rec(T0, RecordKind::Suspicion, "peer a silent on link hb"),
             rec(T0 + 300, RecordKind::Link, "link hb down"),
-            rec(
-                T0 + 1000,
-                RecordKind::FailoverBegin,
-                "peer a dead on every link",
-            ),
+            rec(T0 + 1000, RecordKind::FailoverBegin, "peer a dead on every link"),
             res(T0 + 1374, "vip", ResourceAction::Start, 38, true, ""),
-            res(
-                T0 + 1412,
-                "pbx",
-                ResourceAction::Start,
-                5000,
-                false,
-                "timed out",
-            ),
+            res(T0 + 1412, "pbx", ResourceAction::Start, 5000, false, "timed out"),
             rec(T0 + 1500, RecordKind::FailoverEnd, "group running"),
         ];
         write(&path, &timeline);
@@ -682,10 +545,7 @@ mod tests {
         assert_eq!(got[0].ended_ms, Some(T0 + 1500));
         assert_eq!(got[0].entries, timeline);
 
-        let mode: String = Connection::open(&path)
-            .unwrap()
-            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-            .unwrap();
+        let mode: String = Connection::open(&path).unwrap().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
         assert_eq!(mode, "wal");
     }
 
@@ -709,26 +569,15 @@ mod tests {
         );
         // The daemon restarted during the second failover: it stays open, and new entries
         // do not join it.
-        write(
-            &path,
-            &[rec(later + 9000, RecordKind::RoleChange, "starting")],
-        );
+        write(&path, &[rec(later + 9000, RecordKind::RoleChange, "starting")]);
 
         // Read while a writer has the database open, as `pbxha status` does.
         let writer = Journal::open(&path).unwrap();
         let all = history(&path, 10).unwrap();
         drop(writer);
-        let messages = |f: &Failover| {
-            f.entries
-                .iter()
-                .map(|e| e.message.clone())
-                .collect::<Vec<_>>()
-        };
+        let messages = |f: &Failover| f.entries.iter().map(|e| e.message.clone()).collect::<Vec<_>>();
         assert_eq!(all.len(), 2);
-        assert_eq!(
-            messages(&all[0]),
-            ["peer a silent on link hb", "first", "done"]
-        );
+        assert_eq!(messages(&all[0]), ["peer a silent on link hb", "first", "done"]);
         assert_eq!(messages(&all[1]), ["second", ""]);
         assert_eq!(all[1].ended_ms, None);
         let last = history(&path, 1).unwrap();
@@ -740,16 +589,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
         std::fs::write(&path, "this is a text file, not a database\n".repeat(50)).unwrap();
-        for err in [
-            Journal::open(&path).err().unwrap(),
-            history(&path, 5).unwrap_err(),
-        ] {
+        for err in [Journal::open(&path).err().unwrap(), history(&path, 5).unwrap_err()] {
             let msg = err.to_string();
             assert!(matches!(err, Error::Journal { .. }), "{err:?}");
-            assert!(
-                msg.contains(&path.display().to_string()) && msg.contains("not an SQLite database"),
-                "{msg}"
-            );
+            assert!(msg.contains(&path.display().to_string()) && msg.contains("not an SQLite database"), "{msg}");
         }
     }
 
@@ -758,31 +601,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
         let holder = Connection::open(&path).unwrap();
-        holder
-            .execute_batch("CREATE TABLE t (x); BEGIN EXCLUSIVE; INSERT INTO t VALUES (1);")
-            .unwrap();
-        let msg = open_writable(&path, Duration::from_millis(100))
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(
-            msg.contains(&path.display().to_string()) && msg.contains("locked"),
-            "{msg}"
-        );
+        holder.execute_batch("CREATE TABLE t (x); BEGIN EXCLUSIVE; INSERT INTO t VALUES (1);").unwrap();
+        let msg = open_writable(&path, Duration::from_millis(100)).err().unwrap().to_string();
+        assert!(msg.contains(&path.display().to_string()) && msg.contains("locked"), "{msg}");
     }
 
     #[test]
     fn missing_or_never_written_databases() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
-        assert!(history(&path, 5)
-            .unwrap_err()
-            .to_string()
-            .contains("does not exist"));
-        Connection::open(&path)
-            .unwrap()
-            .execute_batch("CREATE TABLE outbox (x)")
-            .unwrap();
+        assert!(history(&path, 5).unwrap_err().to_string().contains("does not exist"));
+        Connection::open(&path).unwrap().execute_batch("CREATE TABLE outbox (x)").unwrap();
         assert_eq!(history(&path, 5).unwrap(), []);
     }
 
@@ -804,14 +633,7 @@ mod tests {
                     rec(T0, RecordKind::Suspicion, "peer a silent on link hb"),
                     rec(T0 + 1000, RecordKind::FailoverBegin, "peer a dead"),
                     res(T0 + 1412, "vip", ResourceAction::Start, 38, true, ""),
-                    res(
-                        T0 + 1450,
-                        "pbx",
-                        ResourceAction::Monitor,
-                        12,
-                        false,
-                        "no SIP answer",
-                    ),
+                    res(T0 + 1450, "pbx", ResourceAction::Monitor, 12, false, "no SIP answer"),
                 ],
             },
             Failover {

@@ -10,26 +10,26 @@
 //! status [`page`]) and [`lab`] (a real two-node cluster in network namespaces).
 
 pub mod config;
+pub mod connectivity;
 pub mod control;
 pub mod daemon;
-pub mod connectivity;
 pub mod error;
 pub mod fence;
 pub mod fsm;
 pub mod http;
-pub mod lab;
-pub mod notify;
 pub mod journal;
+pub mod lab;
 pub mod membership;
 pub mod metrics;
 pub mod mysql_watch;
 pub mod net;
+pub mod notify;
 pub mod page;
 pub mod probes;
-pub mod status;
-pub mod summary;
 pub mod resources;
 pub mod sentinel;
+pub mod status;
+pub mod summary;
 
 pub use error::Error;
 

@@ -267,11 +267,20 @@ mod tests {
 
     #[test]
     fn a_takeover_the_guard_refused_counts_as_refused_only() {
-        let rec = |ms, kind, message: &str| Entry { at_ms: ms, node: "b".into(), kind: Kind::Record(kind), message: message.into() };
+        let rec = |ms, kind, message: &str| Entry {
+            at_ms: ms,
+            node: "b".into(),
+            kind: Kind::Record(kind),
+            message: message.into(),
+        };
         let begin = rec(1_000, RecordKind::FailoverBegin, "b takes over: peer a is dead");
         let refused = [
             begin.clone(),
-            rec(1_120, RecordKind::SplitBrain, &format!("{REFUSED_THE_GROUP}: 198.51.100.100 answered ARP; probing the VIP every 1000 ms")),
+            rec(
+                1_120,
+                RecordKind::SplitBrain,
+                &format!("{REFUSED_THE_GROUP}: 198.51.100.100 answered ARP; probing the VIP every 1000 ms"),
+            ),
             rec(1_121, RecordKind::FailoverEnd, crate::fsm::TAKEOVER_FAILED),
         ];
         let mut f = FailoverCounts::default();

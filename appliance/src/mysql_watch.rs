@@ -49,12 +49,7 @@ impl std::fmt::Display for MysqlStatus {
             0 => "ok".to_string(),
             n => format!("{n} ALERT(S)"),
         };
-        write!(
-            f,
-            "replication {verdict}: {}; {}",
-            side(&pair.local),
-            side(&pair.peer)
-        )
+        write!(f, "replication {verdict}: {}; {}", side(&pair.local), side(&pair.peer))
     }
 }
 
@@ -69,11 +64,7 @@ impl MysqlWatch {
 }
 
 /// Starts watching when `[mysql]` is in master-master mode; ends when `stop` turns true.
-pub fn spawn(
-    config: Option<&MysqlConfig>,
-    notifier: Notifier,
-    stop: watch::Receiver<bool>,
-) -> Option<MysqlWatch> {
+pub fn spawn(config: Option<&MysqlConfig>, notifier: Notifier, stop: watch::Receiver<bool>) -> Option<MysqlWatch> {
     let cfg = config.filter(|c| c.mode == Mode::MasterMaster)?.clone();
     let watch = MysqlWatch::default();
     let poll = move || {
@@ -84,12 +75,8 @@ pub fn spawn(
     Some(watch)
 }
 
-async fn run<F, Fut>(
-    mut poll: F,
-    watch: MysqlWatch,
-    notifier: Notifier,
-    mut stop: watch::Receiver<bool>,
-) where
+async fn run<F, Fut>(mut poll: F, watch: MysqlWatch, notifier: Notifier, mut stop: watch::Receiver<bool>)
+where
     F: FnMut() -> Fut,
     Fut: Future<Output = PairStatus>,
 {
@@ -101,40 +88,21 @@ async fn run<F, Fut>(
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        let pair = tokio::time::timeout(POLL_LIMIT, poll())
-            .await
-            .unwrap_or_else(|_| {
-                let why = format!("the servers did not answer within {POLL_LIMIT:?}");
-                PairStatus {
-                    local: Err(why.clone()),
-                    peer: Err(why),
-                }
-            });
+        let pair = tokio::time::timeout(POLL_LIMIT, poll()).await.unwrap_or_else(|_| {
+            let why = format!("the servers did not answer within {POLL_LIMIT:?}");
+            PairStatus { local: Err(why.clone()), peer: Err(why) }
+        });
         let alerts = pair.alerts(DEFAULT_MAX_LAG_SECS);
         let now = crate::unix_ms();
         let (new, cleared) = changes(&mut active, &alerts);
         for a in new {
-            notifier.alert(
-                &Notice::ReplicationBroken {
-                    detail: a.to_string(),
-                },
-                now,
-            );
+            notifier.alert(&Notice::ReplicationBroken { detail: a.to_string() }, now);
         }
         for a in cleared {
-            notifier.alert(
-                &Notice::ReplicationRestored {
-                    detail: format!("cleared: {a}"),
-                },
-                now,
-            );
+            notifier.alert(&Notice::ReplicationRestored { detail: format!("cleared: {a}") }, now);
         }
         if let Ok(mut s) = watch.0.lock() {
-            *s = MysqlStatus {
-                pair: Some(pair),
-                alerts,
-                at_ms: Some(now),
-            };
+            *s = MysqlStatus { pair: Some(pair), alerts, at_ms: Some(now) };
         }
     }
 }
@@ -159,16 +127,8 @@ fn identity(a: &Alert) -> String {
 /// cleared (as last seen).
 fn changes(active: &mut BTreeMap<String, Alert>, now: &[Alert]) -> (Vec<Alert>, Vec<Alert>) {
     let current: BTreeMap<String, Alert> = now.iter().map(|a| (identity(a), a.clone())).collect();
-    let new = current
-        .iter()
-        .filter(|(k, _)| !active.contains_key(*k))
-        .map(|(_, a)| a.clone())
-        .collect();
-    let cleared = active
-        .iter()
-        .filter(|(k, _)| !current.contains_key(*k))
-        .map(|(_, a)| a.clone())
-        .collect();
+    let new = current.iter().filter(|(k, _)| !active.contains_key(*k)).map(|(_, a)| a.clone()).collect();
+    let cleared = active.iter().filter(|(k, _)| !current.contains_key(*k)).map(|(_, a)| a.clone()).collect();
     *active = current;
     (new, cleared)
 }
@@ -181,29 +141,18 @@ mod tests {
     use super::*;
 
     fn alert(server: &str, message: &str) -> Alert {
-        Alert {
-            server: server.into(),
-            message: message.into(),
-        }
+        Alert { server: server.into(), message: message.into() }
     }
 
     #[test]
     fn a_moving_lag_is_one_alert_until_it_clears() {
         let mut active = BTreeMap::new();
-        let lag = |s: u64| {
-            alert(
-                "peer 198.51.100.12:3306",
-                &format!("{s} s behind 198.51.100.11:3306"),
-            )
-        };
+        let lag = |s: u64| alert("peer 198.51.100.12:3306", &format!("{s} s behind 198.51.100.11:3306"));
         let (new, cleared) = changes(&mut active, &[lag(75)]);
         assert_eq!((new, cleared), (vec![lag(75)], vec![]));
         assert_eq!(changes(&mut active, &[lag(90)]), (vec![], vec![]));
         let stopped = alert("local 198.51.100.11:3306", "SQL thread is stopped");
-        assert_eq!(
-            changes(&mut active, &[lag(95), stopped.clone()]),
-            (vec![stopped.clone()], vec![])
-        );
+        assert_eq!(changes(&mut active, &[lag(95), stopped.clone()]), (vec![stopped.clone()], vec![]));
         assert_eq!(changes(&mut active, &[]), (vec![], vec![stopped, lag(95)]));
     }
 
@@ -234,30 +183,15 @@ mod tests {
         runner.on(["hook"], Output::ok(""));
         let notifier = Notifier::new("t", "a", vec![vec!["hook".into()]], runner.clone());
         let mut answers = vec![
-            PairStatus {
-                local: side("local"),
-                peer: Err("cannot connect".into()),
-            },
-            PairStatus {
-                local: side("local"),
-                peer: Err("cannot connect".into()),
-            },
-            PairStatus {
-                local: side("local"),
-                peer: side("peer"),
-            },
+            PairStatus { local: side("local"), peer: Err("cannot connect".into()) },
+            PairStatus { local: side("local"), peer: Err("cannot connect".into()) },
+            PairStatus { local: side("local"), peer: side("peer") },
         ]
         .into_iter();
         let last = answers.len();
         let (stop_tx, stop) = watch::channel(false);
         let watch = MysqlWatch::default();
-        let poll = move || {
-            std::future::ready(
-                answers
-                    .next()
-                    .unwrap_or_else(|| panic!("more than {last} polls")),
-            )
-        };
+        let poll = move || std::future::ready(answers.next().unwrap_or_else(|| panic!("more than {last} polls")));
         let task = tokio::spawn(run(poll, watch.clone(), notifier, stop));
         // Polls at 0, 10 and 20 s; stop before the fourth.
         tokio::time::sleep(POLL * 2 + POLL / 2).await;
@@ -270,23 +204,11 @@ mod tests {
         let subjects: Vec<String> = runner
             .calls()
             .iter()
-            .filter_map(|c| {
-                c.env
-                    .iter()
-                    .find(|(k, _)| k == "PBXHA_SUBJECT")
-                    .map(|(_, v)| v.clone())
-            })
+            .filter_map(|c| c.env.iter().find(|(k, _)| k == "PBXHA_SUBJECT").map(|(_, v)| v.clone()))
             .collect();
         assert_eq!(subjects.len(), 2, "{subjects:?}");
-        assert!(
-            subjects[0].contains("BROKEN") && subjects[1].contains("works again"),
-            "{subjects:?}"
-        );
+        assert!(subjects[0].contains("BROKEN") && subjects[1].contains("works again"), "{subjects:?}");
         let status = watch.status();
-        assert!(
-            status.pair.is_some_and(|p| p.peer.is_ok()) && status.alerts.is_empty(),
-            "{:?}",
-            status.alerts
-        );
+        assert!(status.pair.is_some_and(|p| p.peer.is_ok()) && status.alerts.is_empty(), "{:?}", status.alerts);
     }
 }

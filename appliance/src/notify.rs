@@ -186,7 +186,10 @@ impl MailStatus {
 
     /// Keeps a copy fresh in the background (every [`MAIL_STATUS_EVERY`]): `pbxha status`
     /// must not wait on the database from the loop that sends heartbeats.
-    pub fn watch(db: std::path::PathBuf, mut stop: tokio::sync::watch::Receiver<bool>) -> Arc<Mutex<Option<MailStatus>>> {
+    pub fn watch(
+        db: std::path::PathBuf,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Arc<Mutex<Option<MailStatus>>> {
         let shared = Arc::new(Mutex::new(None));
         let out = shared.clone();
         tokio::spawn(async move {

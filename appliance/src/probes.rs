@@ -22,9 +22,7 @@ use pbxha_telephony::engine::{self, EngineHandle, Health, Sample, TargetSpec, Ta
 use pbxha_telephony::{probe, verdict, Policy, Probe, Transport, Verdict};
 use tokio::task::JoinHandle;
 
-use crate::config::{
-    Config, ProbeConfig, ProbeRole, ProbeTransport, ResourceKind, DEFAULT_SIP_PORT,
-};
+use crate::config::{Config, ProbeConfig, ProbeRole, ProbeTransport, ResourceKind, DEFAULT_SIP_PORT};
 use crate::fsm::{Notice, Severity};
 use crate::notify::Notifier;
 use crate::resources::{Member, Resource, ResourceState};
@@ -68,27 +66,15 @@ impl Probes {
     /// `vip` probes start inactive: the group decides when they run.
     pub async fn start(configs: &[ProbeConfig]) -> Result<Probes, Error> {
         if configs.is_empty() {
-            return Ok(Probes {
-                engine: None,
-                configs: Vec::new(),
-                samples: None,
-                group_here: None,
-            });
+            return Ok(Probes { engine: None, configs: Vec::new(), samples: None, group_here: None });
         }
         let specs = configs.iter().map(spec).collect();
         let (tx, rx) = mpsc::channel(SAMPLE_QUEUE);
-        let engine = engine::start(specs, tx)
-            .await
-            .map_err(|e| Error::Resource {
-                resource: "probe".into(),
-                message: format!("cannot start the SIP probe engine: {e}"),
-            })?;
-        Ok(Probes {
-            engine: Some(engine),
-            configs: configs.to_vec(),
-            samples: Some(rx),
-            group_here: None,
-        })
+        let engine = engine::start(specs, tx).await.map_err(|e| Error::Resource {
+            resource: "probe".into(),
+            message: format!("cannot start the SIP probe engine: {e}"),
+        })?;
+        Ok(Probes { engine: Some(engine), configs: configs.to_vec(), samples: Some(rx), group_here: None })
     }
 
     /// Starts the task that turns `vip` and `trunk` state changes into notifications. Once.
@@ -96,11 +82,7 @@ impl Probes {
         let Some(mut rx) = self.samples.take() else {
             return;
         };
-        let roles: HashMap<String, ProbeConfig> = self
-            .configs
-            .iter()
-            .map(|c| (c.name.clone(), c.clone()))
-            .collect();
+        let roles: HashMap<String, ProbeConfig> = self.configs.iter().map(|c| (c.name.clone(), c.clone())).collect();
         tokio::spawn(async move {
             let mut last: HashMap<Arc<str>, Health> = HashMap::new();
             while let Some(sample) = rx.recv().await {
@@ -123,15 +105,13 @@ impl Probes {
         members
             .into_iter()
             .map(|mut m| {
-                let probe = self.configs.iter().find(|c| {
-                    matches!(&c.role, ProbeRole::LocalPbx { resource } if resource == m.resource.name())
-                });
+                let probe = self
+                    .configs
+                    .iter()
+                    .find(|c| matches!(&c.role, ProbeRole::LocalPbx { resource } if resource == m.resource.name()));
                 if let Some(probe) = probe {
-                    m.resource = Arc::new(SipChecked {
-                        inner: m.resource,
-                        probe: probe.name.clone(),
-                        engine: engine.clone(),
-                    });
+                    m.resource =
+                        Arc::new(SipChecked { inner: m.resource, probe: probe.name.clone(), engine: engine.clone() });
                 }
                 m
             })
@@ -160,11 +140,7 @@ impl Probes {
         let Some(engine) = &self.engine else {
             return Vec::new();
         };
-        self.configs
-            .iter()
-            .zip(engine.status())
-            .map(|(c, t)| status_of(c, &t))
-            .collect()
+        self.configs.iter().zip(engine.status()).map(|(c, t)| status_of(c, &t)).collect()
     }
 }
 
@@ -180,9 +156,7 @@ fn spec(c: &ProbeConfig) -> TargetSpec {
         timeout: c.timeout,
         rise: c.rise,
         fall: c.fall,
-        policy: Policy {
-            overloaded_is_alive: c.overloaded_is_alive,
-        },
+        policy: Policy { overloaded_is_alive: c.overloaded_is_alive },
         active: c.role == ProbeRole::Trunk,
     }
 }
@@ -260,28 +234,15 @@ pub fn vip_sip_probe(config: &Config) -> Option<(Probe, Policy)> {
             ProbeTransport::Udp => Probe::udp(c.target, c.timeout),
             ProbeTransport::Tcp => Probe::tcp(c.target, c.timeout),
         };
-        return Some((
-            p,
-            Policy {
-                overloaded_is_alive: c.overloaded_is_alive,
-            },
-        ));
+        return Some((p, Policy { overloaded_is_alive: c.overloaded_is_alive }));
     }
-    let has_pbx = config
-        .resources
-        .iter()
-        .any(|r| matches!(r.kind, ResourceKind::Pbx(_)));
+    let has_pbx = config.resources.iter().any(|r| matches!(r.kind, ResourceKind::Pbx(_)));
     let vip = config.resources.iter().find_map(|r| match &r.kind {
         ResourceKind::Vip(v) => Some(v.address.addr),
         _ => None,
     })?;
     let target = std::net::SocketAddr::new(vip, DEFAULT_SIP_PORT);
-    has_pbx.then(|| {
-        (
-            Probe::udp(target, crate::config::DEFAULT_PROBE_TIMEOUT),
-            Policy::default(),
-        )
-    })
+    has_pbx.then(|| (Probe::udp(target, crate::config::DEFAULT_PROBE_TIMEOUT), Policy::default()))
 }
 
 /// After a refused takeover, looks at the group's VIPs again: whether any still answers
@@ -321,14 +282,12 @@ pub fn spawn_vip_reprobe(config: &Config, events: mpsc::Sender<crate::fsm::Event
 /// (`Err(reason)`) at `target`, `after` the takeover decision.
 pub fn first_answer_line(target: &str, outcome: Result<&str, &str>, after: Duration) -> String {
     match outcome {
-        Ok(status) => format!(
-            "first SIP answer on the VIP ({target}: {status}) {} ms after the decision",
-            after.as_millis()
-        ),
-        Err(why) => format!(
-            "no SIP answer on the VIP ({target}) within {} ms of the decision; last: {why}",
-            after.as_millis()
-        ),
+        Ok(status) => {
+            format!("first SIP answer on the VIP ({target}: {status}) {} ms after the decision", after.as_millis())
+        }
+        Err(why) => {
+            format!("no SIP answer on the VIP ({target}) within {} ms of the decision; last: {why}", after.as_millis())
+        }
     }
 }
 
@@ -476,9 +435,7 @@ mod tests {
     fn sample(health: Health, changed: bool) -> Sample {
         Sample {
             target: Arc::from("t"),
-            verdict: Verdict::Failed {
-                reason: "no final SIP response".into(),
-            },
+            verdict: Verdict::Failed { reason: "no final SIP response".into() },
             rtt: None,
             health,
             changed,
@@ -491,10 +448,7 @@ mod tests {
         let vip = probe("vip", ProbeRole::Vip, addr);
         let down = notice_for(&vip, Some(Health::Up), &sample(Health::Down, true)).unwrap();
         assert_eq!(down.severity, Severity::Critical);
-        assert!(
-            down.subject.contains("VIP") && down.subject.contains("198.51.100.100:5060"),
-            "{down:?}"
-        );
+        assert!(down.subject.contains("VIP") && down.subject.contains("198.51.100.100:5060"), "{down:?}");
         assert!(down.body.contains("no final SIP response"), "{down:?}");
         let trunk = probe("carrier", ProbeRole::Trunk, addr);
         let up = notice_for(&trunk, Some(Health::Down), &sample(Health::Up, true)).unwrap();
@@ -504,13 +458,7 @@ mod tests {
         assert!(notice_for(&trunk, Some(Health::Unknown), &sample(Health::Down, true)).is_none());
         assert!(notice_for(&trunk, None, &sample(Health::Up, true)).is_none());
         assert!(notice_for(&trunk, Some(Health::Down), &sample(Health::Down, false)).is_none());
-        let local = probe(
-            "pbx",
-            ProbeRole::LocalPbx {
-                resource: "sip".into(),
-            },
-            addr,
-        );
+        let local = probe("pbx", ProbeRole::LocalPbx { resource: "sip".into() }, addr);
         assert!(notice_for(&local, Some(Health::Up), &sample(Health::Down, true)).is_none());
     }
 
@@ -531,11 +479,7 @@ mod tests {
             Ok(())
         }
         async fn monitor(&self) -> Result<ResourceState, Error> {
-            Ok(if self.0.load(Ordering::SeqCst) {
-                ResourceState::Running
-            } else {
-                ResourceState::Stopped
-            })
+            Ok(if self.0.load(Ordering::SeqCst) { ResourceState::Running } else { ResourceState::Stopped })
         }
     }
 
@@ -546,11 +490,7 @@ mod tests {
             if r.is_err() == want_err {
                 return r;
             }
-            assert!(
-                Instant::now() < until,
-                "monitor never turned {}",
-                if want_err { "bad" } else { "good" }
-            );
+            assert!(Instant::now() < until, "monitor never turned {}", if want_err { "bad" } else { "good" });
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -558,21 +498,13 @@ mod tests {
     #[tokio::test]
     async fn a_running_member_whose_sip_is_silent_fails_its_monitor_and_a_restart_starts_afresh() {
         let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let responder = Responder::bind(any, None, ResponderConfig::new("a"))
-            .await
-            .unwrap();
+        let responder = Responder::bind(any, None, ResponderConfig::new("a")).await.unwrap();
         let addr = responder.udp_addr();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let served = tokio::spawn(responder.run(async move {
             let _ = stopped.await;
         }));
-        let configs = [probe(
-            "pbx",
-            ProbeRole::LocalPbx {
-                resource: "sip".into(),
-            },
-            addr,
-        )];
+        let configs = [probe("pbx", ProbeRole::LocalPbx { resource: "sip".into() }, addr)];
         let probes = Probes::start(&configs).await.unwrap();
         let rc = ResourceConfig {
             name: "sip".into(),
@@ -580,20 +512,12 @@ mod tests {
             stop_timeout: Duration::from_secs(1),
             monitor_timeout: Duration::from_secs(1),
             monitor_interval: Duration::from_secs(1),
-            kind: crate::config::ResourceKind::Service(crate::config::ServiceConfig::Unit(
-                "x".into(),
-            )),
+            kind: crate::config::ResourceKind::Service(crate::config::ServiceConfig::Unit("x".into())),
         };
-        let members = probes.wrap(vec![Member::new(
-            &rc,
-            Arc::new(AlwaysRunning(AtomicBool::new(false))),
-        )]);
+        let members = probes.wrap(vec![Member::new(&rc, Arc::new(AlwaysRunning(AtomicBool::new(false))))]);
         let m = &members[0];
         assert_eq!(m.resource.name(), "sip");
-        assert!(
-            !probes.status()[0].active,
-            "probed before the member started"
-        );
+        assert!(!probes.status()[0].active, "probed before the member started");
         m.resource.start().await.unwrap();
         assert!(probes.status()[0].active);
         let until = Instant::now() + Duration::from_secs(20);
@@ -602,19 +526,13 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(m.resource.monitor().await.unwrap(), ResourceState::Running);
-        assert_eq!(
-            probes.status()[0].recent.last().map(String::as_str),
-            Some("200")
-        );
+        assert_eq!(probes.status()[0].recent.last().map(String::as_str), Some("200"));
 
         // The PBX hangs: the process still runs, SIP is silent.
         drop(stop);
         served.await.unwrap().unwrap();
         let err = monitor_until(m, true).await.unwrap_err().to_string();
-        assert!(
-            err.contains("does not answer") && err.contains(&addr.to_string()),
-            "{err}"
-        );
+        assert!(err.contains("does not answer") && err.contains(&addr.to_string()), "{err}");
         assert_eq!(probes.status()[0].state, "down");
 
         // A restart (stop + start) gives the probe a clean slate: not down until `fall` new
@@ -634,8 +552,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join(AUTH_KEY_FILE);
         std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").unwrap();
-        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .unwrap();
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         let text = node_config(
             LabMember::A,
             dir.path(),
@@ -653,20 +570,9 @@ mod tests {
         let (_dir, text) = lab_config("");
         let config = crate::config::parse(&text).unwrap();
         let pbx = &config.probes[0];
-        assert_eq!(
-            pbx.role,
-            ProbeRole::LocalPbx {
-                resource: "sip".into()
-            }
-        );
-        assert_eq!(
-            (pbx.transport, pbx.target.to_string()),
-            (ProbeTransport::Udp, "198.51.100.100:5060".into())
-        );
-        assert_eq!(
-            (pbx.interval, pbx.fall, pbx.overloaded_is_alive),
-            (Duration::from_secs(1), 3, false)
-        );
+        assert_eq!(pbx.role, ProbeRole::LocalPbx { resource: "sip".into() });
+        assert_eq!((pbx.transport, pbx.target.to_string()), (ProbeTransport::Udp, "198.51.100.100:5060".into()));
+        assert_eq!((pbx.interval, pbx.fall, pbx.overloaded_is_alive), (Duration::from_secs(1), 3, false));
         assert_eq!(config.probes[1].role, ProbeRole::Vip);
 
         let (_dir, text) = lab_config(
@@ -676,11 +582,7 @@ mod tests {
         );
         let problems = crate::config::parse(&text).unwrap_err();
         let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
-        for key in [
-            "probe[2].ovreloaded-is-alive",
-            "probe[3].target",
-            "probe[4].role",
-        ] {
+        for key in ["probe[2].ovreloaded-is-alive", "probe[3].target", "probe[4].role"] {
             assert!(keys.contains(&key), "{key} missing from {problems:#?}");
         }
         let (_dir, text) = lab_config(
@@ -689,11 +591,7 @@ mod tests {
         );
         let problems = crate::config::parse(&text).unwrap_err();
         let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
-        assert_eq!(
-            keys,
-            ["probe[3].name", "probe[3].resource"],
-            "{problems:#?}"
-        );
+        assert_eq!(keys, ["probe[3].name", "probe[3].resource"], "{problems:#?}");
     }
 
     #[test]
@@ -705,10 +603,7 @@ mod tests {
         // Without a vip probe: a pbx on the VIP gets UDP 5060 on the vip resource's address.
         let mut config = config;
         config.probes.clear();
-        assert!(
-            vip_sip_probe(&config).is_none(),
-            "the lab's PBX is a service, not a pbx"
-        );
+        assert!(vip_sip_probe(&config).is_none(), "the lab's PBX is a service, not a pbx");
         config.resources.push(ResourceConfig {
             name: "ast".into(),
             start_timeout: Duration::from_secs(5),
@@ -723,18 +618,13 @@ mod tests {
             }),
         });
         let (p, _) = vip_sip_probe(&config).unwrap();
-        assert_eq!(
-            (p.target.to_string(), p.transport),
-            ("198.51.100.100:5060".into(), Transport::Udp)
-        );
+        assert_eq!((p.target.to_string(), p.transport), ("198.51.100.100:5060".into(), Transport::Udp));
     }
 
     #[tokio::test]
     async fn the_first_answer_on_the_vip_is_timed_from_the_decision() {
         let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let responder = Responder::bind(any, None, ResponderConfig::new("b"))
-            .await
-            .unwrap();
+        let responder = Responder::bind(any, None, ResponderConfig::new("b")).await.unwrap();
         let addr = responder.udp_addr();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let served = tokio::spawn(responder.run(async move {
@@ -755,19 +645,8 @@ mod tests {
             assert!(Instant::now() < until, "no answer from {addr}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        assert!(
-            line.starts_with(&format!(
-                "first SIP answer on the VIP (udp:{addr}: 200 OK) "
-            )),
-            "{line}"
-        );
-        let ms: u64 = line
-            .split(") ")
-            .nth(1)
-            .and_then(|r| r.split(' ').next())
-            .unwrap()
-            .parse()
-            .unwrap();
+        assert!(line.starts_with(&format!("first SIP answer on the VIP (udp:{addr}: 200 OK) ")), "{line}");
+        let ms: u64 = line.split(") ").nth(1).and_then(|r| r.split(' ').next()).unwrap().parse().unwrap();
         assert!(ms >= 1500, "counted from the decision: {line}");
         drop(stop);
         served.await.unwrap().unwrap();
@@ -776,10 +655,7 @@ mod tests {
     #[tokio::test]
     async fn a_silent_vip_ends_the_wait_with_the_reason() {
         // Nothing listens on a just-closed loopback port: ICMP port unreachable, or silence.
-        let addr = std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let addr = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let wait = FirstAnswer::spawn(
             Probe::udp(addr, Duration::from_millis(200)),
             Policy::default(),
@@ -794,22 +670,15 @@ mod tests {
             assert!(Instant::now() < until, "the wait never ended");
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        assert!(
-            line.starts_with(&format!("no SIP answer on the VIP (udp:{addr}) within ")),
-            "{line}"
-        );
+        assert!(line.starts_with(&format!("no SIP answer on the VIP (udp:{addr}) within ")), "{line}");
         assert!(line.contains("; last: "), "{line}");
     }
 
     #[tokio::test]
     async fn vip_probes_run_only_while_the_group_is_elsewhere() {
         let addr = "127.0.0.1:9".parse().unwrap();
-        let mut probes = Probes::start(&[
-            probe("vip", ProbeRole::Vip, addr),
-            probe("t", ProbeRole::Trunk, addr),
-        ])
-        .await
-        .unwrap();
+        let mut probes =
+            Probes::start(&[probe("vip", ProbeRole::Vip, addr), probe("t", ProbeRole::Trunk, addr)]).await.unwrap();
         let active = |p: &Probes| p.status().iter().map(|s| s.active).collect::<Vec<_>>();
         assert_eq!(active(&probes), [false, true]);
         probes.follow_group(GroupPhase::Stopped);

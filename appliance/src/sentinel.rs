@@ -38,9 +38,7 @@ use std::time::Duration;
 use pbxha_runner::Runner;
 use pbxha_telephony::{Policy, Probe};
 
-use crate::config::{
-    Config, ProbeConfig, ProbeRole, ProbeTransport, ResourceConfig, ResourceKind, ServiceConfig,
-};
+use crate::config::{Config, ProbeConfig, ProbeRole, ProbeTransport, ResourceConfig, ResourceKind, ServiceConfig};
 use crate::resources::{Resource, ResourceState};
 use crate::Error;
 
@@ -52,10 +50,7 @@ pub const PROBE_BUDGET: Duration = Duration::from_millis(800);
 
 /// The SIP probes that tell whether this node's clients are served. Pure.
 pub fn serving_probes(probes: &[ProbeConfig]) -> Vec<&ProbeConfig> {
-    probes
-        .iter()
-        .filter(|p| matches!(p.role, ProbeRole::LocalPbx { .. } | ProbeRole::Vip))
-        .collect()
+    probes.iter().filter(|p| matches!(p.role, ProbeRole::LocalPbx { .. } | ProbeRole::Vip)).collect()
 }
 
 /// The members that may still run once the daemon is gone, and so may still serve. Pure.
@@ -64,10 +59,7 @@ pub fn survivors(resources: &[ResourceConfig]) -> Vec<&ResourceConfig> {
         .iter()
         .filter(|r| match &r.kind {
             ResourceKind::Service(ServiceConfig::Exec { .. }) => false,
-            ResourceKind::Service(_)
-            | ResourceKind::Pbx(_)
-            | ResourceKind::Ocf(_)
-            | ResourceKind::Mysql(_) => true,
+            ResourceKind::Service(_) | ResourceKind::Pbx(_) | ResourceKind::Ocf(_) | ResourceKind::Mysql(_) => true,
             ResourceKind::Vip(_) | ResourceKind::Drbd(_) | ResourceKind::Filesystem(_) => false,
         })
         .collect()
@@ -84,51 +76,29 @@ pub async fn still_serving(config: &Config, runner: Arc<dyn Runner>) -> Option<S
                 ProbeTransport::Tcp => Probe::tcp(p.target, PROBE_BUDGET),
             };
             let result = pbxha_telephony::probe(&probe).await;
-            let policy = Policy {
-                overloaded_is_alive: p.overloaded_is_alive,
-            };
+            let policy = Policy { overloaded_is_alive: p.overloaded_is_alive };
             match pbxha_telephony::verdict(&result, policy).is_healthy() {
-                true => Some(format!(
-                    "SIP probe `{}` is answered at {}",
-                    p.name, p.target
-                )),
+                true => Some(format!("SIP probe `{}` is answered at {}", p.name, p.target)),
                 false => None,
             }
         });
-        return futures_util::future::join_all(checks)
-            .await
-            .into_iter()
-            .flatten()
-            .next();
+        return futures_util::future::join_all(checks).await.into_iter().flatten().next();
     }
     for r in survivors(&config.resources) {
         if let ResourceKind::Service(ServiceConfig::Commands { status: None, .. }) = &r.kind {
-            return Some(format!(
-                "resource `{}` may still run (it has no status command to tell)",
-                r.name
-            ));
+            return Some(format!("resource `{}` may still run (it has no status command to tell)", r.name));
         }
-        let members = match crate::resources::build_members(
-            std::slice::from_ref(r),
-            runner.clone(),
-            &Default::default(),
-        ) {
-            Ok(m) => m,
-            Err(e) => return Some(format!("resource `{}` may still run ({e})", r.name)),
-        };
+        let members =
+            match crate::resources::build_members(std::slice::from_ref(r), runner.clone(), &Default::default()) {
+                Ok(m) => m,
+                Err(e) => return Some(format!("resource `{}` may still run ({e})", r.name)),
+            };
         for m in members {
             match tokio::time::timeout(r.monitor_timeout, m.resource.monitor()).await {
-                Ok(Ok(ResourceState::Running)) => {
-                    return Some(format!("resource `{}` still runs", r.name))
-                }
+                Ok(Ok(ResourceState::Running)) => return Some(format!("resource `{}` still runs", r.name)),
                 Ok(Ok(ResourceState::Stopped)) => {}
                 Ok(Err(e)) => return Some(format!("resource `{}` may still run ({e})", r.name)),
-                Err(_) => {
-                    return Some(format!(
-                        "resource `{}` may still run (its monitor timed out)",
-                        r.name
-                    ))
-                }
+                Err(_) => return Some(format!("resource `{}` may still run (its monitor timed out)", r.name)),
             }
         }
     }
@@ -152,15 +122,9 @@ pub struct Outcome {
 /// configured one it holds. `daemon_up` is asked first and again right before removing, so
 /// a daemon that started meanwhile keeps what it holds. A node holding no VIP (a secondary)
 /// probes nothing: its SIP probes would reach the peer that holds the VIP.
-pub async fn release(
-    config: &Config,
-    runner: Arc<dyn Runner>,
-    daemon_up: impl Fn() -> bool,
-) -> Outcome {
-    let restarted = || Outcome {
-        kept: Some("a pbxha daemon runs again and holds what it holds".into()),
-        ..Outcome::default()
-    };
+pub async fn release(config: &Config, runner: Arc<dyn Runner>, daemon_up: impl Fn() -> bool) -> Outcome {
+    let restarted =
+        || Outcome { kept: Some("a pbxha daemon runs again and holds what it holds".into()), ..Outcome::default() };
     if daemon_up() {
         return restarted();
     }
@@ -173,9 +137,7 @@ pub async fn release(
         let vip = crate::resources::vip::Vip::new(r.name.clone(), v.clone());
         // One that cannot be read is removed all the same, if nothing serves.
         match vip.monitor().await {
-            Ok(ResourceState::Stopped) => out
-                .lines
-                .push(format!("VIP {} was not on {}", v.address.addr, v.interface)),
+            Ok(ResourceState::Stopped) => out.lines.push(format!("VIP {} was not on {}", v.address.addr, v.interface)),
             Ok(ResourceState::Running) | Err(_) => held.push((vip, v)),
         }
     }
@@ -183,10 +145,7 @@ pub async fn release(
         return out;
     }
     if let Some(why) = still_serving(config, runner).await {
-        return Outcome {
-            kept: Some(why),
-            ..Outcome::default()
-        };
+        return Outcome { kept: Some(why), ..Outcome::default() };
     }
     if daemon_up() {
         return restarted();
@@ -194,15 +153,10 @@ pub async fn release(
     out.released = true;
     for (vip, v) in held {
         match vip.stop().await {
-            Ok(()) => out
-                .lines
-                .push(format!("removed VIP {} from {}", v.address, v.interface)),
+            Ok(()) => out.lines.push(format!("removed VIP {} from {}", v.address, v.interface)),
             Err(e) => {
                 out.failed = true;
-                out.lines.push(format!(
-                    "could not remove VIP {} from {}: {e}",
-                    v.address.addr, v.interface
-                ));
+                out.lines.push(format!("could not remove VIP {} from {}: {e}", v.address.addr, v.interface));
             }
         }
     }
@@ -224,8 +178,7 @@ impl Sentinel {
     /// Starts `pbxha --config CONFIG sentinel` with the read end of a fresh pipe as stdin.
     /// Its output goes where the daemon's goes.
     pub fn spawn(config_path: &Path) -> Result<Sentinel, Error> {
-        let (read, pipe) =
-            std::io::pipe().map_err(|e| Error::io("creating the sentinel's pipe", e))?;
+        let (read, pipe) = std::io::pipe().map_err(|e| Error::io("creating the sentinel's pipe", e))?;
         let child = std::process::Command::new("/proc/self/exe")
             .arg("--config")
             .arg(config_path)
@@ -247,7 +200,10 @@ impl Sentinel {
             // Gone already: stopped with the rest of the process group (lab down, systemd).
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
             Ok(()) => {}
-            Err(e) => tracing::warn!(pid = self.pid, "cannot dismiss the sentinel: {e}; it will check what still serves and may release the VIPs"),
+            Err(e) => tracing::warn!(
+                pid = self.pid,
+                "cannot dismiss the sentinel: {e}; it will check what still serves and may release the VIPs"
+            ),
         }
     }
 }
@@ -258,28 +214,18 @@ pub async fn watch(config_path: &Path) -> Result<Outcome, Error> {
     // SIGINT and SIGHUP go to the daemon (Ctrl-C, reload); ignored here by taking them.
     let sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
     let sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
-    let (_sigint, _sighup) = (
-        sigint.map_err(|e| Error::io("taking SIGINT", e))?,
-        sighup.map_err(|e| Error::io("taking SIGHUP", e))?,
-    );
+    let (_sigint, _sighup) =
+        (sigint.map_err(|e| Error::io("taking SIGINT", e))?, sighup.map_err(|e| Error::io("taking SIGHUP", e))?);
     let got = tokio::task::spawn_blocking(|| std::io::stdin().read(&mut [0u8; 1]))
         .await
         .map_err(|e| Error::io("waiting for the daemon", std::io::Error::other(e)))?;
     if matches!(got, Ok(1)) {
-        return Ok(Outcome {
-            kept: Some("the daemon stopped cleanly".into()),
-            ..Outcome::default()
-        });
+        return Ok(Outcome { kept: Some("the daemon stopped cleanly".into()), ..Outcome::default() });
     }
     let config = crate::config::load(config_path)?;
-    tracing::error!(
-        "sentinel: the pbxha daemon died without stopping its group; checking what still serves"
-    );
+    tracing::error!("sentinel: the pbxha daemon died without stopping its group; checking what still serves");
     let socket = config.paths.control_socket.clone();
-    let outcome = release(&config, Arc::new(pbxha_runner::SystemRunner), || {
-        daemon_up(&socket)
-    })
-    .await;
+    let outcome = release(&config, Arc::new(pbxha_runner::SystemRunner), || daemon_up(&socket)).await;
     let lines = outcome.lines.join("; ");
     match &outcome.kept {
         Some(why) => tracing::warn!("sentinel: keeping the VIPs: {why}"),
@@ -298,11 +244,7 @@ mod tests {
 
     fn config_with(extra: &str) -> Config {
         let key = crate::config::tests::key_file(0o600);
-        crate::config::parse(&format!(
-            "{}\n{extra}",
-            crate::config::tests::minimal(key.path())
-        ))
-        .unwrap()
+        crate::config::parse(&format!("{}\n{extra}", crate::config::tests::minimal(key.path()))).unwrap()
     }
 
     const GROUP: &str = r#"
@@ -333,15 +275,9 @@ target = "udp:198.51.100.1:5060"
     #[test]
     fn exec_services_and_addresses_never_count_as_serving() {
         let c = config_with(GROUP);
-        let names: Vec<&str> = survivors(&c.resources)
-            .iter()
-            .map(|r| r.name.as_str())
-            .collect();
+        let names: Vec<&str> = survivors(&c.resources).iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["unit", "cmds"]);
-        assert!(
-            serving_probes(&c.probes).is_empty(),
-            "a trunk probe says nothing of this node"
-        );
+        assert!(serving_probes(&c.probes).is_empty(), "a trunk probe says nothing of this node");
     }
 
     #[tokio::test]
@@ -352,32 +288,17 @@ target = "udp:198.51.100.1:5060"
         // `systemctl is-active` exit 3: the unit is not running (its real LSB code).
         r.on(["systemctl", "is-active"], Output::failed(3, "inactive\n"));
         let why = still_serving(&c, r.clone()).await;
-        assert_eq!(
-            why.as_deref(),
-            Some("resource `cmds` may still run (it has no status command to tell)")
-        );
+        assert_eq!(why.as_deref(), Some("resource `cmds` may still run (it has no status command to tell)"));
         r.on(["systemctl", "is-active"], Output::ok("active\n"));
-        assert_eq!(
-            still_serving(&c, r.clone()).await.as_deref(),
-            Some("resource `unit` still runs")
-        );
-        assert!(
-            r.argvs()
-                .iter()
-                .all(|a| a.starts_with("systemctl is-active asterisk.service")),
-            "{:?}",
-            r.argvs()
-        );
+        assert_eq!(still_serving(&c, r.clone()).await.as_deref(), Some("resource `unit` still runs"));
+        assert!(r.argvs().iter().all(|a| a.starts_with("systemctl is-active asterisk.service")), "{:?}", r.argvs());
     }
 
     #[tokio::test]
     async fn with_a_sip_probe_the_answer_decides() {
         // A responder on loopback that answers OPTIONS, then the same port with nobody on it.
         let config = pbxha_telephony::ResponderConfig::new("a");
-        let responder =
-            pbxha_telephony::Responder::bind("127.0.0.1:0".parse().unwrap(), None, config)
-                .await
-                .unwrap();
+        let responder = pbxha_telephony::Responder::bind("127.0.0.1:0".parse().unwrap(), None, config).await.unwrap();
         let target = responder.udp_addr();
         let responder = tokio::spawn(responder.run(std::future::pending()));
         let group = format!(
@@ -386,23 +307,12 @@ target = "udp:198.51.100.1:5060"
         let c = config_with(&group);
         let runner = Arc::new(pbxha_runner::ScriptedRunner::new());
         let why = still_serving(&c, runner.clone()).await;
-        assert_eq!(
-            why,
-            Some(format!("SIP probe `pbx` is answered at {target}"))
-        );
+        assert_eq!(why, Some(format!("SIP probe `pbx` is answered at {target}")));
         responder.abort();
         let _ = responder.await;
         let started = std::time::Instant::now();
-        assert_eq!(
-            still_serving(&c, runner.clone()).await,
-            None,
-            "the unit's state is not asked when a probe decides"
-        );
-        assert!(
-            started.elapsed() < PROBE_BUDGET + Duration::from_millis(300),
-            "{:?}",
-            started.elapsed()
-        );
+        assert_eq!(still_serving(&c, runner.clone()).await, None, "the unit's state is not asked when a probe decides");
+        assert!(started.elapsed() < PROBE_BUDGET + Duration::from_millis(300), "{:?}", started.elapsed());
         assert!(runner.argvs().is_empty(), "{:?}", runner.argvs());
     }
 
@@ -412,10 +322,7 @@ target = "udp:198.51.100.1:5060"
         let c = config_with("[[resource]]\nname = \"vip\"\nkind = \"vip\"\naddress = \"198.51.100.100/24\"\ninterface = \"pub0\"\n[[resource]]\nname = \"pbx\"\nkind = \"service\"\nexec = [\"sleep\", \"600\"]\n");
         let runner = Arc::new(pbxha_runner::ScriptedRunner::new());
         let out = release(&c, runner.clone(), || true).await;
-        assert_eq!(
-            out.kept.as_deref(),
-            Some("a pbxha daemon runs again and holds what it holds")
-        );
+        assert_eq!(out.kept.as_deref(), Some("a pbxha daemon runs again and holds what it holds"));
         assert!(out.lines.is_empty() && !out.failed, "{out:?}");
     }
 }

@@ -11,7 +11,16 @@ use crate::resources::MemberState;
 pub fn render(s: &DaemonStatus) -> String {
     let mut o = String::new();
     let n = &s.node;
-    let _ = writeln!(o, "Cluster {}: node {} is {} (group {})   pbxha {}, up {}", s.cluster, n.node, n.role, n.group.as_str(), s.version, human_secs(s.uptime_s));
+    let _ = writeln!(
+        o,
+        "Cluster {}: node {} is {} (group {})   pbxha {}, up {}",
+        s.cluster,
+        n.node,
+        n.role,
+        n.group.as_str(),
+        s.version,
+        human_secs(s.uptime_s)
+    );
     let peer = match (&n.peer.alive, &n.peer.last) {
         (true, Some(p)) => format!(
             "{} is {}, {}{}{}{}",
@@ -68,7 +77,8 @@ pub fn render(s: &DaemonStatus) -> String {
                 _ => String::new(),
             };
             let err = r.last_error.as_deref().map_or(String::new(), |e| format!("  error: {e}"));
-            let _ = writeln!(o, "        {:<12} {:<8} {:<9} {:<8} {last}{err}", r.name, r.kind, state(r.state), r.restarts);
+            let _ =
+                writeln!(o, "        {:<12} {:<8} {:<9} {:<8} {last}{err}", r.name, r.kind, state(r.state), r.restarts);
         }
     }
     if let Some(c) = &s.calls {
@@ -82,7 +92,16 @@ pub fn render(s: &DaemonStatus) -> String {
         };
         let rtt = p.last_rtt_ms.map_or(String::new(), |r| format!("rtt {r:.1} ms  "));
         let err = p.last_error.as_deref().filter(|_| p.state == "down").map_or(String::new(), |e| format!("  ({e})"));
-        let _ = writeln!(o, "{:<8}{:<12} {:<9} {:<26} {:<7} {rtt}[{}]{err}", if i == 0 { "SIP" } else { "" }, p.name, p.role, p.target, state, p.recent.join(" "));
+        let _ = writeln!(
+            o,
+            "{:<8}{:<12} {:<9} {:<26} {:<7} {rtt}[{}]{err}",
+            if i == 0 { "SIP" } else { "" },
+            p.name,
+            p.role,
+            p.target,
+            state,
+            p.recent.join(" ")
+        );
     }
     let faults = if n.faults.is_empty() { "none".to_string() } else { n.faults.join("; ") };
     let _ = writeln!(o, "Faults  {faults}");
@@ -205,7 +224,11 @@ mod tests {
 
     #[test]
     fn calls_show_the_count_or_why_it_is_unknown() {
-        let c = |calls, unknown: Option<&str>| CallsStatus { resource: "pbx".into(), calls, unknown: unknown.map(Into::into) };
+        let c = |calls, unknown: Option<&str>| CallsStatus {
+            resource: "pbx".into(),
+            calls,
+            unknown: unknown.map(Into::into),
+        };
         assert_eq!(super::calls_line(&c(Some(3), None)), "3 active on pbx (counted every 5 s)");
         assert_eq!(
             super::calls_line(&c(None, Some("Unable to connect to remote asterisk"))),

@@ -30,15 +30,11 @@ impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(a), IpAddr::V4(b)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
                 u32::from(a) & mask == u32::from(b) & mask
             }
             (IpAddr::V6(a), IpAddr::V6(b)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
                 u128::from(a) & mask == u128::from(b) & mask
             }
             _ => false,
@@ -49,12 +45,8 @@ impl Cidr {
 impl FromStr for Cidr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (addr, prefix) = s
-            .split_once('/')
-            .ok_or_else(|| format!("`{s}` has no /prefix"))?;
-        let addr: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("`{addr}` is not an IP address"))?;
+        let (addr, prefix) = s.split_once('/').ok_or_else(|| format!("`{s}` has no /prefix"))?;
+        let addr: IpAddr = addr.parse().map_err(|_| format!("`{addr}` is not an IP address"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         match prefix.parse::<u8>() {
             Ok(prefix) if prefix <= max => Ok(Cidr { addr, prefix }),
@@ -125,12 +117,7 @@ pub enum Timing {
     /// interval 50 ms, deadtime 250 ms, for a dedicated quiet heartbeat link.
     Fast,
     /// Milliseconds, from an imported ha.cf (`keepalive`, `deadtime`, `warntime`, `initdead`).
-    Custom {
-        interval: u64,
-        deadtime: u64,
-        warntime: u64,
-        initdead: u64,
-    },
+    Custom { interval: u64, deadtime: u64, warntime: u64, initdead: u64 },
 }
 
 impl Timing {
@@ -140,12 +127,7 @@ impl Timing {
         match self {
             Timing::Default => (200, 1000, 500, 10_000),
             Timing::Fast => (50, 250, 150, 5000),
-            Timing::Custom {
-                interval,
-                deadtime,
-                warntime,
-                initdead,
-            } => (interval, deadtime, warntime, initdead),
+            Timing::Custom { interval, deadtime, warntime, initdead } => (interval, deadtime, warntime, initdead),
         }
     }
 }
@@ -241,11 +223,7 @@ impl Partial {
             ("mail", self.mail.is_some()),
             ("timing", self.timing.is_some()),
         ];
-        answered
-            .into_iter()
-            .filter(|(_, a)| !a)
-            .map(|(k, _)| k)
-            .collect()
+        answered.into_iter().filter(|(_, a)| !a).map(|(k, _)| k).collect()
     }
 
     /// The complete answers, or every missing key.
@@ -282,19 +260,11 @@ impl Partial {
             return Err(missing);
         };
         Ok(Answers {
-            cluster: self
-                .cluster
-                .clone()
-                .unwrap_or_else(|| DEFAULT_CLUSTER.into()),
+            cluster: self.cluster.clone().unwrap_or_else(|| DEFAULT_CLUSTER.into()),
             cluster_id: self.cluster_id.unwrap_or(1),
             node: node.clone(),
             peer: peer.clone(),
-            public: Public {
-                interface: interface.clone(),
-                address: self.public_address,
-                peer_address,
-                vip,
-            },
+            public: Public { interface: interface.clone(), address: self.public_address, peer_address, vip },
             heartbeat: heartbeat.clone(),
             ping: ping.clone(),
             pbx,
@@ -310,18 +280,13 @@ impl Partial {
 }
 
 /// Keys that would hold a secret; each is refused with the file key to use instead.
-const INLINE_SECRETS: &[(&str, &str)] = &[
-    ("password", "password-file"),
-    ("admin-password", "admin-password-file"),
-    ("secret", "secret-file"),
-];
+const INLINE_SECRETS: &[(&str, &str)] =
+    &[("password", "password-file"), ("admin-password", "admin-password-file"), ("secret", "secret-file")];
 
 /// Parses answers text, returning every problem found.
 pub fn parse(text: &str) -> Result<Partial, Vec<Problem>> {
     let root: Table = text.parse().map_err(|e: toml::de::Error| {
-        let line = e
-            .span()
-            .map(|s| 1 + text[..s.start.min(text.len())].matches('\n').count());
+        let line = e.span().map(|s| 1 + text[..s.start.min(text.len())].matches('\n').count());
         vec![Problem {
             key: line.map_or("(syntax)".into(), |l| format!("(line {l})")),
             message: e.message().to_string(),
@@ -329,12 +294,7 @@ pub fn parse(text: &str) -> Result<Partial, Vec<Problem>> {
         }]
     })?;
     let problems = RefCell::new(Vec::new());
-    let mut r = Reader {
-        path: String::new(),
-        table: &root,
-        asked: Vec::new(),
-        problems: &problems,
-    };
+    let mut r = Reader { path: String::new(), table: &root, asked: Vec::new(), problems: &problems };
     let p = read(&mut r);
     r.finish();
     let problems = problems.into_inner();
@@ -371,26 +331,13 @@ fn read(r: &mut Reader) -> Partial {
                     None | Some("ucast") => false,
                     Some("bcast") => true,
                     Some(other) => {
-                        s.problem::<()>(
-                            "mode",
-                            format!("unknown mode `{other}`"),
-                            Some("ucast or bcast"),
-                        );
+                        s.problem::<()>("mode", format!("unknown mode `{other}`"), Some("ucast or bcast"));
                         false
                     }
                 };
-                let link = (
-                    s.required_word("interface"),
-                    s.parsed("address"),
-                    s.required("peer-address"),
-                );
+                let link = (s.required_word("interface"), s.parsed("address"), s.required("peer-address"));
                 s.finish();
-                Some(HeartbeatLink {
-                    interface: link.0?,
-                    address: link.1,
-                    peer_address: link.2?,
-                    bcast,
-                })
+                Some(HeartbeatLink { interface: link.0?, address: link.1, peer_address: link.2?, bcast })
             })
             .collect()
     });
@@ -399,11 +346,7 @@ fn read(r: &mut Reader) -> Partial {
         None => None,
         Some("asterisk") => Some(Pbx::Asterisk),
         Some("freeswitch") => Some(Pbx::Freeswitch),
-        Some(other) => r.problem(
-            "pbx",
-            format!("unknown PBX `{other}`"),
-            Some("\"asterisk\" or \"freeswitch\""),
-        ),
+        Some(other) => r.problem("pbx", format!("unknown PBX `{other}`"), Some("\"asterisk\" or \"freeswitch\"")),
     };
     p.storage = r.table("storage").and_then(|mut s| {
         let storage = match s.string("kind").as_deref() {
@@ -413,11 +356,7 @@ fn read(r: &mut Reader) -> Partial {
                     None | Some("9") => pbxha_replica::drbd::conf::Syntax::V9,
                     Some("8.4") => pbxha_replica::drbd::conf::Syntax::V84,
                     Some(other) => {
-                        s.problem::<()>(
-                            "syntax",
-                            format!("unknown DRBD syntax `{other}`"),
-                            Some("\"9\" or \"8.4\""),
-                        );
+                        s.problem::<()>("syntax", format!("unknown DRBD syntax `{other}`"), Some("\"9\" or \"8.4\""));
                         pbxha_replica::drbd::conf::Syntax::V9
                     }
                 };
@@ -426,26 +365,14 @@ fn read(r: &mut Reader) -> Partial {
                     Storage::Drbd(DrbdAnswers {
                         device,
                         wipe: s.bool("wipe").unwrap_or(false),
-                        resource: s
-                            .word("resource")
-                            .unwrap_or_else(|| DEFAULT_RESOURCE.into()),
-                        drbd_device: s
-                            .path("drbd-device")
-                            .unwrap_or_else(|| DEFAULT_DRBD_DEVICE.into()),
+                        resource: s.word("resource").unwrap_or_else(|| DEFAULT_RESOURCE.into()),
+                        drbd_device: s.path("drbd-device").unwrap_or_else(|| DEFAULT_DRBD_DEVICE.into()),
                         syntax,
                     })
                 })
             }
-            Some(other) => s.problem(
-                "kind",
-                format!("unknown storage `{other}`"),
-                Some("\"drbd\" or \"none\""),
-            ),
-            None => s.problem(
-                "kind",
-                "missing required key".into(),
-                Some("kind = \"drbd\" or kind = \"none\""),
-            ),
+            Some(other) => s.problem("kind", format!("unknown storage `{other}`"), Some("\"drbd\" or \"none\"")),
+            None => s.problem("kind", "missing required key".into(), Some("kind = \"drbd\" or kind = \"none\"")),
         };
         s.finish();
         storage
@@ -455,10 +382,7 @@ fn read(r: &mut Reader) -> Partial {
             Some("none") => Some(Mysql::None),
             Some("replica") => Some(Mysql::Replica),
             Some("master-master") => {
-                s.required_path("admin-password-file")
-                    .map(|f| Mysql::MasterMaster {
-                        admin_password_file: f.into(),
-                    })
+                s.required_path("admin-password-file").map(|f| Mysql::MasterMaster { admin_password_file: f.into() })
             }
             Some(other) => s.problem(
                 "mode",
@@ -511,11 +435,7 @@ fn read(r: &mut Reader) -> Partial {
                 ),
             }
         }),
-        Some(_) => r.problem(
-            "timing",
-            "expected \"default\", \"fast\" or a table".into(),
-            None,
-        ),
+        Some(_) => r.problem("timing", "expected \"default\", \"fast\" or a table".into(), None),
     };
     p
 }
@@ -539,11 +459,7 @@ impl<'a> Reader<'a> {
 
     /// Records a problem at `key` (relative to this table); `None` so it can be a value.
     fn problem<T>(&self, key: &str, message: String, hint: Option<&str>) -> Option<T> {
-        self.problems.borrow_mut().push(Problem {
-            key: self.key(key),
-            message,
-            hint: hint.map(str::to_string),
-        });
+        self.problems.borrow_mut().push(Problem { key: self.key(key), message, hint: hint.map(str::to_string) });
         None
     }
 
@@ -556,11 +472,7 @@ impl<'a> Reader<'a> {
         match self.get(key)? {
             Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
             Value::String(_) => self.problem(key, "must not be empty".into(), None),
-            other => self.problem(
-                key,
-                format!("expected a string, found {}", other.type_str()),
-                None,
-            ),
+            other => self.problem(key, format!("expected a string, found {}", other.type_str()), None),
         }
     }
 
@@ -591,16 +503,10 @@ impl<'a> Reader<'a> {
     /// A name such as a node or interface: letters, digits, `-`, `_`, `.`.
     fn word(&mut self, key: &'static str) -> Option<String> {
         let s = self.string(key)?;
-        if s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        {
+        if s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
             Some(s)
         } else {
-            self.problem(
-                key,
-                format!("`{s}` may hold only letters, digits, `-`, `_` and `.`"),
-                None,
-            )
+            self.problem(key, format!("`{s}` may hold only letters, digits, `-`, `_` and `.`"), None)
         }
     }
 
@@ -627,25 +533,15 @@ impl<'a> Reader<'a> {
     fn bool(&mut self, key: &'static str) -> Option<bool> {
         match self.get(key)? {
             Value::Boolean(b) => Some(*b),
-            other => self.problem(
-                key,
-                format!("expected true or false, found {}", other.type_str()),
-                None,
-            ),
+            other => self.problem(key, format!("expected true or false, found {}", other.type_str()), None),
         }
     }
 
     fn int(&mut self, key: &'static str, min: i64, max: i64) -> Option<i64> {
         match self.get(key)? {
             Value::Integer(i) if (min..=max).contains(i) => Some(*i),
-            Value::Integer(i) => {
-                self.problem(key, format!("{i} is out of range ({min} to {max})"), None)
-            }
-            other => self.problem(
-                key,
-                format!("expected an integer, found {}", other.type_str()),
-                None,
-            ),
+            Value::Integer(i) => self.problem(key, format!("{i} is out of range ({min} to {max})"), None),
+            other => self.problem(key, format!("expected an integer, found {}", other.type_str()), None),
         }
     }
 
@@ -653,24 +549,14 @@ impl<'a> Reader<'a> {
     fn list(&mut self, key: &'static str) -> Option<Vec<IpAddr>> {
         let items = match self.get(key)? {
             Value::Array(items) => items,
-            other => {
-                return self.problem(
-                    key,
-                    format!("expected a list, found {}", other.type_str()),
-                    None,
-                )
-            }
+            other => return self.problem(key, format!("expected a list, found {}", other.type_str()), None),
         };
         let mut out = Vec::new();
         for (i, v) in items.iter().enumerate() {
             match v.as_str().map(str::parse) {
                 Some(Ok(ip)) => out.push(ip),
                 _ => {
-                    self.problem::<()>(
-                        &format!("{key}[{i}]"),
-                        format!("`{v}` is not an IP address"),
-                        None,
-                    );
+                    self.problem::<()>(&format!("{key}[{i}]"), format!("`{v}` is not an IP address"), None);
                 }
             }
         }
@@ -678,12 +564,7 @@ impl<'a> Reader<'a> {
     }
 
     fn child(&self, path: String, table: &'a Table) -> Reader<'a> {
-        Reader {
-            path,
-            table,
-            asked: Vec::new(),
-            problems: self.problems,
-        }
+        Reader { path, table, asked: Vec::new(), problems: self.problems }
     }
 
     fn table(&mut self, key: &'static str) -> Option<Reader<'a>> {
@@ -693,11 +574,7 @@ impl<'a> Reader<'a> {
                 child.refuse_inline_secrets(t, &child.path);
                 Some(child)
             }
-            other => self.problem(
-                key,
-                format!("expected a table, found {}", other.type_str()),
-                None,
-            ),
+            other => self.problem(key, format!("expected a table, found {}", other.type_str()), None),
         }
     }
 
@@ -714,11 +591,7 @@ impl<'a> Reader<'a> {
                     })
                     .collect(),
             ),
-            other => self.problem(
-                key,
-                format!("expected [[{key}]] tables, found {}", other.type_str()),
-                None,
-            ),
+            other => self.problem(key, format!("expected [[{key}]] tables, found {}", other.type_str()), None),
         }
     }
 
@@ -728,12 +601,8 @@ impl<'a> Reader<'a> {
             if table.contains_key(*secret) {
                 self.problems.borrow_mut().push(Problem {
                     key: format!("{path}.{secret}"),
-                    message:
-                        "a password given inline is refused: answers files get copied and mailed"
-                            .into(),
-                    hint: Some(format!(
-                        "put it in a file of mode 0600 and write {file_key} = \"/etc/pbxha/...\""
-                    )),
+                    message: "a password given inline is refused: answers files get copied and mailed".into(),
+                    hint: Some(format!("put it in a file of mode 0600 and write {file_key} = \"/etc/pbxha/...\"")),
                 });
             }
         }
@@ -745,12 +614,7 @@ impl<'a> Reader<'a> {
             if self.asked.contains(&key.as_str()) || INLINE_SECRETS.iter().any(|(s, _)| s == key) {
                 continue;
             }
-            let nearest = self
-                .asked
-                .iter()
-                .map(|k| (edit_distance(k, key), *k))
-                .filter(|(d, _)| *d <= 3)
-                .min();
+            let nearest = self.asked.iter().map(|k| (edit_distance(k, key), *k)).filter(|(d, _)| *d <= 3).min();
             let hint = match nearest {
                 Some((_, k)) => format!("did you mean `{k}`?"),
                 None => format!("known keys here: {}", self.asked.join(", ")),
@@ -773,9 +637,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
             let above = row[j + 1];
-            row[j + 1] = (diagonal + usize::from(ca != *cb))
-                .min(row[j] + 1)
-                .min(above + 1);
+            row[j + 1] = (diagonal + usize::from(ca != *cb)).min(row[j] + 1).min(above + 1);
             diagonal = above;
         }
     }
@@ -790,24 +652,13 @@ impl Answers {
     /// The answers as saved in /etc/pbxha/answers.toml: every question answered, no secret,
     /// readable by [`parse`] again.
     pub fn to_toml(&self) -> String {
-        let mut s = String::from("# Written by `pbxha install`; rerun it with --answers this file to repeat the install.\n");
-        s += &format!(
-            "cluster = {}\ncluster-id = {}\n",
-            q(&self.cluster),
-            self.cluster_id
-        );
+        let mut s =
+            String::from("# Written by `pbxha install`; rerun it with --answers this file to repeat the install.\n");
+        s += &format!("cluster = {}\ncluster-id = {}\n", q(&self.cluster), self.cluster_id);
         s += &format!("node = {}\npeer = {}\n", q(&self.node), q(&self.peer));
         let ping: Vec<String> = self.ping.iter().map(|ip| q(&ip.to_string())).collect();
-        s += &format!(
-            "ping = [{}]\npbx = {}\nbind-pbx = {}\n",
-            ping.join(", "),
-            q(self.pbx.name()),
-            self.bind_pbx
-        );
-        s += &format!(
-            "auto-failback = {}\nport = {}\n",
-            self.auto_failback, self.port
-        );
+        s += &format!("ping = [{}]\npbx = {}\nbind-pbx = {}\n", ping.join(", "), q(self.pbx.name()), self.bind_pbx);
+        s += &format!("auto-failback = {}\nport = {}\n", self.auto_failback, self.port);
         match self.timing {
             Timing::Default => s += "timing = \"default\"\n",
             Timing::Fast => s += "timing = \"fast\"\n",
@@ -821,11 +672,7 @@ impl Answers {
         if let Some(a) = p.address {
             s += &format!("address = {}\n", q(&a.to_string()));
         }
-        s += &format!(
-            "peer-address = {}\nvip = {}\n",
-            q(&p.peer_address.to_string()),
-            q(&p.vip.to_string())
-        );
+        s += &format!("peer-address = {}\nvip = {}\n", q(&p.peer_address.to_string()), q(&p.vip.to_string()));
         for l in &self.heartbeat {
             s += &format!("\n[[heartbeat]]\ninterface = {}\n", q(&l.interface));
             if let Some(a) = l.address {
@@ -857,22 +704,14 @@ impl Answers {
         match &self.mysql {
             Mysql::None => s += "\n[mysql]\nmode = \"none\"\n",
             Mysql::Replica => s += "\n[mysql]\nmode = \"replica\"\n",
-            Mysql::MasterMaster {
-                admin_password_file,
-            } => {
+            Mysql::MasterMaster { admin_password_file } => {
                 s += &format!(
                     "\n[mysql]\nmode = \"master-master\"\nadmin-password-file = {}\n",
                     q(&admin_password_file.display().to_string())
                 )
             }
         }
-        if let Timing::Custom {
-            interval,
-            deadtime,
-            warntime,
-            initdead,
-        } = self.timing
-        {
+        if let Timing::Custom { interval, deadtime, warntime, initdead } = self.timing {
             s += &format!("\n[timing]\ninterval = {interval}\ndeadtime = {deadtime}\nwarntime = {warntime}\ninitdead = {initdead}\n");
         }
         if let Some(mail) = &self.mail {
@@ -886,21 +725,10 @@ impl Answers {
     /// Every secret file the answers name: each must exist with mode 0600.
     pub fn secret_files(&self) -> Vec<(String, PathBuf)> {
         let mut out = Vec::new();
-        if let Mysql::MasterMaster {
-            admin_password_file,
-        } = &self.mysql
-        {
-            out.push((
-                "mysql.admin-password-file".to_string(),
-                admin_password_file.clone(),
-            ));
+        if let Mysql::MasterMaster { admin_password_file } = &self.mysql {
+            out.push(("mysql.admin-password-file".to_string(), admin_password_file.clone()));
         }
-        if let Some(file) = self
-            .mail
-            .as_ref()
-            .and_then(|m| m.get("password-file"))
-            .and_then(Value::as_str)
-        {
+        if let Some(file) = self.mail.as_ref().and_then(|m| m.get("password-file")).and_then(Value::as_str) {
             out.push(("mail.password-file".to_string(), PathBuf::from(file)));
         }
         out

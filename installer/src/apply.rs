@@ -30,26 +30,15 @@ pub async fn apply(
         if state == State::Done {
             continue;
         }
-        let resumed = if state == State::Started {
-            " (resumed)"
-        } else {
-            ""
-        };
-        progress(&format!(
-            "{:>3}/{} {}{resumed}",
-            i + 1,
-            steps.len(),
-            step.title
-        ));
+        let resumed = if state == State::Started { " (resumed)" } else { "" };
+        progress(&format!("{:>3}/{} {}{resumed}", i + 1, steps.len(), step.title));
         journal.set(i, State::Started, None)?;
         for action in &step.actions {
-            perform(env, app, journal, i, action, progress)
-                .await
-                .map_err(|e| Error::Step {
-                    number: i + 1,
-                    id: step.id.clone(),
-                    message: e.to_string(),
-                })?;
+            perform(env, app, journal, i, action, progress).await.map_err(|e| Error::Step {
+                number: i + 1,
+                id: step.id.clone(),
+                message: e.to_string(),
+            })?;
         }
         journal.set(i, State::Done, None)?;
     }
@@ -58,12 +47,7 @@ pub async fn apply(
 
 /// Every ancestor of `path` that does not exist yet, outermost first.
 pub(crate) fn missing_ancestors(path: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = path
-        .ancestors()
-        .skip(1)
-        .take_while(|p| !p.exists())
-        .map(Path::to_path_buf)
-        .collect();
+    let mut out: Vec<PathBuf> = path.ancestors().skip(1).take_while(|p| !p.exists()).map(Path::to_path_buf).collect();
     out.reverse();
     out
 }
@@ -71,9 +55,7 @@ pub(crate) fn missing_ancestors(path: &Path) -> Vec<PathBuf> {
 fn original_of(path: &Path) -> Result<Original> {
     match std::fs::read(path) {
         Ok(bytes) => {
-            let mode = std::fs::metadata(path)
-                .map(|m| m.permissions().mode() & 0o7777)
-                .unwrap_or(0o644);
+            let mode = std::fs::metadata(path).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o644);
             Ok(Original::File(bytes, mode))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Original::Absent),
@@ -92,8 +74,7 @@ fn prepare(journal: &Journal, idx: usize, path: &Path, file: bool) -> Result<()>
         journal.remember(idx, path, &Original::CreatedDir)?;
     }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::file(dir, format!("cannot create: {e}")))?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create: {e}")))?;
     }
     Ok(())
 }
@@ -101,27 +82,15 @@ fn prepare(journal: &Journal, idx: usize, path: &Path, file: bool) -> Result<()>
 /// Writes a file whole or not at all: a temporary file, fsync, rename, fsync of the dir.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("/"));
-    let tmp = dir.join(format!(
-        ".{}.pbxha-tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
-    ));
+    let tmp = dir.join(format!(".{}.pbxha-tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
     let err = |e: std::io::Error| Error::file(path, format!("cannot write: {e}"));
     let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(err)?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(err)?;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).map_err(err)?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(err)?;
     // The umask may have narrowed the mode given to open.
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(err)
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err)
 }
 
 async fn run(env: &Env, argv: &[String]) -> Result<()> {
@@ -159,11 +128,7 @@ async fn perform(
     progress: &mut dyn FnMut(&str),
 ) -> Result<()> {
     match action {
-        Action::Write {
-            path,
-            contents,
-            mode,
-        } => {
+        Action::Write { path, contents, mode } => {
             prepare(journal, idx, path, true)?;
             write_atomic(path, contents.as_bytes(), *mode)
         }
@@ -179,29 +144,19 @@ async fn perform(
         }
         Action::Mkdir { path } => {
             prepare(journal, idx, path, false)?;
-            std::fs::create_dir_all(path)
-                .map_err(|e| Error::file(path, format!("cannot create: {e}")))
+            std::fs::create_dir_all(path).map_err(|e| Error::file(path, format!("cannot create: {e}")))
         }
         Action::Run { argv, .. } => run_shown(env, argv, progress).await,
-        Action::Mount {
-            device,
-            mount_point,
-            fstype,
-        } => Ok(filesystem(env, device, mount_point, fstype).start().await?),
+        Action::Mount { device, mount_point, fstype } => {
+            Ok(filesystem(env, device, mount_point, fstype).start().await?)
+        }
         Action::Nft { chain, rules } => {
             remove_nft_rules(env, chain).await?;
             for rule in rules {
-                let mut argv: Vec<String> = [
-                    "nft",
-                    "insert",
-                    "rule",
-                    &chain.family,
-                    &chain.table,
-                    &chain.chain,
-                ]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+                let mut argv: Vec<String> = ["nft", "insert", "rule", &chain.family, &chain.table, &chain.chain]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
                 argv.extend(rule.split_whitespace().map(str::to_string));
                 argv.extend(["comment".to_string(), crate::facts::NFT_COMMENT.to_string()]);
                 run(env, &argv).await?;
@@ -217,25 +172,14 @@ async fn perform(
             };
             let plan = pbxha_replica::migrate::migrate(&opts)?;
             for item in &plan.items {
-                progress(&format!(
-                    "      moved {} ({} bytes)",
-                    item.dir.display(),
-                    item.bytes
-                ));
+                progress(&format!("      moved {} ({} bytes)", item.dir.display(), item.bytes));
             }
             Ok(())
         }
-        Action::Commit {
-            path,
-            contents,
-            node,
-        } => {
+        Action::Commit { path, contents, node } => {
             let problems = app.check_config(contents, node);
             if !problems.is_empty() {
-                return Err(Error::Config {
-                    path: path.clone(),
-                    problems,
-                });
+                return Err(Error::Config { path: path.clone(), problems });
             }
             prepare(journal, idx, path, true)?;
             write_atomic(path, contents.as_bytes(), 0o644)
@@ -245,38 +189,18 @@ async fn perform(
 
 /// Deletes every rule of the chain that carries pbxha's comment.
 async fn remove_nft_rules(env: &Env, c: &crate::facts::NftChain) -> Result<()> {
-    let listing = env
-        .runner
-        .run_ok(&Cmd::new([
-            "nft", "-a", "list", "chain", &c.family, &c.table, &c.chain,
-        ]))
-        .await?;
+    let listing = env.runner.run_ok(&Cmd::new(["nft", "-a", "list", "chain", &c.family, &c.table, &c.chain])).await?;
     for handle in crate::facts::parse_nft_handles(&listing.stdout) {
         run(
             env,
-            &[
-                "nft",
-                "delete",
-                "rule",
-                &c.family,
-                &c.table,
-                &c.chain,
-                "handle",
-                &handle.to_string(),
-            ]
-            .map(String::from),
+            &["nft", "delete", "rule", &c.family, &c.table, &c.chain, "handle", &handle.to_string()].map(String::from),
         )
         .await?;
     }
     Ok(())
 }
 
-fn filesystem(
-    env: &Env,
-    device: &Path,
-    mount_point: &Path,
-    fstype: &str,
-) -> pbxha_replica::filesystem::Filesystem {
+fn filesystem(env: &Env, device: &Path, mount_point: &Path, fstype: &str) -> pbxha_replica::filesystem::Filesystem {
     let spec = pbxha_replica::filesystem::FilesystemSpec {
         device: device.to_path_buf(),
         mount_point: mount_point.to_path_buf(),
@@ -301,10 +225,7 @@ fn restore(journal: &Journal, idx: usize, notes: &mut Vec<String>) -> Result<()>
             },
             Original::CreatedDir => {
                 if std::fs::remove_dir(&path).is_err() && path.exists() {
-                    notes.push(format!(
-                        "{} is not empty and was left in place",
-                        path.display()
-                    ));
+                    notes.push(format!("{} is not empty and was left in place", path.display()));
                 }
             }
         }
@@ -314,12 +235,7 @@ fn restore(journal: &Journal, idx: usize, notes: &mut Vec<String>) -> Result<()>
 
 /// Reverses every step that began, last first. Returns what could not be undone; a step
 /// whose undo failed stays marked so a rerun retries it.
-pub async fn undo(
-    env: &Env,
-    journal: &Journal,
-    steps: &[Step],
-    progress: &mut dyn FnMut(&str),
-) -> Result<Vec<String>> {
+pub async fn undo(env: &Env, journal: &Journal, steps: &[Step], progress: &mut dyn FnMut(&str)) -> Result<Vec<String>> {
     let mut left = Vec::new();
     for (i, step) in steps.iter().enumerate().rev() {
         let state = journal.state(i)?;
@@ -332,28 +248,19 @@ pub async fn undo(
         let mut notes = Vec::new();
         for action in step.actions.iter().rev() {
             match action {
-                Action::Run {
-                    undo: Some(argv), ..
-                } => {
+                Action::Run { undo: Some(argv), .. } => {
                     if let Err(e) = run(env, argv).await {
                         failed.push(e.to_string());
                     }
                 }
-                Action::Run {
-                    cannot_undo: Some(why),
-                    ..
-                } => notes.push(format!("not undone: {why}")),
+                Action::Run { cannot_undo: Some(why), .. } => notes.push(format!("not undone: {why}")),
                 Action::Run { .. } => {}
                 Action::Nft { chain, .. } => {
                     if let Err(e) = remove_nft_rules(env, chain).await {
                         failed.push(e.to_string());
                     }
                 }
-                Action::Mount {
-                    device,
-                    mount_point,
-                    fstype,
-                } => {
+                Action::Mount { device, mount_point, fstype } => {
                     if let Err(e) = filesystem(env, device, mount_point, fstype).stop().await {
                         failed.push(e.to_string());
                     }
@@ -361,18 +268,11 @@ pub async fn undo(
                 Action::Migrate { dirs, .. } => match pbxha_replica::migrate::undo(dirs) {
                     Ok(undone) => notes.extend(undone.iter().filter_map(|u| {
                         let kept = u.replica_copy_kept_at.as_ref()?;
-                        Some(format!(
-                            "{} is back; the replica's copy is kept at {}",
-                            u.dir.display(),
-                            kept.display()
-                        ))
+                        Some(format!("{} is back; the replica's copy is kept at {}", u.dir.display(), kept.display()))
                     })),
                     Err(e) => failed.push(e.to_string()),
                 },
-                Action::Write { .. }
-                | Action::NewKey { .. }
-                | Action::Mkdir { .. }
-                | Action::Commit { .. } => {}
+                Action::Write { .. } | Action::NewKey { .. } | Action::Mkdir { .. } | Action::Commit { .. } => {}
             }
         }
         if let Err(e) = restore(journal, i, &mut notes) {
@@ -382,10 +282,7 @@ pub async fn undo(
             progress(&format!("      {n}"));
         }
         left.extend(
-            notes
-                .iter()
-                .filter(|n| n.starts_with("not undone"))
-                .map(|n| format!("step {} ({}): {n}", i + 1, step.id)),
+            notes.iter().filter(|n| n.starts_with("not undone")).map(|n| format!("step {} ({}): {n}", i + 1, step.id)),
         );
         if failed.is_empty() {
             journal.set(i, State::Undone, None)?;

@@ -9,25 +9,15 @@ pub enum Error {
     #[error("{}: {message}", path.display())]
     File { path: PathBuf, message: String },
     #[error("{}: {} problem(s):\n{}", path.display(), problems.len(), lines(problems))]
-    Answers {
-        path: PathBuf,
-        problems: Vec<Problem>,
-    },
+    Answers { path: PathBuf, problems: Vec<Problem> },
     #[error("{} answer(s) missing, and none is ever filled in with a default unasked: {}", keys.len(), keys.join(", "))]
     Missing { keys: Vec<String> },
     #[error("preflight: {failed} check(s) FAIL; nothing was changed")]
     Preflight { failed: usize },
     #[error("the generated {path} does not pass check-config:\n{}", problems.join("\n"))]
-    Config {
-        path: PathBuf,
-        problems: Vec<String>,
-    },
+    Config { path: PathBuf, problems: Vec<String> },
     #[error("step {number} ({id}): {message}")]
-    Step {
-        number: usize,
-        id: String,
-        message: String,
-    },
+    Step { number: usize, id: String, message: String },
     #[error("install journal {}: {message}", path.display())]
     Journal { path: PathBuf, message: String },
     #[error("another `pbxha install` is running (it holds the lock on {}); wait for it or stop it", path.display())]
@@ -41,19 +31,12 @@ pub enum Error {
 }
 
 fn lines(problems: &[Problem]) -> String {
-    problems
-        .iter()
-        .map(|p| format!("  {p}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n")
 }
 
 impl Error {
     pub fn file(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
-        Error::File {
-            path: path.into(),
-            message: message.to_string(),
-        }
+        Error::File { path: path.into(), message: message.to_string() }
     }
 }
 

@@ -48,29 +48,19 @@ pub const NFT_COMMENT: &str = "pbxha";
 /// Parses `nft -j list chains`: the first input chain whose policy is drop.
 pub fn parse_nft_chains(json: &str) -> Option<NftChain> {
     let v: serde_json::Value = serde_json::from_str(json).ok()?;
-    v.get("nftables")?
-        .as_array()?
-        .iter()
-        .filter_map(|i| i.get("chain"))
-        .find_map(|c| {
-            let field = |k: &str| c.get(k).and_then(|v| v.as_str()).map(str::to_string);
-            if field("hook")? != "input" || field("policy")? != "drop" {
-                return None;
-            }
-            Some(NftChain {
-                family: field("family")?,
-                table: field("table")?,
-                chain: field("name")?,
-            })
-        })
+    v.get("nftables")?.as_array()?.iter().filter_map(|i| i.get("chain")).find_map(|c| {
+        let field = |k: &str| c.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        if field("hook")? != "input" || field("policy")? != "drop" {
+            return None;
+        }
+        Some(NftChain { family: field("family")?, table: field("table")?, chain: field("name")? })
+    })
 }
 
 /// The handles of pbxha's rules in `nft -a list chain ...` output.
 pub fn parse_nft_handles(text: &str) -> Vec<u64> {
     let ours = format!("comment \"{NFT_COMMENT}\" # handle ");
-    text.lines()
-        .filter_map(|l| l.split_once(&ours)?.1.trim().parse().ok())
-        .collect()
+    text.lines().filter_map(|l| l.split_once(&ours)?.1.trim().parse().ok()).collect()
 }
 
 /// Everything the preflight judges.
@@ -134,33 +124,20 @@ impl Facts {
     /// The first IPv4 address of an interface, falling back to any.
     pub fn address_of(&self, name: &str) -> Option<Cidr> {
         let i = self.interface(name)?;
-        i.addresses
-            .iter()
-            .find(|a| a.addr.is_ipv4())
-            .or(i.addresses.first())
-            .copied()
+        i.addresses.iter().find(|a| a.addr.is_ipv4()).or(i.addresses.first()).copied()
     }
 }
 
 /// Parses `ip -j addr show`.
 pub fn parse_ip_addr(json: &str) -> Result<Vec<Interface>, String> {
-    let v: serde_json::Value =
-        serde_json::from_str(json).map_err(|e| format!("ip -j addr: {e}"))?;
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("ip -j addr: {e}"))?;
     let items = v.as_array().ok_or("ip -j addr: not a list")?;
     Ok(items
         .iter()
         .filter_map(|i| {
             let name = i.get("ifname")?.as_str()?.to_string();
-            let flags: Vec<&str> = i
-                .get("flags")?
-                .as_array()?
-                .iter()
-                .filter_map(|f| f.as_str())
-                .collect();
-            let oper = i
-                .get("operstate")
-                .and_then(|o| o.as_str())
-                .unwrap_or("UNKNOWN");
+            let flags: Vec<&str> = i.get("flags")?.as_array()?.iter().filter_map(|f| f.as_str()).collect();
+            let oper = i.get("operstate").and_then(|o| o.as_str()).unwrap_or("UNKNOWN");
             let addresses = i
                 .get("addr_info")
                 .and_then(|a| a.as_array())
@@ -175,11 +152,7 @@ pub fn parse_ip_addr(json: &str) -> Result<Vec<Interface>, String> {
                         .collect()
                 })
                 .unwrap_or_default();
-            Some(Interface {
-                name,
-                up: flags.contains(&"UP") && matches!(oper, "UP" | "UNKNOWN"),
-                addresses,
-            })
+            Some(Interface { name, up: flags.contains(&"UP") && matches!(oper, "UP" | "UNKNOWN"), addresses })
         })
         .collect())
 }
@@ -187,9 +160,7 @@ pub fn parse_ip_addr(json: &str) -> Result<Vec<Interface>, String> {
 /// Parses `ip -j route show default`: the first gateway.
 pub fn parse_default_route(json: &str) -> Option<IpAddr> {
     let v: serde_json::Value = serde_json::from_str(json).ok()?;
-    v.as_array()?
-        .iter()
-        .find_map(|r| r.get("gateway")?.as_str()?.parse().ok())
+    v.as_array()?.iter().find_map(|r| r.get("gateway")?.as_str()?.parse().ok())
 }
 
 /// Who answered an `arping -D` duplicate-address probe: the MAC in "reply from IP [MAC]".
@@ -201,19 +172,12 @@ pub fn parse_arping_reply(stdout: &str) -> Option<String> {
 
 /// `KEY=value` lines of os-release, quotes removed.
 fn os_release(text: &str, key: &str) -> Option<String> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-        .map(|v| v.trim_matches('"').to_string())
+    text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('=')).map(|v| v.trim_matches('"').to_string())
 }
 
 async fn stdout(env: &Env, argv: &[&str]) -> Option<String> {
     let cmd = Cmd::new(argv.iter().copied()).timeout(Duration::from_secs(10));
-    env.runner
-        .run(&cmd)
-        .await
-        .ok()
-        .filter(|o| o.success())
-        .map(|o| o.stdout)
+    env.runner.run(&cmd).await.ok().filter(|o| o.success()).map(|o| o.stdout)
 }
 
 /// Whether `systemctl [--root R] is-enabled UNIT` says enabled.
@@ -221,10 +185,7 @@ async fn enabled(env: &Env, unit: &str) -> bool {
     let mut argv = env.systemctl();
     argv.extend(["is-enabled".to_string(), format!("{unit}.service")]);
     let cmd = Cmd::new(argv).timeout(Duration::from_secs(10));
-    env.runner
-        .run(&cmd)
-        .await
-        .is_ok_and(|o| o.stdout.trim() == "enabled")
+    env.runner.run(&cmd).await.is_ok_and(|o| o.stdout.trim() == "enabled")
 }
 
 /// Names of running processes (`/proc/*/comm`).
@@ -252,21 +213,14 @@ fn device(path: &str, blkid: Option<String>) -> Device {
         .map(|m| m.mount_point.display().to_string());
     if let Some(name) = real.file_name().and_then(|n| n.to_str()) {
         if let Ok(dir) = std::fs::read_dir(format!("/sys/class/block/{name}/holders")) {
-            d.holders
-                .extend(dir.filter_map(|e| e.ok()?.file_name().into_string().ok()));
+            d.holders.extend(dir.filter_map(|e| e.ok()?.file_name().into_string().ok()));
         }
     }
     let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
-    if swaps
-        .lines()
-        .skip(1)
-        .any(|l| l.split_whitespace().next() == Some(&real.display().to_string()))
-    {
+    if swaps.lines().skip(1).any(|l| l.split_whitespace().next() == Some(&real.display().to_string())) {
         d.holders.push("swap".into());
     }
-    d.signature = blkid
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty());
+    d.signature = blkid.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
     d
 }
 
@@ -279,12 +233,8 @@ pub fn systemd_is_pid1() -> bool {
 pub async fn gather(env: &Env, p: &Partial) -> Facts {
     let mut f = Facts {
         euid: nix::unistd::geteuid().as_raw(),
-        uname: nix::sys::utsname::uname()
-            .map(|u| u.nodename().to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        etc_hostname: std::fs::read_to_string(env.path("/etc/hostname"))
-            .ok()
-            .map(|s| s.trim().to_string()),
+        uname: nix::sys::utsname::uname().map(|u| u.nodename().to_string_lossy().into_owned()).unwrap_or_default(),
+        etc_hostname: std::fs::read_to_string(env.path("/etc/hostname")).ok().map(|s| s.trim().to_string()),
         systemd_pid1: systemd_is_pid1(),
         nonlocal_bind: std::fs::read_to_string("/proc/sys/net/ipv4/ip_nonlocal_bind")
             .ok()
@@ -298,69 +248,37 @@ pub async fn gather(env: &Env, p: &Partial) -> Facts {
     if let Some(out) = stdout(env, &["ip", "-j", "addr", "show"]).await {
         f.interfaces = parse_ip_addr(&out).unwrap_or_default();
     }
-    f.default_gateway = stdout(env, &["ip", "-j", "route", "show", "default"])
-        .await
-        .and_then(|o| parse_default_route(&o));
+    f.default_gateway =
+        stdout(env, &["ip", "-j", "route", "show", "default"]).await.and_then(|o| parse_default_route(&o));
     // The network probes wait on the wire (arping's duplicate-address detection takes a
     // second or two): they run side by side.
     let mut probes = tokio::task::JoinSet::new();
     if let (Some(iface), Some(vip)) = (&p.public_interface, p.vip) {
         if f.interface(iface).is_some() {
-            let cmd = Cmd::new([
-                "arping",
-                "-D",
-                "-c",
-                "2",
-                "-w",
-                "3",
-                "-I",
-                iface,
-                &vip.addr.to_string(),
-            ])
-            .timeout(Duration::from_secs(10));
+            let cmd = Cmd::new(["arping", "-D", "-c", "2", "-w", "3", "-I", iface, &vip.addr.to_string()])
+                .timeout(Duration::from_secs(10));
             let runner = env.runner.clone();
             probes.spawn(async move { (None, runner.run(&cmd).await) });
         }
     }
-    let mut peers: Vec<(String, IpAddr)> = p
-        .heartbeat
-        .iter()
-        .flatten()
-        .map(|l| (l.interface.clone(), l.peer_address))
-        .collect();
+    let mut peers: Vec<(String, IpAddr)> =
+        p.heartbeat.iter().flatten().map(|l| (l.interface.clone(), l.peer_address)).collect();
     if let (Some(i), Some(a)) = (&p.public_interface, p.peer_address) {
         peers.push((i.clone(), a));
     }
     for (iface, addr) in peers {
-        let cmd = Cmd::new([
-            "ping",
-            "-n",
-            "-q",
-            "-c",
-            "3",
-            "-i",
-            "0.2",
-            "-W",
-            "1",
-            "-I",
-            &iface,
-            &addr.to_string(),
-        ])
-        .timeout(Duration::from_secs(10));
+        let cmd = Cmd::new(["ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "1", "-I", &iface, &addr.to_string()])
+            .timeout(Duration::from_secs(10));
         let runner = env.runner.clone();
         probes.spawn(async move { (Some((iface, addr)), runner.run(&cmd).await) });
     }
     while let Some(Ok((peer, result))) = probes.join_next().await {
         match (peer, result) {
-            (Some((iface, addr)), result) => {
-                f.peer_answers
-                    .push((iface, addr, result.is_ok_and(|o| o.success())))
-            }
+            (Some((iface, addr)), result) => f.peer_answers.push((iface, addr, result.is_ok_and(|o| o.success()))),
             (None, Ok(o)) if o.success() => f.vip_answered_by = Some(None),
             (None, Ok(o)) => {
-                f.vip_answered_by = Some(Some(
-                    parse_arping_reply(&o.stdout).unwrap_or_else(|| "an unknown host".into()),
-                ))
+                f.vip_answered_by =
+                    Some(Some(parse_arping_reply(&o.stdout).unwrap_or_else(|| "an unknown host".into())))
             }
             (None, Err(_)) => f.vip_answered_by = None,
         }
@@ -373,29 +291,18 @@ pub async fn gather(env: &Env, p: &Partial) -> Facts {
         .map(|l| (l.interface.clone(), l.peer_address))
         .chain(p.public_interface.clone().zip(p.peer_address))
         .collect();
-    f.peer_answers
-        .sort_by_key(|(i, a, _)| order.iter().position(|o| o.0 == *i && o.1 == *a));
+    f.peer_answers.sort_by_key(|(i, a, _)| order.iter().position(|o| o.0 == *i && o.1 == *a));
     let procs = running();
     f.time_sync = ["chronyd", "systemd-timesyncd", "ntpd", "openntpd"]
         .iter()
         .find(|n| procs.iter().any(|p| p == *n))
         .map(|n| n.to_string());
     if let Some(Storage::Drbd(d)) = &p.storage {
-        let blkid = stdout(
-            env,
-            &["blkid", "-p", "-o", "value", "-s", "TYPE", &d.device],
-        )
-        .await;
+        let blkid = stdout(env, &["blkid", "-p", "-o", "value", "-s", "TYPE", &d.device]).await;
         f.device = Some(device(&d.device, blkid));
-        f.drbd_utils = stdout(env, &["drbdadm", "--version"])
-            .await
-            .and_then(|o| os_release(&o, "DRBDADM_VERSION"));
+        f.drbd_utils = stdout(env, &["drbdadm", "--version"]).await.and_then(|o| os_release(&o, "DRBDADM_VERSION"));
         f.drbd_module = std::path::Path::new("/sys/module/drbd").exists()
-            || env
-                .runner
-                .run(&Cmd::new(["modprobe", "-n", "-q", "drbd"]))
-                .await
-                .is_ok_and(|o| o.success());
+            || env.runner.run(&Cmd::new(["modprobe", "-n", "-q", "drbd"])).await.is_ok_and(|o| o.success());
     }
     let port = p.port.unwrap_or(crate::answers::DEFAULT_PORT).to_string();
     for (proto, port) in [("-Hlnu", port.as_str()), ("-Hlnt", "7788")] {
@@ -407,9 +314,7 @@ pub async fn gather(env: &Env, p: &Partial) -> Facts {
             );
         }
     }
-    f.firewall = stdout(env, &["nft", "-j", "list", "chains"])
-        .await
-        .and_then(|o| parse_nft_chains(&o));
+    f.firewall = stdout(env, &["nft", "-j", "list", "chains"]).await.and_then(|o| parse_nft_chains(&o));
     for server in ["mariadbd", "mysqld"] {
         if let Some(out) = stdout(env, &[server, "--version"]).await {
             f.mysql_server = out.lines().next().map(str::to_string);
@@ -424,20 +329,15 @@ pub async fn gather(env: &Env, p: &Partial) -> Facts {
             f.pbx_found.push((pbx, found.to_string()));
         }
     }
-    for conf in [
-        "/etc/ha.d/ha.cf",
-        "/etc/corosync/corosync.conf",
-        "/etc/keepalived/keepalived.conf",
-    ] {
+    for conf in ["/etc/ha.d/ha.cf", "/etc/corosync/corosync.conf", "/etc/keepalived/keepalived.conf"] {
         if env.path(conf).exists() {
             f.other_ha.push(conf.to_string());
         }
     }
     if let Ok(a) = p.complete() {
         for (key, path) in a.secret_files() {
-            let mode = std::fs::metadata(env.path(&path.display().to_string()))
-                .ok()
-                .map(|m| m.permissions().mode() & 0o777);
+            let mode =
+                std::fs::metadata(env.path(&path.display().to_string())).ok().map(|m| m.permissions().mode() & 0o777);
             f.secrets.push((key, path, mode));
         }
         let replica = matches!(a.mysql, crate::answers::Mysql::Replica);
@@ -455,11 +355,7 @@ pub async fn gather(env: &Env, p: &Partial) -> Facts {
 pub(crate) fn example_interfaces() -> Vec<Interface> {
     [("eth0", "192.168.0.100/24"), ("eth1", "10.1.1.1/24")]
         .into_iter()
-        .map(|(name, addr)| Interface {
-            name: name.into(),
-            up: true,
-            addresses: vec![addr.parse().expect("a CIDR")],
-        })
+        .map(|(name, addr)| Interface { name: name.into(), up: true, addresses: vec![addr.parse().expect("a CIDR")] })
         .collect()
 }
 
@@ -475,27 +371,18 @@ mod tests {
     fn interfaces_addresses_and_carrier() {
         let ifs = parse_ip_addr(IP_ADDR).unwrap();
         let names: Vec<(&str, bool)> = ifs.iter().map(|i| (i.name.as_str(), i.up)).collect();
-        assert_eq!(
-            names,
-            [("lo", true), ("pub1", true), ("pub0", true), ("hb0", false)]
-        );
+        assert_eq!(names, [("lo", true), ("pub1", true), ("pub0", true), ("hb0", false)]);
         assert_eq!(ifs[2].addresses[0], "198.51.100.11/24".parse().unwrap());
     }
 
     #[test]
     fn default_gateway_and_arping_reply() {
         let route = r#"[{"dst":"default","gateway":"198.51.100.1","dev":"pub0","flags":[]}]"#;
-        assert_eq!(
-            parse_default_route(route),
-            Some("198.51.100.1".parse().unwrap())
-        );
+        assert_eq!(parse_default_route(route), Some("198.51.100.1".parse().unwrap()));
         assert_eq!(parse_default_route("[]"), None);
         // Captured: iputils arping -D (exit 1) when another host holds the address.
         let out = "ARPING 198.51.100.100 from 0.0.0.0 pub0\nUnicast reply from 198.51.100.100 [F6:7B:BA:00:12:BC]  0.521ms\nSent 1 probes (1 broadcast(s))\nReceived 1 response(s)\n";
-        assert_eq!(
-            parse_arping_reply(out).as_deref(),
-            Some("F6:7B:BA:00:12:BC")
-        );
+        assert_eq!(parse_arping_reply(out).as_deref(), Some("F6:7B:BA:00:12:BC"));
     }
 
     #[test]
@@ -504,16 +391,9 @@ mod tests {
         let chains = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"chain": {"family": "inet", "table": "filter", "name": "input", "handle": 1, "type": "filter", "hook": "input", "prio": 0, "policy": "drop"}}]}"#;
         assert_eq!(
             parse_nft_chains(chains),
-            Some(NftChain {
-                family: "inet".into(),
-                table: "filter".into(),
-                chain: "input".into()
-            })
+            Some(NftChain { family: "inet".into(), table: "filter".into(), chain: "input".into() })
         );
-        assert_eq!(
-            parse_nft_chains(&chains.replace("\"drop\"", "\"accept\"")),
-            None
-        );
+        assert_eq!(parse_nft_chains(&chains.replace("\"drop\"", "\"accept\"")), None);
         let listing = "table inet filter {\n\tchain input { # handle 1\n\t\ttype filter hook input priority filter; policy drop;\n\t\tip saddr 203.0.113.12 tcp dport 7788 accept comment \"pbxha\" # handle 3\n\t\tip saddr 203.0.113.12 udp dport 694 accept comment \"pbxha\" # handle 2\n\t\ticmp type echo-reply accept # handle 4\n\t}\n}\n";
         assert_eq!(parse_nft_handles(listing), [3, 2]);
     }
@@ -523,9 +403,6 @@ mod tests {
         let text = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n";
         assert_eq!(os_release(text, "ID").as_deref(), Some("debian"));
         assert_eq!(os_release(text, "VERSION_ID").as_deref(), Some("12"));
-        assert_eq!(
-            os_release("DRBDADM_VERSION=9.22.0\n", "DRBDADM_VERSION").as_deref(),
-            Some("9.22.0")
-        );
+        assert_eq!(os_release("DRBDADM_VERSION=9.22.0\n", "DRBDADM_VERSION").as_deref(), Some("9.22.0"));
     }
 }

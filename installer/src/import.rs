@@ -34,12 +34,7 @@ fn millis(v: &str) -> Option<u64> {
 
 /// Reads the three files' texts (`haresources` and `authkeys` may be absent). `this_node`
 /// (`uname -n`) picks which `node` is this one when it is among them.
-pub fn import(
-    ha_cf: &str,
-    haresources: Option<&str>,
-    authkeys: Option<&str>,
-    this_node: &str,
-) -> Imported {
+pub fn import(ha_cf: &str, haresources: Option<&str>, authkeys: Option<&str>, this_node: &str) -> Imported {
     let mut im = Imported::default();
     let (mut keepalive, mut deadtime, mut warntime, mut initdead) = (None, None, None, None);
     let mut links = Vec::new();
@@ -72,16 +67,12 @@ pub fn import(
                     peer_address: peer,
                     bcast: false,
                 }),
-                _ => im
-                    .notes
-                    .push(format!("ha.cf: `{line}` is not `ucast IFACE ADDRESS`")),
+                _ => im.notes.push(format!("ha.cf: `{line}` is not `ucast IFACE ADDRESS`")),
             },
-            "mcast" => im.notes.push(format!(
-                "ha.cf: `{line}`: mcast links are not imported; pbxha uses ucast or bcast"
-            )),
-            other => im.notes.push(format!(
-                "ha.cf: `{other}` has no pbxha equivalent and was left out"
-            )),
+            "mcast" => {
+                im.notes.push(format!("ha.cf: `{line}`: mcast links are not imported; pbxha uses ucast or bcast"))
+            }
+            other => im.notes.push(format!("ha.cf: `{other}` has no pbxha equivalent and was left out")),
         }
     }
     if let (Some(interval), Some(deadtime)) = (keepalive, deadtime) {
@@ -97,12 +88,7 @@ pub fn import(
     if !links.is_empty() {
         im.answers.heartbeat = Some(links);
     }
-    let node = im
-        .nodes
-        .iter()
-        .find(|n| *n == this_node)
-        .or(im.nodes.first())
-        .cloned();
+    let node = im.nodes.iter().find(|n| *n == this_node).or(im.nodes.first()).cloned();
     im.answers.peer = im.nodes.iter().find(|n| Some(*n) != node.as_ref()).cloned();
     im.answers.node = node;
     if let Some(text) = haresources {
@@ -113,11 +99,7 @@ pub fn import(
             .lines()
             .map(str::trim)
             .filter(|l| !l.starts_with('#'))
-            .find_map(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .filter(|_| !l.starts_with("auth"))
-            })
+            .find_map(|l| l.split_whitespace().nth(1).filter(|_| !l.starts_with("auth")))
             .unwrap_or("unknown");
         im.notes.push(format!(
             "authkeys ({method}) is not reused: pbxha signs heartbeats with HMAC-SHA256 and a new random key in /etc/pbxha/authkey"
@@ -127,22 +109,13 @@ pub fn import(
 }
 
 fn import_haresources(text: &str, im: &mut Imported) {
-    let Some(line) = text
-        .lines()
-        .map(|l| l.split('#').next().unwrap_or("").trim())
-        .find(|l| !l.is_empty())
-    else {
+    let Some(line) = text.lines().map(|l| l.split('#').next().unwrap_or("").trim()).find(|l| !l.is_empty()) else {
         return;
     };
     let mut words = line.split_whitespace();
     let preferred = words.next().unwrap_or_default();
-    if im.answers.auto_failback == Some(true)
-        && !preferred.is_empty()
-        && im.nodes.iter().all(|n| n != preferred)
-    {
-        im.notes.push(format!(
-            "haresources: preferred node `{preferred}` is not a `node` of ha.cf"
-        ));
+    if im.answers.auto_failback == Some(true) && !preferred.is_empty() && im.nodes.iter().all(|n| n != preferred) {
+        im.notes.push(format!("haresources: preferred node `{preferred}` is not a `node` of ha.cf"));
     }
     for word in words {
         let mut parts = word.split("::");
@@ -163,18 +136,13 @@ fn import_haresources(text: &str, im: &mut Imported) {
                 let mut p = args.first().unwrap_or(&"").split('/');
                 let addr = p.next().unwrap_or_default();
                 let prefix = p.next().unwrap_or("24");
-                let interface = p
-                    .next()
-                    .map(str::to_string)
-                    .or_else(|| im.answers.public_interface.clone());
+                let interface = p.next().map(str::to_string).or_else(|| im.answers.public_interface.clone());
                 match format!("{addr}/{prefix}").parse::<Cidr>() {
                     Ok(vip) => {
                         im.answers.vip = Some(vip);
                         im.answers.public_interface = interface.clone();
-                        im.group.push(Resource::Vip {
-                            address: vip.to_string(),
-                            interface: interface.unwrap_or_default(),
-                        });
+                        im.group
+                            .push(Resource::Vip { address: vip.to_string(), interface: interface.unwrap_or_default() });
                     }
                     Err(e) => im.notes.push(format!("haresources: `{word}`: {e}")),
                 }
@@ -183,18 +151,9 @@ fn import_haresources(text: &str, im: &mut Imported) {
                 // Unit names cannot carry the script's dots; `kava.py` becomes `kava-py`.
                 let clean: String = name
                     .chars()
-                    .map(|c| {
-                        if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                            c
-                        } else {
-                            '-'
-                        }
-                    })
+                    .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
                     .collect();
-                im.group.push(Resource::Service {
-                    name: clean.clone(),
-                    unit: name.to_string(),
-                });
+                im.group.push(Resource::Service { name: clean.clone(), unit: name.to_string() });
             }
         }
     }

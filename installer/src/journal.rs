@@ -42,16 +42,9 @@ impl State {
     }
 
     fn parse(s: &str) -> Option<State> {
-        [
-            State::Pending,
-            State::Started,
-            State::Done,
-            State::Undoing,
-            State::Undone,
-            State::UndoFailed,
-        ]
-        .into_iter()
-        .find(|st| st.as_str() == s)
+        [State::Pending, State::Started, State::Done, State::Undoing, State::Undone, State::UndoFailed]
+            .into_iter()
+            .find(|st| st.as_str() == s)
     }
 }
 
@@ -76,8 +69,7 @@ pub struct Lock {
 impl Lock {
     pub fn take(path: &Path) -> Result<Lock> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::file(dir, format!("cannot create: {e}")))?;
+            std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create: {e}")))?;
         }
         let file = std::fs::OpenOptions::new()
             .write(true)
@@ -87,9 +79,7 @@ impl Lock {
             .map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
         Flock::lock(file, FlockArg::LockExclusiveNonblock)
             .map(|f| Lock { _held: f })
-            .map_err(|_| Error::Locked {
-                path: path.to_path_buf(),
-            })
+            .map_err(|_| Error::Locked { path: path.to_path_buf() })
     }
 }
 
@@ -99,10 +89,7 @@ pub struct Journal {
 }
 
 fn db(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Journal {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    }
+    Error::Journal { path: path.to_path_buf(), message: e.to_string() }
 }
 
 impl Journal {
@@ -112,14 +99,12 @@ impl Journal {
             return Ok(None);
         }
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::file(dir, format!("cannot create: {e}")))?;
+            std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create: {e}")))?;
         }
         let conn = Connection::open(path).map_err(|e| db(path, e))?;
         // The originals it keeps include PBX configs with SIP secrets; SQLite gives its
         // rollback journal the database file's mode.
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| db(path, e))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| db(path, e))?;
         conn.execute_batch(
             "PRAGMA synchronous = FULL;
              CREATE TABLE IF NOT EXISTS install (id INTEGER PRIMARY KEY CHECK (id = 1), answers TEXT NOT NULL, plan TEXT NOT NULL, made_dirs TEXT NOT NULL);
@@ -128,10 +113,7 @@ impl Journal {
                                                   seq INTEGER PRIMARY KEY AUTOINCREMENT, UNIQUE (idx, path));",
         )
         .map_err(|e| db(path, e))?;
-        Ok(Some(Journal {
-            conn,
-            path: path.to_path_buf(),
-        }))
+        Ok(Some(Journal { conn, path: path.to_path_buf() }))
     }
 
     pub fn path(&self) -> &Path {
@@ -142,17 +124,11 @@ impl Journal {
     pub fn plan(&self) -> Result<Option<(String, Vec<Step>)>> {
         let row: Option<(String, String)> = self
             .conn
-            .query_row("SELECT answers, plan FROM install WHERE id = 1", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row("SELECT answers, plan FROM install WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()
             .map_err(|e| db(&self.path, e))?;
         row.map(|(answers, plan)| {
-            Ok((
-                answers,
-                serde_json::from_str(&plan)
-                    .map_err(|e| db(&self.path, format!("unreadable plan: {e}")))?,
-            ))
+            Ok((answers, serde_json::from_str(&plan).map_err(|e| db(&self.path, format!("unreadable plan: {e}")))?))
         })
         .transpose()
     }
@@ -169,11 +145,8 @@ impl Journal {
         )
         .map_err(|e| db(&self.path, e))?;
         for (i, s) in steps.iter().enumerate() {
-            tx.execute(
-                "INSERT INTO step (idx, id, state) VALUES (?1, ?2, 'pending')",
-                params![i as i64, s.id],
-            )
-            .map_err(|e| db(&self.path, e))?;
+            tx.execute("INSERT INTO step (idx, id, state) VALUES (?1, ?2, 'pending')", params![i as i64, s.id])
+                .map_err(|e| db(&self.path, e))?;
         }
         tx.commit().map_err(|e| db(&self.path, e))
     }
@@ -181,9 +154,7 @@ impl Journal {
     pub fn made_dirs(&self) -> Result<Vec<PathBuf>> {
         let text: String = self
             .conn
-            .query_row("SELECT made_dirs FROM install WHERE id = 1", [], |r| {
-                r.get(0)
-            })
+            .query_row("SELECT made_dirs FROM install WHERE id = 1", [], |r| r.get(0))
             .map_err(|e| db(&self.path, e))?;
         serde_json::from_str(&text).map_err(|e| db(&self.path, e))
     }
@@ -193,10 +164,7 @@ impl Journal {
         let dirs = self.made_dirs()?;
         let path = self.path.clone();
         drop(self.conn);
-        for p in [
-            path.clone(),
-            PathBuf::from(format!("{}-journal", path.display())),
-        ] {
+        for p in [path.clone(), PathBuf::from(format!("{}-journal", path.display()))] {
             match std::fs::remove_file(&p) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -212,26 +180,16 @@ impl Journal {
     pub fn state(&self, idx: usize) -> Result<State> {
         let s: String = self
             .conn
-            .query_row("SELECT state FROM step WHERE idx = ?1", [idx as i64], |r| {
-                r.get(0)
-            })
+            .query_row("SELECT state FROM step WHERE idx = ?1", [idx as i64], |r| r.get(0))
             .map_err(|e| db(&self.path, e))?;
         State::parse(&s).ok_or_else(|| db(&self.path, format!("unknown step state `{s}`")))
     }
 
     pub fn states(&self) -> Result<Vec<(String, State, Option<String>)>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, state, note FROM step ORDER BY idx")
-            .map_err(|e| db(&self.path, e))?;
+        let mut stmt =
+            self.conn.prepare("SELECT id, state, note FROM step ORDER BY idx").map_err(|e| db(&self.path, e))?;
         let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                ))
-            })
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?)))
             .map_err(|e| db(&self.path, e))?;
         rows.map(|r| {
             let (id, s, note) = r.map_err(|e| db(&self.path, e))?;
@@ -242,10 +200,7 @@ impl Journal {
 
     pub fn set(&self, idx: usize, state: State, note: Option<&str>) -> Result<()> {
         self.conn
-            .execute(
-                "UPDATE step SET state = ?2, note = ?3 WHERE idx = ?1",
-                params![idx as i64, state.as_str(), note],
-            )
+            .execute("UPDATE step SET state = ?2, note = ?3 WHERE idx = ?1", params![idx as i64, state.as_str(), note])
             .map(|_| ())
             .map_err(|e| db(&self.path, e))
     }
@@ -271,9 +226,7 @@ impl Journal {
     pub fn originals(&self, idx: usize) -> Result<Vec<(PathBuf, Original)>> {
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT path, kind, bytes, mode FROM original WHERE idx = ?1 ORDER BY seq DESC",
-            )
+            .prepare("SELECT path, kind, bytes, mode FROM original WHERE idx = ?1 ORDER BY seq DESC")
             .map_err(|e| db(&self.path, e))?;
         let rows = stmt
             .query_map([idx as i64], |r| {

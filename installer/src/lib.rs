@@ -93,12 +93,8 @@ pub enum Outcome {
 
 /// Reads and checks an answers file.
 pub fn read_answers(path: &Path) -> Result<(String, answers::Partial)> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
-    let partial = answers::parse(&text).map_err(|problems| Error::Answers {
-        path: path.to_path_buf(),
-        problems,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+    let partial = answers::parse(&text).map_err(|problems| Error::Answers { path: path.to_path_buf(), problems })?;
     Ok((text, partial))
 }
 
@@ -123,9 +119,9 @@ fn ask_missing(
                 Some(d) => format!("{}{hint} [{d}]: ", q.prompt),
                 None => format!("{}{hint}: ", q.prompt),
             };
-            let line = term.ask(&prompt).ok_or_else(|| Error::Missing {
-                keys: p.missing().iter().map(|k| k.to_string()).collect(),
-            })?;
+            let line = term
+                .ask(&prompt)
+                .ok_or_else(|| Error::Missing { keys: p.missing().iter().map(|k| k.to_string()).collect() })?;
             let line = match (line.trim(), &default) {
                 ("", Some(d)) => d.clone(),
                 (l, _) => l.to_string(),
@@ -153,16 +149,8 @@ fn heartbeat_defaults(
     let Some(ha_cf) = read("ha.cf") else {
         return answers::Partial::default();
     };
-    let im = import::import(
-        &ha_cf,
-        read("haresources").as_deref(),
-        read("authkeys").as_deref(),
-        &f.uname,
-    );
-    term.say(&format!(
-        "heartbeat cluster found in {}: its settings are offered as defaults",
-        dir.display()
-    ));
+    let im = import::import(&ha_cf, read("haresources").as_deref(), read("authkeys").as_deref(), &f.uname);
+    term.say(&format!("heartbeat cluster found in {}: its settings are offered as defaults", dir.display()));
     for note in &im.notes {
         term.say(&format!("  note: {note}"));
     }
@@ -173,9 +161,7 @@ fn heartbeat_defaults(
 
 /// The answers as the plan needs them: complete, with this node's addresses filled in.
 fn complete(p: &answers::Partial, f: &facts::Facts) -> Result<answers::Answers> {
-    let mut a = p.complete().map_err(|keys| Error::Missing {
-        keys: keys.iter().map(|k| k.to_string()).collect(),
-    })?;
+    let mut a = p.complete().map_err(|keys| Error::Missing { keys: keys.iter().map(|k| k.to_string()).collect() })?;
     plan::resolve(&mut a, f).map_err(|problems| Error::Refused(problems.join("; ")))?;
     Ok(a)
 }
@@ -186,10 +172,7 @@ fn confirm(plan: &plan::Plan, opts: &Options, term: &mut dyn Terminal) -> bool {
     }
     for s in &plan.steps {
         if let Some(dev) = &s.wipes {
-            let typed = term.ask(&format!(
-                "Step `{}` DESTROYS everything on {dev}. Type {dev} to agree: ",
-                s.id
-            ));
+            let typed = term.ask(&format!("Step `{}` DESTROYS everything on {dev}. Type {dev} to agree: ", s.id));
             if typed.as_deref().map(str::trim) != Some(dev.as_str()) {
                 term.say(&format!("{dev} was not typed: nothing was changed"));
                 return false;
@@ -217,20 +200,13 @@ fn plan_time_problems(app: &dyn Appliance, plan: &plan::Plan) -> Vec<String> {
 
 /// `pbxha install` (with or without `--answers`, `--yes`, `--dry-run`): preflight, plan,
 /// confirmation, journaled apply; or the resume of a journaled install.
-pub async fn install(
-    env: &Env,
-    app: &dyn Appliance,
-    opts: &Options,
-    term: &mut dyn Terminal,
-) -> Result<Outcome> {
+pub async fn install(env: &Env, app: &dyn Appliance, opts: &Options, term: &mut dyn Terminal) -> Result<Outcome> {
     let given = opts.answers.as_deref().map(read_answers).transpose()?;
     let journal_path = env.path(journal::JOURNAL_PATH);
     if let Some((_, p)) = &given {
         let missing = p.missing();
         if !missing.is_empty() && (opts.yes || opts.dry_run) && !journal_path.exists() {
-            return Err(Error::Missing {
-                keys: missing.iter().map(|k| k.to_string()).collect(),
-            });
+            return Err(Error::Missing { keys: missing.iter().map(|k| k.to_string()).collect() });
         }
     }
     let _lock = match opts.dry_run {
@@ -239,17 +215,7 @@ pub async fn install(
     };
     if let Some(j) = journal::Journal::open(&journal_path, false)? {
         if let Some((answers_text, steps)) = j.plan()? {
-            return resume(
-                env,
-                app,
-                opts,
-                term,
-                &j,
-                &answers_text,
-                &steps,
-                given.as_ref().map(|g| g.0.as_str()),
-            )
-            .await;
+            return resume(env, app, opts, term, &j, &answers_text, &steps, given.as_ref().map(|g| g.0.as_str())).await;
         }
     }
     let (text, mut partial) = given.unwrap_or_default();
@@ -268,19 +234,12 @@ pub async fn install(
         return Err(Error::Preflight { failed });
     }
     let read = |p: &Path| std::fs::read_to_string(p).ok();
-    let size = |p: &Path| {
-        pbxha_replica::migrate::copy::tree_usage(p)
-            .ok()
-            .map(|u| u.0)
-    };
+    let size = |p: &Path| pbxha_replica::migrate::copy::tree_usage(p).ok().map(|u| u.0);
     let plan = plan::plan(&a, &facts, env, &read, &size)?;
     term.say(&plan::show(&plan));
     let problems = plan_time_problems(app, &plan);
     if !problems.is_empty() {
-        return Err(Error::Config {
-            path: env.path(render::CONFIG_PATH),
-            problems,
-        });
+        return Err(Error::Config { path: env.path(render::CONFIG_PATH), problems });
     }
     if opts.dry_run {
         return Ok(Outcome::Planned);
@@ -289,8 +248,8 @@ pub async fn install(
         return Ok(Outcome::Declined);
     }
     let made_dirs = apply::missing_ancestors(&journal_path);
-    let mut j = journal::Journal::open(&journal_path, true)?
-        .ok_or_else(|| Error::file(&journal_path, "cannot create"))?;
+    let mut j =
+        journal::Journal::open(&journal_path, true)?.ok_or_else(|| Error::file(&journal_path, "cannot create"))?;
     let answers_text = if text.is_empty() { a.to_toml() } else { text };
     j.begin(&answers_text, &plan.steps, &made_dirs)?;
     run_steps(env, app, term, &j, &plan.steps, plan.start_daemon).await
@@ -308,16 +267,11 @@ async fn resume(
     given: Option<&str>,
 ) -> Result<Outcome> {
     let states = j.states()?;
-    let done = states
+    let done = states.iter().filter(|(_, s, _)| *s == journal::State::Done).count();
+    if states
         .iter()
-        .filter(|(_, s, _)| *s == journal::State::Done)
-        .count();
-    if states.iter().any(|(_, s, _)| {
-        matches!(
-            s,
-            journal::State::Undoing | journal::State::Undone | journal::State::UndoFailed
-        )
-    }) {
+        .any(|(_, s, _)| matches!(s, journal::State::Undoing | journal::State::Undone | journal::State::UndoFailed))
+    {
         return Err(Error::Refused(format!(
             "an undo of this install is half done ({}): finish it with `pbxha install --undo`",
             j.path().display()
@@ -342,10 +296,7 @@ async fn resume(
         term.say("already installed: every step of the journaled plan is done");
         // The daemon was started (or enabled) when the last step was done; a second one
         // would fight the first for the control socket.
-        return Ok(Outcome::Installed {
-            config: env.path(render::CONFIG_PATH),
-            start_daemon: false,
-        });
+        return Ok(Outcome::Installed { config: env.path(render::CONFIG_PATH), start_daemon: false });
     }
     term.say(&format!(
         "resuming the journaled install at step {} of {} (preflight ran before step 1)",
@@ -366,10 +317,7 @@ async fn run_steps(
 ) -> Result<Outcome> {
     let mut progress = |line: &str| term.say(line);
     apply::apply(env, app, j, steps, &mut progress).await?;
-    Ok(Outcome::Installed {
-        config: env.path(render::CONFIG_PATH),
-        start_daemon,
-    })
+    Ok(Outcome::Installed { config: env.path(render::CONFIG_PATH), start_daemon })
 }
 
 /// `pbxha install --undo`: reverses every applied step, last first, and says what it
@@ -377,15 +325,10 @@ async fn run_steps(
 pub async fn undo(env: &Env, term: &mut dyn Terminal) -> Result<Vec<String>> {
     let _lock = journal::Lock::take(&env.path(journal::LOCK_PATH))?;
     let path = env.path(journal::JOURNAL_PATH);
-    let j = journal::Journal::open(&path, false)?.ok_or_else(|| {
-        Error::Refused(format!(
-            "nothing to undo: no install journal at {}",
-            path.display()
-        ))
-    })?;
-    let (_, steps) = j.plan()?.ok_or_else(|| {
-        Error::Refused(format!("nothing to undo: {} holds no plan", path.display()))
-    })?;
+    let j = journal::Journal::open(&path, false)?
+        .ok_or_else(|| Error::Refused(format!("nothing to undo: no install journal at {}", path.display())))?;
+    let (_, steps) =
+        j.plan()?.ok_or_else(|| Error::Refused(format!("nothing to undo: {} holds no plan", path.display())))?;
     let mut progress = |line: &str| term.say(line);
     let left = apply::undo(env, &j, &steps, &mut progress).await?;
     if !left.iter().any(|l| l.contains("undo failed")) {
@@ -402,17 +345,9 @@ pub async fn import_heartbeat(
     dir: &Path,
 ) -> Result<(String, Vec<String>, Vec<String>)> {
     let read = |name: &str| std::fs::read_to_string(dir.join(name));
-    let ha_cf =
-        read("ha.cf").map_err(|e| Error::file(dir.join("ha.cf"), format!("cannot read: {e}")))?;
-    let uname = nix::sys::utsname::uname()
-        .map(|u| u.nodename().to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let im = import::import(
-        &ha_cf,
-        read("haresources").ok().as_deref(),
-        read("authkeys").ok().as_deref(),
-        &uname,
-    );
+    let ha_cf = read("ha.cf").map_err(|e| Error::file(dir.join("ha.cf"), format!("cannot read: {e}")))?;
+    let uname = nix::sys::utsname::uname().map(|u| u.nodename().to_string_lossy().into_owned()).unwrap_or_default();
+    let im = import::import(&ha_cf, read("haresources").ok().as_deref(), read("authkeys").ok().as_deref(), &uname);
     let facts = facts::gather(env, &im.answers).await;
     let mut p = im.answers.clone();
     for q in questions::QUESTIONS {
@@ -422,29 +357,15 @@ pub async fn import_heartbeat(
             }
         }
     }
-    let still = p
-        .missing()
-        .iter()
-        .map(|k| k.to_string())
-        .collect::<Vec<_>>();
+    let still = p.missing().iter().map(|k| k.to_string()).collect::<Vec<_>>();
     fill_unknown(&mut p);
-    let mut a = p.complete().map_err(|keys| Error::Missing {
-        keys: keys.iter().map(|k| k.to_string()).collect(),
-    })?;
+    let mut a = p.complete().map_err(|keys| Error::Missing { keys: keys.iter().map(|k| k.to_string()).collect() })?;
     // Addresses this machine cannot supply stay empty: check-config names them below.
     let _ = plan::resolve(&mut a, &facts);
-    let group = if im.group.is_empty() {
-        render::group(&a)
-    } else {
-        im.group.clone()
-    };
+    let group = if im.group.is_empty() { render::group(&a) } else { im.group.clone() };
     let text = render::config(&a, &group, &env.root);
     let mut notes = im.notes.clone();
-    notes.extend(
-        still
-            .iter()
-            .map(|k| format!("not in the heartbeat files and not detectable here: {k}")),
-    );
+    notes.extend(still.iter().map(|k| format!("not in the heartbeat files and not detectable here: {k}")));
     Ok((text.clone(), app.check_config(&text, &a.node), notes))
 }
 
@@ -455,10 +376,7 @@ fn fill_unknown(p: &mut answers::Partial) {
     p.peer.get_or_insert_with(|| "peer-node".into());
     p.public_interface.get_or_insert_with(|| "eth0".into());
     p.peer_address.get_or_insert(import::UNKNOWN);
-    p.vip.get_or_insert(answers::Cidr {
-        addr: import::UNKNOWN,
-        prefix: 24,
-    });
+    p.vip.get_or_insert(answers::Cidr { addr: import::UNKNOWN, prefix: 24 });
     p.heartbeat.get_or_insert_with(Vec::new);
     p.ping.get_or_insert_with(Vec::new);
     p.pbx.get_or_insert(answers::Pbx::Asterisk);
@@ -495,17 +413,12 @@ mod tests {
         std::fs::create_dir_all(&ha).unwrap();
         for name in ["ha.cf", "haresources", "authkeys"] {
             std::fs::copy(
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("tests/fixtures/seed-ha.d")
-                    .join(name),
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seed-ha.d").join(name),
                 ha.join(name),
             )
             .unwrap();
         }
-        let env = Env {
-            root: root.path().to_path_buf(),
-            runner: Arc::new(pbxha_runner::ScriptedRunner::new()),
-        };
+        let env = Env { root: root.path().to_path_buf(), runner: Arc::new(pbxha_runner::ScriptedRunner::new()) };
         let f = facts::Facts {
             uname: "kava1".into(),
             interfaces: vec![
@@ -514,19 +427,12 @@ mod tests {
                     up: true,
                     addresses: vec!["192.168.5.201/24".parse().unwrap()],
                 },
-                facts::Interface {
-                    name: "eth1".into(),
-                    up: true,
-                    addresses: vec!["10.1.1.1/24".parse().unwrap()],
-                },
+                facts::Interface { name: "eth1".into(), up: true, addresses: vec!["10.1.1.1/24".parse().unwrap()] },
             ],
             ..facts::Facts::default()
         };
         let mut p = answers::Partial::default();
-        let mut term = Script {
-            lines: vec![""; 12],
-            seen: Vec::new(),
-        };
+        let mut term = Script { lines: vec![""; 12], seen: Vec::new() };
         // Enter everywhere but what heartbeat never said: the peer's public address, the
         // heartbeat link's peer (a bcast line names none) and the PBX (none installed here).
         term.lines[5] = "eth1 10.1.1.2";
@@ -535,32 +441,15 @@ mod tests {
         let offered = heartbeat_defaults(&env, &f, &mut p, &mut term);
         ask_missing(&mut p, &offered, &f, &mut term).unwrap();
         let asked = term.seen.join("\n");
-        for default in [
-            "[kava1]",
-            "[kava2]",
-            "[eth0]",
-            "[192.168.5.203/24]",
-            "[2000/30000/10000/120000]",
-        ] {
+        for default in ["[kava1]", "[kava2]", "[eth0]", "[192.168.5.203/24]", "[2000/30000/10000/120000]"] {
             assert!(asked.contains(default), "{default} not offered:\n{asked}");
         }
-        assert!(
-            asked.contains("note: authkeys (sha1) is not reused"),
-            "{asked}"
-        );
+        assert!(asked.contains("note: authkeys (sha1) is not reused"), "{asked}");
         let a = p.complete().unwrap();
-        assert_eq!(
-            (a.node.as_str(), a.peer.as_str(), a.auto_failback, a.port),
-            ("kava1", "kava2", true, 694)
-        );
+        assert_eq!((a.node.as_str(), a.peer.as_str(), a.auto_failback, a.port), ("kava1", "kava2", true, 694));
         assert_eq!(
             a.timing,
-            answers::Timing::Custom {
-                interval: 2000,
-                deadtime: 30_000,
-                warntime: 10_000,
-                initdead: 120_000
-            }
+            answers::Timing::Custom { interval: 2000, deadtime: 30_000, warntime: 10_000, initdead: 120_000 }
         );
     }
 }
@@ -587,21 +476,12 @@ mod confirm_tests {
             actions: Vec::new(),
             wipes: Some("/dev/sdb1".into()),
         };
-        let plan = plan::Plan {
-            steps: vec![wipe],
-            start_daemon: false,
-        };
+        let plan = plan::Plan { steps: vec![wipe], start_daemon: false };
         let opts = Options::default();
-        assert!(
-            !confirm(&plan, &opts, &mut Typed(vec!["y"])),
-            "`y` is not the device name"
-        );
+        assert!(!confirm(&plan, &opts, &mut Typed(vec!["y"])), "`y` is not the device name");
         assert!(!confirm(&plan, &opts, &mut Typed(vec!["/dev/sdc1", "y"])));
         assert!(!confirm(&plan, &opts, &mut Typed(vec!["/dev/sdb1", "n"])));
         assert!(confirm(&plan, &opts, &mut Typed(vec!["/dev/sdb1", "y"])));
-        assert!(
-            !confirm(&plan, &opts, &mut Typed(vec![])),
-            "nobody to ask: no"
-        );
+        assert!(!confirm(&plan, &opts, &mut Typed(vec![])), "nobody to ask: no");
     }
 }

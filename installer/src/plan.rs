@@ -92,20 +92,14 @@ pub fn resolve(a: &mut Answers, f: &Facts) -> Result<(), Vec<String>> {
     if a.public.address.is_none() {
         a.public.address = f.address_of(&a.public.interface);
         if a.public.address.is_none() {
-            missing.push(format!(
-                "public.address: {} has no address to use",
-                a.public.interface
-            ));
+            missing.push(format!("public.address: {} has no address to use", a.public.interface));
         }
     }
     for (i, l) in a.heartbeat.iter_mut().enumerate() {
         if l.address.is_none() {
             l.address = f.address_of(&l.interface);
             if l.address.is_none() {
-                missing.push(format!(
-                    "heartbeat[{i}].address: {} has no address to use",
-                    l.interface
-                ));
+                missing.push(format!("heartbeat[{i}].address: {} has no address to use", l.interface));
             }
         }
     }
@@ -117,11 +111,7 @@ pub fn resolve(a: &mut Answers, f: &Facts) -> Result<(), Vec<String>> {
 
 fn run(argv: &[&str], undo: Option<&[&str]>, cannot_undo: Option<&str>) -> Action {
     let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
-    Action::Run {
-        argv: own(argv),
-        undo: undo.map(own),
-        cannot_undo: cannot_undo.map(str::to_string),
-    }
+    Action::Run { argv: own(argv), undo: undo.map(own), cannot_undo: cannot_undo.map(str::to_string) }
 }
 
 fn shown_run(argv: &[&str]) -> String {
@@ -140,24 +130,13 @@ fn write_shows(path: &Path, old: Option<&str>, new: &str) -> String {
     }
 }
 
-fn write_step(
-    id: &str,
-    title: &str,
-    path: PathBuf,
-    contents: String,
-    mode: u32,
-    read: Read,
-) -> Step {
+fn write_step(id: &str, title: &str, path: PathBuf, contents: String, mode: u32, read: Read) -> Step {
     let shows = write_shows(&path, read(&path).as_deref(), &contents);
     Step {
         id: id.into(),
         title: title.into(),
         shows,
-        actions: vec![Action::Write {
-            path,
-            contents,
-            mode,
-        }],
+        actions: vec![Action::Write { path, contents, mode }],
         wipes: None,
     }
 }
@@ -172,26 +151,13 @@ pub fn plan(a: &Answers, f: &Facts, env: &Env, read: Read, size: Size) -> crate:
         id: "authkey".into(),
         title: "heartbeat key".into(),
         shows: match key.exists() {
-            true => format!(
-                "  {} exists and is kept (the peer may already share it)\n",
-                key.display()
-            ),
-            false => format!(
-                "  {}: a new random key, mode 0600 (as `pbxha keygen`)\n",
-                key.display()
-            ),
+            true => format!("  {} exists and is kept (the peer may already share it)\n", key.display()),
+            false => format!("  {}: a new random key, mode 0600 (as `pbxha keygen`)\n", key.display()),
         },
         actions: vec![Action::NewKey { path: key }],
         wipes: None,
     });
-    steps.push(write_step(
-        "answers",
-        "save the answers",
-        env.path(render::ANSWERS_PATH),
-        a.to_toml(),
-        0o644,
-        read,
-    ));
+    steps.push(write_step("answers", "save the answers", env.path(render::ANSWERS_PATH), a.to_toml(), 0o644, read));
     if let Storage::Drbd(d) = &a.storage {
         steps.extend(drbd_steps(a, d, f, env, read)?);
     }
@@ -240,10 +206,7 @@ pub fn plan(a: &Answers, f: &Facts, env: &Env, read: Read, size: Size) -> crate:
                 id: "migrate".into(),
                 title: "move the PBX's directories onto /replica".into(),
                 shows,
-                actions: vec![Action::Migrate {
-                    dirs,
-                    replica_root: env.path(render::REPLICA_MOUNT),
-                }],
+                actions: vec![Action::Migrate { dirs, replica_root: env.path(render::REPLICA_MOUNT) }],
                 wipes: None,
             });
         }
@@ -262,8 +225,7 @@ pub fn plan(a: &Answers, f: &Facts, env: &Env, read: Read, size: Size) -> crate:
     let apply = ["sysctl", "-q", "-p", sysctl_s.as_str()];
     let restore = format!("net.ipv4.ip_nonlocal_bind={old}");
     step.shows += &shown_run(&apply);
-    step.actions
-        .push(run(&apply, Some(&["sysctl", "-q", "-w", &restore]), None));
+    step.actions.push(run(&apply, Some(&["sysctl", "-q", "-w", &restore]), None));
     steps.push(step);
     if let Some(chain) = &f.firewall {
         let rules = firewall_rules(a);
@@ -281,25 +243,15 @@ pub fn plan(a: &Answers, f: &Facts, env: &Env, read: Read, size: Size) -> crate:
             .collect();
         steps.push(Step {
             id: "firewall".into(),
-            title: format!(
-                "let the peer in through nftables chain {} {} {}",
-                chain.family, chain.table, chain.chain
-            ),
+            title: format!("let the peer in through nftables chain {} {} {}", chain.family, chain.table, chain.chain),
             shows,
-            actions: vec![Action::Nft {
-                chain: chain.clone(),
-                rules,
-            }],
+            actions: vec![Action::Nft { chain: chain.clone(), rules }],
             wipes: None,
         });
     }
     let systemctl = env.systemctl();
     let sc = |verb: &str, unit: &str| -> Vec<String> {
-        systemctl
-            .iter()
-            .cloned()
-            .chain([verb.to_string(), format!("{unit}.service")])
-            .collect()
+        systemctl.iter().cloned().chain([verb.to_string(), format!("{unit}.service")]).collect()
     };
     for unit in managed_units(a.pbx, a.mysql == Mysql::Replica) {
         if f.enabled_units.iter().any(|u| u == unit) {
@@ -308,11 +260,7 @@ pub fn plan(a: &Answers, f: &Facts, env: &Env, read: Read, size: Size) -> crate:
                 id: format!("boot-{unit}"),
                 title: format!("{unit} no longer starts at boot: pbxha starts it on the primary"),
                 shows: format!("  runs: {}\n", disable.join(" ")),
-                actions: vec![Action::Run {
-                    argv: disable,
-                    undo: Some(enable),
-                    cannot_undo: None,
-                }],
+                actions: vec![Action::Run { argv: disable, undo: Some(enable), cannot_undo: None }],
                 wipes: None,
             });
         }
@@ -329,35 +277,19 @@ pub fn plan(a: &Answers, f: &Facts, env: &Env, read: Read, size: Size) -> crate:
     if rooted || f.systemd_pid1 {
         let (enable, disable) = (sc("enable", "pbxha"), sc("disable", "pbxha"));
         step.shows += &format!("  runs: {}\n", enable.join(" "));
-        step.actions.push(Action::Run {
-            argv: enable,
-            undo: Some(disable),
-            cannot_undo: None,
-        });
+        step.actions.push(Action::Run { argv: enable, undo: Some(disable), cannot_undo: None });
     } else {
-        step.shows += "  systemd is not PID 1 here: the unit is installed but not enabled, and pbxha starts `pbxha run` itself\n";
+        step.shows +=
+            "  systemd is not PID 1 here: the unit is installed but not enabled, and pbxha starts `pbxha run` itself\n";
     }
     steps.push(step);
     let config = render::config(a, &render::group(a), root);
     let path = env.path(render::CONFIG_PATH);
-    let mut commit = write_step(
-        "config",
-        "the config, last: the commit point",
-        path.clone(),
-        config.clone(),
-        0o644,
-        read,
-    );
-    commit.actions = vec![Action::Commit {
-        path,
-        contents: config,
-        node: a.node.clone(),
-    }];
+    let mut commit =
+        write_step("config", "the config, last: the commit point", path.clone(), config.clone(), 0o644, read);
+    commit.actions = vec![Action::Commit { path, contents: config, node: a.node.clone() }];
     steps.push(commit);
-    Ok(Plan {
-        steps,
-        start_daemon: !f.systemd_pid1,
-    })
+    Ok(Plan { steps, start_daemon: !f.systemd_pid1 })
 }
 
 /// What the pair needs from the peer: heartbeats on every link (UDP), DRBD replication
@@ -377,16 +309,9 @@ fn firewall_rules(a: &Answers) -> Vec<String> {
         .chain([a.public.peer_address])
         .map(|p| format!("{} udp dport {} accept", from(p), a.port))
         .collect();
-    let replication_peer = a
-        .heartbeat
-        .first()
-        .map_or(a.public.peer_address, |l| l.peer_address);
+    let replication_peer = a.heartbeat.first().map_or(a.public.peer_address, |l| l.peer_address);
     if matches!(a.storage, Storage::Drbd(_)) {
-        rules.push(format!(
-            "{} tcp dport {} accept",
-            from(replication_peer),
-            crate::facts::DRBD_PORT
-        ));
+        rules.push(format!("{} tcp dport {} accept", from(replication_peer), crate::facts::DRBD_PORT));
     }
     if matches!(a.mysql, Mysql::MasterMaster { .. }) {
         rules.push(format!("{} tcp dport 3306 accept", from(replication_peer)));
@@ -409,8 +334,7 @@ fn drbd_steps(
     .map(|c| c.addr)
     .ok_or_else(|| {
         crate::Error::Refused(
-            "DRBD: this node has no address on the replication link (resolve the answers first)"
-                .into(),
+            "DRBD: this node has no address on the replication link (resolve the answers first)".into(),
         )
     })?;
     let peer = hb.map_or(a.public.peer_address, |l| l.peer_address);
@@ -422,14 +346,8 @@ fn drbd_steps(
         disk: d.device.clone(),
         port: crate::facts::DRBD_PORT,
         hosts: [
-            pbxha_replica::drbd::conf::DrbdHost {
-                hostname: a.node.clone(),
-                address: own,
-            },
-            pbxha_replica::drbd::conf::DrbdHost {
-                hostname: a.peer.clone(),
-                address: peer,
-            },
+            pbxha_replica::drbd::conf::DrbdHost { hostname: a.node.clone(), address: own },
+            pbxha_replica::drbd::conf::DrbdHost { hostname: a.peer.clone(), address: peer },
         ],
         after_split_brain: Default::default(),
         fence_peer_handler: pbxha_replica::drbd::conf::DEFAULT_FENCE_PEER.into(),
@@ -449,13 +367,8 @@ fn drbd_steps(
     if env.root != Path::new("/") {
         drbdadm.extend(["-c".to_string(), res_path.display().to_string()]);
     }
-    let cmd = |args: &[&str]| -> Vec<String> {
-        drbdadm
-            .iter()
-            .cloned()
-            .chain(args.iter().map(|s| s.to_string()))
-            .collect()
-    };
+    let cmd =
+        |args: &[&str]| -> Vec<String> { drbdadm.iter().cloned().chain(args.iter().map(|s| s.to_string())).collect() };
     let r = d.resource.as_str();
     if d.wipe && f.device.as_ref().is_some_and(|x| x.signature.is_some()) {
         steps.push(Step {
@@ -464,10 +377,7 @@ fn drbd_steps(
             shows: format!(
                 "  runs: wipefs -a {}  (destroys its {})\n",
                 d.device,
-                f.device
-                    .as_ref()
-                    .and_then(|x| x.signature.clone())
-                    .unwrap_or_default()
+                f.device.as_ref().and_then(|x| x.signature.clone()).unwrap_or_default()
             ),
             actions: vec![run(
                 &["wipefs", "-a", &d.device],
@@ -477,20 +387,12 @@ fn drbd_steps(
             wipes: Some(d.device.clone()),
         });
     }
-    let mut push = |id: &str,
-                    title: &str,
-                    argv: Vec<String>,
-                    undo: Option<Vec<String>>,
-                    cannot: Option<String>| {
+    let mut push = |id: &str, title: &str, argv: Vec<String>, undo: Option<Vec<String>>, cannot: Option<String>| {
         steps.push(Step {
             id: id.into(),
             title: title.into(),
             shows: format!("  runs: {}\n", argv.join(" ")),
-            actions: vec![Action::Run {
-                argv,
-                undo,
-                cannot_undo: cannot,
-            }],
+            actions: vec![Action::Run { argv, undo, cannot_undo: cannot }],
             wipes: None,
         })
     };
@@ -499,18 +401,9 @@ fn drbd_steps(
         "DRBD metadata",
         cmd(&["create-md", "--force", r]),
         None,
-        Some(format!(
-            "DRBD metadata stays on {} (`drbdadm wipe-md {r}` removes it)",
-            d.device
-        )),
+        Some(format!("DRBD metadata stays on {} (`drbdadm wipe-md {r}` removes it)", d.device)),
     );
-    push(
-        "drbd-up",
-        "DRBD up",
-        cmd(&["up", r]),
-        Some(cmd(&["down", r])),
-        None,
-    );
+    push("drbd-up", "DRBD up", cmd(&["up", r]), Some(cmd(&["down", r])), None);
     push(
         "drbd-primary",
         "DRBD primary on the first node (--force: no peer data yet)",
@@ -521,13 +414,7 @@ fn drbd_steps(
     push(
         "mkfs",
         "ext4 on the replicated device",
-        vec![
-            "mkfs.ext4".into(),
-            "-q".into(),
-            "-L".into(),
-            "replica".into(),
-            d.drbd_device.clone(),
-        ],
+        vec!["mkfs.ext4".into(), "-q".into(), "-L".into(), "replica".into(), d.drbd_device.clone()],
         None,
         Some(format!("the filesystem on {} stays", d.drbd_device)),
     );
@@ -536,19 +423,10 @@ fn drbd_steps(
     steps.push(Step {
         id: "mount".into(),
         title: format!("mount {} on {}", d.drbd_device, render::REPLICA_MOUNT),
-        shows: format!(
-            "  creates {mp}\n  runs: mount -t ext4 {} {mp}\n",
-            d.drbd_device
-        ),
+        shows: format!("  creates {mp}\n  runs: mount -t ext4 {} {mp}\n", d.drbd_device),
         actions: vec![
-            Action::Mkdir {
-                path: mount_point.clone(),
-            },
-            Action::Mount {
-                device: d.drbd_device.clone().into(),
-                mount_point,
-                fstype: "ext4".into(),
-            },
+            Action::Mkdir { path: mount_point.clone() },
+            Action::Mount { device: d.drbd_device.clone().into(), mount_point, fstype: "ext4".into() },
         ],
         wipes: None,
     });

@@ -24,21 +24,11 @@ pub struct Row {
 }
 
 fn pass(check: &str, detail: impl Into<String>) -> Row {
-    Row {
-        check: check.into(),
-        status: Status::Pass,
-        detail: detail.into(),
-        fix: None,
-    }
+    Row { check: check.into(), status: Status::Pass, detail: detail.into(), fix: None }
 }
 
 fn bad(status: Status, check: &str, detail: impl Into<String>, fix: impl Into<String>) -> Row {
-    Row {
-        check: check.into(),
-        status,
-        detail: detail.into(),
-        fix: Some(fix.into()),
-    }
+    Row { check: check.into(), status, detail: detail.into(), fix: Some(fix.into()) }
 }
 
 /// Every check, in the order an operator would fix them.
@@ -46,12 +36,7 @@ pub fn check(a: &Answers, f: &Facts) -> Vec<Row> {
     let mut rows = Vec::new();
     rows.push(match f.euid {
         0 => pass("root", "running as root"),
-        uid => bad(
-            Status::Fail,
-            "root",
-            format!("running as uid {uid}"),
-            "run it as root: sudo pbxha install ...",
-        ),
+        uid => bad(Status::Fail, "root", format!("running as uid {uid}"), "run it as root: sudo pbxha install ..."),
     });
     rows.push(match &f.os {
         Some((pretty, id, version)) if supported_os(id, version) => pass("os", pretty.clone()),
@@ -61,22 +46,14 @@ pub fn check(a: &Answers, f: &Facts) -> Vec<Row> {
             format!("{pretty} is not a tested release"),
             "pbxha is tested on Debian 12; other systemd distributions usually work",
         ),
-        None => bad(
-            Status::Warn,
-            "os",
-            "no /etc/os-release",
-            "check that this is a systemd Linux distribution",
-        ),
+        None => bad(Status::Warn, "os", "no /etc/os-release", "check that this is a systemd Linux distribution"),
     });
     rows.push(if a.node != f.uname {
         bad(
             Status::Fail,
             "hostname",
             format!("node = `{}` but `uname -n` is `{}`", a.node, f.uname),
-            format!(
-                "answer node = \"{}\", or run `hostnamectl set-hostname {}`",
-                f.uname, a.node
-            ),
+            format!("answer node = \"{}\", or run `hostnamectl set-hostname {}`", f.uname, a.node),
         )
     } else if a.node == a.peer {
         bad(
@@ -89,14 +66,8 @@ pub fn check(a: &Answers, f: &Facts) -> Vec<Row> {
         bad(
             Status::Warn,
             "hostname",
-            format!(
-                "/etc/hostname says `{}`",
-                f.etc_hostname.as_deref().unwrap_or_default()
-            ),
-            format!(
-                "write {} to /etc/hostname so the name survives a reboot",
-                a.node
-            ),
+            format!("/etc/hostname says `{}`", f.etc_hostname.as_deref().unwrap_or_default()),
+            format!("write {} to /etc/hostname so the name survives a reboot", a.node),
         )
     } else {
         pass("hostname", format!("{} (peer {})", a.node, a.peer))
@@ -105,59 +76,38 @@ pub fn check(a: &Answers, f: &Facts) -> Vec<Row> {
     nics.extend(a.heartbeat.iter().map(|l| l.interface.as_str()));
     for nic in nics {
         rows.push(match f.interface(nic) {
-            None => bad(
-                Status::Fail,
-                "nic",
-                format!("{nic} does not exist"),
-                format!("choose one of: {}", names(f)),
-            ),
+            None => bad(Status::Fail, "nic", format!("{nic} does not exist"), format!("choose one of: {}", names(f))),
             Some(i) if !i.up => bad(
                 Status::Fail,
                 "nic",
                 format!("{nic} is down or has no carrier"),
                 format!("ip link set {nic} up, and check its cable"),
             ),
-            Some(i) if i.addresses.is_empty() => bad(
-                Status::Fail,
-                "nic",
-                format!("{nic} has no address"),
-                "give it its permanent address first",
-            ),
+            Some(i) if i.addresses.is_empty() => {
+                bad(Status::Fail, "nic", format!("{nic} has no address"), "give it its permanent address first")
+            }
             Some(_) => pass("nic", format!("{nic} is up")),
         });
     }
-    let own = a
-        .public
-        .address
-        .or_else(|| f.address_of(&a.public.interface));
+    let own = a.public.address.or_else(|| f.address_of(&a.public.interface));
     rows.push(match own {
         Some(own) if !own.contains(a.public.vip.addr) => bad(
             Status::Fail,
             "vip-subnet",
-            format!(
-                "VIP {} is outside {}'s subnet {own}",
-                a.public.vip, a.public.interface
-            ),
+            format!("VIP {} is outside {}'s subnet {own}", a.public.vip, a.public.interface),
             "choose a free address in the public subnet, or the interface that has that subnet",
         ),
-        Some(own)
-            if own.addr == a.public.vip.addr || a.public.vip.addr == a.public.peer_address =>
-        {
-            bad(
-                Status::Fail,
-                "vip-subnet",
-                format!("VIP {} is a node's own address", a.public.vip.addr),
-                "the VIP must be a third, unused address",
-            )
-        }
+        Some(own) if own.addr == a.public.vip.addr || a.public.vip.addr == a.public.peer_address => bad(
+            Status::Fail,
+            "vip-subnet",
+            format!("VIP {} is a node's own address", a.public.vip.addr),
+            "the VIP must be a third, unused address",
+        ),
         Some(own) => pass("vip-subnet", format!("VIP {} inside {own}", a.public.vip)),
         None => bad(
             Status::Fail,
             "vip-subnet",
-            format!(
-                "no address on {} to compare the VIP with",
-                a.public.interface
-            ),
+            format!("no address on {} to compare the VIP with", a.public.interface),
             "give the public interface its address first",
         ),
     });
@@ -190,10 +140,7 @@ pub fn check(a: &Answers, f: &Facts) -> Vec<Row> {
         rows.extend(device_rows(d, f));
     }
     rows.push(match f.busy_ports.is_empty() {
-        true => pass(
-            "ports",
-            format!("UDP {} and TCP {} free", a.port, crate::facts::DRBD_PORT),
-        ),
+        true => pass("ports", format!("UDP {} and TCP {} free", a.port, crate::facts::DRBD_PORT)),
         false => bad(
             Status::Fail,
             "ports",
@@ -252,14 +199,24 @@ fn device_rows(d: &crate::answers::DrbdAnswers, f: &Facts) -> Vec<Row> {
     let mut rows = Vec::new();
     let dev = &d.device;
     rows.push(match &f.device {
-        Some(x) if !x.block => bad(Status::Fail, "disk", format!("{dev} is not a block device"), "answer storage.device with a partition or LV, e.g. /dev/sdb1"),
+        Some(x) if !x.block => bad(
+            Status::Fail,
+            "disk",
+            format!("{dev} is not a block device"),
+            "answer storage.device with a partition or LV, e.g. /dev/sdb1",
+        ),
         Some(x) if x.mounted_at.is_some() => bad(
             Status::Fail,
             "disk",
             format!("{dev} is mounted on {}", x.mounted_at.as_deref().unwrap_or_default()),
             "DRBD needs the raw device: umount it (and remove it from /etc/fstab), or choose another",
         ),
-        Some(x) if !x.holders.is_empty() => bad(Status::Fail, "disk", format!("{dev} is in use by {}", x.holders.join(", ")), "it belongs to LVM, md or swap: choose a free device"),
+        Some(x) if !x.holders.is_empty() => bad(
+            Status::Fail,
+            "disk",
+            format!("{dev} is in use by {}", x.holders.join(", ")),
+            "it belongs to LVM, md or swap: choose a free device",
+        ),
         Some(x) => match (&x.signature, d.wipe) {
             (Some(sig), false) => bad(
                 Status::Fail,
@@ -267,19 +224,19 @@ fn device_rows(d: &crate::answers::DrbdAnswers, f: &Facts) -> Vec<Row> {
                 format!("{dev} holds a {sig} signature"),
                 "its data would be destroyed: choose an empty device, or answer storage.wipe = true to wipe it",
             ),
-            (Some(sig), true) => bad(Status::Warn, "disk", format!("{dev} holds a {sig} signature and will be WIPED"), "the plan asks you to type the device name (under --yes, storage.wipe = true is that consent)"),
+            (Some(sig), true) => bad(
+                Status::Warn,
+                "disk",
+                format!("{dev} holds a {sig} signature and will be WIPED"),
+                "the plan asks you to type the device name (under --yes, storage.wipe = true is that consent)",
+            ),
             (None, _) => pass("disk", format!("{dev} is a free block device")),
         },
         None => bad(Status::Fail, "disk", format!("{dev} was not examined"), "check the path"),
     });
     rows.push(match &f.drbd_utils {
         Some(v) => pass("drbd-utils", format!("drbdadm {v}")),
-        None => bad(
-            Status::Fail,
-            "drbd-utils",
-            "drbdadm not found",
-            "apt-get install drbd-utils",
-        ),
+        None => bad(Status::Fail, "drbd-utils", "drbdadm not found", "apt-get install drbd-utils"),
     });
     rows.push(match f.drbd_module {
         true => pass("drbd-module", "the kernel has DRBD"),
@@ -294,21 +251,12 @@ fn device_rows(d: &crate::answers::DrbdAnswers, f: &Facts) -> Vec<Row> {
 }
 
 fn supported_os(id: &str, version: &str) -> bool {
-    let major: u32 = version
-        .split('.')
-        .next()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let major: u32 = version.split('.').next().and_then(|v| v.parse().ok()).unwrap_or(0);
     (id == "debian" && major >= 11) || (id == "ubuntu" && major >= 22)
 }
 
 fn names(f: &Facts) -> String {
-    f.interfaces
-        .iter()
-        .filter(|i| i.name != "lo")
-        .map(|i| i.name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
+    f.interfaces.iter().filter(|i| i.name != "lo").map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
 }
 
 /// How many rows FAIL.

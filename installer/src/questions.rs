@@ -15,62 +15,24 @@ pub struct Question {
 }
 
 pub const QUESTIONS: &[Question] = &[
-    Question {
-        key: "node",
-        prompt: "This node's name (uname -n)",
-    },
-    Question {
-        key: "peer",
-        prompt: "The peer's name (its uname -n)",
-    },
-    Question {
-        key: "public.interface",
-        prompt: "Public interface (where the VIP lives)",
-    },
-    Question {
-        key: "public.vip",
-        prompt: "VIP with prefix, e.g. 192.168.0.105/24",
-    },
-    Question {
-        key: "public.peer-address",
-        prompt: "The peer's address on the public interface",
-    },
-    Question {
-        key: "heartbeat",
-        prompt: "Heartbeat links as IFACE PEER-ADDRESS, comma-separated (or none)",
-    },
-    Question {
-        key: "ping",
-        prompt: "Ping targets (tie-breakers), space-separated (or none)",
-    },
-    Question {
-        key: "pbx",
-        prompt: "PBX: asterisk or freeswitch",
-    },
-    Question {
-        key: "storage",
-        prompt: "Storage: none, or drbd DEVICE",
-    },
-    Question {
-        key: "mysql",
-        prompt: "MySQL: none, replica, or master-master ADMIN-PASSWORD-FILE",
-    },
-    Question {
-        key: "mail",
-        prompt: "Alert mail: none, or SERVER PORT starttls|tls|none TO [USER PASSWORD-FILE]",
-    },
-    Question {
-        key: "timing",
-        prompt: "Timing profile: default, fast, or INTERVAL/DEADTIME/WARNTIME/INITDEAD in ms",
-    },
+    Question { key: "node", prompt: "This node's name (uname -n)" },
+    Question { key: "peer", prompt: "The peer's name (its uname -n)" },
+    Question { key: "public.interface", prompt: "Public interface (where the VIP lives)" },
+    Question { key: "public.vip", prompt: "VIP with prefix, e.g. 192.168.0.105/24" },
+    Question { key: "public.peer-address", prompt: "The peer's address on the public interface" },
+    Question { key: "heartbeat", prompt: "Heartbeat links as IFACE PEER-ADDRESS, comma-separated (or none)" },
+    Question { key: "ping", prompt: "Ping targets (tie-breakers), space-separated (or none)" },
+    Question { key: "pbx", prompt: "PBX: asterisk or freeswitch" },
+    Question { key: "storage", prompt: "Storage: none, or drbd DEVICE" },
+    Question { key: "mysql", prompt: "MySQL: none, replica, or master-master ADMIN-PASSWORD-FILE" },
+    Question { key: "mail", prompt: "Alert mail: none, or SERVER PORT starttls|tls|none TO [USER PASSWORD-FILE]" },
+    Question { key: "timing", prompt: "Timing profile: default, fast, or INTERVAL/DEADTIME/WARNTIME/INITDEAD in ms" },
 ];
 
 /// A second interface with an address, offered first for the heartbeat.
 fn other_nics<'a>(p: &Partial, f: &'a Facts) -> impl Iterator<Item = &'a crate::facts::Interface> {
     let public = p.public_interface.clone();
-    f.interfaces.iter().filter(move |i| {
-        i.name != "lo" && Some(&i.name) != public.as_ref() && !i.addresses.is_empty()
-    })
+    f.interfaces.iter().filter(move |i| i.name != "lo" && Some(&i.name) != public.as_ref() && !i.addresses.is_empty())
 }
 
 /// The default offered for `key`, when one can be detected.
@@ -80,26 +42,15 @@ pub fn default(key: &str, p: &Partial, f: &Facts) -> Option<String> {
         "public.interface" => f
             .interfaces
             .iter()
-            .find(|i| {
-                f.default_gateway
-                    .is_some_and(|g| i.addresses.iter().any(|a| a.contains(g)))
-            })
-            .or_else(|| {
-                f.interfaces
-                    .iter()
-                    .find(|i| i.name != "lo" && !i.addresses.is_empty())
-            })
+            .find(|i| f.default_gateway.is_some_and(|g| i.addresses.iter().any(|a| a.contains(g))))
+            .or_else(|| f.interfaces.iter().find(|i| i.name != "lo" && !i.addresses.is_empty()))
             .map(|i| i.name.clone()),
         "ping" => Some(f.default_gateway.map_or("none".into(), |g| g.to_string())),
         "pbx" => f.pbx_found.first().map(|(p, _)| p.name().to_string()),
         "storage" => Some("none".into()),
         "mysql" => Some(
-            if f.mysql_server.is_some() && matches!(p.storage, Some(Storage::Drbd(_))) {
-                "replica"
-            } else {
-                "none"
-            }
-            .into(),
+            if f.mysql_server.is_some() && matches!(p.storage, Some(Storage::Drbd(_))) { "replica" } else { "none" }
+                .into(),
         ),
         "mail" => Some("none".into()),
         "timing" => Some("default".into()),
@@ -114,10 +65,7 @@ pub fn shown(key: &str, p: &Partial) -> Option<String> {
         if v.is_empty() {
             "none".to_string()
         } else {
-            v.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(" ")
+            v.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
         }
     };
     match key {
@@ -127,28 +75,19 @@ pub fn shown(key: &str, p: &Partial) -> Option<String> {
         "public.vip" => p.vip.map(|v| v.to_string()),
         "public.peer-address" => p.peer_address.map(|a| a.to_string()),
         // A bcast link names no peer address: nothing to offer.
-        "heartbeat" => p
-            .heartbeat
-            .as_ref()
-            .filter(|links| links.iter().all(|l| !l.peer_address.is_unspecified()))
-            .map(|links| {
-                links
-                    .iter()
-                    .map(|l| format!("{} {}", l.interface, l.peer_address))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            }),
+        "heartbeat" => {
+            p.heartbeat.as_ref().filter(|links| links.iter().all(|l| !l.peer_address.is_unspecified())).map(|links| {
+                links.iter().map(|l| format!("{} {}", l.interface, l.peer_address)).collect::<Vec<_>>().join(", ")
+            })
+        }
         "ping" => p.ping.as_deref().map(ips),
         "pbx" => p.pbx.map(|x| x.name().to_string()),
         "timing" => p.timing.map(|t| match t {
             Timing::Default => "default".into(),
             Timing::Fast => "fast".into(),
-            Timing::Custom {
-                interval,
-                deadtime,
-                warntime,
-                initdead,
-            } => format!("{interval}/{deadtime}/{warntime}/{initdead}"),
+            Timing::Custom { interval, deadtime, warntime, initdead } => {
+                format!("{interval}/{deadtime}/{warntime}/{initdead}")
+            }
         }),
         _ => None,
     }
@@ -160,9 +99,7 @@ pub fn shown(key: &str, p: &Partial) -> Option<String> {
 pub fn hint(key: &str, p: &Partial, f: &Facts) -> Option<String> {
     match key {
         "heartbeat" => {
-            let nics: Vec<String> = other_nics(p, f)
-                .map(|i| format!("{} ({})", i.name, i.addresses[0]))
-                .collect();
+            let nics: Vec<String> = other_nics(p, f).map(|i| format!("{} ({})", i.name, i.addresses[0])).collect();
             (!nics.is_empty()).then(|| format!("second interfaces here: {}", nics.join(", ")))
         }
         _ => None,
@@ -174,18 +111,12 @@ pub fn answer(key: &str, line: &str, p: &mut Partial, f: &Facts) -> Result<(), S
     let line = line.trim();
     let words: Vec<&str> = line.split_whitespace().collect();
     let word = |w: &str| -> Result<String, String> {
-        match !w.is_empty()
-            && w.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        {
+        match !w.is_empty() && w.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
             true => Ok(w.to_string()),
             false => Err(format!("`{w}` is not a name (letters, digits, -, _, .)")),
         }
     };
-    let ip = |w: &str| {
-        w.parse::<IpAddr>()
-            .map_err(|_| format!("`{w}` is not an IP address"))
-    };
+    let ip = |w: &str| w.parse::<IpAddr>().map_err(|_| format!("`{w}` is not an IP address"));
     match key {
         "node" => p.node = Some(word(line)?),
         "peer" => {
@@ -205,7 +136,11 @@ pub fn answer(key: &str, line: &str, p: &mut Partial, f: &Facts) -> Result<(), S
             let vip: Cidr = line.parse()?;
             if let Some(own) = p.public_address {
                 if !own.contains(vip.addr) {
-                    return Err(format!("{} is outside {}'s subnet {own}", vip.addr, p.public_interface.as_deref().unwrap_or("the interface")));
+                    return Err(format!(
+                        "{} is outside {}'s subnet {own}",
+                        vip.addr,
+                        p.public_interface.as_deref().unwrap_or("the interface")
+                    ));
                 }
                 if own.addr == vip.addr {
                     return Err("that is this node's own address; the VIP must be unused".into());
@@ -231,7 +166,12 @@ pub fn answer(key: &str, line: &str, p: &mut Partial, f: &Facts) -> Result<(), S
                 if own.is_none() {
                     return Err(format!("{peer} is not in a subnet of {nic}"));
                 }
-                links.push(HeartbeatLink { interface: nic.to_string(), address: own, peer_address: peer, bcast: false });
+                links.push(HeartbeatLink {
+                    interface: nic.to_string(),
+                    address: own,
+                    peer_address: peer,
+                    bcast: false,
+                });
             }
             p.heartbeat = Some(links);
         }
@@ -259,9 +199,15 @@ pub fn answer(key: &str, line: &str, p: &mut Partial, f: &Facts) -> Result<(), S
         "mysql" => {
             p.mysql = Some(match words[..] {
                 ["none"] => Mysql::None,
-                ["replica"] if !matches!(p.storage, Some(Storage::Drbd(_))) => return Err("replica mode keeps the datadir on DRBD: answer storage drbd first, or master-master".into()),
+                ["replica"] if !matches!(p.storage, Some(Storage::Drbd(_))) => {
+                    return Err(
+                        "replica mode keeps the datadir on DRBD: answer storage drbd first, or master-master".into()
+                    )
+                }
                 ["replica"] => Mysql::Replica,
-                ["master-master", file] if file.starts_with('/') => Mysql::MasterMaster { admin_password_file: PathBuf::from(file) },
+                ["master-master", file] if file.starts_with('/') => {
+                    Mysql::MasterMaster { admin_password_file: PathBuf::from(file) }
+                }
                 _ => return Err("answer none, replica, or master-master /path/of/a/0600/password-file".into()),
             })
         }
@@ -271,7 +217,10 @@ pub fn answer(key: &str, line: &str, p: &mut Partial, f: &Facts) -> Result<(), S
                 [server, port, security, to, ref auth @ ..] if auth.is_empty() || auth.len() == 2 => {
                     let mut t = toml::Table::new();
                     t.insert("server".into(), server.into());
-                    t.insert("port".into(), toml::Value::Integer(port.parse().map_err(|_| format!("`{port}` is not a port"))?));
+                    t.insert(
+                        "port".into(),
+                        toml::Value::Integer(port.parse().map_err(|_| format!("`{port}` is not a port"))?),
+                    );
                     t.insert("security".into(), security.into());
                     t.insert("from".into(), format!("pbxha <{to}>").into());
                     t.insert("to".into(), toml::Value::Array(vec![to.into()]));
@@ -279,7 +228,8 @@ pub fn answer(key: &str, line: &str, p: &mut Partial, f: &Facts) -> Result<(), S
                         t.insert("username".into(), (*user).into());
                         t.insert("password-file".into(), (*file).into());
                     }
-                    pbxha_watchdog::config::parse_mail(&t, "mail").map_err(|p| p.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))?;
+                    pbxha_watchdog::config::parse_mail(&t, "mail")
+                        .map_err(|p| p.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))?;
                     Some(t)
                 }
                 _ => return Err("answer none, or SERVER PORT SECURITY TO [USER PASSWORD-FILE]".into()),
@@ -290,8 +240,14 @@ pub fn answer(key: &str, line: &str, p: &mut Partial, f: &Facts) -> Result<(), S
                 "default" => Timing::Default,
                 "fast" => Timing::Fast,
                 custom => match custom.split('/').map(str::parse::<u64>).collect::<Result<Vec<_>, _>>().as_deref() {
-                    Ok(&[interval, deadtime, warntime, initdead]) => Timing::Custom { interval, deadtime, warntime, initdead },
-                    _ => return Err(format!("`{custom}`: answer default, fast, or four numbers of ms like 2000/30000/10000/120000")),
+                    Ok(&[interval, deadtime, warntime, initdead]) => {
+                        Timing::Custom { interval, deadtime, warntime, initdead }
+                    }
+                    _ => {
+                        return Err(format!(
+                            "`{custom}`: answer default, fast, or four numbers of ms like 2000/30000/10000/120000"
+                        ))
+                    }
                 },
             })
         }
@@ -331,10 +287,7 @@ mod tests {
         let mut p = Partial::default();
         answer("public.interface", "eth0", &mut p, &f).unwrap();
         let err = answer("public.vip", "10.9.9.9/24", &mut p, &f).unwrap_err();
-        assert!(
-            err.contains("outside eth0's subnet 192.168.0.100/24"),
-            "{err}"
-        );
+        assert!(err.contains("outside eth0's subnet 192.168.0.100/24"), "{err}");
         assert!(p.vip.is_none());
         answer("public.vip", "192.168.0.105/24", &mut p, &f).unwrap();
         assert_eq!(p.vip, Some("192.168.0.105/24".parse().unwrap()));
@@ -350,33 +303,15 @@ mod tests {
             "pbx1",
         );
         let mut p = Partial::default();
-        for key in [
-            "node",
-            "peer",
-            "public.interface",
-            "public.vip",
-            "heartbeat",
-            "timing",
-        ] {
-            let line =
-                shown(key, &im.answers).unwrap_or_else(|| panic!("nothing offered for {key}"));
+        for key in ["node", "peer", "public.interface", "public.vip", "heartbeat", "timing"] {
+            let line = shown(key, &im.answers).unwrap_or_else(|| panic!("nothing offered for {key}"));
             answer(key, &line, &mut p, &f).unwrap_or_else(|e| panic!("{key} = {line}: {e}"));
         }
-        assert_eq!(
-            (p.node.as_deref(), p.peer.as_deref(), p.vip),
-            (Some("pbx1"), Some("pbx2"), im.answers.vip)
-        );
+        assert_eq!((p.node.as_deref(), p.peer.as_deref(), p.vip), (Some("pbx1"), Some("pbx2"), im.answers.vip));
         assert_eq!(p.timing, im.answers.timing);
-        assert_eq!(
-            p.heartbeat.unwrap()[0].peer_address,
-            "10.1.1.2".parse::<IpAddr>().unwrap()
-        );
+        assert_eq!(p.heartbeat.unwrap()[0].peer_address, "10.1.1.2".parse::<IpAddr>().unwrap());
         let bcast = crate::import::import("bcast eth1\n", None, None, "pbx1");
-        assert_eq!(
-            shown("heartbeat", &bcast.answers),
-            None,
-            "a bcast link has no peer address to offer"
-        );
+        assert_eq!(shown("heartbeat", &bcast.answers), None, "a bcast link has no peer address to offer");
     }
 
     #[test]
@@ -387,17 +322,9 @@ mod tests {
         let l = &p.heartbeat.as_ref().unwrap()[0];
         assert_eq!(
             (l.interface.as_str(), l.address, l.peer_address),
-            (
-                "eth1",
-                Some("10.1.1.1/24".parse().unwrap()),
-                "10.1.1.2".parse().unwrap()
-            )
+            ("eth1", Some("10.1.1.1/24".parse().unwrap()), "10.1.1.2".parse().unwrap())
         );
-        assert!(answer("heartbeat", "eth1 10.2.2.2", &mut p, &f)
-            .unwrap_err()
-            .contains("not in a subnet of eth1"));
-        assert!(answer("heartbeat", "eth7 10.1.1.2", &mut p, &f)
-            .unwrap_err()
-            .contains("eth7 does not exist"));
+        assert!(answer("heartbeat", "eth1 10.2.2.2", &mut p, &f).unwrap_err().contains("not in a subnet of eth1"));
+        assert!(answer("heartbeat", "eth7 10.1.1.2", &mut p, &f).unwrap_err().contains("eth7 does not exist"));
     }
 }

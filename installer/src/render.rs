@@ -10,25 +10,12 @@ use crate::answers::{Answers, Mysql, Pbx, Storage};
 /// One member of the resource group, started in this order and stopped in reverse.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Resource {
-    Drbd {
-        resource: String,
-        syntax: pbxha_replica::drbd::conf::Syntax,
-    },
-    Filesystem {
-        device: String,
-        mount_point: String,
-        fstype: String,
-    },
-    Vip {
-        address: String,
-        interface: String,
-    },
+    Drbd { resource: String, syntax: pbxha_replica::drbd::conf::Syntax },
+    Filesystem { device: String, mount_point: String, fstype: String },
+    Vip { address: String, interface: String },
     Mysql,
     Pbx(Pbx),
-    Service {
-        name: String,
-        unit: String,
-    },
+    Service { name: String, unit: String },
 }
 
 /// Where the replicated filesystem is mounted (the seed recipes' `/replica`).
@@ -41,20 +28,14 @@ pub const ANSWERS_PATH: &str = "/etc/pbxha/answers.toml";
 pub fn group(a: &Answers) -> Vec<Resource> {
     let mut g = Vec::new();
     if let Storage::Drbd(d) = &a.storage {
-        g.push(Resource::Drbd {
-            resource: d.resource.clone(),
-            syntax: d.syntax,
-        });
+        g.push(Resource::Drbd { resource: d.resource.clone(), syntax: d.syntax });
         g.push(Resource::Filesystem {
             device: d.drbd_device.clone(),
             mount_point: REPLICA_MOUNT.into(),
             fstype: "ext4".into(),
         });
     }
-    g.push(Resource::Vip {
-        address: a.public.vip.to_string(),
-        interface: a.public.interface.clone(),
-    });
+    g.push(Resource::Vip { address: a.public.vip.to_string(), interface: a.public.interface.clone() });
     if a.mysql == Mysql::Replica {
         g.push(Resource::Mysql);
     }
@@ -71,10 +52,7 @@ fn q(s: &str) -> String {
 pub fn at(root: &Path, path: &str) -> String {
     match root == Path::new("/") {
         true => path.to_string(),
-        false => root
-            .join(path.trim_start_matches('/'))
-            .display()
-            .to_string(),
+        false => root.join(path.trim_start_matches('/')).display().to_string(),
     }
 }
 
@@ -96,33 +74,13 @@ pub fn config(a: &Answers, group: &[Resource], root: &Path) -> String {
         node = q(&a.node),
         peer = q(&a.peer),
     );
-    let mut links: Vec<(
-        String,
-        &str,
-        bool,
-        Option<crate::answers::Cidr>,
-        std::net::IpAddr,
-    )> = a
+    let mut links: Vec<(String, &str, bool, Option<crate::answers::Cidr>, std::net::IpAddr)> = a
         .heartbeat
         .iter()
         .enumerate()
-        .map(|(i, l)| {
-            (
-                format!("hb{i}"),
-                l.interface.as_str(),
-                l.bcast,
-                l.address,
-                l.peer_address,
-            )
-        })
+        .map(|(i, l)| (format!("hb{i}"), l.interface.as_str(), l.bcast, l.address, l.peer_address))
         .collect();
-    links.push((
-        "public".into(),
-        &a.public.interface,
-        false,
-        a.public.address,
-        a.public.peer_address,
-    ));
+    links.push(("public".into(), &a.public.interface, false, a.public.address, a.public.peer_address));
     for (name, interface, bcast, own, peer) in links {
         let own = own.map_or_else(String::new, |c| c.to_string());
         let prefix = own.split_once('/').map_or("32", |(_, p)| p).to_string();
@@ -158,16 +116,17 @@ pub fn config(a: &Answers, group: &[Resource], root: &Path) -> String {
                 q(&at(root, mount_point)),
                 q(fstype)
             ),
-            Resource::Vip { address, interface } => format!("name = \"vip\"\nkind = \"vip\"\naddress = {}\ninterface = {}\n", q(address), q(interface)),
-            Resource::Mysql => format!("name = \"mysql\"\nkind = \"mysql\"\nreplica-mount = {}\n", q(&at(root, REPLICA_MOUNT))),
+            Resource::Vip { address, interface } => {
+                format!("name = \"vip\"\nkind = \"vip\"\naddress = {}\ninterface = {}\n", q(address), q(interface))
+            }
+            Resource::Mysql => {
+                format!("name = \"mysql\"\nkind = \"mysql\"\nreplica-mount = {}\n", q(&at(root, REPLICA_MOUNT)))
+            }
             Resource::Pbx(p) => format!("name = {}\nkind = \"pbx\"\npbx = {}\n", q(p.name()), q(p.name())),
             Resource::Service { name, unit } => format!("name = {}\nkind = \"service\"\nunit = {}\n", q(name), q(unit)),
         };
     }
-    if let Mysql::MasterMaster {
-        admin_password_file,
-    } = &a.mysql
-    {
+    if let Mysql::MasterMaster { admin_password_file } = &a.mysql {
         let own = a
             .heartbeat
             .first()
@@ -175,10 +134,7 @@ pub fn config(a: &Answers, group: &[Resource], root: &Path) -> String {
             .or(a.public.address)
             .map(|c| c.addr.to_string())
             .unwrap_or_default();
-        let peer = a
-            .heartbeat
-            .first()
-            .map_or(a.public.peer_address, |l| l.peer_address);
+        let peer = a.heartbeat.first().map_or(a.public.peer_address, |l| l.peer_address);
         s += &format!(
             "\n[mysql]\nmode = \"master-master\"\nserver-id = 1\nseed = true\nadmin-password-file = {}\n\
              local = {{ host = {}, socket = {} }}\npeer = {{ host = {} }}\n",
@@ -210,17 +166,15 @@ pub fn unit(root: &Path) -> String {
         true => text.to_string(),
         false => text.replace(
             "ExecStart=/usr/local/sbin/pbxha run",
-            &format!(
-                "ExecStart=/usr/local/sbin/pbxha --config {} run",
-                at(root, CONFIG_PATH)
-            ),
+            &format!("ExecStart=/usr/local/sbin/pbxha --config {} run", at(root, CONFIG_PATH)),
         ),
     }
 }
 
 /// The sysctl file: the PBX binds the VIP on both nodes, also while the peer holds it.
 pub const SYSCTL_PATH: &str = "/etc/sysctl.d/60-pbxha.conf";
-pub const SYSCTL: &str = "# Written by `pbxha install`: the PBX binds the VIP before this node holds it.\nnet.ipv4.ip_nonlocal_bind = 1\n";
+pub const SYSCTL: &str =
+    "# Written by `pbxha install`: the PBX binds the VIP before this node holds it.\nnet.ipv4.ip_nonlocal_bind = 1\n";
 
 /// Rewrites a config file's text so the PBX binds the VIP (text, VIP) -> new text.
 pub type Rebind = fn(&str, &str) -> String;
@@ -228,10 +182,7 @@ pub type Rebind = fn(&str, &str) -> String;
 /// Files that carry the PBX's SIP bind, and how to rewrite each to the VIP.
 pub fn bind_files(pbx: Pbx) -> &'static [(&'static str, Rebind)] {
     match pbx {
-        Pbx::Asterisk => &[
-            ("/etc/asterisk/pjsip.conf", pjsip_bind),
-            ("/etc/asterisk/sip.conf", chan_sip_bind),
-        ],
+        Pbx::Asterisk => &[("/etc/asterisk/pjsip.conf", pjsip_bind), ("/etc/asterisk/sip.conf", chan_sip_bind)],
         Pbx::Freeswitch => &[
             ("/etc/freeswitch/sip_profiles/internal.xml", sofia_bind),
             ("/etc/freeswitch/sip_profiles/external.xml", sofia_bind),
@@ -241,19 +192,12 @@ pub fn bind_files(pbx: Pbx) -> &'static [(&'static str, Rebind)] {
 
 /// Rewrites `key=VALUE` lines inside the sections `in_section` accepts. `value` turns the
 /// old value into the new one. Comments, spacing and every other line stay as they are.
-fn rewrite_ini(
-    text: &str,
-    in_section: impl Fn(&[&str]) -> bool,
-    key: &str,
-    value: impl Fn(&str) -> String,
-) -> String {
+fn rewrite_ini(text: &str, in_section: impl Fn(&[&str]) -> bool, key: &str, value: impl Fn(&str) -> String) -> String {
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
     let mut out = String::new();
     let mut start = 0;
     while start < lines.len() {
-        let end = (start + 1..lines.len())
-            .find(|&i| lines[i].trim_start().starts_with('['))
-            .unwrap_or(lines.len());
+        let end = (start + 1..lines.len()).find(|&i| lines[i].trim_start().starts_with('[')).unwrap_or(lines.len());
         let section = &lines[start..end];
         let rewrite = in_section(section);
         for line in section {
@@ -272,41 +216,29 @@ fn rewrite_ini(
 }
 
 fn is_transport(section: &[&str]) -> bool {
-    section.iter().any(|l| {
-        l.split_once('=')
-            .is_some_and(|(k, v)| k.trim() == "type" && v.trim() == "transport")
-    })
+    section.iter().any(|l| l.split_once('=').is_some_and(|(k, v)| k.trim() == "type" && v.trim() == "transport"))
 }
 
 /// Asterisk pjsip.conf: every transport's `bind=ADDR[:PORT]` becomes the VIP, port kept.
 pub fn pjsip_bind(text: &str, vip: &str) -> String {
-    rewrite_ini(text, is_transport, "bind", |old| {
-        match old.rsplit_once(':') {
-            Some((_, port)) if !old.starts_with('[') || old.contains("]:") => {
-                format!("{vip}:{port}")
-            }
-            _ => vip.to_string(),
+    rewrite_ini(text, is_transport, "bind", |old| match old.rsplit_once(':') {
+        Some((_, port)) if !old.starts_with('[') || old.contains("]:") => {
+            format!("{vip}:{port}")
         }
+        _ => vip.to_string(),
     })
 }
 
 /// Asterisk chan_sip sip.conf: `bindaddr` in `[general]`.
 pub fn chan_sip_bind(text: &str, vip: &str) -> String {
-    rewrite_ini(
-        text,
-        |s| s.first().is_some_and(|l| l.trim().starts_with("[general]")),
-        "bindaddr",
-        |_| vip.to_string(),
-    )
+    rewrite_ini(text, |s| s.first().is_some_and(|l| l.trim().starts_with("[general]")), "bindaddr", |_| vip.to_string())
 }
 
 /// FreeSWITCH sofia profile: `sip-ip` and `rtp-ip` params.
 pub fn sofia_bind(text: &str, vip: &str) -> String {
     text.split_inclusive('\n')
         .map(|line| {
-            let is_param = ["\"sip-ip\"", "\"rtp-ip\""]
-                .iter()
-                .any(|n| line.contains(&format!("name={n}")));
+            let is_param = ["\"sip-ip\"", "\"rtp-ip\""].iter().any(|n| line.contains(&format!("name={n}")));
             match (is_param, line.find("value=\"")) {
                 (true, Some(at)) if !line.trim_start().starts_with("<!--") => {
                     let from = at + "value=\"".len();
@@ -330,11 +262,7 @@ pub fn diff(old: &str, new: &str) -> String {
     let mut lcs = vec![vec![0u32; b.len() + 1]; a.len() + 1];
     for i in (0..a.len()).rev() {
         for j in (0..b.len()).rev() {
-            lcs[i][j] = if a[i] == b[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
+            lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
         }
     }
     let mut ops: Vec<(char, &str)> = Vec::new();
@@ -352,11 +280,7 @@ pub fn diff(old: &str, new: &str) -> String {
             i += 1;
         }
     }
-    let near = |k: usize| {
-        ops[k.saturating_sub(2)..(k + 3).min(ops.len())]
-            .iter()
-            .any(|(c, _)| *c != ' ')
-    };
+    let near = |k: usize| ops[k.saturating_sub(2)..(k + 3).min(ops.len())].iter().any(|(c, _)| *c != ' ');
     let mut out = String::new();
     let mut skipped = false;
     for (k, (c, line)) in ops.iter().enumerate() {

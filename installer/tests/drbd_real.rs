@@ -13,10 +13,7 @@ fn present() -> bool {
         // A private UTS namespace (for `uname -n`) needs root.
         && nix::unistd::geteuid().is_root();
     if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "drbdadm, unshare and root are required under CI=true"
-        );
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "drbdadm, unshare and root are required under CI=true");
         eprintln!("prerequisite missing, test not run: drbdadm, unshare, root");
     }
     ok
@@ -25,20 +22,11 @@ fn present() -> bool {
 /// Runs `argv` as `host` (drbdadm picks its `on` section by `uname -n`).
 fn as_host(host: &str, argv: &[String]) -> (bool, String) {
     let out = Command::new("unshare")
-        .args([
-            "-u",
-            "sh",
-            "-c",
-            &format!("hostname {host} && exec \"$@\""),
-            "sh",
-        ])
+        .args(["-u", "sh", "-c", &format!("hostname {host} && exec \"$@\""), "sh"])
         .args(argv)
         .output()
         .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
 }
 
 #[test]
@@ -47,16 +35,10 @@ fn the_generated_resource_passes_drbdadm_dump_and_dry_runs() {
         return;
     }
     let root = tempfile::tempdir().unwrap();
-    let mut a = answers::parse(include_str!("../../examples/answers.toml"))
-        .unwrap()
-        .complete()
-        .unwrap();
+    let mut a = answers::parse(include_str!("../../examples/answers.toml")).unwrap().complete().unwrap();
     a.public.address = Some("192.168.0.100/24".parse().unwrap());
     a.heartbeat[0].address = Some("10.1.1.1/24".parse().unwrap());
-    let env = Env {
-        root: root.path().to_path_buf(),
-        runner: Arc::new(pbxha_runner::ScriptedRunner::new()),
-    };
+    let env = Env { root: root.path().to_path_buf(), runner: Arc::new(pbxha_runner::ScriptedRunner::new()) };
     let read = |_: &Path| None;
     let size = |_: &Path| None;
     let plan = plan::plan(&a, &facts::Facts::default(), &env, &read, &size).unwrap();
@@ -70,23 +52,9 @@ fn the_generated_resource_passes_drbdadm_dump_and_dry_runs() {
     }
     let res = root.path().join("etc/drbd.d/r0.res").display().to_string();
     for host in ["pbx1", "pbx2"] {
-        let (ok, text) = as_host(
-            host,
-            &[
-                "drbdadm".into(),
-                "-c".into(),
-                res.clone(),
-                "dump".into(),
-                "r0".into(),
-            ],
-        );
+        let (ok, text) = as_host(host, &["drbdadm".into(), "-c".into(), res.clone(), "dump".into(), "r0".into()]);
         assert!(ok, "dump as {host}: {text}");
-        assert!(
-            text.contains("address")
-                && text.contains("10.1.1.2:7788")
-                && text.contains("10.1.1.1:7788"),
-            "{text}"
-        );
+        assert!(text.contains("address") && text.contains("10.1.1.2:7788") && text.contains("10.1.1.1:7788"), "{text}");
     }
     // The plan's drbdadm commands, each as a dry run on the first node.
     let drbdadm: Vec<Vec<String>> = plan
@@ -104,10 +72,6 @@ fn the_generated_resource_passes_drbdadm_dump_and_dry_runs() {
         dry.extend(argv[1..].iter().cloned());
         let (ok, text) = as_host("pbx1", &dry);
         assert!(ok, "{}: {text}", dry.join(" "));
-        assert!(
-            text.contains("drbdsetup") || text.contains("drbdmeta"),
-            "{}: {text}",
-            dry.join(" ")
-        );
+        assert!(text.contains("drbdsetup") || text.contains("drbdmeta"), "{}: {text}", dry.join(" "));
     }
 }

@@ -53,10 +53,7 @@ fn main() {
     std::fs::create_dir(&src).unwrap();
     let bytes = build(&src);
     let mib = bytes as f64 / (1 << 20) as f64;
-    println!(
-        "tree: {SMALL_FILES} small files + {LARGE_FILES} x {} MiB = {mib:.0} MiB",
-        LARGE_SIZE >> 20
-    );
+    println!("tree: {SMALL_FILES} small files + {LARGE_FILES} x {} MiB = {mib:.0} MiB", LARGE_SIZE >> 20);
 
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
@@ -74,28 +71,14 @@ fn main() {
         let list = t.path().join("list");
         let script = "cd \"$1\" && find . -type f -print0 | xargs -0 sha256sum > \"$3\" && cp -a \"$1\" \"$2\" && cd \"$2\" && sha256sum -c --quiet \"$3\"";
         let started = Instant::now();
-        let status = Command::new("sh")
-            .args(["-c", script, "sh"])
-            .arg(&src)
-            .arg(&dst)
-            .arg(&list)
-            .status()
-            .unwrap();
+        let status = Command::new("sh").args(["-c", script, "sh"]).arg(&src).arg(&dst).arg(&list).status().unwrap();
         theirs.push(started.elapsed());
         assert!(status.success(), "baseline failed");
         std::fs::remove_dir_all(&dst).unwrap();
     }
     let (o, c) = (median(ours), median(theirs));
-    println!(
-        "pbxha copy+verify:         {:>8.3} s  {:>7.1} MiB/s",
-        o.as_secs_f64(),
-        mib / o.as_secs_f64()
-    );
-    println!(
-        "cp -a + sha256sum (-c):    {:>8.3} s  {:>7.1} MiB/s",
-        c.as_secs_f64(),
-        mib / c.as_secs_f64()
-    );
+    println!("pbxha copy+verify:         {:>8.3} s  {:>7.1} MiB/s", o.as_secs_f64(), mib / o.as_secs_f64());
+    println!("cp -a + sha256sum (-c):    {:>8.3} s  {:>7.1} MiB/s", c.as_secs_f64(), mib / c.as_secs_f64());
     println!(
         "speed ratio (pbxha / cp):  {:>8.2}  (goal >= 0.80; median of {RUNS} runs)",
         c.as_secs_f64() / o.as_secs_f64()

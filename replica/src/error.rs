@@ -7,10 +7,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
+    Io { context: String, source: std::io::Error },
     #[error(transparent)]
     Command(#[from] pbxha_runner::RunError),
     #[error("cannot parse {what}: {message}")]
@@ -24,10 +21,7 @@ pub enum Error {
     #[error("DRBD resource `{resource}`: split brain; {report}")]
     SplitBrain { resource: String, report: String },
     #[error("filesystem on {mount_point}: {message}")]
-    Filesystem {
-        mount_point: PathBuf,
-        message: String,
-    },
+    Filesystem { mount_point: PathBuf, message: String },
     #[error("{path}: {message}")]
     Migrate { path: PathBuf, message: String },
     #[error("migration refused:\n{}", problems.join("\n"))]
@@ -35,27 +29,17 @@ pub enum Error {
     #[error("MySQL server {server}: {message}")]
     Mysql { server: String, message: String },
     #[error("MySQL server {server}: {setting}: {message}")]
-    MysqlSetting {
-        server: String,
-        setting: String,
-        message: String,
-    },
+    MysqlSetting { server: String, setting: String, message: String },
 }
 
 impl Error {
     /// An I/O error with what was being done when it happened.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io {
-            context: context.into(),
-            source,
-        }
+        Error::Io { context: context.into(), source }
     }
 
     pub(crate) fn migrate(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Error::Migrate {
-            path: path.into(),
-            message: message.into(),
-        }
+        Error::Migrate { path: path.into(), message: message.into() }
     }
 }
 

@@ -46,10 +46,7 @@ fn unescape(field: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -70,11 +67,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
             let mut r = right.split(' ');
             let fstype = r.next()?.to_string();
             let source = String::from_utf8_lossy(&unescape(r.next()?)).into_owned();
-            Some(MountEntry {
-                mount_point: PathBuf::from(OsStr::from_bytes(&unescape(mount_point))),
-                fstype,
-                source,
-            })
+            Some(MountEntry { mount_point: PathBuf::from(OsStr::from_bytes(&unescape(mount_point))), fstype, source })
         })
         .collect()
 }
@@ -91,20 +84,14 @@ impl Filesystem {
     }
 
     fn err(&self, message: impl Into<String>) -> Error {
-        Error::Filesystem {
-            mount_point: self.spec.mount_point.clone(),
-            message: message.into(),
-        }
+        Error::Filesystem { mount_point: self.spec.mount_point.clone(), message: message.into() }
     }
 
     /// What is mounted on the mount point now (the topmost mount if stacked).
     pub fn mounted(&self) -> Result<Option<MountEntry>> {
         let text = std::fs::read_to_string("/proc/self/mountinfo")
             .map_err(|e| Error::io("reading /proc/self/mountinfo", e))?;
-        Ok(parse_mountinfo(&text)
-            .into_iter()
-            .rev()
-            .find(|m| m.mount_point == self.spec.mount_point))
+        Ok(parse_mountinfo(&text).into_iter().rev().find(|m| m.mount_point == self.spec.mount_point))
     }
 
     fn is_our_device(&self, source: &str) -> bool {
@@ -118,25 +105,17 @@ impl Filesystem {
             if self.is_our_device(&m.source) {
                 return Ok(());
             }
-            return Err(self.err(format!(
-                "{} is mounted there, not {}",
-                m.source,
-                self.spec.device.display()
-            )));
+            return Err(self.err(format!("{} is mounted there, not {}", m.source, self.spec.device.display())));
         }
         let device = self.spec.device.to_string_lossy().into_owned();
         let mount_point = self.spec.mount_point.to_string_lossy().into_owned();
         if self.spec.fsck {
-            let cmd = Cmd::new(["fsck", "-T", "-t", &self.spec.fstype, "-p", &device])
-                .timeout(Duration::from_secs(600));
+            let cmd =
+                Cmd::new(["fsck", "-T", "-t", &self.spec.fstype, "-p", &device]).timeout(Duration::from_secs(600));
             let out = self.runner.run(&cmd).await?;
             // fsck(8): 0 clean, 1 errors corrected; anything else needs a human.
             if out.code > 1 {
-                return Err(self.err(format!(
-                    "`{cmd}` exited with {}: {}",
-                    out.code,
-                    out.stderr.trim()
-                )));
+                return Err(self.err(format!("`{cmd}` exited with {}: {}", out.code, out.stderr.trim())));
             }
         }
         let mut argv = vec!["mount".to_string(), "-t".into(), self.spec.fstype.clone()];
@@ -144,9 +123,7 @@ impl Filesystem {
             argv.extend(["-o".to_string(), self.spec.options.clone()]);
         }
         argv.extend([device, mount_point]);
-        self.runner
-            .run_ok(&Cmd::new(argv).timeout(Duration::from_secs(120)))
-            .await?;
+        self.runner.run_ok(&Cmd::new(argv).timeout(Duration::from_secs(120))).await?;
         Ok(())
     }
 
@@ -173,8 +150,7 @@ impl Filesystem {
 
     async fn kill_holders(&self) -> Result<()> {
         let mp = &self.spec.mount_point;
-        let scan =
-            || holders(mp).map_err(|e| Error::io("scanning /proc for processes holding files", e));
+        let scan = || holders(mp).map_err(|e| Error::io("scanning /proc for processes holding files", e));
         let first = scan()?;
         if first.is_empty() {
             return Ok(());
@@ -206,9 +182,7 @@ impl Filesystem {
 
     /// Mounted with our device: running.
     pub fn is_running(&self) -> Result<bool> {
-        Ok(self
-            .mounted()?
-            .is_some_and(|m| self.is_our_device(&m.source)))
+        Ok(self.mounted()?.is_some_and(|m| self.is_our_device(&m.source)))
     }
 }
 
@@ -220,16 +194,12 @@ pub(crate) mod tests {
     #[test]
     fn mountinfo_with_escapes() {
         // Format from proc(5); the second line has a space in the mount point.
-        let text =
-            "36 35 98:0 /mnt1 /mnt1 rw,noatime master:1 - ext3 /dev/root rw,errors=continue\n\
+        let text = "36 35 98:0 /mnt1 /mnt1 rw,noatime master:1 - ext3 /dev/root rw,errors=continue\n\
                     37 36 7:3 / /srv/my\\040replica rw,relatime shared:2 - ext4 /dev/loop3 rw\n";
         let m = parse_mountinfo(text);
         assert_eq!(m.len(), 2);
         assert_eq!(m[1].mount_point, Path::new("/srv/my replica"));
-        assert_eq!(
-            (m[1].fstype.as_str(), m[1].source.as_str()),
-            ("ext4", "/dev/loop3")
-        );
+        assert_eq!((m[1].fstype.as_str(), m[1].source.as_str()), ("ext4", "/dev/loop3"));
     }
 
     fn spec(mp: &Path) -> FilesystemSpec {
@@ -246,19 +216,10 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn start_runs_fsck_then_mount_with_options() {
         let r = Arc::new(ScriptedRunner::new());
-        r.on(
-            ["fsck"],
-            Output {
-                code: 1,
-                ..Output::default()
-            },
-        );
+        r.on(["fsck"], Output { code: 1, ..Output::default() });
         r.on(["mount"], Output::ok(""));
         let dir = tempfile::tempdir().unwrap();
-        Filesystem::new(spec(dir.path()), r.clone())
-            .start()
-            .await
-            .unwrap();
+        Filesystem::new(spec(dir.path()), r.clone()).start().await.unwrap();
         let mp = dir.path().display();
         assert_eq!(
             r.argvs(),
@@ -272,20 +233,10 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn fsck_that_needs_a_human_stops_the_start() {
         let r = Arc::new(ScriptedRunner::new());
-        r.on(
-            ["fsck"],
-            Output::failed(4, "UNEXPECTED INCONSISTENCY; RUN fsck MANUALLY."),
-        );
+        r.on(["fsck"], Output::failed(4, "UNEXPECTED INCONSISTENCY; RUN fsck MANUALLY."));
         let dir = tempfile::tempdir().unwrap();
-        let err = Filesystem::new(spec(dir.path()), r.clone())
-            .start()
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("exited with 4") && err.contains("MANUALLY"),
-            "{err}"
-        );
+        let err = Filesystem::new(spec(dir.path()), r.clone()).start().await.unwrap_err().to_string();
+        assert!(err.contains("exited with 4") && err.contains("MANUALLY"), "{err}");
         assert_eq!(r.argvs().len(), 1, "no mount after a failed fsck");
     }
 
@@ -293,18 +244,9 @@ pub(crate) mod tests {
     /// never reach the host. Returns false (after printing why) when that is impossible here.
     pub(crate) fn run_in_private_mount_ns(name: &str) -> bool {
         let ok = nix::unistd::Uid::effective().is_root()
-            && std::process::Command::new("unshare")
-                .arg("--version")
-                .output()
-                .is_ok()
-            && std::process::Command::new("mkfs.ext4")
-                .arg("-V")
-                .output()
-                .is_ok()
-            && std::process::Command::new("losetup")
-                .arg("--version")
-                .output()
-                .is_ok();
+            && std::process::Command::new("unshare").arg("--version").output().is_ok()
+            && std::process::Command::new("mkfs.ext4").arg("-V").output().is_ok()
+            && std::process::Command::new("losetup").arg("--version").output().is_ok();
         if !ok {
             assert!(
                 std::env::var("CI").as_deref() != Ok("true"),
@@ -317,22 +259,12 @@ pub(crate) mod tests {
         let out = std::process::Command::new("unshare")
             .args(["-m", "--propagation", "private"])
             .arg(exe)
-            .args([
-                "--exact",
-                name,
-                "--include-ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+            .args(["--exact", name, "--include-ignored", "--nocapture", "--test-threads=1"])
             .env("PBXHA_REPLICA_IN_PRIVATE_NS", "1")
             .output()
             .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success() && text.contains("1 passed"),
-            "{name} in a private mount namespace:\n{text}"
-        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && text.contains("1 passed"), "{name} in a private mount namespace:\n{text}");
         true
     }
 
@@ -354,31 +286,16 @@ pub(crate) mod tests {
         pub fn new(image: &Path, size_mb: u64) -> Loop {
             let f = std::fs::File::create(image).unwrap();
             f.set_len(size_mb << 20).unwrap();
-            let out = std::process::Command::new("losetup")
-                .args(["-f", "--show"])
-                .arg(image)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "losetup: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            Loop {
-                dev: String::from_utf8(out.stdout).unwrap().trim().to_string(),
-            }
+            let out = std::process::Command::new("losetup").args(["-f", "--show"]).arg(image).output().unwrap();
+            assert!(out.status.success(), "losetup: {}", String::from_utf8_lossy(&out.stderr));
+            Loop { dev: String::from_utf8(out.stdout).unwrap().trim().to_string() }
         }
     }
 
     impl Drop for Loop {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg(&self.dev)
-                .stderr(std::process::Stdio::null())
-                .status();
-            let _ = std::process::Command::new("losetup")
-                .args(["-d", &self.dev])
-                .status();
+            let _ = std::process::Command::new("umount").arg(&self.dev).stderr(std::process::Stdio::null()).status();
+            let _ = std::process::Command::new("losetup").args(["-d", &self.dev]).status();
         }
     }
 
@@ -393,15 +310,8 @@ pub(crate) mod tests {
         assert_in_private_ns();
         let dir = tempfile::tempdir().unwrap();
         let lo = Loop::new(&dir.path().join("img"), 32);
-        let mkfs = std::process::Command::new("mkfs.ext4")
-            .args(["-q", "-F", &lo.dev])
-            .output()
-            .unwrap();
-        assert!(
-            mkfs.status.success(),
-            "{}",
-            String::from_utf8_lossy(&mkfs.stderr)
-        );
+        let mkfs = std::process::Command::new("mkfs.ext4").args(["-q", "-F", &lo.dev]).output().unwrap();
+        assert!(mkfs.status.success(), "{}", String::from_utf8_lossy(&mkfs.stderr));
         let mp = dir.path().join("replica mnt");
         std::fs::create_dir(&mp).unwrap();
         let mut s = spec(&mp);
@@ -447,15 +357,9 @@ pub(crate) mod tests {
         assert!(fs.mounted().unwrap().is_none(), "no stale mount");
         assert!(!fs.is_running().unwrap());
         use std::os::unix::process::ExitStatusExt;
-        let sigs: Vec<_> = children
-            .iter_mut()
-            .map(|c| c.wait().unwrap().signal())
-            .collect();
+        let sigs: Vec<_> = children.iter_mut().map(|c| c.wait().unwrap().signal()).collect();
         assert_eq!(sigs, [Some(libc::SIGTERM), Some(libc::SIGKILL)]);
-        assert!(
-            started.elapsed() >= Duration::from_secs(1),
-            "the stubborn holder got its grace period"
-        );
+        assert!(started.elapsed() >= Duration::from_secs(1), "the stubborn holder got its grace period");
         fs.stop().await.unwrap();
 
         // The data survived: mount again and read it.

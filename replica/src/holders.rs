@@ -17,11 +17,7 @@ pub struct Holder {
 
 /// True when `path` is `dir` or below it (byte-wise, so names need not be UTF-8).
 pub fn is_under(path: &[u8], dir: &[u8]) -> bool {
-    let dir = if dir.len() > 1 {
-        dir.strip_suffix(b"/").unwrap_or(dir)
-    } else {
-        dir
-    };
+    let dir = if dir.len() > 1 { dir.strip_suffix(b"/").unwrap_or(dir) } else { dir };
     path == dir || (path.starts_with(dir) && (dir == b"/" || path.get(dir.len()) == Some(&b'/')))
 }
 
@@ -50,11 +46,7 @@ pub fn holders(dir: &Path) -> std::io::Result<Vec<Holder>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc")? {
         let Ok(entry) = entry else { continue };
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
         };
         if pid == me {
@@ -88,21 +80,12 @@ pub fn holders(dir: &Path) -> std::io::Result<Vec<Holder>> {
         }
         if held.is_none() {
             if let Ok(maps) = std::fs::read(base.join("maps")) {
-                held = mapped_paths(&maps)
-                    .find(|p| is_under(p, dir))
-                    .map(<[u8]>::to_vec);
+                held = mapped_paths(&maps).find(|p| is_under(p, dir)).map(<[u8]>::to_vec);
             }
         }
         if let Some(path) = held {
-            let command = std::fs::read_to_string(base.join("comm"))
-                .unwrap_or_default()
-                .trim()
-                .to_string();
-            out.push(Holder {
-                pid,
-                command,
-                path: OsStr::from_bytes(&path).to_string_lossy().into_owned(),
-            });
+            let command = std::fs::read_to_string(base.join("comm")).unwrap_or_default().trim().to_string();
+            out.push(Holder { pid, command, path: OsStr::from_bytes(&path).to_string_lossy().into_owned() });
         }
     }
     out.sort_by_key(|h| h.pid);
@@ -111,11 +94,7 @@ pub fn holders(dir: &Path) -> std::io::Result<Vec<Holder>> {
 
 /// `pid N (command) holds PATH` lines, for refusals and logs.
 pub fn describe(holders: &[Holder]) -> String {
-    holders
-        .iter()
-        .map(|h| format!("pid {} ({}) holds {}", h.pid, h.command, h.path))
-        .collect::<Vec<_>>()
-        .join("; ")
+    holders.iter().map(|h| format!("pid {} ({}) holds {}", h.pid, h.command, h.path)).collect::<Vec<_>>().join("; ")
 }
 
 #[cfg(test)]
@@ -138,13 +117,7 @@ mod tests {
 7f2c1000-7f2c2000 r--p 00000000 08:02 42 /replica/var/lib/my file\n\
 35b1800000-35b1820000 rw-p 00000000 00:00 0 \n";
         let paths: Vec<&[u8]> = mapped_paths(maps).collect();
-        assert_eq!(
-            paths,
-            [
-                &b"/usr/bin/dbus-daemon"[..],
-                &b"/replica/var/lib/my file"[..]
-            ]
-        );
+        assert_eq!(paths, [&b"/usr/bin/dbus-daemon"[..], &b"/replica/var/lib/my file"[..]]);
     }
 
     #[test]
@@ -154,20 +127,13 @@ mod tests {
         std::fs::write(&file, b"x").unwrap();
         // The test process itself holds the file too: it must not report itself.
         let _mine = std::fs::File::open(&file).unwrap();
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .stdin(std::fs::File::open(&file).unwrap())
-            .spawn()
-            .unwrap();
+        let mut child =
+            std::process::Command::new("sleep").arg("30").stdin(std::fs::File::open(&file).unwrap()).spawn().unwrap();
         let found = holders(dir.path()).unwrap();
         child.kill().unwrap();
         child.wait().unwrap();
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].pid, child.id() as i32);
-        assert!(
-            describe(&found).contains("(sleep) holds"),
-            "{}",
-            describe(&found)
-        );
+        assert!(describe(&found).contains("(sleep) holds"), "{}", describe(&found));
     }
 }

@@ -43,11 +43,7 @@ impl Instance {
     fn create(root: &Path, port: u16) -> Instance {
         let dir = root.join(format!("db{port}"));
         std::fs::create_dir_all(dir.join("conf.d")).unwrap();
-        let inst = Instance {
-            dir: dir.clone(),
-            port,
-            child: None,
-        };
+        let inst = Instance { dir: dir.clone(), port, child: None };
         let d = dir.display();
         std::fs::write(
             inst.cnf(),
@@ -105,12 +101,7 @@ impl Instance {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let ping = Command::new("mariadb-admin")
-                .args([
-                    "--no-defaults",
-                    &format!("--socket={}", self.socket().display()),
-                    "-uroot",
-                    "ping",
-                ])
+                .args(["--no-defaults", &format!("--socket={}", self.socket().display()), "-uroot", "ping"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()
@@ -122,11 +113,7 @@ impl Instance {
                 let log = std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default();
                 panic!("mariadbd on port {} exited with {status}: {log}", self.port);
             }
-            assert!(
-                Instant::now() < deadline,
-                "mariadbd on port {} did not answer ping",
-                self.port
-            );
+            assert!(Instant::now() < deadline, "mariadbd on port {} did not answer ping", self.port);
             std::thread::sleep(Duration::from_millis(250));
         }
     }
@@ -148,20 +135,10 @@ impl Instance {
 
     fn root_sql(&self, sql: &str) {
         let out = Command::new("mariadb")
-            .args([
-                "--no-defaults",
-                &format!("--socket={}", self.socket().display()),
-                "-uroot",
-                "-e",
-                sql,
-            ])
+            .args(["--no-defaults", &format!("--socket={}", self.socket().display()), "-uroot", "-e", sql])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
 
@@ -174,13 +151,7 @@ impl Drop for Instance {
     }
 }
 
-fn config(
-    me: &Instance,
-    other: &Instance,
-    server_id: u32,
-    seed: bool,
-    password_file: &Path,
-) -> MysqlConfig {
+fn config(me: &Instance, other: &Instance, server_id: u32, seed: bool, password_file: &Path) -> MysqlConfig {
     let text = format!(
         "mode = \"master-master\"\nserver-id = {server_id}\nseed = {seed}\n\
          local = {{ host = \"127.0.0.1\", port = {}, socket = \"{}\" }}\n\
@@ -205,11 +176,7 @@ fn secret(root: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
 }
 
 async fn admin(inst: &Instance) -> Server {
-    let ep = pbxha_replica::mysql::Endpoint {
-        host: "127.0.0.1".into(),
-        port: inst.port,
-        socket: None,
-    };
+    let ep = pbxha_replica::mysql::Endpoint { host: "127.0.0.1".into(), port: inst.port, socket: None };
     let creds = Credentials {
         user: "pbxha_admin".into(),
         password: Some(ADMIN_PASSWORD.into()),
@@ -219,18 +186,8 @@ async fn admin(inst: &Instance) -> Server {
 }
 
 async fn rows(s: &mut Server) -> Vec<(u64, String)> {
-    let rows = s
-        .rows("SELECT id, node FROM pbx.calls ORDER BY id")
-        .await
-        .unwrap();
-    rows.into_iter()
-        .map(|r| {
-            (
-                r[0].1.as_deref().unwrap().parse().unwrap(),
-                r[1].1.clone().unwrap(),
-            )
-        })
-        .collect()
+    let rows = s.rows("SELECT id, node FROM pbx.calls ORDER BY id").await.unwrap();
+    rows.into_iter().map(|r| (r[0].1.as_deref().unwrap().parse().unwrap(), r[1].1.clone().unwrap())).collect()
 }
 
 /// Polls until `s` has exactly the rows of `want` (order by id).
@@ -241,25 +198,13 @@ async fn wait_rows(s: &mut Server, want: &[(u64, String)]) {
         if have == want {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{}: rows {have:?}, want {want:?}",
-            s.name
-        );
+        assert!(Instant::now() < deadline, "{}: rows {have:?}, want {want:?}", s.name);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
 fn prerequisites() -> bool {
-    let ok = [
-        "mariadbd",
-        "mariadb-install-db",
-        "mariadb",
-        "mariadb-dump",
-        "mariadb-admin",
-    ]
-    .iter()
-    .all(|t| {
+    let ok = ["mariadbd", "mariadb-install-db", "mariadb", "mariadb-dump", "mariadb-admin"].iter().all(|t| {
         Command::new("sh")
             .args(["-c", &format!("command -v {t} || test -x /usr/sbin/{t}")])
             .stdout(Stdio::null())
@@ -271,9 +216,7 @@ fn prerequisites() -> bool {
             std::env::var("CI").as_deref() != Ok("true"),
             "MariaDB (mariadb-server, mariadb-client) is not installed"
         );
-        eprintln!(
-            "skipping: MariaDB is not installed (apt-get install mariadb-server mariadb-client)"
-        );
+        eprintln!("skipping: MariaDB is not installed (apt-get install mariadb-server mariadb-client)");
     }
     ok
 }
@@ -283,10 +226,7 @@ async fn master_master_from_scratch_catch_up_and_conflict() {
     if !prerequisites() {
         return;
     }
-    std::env::set_var(
-        "PATH",
-        format!("{}:/usr/sbin", std::env::var("PATH").unwrap_or_default()),
-    );
+    std::env::set_var("PATH", format!("{}:/usr/sbin", std::env::var("PATH").unwrap_or_default()));
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let [port_a, port_b] = free_ports();
@@ -308,22 +248,14 @@ async fn master_master_from_scratch_catch_up_and_conflict() {
     // The `mysql` resource's monitor query (`client::select_one`, which the resource calls)
     // on a real server: by socket, as the resource is configured, and refused with a wrong
     // password, naming the socket.
-    let by_socket = pbxha_replica::mysql::Endpoint {
-        host: "127.0.0.1".into(),
-        port: a.port,
-        socket: Some(a.socket()),
-    };
+    let by_socket = pbxha_replica::mysql::Endpoint { host: "127.0.0.1".into(), port: a.port, socket: Some(a.socket()) };
     // The resource's credentials, read as it reads them, under its own keys.
-    let resource_creds = |file: &Path| {
-        Credentials::from_file("pbxha_admin", Some(file), ("user", "password-file")).unwrap()
-    };
+    let resource_creds =
+        |file: &Path| Credentials::from_file("pbxha_admin", Some(file), ("user", "password-file")).unwrap();
     let right = secret(root, "resource.pw", ADMIN_PASSWORD, 0o600);
     select_one(&by_socket, &resource_creds(&right)).await.unwrap();
     let wrong = secret(root, "resource-wrong.pw", "nope", 0o600);
-    let err = select_one(&by_socket, &resource_creds(&wrong))
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = select_one(&by_socket, &resource_creds(&wrong)).await.unwrap_err().to_string();
     assert!(
         err.contains("refused")
             && err.contains(&a.socket().display().to_string())
@@ -339,75 +271,32 @@ async fn master_master_from_scratch_catch_up_and_conflict() {
     let mut quiet = |_: &str| {};
 
     // Bad input 1: wrong credentials, a readable password file, an unreachable peer.
-    let wrong = MysqlConfig {
-        admin_password_file: Some(secret(root, "wrong.pw", "nope", 0o600)),
-        ..cfg_a.clone()
-    };
-    let err = setup(&wrong, &SystemRunner, &mut quiet)
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("local 127.0.0.1")
-            && err.contains("mysql.admin-user")
-            && err.contains("refused"),
-        "{err}"
-    );
-    let open = MysqlConfig {
-        admin_password_file: Some(secret(root, "open.pw", ADMIN_PASSWORD, 0o644)),
-        ..cfg_a.clone()
-    };
-    let err = setup(&open, &SystemRunner, &mut quiet)
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("mysql.admin-password-file") && err.contains("0644"),
-        "{err}"
-    );
+    let wrong = MysqlConfig { admin_password_file: Some(secret(root, "wrong.pw", "nope", 0o600)), ..cfg_a.clone() };
+    let err = setup(&wrong, &SystemRunner, &mut quiet).await.unwrap_err().to_string();
+    assert!(err.contains("local 127.0.0.1") && err.contains("mysql.admin-user") && err.contains("refused"), "{err}");
+    let open =
+        MysqlConfig { admin_password_file: Some(secret(root, "open.pw", ADMIN_PASSWORD, 0o644)), ..cfg_a.clone() };
+    let err = setup(&open, &SystemRunner, &mut quiet).await.unwrap_err().to_string();
+    assert!(err.contains("mysql.admin-password-file") && err.contains("0644"), "{err}");
     let mut unreachable = cfg_a.clone();
     unreachable.peer.as_mut().unwrap().port = 1;
-    let err = setup(&unreachable, &SystemRunner, &mut quiet)
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("peer 127.0.0.1:1") && err.contains("mysql.peer") && err.contains("bind-address"),
-        "{err}"
-    );
+    let err = setup(&unreachable, &SystemRunner, &mut quiet).await.unwrap_err().to_string();
+    assert!(err.contains("peer 127.0.0.1:1") && err.contains("mysql.peer") && err.contains("bind-address"), "{err}");
 
     // Bad input 2: binary logging off. The fragment is written; the server must restart.
-    let err = setup(&cfg_a, &SystemRunner, &mut quiet)
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("local 127.0.0.1")
-            && err.contains("log_bin: is off")
-            && err.contains("restart"),
-        "{err}"
-    );
+    let err = setup(&cfg_a, &SystemRunner, &mut quiet).await.unwrap_err().to_string();
+    assert!(err.contains("local 127.0.0.1") && err.contains("log_bin: is off") && err.contains("restart"), "{err}");
     let text = std::fs::read_to_string(a.conf_d().join(FRAGMENT_NAME)).unwrap();
     assert_eq!(text, fragment::render(&cfg_a, Flavor::MariaDb));
     // Node B first configured with A's server-id: a clash A's setup must refuse.
-    let clash = MysqlConfig {
-        server_id: 1,
-        gtid_domain_id: 2,
-        ..cfg_b.clone()
-    };
-    let err = setup(&clash, &SystemRunner, &mut quiet)
-        .await
-        .unwrap_err()
-        .to_string();
+    let clash = MysqlConfig { server_id: 1, gtid_domain_id: 2, ..cfg_b.clone() };
+    let err = setup(&clash, &SystemRunner, &mut quiet).await.unwrap_err().to_string();
     assert!(err.contains("log_bin"), "{err}");
     a.stop();
     b.stop();
     a.start();
     b.start();
-    let err = setup(&cfg_a, &SystemRunner, &mut quiet)
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = setup(&cfg_a, &SystemRunner, &mut quiet).await.unwrap_err().to_string();
     assert!(
         err.contains(&format!("peer 127.0.0.1:{}", b.port))
             && err.contains("server_id")
@@ -415,10 +304,7 @@ async fn master_master_from_scratch_catch_up_and_conflict() {
         "{err}"
     );
     // B's operator fixes the config: the fragment changes, and the server must restart.
-    let err = setup(&cfg_b, &SystemRunner, &mut quiet)
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = setup(&cfg_b, &SystemRunner, &mut quiet).await.unwrap_err().to_string();
     assert!(
         err.contains("local 127.0.0.1")
             && err.contains("server_id: is 1, the fragment says 2")
@@ -430,10 +316,7 @@ async fn master_master_from_scratch_catch_up_and_conflict() {
 
     // Bad input 3: the replication account exists on A with other grants.
     a.root_sql("SET SESSION sql_log_bin=0; CREATE USER 'pbxha_repl'@'127.0.0.1' IDENTIFIED BY 'x'; GRANT SELECT ON pbx.* TO 'pbxha_repl'@'127.0.0.1'");
-    let err = setup(&cfg_b, &SystemRunner, &mut quiet)
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = setup(&cfg_b, &SystemRunner, &mut quiet).await.unwrap_err().to_string();
     assert!(
         err.contains(&format!("peer 127.0.0.1:{}", a.port))
             && err.contains("mysql.replication-user")
@@ -442,10 +325,7 @@ async fn master_master_from_scratch_catch_up_and_conflict() {
     );
     let mut sb = admin(&b).await;
     assert_eq!(
-        sb.scalar("SELECT COUNT(*) FROM mysql.user WHERE User = 'pbxha_repl'")
-            .await
-            .unwrap()
-            .as_deref(),
+        sb.scalar("SELECT COUNT(*) FROM mysql.user WHERE User = 'pbxha_repl'").await.unwrap().as_deref(),
         Some("0")
     );
     assert!(sb.replica_status().await.unwrap().is_none());
@@ -453,45 +333,21 @@ async fn master_master_from_scratch_catch_up_and_conflict() {
 
     // Setup from node B (not the seed): A's databases win the initial copy.
     let mut progress = Vec::new();
-    let steps = setup(&cfg_b, &SystemRunner, &mut |p: &str| {
-        progress.push(p.to_string())
-    })
-    .await
-    .unwrap();
+    let steps = setup(&cfg_b, &SystemRunner, &mut |p: &str| progress.push(p.to_string())).await.unwrap();
     eprintln!("setup on B: {steps:#?}\nprogress: {progress:?}");
-    assert!(
-        steps
-            .iter()
-            .any(|s| s.changed && s.what.starts_with("initial copy of pbx from peer")),
-        "{steps:?}"
-    );
+    assert!(steps.iter().any(|s| s.changed && s.what.starts_with("initial copy of pbx from peer")), "{steps:?}");
     let mut sa = admin(&a).await;
     // Written before the auto-increment settings: consecutive ids.
     let seed_rows = vec![(1, "seed1".to_string()), (2, "seed2".to_string())];
     assert_eq!(rows(&mut sa).await, seed_rows);
-    assert_eq!(
-        rows(&mut sb).await,
-        seed_rows,
-        "B's stale row was replaced by the seed's copy"
-    );
-    eprintln!(
-        "B SHOW SLAVE STATUS: {:?}",
-        sb.rows("SHOW SLAVE STATUS").await.unwrap()
-    );
+    assert_eq!(rows(&mut sb).await, seed_rows, "B's stale row was replaced by the seed's copy");
+    eprintln!("B SHOW SLAVE STATUS: {:?}", sb.rows("SHOW SLAVE STATUS").await.unwrap());
 
     // Writes on each side appear on the other, with interleaved auto-increment ids.
-    sa.exec(&["INSERT INTO pbx.calls (node) VALUES ('a1')"])
-        .await
-        .unwrap();
-    sb.exec(&["INSERT INTO pbx.calls (node) VALUES ('b1')"])
-        .await
-        .unwrap();
-    sa.exec(&["INSERT INTO pbx.calls (node) VALUES ('a2')"])
-        .await
-        .unwrap();
-    sb.exec(&["INSERT INTO pbx.calls (node) VALUES ('b2')"])
-        .await
-        .unwrap();
+    sa.exec(&["INSERT INTO pbx.calls (node) VALUES ('a1')"]).await.unwrap();
+    sb.exec(&["INSERT INTO pbx.calls (node) VALUES ('b1')"]).await.unwrap();
+    sa.exec(&["INSERT INTO pbx.calls (node) VALUES ('a2')"]).await.unwrap();
+    sb.exec(&["INSERT INTO pbx.calls (node) VALUES ('b2')"]).await.unwrap();
     // The final state is known in advance: A takes odd ids and B even ones
     // (auto_increment_offset = server-id, increment 2), each next id above the highest it
     // has seen. Both sides are polled for exactly that state rather than one side for a
@@ -505,26 +361,14 @@ async fn master_master_from_scratch_catch_up_and_conflict() {
 
     // Rerun on A: idempotent, says what it left as is.
     let steps = setup(&cfg_a, &SystemRunner, &mut quiet).await.unwrap();
-    assert!(
-        steps
-            .iter()
-            .any(|s| !s.changed && s.what == "replication both ways"),
-        "{steps:?}"
-    );
-    assert!(
-        !steps
-            .iter()
-            .any(|s| s.changed && s.what.contains("initial copy")),
-        "{steps:?}"
-    );
+    assert!(steps.iter().any(|s| !s.changed && s.what == "replication both ways"), "{steps:?}");
+    assert!(!steps.iter().any(|s| s.changed && s.what.contains("initial copy")), "{steps:?}");
     assert_eq!(rows(&mut sb).await, all, "a rerun copies nothing");
 
     // Stop B, write on A, restart B: it catches up.
     sb.close().await;
     b.stop();
-    sa.exec(&["INSERT INTO pbx.calls (node) VALUES ('a-while-b-down')"])
-        .await
-        .unwrap();
+    sa.exec(&["INSERT INTO pbx.calls (node) VALUES ('a-while-b-down')"]).await.unwrap();
     let want = rows(&mut sa).await;
     b.start();
     let mut sb = admin(&b).await;
@@ -532,32 +376,19 @@ async fn master_master_from_scratch_catch_up_and_conflict() {
     // A's IO thread reconnects to B on its own (MASTER_CONNECT_RETRY=10).
     let deadline = Instant::now() + Duration::from_secs(60);
     while !pair_status(&cfg_a).await.alerts(60).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "A does not replicate from B again: {}",
-            pair_status(&cfg_a).await
-        );
+        assert!(Instant::now() < deadline, "A does not replicate from B again: {}", pair_status(&cfg_a).await);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
     // Break replication with a conflicting row: B's status shows the SQL error on B's side.
-    sb.exec(&[
-        "SET SESSION sql_log_bin = 0",
-        "INSERT INTO pbx.calls (id, node) VALUES (1001, 'b-only')",
-    ])
-    .await
-    .unwrap();
-    sa.exec(&["INSERT INTO pbx.calls (id, node) VALUES (1001, 'a-conflict')"])
+    sb.exec(&["SET SESSION sql_log_bin = 0", "INSERT INTO pbx.calls (id, node) VALUES (1001, 'b-only')"])
         .await
         .unwrap();
+    sa.exec(&["INSERT INTO pbx.calls (id, node) VALUES (1001, 'a-conflict')"]).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let pair = loop {
         let pair = pair_status(&cfg_b).await;
-        if pair
-            .local
-            .as_ref()
-            .is_ok_and(|s| s.replica.as_ref().is_some_and(|r| r.sql_error.is_some()))
-        {
+        if pair.local.as_ref().is_ok_and(|s| s.replica.as_ref().is_some_and(|r| r.sql_error.is_some())) {
             break pair;
         }
         assert!(Instant::now() < deadline, "no SQL error on B: {pair}");
@@ -568,35 +399,25 @@ async fn master_master_from_scratch_catch_up_and_conflict() {
     assert!(shown.contains("last SQL error 1062"), "{shown}");
     let alerts = pair.alerts(60);
     assert!(
-        alerts.iter().any(|a| a.server
-            == "local 127.0.0.1 (socket ".to_string() + &b.socket().display().to_string() + ")"
-            && a.message.contains("SQL thread error 1062")),
+        alerts
+            .iter()
+            .any(|a| a.server == "local 127.0.0.1 (socket ".to_string() + &b.socket().display().to_string() + ")"
+                && a.message.contains("SQL thread error 1062")),
         "{alerts:?}"
     );
     assert!(
-        pair.peer
-            .as_ref()
-            .is_ok_and(|s| s.replica.as_ref().is_some_and(|r| r.healthy())),
+        pair.peer.as_ref().is_ok_and(|s| s.replica.as_ref().is_some_and(|r| r.healthy())),
         "A is still fine: {pair}"
     );
     // Seen from A, the failing side is its peer.
     let from_a = pair_status(&cfg_a).await.alerts(60);
     assert!(
-        from_a
-            .iter()
-            .all(|x| x.server.starts_with(&format!("peer 127.0.0.1:{}", b.port)))
-            && !from_a.is_empty(),
+        from_a.iter().all(|x| x.server.starts_with(&format!("peer 127.0.0.1:{}", b.port))) && !from_a.is_empty(),
         "{from_a:?}"
     );
     // Setup refuses to overwrite data on a broken pair.
-    let err = setup(&cfg_a, &SystemRunner, &mut quiet)
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains(&format!("peer 127.0.0.1:{}", b.port)) && err.contains("configured but failing"),
-        "{err}"
-    );
+    let err = setup(&cfg_a, &SystemRunner, &mut quiet).await.unwrap_err().to_string();
+    assert!(err.contains(&format!("peer 127.0.0.1:{}", b.port)) && err.contains("configured but failing"), "{err}");
     sa.close().await;
     sb.close().await;
     a.stop();

@@ -46,14 +46,7 @@ impl Cmd {
     {
         let mut argv = argv.into_iter().map(Into::into);
         let program = argv.next().expect("Cmd::new needs at least argv[0]");
-        Cmd {
-            program,
-            args: argv.collect(),
-            env: Vec::new(),
-            clear_env: false,
-            timeout: DEFAULT_TIMEOUT,
-            stdin: None,
-        }
+        Cmd { program, args: argv.collect(), env: Vec::new(), clear_env: false, timeout: DEFAULT_TIMEOUT, stdin: None }
     }
 
     pub fn timeout(mut self, timeout: Duration) -> Self {
@@ -78,9 +71,7 @@ impl Cmd {
 
     /// The whole argv, for matching and for error messages.
     pub fn argv(&self) -> Vec<&str> {
-        std::iter::once(self.program.as_str())
-            .chain(self.args.iter().map(String::as_str))
-            .collect()
+        std::iter::once(self.program.as_str()).chain(self.args.iter().map(String::as_str)).collect()
     }
 }
 

@@ -52,15 +52,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn serve_as_child() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let r = Responder::bind(any, None, ResponderConfig::new("bench"))
-            .await
-            .unwrap();
+        let r = Responder::bind(any, None, ResponderConfig::new("bench")).await.unwrap();
         println!("{}", r.udp_addr());
         std::io::stdout().flush().unwrap();
         // Serves until the parent closes our stdin (or kills us).
@@ -85,18 +80,13 @@ fn start_responder() -> (Reaped, SocketAddr) {
         .unwrap();
     let mut child = Reaped(child);
     let mut line = String::new();
-    BufReader::new(child.0.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    BufReader::new(child.0.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
     (child, line.trim().parse().unwrap())
 }
 
 /// One run: returns (CPU % of one core, samples per second, failed samples).
 fn cpu_run(addr: SocketAddr, secs: u64) -> (f64, f64, usize) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let specs = (0..TARGETS)
             .map(|i| TargetSpec {
@@ -163,10 +153,7 @@ fn start_kamailio(dir: &std::path::Path, port: u16) -> Option<Reaped> {
 }
 
 fn sipsak_ms(port: u16) -> Option<f64> {
-    let out = Command::new("sipsak")
-        .args(["-vv", "-s", &format!("sip:127.0.0.1:{port}")])
-        .output()
-        .ok()?;
+    let out = Command::new("sipsak").args(["-vv", "-s", &format!("sip:127.0.0.1:{port}")]).output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let at = text.find("reply received after ")? + "reply received after ".len();
     text[at..].split_whitespace().next()?.parse().ok()
@@ -174,10 +161,7 @@ fn sipsak_ms(port: u16) -> Option<f64> {
 
 fn rtt_comparison() {
     let tool = |t: &str| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {t}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
+        Command::new("sh").args(["-c", &format!("command -v {t}")]).output().is_ok_and(|o| o.status.success())
     };
     if !tool("kamailio") || !tool("sipsak") {
         println!("rtt: kamailio or sipsak missing; comparison skipped");
@@ -185,28 +169,18 @@ fn rtt_comparison() {
     }
     let dir = std::env::temp_dir().join(format!("pbxha-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let Some(_kamailio) = start_kamailio(&dir, port) else {
         println!("rtt: kamailio did not start; comparison skipped");
         return;
     };
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let ours: Vec<f64> = rt.block_on(async {
         // Up to 5 s for kamailio to start listening.
         let mut ready = false;
         for _ in 0..50 {
-            if probe(&Probe::udp(addr, Duration::from_millis(100)))
-                .await
-                .is_ok()
-            {
+            if probe(&Probe::udp(addr, Duration::from_millis(100))).await.is_ok() {
                 ready = true;
                 break;
             }
@@ -214,9 +188,7 @@ fn rtt_comparison() {
         assert!(ready, "kamailio on {addr} never answered");
         let mut v = Vec::new();
         for _ in 0..RTT_PROBES {
-            let r = probe(&Probe::udp(addr, Duration::from_secs(2)))
-                .await
-                .unwrap();
+            let r = probe(&Probe::udp(addr, Duration::from_secs(2))).await.unwrap();
             v.push(r.rtt.as_secs_f64() * 1e3);
         }
         v
@@ -236,10 +208,7 @@ fn main() {
     if std::env::var_os(CHILD_ENV).is_some() {
         return serve_as_child();
     }
-    let secs = std::env::var("PBXHA_BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+    let secs = std::env::var("PBXHA_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
     let (_responder, addr) = start_responder();
     let mut cpu = Vec::new();
     for run in 1..=RUNS {
@@ -247,9 +216,6 @@ fn main() {
         println!("engine run {run}: {TARGETS} targets, {rate:.0} probes/s, {failed} failed, CPU {pct:.2}% of one core");
         cpu.push(pct);
     }
-    println!(
-        "engine: median CPU {:.2}% of one core over {RUNS} runs of {secs} s",
-        median(cpu)
-    );
+    println!("engine: median CPU {:.2}% of one core over {RUNS} runs of {secs} s", median(cpu));
     rtt_comparison();
 }

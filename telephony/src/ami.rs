@@ -53,11 +53,7 @@ impl Message {
     /// [`Message::get`] compares them without case, as Asterisk does.
     pub fn parse(text: &str) -> Result<Message, String> {
         let mut headers = Vec::new();
-        for line in text
-            .lines()
-            .map(|l| l.trim_end_matches('\r'))
-            .filter(|l| !l.is_empty())
-        {
+        for line in text.lines().map(|l| l.trim_end_matches('\r')).filter(|l| !l.is_empty()) {
             let Some((key, value)) = line.split_once(':') else {
                 return Err(format!("`{line}` is not a `Key: Value` line"));
             };
@@ -67,10 +63,7 @@ impl Message {
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.as_str())
     }
 
     fn is(&self, key: &str, value: &str) -> bool {
@@ -90,11 +83,7 @@ pub struct ChannelList {
 
 impl ChannelList {
     pub fn new(action_id: impl Into<String>) -> Self {
-        ChannelList {
-            action_id: action_id.into(),
-            channels: 0,
-            calls: BTreeSet::new(),
-        }
+        ChannelList { action_id: action_id.into(), channels: 0, calls: BTreeSet::new() }
     }
 
     /// Takes the next message; returns the count once the list is complete, or `Unknown` as
@@ -108,9 +97,7 @@ impl ChannelList {
                 return None;
             }
             let why = msg.get("Message").unwrap_or("no message");
-            return Some(Calls::Unknown(format!(
-                "AMI refused CoreShowChannels: {why}"
-            )));
+            return Some(Calls::Unknown(format!("AMI refused CoreShowChannels: {why}")));
         }
         if msg.is("Event", "CoreShowChannel") {
             self.channels += 1;
@@ -124,13 +111,8 @@ impl ChannelList {
         if msg.is("Event", "CoreShowChannelsComplete") {
             let items = msg.get("ListItems").and_then(|n| n.parse::<u32>().ok());
             return Some(match items {
-                Some(n) if n == self.channels => {
-                    Calls::Known(u32::try_from(self.calls.len()).unwrap_or(u32::MAX))
-                }
-                Some(n) => Calls::Unknown(format!(
-                    "AMI list announced {n} channel(s) but {} arrived",
-                    self.channels
-                )),
+                Some(n) if n == self.channels => Calls::Known(u32::try_from(self.calls.len()).unwrap_or(u32::MAX)),
+                Some(n) => Calls::Unknown(format!("AMI list announced {n} channel(s) but {} arrived", self.channels)),
                 None => Calls::Unknown("AMI list closed without a readable ListItems".into()),
             });
         }
@@ -144,10 +126,7 @@ pub async fn active_calls(config: &AmiConfig) -> Calls {
     match tokio::time::timeout(config.timeout, query(config)).await {
         Ok(Ok(calls)) => calls,
         Ok(Err(why)) => Calls::Unknown(format!("AMI {}: {why}", config.addr)),
-        Err(_) => Calls::Unknown(format!(
-            "AMI {}: no complete answer within {:?}",
-            config.addr, config.timeout
-        )),
+        Err(_) => Calls::Unknown(format!("AMI {}: no complete answer within {:?}", config.addr, config.timeout)),
     }
 }
 
@@ -158,19 +137,12 @@ async fn query(config: &AmiConfig) -> Result<Calls, String> {
             return Err(format!("the AMI {key} contains a line break"));
         }
     }
-    let stream = TcpStream::connect(&config.addr)
-        .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
+    let stream = TcpStream::connect(&config.addr).await.map_err(|e| format!("cannot connect: {e}"))?;
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
-    let banner = read_line(&mut reader)
-        .await?
-        .ok_or("closed the connection before its greeting")?;
+    let banner = read_line(&mut reader).await?.ok_or("closed the connection before its greeting")?;
     if !banner.starts_with(BANNER) {
-        return Err(format!(
-            "greeted with `{}`, not `{BANNER}...`: is this AMI?",
-            banner.trim()
-        ));
+        return Err(format!("greeted with `{}`, not `{BANNER}...`: is this AMI?", banner.trim()));
     }
     // One random tag per query, so answers to an earlier, abandoned query on a reused
     // connection (or another client's) can never be taken for ours.
@@ -196,11 +168,7 @@ async fn query(config: &AmiConfig) -> Result<Calls, String> {
             ));
         }
     }
-    send(
-        &mut write,
-        &format!("Action: CoreShowChannels\r\nActionID: {list_id}\r\n\r\n"),
-    )
-    .await?;
+    send(&mut write, &format!("Action: CoreShowChannels\r\nActionID: {list_id}\r\n\r\n")).await?;
     let mut list = ChannelList::new(&list_id);
     let calls = loop {
         let msg = next_message(&mut reader, &mut budget).await?;
@@ -214,20 +182,13 @@ async fn query(config: &AmiConfig) -> Result<Calls, String> {
 }
 
 async fn send(write: &mut (impl AsyncWriteExt + Unpin), text: &str) -> Result<(), String> {
-    write
-        .write_all(text.as_bytes())
-        .await
-        .map_err(|e| format!("cannot send: {e}"))
+    write.write_all(text.as_bytes()).await.map_err(|e| format!("cannot send: {e}"))
 }
 
 /// One line without its line ending; `None` at end of stream.
 async fn read_line(reader: &mut (impl AsyncBufRead + Unpin)) -> Result<Option<String>, String> {
     let mut buf = Vec::new();
-    let n = reader
-        .take(MAX_LINE)
-        .read_until(b'\n', &mut buf)
-        .await
-        .map_err(|e| format!("cannot read: {e}"))?;
+    let n = reader.take(MAX_LINE).read_until(b'\n', &mut buf).await.map_err(|e| format!("cannot read: {e}"))?;
     if n == 0 {
         return Ok(None);
     }
@@ -243,13 +204,8 @@ async fn read_line(reader: &mut (impl AsyncBufRead + Unpin)) -> Result<Option<St
 }
 
 /// The next message, read up to its closing empty line.
-async fn next_message(
-    reader: &mut (impl AsyncBufRead + Unpin),
-    budget: &mut usize,
-) -> Result<Message, String> {
-    *budget = budget
-        .checked_sub(1)
-        .ok_or("sent too many messages without answering")?;
+async fn next_message(reader: &mut (impl AsyncBufRead + Unpin), budget: &mut usize) -> Result<Message, String> {
+    *budget = budget.checked_sub(1).ok_or("sent too many messages without answering")?;
     let mut text = String::new();
     let mut lines = 0;
     loop {
@@ -283,10 +239,12 @@ mod tests {
     // The CoreShowChannel and CoreShowChannelsComplete fields are those of Asterisk's AMI
     // event documentation (docs.asterisk.org, API_Documentation/AMI_Events/CoreShowChannel
     // and CoreShowChannelsComplete); the values are those of a two-leg call.
-    const LIST_START: &str = "Response: Success\r\nActionID: {id}\r\nEventList: start\r\nMessage: Channels will follow\r\n\r\n";
+    const LIST_START: &str =
+        "Response: Success\r\nActionID: {id}\r\nEventList: start\r\nMessage: Channels will follow\r\n\r\n";
     const CHANNEL_A: &str = "Event: CoreShowChannel\r\nActionID: {id}\r\nChannel: PJSIP/100-00000001\r\nChannelState: 6\r\nChannelStateDesc: Up\r\nCallerIDNum: 100\r\nCallerIDName: Alice\r\nConnectedLineNum: 200\r\nConnectedLineName: Bob\r\nLanguage: en\r\nAccountCode: \r\nContext: internal\r\nExten: 200\r\nPriority: 2\r\nUniqueid: 1700000000.1\r\nLinkedid: 1700000000.1\r\nBridgeId: 6b3e4f0a-2b1c-4d5e-9f00-000000000001\r\nApplication: Dial\r\nApplicationData: PJSIP/200,30\r\nDuration: 00:01:05\r\n\r\n";
     const CHANNEL_B: &str = "Event: CoreShowChannel\r\nActionID: {id}\r\nChannel: PJSIP/200-00000002\r\nChannelState: 6\r\nChannelStateDesc: Up\r\nCallerIDNum: 200\r\nCallerIDName: Bob\r\nConnectedLineNum: 100\r\nConnectedLineName: Alice\r\nLanguage: en\r\nAccountCode: \r\nContext: internal\r\nExten: \r\nPriority: 1\r\nUniqueid: 1700000000.2\r\nLinkedid: 1700000000.1\r\nBridgeId: 6b3e4f0a-2b1c-4d5e-9f00-000000000001\r\nApplication: AppDial\r\nApplicationData: (Outgoing Line)\r\nDuration: 00:01:04\r\n\r\n";
-    const COMPLETE_2: &str = "Event: CoreShowChannelsComplete\r\nActionID: {id}\r\nEventList: Complete\r\nListItems: 2\r\n\r\n";
+    const COMPLETE_2: &str =
+        "Event: CoreShowChannelsComplete\r\nActionID: {id}\r\nEventList: Complete\r\nListItems: 2\r\n\r\n";
     /// An unrelated event, as AMI interleaves them (Newstate from the AMI event docs).
     const NEWSTATE: &str = "Event: Newstate\r\nPrivilege: call,all\r\nChannel: PJSIP/300-00000003\r\nChannelState: 5\r\nChannelStateDesc: Ringing\r\nUniqueid: 1700000000.3\r\nLinkedid: 1700000000.3\r\n\r\n";
 
@@ -296,19 +254,14 @@ mod tests {
         for part in [LIST_START, NEWSTATE, CHANNEL_A, CHANNEL_B] {
             assert_eq!(list.feed(&msg(&part.replace("{id}", "x"))), None);
         }
-        assert_eq!(
-            list.feed(&msg(&COMPLETE_2.replace("{id}", "x"))),
-            Some(Calls::Known(1))
-        );
+        assert_eq!(list.feed(&msg(&COMPLETE_2.replace("{id}", "x"))), Some(Calls::Known(1)));
     }
 
     #[test]
     fn an_empty_list_is_zero_calls() {
         let mut list = ChannelList::new("x");
         assert_eq!(list.feed(&msg(&LIST_START.replace("{id}", "x"))), None);
-        let done = COMPLETE_2
-            .replace("{id}", "x")
-            .replace("ListItems: 2", "ListItems: 0");
+        let done = COMPLETE_2.replace("{id}", "x").replace("ListItems: 2", "ListItems: 0");
         assert_eq!(list.feed(&msg(&done)), Some(Calls::Known(0)));
     }
 
@@ -328,9 +281,7 @@ mod tests {
         let mut list = ChannelList::new("mine");
         assert_eq!(list.feed(&msg(&CHANNEL_A.replace("{id}", "theirs"))), None);
         assert_eq!(list.feed(&msg(&COMPLETE_2.replace("{id}", "theirs"))), None);
-        let empty = COMPLETE_2
-            .replace("{id}", "mine")
-            .replace("ListItems: 2", "ListItems: 0");
+        let empty = COMPLETE_2.replace("{id}", "mine").replace("ListItems: 2", "ListItems: 0");
         assert_eq!(list.feed(&msg(&empty)), Some(Calls::Known(0)));
     }
 
@@ -338,22 +289,14 @@ mod tests {
     fn an_error_response_is_unknown() {
         // manager.c answers an action the user may not run with this message.
         let mut list = ChannelList::new("x");
-        let out = list.feed(&msg(
-            "Response: Error\r\nActionID: x\r\nMessage: Permission denied\r\n",
-        ));
-        assert!(
-            matches!(out, Some(Calls::Unknown(ref why)) if why.contains("Permission denied")),
-            "{out:?}"
-        );
+        let out = list.feed(&msg("Response: Error\r\nActionID: x\r\nMessage: Permission denied\r\n"));
+        assert!(matches!(out, Some(Calls::Unknown(ref why)) if why.contains("Permission denied")), "{out:?}");
     }
 
     #[test]
     fn garbled_lines_do_not_parse() {
         assert!(Message::parse("Event CoreShowChannel\n").is_err());
-        assert_eq!(
-            msg("response: success\r\nactionid: 7\r\n").get("ActionID"),
-            Some("7")
-        );
+        assert_eq!(msg("response: success\r\nactionid: 7\r\n").get("ActionID"), Some("7"));
     }
 
     /// What the fake server sends after a login: its reply, given the list's ActionID.
@@ -362,10 +305,7 @@ mod tests {
     /// A fake AMI server on 127.0.0.1:0 speaking the real framing. It checks the login, then
     /// answers the list action with `script`, then holds the connection open until the client
     /// leaves (so a missing Complete event shows as a timeout, as with a stuck Asterisk).
-    async fn fake_ami(
-        accept_login: bool,
-        script: Script,
-    ) -> (String, tokio::task::JoinHandle<Vec<String>>) {
+    async fn fake_ami(accept_login: bool, script: Script) -> (String, tokio::task::JoinHandle<Vec<String>>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let task = tokio::spawn(async move {
@@ -374,10 +314,7 @@ mod tests {
             let mut reader = BufReader::new(read);
             let mut actions = Vec::new();
             // The banner of Asterisk 18+ (AMI version 5.0.x, manager.c AMI_VERSION).
-            write
-                .write_all(b"Asterisk Call Manager/5.0.1\r\n")
-                .await
-                .unwrap();
+            write.write_all(b"Asterisk Call Manager/5.0.1\r\n").await.unwrap();
             let mut budget = 10;
             while let Ok(m) = next_message(&mut reader, &mut budget).await {
                 let action = m.get("Action").unwrap_or_default().to_string();
@@ -402,12 +339,7 @@ mod tests {
     }
 
     fn config(addr: String, timeout: Duration) -> AmiConfig {
-        AmiConfig {
-            addr,
-            username: "pbxha".into(),
-            secret: "s3cret".into(),
-            timeout,
-        }
+        AmiConfig { addr, username: "pbxha".into(), secret: "s3cret".into(), timeout }
     }
 
     fn reply(id: &str, parts: &[&str]) -> String {
@@ -416,46 +348,24 @@ mod tests {
 
     #[tokio::test]
     async fn counts_calls_through_interleaved_events() {
-        let (addr, server) = fake_ami(true, |id| {
-            reply(
-                id,
-                &[
-                    LIST_START, CHANNEL_A, NEWSTATE, CHANNEL_B, NEWSTATE, COMPLETE_2,
-                ],
-            )
-        })
-        .await;
-        assert_eq!(
-            active_calls(&config(addr, Duration::from_secs(30))).await,
-            Calls::Known(1)
-        );
-        assert_eq!(
-            server.await.unwrap(),
-            ["Login", "CoreShowChannels", "Logoff"]
-        );
+        let (addr, server) =
+            fake_ami(true, |id| reply(id, &[LIST_START, CHANNEL_A, NEWSTATE, CHANNEL_B, NEWSTATE, COMPLETE_2])).await;
+        assert_eq!(active_calls(&config(addr, Duration::from_secs(30))).await, Calls::Known(1));
+        assert_eq!(server.await.unwrap(), ["Login", "CoreShowChannels", "Logoff"]);
     }
 
     #[tokio::test]
     async fn a_list_without_its_complete_event_is_unknown() {
         let (addr, _server) = fake_ami(true, |id| reply(id, &[LIST_START, CHANNEL_A])).await;
         let calls = active_calls(&config(addr, Duration::from_secs(2))).await;
-        assert!(
-            matches!(calls, Calls::Unknown(ref why) if why.contains("no complete answer")),
-            "{calls:?}"
-        );
+        assert!(matches!(calls, Calls::Unknown(ref why) if why.contains("no complete answer")), "{calls:?}");
     }
 
     #[tokio::test]
     async fn answers_under_another_action_id_are_ignored() {
-        let (addr, _server) = fake_ami(true, |_| {
-            reply("someone-else", &[LIST_START, CHANNEL_A, COMPLETE_2])
-        })
-        .await;
+        let (addr, _server) = fake_ami(true, |_| reply("someone-else", &[LIST_START, CHANNEL_A, COMPLETE_2])).await;
         let calls = active_calls(&config(addr, Duration::from_secs(2))).await;
-        assert!(
-            matches!(calls, Calls::Unknown(_)),
-            "a foreign list must never be our count: {calls:?}"
-        );
+        assert!(matches!(calls, Calls::Unknown(_)), "a foreign list must never be our count: {calls:?}");
     }
 
     #[tokio::test]
@@ -475,28 +385,17 @@ mod tests {
         tokio::spawn(async move {
             let (mut stream, _) = listener.accept().await.unwrap();
             let mut buf = [0u8; 1024];
-            stream
-                .write_all(b"Asterisk Call Manager/5.0.1\r\n")
-                .await
-                .unwrap();
+            stream.write_all(b"Asterisk Call Manager/5.0.1\r\n").await.unwrap();
             let n = stream.read(&mut buf).await.unwrap();
             let login = Message::parse(&String::from_utf8_lossy(&buf[..n])).unwrap();
             let id = login.get("ActionID").unwrap().to_string();
-            let ok = format!(
-                "Response: Success\r\nActionID: {id}\r\nMessage: Authentication accepted\r\n\r\n"
-            );
+            let ok = format!("Response: Success\r\nActionID: {id}\r\nMessage: Authentication accepted\r\n\r\n");
             stream.write_all(ok.as_bytes()).await.unwrap();
             let _ = stream.read(&mut buf).await;
-            stream
-                .write_all(b"Response: Success\r\nActionID: ")
-                .await
-                .unwrap();
+            stream.write_all(b"Response: Success\r\nActionID: ").await.unwrap();
         });
         let calls = active_calls(&config(addr, Duration::from_secs(30))).await;
-        assert!(
-            matches!(calls, Calls::Unknown(ref why) if why.contains("closed the connection")),
-            "{calls:?}"
-        );
+        assert!(matches!(calls, Calls::Unknown(ref why) if why.contains("closed the connection")), "{calls:?}");
     }
 
     #[tokio::test]
@@ -506,16 +405,10 @@ mod tests {
         tokio::spawn(async move {
             let (mut stream, _) = listener.accept().await.unwrap();
             // What an SSH server greets with: a wrong ami-port.
-            stream
-                .write_all(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n")
-                .await
-                .unwrap();
+            stream.write_all(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n").await.unwrap();
         });
         let calls = active_calls(&config(addr, Duration::from_secs(30))).await;
-        assert!(
-            matches!(calls, Calls::Unknown(ref why) if why.contains("is this AMI")),
-            "{calls:?}"
-        );
+        assert!(matches!(calls, Calls::Unknown(ref why) if why.contains("is this AMI")), "{calls:?}");
     }
 
     #[tokio::test]
@@ -524,10 +417,7 @@ mod tests {
         let addr = listener.local_addr().unwrap().to_string();
         drop(listener);
         let calls = active_calls(&config(addr, Duration::from_secs(30))).await;
-        assert!(
-            matches!(calls, Calls::Unknown(ref why) if why.contains("cannot connect")),
-            "{calls:?}"
-        );
+        assert!(matches!(calls, Calls::Unknown(ref why) if why.contains("cannot connect")), "{calls:?}");
     }
 
     #[tokio::test]
@@ -535,9 +425,6 @@ mod tests {
         let mut cfg = config("127.0.0.1:1".into(), Duration::from_secs(5));
         cfg.secret = "x\r\nAction: Originate".into();
         let calls = active_calls(&cfg).await;
-        assert!(
-            matches!(calls, Calls::Unknown(ref why) if why.contains("line break")),
-            "{calls:?}"
-        );
+        assert!(matches!(calls, Calls::Unknown(ref why) if why.contains("line break")), "{calls:?}");
     }
 }

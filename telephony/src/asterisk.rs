@@ -64,15 +64,8 @@ pub fn parse_channels_count(text: &str) -> Result<ChannelsCount, String> {
         }
     }
     match (channels, calls) {
-        (Some(channels), Some(calls)) => Ok(ChannelsCount {
-            channels,
-            calls,
-            processed,
-        }),
-        _ => Err(format!(
-            "no `N active channels` / `N active calls` lines in `{}`",
-            text.trim()
-        )),
+        (Some(channels), Some(calls)) => Ok(ChannelsCount { channels, calls, processed }),
+        _ => Err(format!("no `N active channels` / `N active calls` lines in `{}`", text.trim())),
     }
 }
 
@@ -80,9 +73,10 @@ pub fn parse_channels_count(text: &str) -> Result<ChannelsCount, String> {
 /// asterisk.c: "Unable to connect to remote asterisk (does %s exist?)" when no Asterisk runs;
 /// cli.c: "No such command '%s' (type 'core show help %s' for other possible commands)".
 fn cli_failure(output: &str) -> Option<&str> {
-    output.lines().map(str::trim).find(|l| {
-        l.starts_with("Unable to connect to remote asterisk") || l.starts_with("No such command")
-    })
+    output
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("Unable to connect to remote asterisk") || l.starts_with("No such command"))
 }
 
 /// An Asterisk under pbxha's control.
@@ -104,10 +98,7 @@ impl Asterisk {
         let cmd = Cmd::new(["asterisk", "-rx", command]).timeout(CLI_TIMEOUT);
         let out = self.runner.run_ok(&cmd).await?;
         if let Some(line) = cli_failure(&out.stdout).or_else(|| cli_failure(&out.stderr)) {
-            return Err(Error::Pbx {
-                command: cmd.to_string(),
-                message: line.to_string(),
-            });
+            return Err(Error::Pbx { command: cmd.to_string(), message: line.to_string() });
         }
         Ok(out.stdout)
     }
@@ -116,19 +107,14 @@ impl Asterisk {
     pub async fn channels_count(&self) -> Result<ChannelsCount, Error> {
         let command = "core show channels count";
         let out = self.cli(command).await?;
-        parse_channels_count(&out).map_err(|message| Error::Pbx {
-            command: format!("asterisk -rx {command}"),
-            message,
-        })
+        parse_channels_count(&out).map_err(|message| Error::Pbx { command: format!("asterisk -rx {command}"), message })
     }
 }
 
 #[async_trait]
 impl Drain for Asterisk {
     async fn start_drain(&self) -> Result<(), Error> {
-        self.cli(&format!("dialplan set global {DRAIN_VARIABLE} 1"))
-            .await
-            .map(drop)
+        self.cli(&format!("dialplan set global {DRAIN_VARIABLE} 1")).await.map(drop)
     }
 
     async fn active_calls(&self) -> Calls {
@@ -142,8 +128,7 @@ impl Drain for Asterisk {
     }
 
     async fn end_drain(&self) -> Result<(), Error> {
-        self.cli(&format!("dialplan set global {DRAIN_VARIABLE} 0"))
-            .await?;
+        self.cli(&format!("dialplan set global {DRAIN_VARIABLE} 0")).await?;
         // An operator may also have begun `core stop gracefully` by hand; whoever reopens
         // the PBX wants it taking calls, so that shutdown is cancelled too.
         self.cli("core abort shutdown").await.map(drop)
@@ -173,8 +158,7 @@ mod tests {
     const COUNT_MAXCALLS: &str =
         "4 active channels\n2 of 100 max active calls ( 2.00% of capacity)\n57 calls processed\n";
     // asterisk.c prints this to stderr and exits 1 when no Asterisk runs.
-    const NOT_RUNNING: &str =
-        "Unable to connect to remote asterisk (does /var/run/asterisk/asterisk.ctl exist?)\n";
+    const NOT_RUNNING: &str = "Unable to connect to remote asterisk (does /var/run/asterisk/asterisk.ctl exist?)\n";
     // cli.c, for a command no loaded module provides (exit status 0).
     const NO_SUCH: &str = "No such command 'core show channels count' (type 'core show help core show channels count' for other possible commands)\n";
     // pbx.c handle_set_global.
@@ -186,50 +170,22 @@ mod tests {
 
     #[test]
     fn parses_core_show_channels_count() {
-        assert_eq!(
-            parse_channels_count(COUNT_IDLE),
-            Ok(ChannelsCount {
-                channels: 0,
-                calls: 0,
-                processed: Some(12)
-            })
-        );
-        assert_eq!(
-            parse_channels_count(COUNT_BUSY),
-            Ok(ChannelsCount {
-                channels: 3,
-                calls: 1,
-                processed: Some(1)
-            })
-        );
+        assert_eq!(parse_channels_count(COUNT_IDLE), Ok(ChannelsCount { channels: 0, calls: 0, processed: Some(12) }));
+        assert_eq!(parse_channels_count(COUNT_BUSY), Ok(ChannelsCount { channels: 3, calls: 1, processed: Some(1) }));
         assert_eq!(
             parse_channels_count(COUNT_MAXCALLS),
-            Ok(ChannelsCount {
-                channels: 4,
-                calls: 2,
-                processed: Some(57)
-            })
+            Ok(ChannelsCount { channels: 4, calls: 2, processed: Some(57) })
         );
         // Asterisk 1.4's `show channels` printed no "processed" line.
         assert_eq!(
             parse_channels_count("2 active channels\n1 active call\n"),
-            Ok(ChannelsCount {
-                channels: 2,
-                calls: 1,
-                processed: None
-            })
+            Ok(ChannelsCount { channels: 2, calls: 1, processed: None })
         );
     }
 
     #[test]
     fn output_without_counts_is_an_error_not_zero() {
-        for text in [
-            "",
-            NOT_RUNNING,
-            NO_SUCH,
-            "0 active channels\n",
-            "Failed to retrieve cached channels\n",
-        ] {
+        for text in ["", NOT_RUNNING, NO_SUCH, "0 active channels\n", "Failed to retrieve cached channels\n"] {
             assert!(parse_channels_count(text).is_err(), "{text:?}");
         }
     }
@@ -237,10 +193,7 @@ mod tests {
     #[tokio::test]
     async fn counts_calls_through_the_cli() {
         let runner = Arc::new(ScriptedRunner::new());
-        runner.on(
-            ["asterisk", "-rx", "core show channels count"],
-            Output::ok(COUNT_BUSY),
-        );
+        runner.on(["asterisk", "-rx", "core show channels count"], Output::ok(COUNT_BUSY));
         let pbx = asterisk(&runner, None);
         assert_eq!(pbx.active_calls().await, Calls::Known(1));
         assert_eq!(runner.argvs(), ["asterisk -rx core show channels count"]);
@@ -251,17 +204,11 @@ mod tests {
         let runner = Arc::new(ScriptedRunner::new());
         let pbx = asterisk(&runner, None);
         runner.on(["asterisk"], Output::failed(1, NOT_RUNNING));
-        assert!(
-            matches!(pbx.active_calls().await, Calls::Unknown(ref why) if why.contains("Unable to connect"))
-        );
+        assert!(matches!(pbx.active_calls().await, Calls::Unknown(ref why) if why.contains("Unable to connect")));
         runner.on(["asterisk"], Output::ok(NO_SUCH));
-        assert!(
-            matches!(pbx.active_calls().await, Calls::Unknown(ref why) if why.contains("No such command"))
-        );
+        assert!(matches!(pbx.active_calls().await, Calls::Unknown(ref why) if why.contains("No such command")));
         runner.fail_spawn(["asterisk"], "No such file or directory");
-        assert!(
-            matches!(pbx.active_calls().await, Calls::Unknown(ref why) if why.contains("cannot run"))
-        );
+        assert!(matches!(pbx.active_calls().await, Calls::Unknown(ref why) if why.contains("cannot run")));
     }
 
     #[tokio::test]
@@ -289,15 +236,8 @@ mod tests {
     async fn a_failed_drain_command_names_it() {
         let runner = Arc::new(ScriptedRunner::new());
         runner.on(["asterisk"], Output::failed(1, NOT_RUNNING));
-        let err = asterisk(&runner, None)
-            .start_drain()
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("asterisk -rx dialplan set global PBXHA_DRAINING 1"),
-            "{err}"
-        );
+        let err = asterisk(&runner, None).start_drain().await.unwrap_err().to_string();
+        assert!(err.contains("asterisk -rx dialplan set global PBXHA_DRAINING 1"), "{err}");
     }
 
     #[tokio::test]
@@ -308,17 +248,9 @@ mod tests {
         drop(listener);
         let runner = Arc::new(ScriptedRunner::new());
         runner.on(["asterisk"], Output::ok(COUNT_IDLE));
-        let ami = AmiConfig {
-            addr,
-            username: "pbxha".into(),
-            secret: "x".into(),
-            timeout: Duration::from_secs(5),
-        };
+        let ami = AmiConfig { addr, username: "pbxha".into(), secret: "x".into(), timeout: Duration::from_secs(5) };
         let calls = asterisk(&runner, Some(ami)).active_calls().await;
-        assert!(
-            matches!(calls, Calls::Unknown(ref why) if why.starts_with("AMI ")),
-            "{calls:?}"
-        );
+        assert!(matches!(calls, Calls::Unknown(ref why) if why.starts_with("AMI ")), "{calls:?}");
         assert!(runner.argvs().is_empty());
     }
 }

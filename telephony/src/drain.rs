@@ -50,20 +50,13 @@ pub async fn drain(
         let remaining = deadline.saturating_sub(began.elapsed());
         let calls = match tokio::time::timeout(remaining.max(MIN_QUERY), pbx.active_calls()).await {
             Ok(calls) => calls,
-            Err(_) => Calls::Unknown(format!(
-                "no call count within {:?}",
-                remaining.max(MIN_QUERY)
-            )),
+            Err(_) => Calls::Unknown(format!("no call count within {:?}", remaining.max(MIN_QUERY))),
         };
         let elapsed = began.elapsed();
         progress(&calls, elapsed);
         // An unknown count is never taken for an idle PBX: only a read zero ends early.
         if calls == Calls::Known(0) || elapsed >= deadline {
-            return DrainOutcome {
-                calls_left: calls,
-                refusing,
-                elapsed,
-            };
+            return DrainOutcome { calls_left: calls, refusing, elapsed };
         }
         tokio::time::sleep(poll.min(deadline - elapsed)).await;
     }
@@ -107,10 +100,7 @@ mod tests {
         async fn start_drain(&self) -> Result<(), Error> {
             self.started.fetch_add(1, Ordering::SeqCst);
             if self.refuse_fails {
-                return Err(Error::Pbx {
-                    command: "fsctl pause inbound".into(),
-                    message: "-ERR".into(),
-                });
+                return Err(Error::Pbx { command: "fsctl pause inbound".into(), message: "-ERR".into() });
             }
             Ok(())
         }
@@ -137,73 +127,31 @@ mod tests {
     fn record() -> (Seen, impl FnMut(&Calls, Duration) + Send) {
         let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
         let sink = seen.clone();
-        (seen, move |c: &Calls, t| {
-            sink.lock().unwrap().push((c.clone(), t))
-        })
+        (seen, move |c: &Calls, t| sink.lock().unwrap().push((c.clone(), t)))
     }
 
     #[tokio::test(start_paused = true)]
     async fn waits_until_the_last_call_ends_and_reports_each_count() {
-        let pbx = Scripted::new(vec![
-            Calls::Known(3),
-            Calls::Known(2),
-            Calls::Known(2),
-            Calls::Known(0),
-        ]);
+        let pbx = Scripted::new(vec![Calls::Known(3), Calls::Known(2), Calls::Known(2), Calls::Known(0)]);
         let (seen, progress) = record();
-        let out = drain(
-            &pbx,
-            Duration::from_secs(300),
-            Duration::from_secs(1),
-            progress,
-        )
-        .await;
-        assert_eq!(
-            out,
-            DrainOutcome {
-                calls_left: Calls::Known(0),
-                refusing: true,
-                elapsed: Duration::from_secs(3)
-            }
-        );
+        let out = drain(&pbx, Duration::from_secs(300), Duration::from_secs(1), progress).await;
+        assert_eq!(out, DrainOutcome { calls_left: Calls::Known(0), refusing: true, elapsed: Duration::from_secs(3) });
         let seen = seen.lock().unwrap();
         let counts: Vec<_> = seen.iter().map(|(c, _)| c.known()).collect();
         assert_eq!(counts, [Some(3), Some(2), Some(2), Some(0)]);
-        assert_eq!(
-            seen.iter().map(|(_, t)| t.as_secs()).collect::<Vec<_>>(),
-            [0, 1, 2, 3]
-        );
+        assert_eq!(seen.iter().map(|(_, t)| t.as_secs()).collect::<Vec<_>>(), [0, 1, 2, 3]);
         assert_eq!(pbx.started.load(Ordering::SeqCst), 1);
-        assert_eq!(
-            pbx.ended.load(Ordering::SeqCst),
-            0,
-            "the PBX must keep refusing until it is stopped"
-        );
+        assert_eq!(pbx.ended.load(Ordering::SeqCst), 0, "the PBX must keep refusing until it is stopped");
     }
 
     #[tokio::test(start_paused = true)]
     async fn stops_at_the_deadline_with_calls_still_up() {
         let pbx = Scripted::new(vec![Calls::Known(4)]);
         let (seen, progress) = record();
-        let out = drain(
-            &pbx,
-            Duration::from_secs(10),
-            Duration::from_secs(3),
-            progress,
-        )
-        .await;
+        let out = drain(&pbx, Duration::from_secs(10), Duration::from_secs(3), progress).await;
         assert_eq!(out.calls_left, Calls::Known(4));
-        assert_eq!(
-            out.elapsed,
-            Duration::from_secs(10),
-            "the last poll is cut to the deadline"
-        );
-        let times: Vec<_> = seen
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, t)| t.as_secs())
-            .collect();
+        assert_eq!(out.elapsed, Duration::from_secs(10), "the last poll is cut to the deadline");
+        let times: Vec<_> = seen.lock().unwrap().iter().map(|(_, t)| t.as_secs()).collect();
         assert_eq!(times, [0, 3, 6, 9, 10]);
     }
 
@@ -215,13 +163,7 @@ mod tests {
             Calls::Unknown("timeout".into()),
         ]);
         let (_, progress) = record();
-        let out = drain(
-            &pbx,
-            Duration::from_secs(5),
-            Duration::from_secs(1),
-            progress,
-        )
-        .await;
+        let out = drain(&pbx, Duration::from_secs(5), Duration::from_secs(1), progress).await;
         assert_eq!(out.calls_left, Calls::Unknown("timeout".into()));
         assert_eq!(out.elapsed, Duration::from_secs(5));
     }
@@ -231,21 +173,8 @@ mod tests {
         let mut pbx = Scripted::new(vec![Calls::Known(1), Calls::Known(0)]);
         pbx.refuse_fails = true;
         let (_, progress) = record();
-        let out = drain(
-            &pbx,
-            Duration::from_secs(60),
-            Duration::from_secs(1),
-            progress,
-        )
-        .await;
-        assert_eq!(
-            out,
-            DrainOutcome {
-                calls_left: Calls::Known(0),
-                refusing: false,
-                elapsed: Duration::from_secs(1)
-            }
-        );
+        let out = drain(&pbx, Duration::from_secs(60), Duration::from_secs(1), progress).await;
+        assert_eq!(out, DrainOutcome { calls_left: Calls::Known(0), refusing: false, elapsed: Duration::from_secs(1) });
     }
 
     #[tokio::test(start_paused = true)]
@@ -253,21 +182,8 @@ mod tests {
         let mut pbx = Scripted::new(vec![Calls::Known(2)]);
         pbx.delay = Duration::from_secs(3600);
         let (_, progress) = record();
-        let out = drain(
-            &pbx,
-            Duration::from_secs(20),
-            Duration::from_secs(1),
-            progress,
-        )
-        .await;
-        assert!(
-            matches!(out.calls_left, Calls::Unknown(ref why) if why.contains("no call count")),
-            "{out:?}"
-        );
-        assert_eq!(
-            out.elapsed,
-            Duration::from_secs(20),
-            "a hung PBX must not hold the switchover past its deadline"
-        );
+        let out = drain(&pbx, Duration::from_secs(20), Duration::from_secs(1), progress).await;
+        assert!(matches!(out.calls_left, Calls::Unknown(ref why) if why.contains("no call count")), "{out:?}");
+        assert_eq!(out.elapsed, Duration::from_secs(20), "a hung PBX must not hold the switchover past its deadline");
     }
 }

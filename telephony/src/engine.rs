@@ -25,9 +25,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::options::{
-    self, build_request, match_response, Matched, Probe, TransactionId, Transport,
-};
+use crate::options::{self, build_request, match_response, Matched, Probe, TransactionId, Transport};
 use crate::verdict::{verdict, verdict_for_status, Policy, Verdict};
 use crate::wire::{self, MAX_MESSAGE};
 use crate::Error;
@@ -88,13 +86,7 @@ pub struct Hysteresis {
 impl Hysteresis {
     /// Starts [`Health::Unknown`]; `rise` and `fall` below 1 count as 1.
     pub fn new(rise: u32, fall: u32) -> Self {
-        Hysteresis {
-            rise: rise.max(1),
-            fall: fall.max(1),
-            health: Health::Unknown,
-            good_run: 0,
-            bad_run: 0,
-        }
+        Hysteresis { rise: rise.max(1), fall: fall.max(1), health: Health::Unknown, good_run: 0, bad_run: 0 }
     }
 
     pub fn health(&self) -> Health {
@@ -225,10 +217,7 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 
 /// Binds the shared sockets and starts the engine task. Fails on duplicate names or when a
 /// socket cannot be bound.
-pub async fn start(
-    targets: Vec<TargetSpec>,
-    samples: mpsc::Sender<Sample>,
-) -> Result<EngineHandle, Error> {
+pub async fn start(targets: Vec<TargetSpec>, samples: mpsc::Sender<Sample>) -> Result<EngineHandle, Error> {
     let mut index = HashMap::new();
     for (i, t) in targets.iter().enumerate() {
         if index.insert(t.name.clone(), i).is_some() {
@@ -238,21 +227,9 @@ pub async fn start(
             ));
         }
     }
-    let udp = |v6: bool| {
-        targets
-            .iter()
-            .any(|t| t.transport == Transport::Udp && t.target.is_ipv6() == v6)
-    };
-    let v4 = if udp(false) {
-        Some(bind(IpAddr::V4(Ipv4Addr::UNSPECIFIED)).await?)
-    } else {
-        None
-    };
-    let v6 = if udp(true) {
-        Some(bind(IpAddr::V6(Ipv6Addr::UNSPECIFIED)).await?)
-    } else {
-        None
-    };
+    let udp = |v6: bool| targets.iter().any(|t| t.transport == Transport::Udp && t.target.is_ipv6() == v6);
+    let v4 = if udp(false) { Some(bind(IpAddr::V4(Ipv4Addr::UNSPECIFIED)).await?) } else { None };
+    let v6 = if udp(true) { Some(bind(IpAddr::V6(Ipv6Addr::UNSPECIFIED)).await?) } else { None };
     let shared = Arc::new(Mutex::new(Shared {
         targets: targets
             .iter()
@@ -281,12 +258,7 @@ pub async fn start(
             if spec.active {
                 // Spread the first probes over one interval so a thousand targets do not
                 // all fire in the same millisecond.
-                timers.push(Reverse((
-                    now + spec.interval / n * i as u32,
-                    i,
-                    gen,
-                    Timer::Probe,
-                )));
+                timers.push(Reverse((now + spec.interval / n * i as u32, i, gen, Timer::Probe)));
             }
             State {
                 name: Arc::from(spec.name.as_str()),
@@ -311,11 +283,7 @@ pub async fn start(
         dropped: 0,
     };
     tokio::spawn(engine.run(rx));
-    Ok(EngineHandle {
-        commands: tx,
-        shared,
-        index: Arc::new(index),
-    })
+    Ok(EngineHandle { commands: tx, shared, index: Arc::new(index) })
 }
 
 async fn bind(ip: IpAddr) -> Result<UdpSocket, Error> {
@@ -407,12 +375,10 @@ impl Engine {
         // wrote its old verdict to the snapshot.
         lock(&self.shared).targets[i].reset(true);
         self.states[i].spec.active = true;
-        self.states[i].hysteresis =
-            Hysteresis::new(self.states[i].spec.rise, self.states[i].spec.fall);
+        self.states[i].hysteresis = Hysteresis::new(self.states[i].spec.rise, self.states[i].spec.fall);
         self.states[i].local = None;
         let gen = self.states[i].gen;
-        self.timers
-            .push(Reverse((Instant::now(), i, gen, Timer::Probe)));
+        self.timers.push(Reverse((Instant::now(), i, gen, Timer::Probe)));
     }
 
     fn deactivate(&mut self, i: usize) {
@@ -444,11 +410,8 @@ impl Engine {
                 Timer::Resend => self.resend(i).await,
                 Timer::Expire => {
                     let spec = &self.states[i].spec;
-                    let err = Error::Timeout {
-                        target: spec.target,
-                        transport: spec.transport.as_str(),
-                        after: spec.timeout,
-                    };
+                    let err =
+                        Error::Timeout { target: spec.target, transport: spec.transport.as_str(), after: spec.timeout };
                     self.finish(i, Err(err));
                 }
             }
@@ -462,8 +425,7 @@ impl Engine {
         let spec = self.states[i].spec.clone();
         if spec.transport == Transport::Tcp {
             let probe = Probe::tcp(spec.target, spec.timeout);
-            self.tcp
-                .spawn(async move { (i, gen, options::probe(&probe).await) });
+            self.tcp.spawn(async move { (i, gen, options::probe(&probe).await) });
             return;
         }
         let prepared = match self.prepare_udp(i).await {
@@ -472,33 +434,18 @@ impl Engine {
         };
         let (id, request) = prepared;
         self.branches.insert(id.branch.clone(), i);
-        self.states[i].inflight = Some(InFlight {
-            id,
-            request,
-            started,
-            interval: options::T1,
-        });
-        self.timers
-            .push(Reverse((started + spec.timeout, i, gen, Timer::Expire)));
+        self.states[i].inflight = Some(InFlight { id, request, started, interval: options::T1 });
+        self.timers.push(Reverse((started + spec.timeout, i, gen, Timer::Expire)));
         self.resend(i).await;
     }
 
     async fn prepare_udp(&mut self, i: usize) -> Result<(TransactionId, Vec<u8>), Error> {
         let target = self.states[i].spec.target;
-        let socket = if target.is_ipv6() {
-            self.v6.as_ref()
-        } else {
-            self.v4.as_ref()
-        };
+        let socket = if target.is_ipv6() { self.v6.as_ref() } else { self.v4.as_ref() };
         let port = socket
             .and_then(|s| s.local_addr().ok())
             .map(|a| a.port())
-            .ok_or_else(|| {
-                Error::io(
-                    format!("probing {target}"),
-                    std::io::ErrorKind::NotConnected.into(),
-                )
-            })?;
+            .ok_or_else(|| Error::io(format!("probing {target}"), std::io::ErrorKind::NotConnected.into()))?;
         let local = match self.states[i].local {
             Some(ip) => ip,
             None => {
@@ -518,11 +465,7 @@ impl Engine {
         let s = &mut self.states[i];
         let Some(f) = s.inflight.as_mut() else { return };
         let target = s.spec.target;
-        let socket = if target.is_ipv6() {
-            self.v6.as_ref()
-        } else {
-            self.v4.as_ref()
-        };
+        let socket = if target.is_ipv6() { self.v6.as_ref() } else { self.v4.as_ref() };
         let Some(socket) = socket else { return };
         if let Err(e) = socket.send_to(&f.request, target).await {
             let err = Error::io(format!("sending OPTIONS to {target} over UDP"), e);
@@ -565,18 +508,8 @@ impl Engine {
                 // §17.1.2.2: in Proceeding, retransmit every T2.
                 f.interval = options::T2;
             }
-            Matched::Final {
-                status,
-                reason,
-                headers,
-            } => {
-                let resp = options::OptionsResponse {
-                    status,
-                    reason,
-                    rtt: f.started.elapsed(),
-                    source,
-                    headers,
-                };
+            Matched::Final { status, reason, headers } => {
+                let resp = options::OptionsResponse { status, reason, rtt: f.started.elapsed(), source, headers };
                 self.finish(i, Ok(resp));
             }
         }
@@ -613,26 +546,15 @@ impl Engine {
         if let Some(h) = change {
             tracing::info!(target = %s.name, health = h.as_str(), verdict = ?v, "probe target changed state");
         }
-        let sample = Sample {
-            target: s.name.clone(),
-            verdict: v,
-            rtt,
-            health,
-            changed: change.is_some(),
-        };
+        let sample = Sample { target: s.name.clone(), verdict: v, rtt, health, changed: change.is_some() };
         if self.samples.try_send(sample).is_err() {
             self.dropped += 1;
             if self.dropped.is_power_of_two() {
-                tracing::warn!(
-                    dropped = self.dropped,
-                    "probe samples dropped: the consumer is slow or gone"
-                );
+                tracing::warn!(dropped = self.dropped, "probe samples dropped: the consumer is slow or gone");
             }
         }
         let now = Instant::now();
-        let next = s
-            .started
-            .map_or(now + s.spec.interval, |st| (st + s.spec.interval).max(now));
+        let next = s.started.map_or(now + s.spec.interval, |st| (st + s.spec.interval).max(now));
         self.timers.push(Reverse((next, i, s.gen, Timer::Probe)));
     }
 }

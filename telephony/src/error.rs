@@ -10,11 +10,7 @@ pub enum Error {
     Io { context: String, source: std::io::Error },
     /// No final response arrived before the probe's deadline.
     #[error("no final SIP response from {target} ({transport}) within {after:?}")]
-    Timeout {
-        target: SocketAddr,
-        transport: &'static str,
-        after: Duration,
-    },
+    Timeout { target: SocketAddr, transport: &'static str, after: Duration },
     /// The peer closed a TCP connection before a final response arrived.
     #[error("{target} closed the TCP connection before a final SIP response")]
     Closed { target: SocketAddr },
@@ -35,9 +31,6 @@ pub enum Error {
 impl Error {
     /// An I/O error with what was being done when it happened.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io {
-            context: context.into(),
-            source,
-        }
+        Error::Io { context: context.into(), source }
     }
 }

@@ -31,9 +31,10 @@ pub fn parse_show_calls_count(text: &str) -> Result<u32, String> {
 /// logs `Error Connecting [...]` when mod_event_socket cannot be reached, and API commands
 /// answer `-ERR ...` (mod_commands.c) or `-USAGE: ...` on failure.
 fn cli_failure(output: &str) -> Option<&str> {
-    output.lines().map(str::trim).find(|l| {
-        l.contains("Error Connecting") || l.starts_with("-ERR") || l.starts_with("-USAGE")
-    })
+    output
+        .lines()
+        .map(str::trim)
+        .find(|l| l.contains("Error Connecting") || l.starts_with("-ERR") || l.starts_with("-USAGE"))
 }
 
 /// fs_cli reads its connection profiles from `$HOME/.fs_cli_conf` (fs_cli.c); the profile
@@ -70,10 +71,7 @@ impl FreeSwitch {
     pub fn with_event_socket_password(mut self, password: &str) -> Result<Self, Error> {
         use std::io::Write;
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        let conf = render_cli_conf(password).map_err(|message| Error::Pbx {
-            command: "fs_cli".into(),
-            message,
-        })?;
+        let conf = render_cli_conf(password).map_err(|message| Error::Pbx { command: "fs_cli".into(), message })?;
         let home = tempfile::Builder::new()
             .prefix("pbxha-fs_cli-")
             .tempdir()
@@ -101,10 +99,7 @@ impl FreeSwitch {
         }
         let out = self.runner.run(&cmd).await?;
         if let Some(line) = cli_failure(&out.stdout).or_else(|| cli_failure(&out.stderr)) {
-            return Err(Error::Pbx {
-                command: cmd.to_string(),
-                message: line.to_string(),
-            });
+            return Err(Error::Pbx { command: cmd.to_string(), message: line.to_string() });
         }
         if !out.success() {
             return Err(Error::Pbx {
@@ -118,10 +113,7 @@ impl FreeSwitch {
     pub async fn calls_count(&self) -> Result<u32, Error> {
         let command = "show calls count";
         let out = self.api(command, CLI_TIMEOUT).await?;
-        parse_show_calls_count(&out).map_err(|message| Error::Pbx {
-            command: format!("fs_cli -x {command}"),
-            message,
-        })
+        parse_show_calls_count(&out).map_err(|message| Error::Pbx { command: format!("fs_cli -x {command}"), message })
     }
 }
 
@@ -139,9 +131,7 @@ impl Drain for FreeSwitch {
     }
 
     async fn end_drain(&self) -> Result<(), Error> {
-        self.api("fsctl resume inbound", CLI_TIMEOUT)
-            .await
-            .map(drop)
+        self.api("fsctl resume inbound", CLI_TIMEOUT).await.map(drop)
     }
 }
 
@@ -186,12 +176,7 @@ mod tests {
         assert_eq!(parse_show_calls_count(COUNT_IDLE), Ok(0));
         assert_eq!(parse_show_calls_count(COUNT_BUSY), Ok(3));
         assert_eq!(parse_show_calls_count("3 total."), Ok(3));
-        for text in [
-            "",
-            NOT_CONNECTED,
-            "-ERR SQL disabled, no data available!\n",
-            "x total.\n",
-        ] {
+        for text in ["", NOT_CONNECTED, "-ERR SQL disabled, no data available!\n", "x total.\n"] {
             assert!(parse_show_calls_count(text).is_err(), "{text:?}");
         }
     }
@@ -210,19 +195,12 @@ mod tests {
         // Wherever fs_cli's logger puts the line, and whatever the exit status.
         for out in [
             Output::failed(255, NOT_CONNECTED),
-            Output {
-                code: 255,
-                stdout: NOT_CONNECTED.into(),
-                stderr: String::new(),
-            },
+            Output { code: 255, stdout: NOT_CONNECTED.into(), stderr: String::new() },
             Output::ok(NOT_CONNECTED),
         ] {
             runner.on(["fs_cli"], out);
             let calls = freeswitch(&runner).active_calls().await;
-            assert!(
-                matches!(calls, Calls::Unknown(ref why) if why.contains("Error Connecting")),
-                "{calls:?}"
-            );
+            assert!(matches!(calls, Calls::Unknown(ref why) if why.contains("Error Connecting")), "{calls:?}");
         }
         runner.on(["fs_cli"], Output::failed(1, ""));
         assert!(
@@ -237,19 +215,10 @@ mod tests {
         let pbx = freeswitch(&runner);
         pbx.start_drain().await.unwrap();
         pbx.end_drain().await.unwrap();
-        assert_eq!(
-            runner.argvs(),
-            [
-                "fs_cli -x fsctl pause inbound",
-                "fs_cli -x fsctl resume inbound"
-            ]
-        );
+        assert_eq!(runner.argvs(), ["fs_cli -x fsctl pause inbound", "fs_cli -x fsctl resume inbound"]);
         runner.on(["fs_cli", "-x"], Output::ok(FSCTL_ERR));
         let err = pbx.start_drain().await.unwrap_err().to_string();
-        assert!(
-            err.contains("fs_cli -x fsctl pause inbound") && err.contains("-ERR INVALID COMMAND"),
-            "{err}"
-        );
+        assert!(err.contains("fs_cli -x fsctl pause inbound") && err.contains("-ERR INVALID COMMAND"), "{err}");
     }
 
     #[tokio::test]
@@ -292,10 +261,7 @@ mod tests {
         assert_eq!(runner.calls()[0].timeout, RECOVER_TIMEOUT);
         runner.on(["fs_cli"], Output::failed(255, NOT_CONNECTED));
         let err = pbx.after_takeover().await.unwrap_err().to_string();
-        assert!(
-            err.contains("fs_cli -x sofia recover") && err.contains("Error Connecting"),
-            "{err}"
-        );
+        assert!(err.contains("fs_cli -x sofia recover") && err.contains("Error Connecting"), "{err}");
         assert_eq!(pbx.kind(), PbxKind::FreeSwitch);
     }
 }

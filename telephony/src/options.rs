@@ -61,22 +61,12 @@ pub struct Probe {
 impl Probe {
     /// A UDP probe of `target` with the given deadline.
     pub fn udp(target: SocketAddr, timeout: Duration) -> Self {
-        Probe {
-            target,
-            transport: Transport::Udp,
-            timeout,
-            request_uri: None,
-        }
+        Probe { target, transport: Transport::Udp, timeout, request_uri: None }
     }
 
     /// A TCP probe of `target` with the given deadline.
     pub fn tcp(target: SocketAddr, timeout: Duration) -> Self {
-        Probe {
-            target,
-            transport: Transport::Tcp,
-            timeout,
-            request_uri: None,
-        }
+        Probe { target, transport: Transport::Tcp, timeout, request_uri: None }
     }
 }
 
@@ -99,10 +89,7 @@ impl OptionsResponse {
     /// The first value of header `name` (any case, long or compact form).
     pub fn header(&self, name: &str) -> Option<&str> {
         let wanted = wire::canonical_name(name);
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(&wanted))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(&wanted)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -128,21 +115,13 @@ impl TransactionId {
 
 /// The OPTIONS request as bytes. `local` is our address as the peer should see it in Via.
 pub fn build_request(id: &TransactionId, local: SocketAddr, probe: &Probe) -> Result<Vec<u8>, Error> {
-    let uri_text = probe
-        .request_uri
-        .clone()
-        .unwrap_or_else(|| format!("sip:{}", host_port(probe.target)));
+    let uri_text = probe.request_uri.clone().unwrap_or_else(|| format!("sip:{}", host_port(probe.target)));
     // The parser is lenient; whitespace would split the request line or inject headers.
     if uri_text.chars().any(char::is_whitespace) {
-        return Err(Error::RequestUri {
-            uri: uri_text,
-            message: "contains whitespace".into(),
-        });
+        return Err(Error::RequestUri { uri: uri_text, message: "contains whitespace".into() });
     }
-    let uri = rsip::parse_uri(&uri_text).map_err(|e| Error::RequestUri {
-        uri: uri_text.clone(),
-        message: e.to_string(),
-    })?;
+    let uri =
+        rsip::parse_uri(&uri_text).map_err(|e| Error::RequestUri { uri: uri_text.clone(), message: e.to_string() })?;
     let headers = vec![
         Header::Via(rsip::Via::new(format!(
             "SIP/2.0/{} {};branch={};rport",
@@ -151,11 +130,7 @@ pub fn build_request(id: &TransactionId, local: SocketAddr, probe: &Probe) -> Re
             id.branch
         ))),
         Header::MaxForwards(rsip::MaxForwards::new(MAX_FORWARDS.to_string())),
-        Header::From(rsip::From::new(format!(
-            "<sip:pbxha@{}>;tag={}",
-            host(local.ip()),
-            id.from_tag
-        ))),
+        Header::From(rsip::From::new(format!("<sip:pbxha@{}>;tag={}", host(local.ip()), id.from_tag))),
         Header::To(rsip::To::new(format!("<{uri}>"))),
         Header::CallId(rsip::CallId::new(id.call_id.clone())),
         Header::CSeq(rsip::CSeq::new("1 OPTIONS")),
@@ -181,11 +156,7 @@ pub enum Matched {
     /// A 1xx: the peer is working on it.
     Provisional,
     /// The final response: status, reason, headers.
-    Final {
-        status: u16,
-        reason: String,
-        headers: Vec<(String, String)>,
-    },
+    Final { status: u16, reason: String, headers: Vec<(String, String)> },
 }
 
 /// Matches one received message against our transaction. Pure, total: any bytes in.
@@ -204,19 +175,9 @@ pub fn match_response(bytes: &[u8], id: &TransactionId) -> Matched {
     if status < 200 {
         return Matched::Provisional;
     }
-    let reason = resp
-        .wire_reason
-        .clone()
-        .unwrap_or_else(|| resp.status_code.text().to_string());
-    let headers = headers
-        .iter()
-        .map(|h| (h.name().to_string(), h.value().to_string()))
-        .collect();
-    Matched::Final {
-        status,
-        reason,
-        headers,
-    }
+    let reason = resp.wire_reason.clone().unwrap_or_else(|| resp.status_code.text().to_string());
+    let headers = headers.iter().map(|h| (h.name().to_string(), h.value().to_string())).collect();
+    Matched::Final { status, reason, headers }
 }
 
 /// Sends one OPTIONS and waits for its final response.
@@ -238,9 +199,7 @@ async fn probe_udp(probe: &Probe) -> Result<OptionsResponse, Error> {
     let socket = UdpSocket::bind(SocketAddr::new(local_ip, 0))
         .await
         .map_err(|e| Error::io(format!("binding a UDP socket on {local_ip} to probe {target}"), e))?;
-    let local = socket
-        .local_addr()
-        .map_err(|e| Error::io("reading the probe socket's address", e))?;
+    let local = socket.local_addr().map_err(|e| Error::io("reading the probe socket's address", e))?;
     let id = TransactionId::random();
     let request = build_request(&id, local, probe)?;
 
@@ -252,11 +211,7 @@ async fn probe_udp(probe: &Probe) -> Result<OptionsResponse, Error> {
     loop {
         let now = Instant::now();
         if now >= deadline {
-            return Err(Error::Timeout {
-                target,
-                transport: "UDP",
-                after: probe.timeout,
-            });
+            return Err(Error::Timeout { target, transport: "UDP", after: probe.timeout });
         }
         if now >= next_send {
             socket
@@ -280,18 +235,8 @@ async fn probe_udp(probe: &Probe) -> Result<OptionsResponse, Error> {
                 interval = T2;
                 next_send = Instant::now() + T2;
             }
-            Matched::Final {
-                status,
-                reason,
-                headers,
-            } => {
-                return Ok(OptionsResponse {
-                    status,
-                    reason,
-                    rtt: started.elapsed(),
-                    source,
-                    headers,
-                })
+            Matched::Final { status, reason, headers } => {
+                return Ok(OptionsResponse { status, reason, rtt: started.elapsed(), source, headers })
             }
         }
     }
@@ -301,18 +246,12 @@ async fn probe_tcp(probe: &Probe) -> Result<OptionsResponse, Error> {
     let target = probe.target;
     let started = Instant::now();
     let deadline = started + probe.timeout;
-    let timeout = || Error::Timeout {
-        target,
-        transport: "TCP",
-        after: probe.timeout,
-    };
+    let timeout = || Error::Timeout { target, transport: "TCP", after: probe.timeout };
     let mut stream = tokio::time::timeout_at(deadline, TcpStream::connect(target))
         .await
         .map_err(|_| timeout())?
         .map_err(|e| Error::io(format!("connecting to {target} over TCP"), e))?;
-    let local = stream
-        .local_addr()
-        .map_err(|e| Error::io("reading the probe connection's address", e))?;
+    let local = stream.local_addr().map_err(|e| Error::io("reading the probe connection's address", e))?;
     let id = TransactionId::random();
     let request = build_request(&id, local, probe)?;
     tokio::time::timeout_at(deadline, stream.write_all(&request))
@@ -325,19 +264,8 @@ async fn probe_tcp(probe: &Probe) -> Result<OptionsResponse, Error> {
     loop {
         match wire::next_frame(&buf).map_err(|message| Error::Framing { target, message })? {
             Frame::Message { start, end } => {
-                if let Matched::Final {
-                    status,
-                    reason,
-                    headers,
-                } = match_response(&buf[start..end], &id)
-                {
-                    return Ok(OptionsResponse {
-                        status,
-                        reason,
-                        rtt: started.elapsed(),
-                        source: target,
-                        headers,
-                    });
+                if let Matched::Final { status, reason, headers } = match_response(&buf[start..end], &id) {
+                    return Ok(OptionsResponse { status, reason, rtt: started.elapsed(), source: target, headers });
                 }
                 buf.drain(..end);
             }
@@ -358,22 +286,11 @@ async fn probe_tcp(probe: &Probe) -> Result<OptionsResponse, Error> {
 /// The local address the kernel would use to reach `target`, found by connecting a
 /// throwaway UDP socket (no packet is sent), so Via names a reachable address.
 pub(crate) async fn local_ip_towards(target: SocketAddr) -> Result<IpAddr, Error> {
-    let any: SocketAddr = if target.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let probe = UdpSocket::bind(any)
-        .await
-        .map_err(|e| Error::io("binding a UDP socket", e))?;
-    probe
-        .connect(target)
-        .await
-        .map_err(|e| Error::io(format!("finding a route to {target}"), e))?;
-    Ok(probe
-        .local_addr()
-        .map_err(|e| Error::io("reading a socket's address", e))?
-        .ip())
+    let any: SocketAddr =
+        if target.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
+    let probe = UdpSocket::bind(any).await.map_err(|e| Error::io("binding a UDP socket", e))?;
+    probe.connect(target).await.map_err(|e| Error::io(format!("finding a route to {target}"), e))?;
+    Ok(probe.local_addr().map_err(|e| Error::io("reading a socket's address", e))?.ip())
 }
 
 fn host(ip: IpAddr) -> String {
@@ -392,11 +309,7 @@ mod tests {
     use super::*;
 
     fn id() -> TransactionId {
-        TransactionId {
-            branch: "z9hG4bKtest1".into(),
-            call_id: "c1@pbxha".into(),
-            from_tag: "ft".into(),
-        }
+        TransactionId { branch: "z9hG4bKtest1".into(), call_id: "c1@pbxha".into(), from_tag: "ft".into() }
     }
 
     fn response(status_line: &str, branch: &str, call_id: &str) -> String {
@@ -410,14 +323,8 @@ mod tests {
         let probe = Probe::udp("198.51.100.100:5060".parse().unwrap(), Duration::from_secs(2));
         let bytes = build_request(&id(), "198.51.100.20:40000".parse().unwrap(), &probe).unwrap();
         let text = String::from_utf8(bytes.clone()).unwrap();
-        assert!(
-            text.starts_with("OPTIONS sip:198.51.100.100:5060 SIP/2.0\r\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("Via: SIP/2.0/UDP 198.51.100.20:40000;branch=z9hG4bKtest1;rport\r\n"),
-            "{text}"
-        );
+        assert!(text.starts_with("OPTIONS sip:198.51.100.100:5060 SIP/2.0\r\n"), "{text}");
+        assert!(text.contains("Via: SIP/2.0/UDP 198.51.100.20:40000;branch=z9hG4bKtest1;rport\r\n"), "{text}");
         assert!(text.contains("Max-Forwards: 70\r\n"), "{text}");
         assert!(text.contains("From: <sip:pbxha@198.51.100.20>;tag=ft\r\n"), "{text}");
         assert!(text.contains("To: <sip:198.51.100.100:5060>\r\n"), "{text}");
@@ -439,36 +346,17 @@ mod tests {
 
     #[test]
     fn compact_final_response_matches_with_reason_and_headers() {
-        let m = match_response(
-            response("SIP/2.0 404 Nobody Here", "z9hG4bKtest1", "c1@pbxha").as_bytes(),
-            &id(),
-        );
-        let Matched::Final {
-            status,
-            reason,
-            headers,
-        } = m
-        else {
-            panic!("{m:?}")
-        };
+        let m = match_response(response("SIP/2.0 404 Nobody Here", "z9hG4bKtest1", "c1@pbxha").as_bytes(), &id());
+        let Matched::Final { status, reason, headers } = m else { panic!("{m:?}") };
         assert_eq!((status, reason.as_str()), (404, "Nobody Here"));
-        assert!(
-            headers.contains(&("Call-ID".to_string(), "c1@pbxha".to_string())),
-            "{headers:?}"
-        );
-        assert!(
-            headers.contains(&("X-Pbxha-Node".to_string(), "a".to_string())),
-            "{headers:?}"
-        );
+        assert!(headers.contains(&("Call-ID".to_string(), "c1@pbxha".to_string())), "{headers:?}");
+        assert!(headers.contains(&("X-Pbxha-Node".to_string(), "a".to_string())), "{headers:?}");
     }
 
     #[test]
     fn standard_reason_is_reported_when_the_peer_sends_it() {
         let m = match_response(response("SIP/2.0 200 OK", "z9hG4bKtest1", "c1@pbxha").as_bytes(), &id());
-        assert!(
-            matches!(m, Matched::Final { status: 200, ref reason, .. } if reason == "OK"),
-            "{m:?}"
-        );
+        assert!(matches!(m, Matched::Final { status: 200, ref reason, .. } if reason == "OK"), "{m:?}");
     }
 
     #[test]
@@ -483,18 +371,12 @@ mod tests {
             Matched::Ignore
         );
         assert_eq!(
-            match_response(
-                response("SIP/2.0 100 Trying", "z9hG4bKtest1", "c1@pbxha").as_bytes(),
-                &id
-            ),
+            match_response(response("SIP/2.0 100 Trying", "z9hG4bKtest1", "c1@pbxha").as_bytes(), &id),
             Matched::Provisional
         );
         let probe = Probe::udp("127.0.0.1:5060".parse().unwrap(), Duration::from_secs(1));
         assert_eq!(
-            match_response(
-                &build_request(&id, "127.0.0.1:1".parse().unwrap(), &probe).unwrap(),
-                &id
-            ),
+            match_response(&build_request(&id, "127.0.0.1:1".parse().unwrap(), &probe).unwrap(), &id),
             Matched::Ignore
         );
         assert_eq!(match_response(b"\xc3\x28garbage\r\n\r\n", &id), Matched::Ignore);

@@ -49,9 +49,7 @@ impl FromStr for PbxKind {
         match s {
             "asterisk" => Ok(PbxKind::Asterisk),
             "freeswitch" => Ok(PbxKind::FreeSwitch),
-            other => Err(format!(
-                "unknown PBX `{other}` (one of asterisk, freeswitch)"
-            )),
+            other => Err(format!("unknown PBX `{other}` (one of asterisk, freeswitch)")),
         }
     }
 }
@@ -98,10 +96,7 @@ pub struct Unit {
 
 impl Unit {
     pub fn new(name: impl Into<String>, runner: Arc<dyn Runner>) -> Self {
-        Unit {
-            name: name.into(),
-            runner,
-        }
+        Unit { name: name.into(), runner }
     }
 
     pub fn name(&self) -> &str {
@@ -114,9 +109,7 @@ impl Unit {
 
     /// `systemctl start`; idempotent, as systemd makes it.
     pub async fn start(&self, timeout: Duration) -> Result<(), Error> {
-        self.runner
-            .run_ok(&self.systemctl("start", timeout))
-            .await?;
+        self.runner.run_ok(&self.systemctl("start", timeout)).await?;
         Ok(())
     }
 
@@ -182,10 +175,7 @@ mod tests {
         assert_eq!("asterisk".parse(), Ok(PbxKind::Asterisk));
         assert_eq!("freeswitch".parse(), Ok(PbxKind::FreeSwitch));
         let err = "yate".parse::<PbxKind>().unwrap_err();
-        assert!(
-            err.contains("yate") && err.contains("asterisk, freeswitch"),
-            "{err}"
-        );
+        assert!(err.contains("yate") && err.contains("asterisk, freeswitch"), "{err}");
         assert_eq!(PbxKind::FreeSwitch.default_unit(), "freeswitch");
     }
 
@@ -193,10 +183,7 @@ mod tests {
     fn unknown_calls_are_never_a_count() {
         assert_eq!(Calls::Known(0).known(), Some(0));
         assert_eq!(Calls::Unknown("timeout".into()).known(), None);
-        assert_eq!(
-            Calls::Unknown("timeout".into()).to_string(),
-            "unknown number of calls (timeout)"
-        );
+        assert_eq!(Calls::Unknown("timeout".into()).to_string(), "unknown number of calls (timeout)");
     }
 
     #[tokio::test]
@@ -207,43 +194,22 @@ mod tests {
         runner.on(["systemctl", "is-active"], Output::ok("active\n"));
         assert_eq!(unit.state(t).await.unwrap(), ServiceState::Running);
         // systemctl(1): "inactive" with exit 3.
-        runner.on(
-            ["systemctl", "is-active"],
-            Output {
-                code: 3,
-                stdout: "inactive\n".into(),
-                stderr: String::new(),
-            },
-        );
+        runner.on(["systemctl", "is-active"], Output { code: 3, stdout: "inactive\n".into(), stderr: String::new() });
         assert_eq!(unit.state(t).await.unwrap(), ServiceState::Stopped);
         // Without systemd as PID 1: "System has not been booted with systemd as init system
         // (PID 1). Can't operate." with exit 1.
         runner.on(
             ["systemctl", "is-active"],
-            Output::failed(
-                1,
-                "System has not been booted with systemd as init system (PID 1). Can't operate.\n",
-            ),
+            Output::failed(1, "System has not been booted with systemd as init system (PID 1). Can't operate.\n"),
         );
         let err = unit.state(t).await.unwrap_err().to_string();
-        assert!(
-            err.contains("systemctl is-active asterisk") && err.contains("status 1"),
-            "{err}"
-        );
+        assert!(err.contains("systemctl is-active asterisk") && err.contains("status 1"), "{err}");
         runner.on(
             ["systemctl", "start"],
-            Output::failed(
-                5,
-                "Failed to start asterisk.service: Unit asterisk.service not found.\n",
-            ),
+            Output::failed(5, "Failed to start asterisk.service: Unit asterisk.service not found.\n"),
         );
         let err = unit.start(t).await.unwrap_err().to_string();
-        assert!(
-            err.contains("systemctl start asterisk") && err.contains("not found"),
-            "{err}"
-        );
-        assert!(runner
-            .argvs()
-            .contains(&"systemctl start asterisk".to_string()));
+        assert!(err.contains("systemctl start asterisk") && err.contains("not found"), "{err}");
+        assert!(runner.argvs().contains(&"systemctl start asterisk".to_string()));
     }
 }

@@ -37,10 +37,7 @@ pub struct ResponderConfig {
 impl ResponderConfig {
     /// Answers OPTIONS with 200 OK on behalf of `node`.
     pub fn new(node: impl Into<String>) -> Self {
-        ResponderConfig {
-            node: node.into(),
-            options_status: 200,
-        }
+        ResponderConfig { node: node.into(), options_status: 200 }
     }
 }
 
@@ -56,11 +53,7 @@ pub fn respond(message: &[u8], config: &ResponderConfig) -> Option<Vec<u8>> {
     }
     let headers = req.headers();
     // RFC 3261 §8.2.6.2: Via (all, in order), From, To, Call-ID and CSeq are copied.
-    let vias: Vec<Header> = headers
-        .iter()
-        .filter(|h| matches!(h, Header::Via(_)))
-        .cloned()
-        .collect();
+    let vias: Vec<Header> = headers.iter().filter(|h| matches!(h, Header::Via(_))).cloned().collect();
     let from = headers.iter().find(|h| matches!(h, Header::From(_)))?.clone();
     let call_id = headers.iter().find(|h| matches!(h, Header::CallId(_)))?.clone();
     let cseq = headers.iter().find(|h| matches!(h, Header::CSeq(_)))?.clone();
@@ -77,11 +70,7 @@ pub fn respond(message: &[u8], config: &ResponderConfig) -> Option<Vec<u8>> {
         Ok(Some(_)) => to.clone(),
         _ => to.with_tag(rsip::param::Tag::new(to_tag(&config.node, headers))),
     };
-    let status = if req.method == Method::Options {
-        config.options_status
-    } else {
-        501
-    };
+    let status = if req.method == Method::Options { config.options_status } else { 501 };
     let mut out = vias;
     out.extend([
         from,
@@ -124,30 +113,20 @@ pub struct Responder {
 impl Responder {
     /// Binds UDP on `udp` and, when given, TCP on `tcp` (usually the same address).
     pub async fn bind(udp: SocketAddr, tcp: Option<SocketAddr>, config: ResponderConfig) -> Result<Self, Error> {
-        let socket = UdpSocket::bind(udp)
-            .await
-            .map_err(|e| Error::io(format!("binding SIP responder on udp:{udp}"), e))?;
-        let udp_addr = socket
-            .local_addr()
-            .map_err(|e| Error::io(format!("reading address of udp:{udp}"), e))?;
+        let socket =
+            UdpSocket::bind(udp).await.map_err(|e| Error::io(format!("binding SIP responder on udp:{udp}"), e))?;
+        let udp_addr = socket.local_addr().map_err(|e| Error::io(format!("reading address of udp:{udp}"), e))?;
         let tcp = match tcp {
             Some(addr) => {
                 let l = TcpListener::bind(addr)
                     .await
                     .map_err(|e| Error::io(format!("binding SIP responder on tcp:{addr}"), e))?;
-                let bound = l
-                    .local_addr()
-                    .map_err(|e| Error::io(format!("reading address of tcp:{addr}"), e))?;
+                let bound = l.local_addr().map_err(|e| Error::io(format!("reading address of tcp:{addr}"), e))?;
                 Some((l, bound))
             }
             None => None,
         };
-        Ok(Responder {
-            udp: socket,
-            udp_addr,
-            tcp,
-            config: Arc::new(config),
-        })
+        Ok(Responder { udp: socket, udp_addr, tcp, config: Arc::new(config) })
     }
 
     /// The UDP address actually bound (useful after binding port 0).
@@ -162,12 +141,7 @@ impl Responder {
 
     /// Serves until `shutdown` completes; open TCP connections are dropped then.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-        let Responder {
-            udp,
-            udp_addr,
-            tcp,
-            config,
-        } = self;
+        let Responder { udp, udp_addr, tcp, config } = self;
         tracing::info!(%udp_addr, tcp = ?tcp.as_ref().map(|(_, a)| a), node = %config.node, "SIP responder listening");
         let listener = tcp.map(|(l, _)| l);
         let mut connections = JoinSet::new();
@@ -257,10 +231,7 @@ mod tests {
         let vias: Vec<&str> = wire::header_values(h, "Via").collect();
         assert_eq!(
             vias,
-            [
-                "SIP/2.0/UDP 198.51.100.20:5070;branch=z9hG4bKr1;rport",
-                "SIP/2.0/UDP 198.51.100.1;branch=z9hG4bKr0"
-            ]
+            ["SIP/2.0/UDP 198.51.100.20:5070;branch=z9hG4bKr1;rport", "SIP/2.0/UDP 198.51.100.1;branch=z9hG4bKr0"]
         );
         assert_eq!(wire::header(h, "From"), Some("<sip:p@198.51.100.20>;tag=ft"));
         assert_eq!(wire::header(h, "Call-ID"), Some("call-r1"));
@@ -269,10 +240,7 @@ mod tests {
         let to = wire::header(h, "To").unwrap();
         assert!(to.starts_with("<sip:198.51.100.100>;tag="), "{to}");
 
-        let sick = ResponderConfig {
-            node: "b".into(),
-            options_status: 503,
-        };
+        let sick = ResponderConfig { node: "b".into(), options_status: 503 };
         assert_eq!(answer(OPTIONS, &sick).unwrap().status_code.code(), 503);
     }
 
@@ -288,9 +256,7 @@ mod tests {
     #[test]
     fn other_methods_get_501_and_ack_gets_nothing() {
         let cfg = ResponderConfig::new("a");
-        let invite = OPTIONS
-            .replace("OPTIONS sip", "INVITE sip")
-            .replace("7 OPTIONS", "7 INVITE");
+        let invite = OPTIONS.replace("OPTIONS sip", "INVITE sip").replace("7 OPTIONS", "7 INVITE");
         assert_eq!(answer(&invite, &cfg).unwrap().status_code.code(), 501);
         let ack = OPTIONS.replace("OPTIONS sip", "ACK sip").replace("7 OPTIONS", "7 ACK");
         assert!(respond(ack.as_bytes(), &cfg).is_none());

@@ -46,13 +46,9 @@ pub fn verdict_for_status(status: u16, reason: &str, policy: Policy) -> Verdict 
         // 408: the server itself timed out; 500: it failed internally (RFC 3261 §21.5.1);
         // 503: it cannot serve now (§21.5.4).
         503 if policy.overloaded_is_alive => Verdict::Overloaded,
-        408 | 500 | 503 => Verdict::Failed {
-            reason: format!("answered {status} {reason}"),
-        },
+        408 | 500 | 503 => Verdict::Failed { reason: format!("answered {status} {reason}") },
         200..=699 => Verdict::Alive { status },
-        _ => Verdict::Failed {
-            reason: format!("{status} {reason} is not a final SIP status"),
-        },
+        _ => Verdict::Failed { reason: format!("{status} {reason} is not a final SIP status") },
     }
 }
 
@@ -74,11 +70,7 @@ mod tests {
     #[test]
     fn any_final_answer_but_the_failure_codes_is_alive() {
         for status in [200, 302, 401, 403, 404, 405, 481, 501, 502, 504, 603] {
-            assert_eq!(
-                verdict(&answered(status), Policy::default()),
-                Verdict::Alive { status },
-                "{status}"
-            );
+            assert_eq!(verdict(&answered(status), Policy::default()), Verdict::Alive { status }, "{status}");
         }
     }
 
@@ -86,10 +78,7 @@ mod tests {
     fn failure_codes_timeouts_and_transport_errors_fail() {
         for status in [408, 500, 503] {
             let v = verdict(&answered(status), Policy::default());
-            assert!(
-                matches!(&v, Verdict::Failed { reason } if reason.contains(&status.to_string())),
-                "{v:?}"
-            );
+            assert!(matches!(&v, Verdict::Failed { reason } if reason.contains(&status.to_string())), "{v:?}");
             assert!(!v.is_healthy());
         }
         let timeout = Err(Error::Timeout {
@@ -100,26 +89,16 @@ mod tests {
         assert!(
             matches!(verdict(&timeout, Policy::default()), Verdict::Failed { reason } if reason.contains("127.0.0.1:5060"))
         );
-        let refused = Err(Error::io(
-            "connecting",
-            std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
-        ));
+        let refused = Err(Error::io("connecting", std::io::Error::from(std::io::ErrorKind::ConnectionRefused)));
         assert!(!verdict(&refused, Policy::default()).is_healthy());
         assert!(!verdict(&answered(180), Policy::default()).is_healthy());
     }
 
     #[test]
     fn a_503_is_overloaded_but_alive_only_when_asked() {
-        let lenient = Policy {
-            overloaded_is_alive: true,
-        };
+        let lenient = Policy { overloaded_is_alive: true };
         assert_eq!(verdict(&answered(503), lenient), Verdict::Overloaded);
         assert!(Verdict::Overloaded.is_healthy());
-        assert_eq!(
-            verdict(&answered(500), lenient),
-            Verdict::Failed {
-                reason: "answered 500 R".into()
-            }
-        );
+        assert_eq!(verdict(&answered(500), lenient), Verdict::Failed { reason: "answered 500 R".into() });
     }
 }

@@ -29,10 +29,7 @@ pub fn canonical_name(name: &str) -> String {
 /// The values of every header called `name` (long or compact form, any case), in order.
 pub fn header_values<'a>(headers: &'a Headers, name: &str) -> impl Iterator<Item = &'a str> + 'a {
     let wanted = canonical_name(name);
-    headers
-        .iter()
-        .filter(move |h| h.name().eq_ignore_ascii_case(&wanted))
-        .map(Header::value)
+    headers.iter().filter(move |h| h.name().eq_ignore_ascii_case(&wanted)).map(Header::value)
 }
 
 /// The first value of the header called `name`.
@@ -56,11 +53,7 @@ pub fn cseq_method(headers: &Headers) -> Option<&str> {
 
 /// A random token of `len` alphanumerics for branches, tags and Call-IDs.
 pub fn token(len: usize) -> String {
-    rand::thread_rng()
-        .sample_iter(&Alphanumeric)
-        .take(len)
-        .map(char::from)
-        .collect()
+    rand::thread_rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect()
 }
 
 /// Where the next message in a TCP byte stream lies.
@@ -95,10 +88,8 @@ pub fn next_frame(buf: &[u8]) -> Result<Frame, String> {
         };
         let name = name.trim();
         if name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("l") {
-            body_len = value
-                .trim()
-                .parse()
-                .map_err(|_| format!("Content-Length `{}` is not a number", value.trim()))?;
+            body_len =
+                value.trim().parse().map_err(|_| format!("Content-Length `{}` is not a number", value.trim()))?;
         }
     }
     let end = head_len + 4 + body_len;
@@ -108,10 +99,7 @@ pub fn next_frame(buf: &[u8]) -> Result<Frame, String> {
     if rest.len() < end {
         return Ok(Frame::Incomplete);
     }
-    Ok(Frame::Message {
-        start,
-        end: start + end,
-    })
+    Ok(Frame::Message { start, end: start + end })
 }
 
 #[cfg(test)]
@@ -144,17 +132,9 @@ mod tests {
     fn frames_split_a_stream_and_skip_keepalives() {
         let one = "OPTIONS sip:x SIP/2.0\r\nl: 3\r\n\r\nabc";
         let stream = format!("\r\n\r\n{one}{one}");
-        let Ok(Frame::Message { start, end }) = next_frame(stream.as_bytes()) else {
-            panic!()
-        };
+        let Ok(Frame::Message { start, end }) = next_frame(stream.as_bytes()) else { panic!() };
         assert_eq!(&stream[start..end], one);
-        assert_eq!(
-            next_frame(&stream.as_bytes()[end..]),
-            Ok(Frame::Message {
-                start: 0,
-                end: one.len()
-            })
-        );
+        assert_eq!(next_frame(&stream.as_bytes()[end..]), Ok(Frame::Message { start: 0, end: one.len() }));
         assert_eq!(next_frame(&one.as_bytes()[..one.len() - 1]), Ok(Frame::Incomplete));
         assert_eq!(next_frame(b"\r\n"), Ok(Frame::Incomplete));
     }

@@ -29,16 +29,8 @@ fn spec(name: &str, target: SocketAddr, transport: Transport) -> TargetSpec {
 
 async fn responder(status: u16) -> (SocketAddr, SocketAddr, oneshot::Sender<()>) {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let r = Responder::bind(
-        any,
-        Some(any),
-        ResponderConfig {
-            node: "a".into(),
-            options_status: status,
-        },
-    )
-    .await
-    .unwrap();
+    let r =
+        Responder::bind(any, Some(any), ResponderConfig { node: "a".into(), options_status: status }).await.unwrap();
     let (udp, tcp) = (r.udp_addr(), r.tcp_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(r.run(async move {
@@ -56,11 +48,7 @@ async fn wait_until(
 ) {
     let until = Instant::now() + PATIENCE;
     while !done(handle) {
-        assert!(
-            Instant::now() < until,
-            "not reached in {PATIENCE:?}: {:#?}",
-            handle.status()
-        );
+        assert!(Instant::now() < until, "not reached in {PATIENCE:?}: {:#?}", handle.status());
         if let Ok(Some(s)) = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await {
             seen.push(s);
         }
@@ -74,9 +62,7 @@ async fn answers_404_and_tcp_are_up_silence_and_503_are_down() {
     let (busy_udp, _, _s3) = responder(503).await;
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut lenient = spec("busy-ok", busy_udp, Transport::Udp);
-    lenient.policy = Policy {
-        overloaded_is_alive: true,
-    };
+    lenient.policy = Policy { overloaded_is_alive: true };
     let targets = vec![
         spec("ok", ok_udp, Transport::Udp),
         spec("tcp", ok_tcp, Transport::Tcp),
@@ -97,43 +83,23 @@ async fn answers_404_and_tcp_are_up_silence_and_503_are_down() {
         ("silent", Health::Down),
     ];
     wait_until(&handle, &mut rx, &mut seen, |h| {
-        expected
-            .iter()
-            .all(|(n, health)| h.target(n).unwrap().health == *health)
+        expected.iter().all(|(n, health)| h.target(n).unwrap().health == *health)
     })
     .await;
     let ok = handle.target("ok").unwrap();
     assert!(ok.last_rtt.is_some_and(|r| r < PATIENCE), "{ok:?}");
-    assert!(
-        ok.recent
-            .iter()
-            .all(|v| *v == Verdict::Alive { status: 200 }),
-        "{ok:?}"
-    );
-    assert!(handle
-        .target("404")
-        .unwrap()
-        .recent
-        .contains(&Verdict::Alive { status: 404 }));
+    assert!(ok.recent.iter().all(|v| *v == Verdict::Alive { status: 200 }), "{ok:?}");
+    assert!(handle.target("404").unwrap().recent.contains(&Verdict::Alive { status: 404 }));
     let silent = handle.target("silent").unwrap();
-    assert!(
-        silent.last_rtt.is_none() && silent.failures_in_row >= 2,
-        "{silent:?}"
-    );
+    assert!(silent.last_rtt.is_none() && silent.failures_in_row >= 2, "{silent:?}");
     assert!(
         matches!(&silent.recent[0], Verdict::Failed { reason } if reason.contains("no final SIP response")),
         "{silent:?}"
     );
     // Exactly one change per target into its state, announced on the channel.
     for (name, health) in expected {
-        let changes: Vec<_> = seen
-            .iter()
-            .filter(|s| &*s.target == name && s.changed)
-            .collect();
-        assert!(
-            changes.iter().all(|s| s.health == health),
-            "{name}: {changes:?}"
-        );
+        let changes: Vec<_> = seen.iter().filter(|s| &*s.target == name && s.changed).collect();
+        assert!(changes.iter().all(|s| s.health == health), "{name}: {changes:?}");
     }
     assert!(seen.iter().any(|s| &*s.target == "ok" && s.rtt.is_some()));
 }
@@ -154,10 +120,7 @@ async fn inactive_targets_are_not_probed_until_activated_and_activation_resets()
     assert!(!handle.activate("nope"));
     assert!(handle.activate("pbx"));
     let mut seen = Vec::new();
-    wait_until(&handle, &mut rx, &mut seen, |h| {
-        h.target("pbx").unwrap().health == Health::Up
-    })
-    .await;
+    wait_until(&handle, &mut rx, &mut seen, |h| h.target("pbx").unwrap().health == Health::Up).await;
     assert!(handle.deactivate("pbx"));
     assert!(handle.activate("marker"));
     let barrier = tokio::time::timeout(PATIENCE, async {
@@ -181,10 +144,7 @@ async fn inactive_targets_are_not_probed_until_activated_and_activation_resets()
     assert!(late.await.is_err(), "a deactivated target was probed");
     assert!(handle.activate("pbx"));
     let st = handle.target("pbx").unwrap();
-    assert_eq!(
-        (st.health, st.samples, st.active),
-        (Health::Unknown, 0, true)
-    );
+    assert_eq!((st.health, st.samples, st.active), (Health::Unknown, 0, true));
 }
 
 /// Builds the answers a hostile peer sends before (or instead of) the real one: garbage,
@@ -197,15 +157,9 @@ fn noise(good: &[u8], rng: &mut rand::rngs::StdRng) -> Vec<Vec<u8>> {
         b"\xff\xfe\xfd\x00 not sip at all".to_vec(),
         good[..good.len() / 2].to_vec(),
         vec![0xc3; 60_000],
-        text.replacen("Call-ID: ", "Call-ID: wrong-", 1)
-            .into_bytes(),
-        text.replacen("branch=z9hG4bK", "branch=z9hG4bKstray", 1)
-            .into_bytes(),
-        [
-            b"SIP/2.0 200 \xc3\x28".as_slice(),
-            &good[b"SIP/2.0 200 OK".len()..],
-        ]
-        .concat(),
+        text.replacen("Call-ID: ", "Call-ID: wrong-", 1).into_bytes(),
+        text.replacen("branch=z9hG4bK", "branch=z9hG4bKstray", 1).into_bytes(),
+        [b"SIP/2.0 200 \xc3\x28".as_slice(), &good[b"SIP/2.0 200 OK".len()..]].concat(),
         text.replacen("1 OPTIONS", "1 INVITE", 1).into_bytes(),
     ];
     for _ in 0..4 {
@@ -270,36 +224,14 @@ async fn garbage_interleaved_with_answers_never_confuses_the_engine() {
             samples.push(s);
         }
     }
-    let answered: Vec<_> = samples
-        .iter()
-        .filter(|s| &*s.target == "noisy-but-answering")
-        .collect();
-    assert!(
-        answered.len() >= 5,
-        "only {} samples: {:#?}",
-        answered.len(),
-        handle.status()
-    );
-    assert!(
-        answered
-            .iter()
-            .all(|s| s.verdict == Verdict::Alive { status: 200 }),
-        "{answered:#?}"
-    );
-    let mute_samples: Vec<_> = samples
-        .iter()
-        .filter(|s| &*s.target == "noise-only")
-        .collect();
+    let answered: Vec<_> = samples.iter().filter(|s| &*s.target == "noisy-but-answering").collect();
+    assert!(answered.len() >= 5, "only {} samples: {:#?}", answered.len(), handle.status());
+    assert!(answered.iter().all(|s| s.verdict == Verdict::Alive { status: 200 }), "{answered:#?}");
+    let mute_samples: Vec<_> = samples.iter().filter(|s| &*s.target == "noise-only").collect();
     assert!(!mute_samples.is_empty());
-    assert!(
-        mute_samples.iter().all(|s| !s.verdict.is_healthy()),
-        "{mute_samples:#?}"
-    );
+    assert!(mute_samples.iter().all(|s| !s.verdict.is_healthy()), "{mute_samples:#?}");
     assert_eq!(handle.target("noise-only").unwrap().health, Health::Down);
-    assert_eq!(
-        handle.target("noisy-but-answering").unwrap().health,
-        Health::Up
-    );
+    assert_eq!(handle.target("noisy-but-answering").unwrap().health, Health::Up);
     t1.abort();
     t2.abort();
 }
@@ -308,15 +240,7 @@ async fn garbage_interleaved_with_answers_never_confuses_the_engine() {
 async fn duplicate_names_are_refused() {
     let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
     let (tx, _rx) = mpsc::channel(1);
-    let err = engine::start(
-        vec![
-            spec("x", addr, Transport::Udp),
-            spec("x", addr, Transport::Udp),
-        ],
-        tx,
-    )
-    .await
-    .err()
-    .unwrap();
+    let err =
+        engine::start(vec![spec("x", addr, Transport::Udp), spec("x", addr, Transport::Udp)], tx).await.err().unwrap();
     assert!(err.to_string().contains("`x`"), "{err}");
 }

@@ -38,11 +38,7 @@ async fn udp_probe_gets_200_and_the_node_name() {
     assert_eq!((resp.status, resp.reason.as_str()), (200, "OK"));
     assert_eq!(resp.header(NODE_HEADER), Some("a"));
     assert_eq!(resp.header("x-pbxha-node"), Some("a"));
-    assert!(
-        resp.header("To").is_some_and(|t| t.contains("tag=")),
-        "{:?}",
-        resp.headers
-    );
+    assert!(resp.header("To").is_some_and(|t| t.contains("tag=")), "{:?}", resp.headers);
     assert_eq!(resp.source, r.udp);
     assert!(resp.rtt < TIMEOUT);
     assert_eq!(verdict(&Ok(resp), Policy::default()), Verdict::Alive { status: 200 });
@@ -58,30 +54,14 @@ async fn tcp_probe_gets_200_and_the_node_name() {
 
 #[tokio::test]
 async fn a_404_still_proves_the_stack_alive_and_a_503_does_not() {
-    let r = start_responder(ResponderConfig {
-        node: "a".into(),
-        options_status: 404,
-    })
-    .await;
+    let r = start_responder(ResponderConfig { node: "a".into(), options_status: 404 }).await;
     let resp = probe(&Probe::udp(r.udp, TIMEOUT)).await;
     assert_eq!(verdict(&resp, Policy::default()), Verdict::Alive { status: 404 });
 
-    let r = start_responder(ResponderConfig {
-        node: "a".into(),
-        options_status: 503,
-    })
-    .await;
+    let r = start_responder(ResponderConfig { node: "a".into(), options_status: 503 }).await;
     let resp = probe(&Probe::tcp(r.tcp.unwrap(), TIMEOUT)).await;
     assert!(!verdict(&resp, Policy::default()).is_healthy());
-    assert_eq!(
-        verdict(
-            &resp,
-            Policy {
-                overloaded_is_alive: true
-            }
-        ),
-        Verdict::Overloaded
-    );
+    assert_eq!(verdict(&resp, Policy { overloaded_is_alive: true }), Verdict::Overloaded);
 }
 
 #[tokio::test]
@@ -131,22 +111,14 @@ async fn a_closed_tcp_port_fails_fast() {
     let addr = listener.local_addr().unwrap();
     drop(listener);
     let resp = probe(&Probe::tcp(addr, TIMEOUT)).await;
-    assert!(
-        matches!(&resp, Err(Error::Io { context, .. }) if context.contains(&addr.to_string())),
-        "{resp:?}"
-    );
+    assert!(matches!(&resp, Err(Error::Io { context, .. }) if context.contains(&addr.to_string())), "{resp:?}");
     assert!(!verdict(&resp, Policy::default()).is_healthy());
 }
 
 /// A compact-form response for `request`, as some PBXs send them.
 fn compact_response(request: &[u8]) -> Vec<u8> {
     let text = String::from_utf8_lossy(request);
-    let find = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(|v| v.trim().to_string())
-            .unwrap()
-    };
+    let find = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_string()).unwrap();
     format!(
         "SIP/2.0 200 Fine\r\nv: {}\r\nf: {}\r\nt: {};tag=zz\r\ni: {}\r\nCSeq: 1 OPTIONS\r\nX-Pbxha-Node: compact\r\nl: 0\r\n\r\n",
         find("Via:"),
@@ -196,15 +168,8 @@ fn mutated_messages_never_panic() {
     let probe = Probe::udp("127.0.0.1:5060".parse().unwrap(), TIMEOUT);
     let request = pbxha_telephony::options::build_request(&id, "127.0.0.1:5070".parse().unwrap(), &probe).unwrap();
     let response = compact_response(&request);
-    assert!(matches!(
-        match_response(&response, &id),
-        Matched::Final { status: 200, .. }
-    ));
-    let seeds = [
-        request.clone(),
-        response.clone(),
-        respond(&request, &ResponderConfig::new("a")).unwrap(),
-    ];
+    assert!(matches!(match_response(&response, &id), Matched::Final { status: 200, .. }));
+    let seeds = [request.clone(), response.clone(), respond(&request, &ResponderConfig::new("a")).unwrap()];
     let tokens: [&[u8]; 8] = [b"\r\n", b":", b";", b",", b"\xff", b"\x00", b" ", b"="];
     let mut rng = rand::rngs::StdRng::seed_from_u64(3261);
     let config = ResponderConfig::new("fuzz");
@@ -215,16 +180,12 @@ fn mutated_messages_never_panic() {
             match rng.gen_range(0..5) {
                 0 if at < m.len() => m[at] ^= 1 << rng.gen_range(0..8),
                 1 => m.truncate(at),
-                2 => m
-                    .splice(at..at, tokens[rng.gen_range(0..tokens.len())].iter().copied())
-                    .for_each(drop),
+                2 => m.splice(at..at, tokens[rng.gen_range(0..tokens.len())].iter().copied()).for_each(drop),
                 3 if at < m.len() => {
                     let end = rng.gen_range(at..=m.len());
                     m.drain(at..end);
                 }
-                _ => m
-                    .splice(at..at, std::iter::repeat_n(rng.gen::<u8>(), rng.gen_range(1..40)))
-                    .for_each(drop),
+                _ => m.splice(at..at, std::iter::repeat_n(rng.gen::<u8>(), rng.gen_range(1..40))).for_each(drop),
             }
         }
         let _ = match_response(&m, &id);

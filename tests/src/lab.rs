@@ -33,9 +33,7 @@ pub fn prerequisites(tools: &[&str]) -> bool {
     if !require(is_root(), "root (network namespaces)") {
         return false;
     }
-    tools
-        .iter()
-        .all(|t| require(have(t), &format!("`{t}` on PATH")))
+    tools.iter().all(|t| require(have(t), &format!("`{t}` on PATH")))
 }
 
 /// One lab of one test. Dropping it runs `pbxha lab down` with the same prefix and state
@@ -62,11 +60,7 @@ impl TestLab {
     pub fn up_with(options: &[&str]) -> TestLab {
         static COUNT: AtomicU32 = AtomicU32::new(0);
         // Short: the prefix goes in front of every namespace name.
-        let prefix = format!(
-            "pbxe{}{}-",
-            std::process::id() % 100_000,
-            COUNT.fetch_add(1, Ordering::Relaxed)
-        );
+        let prefix = format!("pbxe{}{}-", std::process::id() % 100_000, COUNT.fetch_add(1, Ordering::Relaxed));
         let mut lab = TestLab {
             prefix,
             tmp: tempfile::tempdir().expect("creating a temp dir"),
@@ -76,9 +70,8 @@ impl TestLab {
         };
         lab.lab_ok(&[&["up"], options].concat());
         // Not necessarily a, the preferred node: see cold_start_gives_the_group_to_the_preferred_node.
-        lab.primary = wait_for(SETTLE, "a node to become primary", || {
-            ["a", "b"].into_iter().find(|n| lab.role(n) == "primary")
-        });
+        lab.primary =
+            wait_for(SETTLE, "a node to become primary", || ["a", "b"].into_iter().find(|n| lab.role(n) == "primary"));
         lab.wait_primary(lab.primary);
         lab
     }
@@ -143,17 +136,10 @@ impl TestLab {
     /// `lab status --json`, remembering the PIDs it shows.
     pub fn status(&self) -> Value {
         let text = self.lab_ok(&["status", "--json"]);
-        let status: Value = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("`lab status --json`: {e}: {text}"));
-        let pids = status["members"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|m| m["pids"].as_array().into_iter().flatten());
-        self.seen_pids.borrow_mut().extend(
-            pids.filter_map(|p| p.as_u64())
-                .filter_map(|p| u32::try_from(p).ok()),
-        );
+        let status: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("`lab status --json`: {e}: {text}"));
+        let pids =
+            status["members"].as_array().into_iter().flatten().flat_map(|m| m["pids"].as_array().into_iter().flatten());
+        self.seen_pids.borrow_mut().extend(pids.filter_map(|p| p.as_u64()).filter_map(|p| u32::try_from(p).ok()));
         status
     }
 
@@ -179,36 +165,20 @@ impl TestLab {
             .map(|n| {
                 let log = self.config(n).with_extension("log");
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
-                let tail: Vec<&str> = text
-                    .lines()
-                    .filter(|l| !l.contains("late heartbeat"))
-                    .collect();
-                format!(
-                    "{}:\n{}",
-                    log.display(),
-                    tail[tail.len().saturating_sub(25)..].join("\n")
-                )
+                let tail: Vec<&str> = text.lines().filter(|l| !l.contains("late heartbeat")).collect();
+                format!("{}:\n{}", log.display(), tail[tail.len().saturating_sub(25)..].join("\n"))
             })
             .collect();
-        panic!(
-            "{node} is still {last} after {SETTLE:?}, not {role}\n{}",
-            tails.join("\n\n")
-        );
+        panic!("{node} is still {last} after {SETTLE:?}, not {role}\n{}", tails.join("\n\n"));
     }
 
     pub fn role(&self, node: &str) -> String {
-        self.node(node)
-            .and_then(|s| s["role"].as_str().map(String::from))
-            .unwrap_or_else(|| "down".into())
+        self.node(node).and_then(|s| s["role"].as_str().map(String::from)).unwrap_or_else(|| "down".into())
     }
 
     /// Runs `argv` in `member`'s namespace.
     pub fn exec(&self, member: &str, argv: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.ns(member)])
-            .args(argv)
-            .output()
-            .expect("running ip netns exec")
+        Command::new("ip").args(["netns", "exec", &self.ns(member)]).args(argv).output().expect("running ip netns exec")
     }
 
     /// Cuts `node` off from the gateway, its only ping target, with iptables DROP of gw's
@@ -216,17 +186,8 @@ impl TestLab {
     /// undoes it.
     pub fn cut_from_gateway(&self, node: &str) {
         for rule in [["INPUT", "-s"], ["OUTPUT", "-d"]] {
-            let out = self.exec(
-                node,
-                &[
-                    "iptables", "-w", "5", "-A", rule[0], rule[1], GATEWAY, "-j", "DROP",
-                ],
-            );
-            assert!(
-                out.status.success(),
-                "iptables in {node}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let out = self.exec(node, &["iptables", "-w", "5", "-A", rule[0], rule[1], GATEWAY, "-j", "DROP"]);
+            assert!(out.status.success(), "iptables in {node}: {}", String::from_utf8_lossy(&out.stderr));
         }
     }
 
@@ -234,21 +195,9 @@ impl TestLab {
     pub fn sip_answer(&self) -> Option<String> {
         let exe = pbxha();
         let exe = exe.to_string_lossy();
-        let out = self.lab(&[
-            "exec",
-            "client",
-            "--",
-            &exe,
-            "sip-probe",
-            "--timeout-ms",
-            "1500",
-            VIP,
-        ]);
+        let out = self.lab(&["exec", "client", "--", &exe, "sip-probe", "--timeout-ms", "1500", VIP]);
         let text = String::from_utf8_lossy(&out.stdout);
-        let node = text.lines().find_map(|l| {
-            l.split_once("answered by node ")
-                .map(|(_, n)| n.trim().to_string())
-        });
+        let node = text.lines().find_map(|l| l.split_once("answered by node ").map(|(_, n)| n.trim().to_string()));
         node.filter(|_| out.status.success())
     }
 
@@ -263,17 +212,8 @@ impl TestLab {
         let peer = other(node);
         let until = Instant::now() + SETTLE;
         loop {
-            let seen = (
-                self.role(node),
-                self.role(peer),
-                vip_on(&self.ns(node)),
-                vip_on(&self.ns(peer)),
-            );
-            if seen.0 == "primary"
-                && seen.1 == peer_role
-                && seen.2 == Some(true)
-                && seen.3 == Some(false)
-            {
+            let seen = (self.role(node), self.role(peer), vip_on(&self.ns(node)), vip_on(&self.ns(peer)));
+            if seen.0 == "primary" && seen.1 == peer_role && seen.2 == Some(true) && seen.3 == Some(false) {
                 break;
             }
             assert!(
@@ -284,11 +224,9 @@ impl TestLab {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        let answered = wait_for(
-            SETTLE,
-            &format!("the client's SIP OPTIONS to the VIP answered by {node}"),
-            || self.sip_answer().filter(|n| n == node),
-        );
+        let answered = wait_for(SETTLE, &format!("the client's SIP OPTIONS to the VIP answered by {node}"), || {
+            self.sip_answer().filter(|n| n == node)
+        });
         assert_eq!(answered, node);
     }
 
@@ -297,12 +235,7 @@ impl TestLab {
         let until = Instant::now() + how_long;
         while Instant::now() < until {
             let roles = (self.role(primary), self.role(secondary));
-            assert_eq!(
-                (roles.0.as_str(), roles.1.as_str()),
-                ("primary", "secondary"),
-                "roles changed{}",
-                self.logs()
-            );
+            assert_eq!((roles.0.as_str(), roles.1.as_str()), ("primary", "secondary"), "roles changed{}", self.logs());
             std::thread::sleep(Duration::from_millis(250));
         }
     }
@@ -334,17 +267,11 @@ impl TestLab {
     pub fn finish(mut self) {
         self.status();
         let seen = self.seen_pids.borrow().clone();
-        assert!(
-            !seen.is_empty(),
-            "lab status never showed a process, so the check below would prove nothing"
-        );
+        assert!(!seen.is_empty(), "lab status never showed a process, so the check below would prove nothing");
         let out = self.lab_ok(&["down"]);
         self.finished = true;
         assert!(out.contains("down"), "unexpected `lab down` output: {out}");
-        let netns = Command::new("ip")
-            .args(["netns", "list"])
-            .output()
-            .expect("ip netns list");
+        let netns = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
         let left: Vec<String> = String::from_utf8_lossy(&netns.stdout)
             .lines()
             .filter_map(|l| l.split_whitespace().next())
@@ -353,15 +280,8 @@ impl TestLab {
             .collect();
         assert!(left.is_empty(), "namespaces left after lab down: {left:?}");
         let running: Vec<u32> = seen.into_iter().filter(|p| alive(*p)).collect();
-        assert!(
-            running.is_empty(),
-            "processes of the lab still running after lab down: {running:?}"
-        );
-        assert!(
-            !self.state_dir().exists(),
-            "{} left after lab down",
-            self.state_dir().display()
-        );
+        assert!(running.is_empty(), "processes of the lab still running after lab down: {running:?}");
+        assert!(!self.state_dir().exists(), "{} left after lab down", self.state_dir().display());
     }
 }
 
@@ -392,20 +312,14 @@ pub fn other(node: &str) -> &'static str {
 /// Whether the node in `ns` holds the VIP: the address on pub0 while pub0 is up. A killed
 /// node keeps its addresses on interfaces that are down, where they answer nobody.
 pub fn vip_on(ns: &str) -> Option<bool> {
-    let out = Command::new("ip")
-        .args(["-n", ns, "-j", "addr", "show", "dev", "pub0"])
-        .output()
-        .ok()?;
+    let out = Command::new("ip").args(["-n", ns, "-j", "addr", "show", "dev", "pub0"]).output().ok()?;
     if !out.status.success() {
         return None;
     }
     let v: Value = serde_json::from_slice(&out.stdout).ok()?;
     let iface = v.as_array()?.first()?;
     let up = iface["flags"].as_array()?.iter().any(|f| f == "UP");
-    let has = iface["addr_info"]
-        .as_array()?
-        .iter()
-        .any(|a| a["local"] == VIP);
+    let has = iface["addr_info"].as_array()?.iter().any(|a| a["local"] == VIP);
     Some(up && has)
 }
 
@@ -452,8 +366,7 @@ impl SampleReport {
             _ => {}
         }
         if state.current != Some(now) {
-            self.timeline
-                .push(format!("{:.2} s: {now}", at.as_secs_f64()));
+            self.timeline.push(format!("{:.2} s: {now}", at.as_secs_f64()));
             state.current = Some(now);
             state.since = at;
             if matches!(now, "a" | "b") {
@@ -511,9 +424,7 @@ impl Sampler {
                 }
                 if let [(x0, true), (y, true), (x1, true)] = window.as_slice() {
                     if x0 == x1 && x0 != y {
-                        report
-                            .both
-                            .push(format!("at {:.1} s", started.elapsed().as_secs_f64()));
+                        report.both.push(format!("at {:.1} s", started.elapsed().as_secs_f64()));
                     }
                 }
             }
@@ -531,40 +442,21 @@ impl Sampler {
     /// Issue 3 (g): stops sampling and asserts that no sample saw both nodes with the VIP.
     pub fn finish(self, lab: &TestLab) -> SampleReport {
         let report = self.stop();
-        assert!(
-            report.samples >= 20,
-            "too few VIP samples to judge ({})",
-            report.samples
-        );
-        assert!(
-            report.both.is_empty(),
-            "both nodes held the VIP {:?}{}",
-            report.both,
-            lab.logs()
-        );
+        assert!(report.samples >= 20, "too few VIP samples to judge ({})", report.samples);
+        assert!(report.both.is_empty(), "both nodes held the VIP {:?}{}", report.both, lab.logs());
         report
     }
 }
 
 /// Runs `f` on a new thread inside the network namespace `ns` (setns(2) changes only the
 /// calling thread's namespace, so the thread is used for nothing else).
-pub fn in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> JoinHandle<T> {
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
     let path = Path::new("/run/netns").join(ns);
     std::thread::spawn(move || {
-        let file = std::fs::File::open(&path)
-            .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
         // SAFETY: setns(2) on a namespace file we opened; it affects this thread only.
         let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(
-            rc,
-            0,
-            "setns into {}: {}",
-            path.display(),
-            std::io::Error::last_os_error()
-        );
+        assert_eq!(rc, 0, "setns into {}: {}", path.display(), std::io::Error::last_os_error());
         f()
     })
 }
@@ -620,9 +512,7 @@ impl SipWatch {
         let thread = in_netns(&lab.ns("client"), move || {
             let socket = UdpSocket::bind(SocketAddrV4::new(CLIENT_PUB, 0))
                 .unwrap_or_else(|e| panic!("binding {CLIENT_PUB} in the client namespace: {e}"));
-            socket
-                .set_read_timeout(Some(Duration::from_millis(20)))
-                .expect("setting a read timeout");
+            socket.set_read_timeout(Some(Duration::from_millis(20))).expect("setting a read timeout");
             let port = socket.local_addr().map(|a| a.port()).unwrap_or(0);
             let vip = SocketAddrV4::new(VIP.parse().expect("VIP address"), 5060);
             let mut n = 0u64;
@@ -648,20 +538,12 @@ impl SipWatch {
                 }
             }
         });
-        SipWatch {
-            stop,
-            samples,
-            thread,
-            started,
-        }
+        SipWatch { stop, samples, thread, started }
     }
 
     /// Whether `node` answered a probe sent at or after `since`.
     pub fn answered_by_since(&self, node: &str, since: Instant) -> bool {
-        self.samples.lock().is_ok_and(|s| {
-            s.iter()
-                .any(|x| x.sent >= since && x.node.as_deref() == Some(node))
-        })
+        self.samples.lock().is_ok_and(|s| s.iter().any(|x| x.sent >= since && x.node.as_deref() == Some(node)))
     }
 
     /// Stops probing and sums up what the client saw.
@@ -684,12 +566,7 @@ impl SipWatch {
                 answerers.push(node);
             }
         }
-        SipReport {
-            probes: samples.len(),
-            answered: answers.len(),
-            longest_gap,
-            answerers,
-        }
+        SipReport { probes: samples.len(), answered: answers.len(), longest_gap, answerers }
     }
 }
 
@@ -703,19 +580,13 @@ fn await_answer(socket: &UdpSocket, call_id: &str, until: Instant) -> Option<Str
         };
         let text = String::from_utf8_lossy(&buf[..len]);
         // A late answer to an earlier probe is not this probe's.
-        if !text
-            .lines()
-            .any(|l| l.trim_end() == format!("Call-ID: {call_id}"))
-        {
+        if !text.lines().any(|l| l.trim_end() == format!("Call-ID: {call_id}")) {
             continue;
         }
         if !text.starts_with("SIP/2.0 200") {
             return None;
         }
-        return text.lines().find_map(|l| {
-            l.strip_prefix("X-Pbxha-Node:")
-                .map(|n| n.trim().to_string())
-        });
+        return text.lines().find_map(|l| l.strip_prefix("X-Pbxha-Node:").map(|n| n.trim().to_string()));
     }
     None
 }

@@ -14,7 +14,11 @@ pub fn pbxha() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
     let exe = target.join("debug/pbxha");
-    assert!(exe.exists(), "{} is missing: run `cargo build -p pbxha-appliance` first (scripts/test-all does)", exe.display());
+    assert!(
+        exe.exists(),
+        "{} is missing: run `cargo build -p pbxha-appliance` first (scripts/test-all does)",
+        exe.display()
+    );
     exe
 }
 
@@ -37,7 +41,11 @@ pub fn is_root() -> bool {
 }
 
 pub fn have(tool: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {tool}")]).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Runs `pbxha ARGS...` to completion.
@@ -190,7 +198,12 @@ pub fn run_daemon(config: &Path, node: &str, log: &Path) -> Guard {
     let log = std::fs::File::create(log).unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
     Guard::spawn(
         node,
-        Command::new(pbxha()).arg("--config").arg(config).args(["run", "--node", node]).stdout(Stdio::null()).stderr(log),
+        Command::new(pbxha())
+            .arg("--config")
+            .arg(config)
+            .args(["run", "--node", node])
+            .stdout(Stdio::null())
+            .stderr(log),
     )
 }
 

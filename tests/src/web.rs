@@ -20,11 +20,7 @@ pub fn sample(metrics: &str, series: &str) -> Option<f64> {
 
 /// `/metrics` as `fetch` gets it, once `until` reads its value (up to 20 s), checked by
 /// promtool, with each of `expect` at its value.
-pub fn metrics_when(
-    mut fetch: impl FnMut() -> Option<String>,
-    until: (&str, f64),
-    expect: &[(&str, f64)],
-) -> String {
+pub fn metrics_when(mut fetch: impl FnMut() -> Option<String>, until: (&str, f64), expect: &[(&str, f64)]) -> String {
     let metrics = wait_for(Duration::from_secs(20), &format!("{} = {} in /metrics", until.0, until.1), || {
         fetch().filter(|m| sample(m, until.0) == Some(until.1))
     });

@@ -98,11 +98,7 @@ resource = "r0"
     }
 
     fn path_env(&self) -> String {
-        format!(
-            "{}:{}",
-            self.dir.path().join("bin").display(),
-            std::env::var("PATH").unwrap_or_default()
-        )
+        format!("{}:{}", self.dir.path().join("bin").display(), std::env::var("PATH").unwrap_or_default())
     }
 
     fn start(&self, node: &str) -> Guard {
@@ -129,11 +125,7 @@ resource = "r0"
             .env("DRBD_RESOURCE", "r0")
             .output()
             .expect("running pbxha replica fence-peer");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         (out.status.code(), text)
     }
 
@@ -151,9 +143,7 @@ fn role(status: &serde_json::Value) -> &str {
 }
 
 fn settled(pair: &Pair) {
-    wait_for(Duration::from_secs(20), "a primary", || {
-        status_json(&pair.config("a")).filter(|s| role(s) == "primary")
-    });
+    wait_for(Duration::from_secs(20), "a primary", || status_json(&pair.config("a")).filter(|s| role(s) == "primary"));
     wait_for(Duration::from_secs(20), "b secondary", || {
         status_json(&pair.config("b")).filter(|s| role(s) == "secondary")
     });
@@ -165,20 +155,12 @@ fn fence_peer_outdates_a_live_secondary_and_reports_a_dead_one_unreachable() {
     let _a = pair.start("a");
     let mut b = pair.start("b");
     settled(&pair);
-    assert!(
-        pair.argv("a").contains("drbdadm primary r0"),
-        "a promoted its disk: {}",
-        pair.argv("a")
-    );
+    assert!(pair.argv("a").contains("drbdadm primary r0"), "a promoted its disk: {}", pair.argv("a"));
 
     let (code, text) = pair.fence_peer("a");
     assert_eq!(code, Some(4), "{text}\n--- b's log:\n{}", pair.log("b"));
     assert!(text.contains("outdated"), "{text}");
-    assert!(
-        pair.argv("b").contains("drbdadm outdate r0"),
-        "b outdated its disk: {}",
-        pair.argv("b")
-    );
+    assert!(pair.argv("b").contains("drbdadm outdate r0"), "b outdated its disk: {}", pair.argv("b"));
 
     // The secondary asking about the primary: refused, the primary keeps its disk.
     let (code, text) = pair.fence_peer("b");
@@ -195,22 +177,12 @@ fn fence_peer_outdates_a_live_secondary_and_reports_a_dead_one_unreachable() {
         .env("FAKE_DRBD_DIR", pair.dir.path().join("b"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let s = wait_for(Duration::from_secs(10), "b in fault", || {
         status_json(&pair.config("b")).filter(|s| role(s) == "fault")
     });
-    assert!(
-        s["faults"].to_string().contains("DRBD split brain on `r0`"),
-        "{s:#}"
-    );
-    assert_eq!(
-        role(&status_json(&pair.config("a")).expect("a answers")),
-        "primary"
-    );
+    assert!(s["faults"].to_string().contains("DRBD split brain on `r0`"), "{s:#}");
+    assert_eq!(role(&status_json(&pair.config("a")).expect("a answers")), "primary");
 
     b.signal(libc::SIGKILL);
     assert!(b.wait_exit(Duration::from_secs(5)));
@@ -230,29 +202,21 @@ fn an_events2_split_brain_faults_the_node_and_reports_both_sides() {
     settled(&pair);
     // a's heartbeat carries its DRBD role and disk (read every few seconds).
     wait_for(Duration::from_secs(20), "b to hear a's DRBD state", || {
-        status_json(&pair.config("b")).filter(|s| {
-            s["peer"]["last"]["drbd"] == serde_json::json!({"role": "primary", "disk": "up-to-date"})
-        })
+        status_json(&pair.config("b"))
+            .filter(|s| s["peer"]["last"]["drbd"] == serde_json::json!({"role": "primary", "disk": "up-to-date"}))
     });
 
     std::fs::write(pair.dir.path().join("b").join("split-brain"), "").unwrap();
     let s = wait_for(Duration::from_secs(20), "b in fault", || {
         status_json(&pair.config("b")).filter(|s| role(s) == "fault")
     });
-    assert!(
-        s["faults"].to_string().contains("DRBD split brain on `r0`"),
-        "{s:#}"
-    );
+    assert!(s["faults"].to_string().contains("DRBD split brain on `r0`"), "{s:#}");
     let log = pair.log("b");
     assert!(
-        log.contains("local: r0 role:Secondary disk:UpToDate")
-            && log.contains("peer: r0 role:Primary disk:UpToDate"),
+        log.contains("local: r0 role:Secondary disk:UpToDate") && log.contains("peer: r0 role:Primary disk:UpToDate"),
         "the split-brain record shows both sides:\n{log}"
     );
-    assert_eq!(
-        role(&status_json(&pair.config("a")).expect("a answers")),
-        "primary"
-    );
+    assert_eq!(role(&status_json(&pair.config("a")).expect("a answers")), "primary");
 }
 
 #[test]

@@ -20,31 +20,19 @@ struct Net {
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
 }
 
 impl Net {
     fn new(tag: &str) -> Net {
         let id = format!("{}-{tag}", std::process::id());
-        let net = Net {
-            node: format!("pbxha-inst-{id}-n"),
-            peer: format!("pbxha-inst-{id}-p"),
-        };
+        let net = Net { node: format!("pbxha-inst-{id}-n"), peer: format!("pbxha-inst-{id}-p") };
         for ns in [&net.node, &net.peer] {
             ip(&["netns", "add", ns]);
         }
         let (n, p) = (net.node.as_str(), net.peer.as_str());
-        ip(&[
-            "link", "add", "pub0", "netns", n, "type", "veth", "peer", "name", "pub1", "netns", p,
-        ]);
-        ip(&[
-            "link", "add", "hb0", "netns", n, "type", "veth", "peer", "name", "hb1", "netns", p,
-        ]);
+        ip(&["link", "add", "pub0", "netns", n, "type", "veth", "peer", "name", "pub1", "netns", p]);
+        ip(&["link", "add", "hb0", "netns", n, "type", "veth", "peer", "name", "hb1", "netns", p]);
         for (ns, dev, addr) in [
             (n, "pub0", "198.51.100.11/24"),
             (n, "hb0", "203.0.113.11/24"),
@@ -76,23 +64,10 @@ struct Loop {
 
 impl Loop {
     fn new(image: &Path, mib: u64) -> Loop {
-        std::fs::File::create(image)
-            .unwrap()
-            .set_len(mib << 20)
-            .unwrap();
-        let out = Command::new("losetup")
-            .args(["-f", "--show"])
-            .arg(image)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "losetup: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Loop {
-            dev: String::from_utf8_lossy(&out.stdout).trim().to_string(),
-        }
+        std::fs::File::create(image).unwrap().set_len(mib << 20).unwrap();
+        let out = Command::new("losetup").args(["-f", "--show"]).arg(image).output().unwrap();
+        assert!(out.status.success(), "losetup: {}", String::from_utf8_lossy(&out.stderr));
+        Loop { dev: String::from_utf8_lossy(&out.stdout).trim().to_string() }
     }
 }
 
@@ -103,10 +78,7 @@ impl Drop for Loop {
 }
 
 fn uname() -> String {
-    String::from_utf8(Command::new("uname").arg("-n").output().unwrap().stdout)
-        .unwrap()
-        .trim()
-        .to_string()
+    String::from_utf8(Command::new("uname").arg("-n").output().unwrap().stdout).unwrap().trim().to_string()
 }
 
 fn answers(storage: &str) -> String {
@@ -137,23 +109,12 @@ fn fake_host(root: &Path, bulk_mib: usize) {
     // Sound files: what makes a migration take a while.
     let sounds = root.join("var/lib/asterisk/sounds");
     std::fs::create_dir_all(&sounds).unwrap();
-    let chunk: Vec<u8> = (0..1 << 20)
-        .map(|i: u32| (i.wrapping_mul(2654435761) >> 24) as u8)
-        .collect();
+    let chunk: Vec<u8> = (0..1 << 20).map(|i: u32| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
     for i in 0..bulk_mib {
         std::fs::write(sounds.join(format!("prompt-{i:03}.wav")), &chunk).unwrap();
     }
-    let out = Command::new("systemctl")
-        .arg("--root")
-        .arg(root)
-        .args(["enable", "asterisk.service"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "systemctl --root enable: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("systemctl").arg("--root").arg(root).args(["enable", "asterisk.service"]).output().unwrap();
+    assert!(out.status.success(), "systemctl --root enable: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Every entry below `root`: type, mode, and a hash of the bytes or the link target.
@@ -165,10 +126,7 @@ fn tree(root: &Path, skip: &[&str]) -> BTreeMap<String, String> {
         for e in entries.flatten() {
             let p = e.path();
             let rel = p.strip_prefix(root).unwrap().display().to_string();
-            if skip
-                .iter()
-                .any(|s| rel == *s || rel.starts_with(&format!("{s}/")))
-            {
+            if skip.iter().any(|s| rel == *s || rel.starts_with(&format!("{s}/"))) {
                 continue;
             }
             let meta = std::fs::symlink_metadata(&p).unwrap();
@@ -191,9 +149,7 @@ fn tree(root: &Path, skip: &[&str]) -> BTreeMap<String, String> {
 }
 
 fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
-    })
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3))
 }
 
 /// A node and its peer, and a PBX host's tree for the node's --root.
@@ -207,12 +163,7 @@ fn node(tag: &str) -> (Net, tempfile::TempDir) {
 fn prerequisites() -> bool {
     require(is_root(), "root (network namespaces, loop devices)")
         && require(
-            have("ip")
-                && have("arping")
-                && have("ping")
-                && have("losetup")
-                && have("nsenter")
-                && have("systemctl"),
+            have("ip") && have("arping") && have("ping") && have("losetup") && have("nsenter") && have("systemctl"),
             "iproute2, iputils-arping, iputils-ping, util-linux, systemctl",
         )
 }
@@ -252,11 +203,7 @@ fn refused(net: &Net, root: &Path, answers: &str, expect: &str) {
     let file = root.join("answers.toml");
     std::fs::write(&file, answers).unwrap();
     let before = tree(root, &["run"]);
-    let out = install_in(
-        net,
-        root,
-        &["--answers", file.to_str().unwrap(), "--yes", "--no-start"],
-    );
+    let out = install_in(net, root, &["--answers", file.to_str().unwrap(), "--yes", "--no-start"]);
     let said = text(&out);
     assert!(!out.status.success(), "accepted: {said}");
     assert!(said.contains(expect), "expected `{expect}` in:\n{said}");
@@ -265,23 +212,12 @@ fn refused(net: &Net, root: &Path, answers: &str, expect: &str) {
 
 #[test]
 fn no_terminal_and_no_answers_is_refused_in_one_line() {
-    let out = Command::new(pbxha())
-        .arg("install")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = Command::new(pbxha()).arg("install").stdin(Stdio::null()).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(
-        err.contains("no terminal to ask on: pass --answers FILE"),
-        "{err}"
-    );
-    let out = Command::new(pbxha())
-        .args(["install", "--yes"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    assert!(err.contains("no terminal to ask on: pass --answers FILE"), "{err}");
+    let out = Command::new(pbxha()).args(["install", "--yes"]).stdin(Stdio::null()).output().unwrap();
     assert!(
         !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--answers"),
         "--yes needs an answers file"
@@ -303,10 +239,7 @@ fn bad_answers_files_are_refused_before_anything_runs() {
         let before = tree(root.path(), &[]);
         let out = install_yes(root.path(), &file);
         let said = self::text(&out);
-        assert!(
-            !out.status.success() && said.contains(expect),
-            "expected `{expect}` in:\n{said}"
-        );
+        assert!(!out.status.success() && said.contains(expect), "expected `{expect}` in:\n{said}");
         assert!(!said.contains("hunter2"), "the secret was echoed: {said}");
         assert_eq!(tree(root.path(), &[]), before);
     }
@@ -318,17 +251,9 @@ fn a_second_install_while_one_runs_is_refused() {
     let lock = root.path().join("run/pbxha/install.lock");
     std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
     // Held by another process, as a running install holds it (killed when dropped).
-    let _holder = Guard::spawn(
-        "flock",
-        Command::new("flock").arg(&lock).args(["sleep", "60"]),
-    );
+    let _holder = Guard::spawn("flock", Command::new("flock").arg(&lock).args(["sleep", "60"]));
     pbxha_tests::wait_for(Duration::from_secs(10), "flock to hold the lock", || {
-        let probe = Command::new("flock")
-            .args(["-n"])
-            .arg(&lock)
-            .arg("true")
-            .status()
-            .ok()?;
+        let probe = Command::new("flock").args(["-n"]).arg(&lock).arg("true").status().ok()?;
         (!probe.success()).then_some(())
     });
     let file = root.path().join("answers.toml");
@@ -336,10 +261,7 @@ fn a_second_install_while_one_runs_is_refused() {
     let before = tree(root.path(), &[]);
     let out = install_yes(root.path(), &file);
     let said = text(&out);
-    assert!(
-        !out.status.success() && said.contains("another `pbxha install` is running"),
-        "{said}"
-    );
+    assert!(!out.status.success() && said.contains("another `pbxha install` is running"), "{said}");
     assert_eq!(tree(root.path(), &[]), before);
 }
 
@@ -356,33 +278,13 @@ fn vip_problems_are_refused_by_the_preflight() {
         "VIP 192.0.2.100/24 is outside pub0's subnet 198.51.100.11/24",
     );
     // The dry run says the same and exits 1.
-    let out = install_in(
-        &net,
-        root.path(),
-        &[
-            "--answers",
-            root.path().join("answers.toml").to_str().unwrap(),
-            "--dry-run",
-        ],
-    );
+    let out =
+        install_in(&net, root.path(), &["--answers", root.path().join("answers.toml").to_str().unwrap(), "--dry-run"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("FAIL  vip-subnet"), "{}", text(&out));
     // Another host (the peer namespace here) already answers ARP for the VIP.
-    ip(&[
-        "-n",
-        &net.peer,
-        "addr",
-        "add",
-        "198.51.100.100/24",
-        "dev",
-        "pub1",
-    ]);
-    refused(
-        &net,
-        root.path(),
-        &answers("kind = \"none\""),
-        "198.51.100.100 is already answered by",
-    );
+    ip(&["-n", &net.peer, "addr", "add", "198.51.100.100/24", "dev", "pub1"]);
+    refused(&net, root.path(), &answers("kind = \"none\""), "198.51.100.100 is already answered by");
 }
 
 #[test]
@@ -393,18 +295,10 @@ fn a_drbd_device_with_a_filesystem_or_mounted_is_refused() {
     let (net, root) = node("disk");
     let scratch = tempfile::tempdir().unwrap();
     let disk = Loop::new(&scratch.path().join("disk.img"), 32);
-    let out = Command::new("mkfs.ext4")
-        .args(["-q", &disk.dev])
-        .output()
-        .unwrap();
+    let out = Command::new("mkfs.ext4").args(["-q", &disk.dev]).output().unwrap();
     assert!(out.status.success());
     let storage = format!("kind = \"drbd\"\ndevice = \"{}\"", disk.dev);
-    refused(
-        &net,
-        root.path(),
-        &answers(&storage),
-        &format!("{} holds a ext4 signature", disk.dev),
-    );
+    refused(&net, root.path(), &answers(&storage), &format!("{} holds a ext4 signature", disk.dev));
     let mnt = scratch.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     // Mounted in a private mount namespace held by a sleeping process; the install runs
@@ -428,11 +322,7 @@ fn a_drbd_device_with_a_filesystem_or_mounted_is_refused() {
             .then_some(())
     });
     let file = root.path().join("answers.toml");
-    std::fs::write(
-        &file,
-        answers(&storage.replace("\"drbd\"", "\"drbd\"\nwipe = true")),
-    )
-    .unwrap();
+    std::fs::write(&file, answers(&storage.replace("\"drbd\"", "\"drbd\"\nwipe = true"))).unwrap();
     let before = tree(root.path(), &["run"]);
     let out = Command::new("nsenter")
         .arg(format!("--net=/run/netns/{}", net.node))
@@ -445,11 +335,7 @@ fn a_drbd_device_with_a_filesystem_or_mounted_is_refused() {
         .output()
         .unwrap();
     let said = text(&out);
-    assert!(
-        !out.status.success()
-            && said.contains(&format!("{} is mounted on {}", disk.dev, mnt.display())),
-        "{said}"
-    );
+    assert!(!out.status.success() && said.contains(&format!("{} is mounted on {}", disk.dev, mnt.display())), "{said}");
     assert_eq!(tree(root.path(), &["run"]), before);
 }
 
@@ -480,25 +366,12 @@ fn import_heartbeat_prints_the_seed_clusters_config() {
         "name = \"asterisk\"\nkind = \"service\"\nunit = \"asterisk\"",
         "name = \"httpd\"\nkind = \"service\"\nunit = \"httpd\"",
     ] {
-        assert!(
-            config.contains(expected),
-            "`{expected}` missing from:\n{config}"
-        );
+        assert!(config.contains(expected), "`{expected}` missing from:\n{config}");
     }
     assert!(notes.contains("authkeys (sha1) is not reused"), "{notes}");
-    assert!(
-        notes.contains("to fill in: link[0].addresses.kava2: 0.0.0.0 cannot be a node's address"),
-        "{notes}"
-    );
-    assert!(
-        !config.contains("password") && !notes.contains("password"),
-        "the authkeys secret leaked"
-    );
-    assert_eq!(
-        tree(root.path(), &[]),
-        BTreeMap::new(),
-        "a dry run writes nothing"
-    );
+    assert!(notes.contains("to fill in: link[0].addresses.kava2: 0.0.0.0 cannot be a node's address"), "{notes}");
+    assert!(!config.contains("password") && !notes.contains("password"), "the authkeys secret leaked");
+    assert_eq!(tree(root.path(), &[]), BTreeMap::new(), "a dry run writes nothing");
 }
 
 /// Fake drbdadm and modprobe for a machine without the DRBD module, and a real mkfs.ext4
@@ -509,21 +382,13 @@ fn import_heartbeat_prints_the_seed_clusters_config() {
 fn fake_tools(dir: &Path) {
     let lock = "exec 9>\"$PBXHA_TEST_LOG.lock\"\nflock 9\n";
     let tools = [
-        (
-            "drbdadm",
-            "case \"$1\" in --version) echo DRBDADM_VERSION=9.22.0; exit 0;; esac\nsleep 0.4"
-                .to_string(),
-        ),
+        ("drbdadm", "case \"$1\" in --version) echo DRBDADM_VERSION=9.22.0; exit 0;; esac\nsleep 0.4".to_string()),
         ("modprobe", "exit 0".to_string()),
         ("mkfs.ext4", format!("{lock}exec /sbin/mkfs.ext4 \"$@\"")),
     ];
     for (name, body) in tools {
         let p = dir.join(name);
-        std::fs::write(
-            &p,
-            format!("#!/bin/sh\necho \"{name} $*\" >> \"$PBXHA_TEST_LOG\"\n{body}\n"),
-        )
-        .unwrap();
+        std::fs::write(&p, format!("#!/bin/sh\necho \"{name} $*\" >> \"$PBXHA_TEST_LOG\"\n{body}\n")).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 }
@@ -553,14 +418,7 @@ fn drain(child: &mut std::process::Child) -> String {
 }
 
 /// One install of `root` in the node's network namespace and the holder's mount namespace.
-fn install_cmd(
-    net: &Net,
-    holder: u32,
-    tools: &Path,
-    log: &Path,
-    root: &Path,
-    args: &[&str],
-) -> Command {
+fn install_cmd(net: &Net, holder: u32, tools: &Path, log: &Path, root: &Path, args: &[&str]) -> Command {
     let mut c = Command::new("nsenter");
     c.arg(format!("--net=/run/netns/{}", net.node))
         .arg(format!("--mount=/proc/{holder}/ns/mnt"))
@@ -569,10 +427,7 @@ fn install_cmd(
         .arg("--root")
         .arg(root)
         .args(args)
-        .env(
-            "PATH",
-            format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", tools.display()),
-        )
+        .env("PATH", format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", tools.display()))
         .env("PBXHA_TEST_LOG", log)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -582,11 +437,7 @@ fn install_cmd(
 
 #[test]
 fn an_install_killed_at_random_points_resumes_to_the_same_tree_and_undo_restores_it() {
-    if !prerequisites()
-        || !require(
-            have("mkfs.ext4") && have("flock") && have("unshare"),
-            "e2fsprogs, flock, unshare",
-        )
+    if !prerequisites() || !require(have("mkfs.ext4") && have("flock") && have("unshare"), "e2fsprogs, flock, unshare")
     {
         return;
     }
@@ -606,10 +457,7 @@ fn an_install_killed_at_random_points_resumes_to_the_same_tree_and_undo_restores
         let own = std::fs::read_link("/proc/self/ns/mnt").ok()?;
         (std::fs::read_link(format!("/proc/{}/ns/mnt", holder.pid())).ok()? != own).then_some(())
     });
-    let answers = answers(&format!(
-        "kind = \"drbd\"\ndevice = \"{}\"\ndrbd-device = \"{}\"",
-        backing.dev, drbd0.dev
-    ));
+    let answers = answers(&format!("kind = \"drbd\"\ndevice = \"{}\"\ndrbd-device = \"{}\"", backing.dev, drbd0.dev));
     // Both installs use the same root path, one after the other, so the two trees can be
     // compared byte for byte (the config and migrate's own journal name their root).
     let killed = scratch.path().join("host");
@@ -619,13 +467,14 @@ fn an_install_killed_at_random_points_resumes_to_the_same_tree_and_undo_restores
     };
     host(&killed);
     let original = tree(&killed, &[]);
-    let args = ["--answers".to_string(),
+    let args = [
+        "--answers".to_string(),
         killed.join("answers.toml").display().to_string(),
         "--yes".into(),
-        "--no-start".into()];
+        "--no-start".into(),
+    ];
     let args_b: Vec<&str> = args.iter().map(String::as_str).collect();
-    let view =
-        |root: &Path| PathBuf::from(format!("/proc/{}/root{}", holder.pid(), root.display()));
+    let view = |root: &Path| PathBuf::from(format!("/proc/{}/root{}", holder.pid(), root.display()));
     let compare = |root: &Path| {
         let mut t = tree(&view(root), &["var/lib/pbxha", "run", "replica/lost+found"]);
         let key = t.remove("etc/pbxha/authkey").expect("a key");
@@ -634,20 +483,11 @@ fn an_install_killed_at_random_points_resumes_to_the_same_tree_and_undo_restores
     };
 
     let log_a = scratch.path().join("clean.log");
-    let out = install_cmd(&net, holder.pid(), &tools, &log_a, &killed, &args_b)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "uninterrupted install:\n{}",
-        text(&out)
-    );
+    let out = install_cmd(&net, holder.pid(), &tools, &log_a, &killed, &args_b).output().unwrap();
+    assert!(out.status.success(), "uninterrupted install:\n{}", text(&out));
     let said = text(&out);
     for step in ["drbd-create-md", "migrate", "sysctl", "unit", "config"] {
-        assert!(
-            said.contains(&format!("[{step}]")),
-            "plan step {step} not shown:\n{said}"
-        );
+        assert!(said.contains(&format!("[{step}]")), "plan step {step} not shown:\n{said}");
     }
     let uninterrupted = compare(&killed);
     let umount = Command::new("nsenter")
@@ -678,31 +518,19 @@ fn an_install_killed_at_random_points_resumes_to_the_same_tree_and_undo_restores
     let (mut campaigns, mut first_run) = (1, 1);
     let began = Instant::now();
     let finished = loop {
-        assert!(
-            runs < 200 && began.elapsed() < Duration::from_secs(300),
-            "no end after {runs} runs and {kills} kills"
-        );
+        assert!(runs < 200 && began.elapsed() < Duration::from_secs(300), "no end after {runs} runs and {kills} kills");
         runs += 1;
-        let mut run = Guard::spawn(
-            "pbxha install",
-            &mut install_cmd(&net, holder.pid(), &tools, &log_b, &killed, &args_b),
-        );
+        let mut run =
+            Guard::spawn("pbxha install", &mut install_cmd(&net, holder.pid(), &tools, &log_b, &killed, &args_b));
         if runs == first_run {
             // create-md comes after three journaled steps: the plan is committed by then.
             pbxha_tests::wait_for(Duration::from_secs(60), "the first run's create-md", || {
-                std::fs::read_to_string(&log_b)
-                    .ok()?
-                    .contains("create-md")
-                    .then_some(())
+                std::fs::read_to_string(&log_b).ok()?.contains("create-md").then_some(())
             });
         }
         match exited_within(&mut run, delay()) {
             Some(status) if kills >= 10 => {
-                assert!(
-                    status.success(),
-                    "the final run failed after {kills} kills:\n{}",
-                    drain(&mut run.child)
-                );
+                assert!(status.success(), "the final run failed after {kills} kills:\n{}", drain(&mut run.child));
                 break runs;
             }
             Some(status) => {
@@ -711,9 +539,7 @@ fn an_install_killed_at_random_points_resumes_to_the_same_tree_and_undo_restores
                     status.success() && campaigns < 4,
                     "campaign {campaigns} ended ({status}) after {kills} kills:\n{out}"
                 );
-                let undo = install_cmd(&net, holder.pid(), &tools, &log_b, &killed, &["--undo"])
-                    .output()
-                    .unwrap();
+                let undo = install_cmd(&net, holder.pid(), &tools, &log_b, &killed, &["--undo"]).output().unwrap();
                 assert!(undo.status.success(), "{}", text(&undo));
                 std::fs::remove_dir_all(&killed).unwrap();
                 host(&killed);
@@ -722,16 +548,9 @@ fn an_install_killed_at_random_points_resumes_to_the_same_tree_and_undo_restores
                 (kills, campaigns, first_run) = (0, campaigns + 1, runs + 1);
             }
             None if kills >= 10 => {
-                assert!(
-                    run.wait_exit(Duration::from_secs(120)),
-                    "the last run did not finish"
-                );
+                assert!(run.wait_exit(Duration::from_secs(120)), "the last run did not finish");
                 let status = run.child.wait().unwrap();
-                assert!(
-                    status.success(),
-                    "the final run failed after {kills} kills:\n{}",
-                    drain(&mut run.child)
-                );
+                assert!(status.success(), "the final run failed after {kills} kills:\n{}", drain(&mut run.child));
                 break runs;
             }
             None => {
@@ -749,14 +568,8 @@ fn an_install_killed_at_random_points_resumes_to_the_same_tree_and_undo_restores
     assert_eq!(compare(&killed), uninterrupted);
     // The journal is complete: a rerun finds every step done.
     assert!(journal.exists());
-    let rerun = install_cmd(&net, holder.pid(), &tools, &log_b, &killed, &args_b)
-        .output()
-        .unwrap();
-    assert!(
-        rerun.status.success() && text(&rerun).contains("already installed"),
-        "{}",
-        text(&rerun)
-    );
+    let rerun = install_cmd(&net, holder.pid(), &tools, &log_b, &killed, &args_b).output().unwrap();
+    assert!(rerun.status.success() && text(&rerun).contains("already installed"), "{}", text(&rerun));
 
     // Undo, itself killed a few times, leaves the tree as before.
     // A run that beats its random kill finishes the undo itself.
@@ -780,26 +593,18 @@ fn an_install_killed_at_random_points_resumes_to_the_same_tree_and_undo_restores
         }
     }
     if !undone {
-        let out = install_cmd(&net, holder.pid(), &tools, &log_b, &killed, &["--undo"])
-            .output()
-            .unwrap();
+        let out = install_cmd(&net, holder.pid(), &tools, &log_b, &killed, &["--undo"]).output().unwrap();
         said += &text(&out);
         assert!(out.status.success(), "{said}");
     }
     assert!(said.contains("undo complete"), "{said}");
-    assert!(
-        said.contains("not undone: DRBD metadata stays on"),
-        "undo says what it cannot undo: {said}"
-    );
+    assert!(said.contains("not undone: DRBD metadata stays on"), "undo says what it cannot undo: {said}");
     // Back as before, seen from the namespace that held the mount: the replicated
     // filesystem (which keeps the replica's copy aside, as migrate's undo never deletes)
     // is unmounted and its mount point gone. The lock file in the volatile /run aside.
     assert_eq!(tree(&view(&killed), &["run"]), original);
     let log = std::fs::read_to_string(&log_b).unwrap();
-    assert!(
-        log.contains("drbdadm -c") && log.contains("primary --force r0"),
-        "{log}"
-    );
+    assert!(log.contains("drbdadm -c") && log.contains("primary --force r0"), "{log}");
 }
 
 #[test]
@@ -809,29 +614,14 @@ fn without_systemd_as_pid_1_the_installer_starts_the_daemon_itself() {
     }
     let (net, root) = node("run");
     let file = root.path().join("answers.toml");
-    std::fs::write(
-        &file,
-        answers("kind = \"none\"").replace("timing = \"default\"", "timing = \"fast\""),
-    )
-    .unwrap();
+    std::fs::write(&file, answers("kind = \"none\"").replace("timing = \"default\"", "timing = \"fast\"")).unwrap();
     // A dry run first: the table and the plan, exit 0, nothing written (not even the lock).
     let before = tree(root.path(), &[]);
-    let out = install_in(
-        &net,
-        root.path(),
-        &["--answers", file.to_str().unwrap(), "--dry-run"],
-    );
+    let out = install_in(&net, root.path(), &["--answers", file.to_str().unwrap(), "--dry-run"]);
     let said = text(&out);
-    assert!(
-        out.status.success() && said.contains("PASS  peer") && said.contains("[config]"),
-        "{said}"
-    );
+    assert!(out.status.success() && said.contains("PASS  peer") && said.contains("[config]"), "{said}");
     assert_eq!(tree(root.path(), &[]), before);
-    let out = install_in(
-        &net,
-        root.path(),
-        &["--answers", file.to_str().unwrap(), "--yes"],
-    );
+    let out = install_in(&net, root.path(), &["--answers", file.to_str().unwrap(), "--yes"]);
     let said = text(&out);
     assert!(out.status.success(), "{said}");
     let pid: u32 = said
@@ -853,24 +643,16 @@ fn without_systemd_as_pid_1_the_installer_starts_the_daemon_itself() {
     let _daemon = Daemon(pid);
     assert!(said.contains("systemd is not PID 1 here"), "{said}");
     let config = root.path().join("etc/pbxha/pbxha.toml");
-    let status = pbxha_tests::wait_for(
-        Duration::from_secs(30),
-        "the started daemon's status",
-        || pbxha_tests::status_json(&config),
-    );
+    let status = pbxha_tests::wait_for(Duration::from_secs(30), "the started daemon's status", || {
+        pbxha_tests::status_json(&config)
+    });
     assert!(status.to_string().contains(&uname()), "{status}");
     assert!(pbxha_tests::alive(pid));
     // A rerun finds the install done and starts no second daemon.
-    let out = install_in(
-        &net,
-        root.path(),
-        &["--answers", file.to_str().unwrap(), "--yes"],
-    );
+    let out = install_in(&net, root.path(), &["--answers", file.to_str().unwrap(), "--yes"]);
     let said = text(&out);
     assert!(
-        out.status.success()
-            && said.contains("already installed")
-            && !said.contains("started `pbxha run`"),
+        out.status.success() && said.contains("already installed") && !said.contains("started `pbxha run`"),
         "{said}"
     );
 }
@@ -888,21 +670,15 @@ impl Tmux {
     }
 
     fn screen(&self) -> String {
-        let out = self
-            .cmd()
-            .args(["capture-pane", "-p", "-J", "-S", "-200", "-t", "wizard"])
-            .output()
-            .unwrap();
+        let out = self.cmd().args(["capture-pane", "-p", "-J", "-S", "-200", "-t", "wizard"]).output().unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Waits until the screen shows `text`, then types `keys` and Enter.
     fn answer(&self, text: &str, keys: &str) {
-        pbxha_tests::wait_for(
-            Duration::from_secs(60),
-            &format!("`{text}` on the screen"),
-            || self.screen().contains(text).then_some(()),
-        );
+        pbxha_tests::wait_for(Duration::from_secs(60), &format!("`{text}` on the screen"), || {
+            self.screen().contains(text).then_some(())
+        });
         let mut c = self.cmd();
         c.args(["send-keys", "-t", "wizard"]);
         if !keys.is_empty() {
@@ -927,47 +703,22 @@ fn the_interactive_wizard_on_a_terminal() {
         return;
     }
     let (net, root) = node("tty");
-    let tmux = Tmux {
-        socket: format!("pbxha-install-{}", std::process::id()),
-    };
+    let tmux = Tmux { socket: format!("pbxha-install-{}", std::process::id()) };
     let script = format!(
         "ip netns exec {} {} install --root {} --no-start; echo WIZARD-EXIT=$?; sleep 60",
         net.node,
         pbxha().display(),
         root.path().display()
     );
-    let ok = tmux
-        .cmd()
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            "wizard",
-            "-x",
-            "220",
-            "-y",
-            "50",
-            &script,
-        ])
-        .status()
-        .unwrap();
+    let ok = tmux.cmd().args(["new-session", "-d", "-s", "wizard", "-x", "220", "-y", "50", &script]).status().unwrap();
     assert!(ok.success());
     tmux.answer(&format!("This node's name (uname -n) [{}]:", uname()), "");
     tmux.answer("The peer's name", "peer-x");
     tmux.answer("Public interface (where the VIP lives) [pub0]:", "");
     tmux.answer("VIP with prefix", "192.0.2.9/24");
-    tmux.answer(
-        "192.0.2.9 is outside pub0's subnet 198.51.100.11/24; try again",
-        "198.51.100.100/24",
-    );
-    tmux.answer(
-        "The peer's address on the public interface",
-        "198.51.100.12",
-    );
-    tmux.answer(
-        "(second interfaces here: hb0 (203.0.113.11/24)):",
-        "hb0 203.0.113.12",
-    );
+    tmux.answer("192.0.2.9 is outside pub0's subnet 198.51.100.11/24; try again", "198.51.100.100/24");
+    tmux.answer("The peer's address on the public interface", "198.51.100.12");
+    tmux.answer("(second interfaces here: hb0 (203.0.113.11/24)):", "hb0 203.0.113.12");
     // The rest with Enter: each default was detected (no gateway here, so no ping target).
     for prompt in [
         "space-separated (or none) [none]:",
@@ -984,19 +735,10 @@ fn the_interactive_wizard_on_a_terminal() {
         tmux.screen().contains("WIZARD-EXIT=").then_some(())
     });
     let screen = tmux.screen();
-    assert!(
-        screen.contains("WIZARD-EXIT=0") && screen.contains("installed: "),
-        "{screen}"
-    );
-    assert!(
-        screen.contains("PASS  vip-free") && screen.contains("[config]"),
-        "{screen}"
-    );
+    assert!(screen.contains("WIZARD-EXIT=0") && screen.contains("installed: "), "{screen}");
+    assert!(screen.contains("PASS  vip-free") && screen.contains("[config]"), "{screen}");
     let saved = std::fs::read_to_string(root.path().join("etc/pbxha/answers.toml")).unwrap();
-    assert!(
-        saved.contains("vip = \"198.51.100.100/24\"") && saved.contains("peer = \"peer-x\""),
-        "{saved}"
-    );
+    assert!(saved.contains("vip = \"198.51.100.100/24\"") && saved.contains("peer = \"peer-x\""), "{saved}");
 }
 
 #[test]
@@ -1006,17 +748,8 @@ fn an_nftables_firewall_gets_the_pairs_rules_and_undo_removes_them() {
     }
     let net = Net::new("nft");
     let nft = |args: &str| {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &net.node,
-                "sh",
-                "-c",
-                &format!("nft {args}"),
-            ])
-            .output()
-            .unwrap();
+        let out =
+            Command::new("ip").args(["netns", "exec", &net.node, "sh", "-c", &format!("nft {args}")]).output().unwrap();
         assert!(out.status.success(), "nft {args}: {}", text(&out));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
@@ -1029,16 +762,9 @@ fn an_nftables_firewall_gets_the_pairs_rules_and_undo_removes_them() {
     fake_host(root.path(), 0);
     let file = root.path().join("answers.toml");
     std::fs::write(&file, answers("kind = \"none\"")).unwrap();
-    let out = install_in(
-        &net,
-        root.path(),
-        &["--answers", file.to_str().unwrap(), "--yes", "--no-start"],
-    );
+    let out = install_in(&net, root.path(), &["--answers", file.to_str().unwrap(), "--yes", "--no-start"]);
     let said = text(&out);
-    assert!(
-        out.status.success() && said.contains("[firewall]"),
-        "{said}"
-    );
+    assert!(out.status.success() && said.contains("[firewall]"), "{said}");
     let after = nft("list chain inet filter input");
     for rule in [
         "ip saddr 203.0.113.12 udp dport 694 accept comment \"pbxha\"",

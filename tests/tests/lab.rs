@@ -11,8 +11,8 @@
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::process::{Command, Stdio};
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pbxha_tests::lab::*;
@@ -22,12 +22,9 @@ use serde_json::Value;
 /// Sends UDP datagrams from inside the namespace `ns`.
 fn send_from_ns(ns: &str, to: SocketAddrV4, from: Ipv4Addr, datagrams: Vec<Vec<u8>>) {
     in_netns(ns, move || {
-        let socket = UdpSocket::bind(SocketAddrV4::new(from, 0))
-            .unwrap_or_else(|e| panic!("binding {from}: {e}"));
+        let socket = UdpSocket::bind(SocketAddrV4::new(from, 0)).unwrap_or_else(|e| panic!("binding {from}: {e}"));
         for d in &datagrams {
-            socket
-                .send_to(d, to)
-                .unwrap_or_else(|e| panic!("sending to {to}: {e}"));
+            socket.send_to(d, to).unwrap_or_else(|e| panic!("sending to {to}: {e}"));
             std::thread::sleep(Duration::from_millis(20));
         }
     })
@@ -41,18 +38,7 @@ fn capture_udp(lab: &TestLab, member: &str, dev: &str, filter: &str) -> Vec<u8> 
     let mut tcpdump = Guard::spawn(
         "tcpdump",
         Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &lab.ns(member),
-                "tcpdump",
-                "-i",
-                dev,
-                "-c",
-                "1",
-                "-U",
-                "-w",
-            ])
+            .args(["netns", "exec", &lab.ns(member), "tcpdump", "-i", dev, "-c", "1", "-U", "-w"])
             .arg(&file)
             .arg(filter)
             .stdout(Stdio::null())
@@ -63,8 +49,7 @@ fn capture_udp(lab: &TestLab, member: &str, dev: &str, filter: &str) -> Vec<u8> 
         "tcpdump on {member}/{dev} caught no `{filter}` packet in 20 s"
     );
     let pcap = std::fs::read(&file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
-    udp_payload(&pcap)
-        .unwrap_or_else(|| panic!("{} holds no Ethernet/IPv4/UDP packet", file.display()))
+    udp_payload(&pcap).unwrap_or_else(|| panic!("{} holds no Ethernet/IPv4/UDP packet", file.display()))
 }
 
 /// The UDP payload of the first packet of a classic pcap file with Ethernet link type.
@@ -83,22 +68,15 @@ fn udp_payload(pcap: &[u8]) -> Option<Vec<u8>> {
 
 /// Link `link` of `node`'s `heartbeat.links[]` in `pbxha status --json`.
 fn link_stats(lab: &TestLab, node: &str, link: &str) -> Value {
-    let status = lab
-        .node(node)
-        .unwrap_or_else(|| panic!("{node} does not answer status"));
-    let links = status["heartbeat"]["links"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let status = lab.node(node).unwrap_or_else(|| panic!("{node} does not answer status"));
+    let links = status["heartbeat"]["links"].as_array().cloned().unwrap_or_default();
     let found = links.into_iter().find(|l| l["name"] == link);
     found.unwrap_or_else(|| panic!("{node} status has no heartbeat link {link}: {status}"))
 }
 
 /// One drop counter of a link.
 fn drops(link: &Value, reason: &str) -> u64 {
-    link["drops"][reason]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no `{reason}` drop counter in {link}"))
+    link["drops"][reason].as_u64().unwrap_or_else(|| panic!("no `{reason}` drop counter in {link}"))
 }
 
 /// A node's address on the public link (appliance/src/lab/plan.rs).
@@ -123,10 +101,7 @@ fn hb_addr(node: &str) -> &'static str {
 fn pub0_mac(lab: &TestLab, member: &str) -> String {
     let out = lab.exec(member, &["ip", "-j", "link", "show", "pub0"]);
     let v: Value = serde_json::from_slice(&out.stdout).expect("ip -j link output");
-    v[0]["address"]
-        .as_str()
-        .expect("pub0 has a MAC")
-        .to_string()
+    v[0]["address"].as_str().expect("pub0 has a MAC").to_string()
 }
 
 /// The MAC the client's neighbour table holds for the VIP.
@@ -149,34 +124,21 @@ fn node_death_moves_vip_sip_and_client_arp_entry() {
     let (mac_p, mac_s) = (pub0_mac(&lab, p), pub0_mac(&lab, s));
     assert_ne!(mac_p, mac_s);
     // The probes in up() made the client resolve the VIP.
-    assert_eq!(
-        client_neighbour_mac(&lab),
-        Some(mac_p),
-        "client's ARP entry for the VIP before the failover"
-    );
+    assert_eq!(client_neighbour_mac(&lab), Some(mac_p), "client's ARP entry for the VIP before the failover");
     // Past the neighbour locktime (1 s), so the new holder's gratuitous ARP is not ignored.
     std::thread::sleep(Duration::from_millis(1500));
     lab.status();
     lab.lab_ok(&["kill", p]);
     // Checked before any new probe, so only gratuitous ARP can have changed the entry.
-    wait_for(
-        SETTLE,
-        &format!("the client's ARP entry for the VIP to name {s}'s MAC"),
-        || (client_neighbour_mac(&lab).as_ref() == Some(&mac_s)).then_some(()),
-    );
-    wait_for(SETTLE, &format!("{s} primary"), || {
-        (lab.role(s) == "primary").then_some(())
+    wait_for(SETTLE, &format!("the client's ARP entry for the VIP to name {s}'s MAC"), || {
+        (client_neighbour_mac(&lab).as_ref() == Some(&mac_s)).then_some(())
     });
-    let answered = wait_for(SETTLE, &format!("SIP answered by {s}"), || {
-        lab.sip_answer().filter(|n| n == s)
-    });
+    wait_for(SETTLE, &format!("{s} primary"), || (lab.role(s) == "primary").then_some(()));
+    let answered = wait_for(SETTLE, &format!("SIP answered by {s}"), || lab.sip_answer().filter(|n| n == s));
     assert_eq!(answered, s);
     assert_eq!(lab.role(p), "down");
     let report = sampler.finish(&lab);
-    assert!(
-        report.holders.contains(s),
-        "the sampler never saw {s} hold the VIP: {report:?}"
-    );
+    assert!(report.holders.contains(s), "the sampler never saw {s} hold the VIP: {report:?}");
     lab.finish();
 }
 
@@ -192,9 +154,7 @@ fn crash_daemon(lab: &TestLab, node: &str) {
     let pid = daemon_pid(lab, node);
     // SAFETY: kill(2) on a PID this lab started; no memory is involved.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0, "kill -9 {pid}");
-    wait_for(SETTLE, &format!("{node}'s daemon (pid {pid}) to die"), || {
-        (!alive(pid as u32)).then_some(())
-    });
+    wait_for(SETTLE, &format!("{node}'s daemon (pid {pid}) to die"), || (!alive(pid as u32)).then_some(()));
 }
 
 fn log_of(lab: &TestLab, node: &str) -> String {
@@ -215,17 +175,12 @@ fn a_crashed_daemon_with_an_exec_pbx_gives_up_the_vip_and_the_peer_takes_over() 
     lab.status();
     crash_daemon(&lab, p);
     let crashed = Instant::now();
-    wait_for(SETTLE, &format!("the VIP to leave {p}"), || {
-        (vip_on(&lab.ns(p)) == Some(false)).then_some(())
-    });
+    wait_for(SETTLE, &format!("the VIP to leave {p}"), || (vip_on(&lab.ns(p)) == Some(false)).then_some(()));
     let released = crashed.elapsed();
     eprintln!("VIP gone from the crashed {p} {} ms after its daemon died", released.as_millis());
     assert!(released < Duration::from_secs(3), "released after {released:?}{}", lab.logs());
     let log = log_of(&lab, p);
-    assert!(
-        log.contains(&format!("sentinel: nothing serves: removed VIP {VIP}/24 from pub0")),
-        "{log}"
-    );
+    assert!(log.contains(&format!("sentinel: nothing serves: removed VIP {VIP}/24 from pub0")), "{log}");
     // Issue 10 (4) has the refusing peer re-probe every second; until then the peer may
     // first refuse and retry later, hence the long wait.
     let until = Instant::now() + Duration::from_secs(90);
@@ -295,10 +250,7 @@ fn a_crashed_daemon_whose_service_survives_keeps_the_vip() {
     let log = wait_for(SETTLE, &format!("{s}'s sentinel to decide"), || {
         Some(log_of(&lab, s)).filter(|l| l.contains("sentinel: keeping the VIPs"))
     });
-    assert!(
-        log.contains(&format!("sentinel: keeping the VIPs: SIP probe `pbx` is answered at {VIP}:5060")),
-        "{log}"
-    );
+    assert!(log.contains(&format!("sentinel: keeping the VIPs: SIP probe `pbx` is answered at {VIP}:5060")), "{log}");
     assert!(alive(responder), "the service outlived its daemon");
     // The clients stay served by s, on the VIP it kept, for five dead times.
     let until = Instant::now() + QUIET;
@@ -325,29 +277,18 @@ fn heartbeat_link_cut_alone_changes_nothing() {
     // The cut is real: the secondary sees its hb link go down.
     wait_for(SETTLE, &format!("{s} to report link hb down"), || {
         let links = lab.node(s)?["links"].as_array()?.clone();
-        links
-            .iter()
-            .any(|l| l["name"] == "hb" && l["up"] == false)
-            .then_some(())
+        links.iter().any(|l| l["name"] == "hb" && l["up"] == false).then_some(())
     });
     lab.assert_roles_stay(p, s, QUIET);
     assert_eq!(lab.sip_answer().as_deref(), Some(p));
     lab.lab_ok(&["heal"]);
-    wait_for(
-        SETTLE,
-        &format!("{s} to report every link up again"),
-        || {
-            let links = lab.node(s)?["links"].as_array()?.clone();
-            links.iter().all(|l| l["up"] == true).then_some(())
-        },
-    );
+    wait_for(SETTLE, &format!("{s} to report every link up again"), || {
+        let links = lab.node(s)?["links"].as_array()?.clone();
+        links.iter().all(|l| l["up"] == true).then_some(())
+    });
     lab.wait_primary(p);
     let report = sampler.finish(&lab);
-    assert_eq!(
-        report.holders,
-        BTreeSet::from([p]),
-        "the VIP moved: {report:?}"
-    );
+    assert_eq!(report.holders, BTreeSet::from([p]), "the VIP moved: {report:?}");
     lab.finish();
 }
 
@@ -367,10 +308,7 @@ fn primary_cut_off_from_gateway_hands_over() {
     lab.lab_ok(&["heal"]);
     lab.wait_primary(s);
     let report = sampler.finish(&lab);
-    assert!(
-        report.holders.contains(s),
-        "the sampler never saw {s} hold the VIP: {report:?}"
-    );
+    assert!(report.holders.contains(s), "the sampler never saw {s} hold the VIP: {report:?}");
     lab.finish();
 }
 
@@ -386,16 +324,12 @@ fn primary_public_link_cut_hands_over() {
     let (p, s) = (lab.p(), lab.s());
     let sampler = lab.sampler();
     lab.lab_ok(&["partition", "public", p]);
-    let answered = wait_for(SETTLE, &format!("SIP answered by {s}"), || {
-        lab.sip_answer().filter(|n| n == s)
-    });
+    let answered = wait_for(SETTLE, &format!("SIP answered by {s}"), || lab.sip_answer().filter(|n| n == s));
     assert_eq!(answered, s);
     wait_for(SETTLE, &format!("{s} primary, {p} not"), || {
         (lab.role(s) == "primary" && lab.role(p) != "primary").then_some(())
     });
-    wait_for(SETTLE, &format!("{p} to release the VIP"), || {
-        (vip_on(&lab.ns(p)) == Some(false)).then_some(())
-    });
+    wait_for(SETTLE, &format!("{p} to release the VIP"), || (vip_on(&lab.ns(p)) == Some(false)).then_some(()));
     sampler.finish(&lab);
     lab.finish();
 }
@@ -421,23 +355,11 @@ fn forged_and_replayed_heartbeats_are_dropped_and_counted() {
         // Real heartbeats of the peer taken off the wire at the target: one from the public
         // link (played back on the public link) and one from the heartbeat link (played back
         // on the wrong link). A node's own packets would be ignored, not counted.
-        let from_pub = capture_udp(
-            &lab,
-            target,
-            "pub0",
-            &format!("udp and src host {} and dst port {port}", pub_addr(peer)),
-        );
-        let from_hb = capture_udp(
-            &lab,
-            target,
-            "hb0",
-            &format!("udp and src host {} and dst port {port}", hb_addr(peer)),
-        );
-        assert_eq!(
-            from_pub.len(),
-            87,
-            "a captured heartbeat has the version 2 length (with the echo)"
-        );
+        let from_pub =
+            capture_udp(&lab, target, "pub0", &format!("udp and src host {} and dst port {port}", pub_addr(peer)));
+        let from_hb =
+            capture_udp(&lab, target, "hb0", &format!("udp and src host {} and dst port {port}", hb_addr(peer)));
+        assert_eq!(from_pub.len(), 87, "a captured heartbeat has the version 2 length (with the echo)");
         let mut bad_hmac = from_pub.clone();
         *bad_hmac.last_mut().expect("non-empty") ^= 0x01;
         // (counter, datagram, how many)
@@ -450,23 +372,15 @@ fn forged_and_replayed_heartbeats_are_dropped_and_counted() {
             ("wrong-link", from_hb, 1),
         ];
         let before = link_stats(&lab, target, "pub");
-        let datagrams = attacks
-            .iter()
-            .flat_map(|(_, bytes, times)| std::iter::repeat_n(bytes.clone(), *times as usize))
-            .collect();
+        let datagrams =
+            attacks.iter().flat_map(|(_, bytes, times)| std::iter::repeat_n(bytes.clone(), *times as usize)).collect();
         let to = SocketAddrV4::new(pub_addr(target).parse().expect("address"), port);
         send_from_ns(&lab.ns("client"), to, CLIENT_PUB, datagrams);
-        let after = wait_for(
-            SETTLE,
-            &format!("{target} to count every forged packet"),
-            || {
-                let now = link_stats(&lab, target, "pub");
-                let all = attacks.iter().all(|(reason, _, times)| {
-                    drops(&now, reason) >= drops(&before, reason) + times
-                });
-                all.then_some(now)
-            },
-        );
+        let after = wait_for(SETTLE, &format!("{target} to count every forged packet"), || {
+            let now = link_stats(&lab, target, "pub");
+            let all = attacks.iter().all(|(reason, _, times)| drops(&now, reason) >= drops(&before, reason) + times);
+            all.then_some(now)
+        });
         for (reason, _, times) in &attacks {
             assert_eq!(
                 drops(&after, reason),
@@ -476,27 +390,18 @@ fn forged_and_replayed_heartbeats_are_dropped_and_counted() {
         }
         // The peer's real heartbeats on the same link are still taken.
         let accepted = |s: &Value| s["accepted"].as_u64().expect("accepted counter");
-        wait_for(
-            SETTLE,
-            &format!("{target} to keep accepting real heartbeats"),
-            || (accepted(&link_stats(&lab, target, "pub")) > accepted(&after)).then_some(()),
-        );
+        wait_for(SETTLE, &format!("{target} to keep accepting real heartbeats"), || {
+            (accepted(&link_stats(&lab, target, "pub")) > accepted(&after)).then_some(())
+        });
     }
     lab.assert_roles_stay(p, s, Duration::from_secs(2));
     for node in ["a", "b"] {
         let status = lab.node(node).expect("status");
-        assert_eq!(
-            status["peer"]["alive"], true,
-            "{node} lost its peer: {status}"
-        );
+        assert_eq!(status["peer"]["alive"], true, "{node} lost its peer: {status}");
     }
     assert_eq!(lab.sip_answer().as_deref(), Some(p));
     let report = sampler.finish(&lab);
-    assert_eq!(
-        report.holders,
-        BTreeSet::from([p]),
-        "the VIP moved: {report:?}"
-    );
+    assert_eq!(report.holders, BTreeSet::from([p]), "the VIP moved: {report:?}");
     lab.finish();
 }
 
@@ -520,11 +425,7 @@ fn switchover_there_and_back() {
     lab.wait_primary(p);
     std::thread::sleep(Duration::from_secs(1));
     let report = sampler.finish(&lab);
-    assert_eq!(
-        report.holders,
-        BTreeSet::from(["a", "b"]),
-        "the VIP did not go both ways: {report:?}"
-    );
+    assert_eq!(report.holders, BTreeSet::from(["a", "b"]), "the VIP did not go both ways: {report:?}");
     lab.finish();
 }
 
@@ -569,20 +470,13 @@ fn revived_node_stays_secondary_without_auto_failback() {
     let lab = TestLab::up();
     let (p, s) = (lab.p(), lab.s());
     let config = std::fs::read_to_string(lab.config(p)).expect("reading the node config");
-    assert!(
-        config.contains("auto-failback = false"),
-        "the lab's config no longer turns auto-failback off:\n{config}"
-    );
+    assert!(config.contains("auto-failback = false"), "the lab's config no longer turns auto-failback off:\n{config}");
     let sampler = lab.sampler();
     lab.lab_ok(&["kill", p]);
-    wait_for(SETTLE, &format!("{s} primary"), || {
-        (lab.role(s) == "primary").then_some(())
-    });
+    wait_for(SETTLE, &format!("{s} primary"), || (lab.role(s) == "primary").then_some(()));
     lab.lab_ok(&["revive", p]);
     lab.wait_role(p, "secondary");
-    wait_for(SETTLE, &format!("{s} to see {p} again"), || {
-        (lab.node(s)?["peer"]["alive"] == true).then_some(())
-    });
+    wait_for(SETTLE, &format!("{s} to see {p} again"), || (lab.node(s)?["peer"]["alive"] == true).then_some(()));
     lab.assert_roles_stay(s, p, QUIET);
     lab.wait_primary(s);
     sampler.finish(&lab);
@@ -604,16 +498,9 @@ fn two_link_partition_with_guard_never_doubles_the_vip() {
     let sampler = lab.sampler();
     lab.lab_ok(&["partition", "all", p]);
     // The peer notices the primary is gone on both links and tries to take over.
-    wait_for(SETTLE, &format!("{s} to declare {p} dead"), || {
-        (lab.node(s)?["peer"]["alive"] == false).then_some(())
-    });
+    wait_for(SETTLE, &format!("{s} to declare {p} dead"), || (lab.node(s)?["peer"]["alive"] == false).then_some(()));
     std::thread::sleep(QUIET);
-    assert_eq!(
-        vip_on(&lab.ns(s)),
-        Some(false),
-        "{s} took the VIP {p} still answers for{}",
-        lab.logs()
-    );
+    assert_eq!(vip_on(&lab.ns(s)), Some(false), "{s} took the VIP {p} still answers for{}", lab.logs());
     let report = sampler.finish(&lab);
     assert_eq!(report.holders, BTreeSet::from([p]), "{report:?}");
     lab.finish();
@@ -647,16 +534,8 @@ fn cold_start_gives_the_group_to_the_preferred_node() {
     for round in 1..=4 {
         let lab = TestLab::up();
         let config = std::fs::read_to_string(lab.config("a")).expect("reading a.toml");
-        assert!(
-            config.contains("preferred-node = \"a\""),
-            "the lab's config no longer prefers a:\n{config}"
-        );
-        assert_eq!(
-            lab.p(),
-            "a",
-            "cold start {round}: b got the group{}",
-            lab.logs()
-        );
+        assert!(config.contains("preferred-node = \"a\""), "the lab's config no longer prefers a:\n{config}");
+        assert_eq!(lab.p(), "a", "cold start {round}: b got the group{}", lab.logs());
         lab.finish();
     }
 }
@@ -752,7 +631,11 @@ fn the_status_page_and_metrics_follow_a_failover() {
         }
     };
     has(figures[0], &["decision", "garp", "start", "sip", "end"]);
-    assert!(figures[0].contains("sip started") && figures[0].contains(&format!("{s} holds the group")), "{}", figures[0]);
+    assert!(
+        figures[0].contains("sip started") && figures[0].contains(&format!("{s} holds the group")),
+        "{}",
+        figures[0]
+    );
     has(figures[1], &["suspicion", "decision", "end"]);
     assert!(figures[1].contains("refused the group") && figures[1].contains("takeover failed"), "{}", figures[1]);
 
@@ -761,7 +644,11 @@ fn the_status_page_and_metrics_follow_a_failover() {
     let out = pbxha_cmd(&["--config", config.to_str().unwrap(), "history", "--json", "--last", "2"]);
     let history: Value = serde_json::from_slice(&out.stdout).expect("history --json is JSON");
     let last = |i: usize| history[i]["entries"].as_array().and_then(|e| e.last()).map(|e| e["message"].clone());
-    assert_eq!((last(0), last(1)), (Some("takeover failed".into()), Some(format!("{s} holds the group").into())), "{history:#}");
+    assert_eq!(
+        (last(0), last(1)),
+        (Some("takeover failed".into()), Some(format!("{s} holds the group").into())),
+        "{history:#}"
+    );
 
     // A switchover to the dead peer is refused, and counted apart from failovers.
     let out = pbxha_cmd(&["--config", config.to_str().unwrap(), "switchover", "--now"]);

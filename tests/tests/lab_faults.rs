@@ -35,11 +35,7 @@ const SERVED_GAP: Duration = Duration::from_secs(1);
 /// target) goes away or comes back for everyone at once.
 fn gateway(lab: &TestLab, state: &str) {
     let out = lab.exec("gw", &["ip", "link", "set", "pub0", state]);
-    assert!(
-        out.status.success(),
-        "ip link set pub0 {state} in gw: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "ip link set pub0 {state} in gw: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// How many ping targets `node` reaches, from its status.
@@ -55,11 +51,7 @@ fn peer_alive(lab: &TestLab, node: &str) -> Option<bool> {
 /// The state of `node`'s group member `resource` (`running`, `failed`, ...).
 fn member_state(lab: &TestLab, node: &str, resource: &str) -> Option<String> {
     let status = lab.node(node)?;
-    let found = status["resources"]
-        .as_array()?
-        .iter()
-        .find(|r| r["name"] == resource)?
-        .clone();
+    let found = status["resources"].as_array()?.iter().find(|r| r["name"] == resource)?.clone();
     found["state"].as_str().map(String::from)
 }
 
@@ -71,18 +63,8 @@ fn node_log(lab: &TestLab, node: &str) -> String {
 /// without a gap: the fault moved nothing.
 fn assert_nothing_moved(lab: &TestLab, holder: &'static str, vip: &SampleReport, sip: &SipReport) {
     eprintln!("VIP: {vip:?}\nSIP: {sip:?}");
-    assert_eq!(
-        (vip.moves, &vip.holders),
-        (0, &BTreeSet::from([holder])),
-        "the VIP moved: {vip:?}{}",
-        lab.logs()
-    );
-    assert_eq!(
-        vip.longest_nobody,
-        Duration::ZERO,
-        "nobody held the VIP for a while: {vip:?}{}",
-        lab.logs()
-    );
+    assert_eq!((vip.moves, &vip.holders), (0, &BTreeSet::from([holder])), "the VIP moved: {vip:?}{}", lab.logs());
+    assert_eq!(vip.longest_nobody, Duration::ZERO, "nobody held the VIP for a while: {vip:?}{}", lab.logs());
     assert_eq!(sip.answerers, [holder], "who answered SIP: {sip:?}");
     assert!(
         sip.longest_gap < SERVED_GAP,
@@ -116,12 +98,7 @@ impl Watched {
         let logs_from = ["a", "b"].map(|n| node_log(&lab, n).len());
         let sampler = lab.sampler();
         let sip = SipWatch::start(&lab);
-        Watched {
-            lab,
-            sampler,
-            sip,
-            logs_from,
-        }
+        Watched { lab, sampler, sip, logs_from }
     }
 
     /// Stops watching and returns the lab with what was seen.
@@ -137,17 +114,9 @@ impl Watched {
         let (lab, vip, sip) = self.stop();
         assert_nothing_moved(&lab, holder, &vip, &sip);
         let log = node_log(&lab, holder);
-        let stops: Vec<&str> = log
-            .get(from..)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("action=\"stop\""))
-            .collect();
-        assert!(
-            stops.is_empty(),
-            "{holder} stopped members of its group: {stops:#?}{}",
-            lab.logs()
-        );
+        let stops: Vec<&str> =
+            log.get(from..).unwrap_or_default().lines().filter(|l| l.contains("action=\"stop\"")).collect();
+        assert!(stops.is_empty(), "{holder} stopped members of its group: {stops:#?}{}", lab.logs());
         lab.finish();
     }
 }
@@ -156,18 +125,8 @@ impl Watched {
 fn assert_holds_for(lab: &TestLab, node: &str, how_long: Duration) {
     let until = Instant::now() + how_long;
     while Instant::now() < until {
-        assert_eq!(
-            lab.role(node),
-            "primary",
-            "{node} let the group go{}",
-            lab.logs()
-        );
-        assert_eq!(
-            vip_on(&lab.ns(node)),
-            Some(true),
-            "{node} let the VIP go{}",
-            lab.logs()
-        );
+        assert_eq!(lab.role(node), "primary", "{node} let the group go{}", lab.logs());
+        assert_eq!(vip_on(&lab.ns(node)), Some(true), "{node} let the VIP go{}", lab.logs());
         std::thread::sleep(Duration::from_millis(250));
     }
 }
@@ -182,24 +141,17 @@ fn crash_pbx_until_failed(lab: &TestLab, node: &str, sip: &SipWatch) -> (usize, 
         lab.lab_ok(&["kill-pbx", node]);
         // After the kill returned (the process is gone): an answer now is a new process's.
         let killed_at = Instant::now();
-        let outcome = wait_for(
-            SETTLE,
-            &format!("{node} to restart its PBX or give up on it"),
-            || {
-                if member_state(lab, node, "sip").as_deref() == Some("failed") {
-                    return Some(Some(Instant::now()));
-                }
-                sip.answered_by_since(node, killed_at).then_some(None)
-            },
-        );
+        let outcome = wait_for(SETTLE, &format!("{node} to restart its PBX or give up on it"), || {
+            if member_state(lab, node, "sip").as_deref() == Some("failed") {
+                return Some(Some(Instant::now()));
+            }
+            sip.answered_by_since(node, killed_at).then_some(None)
+        });
         if let Some(failed_at) = outcome {
             return (kill, failed_at);
         }
     }
-    panic!(
-        "{node}'s PBX was still restarted after 5 crashes{}",
-        lab.logs()
-    );
+    panic!("{node}'s PBX was still restarted after 5 crashes{}", lab.logs());
 }
 
 /// Issue 10 (1): the gateway both nodes ping goes down for 5 s and comes back. The fault
@@ -235,33 +187,18 @@ fn failed_member_without_a_peer_is_restarted() {
     let Some(w) = Watched::up(&[]) else { return };
     let (lab, p, s, sip) = (&w.lab, w.lab.p(), w.lab.s(), &w.sip);
     lab.lab_ok(&["kill", s]);
-    wait_for(SETTLE, &format!("{p} to declare {s} dead"), || {
-        (peer_alive(lab, p) == Some(false)).then_some(())
-    });
+    wait_for(SETTLE, &format!("{p} to declare {s} dead"), || (peer_alive(lab, p) == Some(false)).then_some(()));
 
     // `pbxha online` starts what is failed.
     let (kills, _) = crash_pbx_until_failed(lab, p, sip);
-    assert!(
-        kills >= 3,
-        "{p} gave up on its PBX after {kills} crash(es), max-restarts is 2"
-    );
-    assert_eq!(
-        lab.role(p),
-        "primary",
-        "{p} let the group go with nobody to take it"
-    );
+    assert!(kills >= 3, "{p} gave up on its PBX after {kills} crash(es), max-restarts is 2");
+    assert_eq!(lab.role(p), "primary", "{p} let the group go with nobody to take it");
     let online_at = Instant::now();
     let out = pbxha_cmd(&["--config", &lab.config(p).to_string_lossy(), "online"]);
-    assert!(
-        out.status.success(),
-        "pbxha online: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    wait_for(
-        SETTLE,
-        &format!("{p}'s PBX to answer after `pbxha online`"),
-        || sip.answered_by_since(p, online_at).then_some(()),
-    );
+    assert!(out.status.success(), "pbxha online: {}", String::from_utf8_lossy(&out.stderr));
+    wait_for(SETTLE, &format!("{p}'s PBX to answer after `pbxha online`"), || {
+        sip.answered_by_since(p, online_at).then_some(())
+    });
     assert!(
         online_at.elapsed() < FAILURE_TIMEOUT,
         "`pbxha online` took {:?} to start the failed PBX, as long as the failure-timeout",
@@ -271,9 +208,7 @@ fn failed_member_without_a_peer_is_restarted() {
 
     // Left alone, the failed member is restarted after the failure-timeout.
     let (_, failed_at) = crash_pbx_until_failed(lab, p, sip);
-    wait_for(SETTLE, &format!("{p} to restart its failed PBX"), || {
-        sip.answered_by_since(p, failed_at).then_some(())
-    });
+    wait_for(SETTLE, &format!("{p} to restart its failed PBX"), || sip.answered_by_since(p, failed_at).then_some(()));
     let waited = failed_at.elapsed();
     // The member failed a little before it was seen failed, never after.
     assert!(
@@ -281,8 +216,7 @@ fn failed_member_without_a_peer_is_restarted() {
         "{p} restarted its failed PBX after {waited:?}, before the failure-timeout ({FAILURE_TIMEOUT:?})"
     );
     assert!(
-        node_log(lab, p)
-            .contains("failure-timeout passed with no peer to hand over to: restarting sip"),
+        node_log(lab, p).contains("failure-timeout passed with no peer to hand over to: restarting sip"),
         "{}",
         lab.logs()
     );
@@ -319,9 +253,7 @@ fn one_way_heartbeat_loss_moves_nothing() {
     let w = Watched::watch(lab);
     let (lab, p, s) = (&w.lab, "b", "a");
     lab.lab_ok(&["partition", "one-way", s]);
-    wait_for(SETTLE, &format!("{s} to declare {p} dead"), || {
-        (peer_alive(lab, s) == Some(false)).then_some(())
-    });
+    wait_for(SETTLE, &format!("{s} to declare {p} dead"), || (peer_alive(lab, s) == Some(false)).then_some(()));
     // The primary still hears the secondary: the loss is one-way, and the heartbeats' echo
     // tells the primary so, on every link.
     assert_eq!(peer_alive(lab, p), Some(true), "{}", lab.logs());
@@ -359,19 +291,12 @@ fn isolated_primary_releases_by_default() {
         "{p} released the VIP {released:?} after the cut; deadtime + ping fall window is {RELEASE_WINDOW:?}{}",
         lab.logs()
     );
-    wait_for(SETTLE, &format!("the client's SIP answered by {s}"), || {
-        w.sip.answered_by_since(s, cut).then_some(())
-    });
+    wait_for(SETTLE, &format!("the client's SIP answered by {s}"), || w.sip.answered_by_since(s, cut).then_some(()));
     lab.lab_ok(&["heal"]);
     lab.wait_primary(s);
     let (lab, vip, sip) = w.stop();
     eprintln!("released after {released:?}\nVIP: {vip:?}\nSIP: {sip:?}");
-    assert!(
-        vip.longest_both <= INTERVAL,
-        "both nodes held the VIP for {:?}: {vip:?}{}",
-        vip.longest_both,
-        lab.logs()
-    );
+    assert!(vip.longest_both <= INTERVAL, "both nodes held the VIP for {:?}: {vip:?}{}", vip.longest_both, lab.logs());
     assert_eq!(vip.moves, 1, "{vip:?}");
     assert_eq!(sip.answerers, [p, s], "who answered SIP: {sip:?}");
     lab.finish();
@@ -389,9 +314,7 @@ fn isolated_primary_keeps_the_group_with_keep() {
     let config = std::fs::read_to_string(lab.config("a")).expect("reading a.toml");
     assert!(config.contains("on-isolation = \"keep\""), "{config}");
     lab.lab_ok(&["partition", "all", p]);
-    wait_for(SETTLE, &format!("{s} to declare {p} dead"), || {
-        (peer_alive(lab, s) == Some(false)).then_some(())
-    });
+    wait_for(SETTLE, &format!("{s} to declare {p} dead"), || (peer_alive(lab, s) == Some(false)).then_some(()));
     // Well past the moment `release` would have let go.
     assert_holds_for(lab, p, RELEASE_WINDOW + RELEASE_SLACK);
     lab.lab_ok(&["heal"]);
@@ -400,17 +323,8 @@ fn isolated_primary_keeps_the_group_with_keep() {
     eprintln!("VIP: {vip:?}\nSIP: {sip:?}");
     // Cut off, the primary answered nobody; nobody else answered either.
     assert_eq!(sip.answerers, [p], "who answered SIP: {sip:?}");
-    assert!(
-        vip.longest_both <= INTERVAL,
-        "both nodes held the VIP for {:?}: {vip:?}{}",
-        vip.longest_both,
-        lab.logs()
-    );
-    assert_eq!(
-        (vip.moves, &vip.holders),
-        (0, &BTreeSet::from([p])),
-        "{vip:?}"
-    );
+    assert!(vip.longest_both <= INTERVAL, "both nodes held the VIP for {:?}: {vip:?}{}", vip.longest_both, lab.logs());
+    assert_eq!((vip.moves, &vip.holders), (0, &BTreeSet::from([p])), "{vip:?}");
     lab.finish();
 }
 
@@ -424,36 +338,24 @@ fn frozen_primary_keeps_serving_and_the_peer_recovers() {
     let (lab, p, s) = (&w.lab, w.lab.p(), w.lab.s());
     lab.lab_ok(&["freeze", p]);
     let frozen = Instant::now();
-    wait_for(SETTLE, &format!("{s} to declare {p} dead"), || {
-        (peer_alive(lab, s) == Some(false)).then_some(())
-    });
+    wait_for(SETTLE, &format!("{s} to declare {p} dead"), || (peer_alive(lab, s) == Some(false)).then_some(()));
     std::thread::sleep(Duration::from_secs(3).saturating_sub(frozen.elapsed()));
     // The peer did try: its takeover was refused because the frozen node's kernel still
     // answers ARP for the VIP.
-    assert!(
-        node_log(lab, s).contains("refused the group"),
-        "{s} never tried to take over{}",
-        lab.logs()
-    );
+    assert!(node_log(lab, s).contains("refused the group"), "{s} never tried to take over{}", lab.logs());
     lab.lab_ok(&["thaw", p]);
     let thawed = Instant::now();
     // wait_primary gives up after 30 s, well before the old 60 s fault expiry.
     lab.wait_primary(p);
     let recovered = thawed.elapsed();
-    assert!(
-        node_log(lab, p).contains("frozen or stalled"),
-        "{p} did not notice its freeze{}",
-        lab.logs()
-    );
+    assert!(node_log(lab, p).contains("frozen or stalled"), "{p} did not notice its freeze{}", lab.logs());
     eprintln!("{s} secondary again {recovered:?} after the thaw");
     w.finish_unmoved(p);
 }
 
 /// Every command `node`'s Asterisk double got (`lab up --asterisk-double`), one a line.
 fn double_commands(lab: &TestLab, node: &str) -> String {
-    let path = lab
-        .state_dir()
-        .join(format!("asterisk-{node}/commands.log"));
+    let path = lab.state_dir().join(format!("asterisk-{node}/commands.log"));
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
@@ -483,35 +385,24 @@ fn drain_is_cancelled_when_the_peer_can_no_longer_take_over() {
     // A switchover, and the peer dies during the drain.
     let mut switchover = Guard::spawn(
         "pbxha lab switchover",
-        lab.lab_command(&["switchover"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
+        lab.lab_command(&["switchover"]).stdout(Stdio::piped()).stderr(Stdio::piped()),
     );
     wait_draining(lab, p, true);
     lab.lab_ok(&["kill", s]);
     wait_draining(lab, p, false);
-    assert!(
-        switchover.wait_exit(SETTLE),
-        "`pbxha lab switchover` still waits for a move that was cancelled"
-    );
+    assert!(switchover.wait_exit(SETTLE), "`pbxha lab switchover` still waits for a move that was cancelled");
     let mut said = String::new();
     if let Some(mut err) = switchover.child.stderr.take() {
-        err.read_to_string(&mut said)
-            .expect("reading the switchover's stderr");
+        err.read_to_string(&mut said).expect("reading the switchover's stderr");
     }
     let status = switchover.child.try_wait().expect("switchover status");
     assert!(
-        status.is_some_and(|st| !st.success())
-            && said.contains("switchover cancelled during the call drain"),
+        status.is_some_and(|st| !st.success()) && said.contains("switchover cancelled during the call drain"),
         "the switchover command did not say it was cancelled ({status:?}): {said}"
     );
     assert!(said.contains(&format!("{s} is not heard")), "{said}");
     assert_eq!(lab.role(p), "primary", "{}", lab.logs());
-    assert!(
-        node_log(lab, p).contains("switchover cancelled during the call drain"),
-        "{}",
-        lab.logs()
-    );
+    assert!(node_log(lab, p).contains("switchover cancelled during the call drain"), "{}", lab.logs());
     let commands = double_commands(lab, p);
     let began = commands.find("dialplan set global PBXHA_DRAINING 1");
     let reopened = commands.rfind("dialplan set global PBXHA_DRAINING 0");
@@ -525,20 +416,12 @@ fn drain_is_cancelled_when_the_peer_can_no_longer_take_over() {
     lab.wait_primary(p);
     let before = double_commands(lab, p).len();
     let out = pbxha_cmd(&["--config", &lab.config(p).to_string_lossy(), "standby"]);
-    assert!(
-        out.status.success(),
-        "pbxha standby: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "pbxha standby: {}", String::from_utf8_lossy(&out.stderr));
     wait_draining(lab, p, true);
     lab.cut_from_gateway(s);
     wait_draining(lab, p, false);
     assert_eq!(lab.role(p), "primary", "{}", lab.logs());
-    assert!(
-        node_log(lab, p).contains("standby cancelled during the call drain"),
-        "{}",
-        lab.logs()
-    );
+    assert!(node_log(lab, p).contains("standby cancelled during the call drain"), "{}", lab.logs());
     assert!(
         double_commands(lab, p)[before..].contains("dialplan set global PBXHA_DRAINING 0"),
         "the PBX was not reopened to calls after the standby drain"

@@ -55,32 +55,17 @@ fn write(path: &Path, text: &str, mode: u32) {
 #[test]
 fn the_first_node_installed_in_the_bare_lab_holds_the_vip_and_answers_sip() {
     if !require(is_root(), "root (network namespaces)")
-        || ![
-            "ip",
-            "arping",
-            "ping",
-            "losetup",
-            "mariadb-install-db",
-            "mariadbd",
-            "mariadb-admin",
-        ]
-        .iter()
-        .all(|t| require(have(t), t))
+        || !["ip", "arping", "ping", "losetup", "mariadb-install-db", "mariadbd", "mariadb-admin"]
+            .iter()
+            .all(|t| require(have(t), t))
     {
         return;
     }
-    let lab = BareLab {
-        prefix: format!("pbxi{}-", std::process::id() % 100_000),
-        tmp: tempfile::tempdir().unwrap(),
-    };
+    let lab = BareLab { prefix: format!("pbxi{}-", std::process::id() % 100_000), tmp: tempfile::tempdir().unwrap() };
     let out = lab.lab(&["up", "--bare"]);
     assert!(out.status.success(), "lab up --bare: {}", text(&out));
     let root = lab.state_dir().join("a-root");
-    assert!(
-        root.is_dir() && text(&out).contains("a: root") && text(&out).contains("disk /dev/loop"),
-        "{}",
-        text(&out)
-    );
+    assert!(root.is_dir() && text(&out).contains("a: root") && text(&out).contains("disk /dev/loop"), "{}", text(&out));
 
     // What an operator's node a has before the install: Asterisk's config, MariaDB running.
     write(
@@ -88,11 +73,7 @@ fn the_first_node_installed_in_the_bare_lab_holds_the_vip_and_answers_sip() {
         "[transport-udp]\ntype=transport\nprotocol=udp\nbind=0.0.0.0:5060\n",
         0o644,
     );
-    write(
-        &root.join("etc/pbxha/mysql-admin"),
-        "not-used-before-the-join\n",
-        0o600,
-    );
+    write(&root.join("etc/pbxha/mysql-admin"), "not-used-before-the-join\n", 0o600);
     let db = lab.tmp.path().join("mysql");
     let d = db.display();
     let sock = root.join("run/mysqld/mysqld.sock");
@@ -107,39 +88,14 @@ fn the_first_node_installed_in_the_bare_lab_holds_the_vip_and_answers_sip() {
         0o644,
     );
     let cnf = format!("--defaults-file={d}/my.cnf");
-    let out = lab.lab(&[
-        "exec",
-        "a",
-        "--",
-        "mariadb-install-db",
-        &cnf,
-        "--skip-test-db",
-    ]);
+    let out = lab.lab(&["exec", "a", "--", "mariadb-install-db", &cnf, "--skip-test-db"]);
     assert!(out.status.success(), "mariadb-install-db: {}", text(&out));
-    let out = lab.lab(&[
-        "exec",
-        "a",
-        "--",
-        "sh",
-        "-c",
-        &format!("setsid mariadbd {cnf} </dev/null >/dev/null 2>&1 &"),
-    ]);
+    let out = lab.lab(&["exec", "a", "--", "sh", "-c", &format!("setsid mariadbd {cnf} </dev/null >/dev/null 2>&1 &")]);
     assert!(out.status.success(), "{}", text(&out));
-    wait_for(
-        Duration::from_secs(60),
-        "MariaDB in node a's namespace",
-        || {
-            let out = lab.lab(&[
-                "exec",
-                "a",
-                "--",
-                "mariadb-admin",
-                &format!("--socket={}", sock.display()),
-                "ping",
-            ]);
-            out.status.success().then_some(())
-        },
-    );
+    wait_for(Duration::from_secs(60), "MariaDB in node a's namespace", || {
+        let out = lab.lab(&["exec", "a", "--", "mariadb-admin", &format!("--socket={}", sock.display()), "ping"]);
+        out.status.success().then_some(())
+    });
 
     let fake = lab.tmp.path().join("bin");
     write(
@@ -157,10 +113,7 @@ fn the_first_node_installed_in_the_bare_lab_holds_the_vip_and_answers_sip() {
         ),
         0o755,
     );
-    let uname = String::from_utf8(Command::new("uname").arg("-n").output().unwrap().stdout)
-        .unwrap()
-        .trim()
-        .to_string();
+    let uname = String::from_utf8(Command::new("uname").arg("-n").output().unwrap().stdout).unwrap().trim().to_string();
     let answers = root.join("answers.toml");
     write(
         &answers,
@@ -172,10 +125,7 @@ fn the_first_node_installed_in_the_bare_lab_holds_the_vip_and_answers_sip() {
         ),
         0o644,
     );
-    let path = format!(
-        "PATH={}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        fake.display()
-    );
+    let path = format!("PATH={}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", fake.display());
     let out = lab.lab(&[
         "exec",
         "a",
@@ -192,31 +142,16 @@ fn the_first_node_installed_in_the_bare_lab_holds_the_vip_and_answers_sip() {
     ]);
     let said = text(&out);
     assert!(out.status.success(), "install:\n{said}");
-    assert!(
-        said.contains("PASS  mysql") && said.contains("MariaDB"),
-        "the real server is found: {said}"
-    );
-    assert!(
-        said.contains("systemd is not PID 1 here: started `pbxha run` itself"),
-        "{said}"
-    );
+    assert!(said.contains("PASS  mysql") && said.contains("MariaDB"), "the real server is found: {said}");
+    assert!(said.contains("systemd is not PID 1 here: started `pbxha run` itself"), "{said}");
 
     let config = root.join("etc/pbxha/pbxha.toml");
     let status = wait_for(Duration::from_secs(60), "node a to be primary", || {
         pbxha_tests::status_json(&config).filter(|s| s["role"].as_str() == Some("primary"))
     });
     assert!(status.to_string().contains(&uname), "{status}");
-    let shown = Command::new(pbxha())
-        .arg("--config")
-        .arg(&config)
-        .arg("status")
-        .output()
-        .unwrap();
-    assert!(
-        shown.status.success() && text(&shown).contains("primary"),
-        "{}",
-        text(&shown)
-    );
+    let shown = Command::new(pbxha()).arg("--config").arg(&config).arg("status").output().unwrap();
+    assert!(shown.status.success() && text(&shown).contains("primary"), "{}", text(&shown));
     let log = root.join("var/log/pbxha.log");
     let held = (0..300).any(|_| {
         let vip = lab.lab(&["exec", "a", "--", "ip", "-o", "addr", "show", "dev", "pub0"]);
@@ -226,25 +161,10 @@ fn the_first_node_installed_in_the_bare_lab_holds_the_vip_and_answers_sip() {
         }
         held
     });
-    assert!(
-        held,
-        "the VIP never came up on a; daemon log:\n{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
-    let probe = wait_for(
-        Duration::from_secs(30),
-        "SIP OPTIONS on the VIP answered from the client",
-        || {
-            let out = lab.lab(&[
-                "exec",
-                "client",
-                "--",
-                &pbxha().display().to_string(),
-                "sip-probe",
-                "198.51.100.100",
-            ]);
-            out.status.success().then(|| text(&out))
-        },
-    );
+    assert!(held, "the VIP never came up on a; daemon log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+    let probe = wait_for(Duration::from_secs(30), "SIP OPTIONS on the VIP answered from the client", || {
+        let out = lab.lab(&["exec", "client", "--", &pbxha().display().to_string(), "sip-probe", "198.51.100.100"]);
+        out.status.success().then(|| text(&out))
+    });
     assert!(probe.contains("200"), "{probe}");
 }

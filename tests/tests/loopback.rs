@@ -106,7 +106,9 @@ fn sigterm_hands_over_before_deadtime_and_status_says_not_running() {
     let mut a = pair.start("a");
     let _b = pair.start("b");
     wait_for(Duration::from_secs(20), "a primary", || status_json(&pair.config("a")).filter(|s| role(s) == "primary"));
-    wait_for(Duration::from_secs(20), "b secondary", || status_json(&pair.config("b")).filter(|s| role(s) == "secondary"));
+    wait_for(Duration::from_secs(20), "b secondary", || {
+        status_json(&pair.config("b")).filter(|s| role(s) == "secondary")
+    });
 
     a.signal(libc::SIGTERM);
     assert!(a.wait_exit(Duration::from_secs(10)), "a stops on SIGTERM");
@@ -128,7 +130,8 @@ fn a_readable_key_file_stops_the_daemon_naming_the_file_and_mode() {
     let pair = Pair::new(free_udp_port());
     let key = pair.dir.path().join("authkey");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = Command::new(pbxha()).arg("--config").arg(pair.config("a")).args(["run", "--node", "a"]).output().unwrap();
+    let out =
+        Command::new(pbxha()).arg("--config").arg(pair.config("a")).args(["run", "--node", "a"]).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&key.display().to_string()) && err.contains("0644"), "{err}");
@@ -149,7 +152,11 @@ fn check_config_reports_every_problem_and_exits_1() {
     for key in ["cluster.foo", "cluster.auth-key-file", "heartbeat.deadtime", "heartbeat.warntime", "node[1].name"] {
         assert!(err.contains(key), "{key} missing from:\n{err}");
     }
-    let ok = pbxha_cmd(&["check-config", "--config", Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pbxha.toml").to_str().unwrap()]);
+    let ok = pbxha_cmd(&[
+        "check-config",
+        "--config",
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pbxha.toml").to_str().unwrap(),
+    ]);
     // The example's key file does not exist here: exactly that one problem.
     let err = String::from_utf8_lossy(&ok.stderr);
     assert!(err.contains("1 problem(s)") && err.contains("cluster.auth-key-file"), "{err}");
@@ -158,7 +165,8 @@ fn check_config_reports_every_problem_and_exits_1() {
 #[test]
 fn a_corrupt_journal_is_reported_and_the_daemon_keeps_managing_the_cluster() {
     let pair = Pair::new(free_udp_port());
-    std::fs::write(pair.dir.path().join("a.db"), b"this is not an SQLite database, it is a text file\n".repeat(100)).unwrap();
+    std::fs::write(pair.dir.path().join("a.db"), b"this is not an SQLite database, it is a text file\n".repeat(100))
+        .unwrap();
     let _a = pair.start("a");
     let _b = pair.start("b");
     let s = wait_for(Duration::from_secs(20), "a primary without its journal", || {
@@ -167,7 +175,8 @@ fn a_corrupt_journal_is_reported_and_the_daemon_keeps_managing_the_cluster() {
     assert_eq!(s["journal"], false, "{s:#}");
     let log = std::fs::read_to_string(pair.dir.path().join("a.log")).unwrap();
     assert!(log.contains("a.db") && log.contains("not an SQLite database"), "{log}");
-    let text = String::from_utf8_lossy(&pbxha_cmd(&["--config", pair.config("a").to_str().unwrap(), "status"]).stdout).into_owned();
+    let text = String::from_utf8_lossy(&pbxha_cmd(&["--config", pair.config("a").to_str().unwrap(), "status"]).stdout)
+        .into_owned();
     assert!(text.contains("JOURNAL DISABLED"), "{text}");
 }
 
@@ -226,7 +235,9 @@ fn a_failing_check_marked_failover_moves_the_group() {
     let _a = pair.start("a");
     let _b = pair.start("b");
     wait_for(Duration::from_secs(20), "a primary", || status_json(&pair.config("a")).filter(|s| role(s) == "primary"));
-    wait_for(Duration::from_secs(20), "b secondary", || status_json(&pair.config("b")).filter(|s| role(s) == "secondary"));
+    wait_for(Duration::from_secs(20), "b secondary", || {
+        status_json(&pair.config("b")).filter(|s| role(s) == "secondary")
+    });
     std::fs::remove_file(&flag).unwrap();
     let b = wait_for(Duration::from_secs(20), "b to take over from a failing check", || {
         status_json(&pair.config("b")).filter(|s| role(s) == "primary" && resource_state(s, "worker") == "running")
@@ -245,7 +256,8 @@ fn sighup_gives_the_probe_alerts_the_new_hooks_and_cluster_name() {
     let pair = Pair::new(free_udp_port());
     let d = pair.dir.path().to_path_buf();
     let sip = free_udp_port();
-    let hook = |n: u32| format!(r#"["sh", "-c", "echo \"$PBXHA_CLUSTER: $PBXHA_SUBJECT\" >> {}/hook{n}.out"]"#, d.display());
+    let hook =
+        |n: u32| format!(r#"["sh", "-c", "echo \"$PBXHA_CLUSTER: $PBXHA_SUBJECT\" >> {}/hook{n}.out"]"#, d.display());
     let config = pair.config("a");
     let base = std::fs::read_to_string(&config).unwrap();
     let with = |cluster: &str, hook: &str| {
@@ -267,11 +279,16 @@ fn sighup_gives_the_probe_alerts_the_new_hooks_and_cluster_name() {
     };
     let read = |n: u32| std::fs::read_to_string(d.join(format!("hook{n}.out"))).unwrap_or_default();
     let trunk = |s: &serde_json::Value| {
-        s["probes"].as_array().and_then(|p| p.iter().find(|p| p["name"] == "carrier")).map(|p| p["state"].as_str().unwrap_or("").to_string())
+        s["probes"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["name"] == "carrier"))
+            .map(|p| p["state"].as_str().unwrap_or("").to_string())
     };
     let mut carrier = responder("carrier");
     let a = pair.start("a");
-    wait_for(Duration::from_secs(20), "the trunk up", || status_json(&config).filter(|s| trunk(s).as_deref() == Some("up")));
+    wait_for(Duration::from_secs(20), "the trunk up", || {
+        status_json(&config).filter(|s| trunk(s).as_deref() == Some("up"))
+    });
     carrier.child.kill().unwrap();
     carrier.child.wait().unwrap();
     let before = wait_for(Duration::from_secs(20), "the old hook to hear the trunk go down", || {
@@ -283,7 +300,10 @@ fn sighup_gives_the_probe_alerts_the_new_hooks_and_cluster_name() {
     a.signal(libc::SIGHUP);
     let a_log = d.join("a.log");
     wait_for(Duration::from_secs(10), "the reload to be applied", || {
-        std::fs::read_to_string(&a_log).ok().filter(|l| l.contains("reload: applied") && l.contains("hooks / cluster name")).map(|_| ())
+        std::fs::read_to_string(&a_log)
+            .ok()
+            .filter(|l| l.contains("reload: applied") && l.contains("hooks / cluster name"))
+            .map(|_| ())
     });
     let _carrier = responder("carrier");
     let after = wait_for(Duration::from_secs(20), "the new hook to hear the trunk come back", || {
@@ -310,7 +330,11 @@ fn sighup_adding_a_drbd_resource_says_a_restart_is_needed() {
     a.signal(libc::SIGHUP);
     let a_log = pair.dir.path().join("a.log");
     let line = wait_for(Duration::from_secs(10), "the reload to be refused", || {
-        std::fs::read_to_string(&a_log).ok()?.lines().find(|l| l.contains("reload:") && l.contains("drbd")).map(String::from)
+        std::fs::read_to_string(&a_log)
+            .ok()?
+            .lines()
+            .find(|l| l.contains("reload:") && l.contains("drbd"))
+            .map(String::from)
     });
     assert!(line.contains("drbd resources changed; that needs a restart"), "{line}");
     let s = status_json(&config).unwrap();
@@ -340,9 +364,8 @@ fn a_peer_restarting_with_its_clock_behind_or_ahead_is_heard() {
     let _a = pair.start("a");
     let a_status = || status_json(&pair.config("a"));
     let counter_file = pair.dir.path().join("b.db.boot-counter");
-    let counter = || -> u64 {
-        std::fs::read_to_string(&counter_file).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0)
-    };
+    let counter =
+        || -> u64 { std::fs::read_to_string(&counter_file).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0) };
     let replayed = || a_status().map_or(0, |s| s["heartbeat"]["links"][0]["drops"]["replayed"].as_u64().unwrap_or(0));
     let start_b = |offset: i64| {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(pair.dir.path().join("b.log")).unwrap();
@@ -358,7 +381,9 @@ fn a_peer_restarting_with_its_clock_behind_or_ahead_is_heard() {
         )
     };
     let heard = |what: &str| {
-        wait_for(Duration::from_secs(20), what, || a_status().filter(|s| s["peer"]["alive"] == true && s["peer"]["last"]["role"] == "secondary"))
+        wait_for(Duration::from_secs(20), what, || {
+            a_status().filter(|s| s["peer"]["alive"] == true && s["peer"]["last"]["role"] == "secondary")
+        })
     };
     let stop = |mut b: Guard| {
         b.signal(libc::SIGKILL);
@@ -388,7 +413,10 @@ fn a_peer_restarting_with_its_clock_behind_or_ahead_is_heard() {
     let warning = wait_for(Duration::from_secs(5), "a's warning", || {
         std::fs::read_to_string(&a_log).ok()?.lines().find(|l| l.contains("as replayed: boot")).map(str::to_string)
     });
-    assert!(warning.contains(&format!("boot {last} was already heard")) && warning.contains(".boot-counter"), "{warning}");
+    assert!(
+        warning.contains(&format!("boot {last} was already heard")) && warning.contains(".boot-counter"),
+        "{warning}"
+    );
     assert_eq!(a_status().expect("a answers")["peer"]["alive"], false, "b's refused heartbeats keep it dead");
     let b_log = std::fs::read_to_string(pair.dir.path().join("b.log")).unwrap();
     assert!(b_log.contains("boot counter seeded from the clock") && b_log.contains("does not exist"), "{b_log}");

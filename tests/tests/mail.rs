@@ -344,7 +344,10 @@ fn a_reload_sends_the_queued_mail_through_the_new_server_with_the_new_cluster_na
     a.signal(libc::SIGHUP);
     let log = pair.dir.path().join("a.log");
     wait_for(Duration::from_secs(10), "the reload to be applied", || {
-        std::fs::read_to_string(&log).ok().filter(|l| l.lines().any(|l| l.contains("reload: applied") && l.contains(" mail"))).map(|_| ())
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|l| l.lines().any(|l| l.contains("reload: applied") && l.contains(" mail")))
+            .map(|_| ())
     });
     let got = settle(&maildir, 1);
     assert_eq!(got.len(), 1, "the queued mail, once: {got:#?}");

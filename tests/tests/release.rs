@@ -19,40 +19,23 @@ impl Netns {
         let name = format!("pbxrel{}", std::process::id());
         let ns = Netns(name);
         ns.ip(&["netns", "add", &ns.0]);
-        ns.ip(&[
-            "-n", &ns.0, "link", "add", "pub0", "type", "veth", "peer", "name", "pub1",
-        ]);
+        ns.ip(&["-n", &ns.0, "link", "add", "pub0", "type", "veth", "peer", "name", "pub1"]);
         ns.ip(&["-n", &ns.0, "link", "set", "pub0", "up"]);
         ns
     }
 
     fn ip(&self, args: &[&str]) {
         let out = Command::new("ip").args(args).output().expect("running ip");
-        assert!(
-            out.status.success(),
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
     }
 
     fn add_vip(&self) {
-        self.ip(&[
-            "-n",
-            &self.0,
-            "addr",
-            "add",
-            &format!("{VIP}/24"),
-            "dev",
-            "pub0",
-        ]);
+        self.ip(&["-n", &self.0, "addr", "add", &format!("{VIP}/24"), "dev", "pub0"]);
     }
 
     fn has_vip(&self) -> bool {
-        let out = Command::new("ip")
-            .args(["-n", &self.0, "-o", "addr", "show", "dev", "pub0"])
-            .output()
-            .expect("ip addr");
+        let out =
+            Command::new("ip").args(["-n", &self.0, "-o", "addr", "show", "dev", "pub0"]).output().expect("ip addr");
         String::from_utf8_lossy(&out.stdout).contains(&format!("{VIP}/24"))
     }
 
@@ -65,14 +48,7 @@ impl Netns {
             .arg("release")
             .output()
             .expect("running pbxha release");
-        (
-            out.status.code(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+        (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
     }
 }
 
@@ -110,26 +86,17 @@ fn release_removes_a_left_vip_unless_a_survivor_serves_and_refuses_while_the_dae
     std::fs::write(&flag, "").unwrap();
     let (code, text) = ns.release(&a);
     assert_eq!(code, Some(0), "{text}");
-    assert!(
-        text.contains("keeping the VIPs: resource `pbx` still runs"),
-        "{text}"
-    );
+    assert!(text.contains("keeping the VIPs: resource `pbx` still runs"), "{text}");
     assert!(ns.has_vip());
 
     // Nothing serves any more: removed, and said so; a second run finds nothing to remove.
     std::fs::remove_file(&flag).unwrap();
     let (code, text) = ns.release(&a);
     assert_eq!(code, Some(0), "{text}");
-    assert_eq!(
-        text.trim(),
-        format!("pbxha release: removed VIP {VIP}/24 from pub0")
-    );
+    assert_eq!(text.trim(), format!("pbxha release: removed VIP {VIP}/24 from pub0"));
     assert!(!ns.has_vip());
     let (_, text) = ns.release(&a);
-    assert_eq!(
-        text.trim(),
-        format!("pbxha release: VIP {VIP} was not on pub0")
-    );
+    assert_eq!(text.trim(), format!("pbxha release: VIP {VIP} was not on pub0"));
 
     // While the daemon runs it manages the VIPs itself: release refuses.
     let log_path = dir.path().join("a.log");
@@ -144,28 +111,20 @@ fn release_removes_a_left_vip_unless_a_survivor_serves_and_refuses_while_the_dae
             .args(["run", "--node", "a"])
             .stderr(log),
     );
-    wait_for(Duration::from_secs(20), "a's control socket", || {
-        status_json(&a)
-    });
+    wait_for(Duration::from_secs(20), "a's control socket", || status_json(&a));
     let (code, text) = ns.release(&a);
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("the daemon runs"), "{text}");
 
     // Its sentinel outlives it only as long as it takes to decide.
-    let sentinel: u32 = wait_for(
-        Duration::from_secs(10),
-        "the sentinel's pid in a's log",
-        || {
-            let log = std::fs::read_to_string(&log_path).ok()?;
-            let line = log.lines().find(|l| l.contains("sentinel started"))?;
-            line.rsplit("pid=").next()?.trim().parse().ok()
-        },
-    );
+    let sentinel: u32 = wait_for(Duration::from_secs(10), "the sentinel's pid in a's log", || {
+        let log = std::fs::read_to_string(&log_path).ok()?;
+        let line = log.lines().find(|l| l.contains("sentinel started"))?;
+        line.rsplit("pid=").next()?.trim().parse().ok()
+    });
     daemon.signal(libc::SIGKILL);
     assert!(daemon.wait_exit(Duration::from_secs(5)));
-    wait_for(Duration::from_secs(10), "the sentinel to finish", || {
-        (!alive(sentinel)).then_some(())
-    });
+    wait_for(Duration::from_secs(10), "the sentinel to finish", || (!alive(sentinel)).then_some(()));
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(log.contains("sentinel: the pbxha daemon died"), "{log}");
 }

@@ -33,11 +33,7 @@ impl Lab {
             dir: tempfile::tempdir().expect("temp dir"),
         };
         let out = lab.pbxha(&["lab", "up", "--pbx", "kamailio"]);
-        assert!(
-            out.status.success(),
-            "lab up failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "lab up failed: {}", String::from_utf8_lossy(&out.stderr));
         Some(lab)
     }
 
@@ -58,17 +54,7 @@ impl Lab {
     fn vip_answer(&self) -> Option<(String, String)> {
         let exe = pbxha();
         let exe = exe.to_string_lossy();
-        let out = self.pbxha(&[
-            "lab",
-            "exec",
-            "client",
-            "--",
-            &exe,
-            "sip-probe",
-            "--timeout-ms",
-            "1500",
-            VIP,
-        ]);
+        let out = self.pbxha(&["lab", "exec", "client", "--", &exe, "sip-probe", "--timeout-ms", "1500", VIP]);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let first = text.lines().next()?;
         let node = first.rsplit_once("answered by node ")?.1.trim().to_string();
@@ -78,9 +64,7 @@ impl Lab {
 
     /// kamailio processes in `node`'s namespace: (pid, pgid, stopped).
     fn kamailios(&self, node: &str) -> Vec<(i32, i32, bool)> {
-        let out = Command::new("ip")
-            .args(["netns", "pids", &format!("{}{node}", self.prefix)])
-            .output();
+        let out = Command::new("ip").args(["netns", "pids", &format!("{}{node}", self.prefix)]).output();
         let Ok(out) = out else { return Vec::new() };
         String::from_utf8_lossy(&out.stdout)
             .split_whitespace()
@@ -126,16 +110,10 @@ impl Lab {
     fn wait_ready(&self) {
         wait_for(SETTLE, "a primary with its PBX probe up", || {
             let s = status_json(&self.config("a"))?;
-            let pbx = s["probes"]
-                .as_array()?
-                .iter()
-                .find(|p| p["name"] == "pbx")?
-                .clone();
+            let pbx = s["probes"].as_array()?.iter().find(|p| p["name"] == "pbx")?.clone();
             (s["role"] == "primary" && pbx["state"] == "up").then_some(())
         });
-        wait_for(SETTLE, "the VIP answered by a", || {
-            (self.vip_answer()?.0 == "a").then_some(())
-        });
+        wait_for(SETTLE, "the VIP answered by a", || (self.vip_answer()?.0 == "a").then_some(()));
     }
 }
 
@@ -160,11 +138,7 @@ fn a_hung_pbx_is_restarted_then_handed_over_and_the_peer_answers_the_vip() {
     let until = Instant::now() + Duration::from_secs(180);
     let mut stopped = 0;
     let answer = loop {
-        assert!(
-            Instant::now() < until,
-            "b never answered the VIP; a's log:\n{}",
-            lab.log("a")
-        );
+        assert!(Instant::now() < until, "b never answered the VIP; a's log:\n{}", lab.log("a"));
         stopped += lab.signal_groups("a", libc::SIGSTOP, true);
         if let Some(answer) = lab.vip_answer().filter(|(node, _)| node == "b") {
             break answer;
@@ -173,17 +147,11 @@ fn a_hung_pbx_is_restarted_then_handed_over_and_the_peer_answers_the_vip() {
     };
     assert_eq!(answer.1, "200");
     let log = lab.log("a");
-    assert!(
-        log.contains("runs but its SIP stack does not answer"),
-        "{log}"
-    );
+    assert!(log.contains("runs but its SIP stack does not answer"), "{log}");
     // [group] max-restarts = 2 in the lab: each restart is a stop and a start line.
     let restarts = log.matches("action=\"restart\"").count() / 2;
     assert!((1..=2).contains(&restarts), "{restarts} restarts:\n{log}");
-    assert!(
-        stopped > restarts,
-        "the restarted PBX was not hung again ({stopped} stops)"
-    );
+    assert!(stopped > restarts, "the restarted PBX was not hung again ({stopped} stops)");
     let b = status_json(&lab.config("b")).expect("b's status");
     assert_eq!(b["role"], "primary", "{b:#}");
     let a = status_json(&lab.config("a")).expect("a's status");
@@ -198,14 +166,8 @@ fn a_pbx_answering_404_to_options_stays_primary() {
     let cfg = lab.dir.path().join("kamailio-a.cfg");
     let text = std::fs::read_to_string(&cfg).expect("kamailio config");
     assert!(text.contains("sl_send_reply(\"200\", \"OK\")"), "{text}");
-    std::fs::write(
-        &cfg,
-        text.replace(
-            "sl_send_reply(\"200\", \"OK\")",
-            "sl_send_reply(\"404\", \"Not Found\")",
-        ),
-    )
-    .unwrap();
+    std::fs::write(&cfg, text.replace("sl_send_reply(\"200\", \"OK\")", "sl_send_reply(\"404\", \"Not Found\")"))
+        .unwrap();
     assert!(lab.signal_groups("a", libc::SIGTERM, true) > 0);
     wait_for(SETTLE, "a's kamailio answering 404 on the VIP", || {
         (lab.vip_answer()? == ("a".to_string(), "404".to_string())).then_some(())
@@ -215,25 +177,15 @@ fn a_pbx_answering_404_to_options_stays_primary() {
     while Instant::now() < until {
         let s = status_json(&lab.config("a")).expect("a's status");
         assert_eq!(s["role"], "primary", "{s:#}");
-        let pbx = s["probes"]
-            .as_array()
-            .and_then(|p| p.iter().find(|p| p["name"] == "pbx"))
-            .cloned();
+        let pbx = s["probes"].as_array().and_then(|p| p.iter().find(|p| p["name"] == "pbx")).cloned();
         let pbx = pbx.expect("pbx probe in status");
         assert_ne!(pbx["state"], "down", "{pbx:#}");
         std::thread::sleep(Duration::from_millis(500));
     }
     let s = status_json(&lab.config("a")).expect("a's status");
-    let pbx = s["probes"]
-        .as_array()
-        .and_then(|p| p.iter().find(|p| p["name"] == "pbx"))
-        .cloned()
-        .unwrap();
+    let pbx = s["probes"].as_array().and_then(|p| p.iter().find(|p| p["name"] == "pbx")).cloned().unwrap();
     assert_eq!(pbx["state"], "up", "{pbx:#}");
-    assert!(
-        pbx["recent"].as_array().unwrap().iter().any(|v| v == "404"),
-        "{pbx:#}"
-    );
+    assert!(pbx["recent"].as_array().unwrap().iter().any(|v| v == "404"), "{pbx:#}");
     assert_eq!(lab.vip_answer(), Some(("a".to_string(), "404".to_string())));
     let b = status_json(&lab.config("b")).expect("b's status");
     assert_eq!(b["role"], "secondary", "{b:#}");

@@ -435,9 +435,9 @@ impl<'a> Reader<'a> {
         match self.get(key) {
             None => default,
             Some(Value::Boolean(b)) => *b,
-            Some(other) => {
-                self.problem(key, format!("expected true or false, found {}", other.type_str()), None).unwrap_or(default)
-            }
+            Some(other) => self
+                .problem(key, format!("expected true or false, found {}", other.type_str()), None)
+                .unwrap_or(default),
         }
     }
 

@@ -135,7 +135,9 @@ impl Outbox {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::db(path, format!("cannot create {}: {e}", dir.display())))?;
         }
-        for (file, mode) in make_private(path).map_err(|e| Error::db(path, format!("cannot make it private (0600): {e}")))? {
+        for (file, mode) in
+            make_private(path).map_err(|e| Error::db(path, format!("cannot make it private (0600): {e}")))?
+        {
             tracing::warn!(file = %file.display(), "had mode {mode:04o}, open to other users; now 0600");
         }
         let conn = Connection::open(path).map_err(|e| Error::db(path, e))?;

@@ -103,7 +103,11 @@ pub async fn switchover(config: &Path, now: bool) -> anyhow::Result<ExitCode> {
         let line = if s["draining"].as_bool() == Some(true) {
             drain_line(&s["drain"])
         } else {
-            format!("this node: {}, group {}; {peer}: {peer_role}", s["role"].as_str().unwrap_or("?"), s["group"].as_str().unwrap_or("?"))
+            format!(
+                "this node: {}, group {}; {peer}: {peer_role}",
+                s["role"].as_str().unwrap_or("?"),
+                s["group"].as_str().unwrap_or("?")
+            )
         };
         if line != last_line {
             println!("  {:>6} ms  {line}", started.elapsed().as_millis());
@@ -118,14 +122,20 @@ pub async fn switchover(config: &Path, now: bool) -> anyhow::Result<ExitCode> {
         // waiting out the limit for a move that is off.
         drained |= s["draining"] == true;
         if drained && s["draining"] == false && s["group"] == "running" && !released {
-            let why = if s["peer"]["alive"] == true { format!("{peer} is {peer_role}") } else { format!("{peer} is not heard") };
+            let why = if s["peer"]["alive"] == true {
+                format!("{peer} is {peer_role}")
+            } else {
+                format!("{peer} is not heard")
+            };
             eprintln!("pbxha: switchover cancelled during the call drain: {why}, so it cannot take over; this node keeps the group and takes new calls again (see `pbxha history`)");
             return Ok(ExitCode::FAILURE);
         }
         // The group left this node and came back: the peer could not take it.
         released |= s["group"] == "stopped";
         if released && s["group"] == "running" {
-            eprintln!("pbxha: {peer} did not take the group ({peer_role}); it is running here again; see `pbxha status`");
+            eprintln!(
+                "pbxha: {peer} did not take the group ({peer_role}); it is running here again; see `pbxha status`"
+            );
             return Ok(ExitCode::FAILURE);
         }
     }

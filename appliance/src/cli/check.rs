@@ -67,13 +67,20 @@ fn summary(c: &Config, path: &Path) -> String {
         );
     }
     let targets: Vec<String> = c.ping.targets.iter().map(ToString::to_string).collect();
-    out += &format!("ping      {}\n", if targets.is_empty() { "none (no tie-breaker)".into() } else { targets.join(", ") });
+    out += &format!(
+        "ping      {}\n",
+        if targets.is_empty() { "none (no tie-breaker)".into() } else { targets.join(", ") }
+    );
     out += &format!(
         "failback  {}{}\n",
         if c.cluster.auto_failback { "automatic" } else { "off (stickiness)" },
         c.cluster.preferred_node.as_ref().map_or(String::new(), |p| format!(", preferred node {p}"))
     );
-    out += &format!("group     (max {} restarts per {} s, then hand over)\n", c.group.max_restarts, c.group.restart_window.as_secs());
+    out += &format!(
+        "group     (max {} restarts per {} s, then hand over)\n",
+        c.group.max_restarts,
+        c.group.restart_window.as_secs()
+    );
     for (i, r) in c.resources.iter().enumerate() {
         let what = match &r.kind {
             ResourceKind::Vip(v) => format!("{} on {}", v.address, v.interface),
@@ -84,7 +91,9 @@ fn summary(c: &Config, path: &Path) -> String {
             ResourceKind::Pbx(p) => format!("{} (systemd unit {})", p.pbx, p.unit),
             ResourceKind::Drbd(d) => format!("DRBD resource {}", d.resource),
             ResourceKind::Filesystem(f) => format!("{} on {}", f.device.display(), f.mount_point.display()),
-            ResourceKind::Mysql(m) => format!("systemd unit {}, datadir {} on {}", m.unit, m.datadir.display(), m.replica_mount.display()),
+            ResourceKind::Mysql(m) => {
+                format!("systemd unit {}, datadir {} on {}", m.unit, m.datadir.display(), m.replica_mount.display())
+            }
         };
         out += &format!("  {}. {:<10} {:<8} {what}\n", i + 1, r.name, r.kind.name());
     }

@@ -41,11 +41,7 @@ struct Lent;
 
 impl Appliance for Lent {
     fn check_config(&self, text: &str, node: &str) -> Vec<String> {
-        super::check::check(text, Some(node))
-            .1
-            .iter()
-            .map(ToString::to_string)
-            .collect()
+        super::check::check(text, Some(node)).1.iter().map(ToString::to_string).collect()
     }
 
     fn new_auth_key(&self) -> String {
@@ -79,12 +75,8 @@ impl Terminal for Tty {
 
 pub async fn run(args: InstallArgs) -> anyhow::Result<ExitCode> {
     let interactive = std::io::stdin().is_terminal();
-    let root = std::path::absolute(&args.root)
-        .with_context(|| format!("--root {}", args.root.display()))?;
-    let env = Env {
-        root,
-        runner: Arc::new(pbxha_runner::SystemRunner),
-    };
+    let root = std::path::absolute(&args.root).with_context(|| format!("--root {}", args.root.display()))?;
+    let env = Env { root, runner: Arc::new(pbxha_runner::SystemRunner) };
     let mut tty = Tty { interactive };
     if args.undo {
         let left = pbxha_installer::undo(&env, &mut tty).await?;
@@ -100,11 +92,7 @@ pub async fn run(args: InstallArgs) -> anyhow::Result<ExitCode> {
                 "undo complete"
             }
         );
-        return Ok(if failed {
-            ExitCode::FAILURE
-        } else {
-            ExitCode::SUCCESS
-        });
+        return Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS });
     }
     if let Some(dir) = &args.import_heartbeat {
         let (config, problems, notes) = pbxha_installer::import_heartbeat(&env, &Lent, dir).await?;
@@ -120,36 +108,19 @@ pub async fn run(args: InstallArgs) -> anyhow::Result<ExitCode> {
     if !interactive && args.answers.is_none() {
         anyhow::bail!("no terminal to ask on: pass --answers FILE (annotated example: examples/answers.toml), and --yes to apply it without a confirmation");
     }
-    let opts = Options {
-        answers: args.answers,
-        yes: args.yes,
-        dry_run: args.dry_run,
-    };
+    let opts = Options { answers: args.answers, yes: args.yes, dry_run: args.dry_run };
     match pbxha_installer::install(&env, &Lent, &opts, &mut tty).await? {
         Outcome::Planned => Ok(ExitCode::SUCCESS),
         Outcome::Declined => {
-            println!(
-                "nothing was changed{}",
-                if interactive {
-                    ""
-                } else {
-                    ": no terminal to confirm on; add --yes"
-                }
-            );
+            println!("nothing was changed{}", if interactive { "" } else { ": no terminal to confirm on; add --yes" });
             Ok(ExitCode::FAILURE)
         }
-        Outcome::Installed {
-            config,
-            start_daemon,
-        } => {
+        Outcome::Installed { config, start_daemon } => {
             println!("installed: {}", config.display());
             if start_daemon && !args.no_start {
                 let log = env.path("/var/log/pbxha.log");
                 let pid = start_daemon_here(&config, &log)?;
-                println!(
-                    "systemd is not PID 1 here: started `pbxha run` itself (pid {pid}, log {})",
-                    log.display()
-                );
+                println!("systemd is not PID 1 here: started `pbxha run` itself (pid {pid}, log {})", log.display());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -167,9 +138,7 @@ fn start_daemon_here(config: &std::path::Path, log: &std::path::Path) -> anyhow:
         .append(true)
         .open(log)
         .with_context(|| format!("opening {}", log.display()))?;
-    let err = out
-        .try_clone()
-        .with_context(|| format!("opening {}", log.display()))?;
+    let err = out.try_clone().with_context(|| format!("opening {}", log.display()))?;
     let child = std::process::Command::new(exe)
         .arg("--config")
         .arg(config)
@@ -194,10 +163,7 @@ mod tests {
     /// The example answers with this node's addresses as the interfaces would give them,
     /// and a key file below `root`.
     fn example(root: &std::path::Path) -> answers::Answers {
-        let mut a = answers::parse(include_str!("../../../examples/answers.toml"))
-            .unwrap()
-            .complete()
-            .unwrap();
+        let mut a = answers::parse(include_str!("../../../examples/answers.toml")).unwrap().complete().unwrap();
         a.public.address = Some("192.168.0.100/24".parse().unwrap());
         a.heartbeat[0].address = Some("10.1.1.1/24".parse().unwrap());
         let key = root.join("etc/pbxha/authkey");
@@ -215,32 +181,19 @@ mod tests {
             (a.storage.clone(), answers::Mysql::Replica),
             (
                 answers::Storage::None,
-                answers::Mysql::MasterMaster {
-                    admin_password_file: "/etc/pbxha/mysql-admin".into(),
-                },
+                answers::Mysql::MasterMaster { admin_password_file: "/etc/pbxha/mysql-admin".into() },
             ),
             (answers::Storage::None, answers::Mysql::None),
         ] {
             a.storage = storage;
             a.mysql = mysql;
             let text = render::config(&a, &render::group(&a), dir.path());
-            assert_eq!(
-                Lent.check_config(&text, "pbx1"),
-                Vec::<String>::new(),
-                "{text}"
-            );
-            assert!(
-                !Lent.check_config(&text, "pbx3").is_empty(),
-                "the node is checked too"
-            );
+            assert_eq!(Lent.check_config(&text, "pbx1"), Vec::<String>::new(), "{text}");
+            assert!(!Lent.check_config(&text, "pbx3").is_empty(), "the node is checked too");
         }
         a.timing = answers::Timing::Fast;
         let text = render::config(&a, &render::group(&a), dir.path());
-        assert_eq!(
-            Lent.check_config(&text, "pbx1"),
-            Vec::<String>::new(),
-            "{text}"
-        );
+        assert_eq!(Lent.check_config(&text, "pbx1"), Vec::<String>::new(), "{text}");
     }
 
     #[test]

@@ -9,7 +9,8 @@ use anyhow::Context;
 use pbxha_appliance::config;
 
 pub fn run(config_path: &Path, out: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let path = out.unwrap_or_else(|| config::lenient_path(config_path, "cluster", "auth-key-file", config::DEFAULT_AUTH_KEY));
+    let path =
+        out.unwrap_or_else(|| config::lenient_path(config_path, "cluster", "auth-key-file", config::DEFAULT_AUTH_KEY));
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }

@@ -7,12 +7,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Subcommand};
+use nix::sys::signal::Signal;
+use pbxha_appliance::config::OnIsolation;
 use pbxha_appliance::control::{self, Request};
 use pbxha_appliance::lab::bench;
 use pbxha_appliance::lab::plan::{NodeFiles, VIP};
 use pbxha_appliance::lab::{Lab, Member, Partition, Pbx, Profile, UpOptions};
-use nix::sys::signal::Signal;
-use pbxha_appliance::config::OnIsolation;
 use pbxha_runner::SystemRunner;
 use serde::Serialize;
 
@@ -146,7 +146,12 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
                 for (node, root, disk) in lab.make_bare().await? {
                     println!("lab: {node}: root {}, disk {disk}", root.display());
                 }
-                println!("Try: {} lab exec a -- {} install --root {}", exe.display(), exe.display(), lab.bare_root(Member::A).display());
+                println!(
+                    "Try: {} lab exec a -- {} install --root {}",
+                    exe.display(),
+                    exe.display(),
+                    lab.bare_root(Member::A).display()
+                );
                 return Ok(ExitCode::SUCCESS);
             }
             let status = lab.up(&opts, &|line| println!("lab: {line}")).await?;
@@ -189,8 +194,11 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             for m in &status.members {
-                let addrs: Vec<String> =
-                    m.interfaces.iter().flat_map(|i| i.addresses.iter().map(move |a| format!("{}={a}", i.name))).collect();
+                let addrs: Vec<String> = m
+                    .interfaces
+                    .iter()
+                    .flat_map(|i| i.addresses.iter().map(move |a| format!("{}={a}", i.name)))
+                    .collect();
                 let role = roles.get(m.member.name()).map(|r| format!("  [{r}]")).unwrap_or_default();
                 println!(
                     "{:<7} {:<16} {:<7} {}{role}",
@@ -275,7 +283,11 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             };
             // With --json, progress goes to stderr so stdout stays one JSON document.
             let report = bench::run(&lab, &opts, shutdown_signal(), &|line| {
-                if json { eprintln!("bench: {line}") } else { println!("bench: {line}") }
+                if json {
+                    eprintln!("bench: {line}")
+                } else {
+                    println!("bench: {line}")
+                }
             })
             .await?;
             if json {
@@ -300,7 +312,9 @@ async fn roles(lab: &Lab) -> BTreeMap<String, String> {
     for node in Member::NODES {
         let socket = NodeFiles::new(lab.state_dir(), node).control_socket;
         let role = match control::call(&socket, &Request::Status).await {
-            Ok(reply) => reply.status.and_then(|s| s["role"].as_str().map(str::to_string)).unwrap_or_else(|| "unknown".into()),
+            Ok(reply) => {
+                reply.status.and_then(|s| s["role"].as_str().map(str::to_string)).unwrap_or_else(|| "unknown".into())
+            }
             Err(_) => "down".into(),
         };
         out.insert(node.name().to_string(), role);

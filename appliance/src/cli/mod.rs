@@ -6,13 +6,12 @@ mod completions;
 mod history;
 mod install;
 mod keygen;
-mod mysql;
 mod lab;
 mod mail;
+mod mysql;
 mod release;
 mod replica;
 mod sip;
-
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -141,9 +140,7 @@ enum Command {
     #[command(hide = true)]
     Sentinel,
     /// Print a shell completion script (bash, zsh, fish...) to stdout.
-    Completions {
-        shell: clap_complete::Shell,
-    },
+    Completions { shell: clap_complete::Shell },
     /// Print the pbxha(8) manual page (roff) to stdout; the package builds it with this.
     #[command(hide = true)]
     Manpage,
@@ -161,12 +158,16 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run { node } => pbxha_appliance::daemon::run(pbxha_appliance::daemon::Options { config: cli.config, node })
-                .await
-                .map(|()| ExitCode::SUCCESS)
-                .map_err(anyhow::Error::from),
+            Command::Run { node } => {
+                pbxha_appliance::daemon::run(pbxha_appliance::daemon::Options { config: cli.config, node })
+                    .await
+                    .map(|()| ExitCode::SUCCESS)
+                    .map_err(anyhow::Error::from)
+            }
             Command::Status { json, watch: false, .. } => admin::status(&cli.config, json).await,
-            Command::Status { watch: true, interval, .. } => admin::watch(&cli.config, std::time::Duration::from_secs(interval)).await,
+            Command::Status { watch: true, interval, .. } => {
+                admin::watch(&cli.config, std::time::Duration::from_secs(interval)).await
+            }
             Command::Standby => admin::simple(&cli.config, pbxha_appliance::control::Request::Standby).await,
             Command::Online => admin::simple(&cli.config, pbxha_appliance::control::Request::Online).await,
             Command::Switchover { now } => admin::switchover(&cli.config, now).await,
@@ -196,12 +197,16 @@ pub fn main() -> ExitCode {
 }
 
 fn init_logging(filter: &str, daemon: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Under systemd, journald stamps every line itself.
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).with_ansi(ansi);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(ansi);
     if under_journald {
         builder.without_time().init();
     } else if daemon {

@@ -23,11 +23,8 @@ pub enum MysqlCommand {
 
 /// The `[mysql]` section of the config file.
 fn read_section(config: &Path) -> anyhow::Result<mysql::MysqlConfig> {
-    let text = std::fs::read_to_string(config)
-        .with_context(|| format!("cannot read {}", config.display()))?;
-    let root: toml::Table = text
-        .parse()
-        .with_context(|| format!("{} is not valid TOML", config.display()))?;
+    let text = std::fs::read_to_string(config).with_context(|| format!("cannot read {}", config.display()))?;
+    let root: toml::Table = text.parse().with_context(|| format!("{} is not valid TOML", config.display()))?;
     let Some(toml::Value::Table(section)) = root.get("mysql") else {
         anyhow::bail!("{}: no [mysql] section", config.display());
     };
@@ -44,15 +41,7 @@ pub async fn run(config: &Path, cmd: MysqlCommand) -> anyhow::Result<ExitCode> {
             let mut progress = |line: &str| eprintln!("  {line}");
             let steps = setup::setup(&cfg, &pbxha_runner::SystemRunner, &mut progress).await?;
             for step in steps {
-                println!(
-                    "{} {}",
-                    if step.changed {
-                        "done:      "
-                    } else {
-                        "left as is:"
-                    },
-                    step.what
-                );
+                println!("{} {}", if step.changed { "done:      " } else { "left as is:" }, step.what);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -67,11 +56,7 @@ pub async fn run(config: &Path, cmd: MysqlCommand) -> anyhow::Result<ExitCode> {
                     println!("ALERT {a}");
                 }
             }
-            Ok(if alerts.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(if alerts.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
     }
 }

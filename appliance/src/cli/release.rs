@@ -15,27 +15,18 @@ pub async fn release(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = config::load(config_path)?;
     let socket = config.paths.control_socket.clone();
     if sentinel::daemon_up(&socket) {
-        eprintln!(
-            "pbxha release: the daemon runs (it answers on {}); it manages the VIPs itself",
-            socket.display()
-        );
+        eprintln!("pbxha release: the daemon runs (it answers on {}); it manages the VIPs itself", socket.display());
         return Ok(ExitCode::FAILURE);
     }
-    let outcome = sentinel::release(&config, Arc::new(pbxha_runner::SystemRunner), || {
-        sentinel::daemon_up(&socket)
-    })
-    .await;
+    let outcome =
+        sentinel::release(&config, Arc::new(pbxha_runner::SystemRunner), || sentinel::daemon_up(&socket)).await;
     Ok(report("pbxha release", &outcome))
 }
 
 /// The sentinel: its stdin is the daemon's pipe.
 pub async fn sentinel(config_path: &Path) -> anyhow::Result<ExitCode> {
     let outcome = sentinel::watch(config_path).await?;
-    Ok(if outcome.failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if outcome.failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 fn report(who: &str, outcome: &Outcome) -> ExitCode {

@@ -78,13 +78,7 @@ pub async fn run(config: &Path, cmd: ReplicaCommand) -> anyhow::Result<ExitCode>
     match cmd {
         ReplicaCommand::FencePeer { resource } => Ok(fence_peer(config, resource).await),
         ReplicaCommand::SplitBrain { resource } => Ok(split_brain(config, resource).await),
-        ReplicaCommand::Migrate {
-            profile,
-            dir,
-            replica_root,
-            role,
-            dry_run,
-        } => {
+        ReplicaCommand::Migrate { profile, dir, replica_root, role, dry_run } => {
             let (dirs, skipped) = migrate::selection(&profile, &dir)?;
             for s in skipped {
                 eprintln!("skipping {}: not present on this host", s.display());
@@ -93,12 +87,7 @@ pub async fn run(config: &Path, cmd: ReplicaCommand) -> anyhow::Result<ExitCode>
                 RoleArg::Primary => MigrateRole::Primary,
                 RoleArg::Secondary => MigrateRole::Secondary,
             };
-            let opts = MigrateOptions {
-                dirs,
-                replica_root,
-                role,
-                progress: !dry_run,
-            };
+            let opts = MigrateOptions { dirs, replica_root, role, progress: !dry_run };
             if dry_run {
                 print!("{}", migrate::plan(&opts)?.describe());
                 println!("dry run: nothing changed");
@@ -121,11 +110,7 @@ pub async fn run(config: &Path, cmd: ReplicaCommand) -> anyhow::Result<ExitCode>
             }
             for u in undone {
                 match u.replica_copy_kept_at {
-                    Some(p) => println!(
-                        "restored {}; the replica's copy is kept at {}",
-                        u.dir.display(),
-                        p.display()
-                    ),
+                    Some(p) => println!("restored {}; the replica's copy is kept at {}", u.dir.display(), p.display()),
                     None => println!("restored {}", u.dir.display()),
                 }
             }
@@ -136,9 +121,7 @@ pub async fn run(config: &Path, cmd: ReplicaCommand) -> anyhow::Result<ExitCode>
 
 async fn fence_peer(config: &Path, resource: String) -> ExitCode {
     let socket = control::socket_for(config);
-    let request = Request::FencePeer {
-        resource: resource.clone(),
-    };
+    let request = Request::FencePeer { resource: resource.clone() };
     for _ in 0..FENCE_MAX_POLLS {
         let reply = match control::call(&socket, &request).await {
             Ok(r) => r,
@@ -148,10 +131,7 @@ async fn fence_peer(config: &Path, resource: String) -> ExitCode {
             }
         };
         let Some(verdict) = reply.status.as_ref().and_then(FenceVerdict::from_status) else {
-            eprintln!(
-                "pbxha fence-peer {resource}: the daemon did not give a verdict: {}",
-                reply.message
-            );
+            eprintln!("pbxha fence-peer {resource}: the daemon did not give a verdict: {}", reply.message);
             return ExitCode::FAILURE;
         };
         if let Some(code) = verdict.exit_code() {
@@ -181,15 +161,7 @@ async fn split_brain(config: &Path, resource: String) -> ExitCode {
         Ok(local) => split_brain_report(&local, None),
         Err(e) => format!("local state unreadable ({e})"),
     };
-    match control::call(
-        &control::socket_for(config),
-        &Request::SplitBrain {
-            resource,
-            report: report.clone(),
-        },
-    )
-    .await
-    {
+    match control::call(&control::socket_for(config), &Request::SplitBrain { resource, report: report.clone() }).await {
         Ok(reply) => {
             println!("{}", reply.message);
             ExitCode::SUCCESS

@@ -508,6 +508,6 @@ impl Config {
 }
 
 #[cfg(test)]
-pub(crate) mod tests;
-#[cfg(test)]
 mod doc;
+#[cfg(test)]
+pub(crate) mod tests;

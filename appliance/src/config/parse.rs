@@ -108,7 +108,11 @@ fn read_config(root: &mut Section) -> Option<Config> {
             None | Some("release") => OnIsolation::Release,
             Some("keep") => OnIsolation::Keep,
             Some(other) => {
-                s.problem::<()>(s.key("on-isolation"), format!("unknown on-isolation policy `{other}`"), Some("one of release, keep"));
+                s.problem::<()>(
+                    s.key("on-isolation"),
+                    format!("unknown on-isolation policy `{other}`"),
+                    Some("one of release, keep"),
+                );
                 OnIsolation::Release
             }
         },
@@ -186,7 +190,11 @@ fn read_http(s: &mut Section) -> HttpConfig {
     let listen = s.opt_string("listen").map_or(DEFAULT_HTTP_LISTEN, |text| match text.parse() {
         Ok(addr) => addr,
         Err(_) => s
-            .problem(s.key("listen"), format!("`{text}` is not ADDRESS:PORT"), Some("e.g. \"127.0.0.1:9642\" or \"[::1]:9642\""))
+            .problem(
+                s.key("listen"),
+                format!("`{text}` is not ADDRESS:PORT"),
+                Some("e.g. \"127.0.0.1:9642\" or \"[::1]:9642\""),
+            )
             .unwrap_or(DEFAULT_HTTP_LISTEN),
     });
     let allow = s.list("allow", |v, key, s| match v.as_str().map(str::parse::<Cidr>) {
@@ -267,9 +275,16 @@ fn read_resource(s: &mut Section) -> Option<ResourceConfig> {
             let syntax = match s.opt_string("syntax").as_deref() {
                 Some("9") | None => pbxha_replica::drbd::conf::Syntax::V9,
                 Some("8.4") => pbxha_replica::drbd::conf::Syntax::V84,
-                Some(other) => s.problem(s.key("syntax"), format!("unknown DRBD syntax `{other}`"), Some("\"9\" or \"8.4\"")).unwrap_or(pbxha_replica::drbd::conf::Syntax::V9),
+                Some(other) => s
+                    .problem(s.key("syntax"), format!("unknown DRBD syntax `{other}`"), Some("\"9\" or \"8.4\""))
+                    .unwrap_or(pbxha_replica::drbd::conf::Syntax::V9),
             };
-            ResourceKind::Drbd(DrbdConfig { resource, syntax, minor: s.int_or("minor", 0, 1_048_575, 0), allow_degraded: s.bool_or("allow-degraded", false) })
+            ResourceKind::Drbd(DrbdConfig {
+                resource,
+                syntax,
+                minor: s.int_or("minor", 0, 1_048_575, 0),
+                allow_degraded: s.bool_or("allow-degraded", false),
+            })
         }),
         Some("filesystem") => match (s.string("device"), s.string("mount-point"), s.string("fstype")) {
             (Some(device), Some(mount_point), Some(fstype)) => Some(ResourceKind::Filesystem(FilesystemConfig {
@@ -282,7 +297,11 @@ fn read_resource(s: &mut Section) -> Option<ResourceConfig> {
             _ => None,
         },
         Some("mysql") => read_mysql_resource(s).map(ResourceKind::Mysql),
-        Some(other) => s.problem(s.key("kind"), format!("unknown resource kind `{other}`"), Some("one of service, ocf, vip, pbx, drbd, filesystem, mysql")),
+        Some(other) => s.problem(
+            s.key("kind"),
+            format!("unknown resource kind `{other}`"),
+            Some("one of service, ocf, vip, pbx, drbd, filesystem, mysql"),
+        ),
         None => None,
     };
     let r = ResourceConfig {
@@ -369,7 +388,13 @@ fn read_pbx(s: &mut Section) -> Option<PbxConfig> {
             user,
             secret_file,
         }),
-        (Some(_), Some(_)) => return s.problem(s.key("ami-user"), "AMI is Asterisk's; FreeSWITCH calls are counted with fs_cli".into(), None),
+        (Some(_), Some(_)) => {
+            return s.problem(
+                s.key("ami-user"),
+                "AMI is Asterisk's; FreeSWITCH calls are counted with fs_cli".into(),
+                None,
+            )
+        }
         _ => {
             return s.problem(
                 s.key("ami-user"),
@@ -395,7 +420,9 @@ fn read_probe(s: &mut Section) -> Option<ProbeConfig> {
         Some("local-pbx") => s.string("resource").map(|resource| ProbeRole::LocalPbx { resource }),
         Some("vip") => Some(ProbeRole::Vip),
         Some("trunk") => Some(ProbeRole::Trunk),
-        Some(other) => s.problem(s.key("role"), format!("unknown probe role `{other}`"), Some("one of local-pbx, vip, trunk")),
+        Some(other) => {
+            s.problem(s.key("role"), format!("unknown probe role `{other}`"), Some("one of local-pbx, vip, trunk"))
+        }
         None => None,
     };
     let target = s.string("target").and_then(|t| match parse_sip_target(&t) {
@@ -409,7 +436,17 @@ fn read_probe(s: &mut Section) -> Option<ProbeConfig> {
     let overloaded_is_alive = s.bool_or("overloaded-is-alive", false);
     s.finish();
     let (transport, target) = target?;
-    Some(ProbeConfig { name: name?, role: role?, transport, target, interval, timeout, rise, fall, overloaded_is_alive })
+    Some(ProbeConfig {
+        name: name?,
+        role: role?,
+        transport,
+        target,
+        interval,
+        timeout,
+        rise,
+        fall,
+        overloaded_is_alive,
+    })
 }
 
 /// `udp:ADDR:PORT`, `tcp:ADDR:PORT`, or `ADDR[:PORT]` (UDP); the port defaults to 5060.
@@ -432,14 +469,12 @@ pub(super) fn parse_sip_target(text: &str) -> Result<(ProbeTransport, std::net::
 
 fn parse_ping_target(s: &str) -> Result<PingTarget, String> {
     match s.strip_prefix("tcp:") {
-        Some(rest) => rest
-            .parse()
-            .map(|addr| PingTarget::Tcp { addr })
-            .map_err(|_| format!("`{rest}` is not ADDRESS:PORT")),
+        Some(rest) => {
+            rest.parse().map(|addr| PingTarget::Tcp { addr }).map_err(|_| format!("`{rest}` is not ADDRESS:PORT"))
+        }
         None => s.parse().map(|addr| PingTarget::Icmp { addr }).map_err(|_| format!("`{s}` is not an IP address")),
     }
 }
-
 
 /// One TOML table being read, remembering which keys were asked for.
 struct Section<'a> {
@@ -521,13 +556,14 @@ impl<'a> Section<'a> {
         match self.get(key) {
             None => self.missing(key),
             Some(Value::Integer(i)) if (min..=max).contains(i) => T::try_from(*i).ok(),
-            Some(Value::Integer(i)) => self.problem(self.key(key), format!("{i} is out of range ({min} to {max})"), None),
+            Some(Value::Integer(i)) => {
+                self.problem(self.key(key), format!("{i} is out of range ({min} to {max})"), None)
+            }
             Some(other) => self.wrong(key, "an integer", other),
         }
     }
 
-    fn int_or<T: TryFrom<i64> + Default>(&mut self, key: &'static str, min: i64, max: i64, default: i64) -> T
-    {
+    fn int_or<T: TryFrom<i64> + Default>(&mut self, key: &'static str, min: i64, max: i64, default: i64) -> T {
         if self.table.contains_key(key) {
             self.int(key, min, max).unwrap_or_default()
         } else {
@@ -600,7 +636,9 @@ impl<'a> Section<'a> {
         match self.get(key) {
             None if required => self.missing(key),
             None => None,
-            Some(Value::Table(t)) => Some(Section { path: self.key(key), table: t, asked: Vec::new(), problems: self.problems }),
+            Some(Value::Table(t)) => {
+                Some(Section { path: self.key(key), table: t, asked: Vec::new(), problems: self.problems })
+            }
             Some(other) => self.wrong(key, "a table", other),
         }
     }
@@ -623,10 +661,9 @@ impl<'a> Section<'a> {
         match self.get(key) {
             None if required => self.missing(key).unwrap_or_default(),
             None => Vec::new(),
-            Some(Value::Array(items)) if items.is_empty() && required => {
-                self.problem(self.key(key), "must not be empty".into(), Some(&format!("add at least one [[{key}]] table")))
-                    .unwrap_or_default()
-            }
+            Some(Value::Array(items)) if items.is_empty() && required => self
+                .problem(self.key(key), "must not be empty".into(), Some(&format!("add at least one [[{key}]] table")))
+                .unwrap_or_default(),
             Some(Value::Array(items)) => items
                 .iter()
                 .enumerate()
@@ -661,7 +698,11 @@ impl<'a> Section<'a> {
                 true => "this section takes no keys".into(),
                 false => format!("known keys here: {}", self.asked.join(", ")),
             });
-            self.problems.borrow_mut().push(Problem { key: self.key(key), message: "unknown key".into(), hint: Some(hint) });
+            self.problems.borrow_mut().push(Problem {
+                key: self.key(key),
+                message: "unknown key".into(),
+                hint: Some(hint),
+            });
         }
         self.table = EMPTY.get_or_init(Table::new);
     }

@@ -60,7 +60,8 @@ fn minimal_config_gets_the_default_profile() {
 #[test]
 fn the_example_config_parses_when_its_key_exists() {
     let key = key_file(0o600);
-    let text = include_str!("../../../examples/pbxha.toml").replace("/etc/pbxha/authkey", &key.path().display().to_string());
+    let text =
+        include_str!("../../../examples/pbxha.toml").replace("/etc/pbxha/authkey", &key.path().display().to_string());
     let c = parse(&text).unwrap_or_else(|p| panic!("{p:#?}"));
     assert_eq!(c.links.len(), 2);
     assert_eq!(c.group.restart_window, Duration::from_secs(300));
@@ -163,7 +164,9 @@ fn services_need_exactly_one_way_to_run() {
     let exec = format!("{base}\n[[resource]]\nname = \"s\"\nkind = \"service\"\nexec = [\"sleep\", \"9\"]\nenv = {{ A = \"1\" }}\nstart-timeout = \"1.5s\"\n");
     let c = parse(&exec).unwrap();
     assert_eq!(c.resources[0].start_timeout, Duration::from_millis(1500));
-    assert!(matches!(&c.resources[0].kind, ResourceKind::Service(ServiceConfig::Exec { argv, env }) if argv[0] == "sleep" && env["A"] == "1"));
+    assert!(
+        matches!(&c.resources[0].kind, ResourceKind::Service(ServiceConfig::Exec { argv, env }) if argv[0] == "sleep" && env["A"] == "1")
+    );
     let unknown = format!("{base}\n[[resource]]\nname = \"s\"\nkind = \"lsb\"\n");
     assert_eq!(keys(&problems(&unknown)), ["resource[0].kind"]);
 }
@@ -226,7 +229,8 @@ fn mysql_problems_keep_their_key_paths() {
     );
     let k = problems(&text);
     assert_eq!(keys(&k), ["resource[0].host", "resource[1].password-file", "mysql.sed"], "{k:#?}");
-    let unmounted = format!("{}\n[[resource]]\nname = \"db\"\nkind = \"mysql\"\nreplica-mount = \"/srv\"\n", minimal(key.path()));
+    let unmounted =
+        format!("{}\n[[resource]]\nname = \"db\"\nkind = \"mysql\"\nreplica-mount = \"/srv\"\n", minimal(key.path()));
     let k = problems(&unmounted);
     assert_eq!(keys(&k), ["resource[0].replica-mount"]);
     assert!(k[0].message.contains("before `db` mounts /srv"), "{k:#?}");
@@ -252,7 +256,10 @@ fn http_is_off_unless_configured_and_loopback_by_default() {
     assert_eq!(c.http, Some(HttpConfig { listen: DEFAULT_HTTP_LISTEN, allow: vec![] }));
     let c = parse(&format!("{base}[http]\nlisten = \"198.51.100.11:9642\"\nallow = [\"198.51.100.0/24\"]\n")).unwrap();
     let http = c.http.unwrap();
-    assert_eq!((http.listen.to_string(), http.allow[0].to_string()), ("198.51.100.11:9642".into(), "198.51.100.0/24".into()));
+    assert_eq!(
+        (http.listen.to_string(), http.allow[0].to_string()),
+        ("198.51.100.11:9642".into(), "198.51.100.0/24".into())
+    );
 }
 
 #[test]
@@ -261,7 +268,10 @@ fn http_on_a_non_loopback_address_needs_allow() {
     let base = minimal(key.path());
     let p = problems(&format!("{base}[http]\nlisten = \"0.0.0.0:9642\"\n"));
     assert_eq!(keys(&p), ["http.allow"], "{p:#?}");
-    assert!(p[0].message.contains("0.0.0.0:9642") && p[0].hint.as_deref().unwrap_or("").contains("allow = ["), "{p:#?}");
+    assert!(
+        p[0].message.contains("0.0.0.0:9642") && p[0].hint.as_deref().unwrap_or("").contains("allow = ["),
+        "{p:#?}"
+    );
     let p = problems(&format!("{base}[http]\nlisten = \"9642\"\nallow = [\"nowhere\"]\n"));
     assert_eq!(keys(&p), ["http.listen", "http.allow[0]"], "{p:#?}");
 }

@@ -19,7 +19,11 @@ impl Config {
         if hb.deadtime <= hb.interval * 2 {
             problem(
                 "heartbeat.deadtime",
-                format!("{} ms is not greater than 2 × interval ({} ms)", hb.deadtime.as_millis(), hb.interval.as_millis()),
+                format!(
+                    "{} ms is not greater than 2 × interval ({} ms)",
+                    hb.deadtime.as_millis(),
+                    hb.interval.as_millis()
+                ),
                 "one lost packet must not kill the peer: use at least 3 × interval (default 1000 with interval 200)",
             );
         }
@@ -36,7 +40,11 @@ impl Config {
             );
         }
         if hb.initdead < hb.deadtime {
-            problem("heartbeat.initdead", "must be at least deadtime".into(), "it covers the peer's boot; heartbeat suggests 2 × deadtime or more");
+            problem(
+                "heartbeat.initdead",
+                "must be at least deadtime".into(),
+                "it covers the peer's boot; heartbeat suggests 2 × deadtime or more",
+            );
         }
 
         if self.group.restart_window.is_zero() {
@@ -47,13 +55,21 @@ impl Config {
             );
         }
         if self.nodes.len() != 2 && !self.nodes.is_empty() {
-            problem("node", format!("{} nodes are configured; pbxha runs exactly two", self.nodes.len()), "add one [[node]] table per server");
+            problem(
+                "node",
+                format!("{} nodes are configured; pbxha runs exactly two", self.nodes.len()),
+                "add one [[node]] table per server",
+            );
         }
         let mut names = BTreeSet::new();
         let mut ids = BTreeSet::new();
         for (i, n) in self.nodes.iter().enumerate() {
             if !n.name.is_empty() && !names.insert(n.name.as_str()) {
-                problem(&format!("node[{i}].name"), format!("duplicate node name `{}`", n.name), "each node needs its own `uname -n`");
+                problem(
+                    &format!("node[{i}].name"),
+                    format!("duplicate node name `{}`", n.name),
+                    "each node needs its own `uname -n`",
+                );
             }
             if n.id != 0 && !ids.insert(n.id) {
                 problem(&format!("node[{i}].id"), format!("duplicate node id {}", n.id), "use 1 and 2");
@@ -61,7 +77,11 @@ impl Config {
         }
         if let Some(p) = &self.cluster.preferred_node {
             if !names.contains(p.as_str()) {
-                problem("cluster.preferred-node", format!("`{p}` is not a configured node"), "use one of the [[node]] names");
+                problem(
+                    "cluster.preferred-node",
+                    format!("`{p}` is not a configured node"),
+                    "use one of the [[node]] names",
+                );
             }
         }
         check_key_file(&self.cluster.auth_key_file, &mut problem);
@@ -74,7 +94,11 @@ impl Config {
             }
             for node in &names {
                 if !link.addresses.contains_key(*node) {
-                    problem(&key(&format!("addresses.{node}")), format!("no address for node `{node}` on this link"), "every node needs an address on every link");
+                    problem(
+                        &key(&format!("addresses.{node}")),
+                        format!("no address for node `{node}` on this link"),
+                        "every node needs an address on every link",
+                    );
                 }
             }
             for (node, cidr) in &link.addresses {
@@ -82,26 +106,44 @@ impl Config {
                     problem(&key(&format!("addresses.{node}")), format!("`{node}` is not a configured node"), "");
                 }
                 if cidr.addr.is_unspecified() || cidr.addr.is_multicast() {
-                    problem(&key(&format!("addresses.{node}")), format!("{} cannot be a node's address", cidr.addr), "");
+                    problem(
+                        &key(&format!("addresses.{node}")),
+                        format!("{} cannot be a node's address", cidr.addr),
+                        "",
+                    );
                 }
             }
             let families: BTreeSet<bool> = link.addresses.values().map(|c| c.addr.is_ipv4()).collect();
             if families.len() > 1 {
-                problem(&key("addresses"), "mixes IPv4 and IPv6".into(), "both nodes must use the same family on one link");
+                problem(
+                    &key("addresses"),
+                    "mixes IPv4 and IPv6".into(),
+                    "both nodes must use the same family on one link",
+                );
             }
             match link.mode {
                 LinkMode::Bcast => {
                     if link.interface.is_none() {
-                        problem(&key("interface"), "a bcast link needs its interface".into(), "e.g. interface = \"eth1\"");
+                        problem(
+                            &key("interface"),
+                            "a bcast link needs its interface".into(),
+                            "e.g. interface = \"eth1\"",
+                        );
                     }
                     if link.addresses.values().any(|c| !c.addr.is_ipv4() || c.prefix >= 31) {
-                        problem(&key("addresses"), "bcast needs IPv4 addresses with a subnet prefix (e.g. /24)".into(), "");
+                        problem(
+                            &key("addresses"),
+                            "bcast needs IPv4 addresses with a subnet prefix (e.g. /24)".into(),
+                            "",
+                        );
                     }
                 }
                 LinkMode::Mcast => match link.group {
                     Some(g) if g.is_multicast() => {}
                     Some(g) => problem(&key("group"), format!("{g} is not a multicast address"), "e.g. 239.0.0.43"),
-                    None => problem(&key("group"), "an mcast link needs its group".into(), "e.g. group = \"239.0.0.43\""),
+                    None => {
+                        problem(&key("group"), "an mcast link needs its group".into(), "e.g. group = \"239.0.0.43\"")
+                    }
                 },
                 LinkMode::Ucast => {}
             }
@@ -126,7 +168,10 @@ impl Config {
                         if link.addresses.values().any(|c| !c.contains(vip.address.addr)) {
                             problem(
                                 &key("address"),
-                                format!("{} is outside the subnet of link `{}` on {}", vip.address, link.name, vip.interface),
+                                format!(
+                                    "{} is outside the subnet of link `{}` on {}",
+                                    vip.address, link.name, vip.interface
+                                ),
                                 "the VIP must be in the same subnet as the nodes' addresses on that interface",
                             );
                         }
@@ -134,7 +179,11 @@ impl Config {
                 }
                 ResourceKind::Ocf(ocf) => {
                     if !ocf.agent.contains('/') {
-                        problem(&key("agent"), format!("`{}` is not provider/type", ocf.agent), "e.g. agent = \"heartbeat/IPaddr2\"");
+                        problem(
+                            &key("agent"),
+                            format!("`{}` is not provider/type", ocf.agent),
+                            "e.g. agent = \"heartbeat/IPaddr2\"",
+                        );
                     }
                 }
                 ResourceKind::Mysql(m) => {
@@ -175,7 +224,11 @@ impl Config {
             }
             if let ProbeRole::LocalPbx { resource } = &p.role {
                 if !resource_names.contains(resource.as_str()) {
-                    problem(&key("resource"), format!("`{resource}` is not a [[resource]] name"), "a local-pbx probe watches one member of the group");
+                    problem(
+                        &key("resource"),
+                        format!("`{resource}` is not a [[resource]] name"),
+                        "a local-pbx probe watches one member of the group",
+                    );
                 }
             }
         }

@@ -145,7 +145,8 @@ fn regression_1_a_gateway_loss_of_the_primary_alone_moves_the_group_once() {
 fn regression_1_a_node_that_let_the_group_go_takes_it_back_when_nobody_took_it() {
     let mut s = pinged_pair(ms(400));
     let mut w = Watch::default();
-    s.start_result[1] = Some(GroupEvent::StartFailed { resource: "sip".into(), reason: "exited".into(), conflict: false, held: false });
+    s.start_result[1] =
+        Some(GroupEvent::StartFailed { resource: "sip".into(), reason: "exited".into(), conflict: false, held: false });
     s.gw_ok[0] = false;
     run(&mut s, &mut w, ms(8000));
     assert_eq!(s.starts(1), 1, "b was handed the group and failed to start it");
@@ -222,7 +223,11 @@ fn regression_3_a_partition_that_heals_into_a_one_way_link_leaves_one_holder() {
     s.cabled[0] = true;
     s.run(ms(1500));
     assert_eq!((s.nodes[0].group, s.nodes[1].group), (GroupPhase::Stopped, GroupPhase::Running));
-    assert!(s.records(0, RecordKind::Link).iter().any(|m| m.contains("is one-way")), "{:?}", s.records(0, RecordKind::Link));
+    assert!(
+        s.records(0, RecordKind::Link).iter().any(|m| m.contains("is one-way")),
+        "{:?}",
+        s.records(0, RecordKind::Link)
+    );
 }
 
 // ---- 4. A crashed daemon that leaves its VIP behind ----------------------------------
@@ -323,7 +328,10 @@ fn regression_8_an_isolated_primary_releases_or_keeps_as_configured() {
             w.observe(&s);
             longest_both = longest_both.max(w.both_for(&s));
         }
-        assert!(longest_both <= s.nodes[0].p.interval + ms(100), "{policy:?}: both held {longest_both:?} after the heal");
+        assert!(
+            longest_both <= s.nodes[0].p.interval + ms(100),
+            "{policy:?}: both held {longest_both:?} after the heal"
+        );
         assert_eq!(s.roles(), [Role::Secondary, Role::Primary], "{policy:?}");
     }
 }
@@ -378,20 +386,47 @@ fn regression_9_a_resumed_primary_yields_to_the_peer_that_took_over() {
 #[derive(Clone, Copy, Debug)]
 enum Trouble {
     /// The gateway is gone for these nodes.
-    Gateway { a: bool, b: bool, secs: u64 },
+    Gateway {
+        a: bool,
+        b: bool,
+        secs: u64,
+    },
     /// Heartbeats from `from` are lost on `links` (bit 0 hb, bit 1 pub): one-way.
-    OneWay { from: usize, links: u8, secs: u64 },
+    OneWay {
+        from: usize,
+        links: u8,
+        secs: u64,
+    },
     /// Every heartbeat link, both ways (the ARP path stays).
-    Heartbeats { secs: u64 },
+    Heartbeats {
+        secs: u64,
+    },
     /// The node's cables are out: links, ARP and gateway.
-    Unplug { node: usize, secs: u64 },
+    Unplug {
+        node: usize,
+        secs: u64,
+    },
     /// The holder's member fails past its local restarts; `broken`: its restarts fail too.
-    MemberFails { node: usize, broken: bool, secs: u64 },
+    MemberFails {
+        node: usize,
+        broken: bool,
+        secs: u64,
+    },
     /// kill -9 of the daemon, restarted after `secs` (0: not restarted in the episode) with
     /// its wall clock `clock` seconds off (an RTC behind, a start before NTP).
-    Crash { node: usize, secs: u64, clock: i64 },
-    Freeze { node: usize, ms: u64 },
-    Admin { node: usize, admin: Admin },
+    Crash {
+        node: usize,
+        secs: u64,
+        clock: i64,
+    },
+    Freeze {
+        node: usize,
+        ms: u64,
+    },
+    Admin {
+        node: usize,
+        admin: Admin,
+    },
 }
 
 impl Trouble {
@@ -434,12 +469,16 @@ impl Trouble {
     /// Starts what happens once; returns how long the trouble lasts, if it lasts.
     fn inject(self, s: &mut Sim) -> Option<Duration> {
         match self {
-            Trouble::Gateway { secs, .. } | Trouble::OneWay { secs, .. } | Trouble::Heartbeats { secs } | Trouble::Unplug { secs, .. } => {
-                Some(Duration::from_secs(secs))
-            }
+            Trouble::Gateway { secs, .. }
+            | Trouble::OneWay { secs, .. }
+            | Trouble::Heartbeats { secs }
+            | Trouble::Unplug { secs, .. } => Some(Duration::from_secs(secs)),
             Trouble::MemberFails { node, broken, secs } => {
                 if s.nodes[node].group == GroupPhase::Running {
-                    s.feed(node, Event::Group(GroupEvent::ResourceFailed { resource: "sip".into(), reason: "exited".into() }));
+                    s.feed(
+                        node,
+                        Event::Group(GroupEvent::ResourceFailed { resource: "sip".into(), reason: "exited".into() }),
+                    );
                 }
                 broken.then(|| Duration::from_secs(secs))
             }
@@ -631,7 +670,8 @@ fn explore(seed: u64, verbose: bool) -> Result<(), String> {
         return Err(format!("{holders} holder(s) after the calm; roles {:?}", s.roles()));
     }
     for n in 0..2 {
-        if s.nodes[n].group == GroupPhase::Running && s.nodes[n].faults.keys().any(|f| matches!(f, Fault::Resource(_))) {
+        if s.nodes[n].group == GroupPhase::Running && s.nodes[n].faults.keys().any(|f| matches!(f, Fault::Resource(_)))
+        {
             return Err(format!("node {n} still has a failed member after its failure timeout"));
         }
     }
@@ -672,6 +712,10 @@ fn explorer_random_schedules_keep_every_invariant() {
         }
     }
     eprintln!("explorer: {ran} schedules in {:.1} s", began.elapsed().as_secs_f64());
-    assert!(failures.is_empty(), "{} of {ran} schedules broke an invariant:\n{}", failures.len(), failures.iter().take(12).cloned().collect::<Vec<_>>().join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {ran} schedules broke an invariant:\n{}",
+        failures.len(),
+        failures.iter().take(12).cloned().collect::<Vec<_>>().join("\n")
+    );
 }
-

@@ -334,7 +334,12 @@ impl Node {
             Event::VipProbed { answered, sip } => self.on_vip_probed(answered, sip, now, &mut out),
             Event::SplitBrain { resource, report } => {
                 record(&mut out, RecordKind::SplitBrain, format!("DRBD split brain on {resource}: {report}"));
-                notify(&mut out, Severity::Critical, format!("{}: DRBD split brain on {resource}", self.p.node_name), report);
+                notify(
+                    &mut out,
+                    Severity::Critical,
+                    format!("{}: DRBD split brain on {resource}", self.p.node_name),
+                    report,
+                );
                 self.set_fault(Fault::SplitBrain(resource), true, None, &mut out);
             }
         }
@@ -468,9 +473,17 @@ impl Node {
         let name = &self.p.link_names[link];
         if silent_there && !l.one_way {
             l.one_way = true;
-            let msg = format!("link {name} is one-way: {} hears {} on it, but {} does not hear {}", self.p.node_name, self.p.peer_name, self.p.peer_name, self.p.node_name);
+            let msg = format!(
+                "link {name} is one-way: {} hears {} on it, but {} does not hear {}",
+                self.p.node_name, self.p.peer_name, self.p.peer_name, self.p.node_name
+            );
             record(out, RecordKind::Link, msg.clone());
-            notify(out, Severity::Warning, format!("{}: one-way heartbeat link {name}", self.p.node_name), format!("{msg}; nothing moves for it (check a firewall or a duplex mismatch on that link)"));
+            notify(
+                out,
+                Severity::Warning,
+                format!("{}: one-way heartbeat link {name}", self.p.node_name),
+                format!("{msg}; nothing moves for it (check a firewall or a duplex mismatch on that link)"),
+            );
         } else if !silent_there && l.one_way {
             l.one_way = false;
             record(out, RecordKind::Link, format!("link {name} carries heartbeats both ways again"));
@@ -522,7 +535,15 @@ impl Node {
         if gap <= self.p.deadtime {
             return;
         }
-        record(out, RecordKind::Health, format!("{} did not run for {} ms (frozen or stalled); not judging the peer by that silence", self.p.node_name, gap.as_millis()));
+        record(
+            out,
+            RecordKind::Health,
+            format!(
+                "{} did not run for {} ms (frozen or stalled); not judging the peer by that silence",
+                self.p.node_name,
+                gap.as_millis()
+            ),
+        );
         for l in &mut self.links {
             if l.last_seen.is_some() {
                 l.last_seen = Some(now);
@@ -561,12 +582,21 @@ impl Node {
                 }
                 let until = Some(now + self.p.failure_timeout);
                 if conflict {
-                    record(out, RecordKind::SplitBrain, format!("{REFUSED_THE_GROUP}: {reason}; probing the VIP every {} ms", VIP_REPROBE.as_millis()));
+                    record(
+                        out,
+                        RecordKind::SplitBrain,
+                        format!("{REFUSED_THE_GROUP}: {reason}; probing the VIP every {} ms", VIP_REPROBE.as_millis()),
+                    );
                     self.refused = Some(Refusal { since: now, probes: 0, diagnosed: false });
                     self.next_vip_probe = Some(now + VIP_REPROBE);
                     self.set_fault(Fault::VipConflict(reason), true, None, out);
                 } else {
-                    notify(out, Severity::Critical, format!("{}: resource {resource} failed to start", self.p.node_name), reason);
+                    notify(
+                        out,
+                        Severity::Critical,
+                        format!("{}: resource {resource} failed to start", self.p.node_name),
+                        reason,
+                    );
                     self.set_fault(Fault::Resource(resource), true, until, out);
                 }
                 if self.failover_open {
@@ -594,17 +624,30 @@ impl Node {
                 self.group = GroupPhase::Running;
                 self.release = Release::None;
                 self.last_stop_failure = Some(now);
-                notify(out, Severity::Critical, format!("{}: resource {resource} would not stop", self.p.node_name), reason);
+                notify(
+                    out,
+                    Severity::Critical,
+                    format!("{}: resource {resource} would not stop", self.p.node_name),
+                    reason,
+                );
                 self.set_fault(Fault::StopFailed(resource), true, None, out);
                 out.push(Action::Announce);
             }
             GroupEvent::ResourceFailed { resource, reason } => {
-                let retry = format!("{reason}; retried after failure-timeout ({} s) unless the peer takes over first", self.p.failure_timeout.as_secs());
+                let retry = format!(
+                    "{reason}; retried after failure-timeout ({} s) unless the peer takes over first",
+                    self.p.failure_timeout.as_secs()
+                );
                 notify(out, Severity::Critical, format!("{}: resource {resource} failed", self.p.node_name), retry);
                 self.set_fault(Fault::Resource(resource), true, Some(now + self.p.failure_timeout), out);
             }
             GroupEvent::Recovered { resource } => {
-                notify(out, Severity::Info, format!("{}: resource {resource} recovered", self.p.node_name), "restarted after its failure".into());
+                notify(
+                    out,
+                    Severity::Info,
+                    format!("{}: resource {resource} recovered", self.p.node_name),
+                    "restarted after its failure".into(),
+                );
                 self.set_fault(Fault::Resource(resource), false, None, out);
             }
         }
@@ -687,12 +730,22 @@ impl Node {
             DrainCause::Failback => "failback",
         };
         let why = format!("peer {} can no longer take over ({})", self.p.peer_name, self.peer_state_words());
-        record(out, RecordKind::Admin, format!("{what} cancelled during the call drain: {why}; {} keeps the group and takes new calls again", self.p.node_name));
+        record(
+            out,
+            RecordKind::Admin,
+            format!(
+                "{what} cancelled during the call drain: {why}; {} keeps the group and takes new calls again",
+                self.p.node_name
+            ),
+        );
         notify(
             out,
             Severity::Warning,
             format!("{}: {what} cancelled", self.p.node_name),
-            format!("{why}. {} keeps the group and its PBX takes new calls again; ask again once the peer is back.", self.p.node_name),
+            format!(
+                "{why}. {} keeps the group and its PBX takes new calls again; ask again once the peer is back.",
+                self.p.node_name
+            ),
         );
         out.push(Action::CancelDrain);
         out.push(Action::Announce);
@@ -752,7 +805,11 @@ impl Node {
                 }
             }
             if !due.is_empty() {
-                record(out, RecordKind::Health, format!("failure-timeout passed with no peer to hand over to: restarting {}", due.join(", ")));
+                record(
+                    out,
+                    RecordKind::Health,
+                    format!("failure-timeout passed with no peer to hand over to: restarting {}", due.join(", ")),
+                );
                 out.push(Action::RestartFailed);
             }
         }
@@ -774,22 +831,44 @@ impl Node {
             newest = newest.max(Some(seen));
             if l.up && now.saturating_duration_since(seen) > self.p.deadtime {
                 l.up = false;
-                record(out, RecordKind::Link, format!("link {} down: {} silent for {} ms", self.p.link_names[i], self.p.peer_name, self.p.deadtime.as_millis()));
+                record(
+                    out,
+                    RecordKind::Link,
+                    format!(
+                        "link {} down: {} silent for {} ms",
+                        self.p.link_names[i],
+                        self.p.peer_name,
+                        self.p.deadtime.as_millis()
+                    ),
+                );
             }
         }
         let Some(newest) = newest else { return };
         let quiet = now.saturating_duration_since(newest);
         if self.peer_alive && quiet > self.p.warntime && !self.suspicious {
             self.suspicious = true;
-            record(out, RecordKind::Suspicion, format!("peer {} silent on all links for {} ms", self.p.peer_name, quiet.as_millis()));
+            record(
+                out,
+                RecordKind::Suspicion,
+                format!("peer {} silent on all links for {} ms", self.p.peer_name, quiet.as_millis()),
+            );
         }
         if self.peer_alive && quiet > self.p.deadtime {
             self.peer_alive = false;
             self.both_primary = false;
             self.peer_lost_at = Some(now);
             self.peer_connected_since = None;
-            record(out, RecordKind::Peer, format!("peer {} dead: silent on all links for {} ms", self.p.peer_name, quiet.as_millis()));
-            notify(out, Severity::Warning, format!("peer {} is dead", self.p.peer_name), format!("no heartbeat on any link for {} ms", quiet.as_millis()));
+            record(
+                out,
+                RecordKind::Peer,
+                format!("peer {} dead: silent on all links for {} ms", self.p.peer_name, quiet.as_millis()),
+            );
+            notify(
+                out,
+                Severity::Warning,
+                format!("peer {} is dead", self.p.peer_name),
+                format!("no heartbeat on any link for {} ms", quiet.as_millis()),
+            );
         }
     }
 
@@ -843,13 +922,21 @@ impl Node {
             // it, by yielding. Its echo is expected within an interval or two.
             let heard_there = self.peer_hears_us(now, self.p.interval * 2);
             if self.both_primary && !heard_there {
-                record(out, RecordKind::SplitBrain, format!("both nodes primary and {} does not hear {}: {} stops", self.p.peer_name, self.p.node_name, self.p.node_name));
+                record(
+                    out,
+                    RecordKind::SplitBrain,
+                    format!(
+                        "both nodes primary and {} does not hear {}: {} stops",
+                        self.p.peer_name, self.p.node_name, self.p.node_name
+                    ),
+                );
                 self.stop_group(Release::Quietly, out);
             } else if !self.both_primary {
                 self.both_primary = true;
                 let peer = self.peer.unwrap_or_else(|| self.summary());
                 let keep = heard_there && self.wins_tie(&peer);
-                let (survivor, loser) = if keep { (&self.p.node_name, &self.p.peer_name) } else { (&self.p.peer_name, &self.p.node_name) };
+                let (survivor, loser) =
+                    if keep { (&self.p.node_name, &self.p.peer_name) } else { (&self.p.peer_name, &self.p.node_name) };
                 let msg = format!("both nodes primary; {survivor} keeps the group, {loser} stops");
                 record(out, RecordKind::SplitBrain, msg.clone());
                 notify(out, Severity::Critical, format!("split brain resolved: {survivor} keeps the group"), msg);
@@ -878,7 +965,10 @@ impl Node {
         // Lost ping targets move the group only once the peer has kept its own for the
         // dampen window after our loss: a gateway blip both nodes see must move nothing.
         let dampened = moving.iter().all(|f| **f == Fault::NoConnectivity)
-            && self.cut_off_since.zip(self.peer_connected_since).is_none_or(|(lost, peer_ok)| now < lost.max(peer_ok) + self.p.ping_dampen);
+            && self
+                .cut_off_since
+                .zip(self.peer_connected_since)
+                .is_none_or(|(lost, peer_ok)| now < lost.max(peer_ok) + self.p.ping_dampen);
         if !moving.is_empty() && !dampened && retry_ok {
             let why: Vec<String> = moving.iter().map(ToString::to_string).collect();
             record(out, RecordKind::Health, format!("handing over to {}: {}", self.p.peer_name, why.join(", ")));
@@ -905,7 +995,11 @@ impl Node {
             if self.peer.is_some() {
                 self.start_group(format!("peer {} is dead", self.p.peer_name), false, out);
             } else if now.saturating_duration_since(self.started) >= self.p.initdead {
-                self.start_group(format!("peer {} not heard within initdead ({} ms)", self.p.peer_name, self.p.initdead.as_millis()), false, out);
+                self.start_group(
+                    format!("peer {} not heard within initdead ({} ms)", self.p.peer_name, self.p.initdead.as_millis()),
+                    false,
+                    out,
+                );
             }
             return;
         }
@@ -957,7 +1051,11 @@ impl Node {
             return;
         }
         self.start_group(
-            format!("nobody holds the group and peer {} cannot ({}); serving without ping targets", self.p.peer_name, self.peer_state_words()),
+            format!(
+                "nobody holds the group and peer {} cannot ({}); serving without ping targets",
+                self.p.peer_name,
+                self.peer_state_words()
+            ),
             true,
             out,
         );
@@ -983,12 +1081,21 @@ impl Node {
                     self.p.peer_name, self.p.node_name
                 );
                 record(out, RecordKind::SplitBrain, msg.clone());
-                notify(out, Severity::Critical, format!("{}: VIP held by a node that does not answer SIP", self.p.node_name), msg);
+                notify(
+                    out,
+                    Severity::Critical,
+                    format!("{}: VIP held by a node that does not answer SIP", self.p.node_name),
+                    msg,
+                );
             }
             return;
         }
         let waited = now.saturating_duration_since(r.since);
-        record(out, RecordKind::Health, format!("the VIP fell silent {} ms after the refused takeover", waited.as_millis()));
+        record(
+            out,
+            RecordKind::Health,
+            format!("the VIP fell silent {} ms after the refused takeover", waited.as_millis()),
+        );
         self.refused = None;
         self.next_vip_probe = None;
         self.faults.retain(|f, _| !matches!(f, Fault::VipConflict(_)));
@@ -1022,7 +1129,10 @@ impl Node {
     /// echo. The simulation's stand-in for the membership layer's echo.
     #[cfg(test)]
     fn hears_peer_on(&self, link: usize, now: Instant) -> bool {
-        self.links.get(link).and_then(|l| l.last_seen).is_some_and(|t| now.saturating_duration_since(t) <= self.p.deadtime)
+        self.links
+            .get(link)
+            .and_then(|l| l.last_seen)
+            .is_some_and(|t| now.saturating_duration_since(t) <= self.p.deadtime)
     }
 
     /// What the heartbeat calls healthy: no fault but lost ping targets (carried apart, as
@@ -1054,7 +1164,9 @@ impl Node {
         // interval before its link went.
         let Some(gateway_went) = cut.checked_sub(self.p.ping_dampen) else { return false };
         let margin = self.p.interval / 2;
-        lost >= heard && heard + self.p.interval + margin >= gateway_went && heard <= gateway_went + self.p.ping_interval + margin
+        lost >= heard
+            && heard + self.p.interval + margin >= gateway_went
+            && heard <= gateway_went + self.p.ping_interval + margin
     }
 
     fn eligible(&self) -> bool {

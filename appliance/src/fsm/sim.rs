@@ -93,7 +93,8 @@ impl Membership {
             stored: [Some(boot[0]), Some(boot[1])],
             clock_offset: [0, 0],
             sequence: [vec![0; links], vec![0; links]],
-            trackers: [0, 1].map(|n| crate::membership::tracker::Tracker::new(n as u16 + 1, boot[n], 2 - n as u16, links)),
+            trackers: [0, 1]
+                .map(|n| crate::membership::tracker::Tracker::new(n as u16 + 1, boot[n], 2 - n as u16, links)),
             dropped: [0, 0],
         }
     }
@@ -121,7 +122,8 @@ impl Membership {
             echo: Default::default(),
         };
         let to = 1 - from;
-        let accepted = matches!(self.trackers[to].check(link, &header, now), crate::membership::tracker::Verdict::Accepted { .. });
+        let accepted =
+            matches!(self.trackers[to].check(link, &header, now), crate::membership::tracker::Verdict::Accepted { .. });
         if !accepted {
             self.dropped[to] += 1;
         }
@@ -266,7 +268,12 @@ impl Sim {
                 self.held[n] = true;
                 let scripted = self.start_result[n].take();
                 let ev = if !released && self.vip_answered_for(n) {
-                    GroupEvent::StartFailed { resource: "vip".into(), reason: "198.51.100.100 answered by 02:00:00:00:00:09".into(), conflict: true, held: false }
+                    GroupEvent::StartFailed {
+                        resource: "vip".into(),
+                        reason: "198.51.100.100 answered by 02:00:00:00:00:09".into(),
+                        conflict: true,
+                        held: false,
+                    }
                 } else {
                     scripted.unwrap_or(GroupEvent::Started)
                 };
@@ -277,14 +284,18 @@ impl Sim {
                 }
                 self.pending.push_back((self.now + self.start_time, n, Event::Group(ev)));
             }
-            Action::StopGroup => self.pending.push_back((self.now + self.stop_time, n, Event::Group(GroupEvent::Stopped))),
+            Action::StopGroup => {
+                self.pending.push_back((self.now + self.stop_time, n, Event::Group(GroupEvent::Stopped)))
+            }
             Action::Drain { .. } => {
                 self.pending.push_back((self.now + self.drain_time, n, Event::DrainFinished { calls_left: Some(0) }))
             }
             Action::Announce => self.beat(n),
             Action::Exit => self.alive[n] = false,
             Action::Reannounce | Action::Record(_) | Action::Notify(_) => {}
-            Action::CancelDrain => self.pending.retain(|(_, m, e)| !(*m == n && matches!(e, Event::DrainFinished { .. }))),
+            Action::CancelDrain => {
+                self.pending.retain(|(_, m, e)| !(*m == n && matches!(e, Event::DrainFinished { .. })))
+            }
             Action::RestartFailed => {
                 let ev = if self.member_broken[n] {
                     GroupEvent::ResourceFailed { resource: "sip".into(), reason: "exited again".into() }
@@ -496,7 +507,15 @@ fn peer_death_leads_to_takeover_after_deadtime_with_a_timeline() {
         .log
         .iter()
         .filter_map(|(n, a)| match a {
-            Action::Record(r) if *n == 1 && matches!(r.kind, RecordKind::Suspicion | RecordKind::FailoverBegin | RecordKind::FailoverEnd) => Some(r.kind),
+            Action::Record(r)
+                if *n == 1
+                    && matches!(
+                        r.kind,
+                        RecordKind::Suspicion | RecordKind::FailoverBegin | RecordKind::FailoverEnd
+                    ) =>
+            {
+                Some(r.kind)
+            }
             _ => None,
         })
         .collect();
@@ -598,7 +617,10 @@ fn switchover_drains_then_moves_without_overlap() {
 #[test]
 fn switchover_is_refused_where_it_cannot_work() {
     let mut s = Sim::settled();
-    assert!(s.nodes[1].refuse(&Admin::Switchover { now: true }).unwrap().contains("run the switchover on the primary (a)"));
+    assert!(s.nodes[1]
+        .refuse(&Admin::Switchover { now: true })
+        .unwrap()
+        .contains("run the switchover on the primary (a)"));
     s.feed(1, Event::Admin(Admin::Standby));
     s.run(ms(500));
     let why = s.nodes[0].refuse(&Admin::Switchover { now: true }).unwrap();
@@ -889,7 +911,9 @@ fn drbd_split_brain_keeps_the_group_where_it_is_until_an_operator_resolves_it() 
         let report = format!("local: r0 on node {n}");
         s.feed(n, Event::SplitBrain { resource: "r0".into(), report });
     }
-    let critical = |s: &Sim, n| s.count(n, |a| matches!(a, Action::Notify(x) if x.severity == Severity::Critical && x.subject.contains("split brain on r0") && x.body.contains("local: r0")));
+    let critical = |s: &Sim, n| {
+        s.count(n, |a| matches!(a, Action::Notify(x) if x.severity == Severity::Critical && x.subject.contains("split brain on r0") && x.body.contains("local: r0")))
+    };
     assert_eq!((critical(&s, 0), critical(&s, 1)), (1, 1));
     assert!(s.nodes[1].split_brain() && !s.nodes[1].summary().healthy);
     s.run(ms(3000));
@@ -912,7 +936,12 @@ fn drbd_split_brain_keeps_the_group_where_it_is_until_an_operator_resolves_it() 
 #[test]
 fn a_failed_start_that_could_not_clean_up_keeps_the_peer_out() {
     let mut s = Sim::settled();
-    s.start_result[1] = Some(GroupEvent::StartFailed { resource: "sip".into(), reason: "exited; stopping `vip` afterwards also failed".into(), conflict: false, held: true });
+    s.start_result[1] = Some(GroupEvent::StartFailed {
+        resource: "sip".into(),
+        reason: "exited; stopping `vip` afterwards also failed".into(),
+        conflict: false,
+        held: true,
+    });
     s.feed(0, Event::Admin(Admin::Switchover { now: true }));
     s.run(ms(3000));
     assert_eq!(s.nodes[1].group, GroupPhase::Running, "b must still claim what it may hold");

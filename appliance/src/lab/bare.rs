@@ -27,30 +27,19 @@ impl Lab {
         let mut out = Vec::new();
         for node in Member::NODES {
             let root = self.bare_root(node);
-            std::fs::create_dir_all(&root)
-                .map_err(|e| Error::io(format!("creating {}", root.display()), e))?;
+            std::fs::create_dir_all(&root).map_err(|e| Error::io(format!("creating {}", root.display()), e))?;
             let image = self.state_dir.join(format!("{}-disk.img", node.name()));
             std::fs::File::create(&image)
                 .and_then(|f| f.set_len(DISK_MIB << 20))
                 .map_err(|e| Error::io(format!("creating {}", image.display()), e))?;
-            let attached = self
-                .run(vec![
-                    "losetup".into(),
-                    "-f".into(),
-                    "--show".into(),
-                    image.display().to_string(),
-                ])
-                .await?;
+            let attached =
+                self.run(vec!["losetup".into(), "-f".into(), "--show".into(), image.display().to_string()]).await?;
             let dev = attached.stdout.trim().to_string();
             if !dev.starts_with("/dev/") {
-                return Err(lab_err(format!(
-                    "losetup printed `{dev}` for {}",
-                    image.display()
-                )));
+                return Err(lab_err(format!("losetup printed `{dev}` for {}", image.display())));
             }
             let record = self.disk_record(node);
-            std::fs::write(&record, &dev)
-                .map_err(|e| Error::io(format!("writing {}", record.display()), e))?;
+            std::fs::write(&record, &dev).map_err(|e| Error::io(format!("writing {}", record.display()), e))?;
             out.push((node, root, dev));
         }
         Ok(out)
@@ -60,8 +49,7 @@ impl Lab {
     pub(super) async fn detach_disks(&self) -> Result<(), Error> {
         for node in Member::NODES {
             if let Ok(dev) = std::fs::read_to_string(self.disk_record(node)) {
-                self.run(vec!["losetup".into(), "-d".into(), dev.trim().to_string()])
-                    .await?;
+                self.run(vec!["losetup".into(), "-d".into(), dev.trim().to_string()]).await?;
                 let _ = std::fs::remove_file(self.disk_record(node));
             }
         }

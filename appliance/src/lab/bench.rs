@@ -30,8 +30,8 @@ use serde::Serialize;
 
 use super::plan::{Bridge, NodeFiles, PORTS, SIP_PORT, VIP};
 use super::{lab_err, Lab, Member, Partition, Pbx, Profile, UpOptions};
-use crate::fsm::OnIsolation;
 use crate::control::{self, Request};
+use crate::fsm::OnIsolation;
 use crate::Error;
 
 /// A new probe this often: the resolution of every outage figure.
@@ -156,10 +156,7 @@ impl FromStr for Kind {
             "all" => Ok(Kind::All),
             _ => Fault::ALL.into_iter().find(|f| f.name() == s).map(Kind::Fault).ok_or_else(|| {
                 let faults: Vec<&str> = Fault::ALL.iter().map(|f| f.name()).collect();
-                format!(
-                    "unknown bench kind `{s}` (one of unplanned, planned, soak, all, {})",
-                    faults.join(", ")
-                )
+                format!("unknown bench kind `{s}` (one of unplanned, planned, soak, all, {})", faults.join(", "))
             }),
         }
     }
@@ -220,15 +217,8 @@ pub fn outage(samples: &[Sample], event: Instant, old: &str) -> Option<Outage> {
     if !samples.iter().any(|s| s.sent <= event && s.node.is_some()) {
         return None;
     }
-    let last_before = samples
-        .iter()
-        .filter(|s| s.sent < first_new && s.node.is_some())
-        .map(|s| s.sent)
-        .max()?;
-    Some(Outage {
-        gap: first_new - last_before,
-        event_to_answer: first_new - event,
-    })
+    let last_before = samples.iter().filter(|s| s.sent < first_new && s.node.is_some()).map(|s| s.sent).max()?;
+    Some(Outage { gap: first_new - last_before, event_to_answer: first_new - event })
 }
 
 /// Minimum, median (mean of the middle two for an even count) and maximum.
@@ -250,11 +240,7 @@ impl Stats {
             _ if n % 2 == 1 => v[n / 2],
             _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
         };
-        Some(Stats {
-            min: v[0],
-            median,
-            max: v[n - 1],
-        })
+        Some(Stats { min: v[0], median, max: v[n - 1] })
     }
 }
 
@@ -279,10 +265,7 @@ pub struct Series {
 impl Series {
     fn new(runs: Vec<Run>) -> Series {
         let outages: Vec<f64> = runs.iter().map(|r| r.outage_ms).collect();
-        Series {
-            outage_ms: Stats::of(&outages),
-            runs,
-        }
+        Series { outage_ms: Stats::of(&outages), runs }
     }
 }
 
@@ -312,10 +295,7 @@ pub fn changes(before: &Observation, after: &Observation) -> Vec<String> {
                 out.push(format!("{node}: {b} -> {a}"));
             }
         }
-        if let (Some(Some(b)), Some(Some(a))) = (
-            before.last_failover.get(&node),
-            after.last_failover.get(&node),
-        ) {
+        if let (Some(Some(b)), Some(Some(a))) = (before.last_failover.get(&node), after.last_failover.get(&node)) {
             if b != a {
                 out.push(format!("{node}: new failover recorded"));
             }
@@ -334,30 +314,15 @@ fn members(list: &[Member]) -> String {
 /// The iptables rule specs (without `-A`/`-D`) that drop `probability` of the packets in
 /// and out of node a's heartbeat interface.
 pub fn loss_rules(probability: f64) -> Vec<Vec<String>> {
-    let hb = PORTS
-        .iter()
-        .find(|p| p.member == Member::A && p.bridge == Bridge::Heartbeat)
-        .map_or("hb0", |p| p.ifname);
+    let hb = PORTS.iter().find(|p| p.member == Member::A && p.bridge == Bridge::Heartbeat).map_or("hb0", |p| p.ifname);
     let p = format!("{probability}");
     [("INPUT", "-i"), ("OUTPUT", "-o")]
         .iter()
         .map(|(chain, dir)| {
-            [
-                chain,
-                dir,
-                hb,
-                "-m",
-                "statistic",
-                "--mode",
-                "random",
-                "--probability",
-                &p,
-                "-j",
-                "DROP",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+            [chain, dir, hb, "-m", "statistic", "--mode", "random", "--probability", &p, "-j", "DROP"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
         })
         .collect()
 }
@@ -419,12 +384,7 @@ impl FaultSeries {
     fn new(fault: Fault, runs: Vec<FaultRun>) -> FaultSeries {
         let moves: Vec<f64> = runs.iter().map(|r| r.moves as f64).collect();
         let gaps: Vec<f64> = runs.iter().map(|r| r.longest_gap_ms).collect();
-        FaultSeries {
-            fault,
-            moves: Stats::of(&moves),
-            longest_gap_ms: Stats::of(&gaps),
-            runs,
-        }
+        FaultSeries { fault, moves: Stats::of(&moves), longest_gap_ms: Stats::of(&gaps), runs }
     }
 }
 
@@ -478,10 +438,7 @@ pub fn render(r: &Report) -> String {
         Pbx::Kamailio => "kamailio",
     };
     let _ = writeln!(o, "profile {profile}, pbx {pbx}");
-    for (name, series) in [
-        ("unplanned failover", &r.unplanned),
-        ("planned switchover", &r.planned),
-    ] {
+    for (name, series) in [("unplanned failover", &r.unplanned), ("planned switchover", &r.planned)] {
         let Some(series) = series else { continue };
         match series.outage_ms {
             Some(s) => {
@@ -588,9 +545,7 @@ pub async fn run(
         progress("using the lab that is up; it stays up");
         false
     } else if status.members.iter().any(|m| m.present) || status.switch_present {
-        return Err(lab_err(
-            "the lab is half up (some namespaces missing); run `pbxha lab down` first",
-        ));
+        return Err(lab_err("the lab is half up (some namespaces missing); run `pbxha lab down` first"));
     } else {
         progress("the lab is not up: bringing it up; it goes down again at the end");
         let mut up = UpOptions::new(opts.exe.clone());
@@ -602,20 +557,12 @@ pub async fn run(
         };
         if interrupted {
             lab.down().await?;
-            return Err(lab_err(
-                "interrupted while bringing the lab up; it is down again",
-            ));
+            return Err(lab_err("interrupted while bringing the lab up; it is down again"));
         }
         true
     };
     let pbx = lab.record()?.pbx;
-    let mut bench = Bench {
-        lab,
-        killed: None,
-        frozen: None,
-        cut: false,
-        progress,
-    };
+    let mut bench = Bench { lab, killed: None, frozen: None, cut: false, progress };
     let result = tokio::select! {
         r = bench.measure(opts) => r,
         () = &mut interrupt => Err(lab_err("interrupted")),
@@ -649,15 +596,7 @@ pub async fn run(
         }
     }
     let (unplanned, planned, soak, fault) = result?;
-    Ok(Report {
-        profile: opts.profile,
-        pbx,
-        brought_up,
-        unplanned,
-        planned,
-        soak,
-        fault,
-    })
+    Ok(Report { profile: opts.profile, pbx, brought_up, unplanned, planned, soak, fault })
 }
 
 /// Node a's config: both nodes share their timing and policies.
@@ -871,7 +810,6 @@ impl Bench<'_> {
         Ok(Instant::now())
     }
 
-
     /// Waits until one node holds the VIP as a running primary and the other is a
     /// secondary hearing it, continuously for [`SETTLE_HOLD`]; returns the holder.
     async fn settled(&self) -> Result<Member, Error> {
@@ -892,10 +830,7 @@ impl Bench<'_> {
             last = self.describe().await;
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        Err(lab_err(format!(
-            "the cluster did not settle within {} s ({last})",
-            SETTLE_LIMIT.as_secs()
-        )))
+        Err(lab_err(format!("the cluster did not settle within {} s ({last})", SETTLE_LIMIT.as_secs())))
     }
 
     async fn settled_now(&self) -> Result<Option<Member>, Error> {
@@ -903,10 +838,8 @@ impl Bench<'_> {
         let [holder] = holders[..] else {
             return Ok(None);
         };
-        let (Some(p), Some(s)) = (
-            node_status(self.lab, holder).await,
-            node_status(self.lab, other(holder)).await,
-        ) else {
+        let (Some(p), Some(s)) = (node_status(self.lab, holder).await, node_status(self.lab, other(holder)).await)
+        else {
             return Ok(None);
         };
         let ok = p["role"] == "primary"
@@ -947,10 +880,7 @@ impl Bench<'_> {
         self.settled().await?;
         let series = Series::new(done);
         if let Some(s) = series.outage_ms {
-            self.say(&format!(
-                "{what}: min {:.0} ms, median {:.0} ms, max {:.0} ms",
-                s.min, s.median, s.max
-            ));
+            self.say(&format!("{what}: min {:.0} ms, median {:.0} ms, max {:.0} ms", s.min, s.median, s.max));
         }
         Ok(series)
     }
@@ -966,10 +896,7 @@ impl Bench<'_> {
             let socket = NodeFiles::new(self.lab.state_dir(), holder).control_socket;
             let reply = control::call(&socket, &Request::Switchover { now: true }).await?;
             if !reply.ok {
-                return Err(lab_err(format!(
-                    "switchover on {holder} refused: {}",
-                    reply.message
-                )));
+                return Err(lab_err(format!("switchover on {holder} refused: {}", reply.message)));
             }
         } else {
             self.killed = Some(holder);
@@ -1006,24 +933,12 @@ impl Bench<'_> {
     }
 
     async fn observe(&self) -> Observation {
-        let mut obs = Observation {
-            holders: self.lab.status().await.ok().map(|s| s.vip_holders),
-            ..Observation::default()
-        };
+        let mut obs =
+            Observation { holders: self.lab.status().await.ok().map(|s| s.vip_holders), ..Observation::default() };
         for node in Member::NODES {
             let status = node_status(self.lab, node).await;
-            obs.roles.insert(
-                node,
-                status
-                    .as_ref()
-                    .and_then(|s| s["role"].as_str().map(String::from)),
-            );
-            obs.last_failover.insert(
-                node,
-                status
-                    .as_ref()
-                    .and_then(|s| s["last_failover"]["at_ms"].as_u64()),
-            );
+            obs.roles.insert(node, status.as_ref().and_then(|s| s["role"].as_str().map(String::from)));
+            obs.last_failover.insert(node, status.as_ref().and_then(|s| s["last_failover"]["at_ms"].as_u64()));
         }
         obs
     }
@@ -1031,23 +946,13 @@ impl Bench<'_> {
     async fn soak(&mut self, length: Duration) -> Result<SoakReport, Error> {
         self.settled().await?;
         let start_counters = self.link_counters().await?;
-        let log_offsets: BTreeMap<Member, u64> = Member::NODES
-            .iter()
-            .map(|n| (*n, log_len(self.lab, *n)))
-            .collect();
+        let log_offsets: BTreeMap<Member, u64> = Member::NODES.iter().map(|n| (*n, log_len(self.lab, *n))).collect();
         let mut busy = BusyLoops::spawn(BUSY_LOOPS)?;
-        let mut loss = LossRules {
-            ns: self.lab.namespace(Member::A),
-            added: Vec::new(),
-        };
+        let mut loss = LossRules { ns: self.lab.namespace(Member::A), added: Vec::new() };
         for rule in loss_rules(SOAK_LOSS) {
             self.lab
                 .runner
-                .run_ok(
-                    &self
-                        .lab
-                        .iptables(Member::A, &[vec!["-A".to_string()], rule.clone()].concat()),
-                )
+                .run_ok(&self.lab.iptables(Member::A, &[vec!["-A".to_string()], rule.clone()].concat()))
                 .await
                 .map_err(|e| lab_err(e.to_string()))?;
             loss.added.push(rule);
@@ -1081,10 +986,7 @@ impl Bench<'_> {
             // Unknown values keep the last known ones, so one failed read is not a change.
             merge(&mut previous, now);
             if started.elapsed() >= next_note {
-                self.say(&format!(
-                    "soak: {} s, {false_failovers} false failovers so far",
-                    started.elapsed().as_secs()
-                ));
+                self.say(&format!("soak: {} s, {false_failovers} false failovers so far", started.elapsed().as_secs()));
                 next_note += Duration::from_secs(30);
             }
         }
@@ -1108,10 +1010,7 @@ impl Bench<'_> {
                 })
             })
             .collect();
-        let late_heartbeats = log_offsets
-            .iter()
-            .map(|(n, off)| (*n, late_lines(self.lab, *n, *off)))
-            .collect();
+        let late_heartbeats = log_offsets.iter().map(|(n, off)| (*n, late_lines(self.lab, *n, *off))).collect();
         Ok(SoakReport {
             secs: secs.as_secs(),
             loss: SOAK_LOSS,
@@ -1129,26 +1028,15 @@ impl Bench<'_> {
     async fn link_counters(&self) -> Result<BTreeMap<(Member, String), (u64, u64, u64)>, Error> {
         let mut out = BTreeMap::new();
         for node in Member::NODES {
-            let status = node_status(self.lab, node).await.ok_or_else(|| {
-                lab_err(format!(
-                    "{node}'s daemon does not answer on its control socket"
-                ))
-            })?;
-            for link in status["heartbeat"]["links"]
-                .as_array()
-                .into_iter()
-                .flatten()
-            {
-                let dropped = link["drops"].as_object().map_or(0, |d| {
-                    d.values().filter_map(serde_json::Value::as_u64).sum()
-                });
+            let status = node_status(self.lab, node)
+                .await
+                .ok_or_else(|| lab_err(format!("{node}'s daemon does not answer on its control socket")))?;
+            for link in status["heartbeat"]["links"].as_array().into_iter().flatten() {
+                let dropped =
+                    link["drops"].as_object().map_or(0, |d| d.values().filter_map(serde_json::Value::as_u64).sum());
                 out.insert(
                     (node, link["name"].as_str().unwrap_or("?").to_string()),
-                    (
-                        link["accepted"].as_u64().unwrap_or(0),
-                        dropped,
-                        link["send_errors"].as_u64().unwrap_or(0),
-                    ),
+                    (link["accepted"].as_u64().unwrap_or(0), dropped, link["send_errors"].as_u64().unwrap_or(0)),
                 );
             }
         }
@@ -1187,10 +1075,7 @@ fn late_lines(lab: &Lab, node: Member, offset: u64) -> u64 {
         return 0;
     };
     let tail = bytes.get(offset as usize..).unwrap_or_default();
-    String::from_utf8_lossy(tail)
-        .lines()
-        .filter(|l| l.contains("late heartbeat"))
-        .count() as u64
+    String::from_utf8_lossy(tail).lines().filter(|l| l.contains("late heartbeat")).count() as u64
 }
 
 /// The client-side prober: a thread inside the client namespace, probing until stopped.
@@ -1205,24 +1090,15 @@ impl Prober {
         let stop = Arc::new(AtomicBool::new(false));
         let samples = Arc::new(Mutex::new(Vec::new()));
         let (flag, sink) = (stop.clone(), samples.clone());
-        let thread = std::thread::spawn(move || {
-            crate::net::testns::run_in(&ns, move || probe_loop(flag, sink))?
-        });
-        Prober {
-            stop,
-            samples,
-            thread: Some(thread),
-        }
+        let thread = std::thread::spawn(move || crate::net::testns::run_in(&ns, move || probe_loop(flag, sink))?);
+        Prober { stop, samples, thread: Some(thread) }
     }
 
     /// Whether `node` has answered a probe sent at or after `since`.
     fn answered_by(&self, node: &str, since: Instant) -> bool {
         self.samples
             .lock()
-            .map(|s| {
-                s.iter()
-                    .any(|x| x.sent >= since && x.node.as_deref() == Some(node))
-            })
+            .map(|s| s.iter().any(|x| x.sent >= since && x.node.as_deref() == Some(node)))
             .unwrap_or(false)
     }
 
@@ -1268,8 +1144,7 @@ async fn probe_loop(stop: Arc<AtomicBool>, sink: Arc<Mutex<Vec<Sample>>>) -> Res
         let sink = sink.clone();
         in_flight.push(tokio::spawn(async move {
             let sent = Instant::now();
-            let answer =
-                pbxha_telephony::probe(&pbxha_telephony::Probe::udp(target, PROBE_TIMEOUT)).await;
+            let answer = pbxha_telephony::probe(&pbxha_telephony::Probe::udp(target, PROBE_TIMEOUT)).await;
             let node = answer
                 .ok()
                 .filter(|r| (200..300).contains(&r.status))
@@ -1296,9 +1171,7 @@ impl BusyLoops {
                 .args(["-c", "while :; do :; done"])
                 .stdin(std::process::Stdio::null())
                 .spawn()
-                .map_err(|e| {
-                    Error::io("starting a busy loop (`sh -c 'while :; do :; done'`)", e)
-                })?;
+                .map_err(|e| Error::io("starting a busy loop (`sh -c 'while :; do :; done'`)", e))?;
             loops.0.push(child);
         }
         Ok(loops)
@@ -1340,11 +1213,7 @@ impl Drop for LossRules {
                     self.ns,
                     String::from_utf8_lossy(&o.stderr).trim()
                 ),
-                Err(e) => eprintln!(
-                    "lab bench: removing iptables rule `{}` in {}: {e}",
-                    rule.join(" "),
-                    self.ns
-                ),
+                Err(e) => eprintln!("lab bench: removing iptables rule `{}` in {}: {e}", rule.join(" "), self.ns),
             }
         }
     }
@@ -1356,10 +1225,7 @@ mod tests {
 
     fn samples(base: Instant, list: &[(u64, Option<&str>)]) -> Vec<Sample> {
         list.iter()
-            .map(|(ms, n)| Sample {
-                sent: base + Duration::from_millis(*ms),
-                node: n.map(String::from),
-            })
+            .map(|(ms, n)| Sample { sent: base + Duration::from_millis(*ms), node: n.map(String::from) })
             .collect()
     }
 
@@ -1388,16 +1254,7 @@ mod tests {
     #[test]
     fn a_miss_before_the_event_is_not_part_of_the_outage_but_order_does_not_matter() {
         let t = Instant::now();
-        let mut s = samples(
-            t,
-            &[
-                (0, Some("a")),
-                (10, None),
-                (20, Some("a")),
-                (30, None),
-                (1020, Some("b")),
-            ],
-        );
+        let mut s = samples(t, &[(0, Some("a")), (10, None), (20, Some("a")), (30, None), (1020, Some("b"))]);
         s.reverse();
         let o = outage(&s, t + Duration::from_millis(25), "a").unwrap();
         assert_eq!(o.gap, Duration::from_millis(1000));
@@ -1408,42 +1265,22 @@ mod tests {
     fn no_outage_without_an_answer_before_or_from_the_new_node() {
         let t = Instant::now();
         let event = t + Duration::from_millis(50);
-        assert_eq!(
-            outage(&samples(t, &[(10, None), (60, Some("b"))]), event, "a"),
-            None
-        );
-        assert_eq!(
-            outage(&samples(t, &[(10, Some("a")), (60, Some("a"))]), event, "a"),
-            None
-        );
+        assert_eq!(outage(&samples(t, &[(10, None), (60, Some("b"))]), event, "a"), None);
+        assert_eq!(outage(&samples(t, &[(10, Some("a")), (60, Some("a"))]), event, "a"), None);
         assert_eq!(outage(&[], event, "a"), None);
     }
 
     #[test]
     fn stats_take_the_middle_two_of_an_even_count() {
         assert_eq!(Stats::of(&[]), None);
-        assert_eq!(
-            Stats::of(&[5.0, 1.0, 3.0]),
-            Some(Stats {
-                min: 1.0,
-                median: 3.0,
-                max: 5.0
-            })
-        );
-        assert_eq!(
-            Stats::of(&[4.0, 1.0, 2.0, 10.0]).map(|s| s.median),
-            Some(3.0)
-        );
+        assert_eq!(Stats::of(&[5.0, 1.0, 3.0]), Some(Stats { min: 1.0, median: 3.0, max: 5.0 }));
+        assert_eq!(Stats::of(&[4.0, 1.0, 2.0, 10.0]).map(|s| s.median), Some(3.0));
     }
 
     fn obs(holders: Option<&[Member]>, a: Option<&str>, b: Option<&str>) -> Observation {
         Observation {
             holders: holders.map(<[Member]>::to_vec),
-            roles: [
-                (Member::A, a.map(String::from)),
-                (Member::B, b.map(String::from)),
-            ]
-            .into(),
+            roles: [(Member::A, a.map(String::from)), (Member::B, b.map(String::from))].into(),
             last_failover: BTreeMap::new(),
         }
     }
@@ -1453,15 +1290,8 @@ mod tests {
         let steady = obs(Some(&[Member::A]), Some("primary"), Some("secondary"));
         assert!(changes(&steady, &steady).is_empty());
         assert!(changes(&steady, &obs(None, None, None)).is_empty());
-        let moved = obs(
-            Some(&[Member::A, Member::B]),
-            Some("primary"),
-            Some("primary"),
-        );
-        assert_eq!(
-            changes(&steady, &moved),
-            ["VIP holder a -> a+b", "b: secondary -> primary"]
-        );
+        let moved = obs(Some(&[Member::A, Member::B]), Some("primary"), Some("primary"));
+        assert_eq!(changes(&steady, &moved), ["VIP holder a -> a+b", "b: secondary -> primary"]);
         let mut failed_over = steady.clone();
         failed_over.last_failover.insert(Member::B, Some(2));
         let mut before = steady.clone();
@@ -1473,23 +1303,14 @@ mod tests {
     fn merge_keeps_known_values_over_failed_reads() {
         let mut previous = obs(Some(&[Member::A]), Some("primary"), Some("secondary"));
         merge(&mut previous, obs(None, None, Some("fault")));
-        assert_eq!(
-            previous,
-            obs(Some(&[Member::A]), Some("primary"), Some("fault"))
-        );
+        assert_eq!(previous, obs(Some(&[Member::A]), Some("primary"), Some("fault")));
     }
 
     #[test]
     fn loss_rules_drop_a_share_of_hb0_both_ways() {
         let rules = loss_rules(0.2);
-        assert_eq!(
-            rules[0].join(" "),
-            "INPUT -i hb0 -m statistic --mode random --probability 0.2 -j DROP"
-        );
-        assert_eq!(
-            rules[1].join(" "),
-            "OUTPUT -o hb0 -m statistic --mode random --probability 0.2 -j DROP"
-        );
+        assert_eq!(rules[0].join(" "), "INPUT -i hb0 -m statistic --mode random --probability 0.2 -j DROP");
+        assert_eq!(rules[1].join(" "), "OUTPUT -o hb0 -m statistic --mode random --probability 0.2 -j DROP");
     }
 
     #[test]
@@ -1510,17 +1331,8 @@ mod tests {
     fn client_view_counts_changes_of_the_answering_node_and_the_longest_silence() {
         let t = Instant::now();
         // a answers, goes silent, b answers, a again: two moves, 300 ms the longest gap.
-        let mut s = samples(
-            t,
-            &[
-                (0, Some("a")),
-                (10, Some("a")),
-                (20, None),
-                (310, Some("b")),
-                (320, None),
-                (330, Some("a")),
-            ],
-        );
+        let mut s =
+            samples(t, &[(0, Some("a")), (10, Some("a")), (20, None), (310, Some("b")), (320, None), (330, Some("a"))]);
         s.reverse();
         let (moves, gap, recovered) = client_view(&s, t + Duration::from_millis(340));
         assert_eq!((moves, gap, recovered), (2, Duration::from_millis(300), true));

@@ -44,9 +44,7 @@ const DOWN_ROUNDS: usize = 3;
 const REAP_WAIT: Duration = Duration::from_secs(5);
 
 fn lab_err(message: impl Into<String>) -> Error {
-    Error::Lab {
-        message: message.into(),
-    }
+    Error::Lab { message: message.into() }
 }
 
 /// How to build the lab.
@@ -135,9 +133,7 @@ impl Lab {
     pub fn new(runner: Arc<dyn Runner>) -> Self {
         Lab {
             runner,
-            names: Names {
-                prefix: plan::DEFAULT_PREFIX.into(),
-            },
+            names: Names { prefix: plan::DEFAULT_PREFIX.into() },
             state_dir: PathBuf::from(plan::DEFAULT_STATE_DIR),
         }
     }
@@ -170,10 +166,7 @@ impl Lab {
     async fn present_namespaces(&self) -> Result<Vec<String>, Error> {
         let out = self.run(vec!["ip".into(), "netns".into(), "list".into()]).await?;
         let ours = self.names.all();
-        Ok(plan::parse_netns_list(&out.stdout)
-            .into_iter()
-            .filter(|n| ours.contains(n))
-            .collect())
+        Ok(plan::parse_netns_list(&out.stdout).into_iter().filter(|n| ours.contains(n)).collect())
     }
 
     /// Builds the lab, printing progress through `progress`. Refuses when any part of a lab
@@ -228,16 +221,10 @@ impl Lab {
                     NodeFiles::new(&self.state_dir, node).log.display()
                 ));
             }
-            progress(&format!(
-                "waiting up to {:?} for a node to take the VIP {VIP}",
-                opts.vip_wait
-            ));
+            progress(&format!("waiting up to {:?} for a node to take the VIP {VIP}", opts.vip_wait));
             let status = self.wait_for_vip(opts.vip_wait).await?;
             match status.vip_holders.as_slice() {
-                [] => progress(&format!(
-                    "no node holds the VIP yet; see the logs in {}",
-                    self.state_dir.display()
-                )),
+                [] => progress(&format!("no node holds the VIP yet; see the logs in {}", self.state_dir.display())),
                 holders => progress(&format!(
                     "VIP {VIP} held by {}",
                     holders.iter().map(|m| m.name()).collect::<Vec<_>>().join(" and ")
@@ -329,17 +316,15 @@ impl Lab {
             .append(true)
             .open(&files.log)
             .map_err(|e| Error::io(format!("opening {}", files.log.display()), e))?;
-        let log_err = log
-            .try_clone()
-            .map_err(|e| Error::io(format!("opening {}", files.log.display()), e))?;
+        let log_err = log.try_clone().map_err(|e| Error::io(format!("opening {}", files.log.display()), e))?;
         let mut cmd = std::process::Command::new("ip");
         // The Asterisk double, when the lab has one, answers for `asterisk` and `systemctl`.
         let double = files.asterisk_double.join("bin");
         if double.is_dir() {
             let path = std::env::var_os("PATH").unwrap_or_default();
             let paths = std::iter::once(double).chain(std::env::split_paths(&path));
-            let joined = std::env::join_paths(paths)
-                .map_err(|e| lab_err(format!("PATH for {}'s daemon: {e}", node.name())))?;
+            let joined =
+                std::env::join_paths(paths).map_err(|e| lab_err(format!("PATH for {}'s daemon: {e}", node.name())))?;
             cmd.env("PATH", joined);
         }
         cmd.args(["netns", "exec", &self.names.ns(node)])
@@ -358,9 +343,8 @@ impl Lab {
                 Ok(())
             });
         }
-        let child = cmd
-            .spawn()
-            .map_err(|e| Error::io(format!("starting {} in {}", exe.display(), self.names.ns(node)), e))?;
+        let child =
+            cmd.spawn().map_err(|e| Error::io(format!("starting {} in {}", exe.display(), self.names.ns(node)), e))?;
         let pid = child.id();
         write_file(&files.pid, format!("{pid}\n").as_bytes(), 0o644)?;
         Ok(pid)
@@ -398,8 +382,7 @@ impl Lab {
         }
         wait_reaped(&signalled, REAP_WAIT).await;
         for ns in &present {
-            self.run(vec!["ip".into(), "netns".into(), "del".into(), ns.clone()])
-                .await?;
+            self.run(vec!["ip".into(), "netns".into(), "del".into(), ns.clone()]).await?;
         }
         self.detach_disks().await?;
         self.remove_state_dir()
@@ -419,9 +402,7 @@ impl Lab {
     }
 
     async fn namespace_pids(&self, ns: &str) -> Result<Vec<i32>, Error> {
-        let out = self
-            .run(vec!["ip".into(), "netns".into(), "pids".into(), ns.into()])
-            .await?;
+        let out = self.run(vec!["ip".into(), "netns".into(), "pids".into(), ns.into()]).await?;
         Ok(plan::parse_pids(&out.stdout))
     }
 
@@ -495,11 +476,7 @@ impl Lab {
         let vip_holders = members
             .iter()
             .filter(|m| m.member.is_node())
-            .filter(|m| {
-                m.interfaces
-                    .iter()
-                    .any(|i| i.addresses.iter().any(|a| a.split('/').next() == Some(VIP)))
-            })
+            .filter(|m| m.interfaces.iter().any(|i| i.addresses.iter().any(|a| a.split('/').next() == Some(VIP))))
             .map(|m| m.member)
             .collect();
         Ok(LabStatus {
@@ -572,10 +549,7 @@ impl Lab {
         let path = NodeFiles::new(&self.state_dir, node).pid;
         let text = std::fs::read_to_string(&path)
             .map_err(|e| Error::io(format!("reading {}; is the lab up?", path.display()), e))?;
-        let pid: i32 = text
-            .trim()
-            .parse()
-            .map_err(|e| lab_err(format!("{}: not a PID ({e})", path.display())))?;
+        let pid: i32 = text.trim().parse().map_err(|e| lab_err(format!("{}: not a PID ({e})", path.display())))?;
         if !self.recorded_pids().contains(&pid) || !alive(pid) {
             return Err(lab_err(format!("{node}'s daemon (pid {pid} in {}) is not running", path.display())));
         }
@@ -601,8 +575,9 @@ impl Lab {
         if member.is_node() {
             // As after a reboot: the VIP a killed node held is gone from its interface before
             // the link comes back, or its kernel would answer ARP for it beside the new holder.
-            let cmd = Cmd::new(["ip", "-n", &self.names.ns(member), "addr", "del", &format!("{VIP}/24"), "dev", "pub0"])
-                .timeout(COMMAND_TIMEOUT);
+            let cmd =
+                Cmd::new(["ip", "-n", &self.names.ns(member), "addr", "del", &format!("{VIP}/24"), "dev", "pub0"])
+                    .timeout(COMMAND_TIMEOUT);
             // Absent (the node never held it) is fine.
             let _ = self.runner.run(&cmd).await;
         }
@@ -651,12 +626,7 @@ impl Lab {
     pub async fn partition(&self, which: Partition, member: Member) -> Result<(), Error> {
         for spec in plan::partition_rules(which, member).map_err(lab_err)? {
             let check = self.iptables(member, &[vec!["-C".to_string()], spec.clone()].concat());
-            let present = self
-                .runner
-                .run(&check)
-                .await
-                .map_err(|e| lab_err(e.to_string()))?
-                .success();
+            let present = self.runner.run(&check).await.map_err(|e| lab_err(e.to_string()))?.success();
             if !present {
                 let add = self.iptables(member, &[vec!["-A".to_string()], spec].concat());
                 self.runner.run_ok(&add).await.map_err(|e| lab_err(e.to_string()))?;
@@ -694,19 +664,14 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
     // mode() applies only on creation; a leftover file keeps its old mode otherwise.
     f.set_permissions(std::fs::Permissions::from_mode(mode))
         .map_err(|e| Error::io(format!("setting mode {mode:o} on {}", path.display()), e))?;
-    f.write_all(bytes)
-        .map_err(|e| Error::io(format!("writing {}", path.display()), e))
+    f.write_all(bytes).map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
 
 /// Whether `pid` still runs (a zombie counts as gone: it holds nothing but a table slot).
 fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state letter follows the parenthesised command name, which may hold spaces.
-        Ok(stat) => {
-            stat.rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next())
-                != Some("Z")
-        }
+        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) != Some("Z"),
         Err(_) => false,
     }
 }

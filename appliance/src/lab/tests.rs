@@ -12,12 +12,7 @@ use crate::config::{Cidr, OnIsolation, ResourceKind, ServiceConfig};
 #[test]
 fn generated_configs_parse_and_validate() {
     let dir = tempfile::tempdir().unwrap();
-    write_file(
-        &dir.path().join(AUTH_KEY_FILE),
-        b"0123456789abcdef0123456789abcdef\n",
-        0o600,
-    )
-    .unwrap();
+    write_file(&dir.path().join(AUTH_KEY_FILE), b"0123456789abcdef0123456789abcdef\n", 0o600).unwrap();
     let exe = Path::new("/usr/local/bin/pbx ha");
     let isolation = [OnIsolation::Release, OnIsolation::Keep].into_iter().cycle();
     for (profile, on_isolation) in [Profile::Default, Profile::Fast].into_iter().zip(isolation) {
@@ -40,10 +35,7 @@ fn generated_configs_parse_and_validate() {
                 let hb = &config.links[0];
                 assert_eq!((hb.name.as_str(), hb.interface.as_deref()), ("hb", Some("hb0")));
                 assert_eq!(hb.addresses["b"], "203.0.113.12/24".parse::<Cidr>().unwrap());
-                assert_eq!(
-                    config.links[1].addresses["a"],
-                    "198.51.100.11/24".parse::<Cidr>().unwrap()
-                );
+                assert_eq!(config.links[1].addresses["a"], "198.51.100.11/24".parse::<Cidr>().unwrap());
                 assert_eq!(config.paths.control_socket, dir.path().join(format!("{node}.sock")));
                 let http = config.http.as_ref().expect("the lab's nodes serve [http]");
                 assert_eq!(http.listen, http_endpoint(node));
@@ -68,10 +60,7 @@ fn generated_configs_parse_and_validate() {
                     ),
                     Pbx::Kamailio => {
                         assert_eq!(argv[0], "kamailio");
-                        assert!(
-                            argv.contains(&format!("{}/kamailio-{node}.cfg", dir.path().display())),
-                            "{argv:?}"
-                        );
+                        assert!(argv.contains(&format!("{}/kamailio-{node}.cfg", dir.path().display())), "{argv:?}");
                     }
                 }
             }
@@ -104,7 +93,10 @@ fn the_asterisk_double_answers_like_asterisk_and_systemctl() {
     let active = run(&["systemctl", "is-active", "asterisk"]);
     assert_eq!((active.status.code(), String::from_utf8_lossy(&active.stdout).trim()), (Some(0), "active"));
     let commands = std::fs::read_to_string(log).unwrap();
-    assert!(commands.contains("asterisk -rx dialplan set global PBXHA_DRAINING 0\nsystemctl is-active asterisk\n"), "{commands}");
+    assert!(
+        commands.contains("asterisk -rx dialplan set global PBXHA_DRAINING 0\nsystemctl is-active asterisk\n"),
+        "{commands}"
+    );
 }
 
 #[test]
@@ -120,11 +112,8 @@ fn topology_uses_only_lab_addresses_and_adds_no_route() {
     let cmds = topology(&names);
     assert!(cmds.iter().all(|c| c[0] == "ip" && !c.contains(&"route".to_string())));
     let lab_nets: [Cidr; 2] = ["198.51.100.0/24".parse().unwrap(), "203.0.113.0/24".parse().unwrap()];
-    let added: Vec<&String> = cmds
-        .iter()
-        .filter(|c| c.get(3).map(String::as_str) == Some("addr"))
-        .map(|c| &c[5])
-        .collect();
+    let added: Vec<&String> =
+        cmds.iter().filter(|c| c.get(3).map(String::as_str) == Some("addr")).map(|c| &c[5]).collect();
     assert_eq!(added.len(), PORTS.len());
     for a in added {
         let ip: IpAddr = a.parse::<Cidr>().unwrap().addr;
@@ -146,13 +135,7 @@ fn topology_uses_only_lab_addresses_and_adds_no_route() {
 #[test]
 fn partitions_cut_the_named_links_only() {
     let rules = partition_rules(Partition::Hb, Member::A).unwrap();
-    assert_eq!(
-        rules,
-        [
-            ["INPUT", "-i", "hb0", "-j", "DROP"],
-            ["OUTPUT", "-o", "hb0", "-j", "DROP"]
-        ]
-    );
+    assert_eq!(rules, [["INPUT", "-i", "hb0", "-j", "DROP"], ["OUTPUT", "-o", "hb0", "-j", "DROP"]]);
     assert_eq!(partition_rules(Partition::All, Member::B).unwrap().len(), 4);
     assert_eq!(partition_rules(Partition::Public, Member::Client).unwrap().len(), 2);
     assert!(partition_rules(Partition::Hb, Member::Gw).unwrap_err().contains("gw"));
@@ -227,50 +210,24 @@ impl Drop for Cleanup {
 
 fn test_lab(tag: &str, state: &Path) -> (Lab, Cleanup) {
     let prefix = format!("pbxlt{}{tag}-", std::process::id());
-    let lab = Lab::new(Arc::new(SystemRunner))
-        .with_prefix(prefix.clone())
-        .with_state_dir(state.join("lab"));
+    let lab = Lab::new(Arc::new(SystemRunner)).with_prefix(prefix.clone()).with_state_dir(state.join("lab"));
     (lab, Cleanup { prefix })
 }
 
 fn options(exe: PathBuf, start_daemons: bool) -> UpOptions {
-    UpOptions {
-        start_daemons,
-        vip_wait: Duration::from_millis(500),
-        ..UpOptions::new(exe)
-    }
+    UpOptions { start_daemons, vip_wait: Duration::from_millis(500), ..UpOptions::new(exe) }
 }
 
 async fn ping(lab: &Lab, from: Member, addr: &str) -> bool {
-    let cmd = Cmd::new([
-        "ip",
-        "netns",
-        "exec",
-        &lab.namespace(from),
-        "ping",
-        "-q",
-        "-c",
-        "2",
-        "-i",
-        "0.2",
-        "-W",
-        "2",
-        addr,
-    ]);
+    let cmd =
+        Cmd::new(["ip", "netns", "exec", &lab.namespace(from), "ping", "-q", "-c", "2", "-i", "0.2", "-W", "2", addr]);
     SystemRunner.run(&cmd).await.unwrap().success()
 }
 
 /// Everything the lab made is gone: namespaces, state dir and the given processes.
 async fn assert_nothing_left(lab: &Lab, pids: &[i32]) {
-    let list = SystemRunner
-        .run(&Cmd::new(["ip", "netns", "list"]))
-        .await
-        .unwrap()
-        .stdout;
-    let left: Vec<String> = parse_netns_list(&list)
-        .into_iter()
-        .filter(|n| n.starts_with(&lab.names.prefix))
-        .collect();
+    let list = SystemRunner.run(&Cmd::new(["ip", "netns", "list"])).await.unwrap().stdout;
+    let left: Vec<String> = parse_netns_list(&list).into_iter().filter(|n| n.starts_with(&lab.names.prefix)).collect();
     assert!(left.is_empty(), "namespaces left: {left:?}");
     assert!(!lab.state_dir().exists(), "{} left", lab.state_dir().display());
     // Gone from the process table, not merely exited: a zombie still holds its PID.
@@ -286,22 +243,12 @@ async fn topology_reachability_partitions_and_teardown() {
     let tmp = tempfile::tempdir().unwrap();
     let (lab, _cleanup) = test_lab("t", tmp.path());
     let lines = std::sync::Mutex::new(Vec::new());
-    let status = lab
-        .up(&options("/bin/true".into(), false), &|l| {
-            lines.lock().unwrap().push(l.to_string())
-        })
-        .await
-        .unwrap();
+    let status =
+        lab.up(&options("/bin/true".into(), false), &|l| lines.lock().unwrap().push(l.to_string())).await.unwrap();
     assert!(status.is_up(), "{status:?}");
     assert!(status.vip_holders.is_empty());
-    assert!(
-        lines.lock().unwrap().iter().any(|l| l.contains("topology ready")),
-        "{lines:?}"
-    );
-    let key_mode = std::fs::metadata(lab.state_dir().join(AUTH_KEY_FILE))
-        .unwrap()
-        .permissions()
-        .mode();
+    assert!(lines.lock().unwrap().iter().any(|l| l.contains("topology ready")), "{lines:?}");
+    let key_mode = std::fs::metadata(lab.state_dir().join(AUTH_KEY_FILE)).unwrap().permissions().mode();
     assert_eq!(key_mode & 0o777, 0o600);
     let written = std::fs::read_to_string(lab.state_dir().join("a.toml")).unwrap();
     assert_eq!(crate::config::parse(&written).unwrap().validate(), vec![]);
@@ -313,56 +260,32 @@ async fn topology_reachability_partitions_and_teardown() {
         assert!(ping(&lab, Member::Client, target).await, "client -> {target}");
     }
     assert!(ping(&lab, Member::A, "203.0.113.12").await, "a -> b over hb");
-    assert!(
-        !ping(&lab, Member::Client, "203.0.113.11").await,
-        "the client has no heartbeat link and no route"
-    );
+    assert!(!ping(&lab, Member::Client, "203.0.113.11").await, "the client has no heartbeat link and no route");
 
     lab.partition(Partition::Hb, Member::A).await.unwrap();
     lab.partition(Partition::Hb, Member::A).await.unwrap();
     assert!(!ping(&lab, Member::A, "203.0.113.12").await, "hb partitioned");
     assert!(ping(&lab, Member::A, "198.51.100.12").await, "public still up");
     lab.partition(Partition::Public, Member::B).await.unwrap();
-    assert!(
-        !ping(&lab, Member::Client, "198.51.100.12").await,
-        "b cut from the public side"
-    );
+    assert!(!ping(&lab, Member::Client, "198.51.100.12").await, "b cut from the public side");
     assert!(ping(&lab, Member::Client, "198.51.100.11").await);
     lab.heal().await.unwrap();
     assert!(ping(&lab, Member::A, "203.0.113.12").await, "healed hb");
     assert!(ping(&lab, Member::Client, "198.51.100.12").await, "healed public");
 
     assert_eq!(
-        lab.exec(
-            Member::A,
-            &["ip", "addr", "add", "198.51.100.100/24", "dev", "pub0"].map(String::from)
-        )
-        .await
-        .unwrap(),
-        0
-    );
-    assert_eq!(
-        lab.exec(Member::A, &["sh", "-c", "exit 7"].map(String::from))
+        lab.exec(Member::A, &["ip", "addr", "add", "198.51.100.100/24", "dev", "pub0"].map(String::from))
             .await
             .unwrap(),
-        7
+        0
     );
+    assert_eq!(lab.exec(Member::A, &["sh", "-c", "exit 7"].map(String::from)).await.unwrap(), 7);
     assert_eq!(lab.status().await.unwrap().vip_holders, [Member::A]);
     assert!(ping(&lab, Member::Client, VIP).await);
 
     lab.kill(Member::Gw).await.unwrap();
-    let gw = lab
-        .status()
-        .await
-        .unwrap()
-        .members
-        .into_iter()
-        .find(|m| m.member == Member::Gw)
-        .unwrap();
-    assert!(
-        gw.interfaces.iter().filter(|i| i.name == "pub0").all(|i| !i.up),
-        "{gw:?}"
-    );
+    let gw = lab.status().await.unwrap().members.into_iter().find(|m| m.member == Member::Gw).unwrap();
+    assert!(gw.interfaces.iter().filter(|i| i.name == "pub0").all(|i| !i.up), "{gw:?}");
     assert!(!ping(&lab, Member::Client, "198.51.100.1").await, "gw killed");
     assert_eq!(lab.revive(Member::Gw).await.unwrap(), None);
     assert!(ping(&lab, Member::Client, "198.51.100.1").await, "gw revived");
@@ -400,11 +323,7 @@ async fn daemons_are_started_killed_revived_and_reaped() {
     let pids_of = |s: &LabStatus, m: Member| s.members.iter().find(|x| x.member == m).unwrap().pids.clone();
     let (a_pids, b_pids) = (pids_of(&status, Member::A), pids_of(&status, Member::B));
     assert!(!a_pids.is_empty() && !b_pids.is_empty(), "{status:?}");
-    let a_pid: i32 = std::fs::read_to_string(lab.state_dir().join("a.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let a_pid: i32 = std::fs::read_to_string(lab.state_dir().join("a.pid")).unwrap().trim().parse().unwrap();
     assert!(a_pids.contains(&a_pid), "{a_pid} not in {a_pids:?}");
 
     lab.kill(Member::A).await.unwrap();
@@ -442,30 +361,15 @@ async fn a_half_finished_up_is_torn_down() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let (lab, _cleanup) = test_lab("h", tmp.path());
-    let runner = Arc::new(FailingAt {
-        needle: "b-hb master br-hb",
-        calls: AtomicUsize::new(0),
-    });
-    let broken = Lab {
-        runner: runner.clone(),
-        names: lab.names.clone(),
-        state_dir: lab.state_dir.clone(),
-    };
+    let runner = Arc::new(FailingAt { needle: "b-hb master br-hb", calls: AtomicUsize::new(0) });
+    let broken = Lab { runner: runner.clone(), names: lab.names.clone(), state_dir: lab.state_dir.clone() };
     let lines = std::sync::Mutex::new(Vec::new());
     let err = broken
-        .up(&options("/bin/true".into(), false), &|l| {
-            lines.lock().unwrap().push(l.to_string())
-        })
+        .up(&options("/bin/true".into(), false), &|l| lines.lock().unwrap().push(l.to_string()))
         .await
         .unwrap_err();
-    assert!(
-        err.to_string().contains("injected failure") && err.to_string().contains("b-hb"),
-        "{err}"
-    );
-    assert!(
-        lines.lock().unwrap().iter().any(|l| l.contains("tearing down")),
-        "{lines:?}"
-    );
+    assert!(err.to_string().contains("injected failure") && err.to_string().contains("b-hb"), "{err}");
+    assert!(lines.lock().unwrap().iter().any(|l| l.contains("tearing down")), "{lines:?}");
     assert!(runner.calls.load(Ordering::SeqCst) > 10);
     assert_nothing_left(&lab, &[]).await;
 
@@ -480,16 +384,9 @@ async fn a_half_finished_up_is_torn_down() {
         .spawn()
         .unwrap();
     let marker = lab.state_dir().to_string_lossy().into_owned();
-    let outside = std::process::Command::new("sh")
-        .args(["-c", "sleep 300; true", "pbxha-lab-test", &marker])
-        .spawn()
-        .unwrap();
-    write_file(
-        &lab.state_dir().join("a.pid"),
-        format!("{}\n", outside.id()).as_bytes(),
-        0o644,
-    )
-    .unwrap();
+    let outside =
+        std::process::Command::new("sh").args(["-c", "sleep 300; true", "pbxha-lab-test", &marker]).spawn().unwrap();
+    write_file(&lab.state_dir().join("a.pid"), format!("{}\n", outside.id()).as_bytes(), 0o644).unwrap();
     let pids = [inside.id() as i32, outside.id() as i32];
     // Our own children would linger as zombies; reap them as they die.
     let reaper = std::thread::spawn(move || {

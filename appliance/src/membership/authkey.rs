@@ -29,10 +29,7 @@ impl AuthKey {
     /// when it is missing, not a regular file, empty or shorter than [`MIN_LEN`] bytes once
     /// trailing whitespace (the newline an editor adds) is trimmed.
     pub fn load(path: &Path) -> Result<AuthKey, Error> {
-        let fail = |message: String| Error::AuthKey {
-            path: path.to_path_buf(),
-            message,
-        };
+        let fail = |message: String| Error::AuthKey { path: path.to_path_buf(), message };
         let mut file = std::fs::File::open(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => fail(format!(
                 "missing; create it on one node with `head -c 32 /dev/urandom | base64 > {0} && chmod 600 {0}` and copy it to the other",
@@ -41,22 +38,15 @@ impl AuthKey {
             _ => fail(format!("cannot open: {e}")),
         })?;
         // Checked on the open file, not the path, so the file judged is the file read.
-        let meta = file
-            .metadata()
-            .map_err(|e| fail(format!("cannot stat: {e}")))?;
+        let meta = file.metadata().map_err(|e| fail(format!("cannot stat: {e}")))?;
         if !meta.is_file() {
             return Err(fail("is not a regular file".into()));
         }
         check_mode(meta.permissions().mode()).map_err(fail)?;
         let mut raw = Vec::new();
-        (&mut file)
-            .take(MAX_LEN + 1)
-            .read_to_end(&mut raw)
-            .map_err(|e| fail(format!("cannot read: {e}")))?;
+        (&mut file).take(MAX_LEN + 1).read_to_end(&mut raw).map_err(|e| fail(format!("cannot read: {e}")))?;
         if raw.len() as u64 > MAX_LEN {
-            return Err(fail(format!(
-                "is larger than {MAX_LEN} bytes; is this really the key file?"
-            )));
+            return Err(fail(format!("is larger than {MAX_LEN} bytes; is this really the key file?")));
         }
         parse(raw).map(AuthKey).map_err(fail)
     }
@@ -80,28 +70,20 @@ impl std::fmt::Debug for AuthKey {
 fn check_mode(mode: u32) -> Result<(), String> {
     let perm = mode & 0o7777;
     if perm & 0o077 != 0 {
-        return Err(format!(
-            "mode {perm:04o} lets group or others access it; it must be 0600 (chmod 600)"
-        ));
+        return Err(format!("mode {perm:04o} lets group or others access it; it must be 0600 (chmod 600)"));
     }
     Ok(())
 }
 
 /// Trims trailing whitespace and checks the length.
 fn parse(mut raw: Vec<u8>) -> Result<Vec<u8>, String> {
-    let len = raw
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(0, |i| i + 1);
+    let len = raw.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |i| i + 1);
     raw.truncate(len);
     if raw.is_empty() {
         return Err("is empty".into());
     }
     if raw.len() < MIN_LEN {
-        return Err(format!(
-            "holds {} bytes, fewer than the {MIN_LEN} required",
-            raw.len()
-        ));
+        return Err(format!("holds {} bytes, fewer than the {MIN_LEN} required", raw.len()));
     }
     Ok(raw)
 }

@@ -59,22 +59,11 @@ pub fn advance(path: &Path, now_secs: u64) -> Result<Boot, Error> {
     let (stored, unseeded) = match std::fs::read_to_string(path) {
         Ok(text) => match text.trim().parse::<u64>() {
             Ok(n) => (Some(n), None),
-            Err(_) => (
-                None,
-                Some(format!(
-                    "{} does not hold a number: {:?}",
-                    path.display(),
-                    text.trim()
-                )),
-            ),
+            Err(_) => (None, Some(format!("{} does not hold a number: {:?}", path.display(), text.trim()))),
         },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
-            None,
-            Some(format!(
-                "{} does not exist (first start, or the state directory was lost)",
-                path.display()
-            )),
-        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            (None, Some(format!("{} does not exist (first start, or the state directory was lost)", path.display())))
+        }
         Err(e) => (None, Some(format!("cannot read {}: {e}", path.display()))),
     };
     let counter = next(stored, now_secs);
@@ -91,24 +80,15 @@ pub const CLOCK_OFFSET_ENV: &str = "PBXHA_TEST_CLOCK_OFFSET_SECS";
 /// counter that cannot be stored is logged and used anyway: the daemon keeps running, and
 /// only a restart within the same second would repeat it (the clock seeds the next one).
 pub fn start(state_db: &Path) -> u64 {
-    let offset: i64 = std::env::var(CLOCK_OFFSET_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let offset: i64 = std::env::var(CLOCK_OFFSET_ENV).ok().and_then(|v| v.parse().ok()).unwrap_or(0);
     let now_secs = (crate::unix_ms() / 1000).saturating_add_signed(offset);
     let path = counter_path(state_db);
     match advance(&path, now_secs) {
-        Ok(Boot {
-            counter,
-            unseeded: None,
-        }) => {
+        Ok(Boot { counter, unseeded: None }) => {
             tracing::info!(boot = counter, file = %path.display(), "boot counter");
             counter
         }
-        Ok(Boot {
-            counter,
-            unseeded: Some(why),
-        }) => {
+        Ok(Boot { counter, unseeded: Some(why) }) => {
             tracing::warn!(
                 boot = counter,
                 "boot counter seeded from the clock: {why}. If this node ran before with its clock \
@@ -120,19 +100,14 @@ pub fn start(state_db: &Path) -> u64 {
         }
         Err(e) => {
             let counter = next(None, now_secs);
-            tracing::error!(
-                boot = counter,
-                "{e}; using the clock as this start's boot counter"
-            );
+            tracing::error!(boot = counter, "{e}; using the clock as this start's boot counter");
             counter
         }
     }
 }
 
 fn store(path: &Path, counter: u64) -> Result<(), Error> {
-    let fail = |what: &str, e: std::io::Error| {
-        Error::io(format!("boot counter {}: {what}", path.display()), e)
-    };
+    let fail = |what: &str, e: std::io::Error| Error::io(format!("boot counter {}: {what}", path.display()), e);
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -149,9 +124,7 @@ fn store(path: &Path, counter: u64) -> Result<(), Error> {
     // not reuse this counter.
     f.sync_all().map_err(|e| fail("fsync", e))?;
     std::fs::rename(&tmp, path).map_err(|e| fail("renaming into place", e))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| fail("fsync of its directory", e))
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| fail("fsync of its directory", e))
 }
 
 #[cfg(test)]
@@ -165,16 +138,8 @@ mod tests {
         assert_eq!(next(None, NOW), NOW);
         assert_eq!(next(Some(NOW), NOW), NOW + 1, "two starts within a second");
         assert_eq!(next(Some(NOW), NOW - 3600), NOW + 1, "clock an hour behind");
-        assert_eq!(
-            next(Some(NOW), NOW + 3600),
-            NOW + 3600,
-            "clock an hour ahead"
-        );
-        assert_eq!(
-            next(Some(NOW + 3600), NOW),
-            NOW + 3601,
-            "ahead, then put right"
-        );
+        assert_eq!(next(Some(NOW), NOW + 3600), NOW + 3600, "clock an hour ahead");
+        assert_eq!(next(Some(NOW + 3600), NOW), NOW + 3601, "ahead, then put right");
         assert_eq!(next(Some(u64::MAX), NOW), u64::MAX);
     }
 
@@ -185,37 +150,16 @@ mod tests {
         assert!(path.ends_with("a.db.boot-counter"), "{}", path.display());
         let first = advance(&path, NOW).unwrap();
         assert_eq!(first.counter, NOW);
-        assert!(
-            first
-                .unseeded
-                .as_deref()
-                .is_some_and(|w| w.contains("does not exist")),
-            "{first:?}"
-        );
+        assert!(first.unseeded.as_deref().is_some_and(|w| w.contains("does not exist")), "{first:?}");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{NOW}\n"));
         let behind = advance(&path, NOW - 3600).unwrap();
-        assert_eq!(
-            behind,
-            Boot {
-                counter: NOW + 1,
-                unseeded: None
-            }
-        );
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap().trim(),
-            (NOW + 1).to_string()
-        );
+        assert_eq!(behind, Boot { counter: NOW + 1, unseeded: None });
+        assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), (NOW + 1).to_string());
 
         std::fs::write(&path, "garbage\n").unwrap();
         let reseeded = advance(&path, NOW + 10).unwrap();
         assert_eq!(reseeded.counter, NOW + 10);
-        assert!(
-            reseeded
-                .unseeded
-                .as_deref()
-                .is_some_and(|w| w.contains("does not hold a number")),
-            "{reseeded:?}"
-        );
+        assert!(reseeded.unseeded.as_deref().is_some_and(|w| w.contains("does not hold a number")), "{reseeded:?}");
     }
 
     #[test]

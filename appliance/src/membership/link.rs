@@ -129,10 +129,7 @@ struct Plan {
 
 fn plan(link: &LinkConfig, local: &str, peer: &str) -> Result<Plan, String> {
     let address_of = |node: &str| {
-        link.addresses
-            .get(node)
-            .copied()
-            .ok_or_else(|| format!("no address for node `{node}` on this link"))
+        link.addresses.get(node).copied().ok_or_else(|| format!("no address for node `{node}` on this link"))
     };
     let here = address_of(local)?;
     let port = link.port;
@@ -159,9 +156,7 @@ fn plan(link: &LinkConfig, local: &str, peer: &str) -> Result<Plan, String> {
         LinkMode::Mcast => {
             let group = link.group.ok_or("mcast needs a `group`")?;
             if !group.is_multicast() || group.is_ipv4() != here.addr.is_ipv4() {
-                return Err(format!(
-                    "group {group} is not a multicast address of the same family as {here}"
-                ));
+                return Err(format!("group {group} is not a multicast address of the same family as {here}"));
             }
             // Bound to the group so unicast and other groups on this port stay out.
             Plan {
@@ -175,69 +170,41 @@ fn plan(link: &LinkConfig, local: &str, peer: &str) -> Result<Plan, String> {
 }
 
 fn open_socket(plan: &Plan, interface: Option<&str>) -> Result<std::net::UdpSocket, String> {
-    let socket = Socket::new(
-        Domain::for_address(plan.bind),
-        Type::DGRAM,
-        Some(Protocol::UDP),
-    )
-    .map_err(|e| format!("cannot create a UDP socket: {e}"))?;
+    let socket = Socket::new(Domain::for_address(plan.bind), Type::DGRAM, Some(Protocol::UDP))
+        .map_err(|e| format!("cannot create a UDP socket: {e}"))?;
     // Both nodes' links may share a port on one host (the lab) and a restarted daemon must
     // not wait for the old socket.
-    socket
-        .set_reuse_address(true)
-        .map_err(|e| format!("SO_REUSEADDR: {e}"))?;
+    socket.set_reuse_address(true).map_err(|e| format!("SO_REUSEADDR: {e}"))?;
     if let Some(dev) = interface {
-        socket
-            .bind_device(Some(dev.as_bytes()))
-            .map_err(|e| format!("SO_BINDTODEVICE {dev}: {e}"))?;
+        socket.bind_device(Some(dev.as_bytes())).map_err(|e| format!("SO_BINDTODEVICE {dev}: {e}"))?;
     }
     if plan.broadcast {
-        socket
-            .set_broadcast(true)
-            .map_err(|e| format!("SO_BROADCAST: {e}"))?;
+        socket.set_broadcast(true).map_err(|e| format!("SO_BROADCAST: {e}"))?;
     }
-    socket
-        .bind(&plan.bind.into())
-        .map_err(|e| format!("cannot bind {}: {e}", plan.bind))?;
+    socket.bind(&plan.bind.into()).map_err(|e| format!("cannot bind {}: {e}", plan.bind))?;
     match plan.join {
         Some((IpAddr::V4(group), IpAddr::V4(local))) => {
-            socket
-                .join_multicast_v4(&group, &local)
-                .map_err(|e| format!("cannot join {group} on {local}: {e}"))?;
-            socket
-                .set_multicast_if_v4(&local)
-                .map_err(|e| format!("IP_MULTICAST_IF {local}: {e}"))?;
+            socket.join_multicast_v4(&group, &local).map_err(|e| format!("cannot join {group} on {local}: {e}"))?;
+            socket.set_multicast_if_v4(&local).map_err(|e| format!("IP_MULTICAST_IF {local}: {e}"))?;
             // Our own packets would only be ignored on arrival.
-            socket
-                .set_multicast_loop_v4(false)
-                .map_err(|e| format!("IP_MULTICAST_LOOP: {e}"))?;
+            socket.set_multicast_loop_v4(false).map_err(|e| format!("IP_MULTICAST_LOOP: {e}"))?;
         }
         Some((IpAddr::V6(group), _)) => join_v6(&socket, group, interface)?,
         Some((IpAddr::V4(_), IpAddr::V6(_))) | None => {}
     }
-    socket
-        .set_nonblocking(true)
-        .map_err(|e| format!("O_NONBLOCK: {e}"))?;
+    socket.set_nonblocking(true).map_err(|e| format!("O_NONBLOCK: {e}"))?;
     Ok(socket.into())
 }
 
 fn join_v6(socket: &Socket, group: Ipv6Addr, interface: Option<&str>) -> Result<(), String> {
     // IPv6 names the interface by index; 0 lets the kernel pick by route.
     let index = match interface {
-        Some(dev) => {
-            nix::net::if_::if_nametoindex(dev).map_err(|e| format!("interface {dev}: {e}"))?
-        }
+        Some(dev) => nix::net::if_::if_nametoindex(dev).map_err(|e| format!("interface {dev}: {e}"))?,
         None => 0,
     };
-    socket
-        .join_multicast_v6(&group, index)
-        .map_err(|e| format!("cannot join {group}: {e}"))?;
-    socket
-        .set_multicast_if_v6(index)
-        .map_err(|e| format!("IPV6_MULTICAST_IF: {e}"))?;
-    socket
-        .set_multicast_loop_v6(false)
-        .map_err(|e| format!("IPV6_MULTICAST_LOOP: {e}"))
+    socket.join_multicast_v6(&group, index).map_err(|e| format!("cannot join {group}: {e}"))?;
+    socket.set_multicast_if_v6(index).map_err(|e| format!("IPV6_MULTICAST_IF: {e}"))?;
+    socket.set_multicast_loop_v6(false).map_err(|e| format!("IPV6_MULTICAST_LOOP: {e}"))
 }
 
 fn lock(tracker: &Mutex<Tracker>) -> MutexGuard<'_, Tracker> {
@@ -250,12 +217,7 @@ impl Links {
     /// [`Event::Heartbeat`] for each accepted packet into `events`. Must be called from
     /// within a Tokio runtime. Fails naming the first link that cannot be opened.
     pub fn open(setup: &LinkSetup<'_>, events: mpsc::Sender<Event>) -> Result<Links, Error> {
-        let tracker = Arc::new(Mutex::new(Tracker::new(
-            setup.local.id,
-            setup.boot,
-            setup.peer.id,
-            setup.links.len(),
-        )));
+        let tracker = Arc::new(Mutex::new(Tracker::new(setup.local.id, setup.boot, setup.peer.id, setup.links.len())));
         let mut links = Links {
             outgoing: Vec::new(),
             tracker: tracker.clone(),
@@ -272,17 +234,12 @@ impl Links {
             });
         }
         for (index, link) in setup.links.iter().enumerate() {
-            let fail = |message: String| Error::Link {
-                link: link.name.clone(),
-                message,
-            };
+            let fail = |message: String| Error::Link { link: link.name.clone(), message };
             let plan = plan(link, &setup.local.name, &setup.peer.name).map_err(fail)?;
             let std_socket = open_socket(&plan, link.interface.as_deref()).map_err(fail)?;
-            let send_socket = std_socket
-                .try_clone()
-                .map_err(|e| fail(format!("cannot duplicate the socket: {e}")))?;
-            let socket = UdpSocket::from_std(std_socket)
-                .map_err(|e| fail(format!("cannot register the socket: {e}")))?;
+            let send_socket = std_socket.try_clone().map_err(|e| fail(format!("cannot duplicate the socket: {e}")))?;
+            let socket =
+                UdpSocket::from_std(std_socket).map_err(|e| fail(format!("cannot register the socket: {e}")))?;
             tracing::info!(link = %link.name, bind = %plan.bind, dest = %plan.dest, "heartbeat link open");
             let sent = Arc::new(SentLog::default());
             let receiver = Receiver {
@@ -356,9 +313,9 @@ impl Links {
             .zip(tracker.links())
             .map(|(out, record)| LinkStats {
                 name: out.name.clone(),
-                last_seen_ms: record.last_seen.map(|t| {
-                    u64::try_from(now.saturating_duration_since(t).as_millis()).unwrap_or(u64::MAX)
-                }),
+                last_seen_ms: record
+                    .last_seen
+                    .map(|t| u64::try_from(now.saturating_duration_since(t).as_millis()).unwrap_or(u64::MAX)),
                 accepted: record.accepted,
                 send_errors: out.send_errors.load(Ordering::Relaxed),
                 drops: record.drops,
@@ -429,12 +386,11 @@ impl Receiver {
                     }
                     let echo = packet.header.echo;
                     let hears_us = echo.boot == self.boot
-                        && self.sent.sent_at(echo.sequence).is_some_and(|t| now.saturating_duration_since(t) <= self.deadtime);
-                    let event = Event::Heartbeat {
-                        link: self.link,
-                        summary: packet.summary,
-                        hears_us,
-                    };
+                        && self
+                            .sent
+                            .sent_at(echo.sequence)
+                            .is_some_and(|t| now.saturating_duration_since(t) <= self.deadtime);
+                    let event = Event::Heartbeat { link: self.link, summary: packet.summary, hears_us };
                     if self.events.send(event).await.is_err() {
                         // The daemon loop is gone; nobody is listening.
                         return;
@@ -474,100 +430,48 @@ mod tests {
     use crate::summary::{GroupPhase, Role};
 
     fn node(name: &str, id: u16) -> NodeConfig {
-        NodeConfig {
-            name: name.into(),
-            id,
-        }
+        NodeConfig { name: name.into(), id }
     }
 
     fn link(mode: LinkMode, port: u16, a: &str, b: &str, group: Option<IpAddr>) -> LinkConfig {
-        let addresses = BTreeMap::from([
-            ("a".to_string(), a.parse().unwrap()),
-            ("b".to_string(), b.parse::<Cidr>().unwrap()),
-        ]);
-        LinkConfig {
-            name: "hb".into(),
-            mode,
-            interface: None,
-            port,
-            group,
-            addresses,
-        }
+        let addresses =
+            BTreeMap::from([("a".to_string(), a.parse().unwrap()), ("b".to_string(), b.parse::<Cidr>().unwrap())]);
+        LinkConfig { name: "hb".into(), mode, interface: None, port, group, addresses }
     }
 
     #[test]
     fn ucast_binds_the_local_address_and_sends_to_the_peer() {
-        let l = link(
-            LinkMode::Ucast,
-            694,
-            "203.0.113.1/24",
-            "203.0.113.2/24",
-            None,
-        );
+        let l = link(LinkMode::Ucast, 694, "203.0.113.1/24", "203.0.113.2/24", None);
         let p = plan(&l, "a", "b").unwrap();
         assert_eq!(p.bind, "203.0.113.1:694".parse().unwrap());
         assert_eq!(p.dest, "203.0.113.2:694".parse().unwrap());
         assert!(!p.broadcast && p.join.is_none());
-        assert_eq!(
-            plan(&l, "a", "c").unwrap_err(),
-            "no address for node `c` on this link"
-        );
+        assert_eq!(plan(&l, "a", "c").unwrap_err(), "no address for node `c` on this link");
     }
 
     #[test]
     fn bcast_sends_to_the_subnet_broadcast() {
-        let l = link(
-            LinkMode::Bcast,
-            700,
-            "198.51.100.17/28",
-            "198.51.100.18/28",
-            None,
-        );
+        let l = link(LinkMode::Bcast, 700, "198.51.100.17/28", "198.51.100.18/28", None);
         let p = plan(&l, "a", "b").unwrap();
         assert_eq!(p.bind, "0.0.0.0:700".parse().unwrap());
         assert_eq!(p.dest, "198.51.100.31:700".parse().unwrap());
         assert!(p.broadcast);
-        let v6 = link(
-            LinkMode::Bcast,
-            700,
-            "2001:db8::1/64",
-            "2001:db8::2/64",
-            None,
-        );
+        let v6 = link(LinkMode::Bcast, 700, "2001:db8::1/64", "2001:db8::2/64", None);
         assert!(plan(&v6, "a", "b").unwrap_err().contains("IPv4"));
     }
 
     #[test]
     fn mcast_joins_the_group_on_the_local_address() {
         let group: IpAddr = "239.0.0.42".parse().unwrap();
-        let l = link(
-            LinkMode::Mcast,
-            694,
-            "198.51.100.1/24",
-            "198.51.100.2/24",
-            Some(group),
-        );
+        let l = link(LinkMode::Mcast, 694, "198.51.100.1/24", "198.51.100.2/24", Some(group));
         let p = plan(&l, "b", "a").unwrap();
         assert_eq!(p.dest, "239.0.0.42:694".parse().unwrap());
         assert_eq!(p.join, Some((group, "198.51.100.2".parse().unwrap())));
-        let none = link(
-            LinkMode::Mcast,
-            694,
-            "198.51.100.1/24",
-            "198.51.100.2/24",
-            None,
-        );
+        let none = link(LinkMode::Mcast, 694, "198.51.100.1/24", "198.51.100.2/24", None);
         assert!(plan(&none, "a", "b").unwrap_err().contains("group"));
-        let unicast = link(
-            LinkMode::Mcast,
-            694,
-            "198.51.100.1/24",
-            "198.51.100.2/24",
-            Some("198.51.100.9".parse().unwrap()),
-        );
-        assert!(plan(&unicast, "a", "b")
-            .unwrap_err()
-            .contains("not a multicast address"));
+        let unicast =
+            link(LinkMode::Mcast, 694, "198.51.100.1/24", "198.51.100.2/24", Some("198.51.100.9".parse().unwrap()));
+        assert!(plan(&unicast, "a", "b").unwrap_err().contains("not a multicast address"));
     }
 
     const KEY: &[u8] = b"loopback-test-key-0123456789";
@@ -613,10 +517,7 @@ mod tests {
             warntime: Duration::from_secs(5),
             deadtime: Duration::from_secs(10),
         };
-        Ok(Node {
-            links: Links::open(&setup, tx)?,
-            events,
-        })
+        Ok(Node { links: Links::open(&setup, tx)?, events })
     }
 
     /// Two nodes on 127.0.0.1 and 127.0.0.2 sharing one port. The peer's port cannot be 0, so
@@ -627,17 +528,8 @@ mod tests {
         let mut last_error = None;
         for attempt in 0..20u16 {
             let port = 40_000 + (std::process::id() as u16 % 10_000) + attempt * 97;
-            let cfg = vec![link(
-                LinkMode::Ucast,
-                port,
-                "127.0.0.1/8",
-                "127.0.0.2/8",
-                None,
-            )];
-            match (
-                open(&cfg, &a, &b, BOOT_A, &key),
-                open(&cfg, &b, &a, BOOT_B, &key),
-            ) {
+            let cfg = vec![link(LinkMode::Ucast, port, "127.0.0.1/8", "127.0.0.2/8", None)];
+            match (open(&cfg, &a, &b, BOOT_A, &key), open(&cfg, &b, &a, BOOT_B, &key)) {
                 (Ok(na), Ok(nb)) => return (cfg.into_iter().next().unwrap(), na, nb),
                 (Err(e), _) | (_, Err(e)) => last_error = Some(e),
             }
@@ -697,14 +589,7 @@ mod tests {
         let attacker = std::net::UdpSocket::bind("127.0.0.3:0").unwrap();
         let target = SocketAddr::new("127.0.0.2".parse().unwrap(), cfg.port);
         let from_a_boot = |boot, sequence, node_id, key: &[u8]| {
-            let h = Header {
-                cluster_id: CLUSTER,
-                node_id,
-                link: 0,
-                boot,
-                sequence,
-                echo: Default::default(),
-            };
+            let h = Header { cluster_id: CLUSTER, node_id, link: 0, boot, sequence, echo: Default::default() };
             packet::encode(&h, &summary(Role::Fault), key)
         };
         let from_a = |sequence, node_id, key: &[u8]| from_a_boot(BOOT_A, sequence, node_id, key);
@@ -738,14 +623,8 @@ mod tests {
         assert_eq!(hb.accepted, 2);
         assert_eq!(hb.send_errors, 0);
         assert!(hb.last_seen_ms.is_some());
-        let want = DropCounters {
-            forged: 1,
-            replayed: 2,
-            truncated: 1,
-            oversized: 1,
-            unknown_node: 2,
-            ..Default::default()
-        };
+        let want =
+            DropCounters { forged: 1, replayed: 2, truncated: 1, oversized: 1, unknown_node: 2, ..Default::default() };
         assert_eq!(hb.drops, want);
         assert!(b.events.try_recv().is_err(), "an attack got through");
         assert_eq!(a.links.stats().links[0].drops.total(), 0);
@@ -757,21 +636,10 @@ mod tests {
         // Held without SO_REUSEADDR, so the link's bind must fail with "address in use".
         let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = taken.local_addr().unwrap().port();
-        let cfg = vec![link(
-            LinkMode::Ucast,
-            port,
-            "127.0.0.1/8",
-            "127.0.0.2/8",
-            None,
-        )];
-        let err = open(&cfg, &node("a", 1), &node("b", 2), 1, &key)
-            .err()
-            .unwrap();
+        let cfg = vec![link(LinkMode::Ucast, port, "127.0.0.1/8", "127.0.0.2/8", None)];
+        let err = open(&cfg, &node("a", 1), &node("b", 2), 1, &key).err().unwrap();
         let msg = err.to_string();
-        assert!(
-            msg.contains("link `hb`") && msg.contains(&format!("cannot bind 127.0.0.1:{port}")),
-            "{msg}"
-        );
+        assert!(msg.contains("link `hb`") && msg.contains(&format!("cannot bind 127.0.0.1:{port}")), "{msg}");
     }
 
     /// Broadcast heartbeats on a real bridge between two namespaces: each node hears the
@@ -823,7 +691,8 @@ mod tests {
                             let until = Instant::now() + Duration::from_secs(3);
                             while Instant::now() < until && got.len() < 5 {
                                 links.send(&summary);
-                                if let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
+                                if let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await
+                                {
                                     got.push(ev);
                                 }
                             }

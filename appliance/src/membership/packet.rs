@@ -170,11 +170,9 @@ pub fn encode(header: &Header, summary: &NodeSummary, key: &[u8]) -> Vec<u8> {
     if summary.healthy {
         flags |= FLAG_HEALTHY;
     }
-    for (on, bit) in [
-        (summary.handover, FLAG_HANDOVER),
-        (summary.fence_request, FLAG_FENCE_REQUEST),
-        (summary.fenced, FLAG_FENCED),
-    ] {
+    for (on, bit) in
+        [(summary.handover, FLAG_HANDOVER), (summary.fence_request, FLAG_FENCE_REQUEST), (summary.fenced, FLAG_FENCED)]
+    {
         if on {
             flags |= bit;
         }
@@ -228,8 +226,7 @@ pub fn decode(bytes: &[u8], key: &[u8], expected_cluster_id: u32) -> Result<Pack
     let mut m = mac(key);
     m.update(&bytes[..BODY_LEN]);
     // verify_slice compares in constant time, so a forger learns nothing from timing.
-    m.verify_slice(&bytes[BODY_LEN..])
-        .map_err(|_| Drop::Forged)?;
+    m.verify_slice(&bytes[BODY_LEN..]).map_err(|_| Drop::Forged)?;
 
     let role = Role::from_code(bytes[28]).ok_or(Drop::Malformed)?;
     let group = GroupPhase::from_code(bytes[29]).ok_or(Drop::Malformed)?;
@@ -316,19 +313,8 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        for role in [
-            Role::Starting,
-            Role::Secondary,
-            Role::Primary,
-            Role::Standby,
-            Role::Fault,
-        ] {
-            for group in [
-                GroupPhase::Stopped,
-                GroupPhase::Starting,
-                GroupPhase::Running,
-                GroupPhase::Stopping,
-            ] {
+        for role in [Role::Starting, Role::Secondary, Role::Primary, Role::Standby, Role::Fault] {
+            for group in [GroupPhase::Stopped, GroupPhase::Starting, GroupPhase::Running, GroupPhase::Stopping] {
                 for (i, (healthy, handover)) in
                     [(false, false), (true, false), (false, true), (true, true)].into_iter().enumerate()
                 {
@@ -351,13 +337,7 @@ mod tests {
                     };
                     let bytes = encode(&header(), &s, KEY);
                     assert_eq!(bytes.len(), PACKET_LEN);
-                    assert_eq!(
-                        decode(&bytes, KEY, CLUSTER),
-                        Ok(Packet {
-                            header: header(),
-                            summary: s
-                        })
-                    );
+                    assert_eq!(decode(&bytes, KEY, CLUSTER), Ok(Packet { header: header(), summary: s }));
                 }
             }
         }
@@ -376,10 +356,8 @@ mod tests {
         assert_eq!(&bytes[37..39], &[0, 0], "no drbd resource");
         assert_eq!(&bytes[39..47], &7u64.to_be_bytes(), "echoed boot");
         assert_eq!(&bytes[47..55], &0x0102_0304_0506u64.to_be_bytes(), "echoed sequence");
-        let with_drbd = NodeSummary {
-            drbd: Some(DrbdBrief { role: DrbdRole::Secondary, disk: DrbdDisk::Outdated }),
-            ..summary()
-        };
+        let with_drbd =
+            NodeSummary { drbd: Some(DrbdBrief { role: DrbdRole::Secondary, disk: DrbdDisk::Outdated }), ..summary() };
         let bytes = encode(&header(), &with_drbd, KEY);
         assert_eq!(bytes.len(), 87);
         assert_eq!(&bytes[37..39], &[2, 3]);
@@ -389,10 +367,7 @@ mod tests {
     fn length_is_checked_first() {
         let bytes = encode(&header(), &summary(), KEY);
         assert_eq!(decode(&[], KEY, CLUSTER), Err(Drop::Truncated));
-        assert_eq!(
-            decode(&bytes[..PACKET_LEN - 1], KEY, CLUSTER),
-            Err(Drop::Truncated)
-        );
+        assert_eq!(decode(&bytes[..PACKET_LEN - 1], KEY, CLUSTER), Err(Drop::Truncated));
         let mut long = bytes.clone();
         long.push(0);
         assert_eq!(decode(&long, KEY, CLUSTER), Err(Drop::Oversized));
@@ -418,10 +393,7 @@ mod tests {
 
     #[test]
     fn foreign_cluster_is_told_apart_from_forgery() {
-        let other = Header {
-            cluster_id: 7,
-            ..header()
-        };
+        let other = Header { cluster_id: 7, ..header() };
         let bytes = encode(&other, &summary(), b"their-own-key-of-16+");
         assert_eq!(decode(&bytes, KEY, CLUSTER), Err(Drop::ForeignCluster));
     }
@@ -453,11 +425,7 @@ mod tests {
         for (at, value) in [(28, 5), (29, 4), (30, 0x10), (30, 0x80), (31, 3), (37, 4), (38, 6), (38, 1)] {
             let mut bytes = encode(&header(), &summary(), KEY);
             bytes[at] = value;
-            assert_eq!(
-                decode(&resign(bytes), KEY, CLUSTER),
-                Err(Drop::Malformed),
-                "byte {at} = {value}"
-            );
+            assert_eq!(decode(&resign(bytes), KEY, CLUSTER), Err(Drop::Malformed), "byte {at} = {value}");
         }
     }
 
@@ -482,9 +450,7 @@ mod tests {
         let good = encode(&header(), &summary(), KEY);
         for i in 0..20_000 {
             let bytes: Vec<u8> = match i % 4 {
-                0 => (0..rng.below(2 * PACKET_LEN))
-                    .map(|_| rng.next() as u8)
-                    .collect(),
+                0 => (0..rng.below(2 * PACKET_LEN)).map(|_| rng.next() as u8).collect(),
                 1 => good[..rng.below(PACKET_LEN)].to_vec(),
                 2 => {
                     let mut b = good.clone();
@@ -505,10 +471,7 @@ mod tests {
                     b
                 }
             };
-            assert!(
-                decode(&bytes, KEY, CLUSTER).is_err(),
-                "iteration {i} accepted {bytes:02x?}"
-            );
+            assert!(decode(&bytes, KEY, CLUSTER).is_err(), "iteration {i} accepted {bytes:02x?}");
         }
     }
 }

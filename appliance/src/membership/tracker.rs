@@ -96,13 +96,7 @@ pub struct Tracker {
 
 impl Tracker {
     pub fn new(local_node: u16, local_boot: u64, peer_node: u16, links: usize) -> Tracker {
-        Tracker {
-            local_node,
-            local_boot,
-            peer_node,
-            links: vec![LinkRecord::default(); links],
-            newest: None,
-        }
+        Tracker { local_node, local_boot, peer_node, links: vec![LinkRecord::default(); links], newest: None }
     }
 
     /// Judges a packet that decoded and authenticated, received on link `link` at `now`,
@@ -130,10 +124,7 @@ impl Tracker {
                 v
             }
             Ok(()) => {
-                record.last = Some(Accepted {
-                    boot: header.boot,
-                    sequence: header.sequence,
-                });
+                record.last = Some(Accepted { boot: header.boot, sequence: header.sequence });
                 let gap = record.last_seen.map(|t| now.saturating_duration_since(t));
                 record.last_seen = Some(now);
                 record.accepted += 1;
@@ -191,14 +182,7 @@ mod tests {
     const OUR_BOOT: u64 = 111;
 
     fn h(link: u8, boot: u64, sequence: u64) -> Header {
-        Header {
-            cluster_id: 9,
-            node_id: PEER,
-            link,
-            boot,
-            sequence,
-            echo: Default::default(),
-        }
+        Header { cluster_id: 9, node_id: PEER, link, boot, sequence, echo: Default::default() }
     }
 
     fn accepted(v: Verdict) -> bool {
@@ -209,17 +193,9 @@ mod tests {
     fn in_order_packets_are_accepted_with_their_gap() {
         let mut t = Tracker::new(LOCAL, OUR_BOOT, PEER, 1);
         let t0 = Instant::now();
-        assert_eq!(
-            t.check(0, &h(0, 5, 1), t0),
-            Verdict::Accepted { gap: None }
-        );
+        assert_eq!(t.check(0, &h(0, 5, 1), t0), Verdict::Accepted { gap: None });
         let later = t0 + Duration::from_millis(700);
-        assert_eq!(
-            t.check(0, &h(0, 5, 2), later),
-            Verdict::Accepted {
-                gap: Some(Duration::from_millis(700))
-            }
-        );
+        assert_eq!(t.check(0, &h(0, 5, 2), later), Verdict::Accepted { gap: Some(Duration::from_millis(700)) });
         assert_eq!(t.links()[0].accepted, 2);
         assert_eq!(t.links()[0].last_seen, Some(later));
         assert_eq!(t.links()[0].drops.total(), 0);
@@ -230,15 +206,9 @@ mod tests {
         let mut t = Tracker::new(LOCAL, OUR_BOOT, PEER, 1);
         let now = Instant::now();
         assert!(accepted(t.check(0, &h(0, 5, 10), now)));
-        assert_eq!(
-            t.check(0, &h(0, 5, 10), now),
-            Verdict::Dropped(Drop::Replayed)
-        );
+        assert_eq!(t.check(0, &h(0, 5, 10), now), Verdict::Dropped(Drop::Replayed));
         // Reordered: 9 arrives after 10.
-        assert_eq!(
-            t.check(0, &h(0, 5, 9), now),
-            Verdict::Dropped(Drop::Replayed)
-        );
+        assert_eq!(t.check(0, &h(0, 5, 9), now), Verdict::Dropped(Drop::Replayed));
         // A gap in sequences (lost packets) is fine.
         assert!(accepted(t.check(0, &h(0, 5, 15), now)));
         assert_eq!(t.links()[0].drops.replayed, 2);
@@ -254,14 +224,8 @@ mod tests {
         assert!(accepted(t.check(0, &h(0, 6, 1), now)));
         assert!(accepted(t.check(0, &h(0, 6, 2), now)));
         // Recorded packets of the old boot, even with higher sequences, are replays.
-        assert_eq!(
-            t.check(0, &h(0, 5, 901), now),
-            Verdict::EarlierBoot { boot: 5, newest: 6 }
-        );
-        assert_eq!(
-            t.check(0, &h(0, 5, 5000), now),
-            Verdict::EarlierBoot { boot: 5, newest: 6 }
-        );
+        assert_eq!(t.check(0, &h(0, 5, 901), now), Verdict::EarlierBoot { boot: 5, newest: 6 });
+        assert_eq!(t.check(0, &h(0, 5, 5000), now), Verdict::EarlierBoot { boot: 5, newest: 6 });
         // And so are recordings of the new boot's own packets.
         assert_eq!(t.check(0, &h(0, 6, 2), now), Verdict::Dropped(Drop::Replayed));
         assert_eq!(t.links()[0].drops.replayed, 3);
@@ -305,10 +269,7 @@ mod tests {
         assert!(accepted(t.check(0, &h(0, 6, 1), now)));
         assert!(accepted(t.check(1, &h(1, 6, 1), now)));
         // And the old boot is dead on both links.
-        assert_eq!(
-            t.check(1, &h(1, 5, 101), now),
-            Verdict::EarlierBoot { boot: 5, newest: 6 }
-        );
+        assert_eq!(t.check(1, &h(1, 5, 101), now), Verdict::EarlierBoot { boot: 5, newest: 6 });
         // Sequences are per link: link 1's sequence 2 does not depend on link 0's.
         assert!(accepted(t.check(0, &h(0, 6, 7), now)));
         assert!(accepted(t.check(1, &h(1, 6, 2), now)));
@@ -317,11 +278,7 @@ mod tests {
     #[test]
     fn own_packets_are_ignored_without_counting() {
         let mut t = Tracker::new(LOCAL, OUR_BOOT, PEER, 1);
-        let own = Header {
-            node_id: LOCAL,
-            boot: OUR_BOOT,
-            ..h(0, 0, 1)
-        };
+        let own = Header { node_id: LOCAL, boot: OUR_BOOT, ..h(0, 0, 1) };
         assert_eq!(t.check(0, &own, Instant::now()), Verdict::Own);
         assert_eq!(t.links()[0].drops.total(), 0);
         assert_eq!(t.links()[0].accepted, 0);
@@ -332,30 +289,17 @@ mod tests {
     fn other_node_ids_are_unknown_including_our_id_from_an_earlier_start() {
         let mut t = Tracker::new(LOCAL, OUR_BOOT, PEER, 1);
         let now = Instant::now();
-        let third = Header {
-            node_id: 3,
-            ..h(0, 5, 1)
-        };
+        let third = Header { node_id: 3, ..h(0, 5, 1) };
         assert_eq!(t.check(0, &third, now), Verdict::Dropped(Drop::UnknownNode));
-        let ours_old = Header {
-            node_id: LOCAL,
-            boot: OUR_BOOT + 1,
-            ..h(0, 0, 1)
-        };
-        assert_eq!(
-            t.check(0, &ours_old, now),
-            Verdict::Dropped(Drop::UnknownNode)
-        );
+        let ours_old = Header { node_id: LOCAL, boot: OUR_BOOT + 1, ..h(0, 0, 1) };
+        assert_eq!(t.check(0, &ours_old, now), Verdict::Dropped(Drop::UnknownNode));
         assert_eq!(t.links()[0].drops.unknown_node, 2);
     }
 
     #[test]
     fn a_packet_for_another_link_is_dropped_and_counted_where_it_arrived() {
         let mut t = Tracker::new(LOCAL, OUR_BOOT, PEER, 2);
-        assert_eq!(
-            t.check(1, &h(0, 5, 1), Instant::now()),
-            Verdict::Dropped(Drop::WrongLink)
-        );
+        assert_eq!(t.check(1, &h(0, 5, 1), Instant::now()), Verdict::Dropped(Drop::WrongLink));
         assert_eq!(t.links()[1].drops.wrong_link, 1);
         assert_eq!(t.links()[0].drops.total(), 0);
     }

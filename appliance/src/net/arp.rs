@@ -146,13 +146,8 @@ impl ArpSocket {
         // hooked on every interface first and re-hooked by bind, which waits for an RCU grace
         // period (synchronize_net, ~10 ms) — on the failover's critical path.
         // SAFETY: plain socket(2) call; the result is checked before it is wrapped.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                0,
-            )
-        };
+        let raw =
+            unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
         if raw < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -162,8 +157,7 @@ impl ArpSocket {
         let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         addr.sll_family = libc::AF_PACKET as u16;
         addr.sll_protocol = protocol;
-        addr.sll_ifindex =
-            i32::try_from(ifindex).map_err(|_| io::Error::from_raw_os_error(libc::ENODEV))?;
+        addr.sll_ifindex = i32::try_from(ifindex).map_err(|_| io::Error::from_raw_os_error(libc::ENODEV))?;
         // SAFETY: `addr` lives across the call and the length matches its type.
         let rc = unsafe {
             libc::bind(
@@ -197,8 +191,7 @@ impl ArpSocket {
             let mut guard = self.fd.readable().await?;
             let result = guard.try_io(|fd| {
                 // SAFETY: the buffer is valid and writable for its length.
-                let n =
-                    unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+                let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
                 if n < 0 {
                     Err(io::Error::last_os_error())
                 } else {
@@ -256,11 +249,7 @@ pub async fn probe_window(
             sent += 1;
             next_probe += spacing;
         }
-        let wake = if sent < PROBE_COUNT {
-            next_probe.min(deadline)
-        } else {
-            deadline
-        };
+        let wake = if sent < PROBE_COUNT { next_probe.min(deadline) } else { deadline };
         tokio::select! {
             received = socket.recv(&mut buf) => {
                 let n = received?;
@@ -356,10 +345,7 @@ mod tests {
         };
         assert_eq!(conflicting_holder(&reply, VIP, MAC), Some(OTHER));
         // Our own announcement echoed back is no conflict.
-        assert_eq!(
-            conflicting_holder(&Arp::announcement(MAC, VIP), VIP, MAC),
-            None
-        );
+        assert_eq!(conflicting_holder(&Arp::announcement(MAC, VIP), VIP, MAC), None);
         // Another host probing for the same address has sender 0.0.0.0: not a holder.
         assert_eq!(conflicting_holder(&Arp::probe(OTHER, VIP), VIP, MAC), None);
         // Someone else's address.

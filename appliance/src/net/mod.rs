@@ -39,11 +39,8 @@ impl std::str::FromStr for Mac {
         let mut out = [0u8; 6];
         let mut parts = s.split(':');
         for byte in out.iter_mut() {
-            let part = parts
-                .next()
-                .ok_or_else(|| format!("`{s}` is not a MAC address"))?;
-            *byte =
-                u8::from_str_radix(part, 16).map_err(|_| format!("`{s}` is not a MAC address"))?;
+            let part = parts.next().ok_or_else(|| format!("`{s}` is not a MAC address"))?;
+            *byte = u8::from_str_radix(part, 16).map_err(|_| format!("`{s}` is not a MAC address"))?;
         }
         if parts.next().is_some() {
             return Err(format!("`{s}` is not a MAC address"));

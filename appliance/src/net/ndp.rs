@@ -97,7 +97,7 @@ pub fn dad_probe(own: Mac, target: Ipv6Addr) -> [u8; DAD_FRAME_LEN] {
     f[18..20].copy_from_slice(&24u16.to_be_bytes()); // payload length
     f[20] = NEXT_HEADER_ICMPV6;
     f[21] = 255; // hop limit
-    // Source :: (bytes 22..38 stay zero).
+                 // Source :: (bytes 22..38 stay zero).
     f[38..54].copy_from_slice(&group.octets());
     f[ICMP_AT] = NEIGHBOR_SOLICITATION;
     f[ICMP_AT + 8..ICMP_AT + 24].copy_from_slice(&target.octets());
@@ -165,24 +165,13 @@ impl NaSocket {
         socket.set_multicast_hops_v6(HOP_LIMIT)?;
         socket.set_multicast_if_v6(ifindex)?;
         socket.bind(&SockAddr::from(SocketAddrV6::new(target, 0, 0, 0)))?;
-        Ok(NaSocket {
-            socket,
-            ifindex,
-            message: unsolicited_na(target, mac),
-        })
+        Ok(NaSocket { socket, ifindex, message: unsolicited_na(target, mac) })
     }
 
     /// Sends one advertisement to ff02::1 on the interface.
     pub fn send(&self) -> io::Result<()> {
-        let all_nodes = SocketAddrV6::new(
-            Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1),
-            0,
-            0,
-            self.ifindex,
-        );
-        self.socket
-            .send_to(&self.message, &SockAddr::from(all_nodes))
-            .map(drop)
+        let all_nodes = SocketAddrV6::new(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1), 0, 0, self.ifindex);
+        self.socket.send_to(&self.message, &SockAddr::from(all_nodes)).map(drop)
     }
 }
 

@@ -8,9 +8,7 @@ use std::io;
 use std::net::IpAddr;
 
 use futures_util::stream::TryStreamExt;
-use rtnetlink::packet_route::address::{
-    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
-};
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::Handle;
 
@@ -40,11 +38,7 @@ fn to_io(err: rtnetlink::Error) -> io::Error {
 }
 
 fn link_from_message(msg: &LinkMessage) -> Link {
-    let mut link = Link {
-        index: msg.header.index,
-        name: String::new(),
-        mac: None,
-    };
+    let mut link = Link { index: msg.header.index, name: String::new(), mac: None };
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::IfName(name) => link.name.clone_from(name),
@@ -58,9 +52,7 @@ fn link_from_message(msg: &LinkMessage) -> Link {
 }
 
 fn message_has_address(msg: &AddressMessage, ip: IpAddr) -> bool {
-    msg.attributes
-        .iter()
-        .any(|a| matches!(a, AddressAttribute::Address(x) | AddressAttribute::Local(x) if *x == ip))
+    msg.attributes.iter().any(|a| matches!(a, AddressAttribute::Address(x) | AddressAttribute::Local(x) if *x == ip))
 }
 
 impl Netlink {
@@ -73,12 +65,7 @@ impl Netlink {
 
     /// The interface called `name`; errno ENODEV when there is none.
     pub async fn link_by_name(&self, name: &str) -> io::Result<Link> {
-        let mut links = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute();
+        let mut links = self.handle.link().get().match_name(name.to_string()).execute();
         match links.try_next().await {
             Ok(Some(msg)) => Ok(link_from_message(&msg)),
             Ok(None) => Err(io::Error::from_raw_os_error(libc::ENODEV)),
@@ -101,20 +88,12 @@ impl Netlink {
         // The kernel cannot filter address dumps; rtnetlink filters them on our side.
         let dump = self.handle.address().get().set_address_filter(ip).execute();
         let all: Vec<AddressMessage> = dump.try_collect().await.map_err(to_io)?;
-        Ok(all
-            .into_iter()
-            .filter(|m| message_has_address(m, ip))
-            .collect())
+        Ok(all.into_iter().filter(|m| message_has_address(m, ip)).collect())
     }
 
     /// Indexes of the interfaces that carry `ip` (usually none or one).
     pub async fn interfaces_with(&self, ip: IpAddr) -> io::Result<Vec<u32>> {
-        let mut indexes: Vec<u32> = self
-            .assignments(ip)
-            .await?
-            .iter()
-            .map(|m| m.header.index)
-            .collect();
+        let mut indexes: Vec<u32> = self.assignments(ip).await?.iter().map(|m| m.header.index).collect();
         indexes.dedup();
         Ok(indexes)
     }
@@ -129,9 +108,7 @@ impl Netlink {
             message.header.flags |= AddressHeaderFlags::Nodad;
             // IPv6 takes the 32-bit IFA_FLAGS attribute over the 8-bit header field when both
             // are present, so set it too.
-            message
-                .attributes
-                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+            message.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
         }
         match request.execute().await.map_err(to_io) {
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
@@ -146,14 +123,7 @@ impl Netlink {
             if message.header.index != index {
                 continue;
             }
-            match self
-                .handle
-                .address()
-                .del(message)
-                .execute()
-                .await
-                .map_err(to_io)
-            {
+            match self.handle.address().del(message).execute().await.map_err(to_io) {
                 // Gone between the dump and the delete: that is what we wanted.
                 Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {}
                 other => other?,

@@ -21,15 +21,11 @@ fn parse(text: &str) -> Option<bool> {
 }
 
 fn read_at(path: &Path) -> Result<bool, Error> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     parse(&text).ok_or_else(|| {
         Error::io(
             format!("reading {}", path.display()),
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("unexpected value `{}`", text.trim()),
-            ),
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("unexpected value `{}`", text.trim())),
         )
     })
 }
@@ -62,10 +58,7 @@ mod tests {
         let path = dir.path().join("ip_nonlocal_bind");
         std::fs::write(&path, "yes\n").unwrap();
         let err = read_at(&path).unwrap_err().to_string();
-        assert!(
-            err.contains("ip_nonlocal_bind") && err.contains("`yes`"),
-            "{err}"
-        );
+        assert!(err.contains("ip_nonlocal_bind") && err.contains("`yes`"), "{err}");
         std::fs::write(&path, "1\n").unwrap();
         assert!(read_at(&path).unwrap());
     }
@@ -86,11 +79,7 @@ mod tests {
             .unwrap();
         assert_eq!((before, after), (false, true));
         // Binding to an address the namespace does not have now works.
-        let bound = net
-            .run_in("a", || async {
-                std::net::UdpSocket::bind("198.51.100.50:5060").map(drop)
-            })
-            .unwrap();
+        let bound = net.run_in("a", || async { std::net::UdpSocket::bind("198.51.100.50:5060").map(drop) }).unwrap();
         bound.unwrap();
     }
 }

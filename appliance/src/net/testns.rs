@@ -43,10 +43,7 @@ pub fn prerequisites_met(test: &str) -> bool {
 /// Runs `argv` and returns its stdout, or an error naming the command and its stderr.
 pub fn run(argv: &[&str]) -> Result<String, String> {
     let (program, args) = argv.split_first().ok_or("empty command")?;
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("`{}`: {e}", argv.join(" ")))?;
+    let out = Command::new(program).args(args).output().map_err(|e| format!("`{}`: {e}", argv.join(" ")))?;
     if !out.status.success() {
         return Err(format!(
             "`{}` exited with {}: {}",
@@ -73,44 +70,21 @@ impl TestNet {
     /// should name the test so leftovers can be traced to it. Everything made so far is
     /// removed again if a step fails.
     pub fn new(prefix: &str, hosts: &[(&str, &str)]) -> Result<TestNet, String> {
-        let unique = format!(
-            "{prefix}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let mut net = TestNet {
-            hosts: Vec::new(),
-            created: Vec::new(),
-        };
+        let unique = format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let mut net = TestNet { hosts: Vec::new(), created: Vec::new() };
         let switch = format!("{unique}-sw");
         run(&["ip", "netns", "add", &switch])?;
         net.created.push(switch.clone());
         // Snooping off: the tests rely on all-nodes multicast reaching every port at once.
-        run(&[
-            "ip",
-            "-n",
-            &switch,
-            "link",
-            "add",
-            "br0",
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ])?;
+        run(&["ip", "-n", &switch, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0"])?;
         run(&["ip", "-n", &switch, "link", "set", "br0", "up"])?;
         for (i, (host, cidr)) in hosts.iter().enumerate() {
             let ns = format!("{unique}-{host}");
             run(&["ip", "netns", "add", &ns])?;
             net.created.push(ns.clone());
             let port = format!("p{i}");
-            run(&[
-                "ip", "-n", &switch, "link", "add", &port, "type", "veth", "peer", "name", HOST_IF,
-                "netns", &ns,
-            ])?;
-            run(&[
-                "ip", "-n", &switch, "link", "set", &port, "master", "br0", "up",
-            ])?;
+            run(&["ip", "-n", &switch, "link", "add", &port, "type", "veth", "peer", "name", HOST_IF, "netns", &ns])?;
+            run(&["ip", "-n", &switch, "link", "set", &port, "master", "br0", "up"])?;
             run(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
             run(&["ip", "-n", &ns, "addr", "add", cidr, "dev", HOST_IF])?;
             run(&["ip", "-n", &ns, "link", "set", HOST_IF, "up"])?;

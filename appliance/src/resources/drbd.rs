@@ -22,27 +22,17 @@ pub struct DrbdResource {
 }
 
 impl DrbdResource {
-    pub fn new(
-        name: &str,
-        cfg: &DrbdConfig,
-        runner: Arc<dyn pbxha_runner::Runner>,
-        view: DrbdView,
-    ) -> Self {
+    pub fn new(name: &str, cfg: &DrbdConfig, runner: Arc<dyn pbxha_runner::Runner>, view: DrbdView) -> Self {
         DrbdResource {
             name: name.to_string(),
             drbd: Drbd::new(runner, cfg.resource.clone(), cfg.syntax, cfg.minor),
-            policy: PromotePolicy {
-                allow_degraded_when_peer_dead: cfg.allow_degraded,
-            },
+            policy: PromotePolicy { allow_degraded_when_peer_dead: cfg.allow_degraded },
             view,
         }
     }
 
     fn err(&self, e: pbxha_replica::Error) -> Error {
-        Error::Resource {
-            resource: self.name.clone(),
-            message: e.to_string(),
-        }
+        Error::Resource { resource: self.name.clone(), message: e.to_string() }
     }
 }
 
@@ -57,10 +47,7 @@ impl Resource for DrbdResource {
         self.drbd.adjust().await.map_err(|e| self.err(e))?;
         // A degraded disk is promoted only when membership declared the peer dead; a peer
         // that is alive and handing over left this disk UpToDate.
-        self.drbd
-            .promote(self.policy, self.view.facts())
-            .await
-            .map_err(|e| self.err(e))
+        self.drbd.promote(self.policy, self.view.facts()).await.map_err(|e| self.err(e))
     }
 
     async fn stop(&self) -> Result<(), Error> {
@@ -69,11 +56,7 @@ impl Resource for DrbdResource {
 
     async fn monitor(&self) -> Result<ResourceState, Error> {
         let status = self.drbd.status().await.map_err(|e| self.err(e))?;
-        Ok(if status.role == Role::Primary {
-            ResourceState::Running
-        } else {
-            ResourceState::Stopped
-        })
+        Ok(if status.role == Role::Primary { ResourceState::Running } else { ResourceState::Stopped })
     }
 }
 
@@ -84,16 +67,13 @@ mod tests {
     use pbxha_runner::{Output, ScriptedRunner};
 
     // `drbdsetup status --json` shape from drbd-utils 9 (see replica/src/drbd/status.rs).
-    const OUTDATED: &str = r#"[{"name":"r0","role":"Secondary","devices":[{"volume":0,"disk-state":"Outdated"}],"connections":[]}]"#;
-    const PRIMARY: &str = r#"[{"name":"r0","role":"Primary","devices":[{"volume":0,"disk-state":"UpToDate"}],"connections":[]}]"#;
+    const OUTDATED: &str =
+        r#"[{"name":"r0","role":"Secondary","devices":[{"volume":0,"disk-state":"Outdated"}],"connections":[]}]"#;
+    const PRIMARY: &str =
+        r#"[{"name":"r0","role":"Primary","devices":[{"volume":0,"disk-state":"UpToDate"}],"connections":[]}]"#;
 
     fn config(allow_degraded: bool) -> DrbdConfig {
-        DrbdConfig {
-            resource: "r0".into(),
-            syntax: Syntax::V9,
-            minor: 0,
-            allow_degraded,
-        }
+        DrbdConfig { resource: "r0".into(), syntax: Syntax::V9, minor: 0, allow_degraded }
     }
 
     #[tokio::test]
@@ -103,10 +83,7 @@ mod tests {
         r.on(["drbdsetup", "status"], Output::ok(OUTDATED));
         let res = DrbdResource::new("data", &config(false), r.clone(), DrbdView::default());
         let err = res.start().await.unwrap_err().to_string();
-        assert!(
-            err.contains("data") && err.contains("refusing to promote"),
-            "{err}"
-        );
+        assert!(err.contains("data") && err.contains("refusing to promote"), "{err}");
         assert!(!r.argvs().iter().any(|a| a.starts_with("drbdadm primary")));
         r.on(["drbdsetup", "status"], Output::ok(PRIMARY));
         assert_eq!(res.monitor().await.unwrap(), ResourceState::Running);
@@ -147,25 +124,13 @@ mod tests {
         };
         let t0 = std::time::Instant::now();
         let mut fsm = crate::fsm::Node::new(p, t0);
-        fsm.handle(
-            crate::fsm::Event::Connectivity {
-                reachable: 0,
-                total: 0,
-            },
-            t0,
-        );
+        fsm.handle(crate::fsm::Event::Connectivity { reachable: 0, total: 0 }, t0);
         fencing.follow(&fsm, t0);
         res.start().await.unwrap();
         assert_eq!(r.argvs().last().unwrap(), "drbdadm primary --force r0");
 
         // An unresolved split brain blocks even then.
-        fsm.handle(
-            crate::fsm::Event::SplitBrain {
-                resource: "r0".into(),
-                report: "local: r0".into(),
-            },
-            t0,
-        );
+        fsm.handle(crate::fsm::Event::SplitBrain { resource: "r0".into(), report: "local: r0".into() }, t0);
         fencing.follow(&fsm, t0);
         let err = res.start().await.unwrap_err().to_string();
         assert!(err.contains("split brain"), "{err}");

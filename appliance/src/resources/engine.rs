@@ -56,11 +56,7 @@ pub struct Member {
 impl Member {
     /// A member built from its config and the resource the kind's `build` made from it.
     pub fn new(config: &ResourceConfig, resource: Arc<dyn Resource>) -> Self {
-        Member {
-            kind: config.kind.name(),
-            timeouts: Timeouts::from(config),
-            resource,
-        }
+        Member { kind: config.kind.name(), timeouts: Timeouts::from(config), resource }
     }
 }
 
@@ -177,7 +173,9 @@ struct Shared {
 
 enum Command {
     /// `released`: the peer said it released the group (see [`Resource::start_released`]).
-    Start { released: bool },
+    Start {
+        released: bool,
+    },
     Stop,
     Reannounce,
     RestartFailed,
@@ -244,11 +242,7 @@ impl GroupHandle {
                 name: slot.name.clone(),
                 kind: slot.kind,
                 state: slot.state,
-                restarts: slot
-                    .restarts
-                    .iter()
-                    .filter(|at| now.duration_since(**at) < self.window)
-                    .count() as u32,
+                restarts: slot.restarts.iter().filter(|at| now.duration_since(**at) < self.window).count() as u32,
                 restarts_total: slot.restarts_total,
                 last_error: slot.last_error.clone(),
                 last_action: slot.last_action.map(|(action, _)| action),
@@ -261,9 +255,7 @@ impl GroupHandle {
 /// The lock is only held for plain field updates, never across an await, so a poisoned lock
 /// can only come from a panic elsewhere; the data is still consistent enough to show.
 fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
-    shared
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Starts the executor task for `members` (in group order) and returns its handle.
@@ -285,27 +277,13 @@ pub fn spawn_group(
             last_action: None,
         })
         .collect();
-    let shared = Arc::new(Mutex::new(Shared {
-        phase: GroupPhase::Stopped,
-        slots,
-    }));
+    let shared = Arc::new(Mutex::new(Shared { phase: GroupPhase::Stopped, slots }));
     let (tx, rx) = mpsc::unbounded_channel();
     let window = policy.restart_window;
     let next_monitor = vec![None; members.len()];
-    let executor = Executor {
-        members,
-        policy,
-        events,
-        report,
-        shared: shared.clone(),
-        next_monitor,
-    };
+    let executor = Executor { members, policy, events, report, shared: shared.clone(), next_monitor };
     tokio::spawn(executor.run(rx));
-    GroupHandle {
-        commands: tx,
-        shared,
-        window,
-    }
+    GroupHandle { commands: tx, shared, window }
 }
 
 struct Executor {
@@ -356,19 +334,11 @@ impl Executor {
                 let cleanup = self.stop_members((0..=i).rev()).await;
                 let held = cleanup.is_some();
                 if let Some((name, err)) = cleanup {
-                    reason.push_str(&format!(
-                        "; stopping `{name}` afterwards also failed: {err}"
-                    ));
+                    reason.push_str(&format!("; stopping `{name}` afterwards also failed: {err}"));
                 } else {
                     self.set_phase(GroupPhase::Stopped);
                 }
-                self.emit(GroupEvent::StartFailed {
-                    resource,
-                    reason,
-                    conflict,
-                    held,
-                })
-                .await;
+                self.emit(GroupEvent::StartFailed { resource, reason, conflict, held }).await;
                 return;
             }
         }
@@ -389,21 +359,14 @@ impl Executor {
                 self.emit(GroupEvent::Stopped).await;
             }
             Some((resource, err)) => {
-                self.emit(GroupEvent::StopFailed {
-                    resource,
-                    reason: err.to_string(),
-                })
-                .await;
+                self.emit(GroupEvent::StopFailed { resource, reason: err.to_string() }).await;
             }
         }
     }
 
     /// Stops the members in the given order, going on past failures so that as much as
     /// possible is released; returns the first failure.
-    async fn stop_members(
-        &mut self,
-        order: impl Iterator<Item = usize>,
-    ) -> Option<(String, Error)> {
+    async fn stop_members(&mut self, order: impl Iterator<Item = usize>) -> Option<(String, Error)> {
         let mut first = None;
         for i in order {
             if let Err(err) = self.stop_member(i, ResourceAction::Stop).await {
@@ -434,13 +397,7 @@ impl Executor {
         let member = self.members[i].clone();
         self.set_state(i, MemberState::Stopping);
         let started = Instant::now();
-        let result = within(
-            &member,
-            "stop",
-            member.timeouts.stop,
-            member.resource.stop(),
-        )
-        .await;
+        let result = within(&member, "stop", member.timeouts.stop, member.resource.stop()).await;
         let took = started.elapsed();
         self.finish(i, action, took, &result, MemberState::Stopped);
         result
@@ -495,13 +452,7 @@ impl Executor {
     async fn monitor(&mut self, i: usize) {
         let member = self.members[i].clone();
         let started = Instant::now();
-        let outcome = within(
-            &member,
-            "monitor",
-            member.timeouts.monitor,
-            member.resource.monitor(),
-        )
-        .await;
+        let outcome = within(&member, "monitor", member.timeouts.monitor, member.resource.monitor()).await;
         let took = started.elapsed();
         let reason = match outcome {
             Ok(ResourceState::Running) => {
@@ -534,8 +485,7 @@ impl Executor {
                 "{reason} (after {} local restart(s) within {:?})",
                 self.policy.max_restarts, self.policy.restart_window
             );
-            self.emit(GroupEvent::ResourceFailed { resource, reason })
-                .await;
+            self.emit(GroupEvent::ResourceFailed { resource, reason }).await;
         }
     }
 
@@ -545,10 +495,7 @@ impl Executor {
         let window = self.policy.restart_window;
         let mut shared = lock(&self.shared);
         let restarts = &mut shared.slots[i].restarts;
-        while restarts
-            .front()
-            .is_some_and(|at| now.duration_since(*at) >= window)
-        {
+        while restarts.front().is_some_and(|at| now.duration_since(*at) >= window) {
             restarts.pop_front();
         }
         restarts.len() < self.policy.max_restarts as usize
@@ -603,7 +550,13 @@ impl Executor {
             match outcome {
                 Ok(()) => {
                     self.next_monitor[i] = Some(Instant::now() + self.members[i].timeouts.monitor_interval);
-                    self.send_report(i, ResourceAction::Restart, true, Duration::ZERO, "restarted after its failure".into());
+                    self.send_report(
+                        i,
+                        ResourceAction::Restart,
+                        true,
+                        Duration::ZERO,
+                        "restarted after its failure".into(),
+                    );
                     self.emit(GroupEvent::Recovered { resource }).await;
                 }
                 Err(reason) => {
@@ -623,22 +576,10 @@ impl Executor {
             let member = self.members[i].clone();
             let started = Instant::now();
             // Announcing is part of acquiring the resource, so it gets the start timeout.
-            let result = within(
-                &member,
-                "reannounce",
-                member.timeouts.start,
-                member.resource.reannounce(),
-            )
-            .await;
+            let result = within(&member, "reannounce", member.timeouts.start, member.resource.reannounce()).await;
             if let Err(err) = result {
                 tracing::warn!(resource = %self.name(i), error = %err, "reannounce failed");
-                self.send_report(
-                    i,
-                    ResourceAction::Reannounce,
-                    false,
-                    started.elapsed(),
-                    err.to_string(),
-                );
+                self.send_report(i, ResourceAction::Reannounce, false, started.elapsed(), err.to_string());
             }
         }
     }
@@ -655,21 +596,8 @@ impl Executor {
         lock(&self.shared).slots[i].state = state;
     }
 
-    fn send_report(
-        &self,
-        i: usize,
-        action: ResourceAction,
-        ok: bool,
-        duration: Duration,
-        message: String,
-    ) {
-        (self.report)(ResourceReport {
-            resource: self.name(i),
-            action,
-            ok,
-            duration,
-            message,
-        });
+    fn send_report(&self, i: usize, action: ResourceAction, ok: bool, duration: Duration, message: String) {
+        (self.report)(ResourceReport { resource: self.name(i), action, ok, duration, message });
     }
 
     async fn emit(&self, event: GroupEvent) {
@@ -733,33 +661,17 @@ mod tests {
 
     impl Fake {
         fn script(&self, action: &'static str, outcomes: &[Outcome]) {
-            self.script
-                .lock()
-                .unwrap()
-                .entry(action)
-                .or_default()
-                .extend(outcomes);
+            self.script.lock().unwrap().entry(action).or_default().extend(outcomes);
         }
 
         async fn call(&self, action: &'static str) -> Result<ResourceState, Error> {
-            self.log
-                .lock()
-                .unwrap()
-                .push(format!("{}:{action}", self.name));
-            let outcome = self
-                .script
-                .lock()
-                .unwrap()
-                .get_mut(action)
-                .and_then(VecDeque::pop_front);
+            self.log.lock().unwrap().push(format!("{}:{action}", self.name));
+            let outcome = self.script.lock().unwrap().get_mut(action).and_then(VecDeque::pop_front);
             let resource = self.name.clone();
             match outcome.unwrap_or(Outcome::Ok) {
                 Outcome::Ok => Ok(ResourceState::Running),
                 Outcome::Stopped => Ok(ResourceState::Stopped),
-                Outcome::Fail => Err(Error::Resource {
-                    resource,
-                    message: format!("{action} broke"),
-                }),
+                Outcome::Fail => Err(Error::Resource { resource, message: format!("{action} broke") }),
                 Outcome::Conflict => Err(Error::VipConflict {
                     resource,
                     vip: "198.51.100.10".into(),
@@ -814,17 +726,9 @@ mod tests {
         let members = names
             .iter()
             .map(|name| {
-                let fake = Arc::new(Fake {
-                    name: name.to_string(),
-                    log: log.clone(),
-                    script: Mutex::default(),
-                });
+                let fake = Arc::new(Fake { name: name.to_string(), log: log.clone(), script: Mutex::default() });
                 fakes.insert(name.to_string(), fake.clone());
-                Member {
-                    kind: "service",
-                    timeouts: TIMEOUTS,
-                    resource: fake,
-                }
+                Member { kind: "service", timeouts: TIMEOUTS, resource: fake }
             })
             .collect();
         let (tx, events) = mpsc::channel(16);
@@ -833,21 +737,11 @@ mod tests {
         let report: Reporter = Arc::new(move |r| sink.lock().unwrap().push(r));
         let handle = spawn_group(
             members,
-            GroupConfig {
-                max_restarts,
-                restart_window,
-                drain_timeout: crate::config::DEFAULT_DRAIN_TIMEOUT,
-            },
+            GroupConfig { max_restarts, restart_window, drain_timeout: crate::config::DEFAULT_DRAIN_TIMEOUT },
             tx,
             report,
         );
-        Group {
-            handle,
-            events,
-            log,
-            reports,
-            fakes,
-        }
+        Group { handle, events, log, reports, fakes }
     }
 
     impl Group {
@@ -868,66 +762,35 @@ mod tests {
         }
 
         fn count(&self, call: &str) -> usize {
-            self.log
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|c| *c == call)
-                .count()
+            self.log.lock().unwrap().iter().filter(|c| *c == call).count()
         }
 
         fn reports(&self) -> Vec<(String, ResourceAction, bool)> {
-            self.reports
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|r| (r.resource.clone(), r.action, r.ok))
-                .collect()
+            self.reports.lock().unwrap().iter().map(|r| (r.resource.clone(), r.action, r.ok)).collect()
         }
     }
 
     fn state_of(group: &Group, name: &str) -> MemberState {
-        group
-            .handle
-            .status()
-            .into_iter()
-            .find(|s| s.name == name)
-            .map(|s| s.state)
-            .unwrap()
+        group.handle.status().into_iter().find(|s| s.name == name).map(|s| s.state).unwrap()
     }
 
     #[tokio::test(start_paused = true)]
     async fn starts_in_order_and_stops_in_reverse() {
         let mut g = group(&["drbd", "fs", "vip"], 3, Duration::from_secs(60));
-        g.fake("fs")
-            .script("start", &[Outcome::Slow(Duration::from_secs(3))]);
+        g.fake("fs").script("start", &[Outcome::Slow(Duration::from_secs(3))]);
         g.handle.start();
         assert_eq!(g.next().await, GroupEvent::Started);
         assert_eq!(g.handle.phase(), GroupPhase::Running);
         assert_eq!(g.calls(), ["drbd:start", "fs:start", "vip:start"]);
-        let fs = g
-            .reports
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|r| r.resource == "fs")
-            .cloned()
-            .unwrap();
-        assert_eq!(
-            (fs.action, fs.ok, fs.duration),
-            (ResourceAction::Start, true, Duration::from_secs(3))
-        );
+        let fs = g.reports.lock().unwrap().iter().find(|r| r.resource == "fs").cloned().unwrap();
+        assert_eq!((fs.action, fs.ok, fs.duration), (ResourceAction::Start, true, Duration::from_secs(3)));
 
         g.handle.stop();
         assert_eq!(g.next().await, GroupEvent::Stopped);
         assert_eq!(g.calls(), ["vip:stop", "fs:stop", "drbd:stop"]);
         assert_eq!(g.handle.phase(), GroupPhase::Stopped);
         assert_eq!(g.reports().len(), 6, "every start and stop is reported");
-        assert!(g
-            .handle
-            .status()
-            .iter()
-            .all(|s| s.state == MemberState::Stopped));
+        assert!(g.handle.status().iter().all(|s| s.state == MemberState::Stopped));
     }
 
     #[tokio::test(start_paused = true)]
@@ -935,25 +798,14 @@ mod tests {
         let mut g = group(&["drbd", "fs", "vip"], 3, Duration::from_secs(60));
         g.fake("fs").script("start", &[Outcome::Fail]);
         g.handle.start();
-        let GroupEvent::StartFailed {
-            resource,
-            reason,
-            conflict,
-            held,
-        } = g.next().await
-        else {
+        let GroupEvent::StartFailed { resource, reason, conflict, held } = g.next().await else {
             panic!("not a start failure")
         };
         assert_eq!((resource.as_str(), conflict, held), ("fs", false, false));
         assert!(reason.contains("start broke"), "{reason}");
-        assert_eq!(
-            g.calls(),
-            ["drbd:start", "fs:start", "fs:stop", "drbd:stop"]
-        );
+        assert_eq!(g.calls(), ["drbd:start", "fs:start", "fs:stop", "drbd:stop"]);
         assert_eq!(g.handle.phase(), GroupPhase::Stopped);
-        assert!(g
-            .reports()
-            .contains(&("fs".into(), ResourceAction::Start, false)));
+        assert!(g.reports().contains(&("fs".into(), ResourceAction::Start, false)));
     }
 
     #[tokio::test(start_paused = true)]
@@ -961,12 +813,7 @@ mod tests {
         let mut g = group(&["fs", "vip"], 3, Duration::from_secs(60));
         g.fake("vip").script("start", &[Outcome::Conflict]);
         g.handle.start();
-        let GroupEvent::StartFailed {
-            resource, conflict, ..
-        } = g.next().await
-        else {
-            panic!("not a start failure")
-        };
+        let GroupEvent::StartFailed { resource, conflict, .. } = g.next().await else { panic!("not a start failure") };
         assert_eq!((resource.as_str(), conflict), ("vip", true));
     }
 
@@ -976,22 +823,11 @@ mod tests {
         g.fake("fs").script("start", &[Outcome::Hang]);
         let began = Instant::now();
         g.handle.start();
-        let GroupEvent::StartFailed {
-            resource, reason, ..
-        } = g.next().await
-        else {
-            panic!("not a start failure")
-        };
+        let GroupEvent::StartFailed { resource, reason, .. } = g.next().await else { panic!("not a start failure") };
         assert_eq!(resource, "fs");
-        assert!(
-            reason.contains("start did not finish within 20s"),
-            "{reason}"
-        );
+        assert!(reason.contains("start did not finish within 20s"), "{reason}");
         assert_eq!(began.elapsed(), TIMEOUTS.start);
-        assert_eq!(
-            g.calls(),
-            ["drbd:start", "fs:start", "fs:stop", "drbd:stop"]
-        );
+        assert_eq!(g.calls(), ["drbd:start", "fs:start", "fs:stop", "drbd:stop"]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1000,19 +836,10 @@ mod tests {
         g.fake("fs").script("start", &[Outcome::Fail]);
         g.fake("drbd").script("stop", &[Outcome::Fail]);
         g.handle.start();
-        let GroupEvent::StartFailed { reason, held, .. } = g.next().await else {
-            panic!("not a start failure")
-        };
+        let GroupEvent::StartFailed { reason, held, .. } = g.next().await else { panic!("not a start failure") };
         assert!(held, "the fsm must be told something may still be held");
-        assert!(
-            reason.contains("stopping `drbd` afterwards also failed"),
-            "{reason}"
-        );
-        assert_eq!(
-            g.handle.phase(),
-            GroupPhase::Stopping,
-            "drbd may still be held"
-        );
+        assert!(reason.contains("stopping `drbd` afterwards also failed"), "{reason}");
+        assert_eq!(g.handle.phase(), GroupPhase::Stopping, "drbd may still be held");
     }
 
     #[tokio::test(start_paused = true)]
@@ -1024,14 +851,9 @@ mod tests {
         g.fake("vip").script("stop", &[Outcome::Hang]);
         g.fake("fs").script("stop", &[Outcome::Fail]);
         g.handle.stop();
-        let GroupEvent::StopFailed { resource, reason } = g.next().await else {
-            panic!("not a stop failure")
-        };
+        let GroupEvent::StopFailed { resource, reason } = g.next().await else { panic!("not a stop failure") };
         assert_eq!(resource, "vip");
-        assert!(
-            reason.contains("stop did not finish within 20s"),
-            "{reason}"
-        );
+        assert!(reason.contains("stop did not finish within 20s"), "{reason}");
         assert_eq!(g.calls(), ["pbx:stop", "vip:stop", "fs:stop", "drbd:stop"]);
         assert_eq!(g.handle.phase(), GroupPhase::Stopping);
         assert_eq!(state_of(&g, "vip"), MemberState::Failed);
@@ -1047,19 +869,14 @@ mod tests {
     async fn a_stop_queued_behind_a_start_runs_right_after_it_without_monitors() {
         let mut g = group(&["fs", "vip"], 3, Duration::from_secs(60));
         // The start takes longer than a monitor interval: still no monitor may run.
-        g.fake("vip")
-            .script("start", &[Outcome::Slow(TIMEOUTS.monitor_interval * 3 / 2)]);
+        g.fake("vip").script("start", &[Outcome::Slow(TIMEOUTS.monitor_interval * 3 / 2)]);
         g.handle.start();
         g.handle.stop();
         assert_eq!(g.next().await, GroupEvent::Started);
         assert_eq!(g.next().await, GroupEvent::Stopped);
         assert_eq!(g.calls(), ["fs:start", "vip:start", "vip:stop", "fs:stop"]);
         tokio::time::sleep(TIMEOUTS.monitor_interval * 5).await;
-        assert_eq!(
-            g.calls(),
-            Vec::<String>::new(),
-            "a stopped group is not monitored"
-        );
+        assert_eq!(g.calls(), Vec::<String>::new(), "a stopped group is not monitored");
     }
 
     #[tokio::test(start_paused = true)]
@@ -1070,10 +887,7 @@ mod tests {
         tokio::time::sleep(TIMEOUTS.monitor_interval * 3 + Duration::from_secs(1)).await;
         assert_eq!(g.count("fs:monitor"), 3);
         assert_eq!(g.count("vip:monitor"), 3);
-        assert!(
-            g.reports().iter().all(|r| r.1 != ResourceAction::Monitor),
-            "healthy monitors are not reported"
-        );
+        assert!(g.reports().iter().all(|r| r.1 != ResourceAction::Monitor), "healthy monitors are not reported");
     }
 
     #[tokio::test(start_paused = true)]
@@ -1082,52 +896,25 @@ mod tests {
         g.handle.start();
         assert_eq!(g.next().await, GroupEvent::Started);
         g.calls();
-        g.fake("pbx")
-            .script("monitor", &[Outcome::Stopped, Outcome::Fail, Outcome::Hang]);
-        let GroupEvent::ResourceFailed { resource, reason } = g.next().await else {
-            panic!("not a resource failure")
-        };
+        g.fake("pbx").script("monitor", &[Outcome::Stopped, Outcome::Fail, Outcome::Hang]);
+        let GroupEvent::ResourceFailed { resource, reason } = g.next().await else { panic!("not a resource failure") };
         assert_eq!(resource, "pbx");
-        assert!(
-            reason.contains("monitor did not finish within 5s"),
-            "{reason}"
-        );
+        assert!(reason.contains("monitor did not finish within 5s"), "{reason}");
         assert!(reason.contains("after 2 local restart(s)"), "{reason}");
-        let pbx: Vec<String> = g
-            .calls()
-            .into_iter()
-            .filter(|c| c.starts_with("pbx"))
-            .collect();
+        let pbx: Vec<String> = g.calls().into_iter().filter(|c| c.starts_with("pbx")).collect();
         assert_eq!(
             pbx,
-            [
-                "pbx:monitor",
-                "pbx:stop",
-                "pbx:start",
-                "pbx:monitor",
-                "pbx:stop",
-                "pbx:start",
-                "pbx:monitor"
-            ]
+            ["pbx:monitor", "pbx:stop", "pbx:start", "pbx:monitor", "pbx:stop", "pbx:start", "pbx:monitor"]
         );
         let reports = g.reports();
-        let restarts = reports
-            .iter()
-            .filter(|r| r.1 == ResourceAction::Restart && r.2)
-            .count();
-        let failed_monitors = reports
-            .iter()
-            .filter(|r| r.1 == ResourceAction::Monitor && !r.2)
-            .count();
+        let restarts = reports.iter().filter(|r| r.1 == ResourceAction::Restart && r.2).count();
+        let failed_monitors = reports.iter().filter(|r| r.1 == ResourceAction::Monitor && !r.2).count();
         assert_eq!((restarts, failed_monitors), (2, 3));
 
         let status = g.handle.status();
         assert_eq!(status[1].state, MemberState::Failed);
         assert_eq!(status[1].restarts, 2);
-        assert!(status[1]
-            .last_error
-            .as_deref()
-            .is_some_and(|e| e.contains("did not finish")));
+        assert!(status[1].last_error.as_deref().is_some_and(|e| e.contains("did not finish")));
 
         // Given up: pbx is no longer monitored, fs still is.
         tokio::time::sleep(TIMEOUTS.monitor_interval * 5).await;
@@ -1158,18 +945,14 @@ mod tests {
         let mut g = group(&["pbx"], 1, Duration::from_secs(15));
         g.handle.start();
         assert_eq!(g.next().await, GroupEvent::Started);
-        g.fake("pbx").script(
-            "monitor",
-            &[Outcome::Stopped, Outcome::Ok, Outcome::Stopped, Outcome::Ok],
-        );
+        g.fake("pbx").script("monitor", &[Outcome::Stopped, Outcome::Ok, Outcome::Stopped, Outcome::Ok]);
         let quiet = tokio::time::timeout(TIMEOUTS.monitor_interval * 6, g.next()).await;
         assert!(quiet.is_err(), "no event expected, got {quiet:?}");
         assert_eq!(g.count("pbx:stop"), 2);
         assert_eq!(g.handle.status()[0].state, MemberState::Running);
 
         // Two failures 10 s apart exceed it.
-        g.fake("pbx")
-            .script("monitor", &[Outcome::Stopped, Outcome::Stopped]);
+        g.fake("pbx").script("monitor", &[Outcome::Stopped, Outcome::Stopped]);
         assert!(matches!(g.next().await, GroupEvent::ResourceFailed { .. }));
     }
 
@@ -1179,24 +962,11 @@ mod tests {
         g.handle.start();
         assert_eq!(g.next().await, GroupEvent::Started);
         g.calls();
-        g.fake("pbx")
-            .script("monitor", &[Outcome::Stopped, Outcome::Stopped]);
+        g.fake("pbx").script("monitor", &[Outcome::Stopped, Outcome::Stopped]);
         g.fake("pbx").script("start", &[Outcome::Fail]);
         tokio::time::sleep(TIMEOUTS.monitor_interval * 2 + Duration::from_secs(1)).await;
-        assert_eq!(
-            g.calls(),
-            [
-                "pbx:monitor",
-                "pbx:stop",
-                "pbx:start",
-                "pbx:monitor",
-                "pbx:stop",
-                "pbx:start"
-            ]
-        );
-        assert!(g
-            .reports()
-            .contains(&("pbx".into(), ResourceAction::Restart, false)));
+        assert_eq!(g.calls(), ["pbx:monitor", "pbx:stop", "pbx:start", "pbx:monitor", "pbx:stop", "pbx:start"]);
+        assert!(g.reports().contains(&("pbx".into(), ResourceAction::Restart, false)));
         assert_eq!(g.handle.status()[0].state, MemberState::Running);
         assert_eq!(g.handle.status()[0].restarts, 2);
     }
@@ -1206,16 +976,12 @@ mod tests {
         let mut g = group(&["pbx"], 1, Duration::from_secs(300));
         g.handle.start();
         assert_eq!(g.next().await, GroupEvent::Started);
-        g.fake("pbx")
-            .script("monitor", &[Outcome::Stopped, Outcome::Stopped]);
+        g.fake("pbx").script("monitor", &[Outcome::Stopped, Outcome::Stopped]);
         assert!(matches!(g.next().await, GroupEvent::ResourceFailed { .. }));
         g.handle.start();
         assert_eq!(g.next().await, GroupEvent::Started);
         let status = &g.handle.status()[0];
-        assert_eq!(
-            (status.state, status.restarts, status.last_error.clone()),
-            (MemberState::Running, 0, None)
-        );
+        assert_eq!((status.state, status.restarts, status.last_error.clone()), (MemberState::Running, 0, None));
         // The counter behind pbxha_resource_restarts_total never goes back.
         assert_eq!(status.restarts_total, 1);
     }
@@ -1230,27 +996,14 @@ mod tests {
         g.handle.reannounce();
         g.handle.stop();
         assert_eq!(g.next().await, GroupEvent::Stopped);
-        assert_eq!(
-            g.calls(),
-            [
-                "fs:start",
-                "vip:start",
-                "fs:reannounce",
-                "vip:reannounce",
-                "vip:stop",
-                "fs:stop"
-            ]
-        );
-        assert!(g
-            .reports()
-            .contains(&("vip".into(), ResourceAction::Reannounce, false)));
+        assert_eq!(g.calls(), ["fs:start", "vip:start", "fs:reannounce", "vip:reannounce", "vip:stop", "fs:stop"]);
+        assert!(g.reports().contains(&("vip".into(), ResourceAction::Reannounce, false)));
     }
 
     #[tokio::test(start_paused = true)]
     async fn status_serializes_for_pbxha_status() {
         let mut g = group(&["fs"], 3, Duration::from_secs(60));
-        g.fake("fs")
-            .script("start", &[Outcome::Slow(Duration::from_millis(1500))]);
+        g.fake("fs").script("start", &[Outcome::Slow(Duration::from_millis(1500))]);
         g.handle.start();
         assert_eq!(g.next().await, GroupEvent::Started);
         let json = serde_json::to_value(g.handle.status()).unwrap();

@@ -24,17 +24,11 @@ impl FilesystemResource {
             fsck: cfg.fsck,
             kill_grace: DEFAULT_KILL_GRACE,
         };
-        FilesystemResource {
-            name: name.to_string(),
-            fs: Filesystem::new(spec, runner),
-        }
+        FilesystemResource { name: name.to_string(), fs: Filesystem::new(spec, runner) }
     }
 
     fn err(&self, e: pbxha_replica::Error) -> Error {
-        Error::Resource {
-            resource: self.name.clone(),
-            message: e.to_string(),
-        }
+        Error::Resource { resource: self.name.clone(), message: e.to_string() }
     }
 }
 
@@ -54,10 +48,6 @@ impl Resource for FilesystemResource {
 
     async fn monitor(&self) -> Result<ResourceState, Error> {
         let running = self.fs.is_running().map_err(|e| self.err(e))?;
-        Ok(if running {
-            ResourceState::Running
-        } else {
-            ResourceState::Stopped
-        })
+        Ok(if running { ResourceState::Running } else { ResourceState::Stopped })
     }
 }

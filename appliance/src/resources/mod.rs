@@ -66,8 +66,12 @@ pub fn build_members(
                 ResourceKind::Ocf(o) => ocf::build(&r.name, o, timeouts, runner.clone())?,
                 ResourceKind::Vip(v) => std::sync::Arc::new(vip::Vip::new(r.name.clone(), v.clone())),
                 ResourceKind::Pbx(p) => pbx::build(&r.name, p, timeouts, runner.clone())?,
-                ResourceKind::Drbd(d) => std::sync::Arc::new(drbd::DrbdResource::new(&r.name, d, runner.clone(), drbd_view.clone())),
-                ResourceKind::Filesystem(f) => std::sync::Arc::new(filesystem::FilesystemResource::new(&r.name, f, runner.clone())),
+                ResourceKind::Drbd(d) => {
+                    std::sync::Arc::new(drbd::DrbdResource::new(&r.name, d, runner.clone(), drbd_view.clone()))
+                }
+                ResourceKind::Filesystem(f) => {
+                    std::sync::Arc::new(filesystem::FilesystemResource::new(&r.name, f, runner.clone()))
+                }
                 ResourceKind::Mysql(m) => mysql::build(&r.name, m, timeouts, runner.clone())?,
             };
             Ok(Member::new(r, resource))

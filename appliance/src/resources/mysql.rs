@@ -26,17 +26,8 @@ pub fn build(
     timeouts: Timeouts,
     runner: Arc<dyn Runner>,
 ) -> Result<Arc<dyn Resource>, Error> {
-    let unit = service::build(
-        name,
-        &ServiceConfig::Unit(config.unit.clone()),
-        timeouts,
-        runner,
-    )?;
-    Ok(Arc::new(MysqlResource {
-        name: name.to_string(),
-        config: config.clone(),
-        unit,
-    }))
+    let unit = service::build(name, &ServiceConfig::Unit(config.unit.clone()), timeouts, runner)?;
+    Ok(Arc::new(MysqlResource { name: name.to_string(), config: config.clone(), unit }))
 }
 
 /// MySQL on the replica: the unit's start/stop, a datadir check, a `SELECT 1` monitor.
@@ -49,10 +40,7 @@ pub struct MysqlResource {
 
 impl MysqlResource {
     fn error(&self, message: String) -> Error {
-        Error::Resource {
-            resource: self.name.clone(),
-            message,
-        }
+        Error::Resource { resource: self.name.clone(), message }
     }
 
     /// Refuses unless the datadir, followed through symlinks, is on a filesystem mounted at
@@ -67,16 +55,10 @@ impl MysqlResource {
             ))
         })?;
         // The mount point as the kernel lists it, should the configured path hold a symlink.
-        let replica_mount =
-            std::fs::canonicalize(&c.replica_mount).unwrap_or_else(|_| c.replica_mount.clone());
-        let mountinfo = std::fs::read_to_string(MOUNTINFO)
-            .map_err(|e| self.error(format!("cannot read {MOUNTINFO}: {e}")))?;
-        match datadir_problem(
-            &c.datadir,
-            &resolved,
-            &replica_mount,
-            &parse_mountinfo(&mountinfo),
-        ) {
+        let replica_mount = std::fs::canonicalize(&c.replica_mount).unwrap_or_else(|_| c.replica_mount.clone());
+        let mountinfo =
+            std::fs::read_to_string(MOUNTINFO).map_err(|e| self.error(format!("cannot read {MOUNTINFO}: {e}")))?;
+        match datadir_problem(&c.datadir, &resolved, &replica_mount, &parse_mountinfo(&mountinfo)) {
             None => Ok(()),
             Some(problem) => Err(self.error(problem)),
         }
@@ -87,21 +69,14 @@ impl MysqlResource {
         let c = &self.config;
         let creds = Credentials::from_file(&c.user, c.password_file.as_deref(), ("user", "password-file"))
             .map_err(|e| self.error(e.to_string()))?;
-        select_one(&c.server, &creds)
-            .await
-            .map_err(|e| self.error(e.to_string()))
+        select_one(&c.server, &creds).await.map_err(|e| self.error(e.to_string()))
     }
 }
 
 /// Why MySQL must not start with its datadir at `resolved` (the configured `datadir`
 /// followed through symlinks), given the mounts of /proc/self/mountinfo; `None` when the
 /// filesystem holding it is mounted at or below `replica_mount`.
-pub fn datadir_problem(
-    datadir: &Path,
-    resolved: &Path,
-    replica_mount: &Path,
-    mounts: &[MountEntry],
-) -> Option<String> {
+pub fn datadir_problem(datadir: &Path, resolved: &Path, replica_mount: &Path, mounts: &[MountEntry]) -> Option<String> {
     let shown = match datadir == resolved {
         true => datadir.display().to_string(),
         false => format!("{} (resolves to {})", datadir.display(), resolved.display()),
@@ -121,12 +96,7 @@ pub fn datadir_problem(
         .max_by_key(|m| m.mount_point.components().count());
     let on = match holder {
         Some(m) if m.mount_point.starts_with(replica_mount) => return None,
-        Some(m) => format!(
-            "{} ({}) mounted at {}",
-            m.source,
-            m.fstype,
-            m.mount_point.display()
-        ),
+        Some(m) => format!("{} ({}) mounted at {}", m.source, m.fstype, m.mount_point.display()),
         None => "no mounted filesystem".into(),
     };
     Some(format!(
@@ -183,31 +153,19 @@ mod tests {
 ";
 
     fn decide(datadir: &str, resolved: &str, mountinfo: &str) -> Option<String> {
-        datadir_problem(
-            Path::new(datadir),
-            Path::new(resolved),
-            Path::new("/replica"),
-            &parse_mountinfo(mountinfo),
-        )
+        datadir_problem(Path::new(datadir), Path::new(resolved), Path::new("/replica"), &parse_mountinfo(mountinfo))
     }
 
     #[test]
     fn datadir_on_the_mounted_replica_passes() {
-        assert_eq!(
-            decide("/var/lib/mysql", "/replica/var/lib/mysql", MOUNTED),
-            None
-        );
+        assert_eq!(decide("/var/lib/mysql", "/replica/var/lib/mysql", MOUNTED), None);
         assert_eq!(decide("/replica/mysql", "/replica/mysql", MOUNTED), None);
     }
 
     #[test]
     fn replica_not_mounted_names_both_paths() {
         // The same machine before the mount: the line for /replica is absent.
-        let unmounted: String = MOUNTED
-            .lines()
-            .filter(|l| !l.contains("/replica"))
-            .map(|l| format!("{l}\n"))
-            .collect();
+        let unmounted: String = MOUNTED.lines().filter(|l| !l.contains("/replica")).map(|l| format!("{l}\n")).collect();
         let problem = decide("/var/lib/mysql", "/replica/var/lib/mysql", &unmounted).unwrap();
         assert_eq!(
             problem,
@@ -219,10 +177,7 @@ mod tests {
     #[test]
     fn datadir_on_local_disk_or_a_lookalike_path_fails() {
         let problem = decide("/var/lib/mysql", "/var/lib/mysql", MOUNTED).unwrap();
-        assert!(
-            problem.starts_with("datadir /var/lib/mysql is not under the replica mount /replica"),
-            "{problem}"
-        );
+        assert!(problem.starts_with("datadir /var/lib/mysql is not under the replica mount /replica"), "{problem}");
         // Path prefixes compare by component: /replica2 is not /replica.
         let lookalike = format!("{MOUNTED}108 58 0:42 / /replica2 rw,relatime - tmpfs tmpfs rw\n");
         assert!(decide("/replica2/mysql", "/replica2/mysql", &lookalike).is_some());
@@ -231,14 +186,8 @@ mod tests {
     /// Requires root and util-linux `unshare`; under CI=true their absence fails the test.
     fn prerequisites() -> bool {
         let ok = nix::unistd::Uid::effective().is_root()
-            && Command::new("unshare")
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success());
-        assert!(
-            ok || std::env::var("CI").as_deref() != Ok("true"),
-            "needs root and unshare (CI=true)"
-        );
+            && Command::new("unshare").arg("--version").output().is_ok_and(|o| o.status.success());
+        assert!(ok || std::env::var("CI").as_deref() != Ok("true"), "needs root and unshare (CI=true)");
         if !ok {
             eprintln!("skipped: needs root and unshare");
         }
@@ -258,32 +207,17 @@ mod tests {
              readlink -f {d}/datadir; cat /proc/self/mountinfo; echo ===; \
              mount -t tmpfs -o size=1m tmpfs {d}/replica; mkdir {d}/replica/mysql; cat /proc/self/mountinfo"
         );
-        let out = Command::new("unshare")
-            .args(["-m", "--propagation", "private", "sh", "-c", &script])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out =
+            Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", &script]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let text = String::from_utf8(out.stdout).unwrap();
         let (resolved, rest) = text.split_once('\n').unwrap();
         let (before, after) = rest.split_once("===\n").unwrap();
         let (datadir, replica) = (dir.path().join("datadir"), dir.path().join("replica"));
-        let decide = |mountinfo: &str| {
-            datadir_problem(
-                &datadir,
-                Path::new(resolved),
-                &replica,
-                &parse_mountinfo(mountinfo),
-            )
-        };
+        let decide =
+            |mountinfo: &str| datadir_problem(&datadir, Path::new(resolved), &replica, &parse_mountinfo(mountinfo));
         let problem = decide(before).unwrap();
-        assert!(
-            problem.contains(&format!("the replica {d}/replica is not mounted")),
-            "{problem}"
-        );
+        assert!(problem.contains(&format!("the replica {d}/replica is not mounted")), "{problem}");
         assert_eq!(decide(after), None);
     }
 
@@ -304,11 +238,7 @@ mod tests {
             unit: "mariadb".into(),
             datadir,
             replica_mount,
-            server: pbxha_replica::mysql::Endpoint {
-                host: "localhost".into(),
-                port: 3306,
-                socket: Some(socket),
-            },
+            server: pbxha_replica::mysql::Endpoint { host: "localhost".into(), port: 3306, socket: Some(socket) },
             user: "root".into(),
             password_file: None,
         };
@@ -317,11 +247,7 @@ mod tests {
 
     /// `systemctl is-active` output as systemd 252 prints it (state on stdout, 0 or 3).
     fn is_active(state: &str, code: i32) -> Output {
-        Output {
-            code,
-            stdout: format!("{state}\n"),
-            stderr: String::new(),
-        }
+        Output { code, stdout: format!("{state}\n"), stderr: String::new() }
     }
 
     #[tokio::test]
@@ -332,12 +258,7 @@ mod tests {
         let runner = Arc::new(ScriptedRunner::new());
         runner.on(["systemctl"], Output::ok(""));
         // The temp dir is an ordinary directory, not a mount point: the replica is "not mounted".
-        let db = resource(
-            &runner,
-            datadir.clone(),
-            dir.path().to_path_buf(),
-            dir.path().join("none.sock"),
-        );
+        let db = resource(&runner, datadir.clone(), dir.path().to_path_buf(), dir.path().join("none.sock"));
         let err = db.start().await.unwrap_err().to_string();
         assert!(
             err.starts_with("resource `db`: the replica ")
@@ -346,17 +267,10 @@ mod tests {
             "{err}"
         );
         assert!(runner.argvs().is_empty(), "{:?}", runner.argvs());
-        let gone = resource(
-            &runner,
-            dir.path().join("missing"),
-            dir.path().to_path_buf(),
-            dir.path().join("none.sock"),
-        );
+        let gone =
+            resource(&runner, dir.path().join("missing"), dir.path().to_path_buf(), dir.path().join("none.sock"));
         let err = gone.start().await.unwrap_err().to_string();
-        assert!(
-            err.contains("cannot be resolved") && err.contains("missing"),
-            "{err}"
-        );
+        assert!(err.contains("cannot be resolved") && err.contains("missing"), "{err}");
         db.stop().await.unwrap();
         assert_eq!(runner.argvs(), ["systemctl stop mariadb"]);
     }
@@ -367,12 +281,7 @@ mod tests {
         let runner = Arc::new(ScriptedRunner::new());
         runner.on(["systemctl"], Output::ok(""));
         // Every path lies on the root mount, so "/" as the replica mount point passes.
-        let db = resource(
-            &runner,
-            dir.path().to_path_buf(),
-            "/".into(),
-            dir.path().join("none.sock"),
-        );
+        let db = resource(&runner, dir.path().to_path_buf(), "/".into(), dir.path().join("none.sock"));
         db.start().await.unwrap();
         assert_eq!(runner.argvs(), ["systemctl start mariadb"]);
         assert_eq!(runner.calls()[0].timeout, TIMEOUTS.start);
@@ -383,26 +292,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("mysqld.sock");
         let runner = Arc::new(ScriptedRunner::new());
-        let db = resource(
-            &runner,
-            dir.path().to_path_buf(),
-            "/".into(),
-            socket.clone(),
-        );
-        runner.on(
-            ["systemctl", "is-active", "mariadb"],
-            is_active("inactive", 3),
-        );
+        let db = resource(&runner, dir.path().to_path_buf(), "/".into(), socket.clone());
+        runner.on(["systemctl", "is-active", "mariadb"], is_active("inactive", 3));
         assert_eq!(db.monitor().await.unwrap(), ResourceState::Stopped);
         // Active, but nothing listens on the socket: a real login attempt fails.
-        runner.on(
-            ["systemctl", "is-active", "mariadb"],
-            is_active("active", 0),
-        );
+        runner.on(["systemctl", "is-active", "mariadb"], is_active("active", 0));
         let err = db.monitor().await.unwrap_err().to_string();
-        assert!(
-            err.starts_with("resource `db`: ") && err.contains(&socket.display().to_string()),
-            "{err}"
-        );
+        assert!(err.starts_with("resource `db`: ") && err.contains(&socket.display().to_string()), "{err}");
     }
 }

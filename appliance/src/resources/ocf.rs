@@ -58,35 +58,18 @@ pub fn build(
     let Some((provider, kind)) = parse_agent(&config.agent) else {
         return Err(Error::Resource {
             resource: name.to_string(),
-            message: format!(
-                "agent `{}` is not of the form provider/type (e.g. heartbeat/IPaddr2)",
-                config.agent
-            ),
+            message: format!("agent `{}` is not of the form provider/type (e.g. heartbeat/IPaddr2)", config.agent),
         });
     };
     let path = config.ocf_root.join("resource.d").join(provider).join(kind);
     let mut env = vec![
-        (
-            "OCF_ROOT".to_string(),
-            config.ocf_root.display().to_string(),
-        ),
+        ("OCF_ROOT".to_string(), config.ocf_root.display().to_string()),
         ("OCF_RESOURCE_INSTANCE".to_string(), name.to_string()),
         ("OCF_RESOURCE_TYPE".to_string(), kind.to_string()),
         ("OCF_RESOURCE_PROVIDER".to_string(), provider.to_string()),
     ];
-    env.extend(
-        config
-            .params
-            .iter()
-            .map(|(k, v)| (format!("OCF_RESKEY_{k}"), v.clone())),
-    );
-    Ok(Arc::new(OcfAgent {
-        name: name.to_string(),
-        path,
-        env,
-        timeouts,
-        runner,
-    }))
+    env.extend(config.params.iter().map(|(k, v)| (format!("OCF_RESKEY_{k}"), v.clone())));
+    Ok(Arc::new(OcfAgent { name: name.to_string(), path, env, timeouts, runner }))
 }
 
 /// One OCF agent instance.
@@ -105,40 +88,18 @@ impl OcfAgent {
     /// Runs `action` and returns its output; only a missing agent or a failure to run it is
     /// an error here, the exit code is for the caller to judge.
     async fn run(&self, action: &str, timeout: Duration) -> Result<Output, Error> {
-        check_executable(&self.path).map_err(|message| Error::Resource {
-            resource: self.name.clone(),
-            message,
-        })?;
-        let mut cmd = Cmd::new([self.path.display().to_string(), action.to_string()])
-            .clear_env()
-            .timeout(timeout);
+        check_executable(&self.path).map_err(|message| Error::Resource { resource: self.name.clone(), message })?;
+        let mut cmd = Cmd::new([self.path.display().to_string(), action.to_string()]).clear_env().timeout(timeout);
         cmd.env.extend(self.env.iter().cloned());
         // Pacemaker passes the action timeout this way and many agents size their wait loops
         // by it (ocf-shellfuncs reads it).
-        cmd = cmd.env(
-            "OCF_RESKEY_CRM_meta_timeout",
-            timeout.as_millis().to_string(),
-        );
-        self.runner
-            .run(&cmd)
-            .await
-            .map_err(|source| Error::Command {
-                resource: self.name.clone(),
-                source,
-            })
+        cmd = cmd.env("OCF_RESKEY_CRM_meta_timeout", timeout.as_millis().to_string());
+        self.runner.run(&cmd).await.map_err(|source| Error::Command { resource: self.name.clone(), source })
     }
 
     fn failure(&self, action: &str, out: &Output) -> Error {
-        let text = if out.stderr.trim().is_empty() {
-            &out.stdout
-        } else {
-            &out.stderr
-        };
-        let lines: Vec<&str> = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect();
+        let text = if out.stderr.trim().is_empty() { &out.stdout } else { &out.stderr };
+        let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
         let tail = lines[lines.len().saturating_sub(3)..].join(" | ");
         Error::Resource {
             resource: self.name.clone(),
@@ -157,10 +118,7 @@ impl OcfAgent {
 fn check_executable(path: &Path) -> Result<(), String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("OCF agent {}: {e}", path.display()))?;
     if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
-        return Err(format!(
-            "OCF agent {} is not an executable file",
-            path.display()
-        ));
+        return Err(format!("OCF agent {} is not an executable file", path.display()));
     }
     Ok(())
 }
@@ -244,12 +202,7 @@ esac
         let source = root.join("agent.src");
         std::fs::write(&source, AGENT).unwrap();
         let path = dir.join("Dummy");
-        let status = std::process::Command::new("install")
-            .args(["-m", mode])
-            .arg(&source)
-            .arg(&path)
-            .status()
-            .unwrap();
+        let status = std::process::Command::new("install").args(["-m", mode]).arg(&source).arg(&path).status().unwrap();
         assert!(status.success());
         path
     }
@@ -258,10 +211,7 @@ esac
         OcfConfig {
             agent: "pbxha/Dummy".into(),
             ocf_root: root.to_path_buf(),
-            params: params
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect::<BTreeMap<_, _>>(),
+            params: params.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<BTreeMap<_, _>>(),
         }
     }
 
@@ -270,17 +220,8 @@ esac
         let root = tempfile::tempdir().unwrap();
         install_agent(root.path(), "0755");
         let state = root.path().join("state");
-        let params = [
-            ("state", state.display().to_string()),
-            ("greeting", "hello".to_string()),
-        ];
-        let agent = build(
-            "web",
-            &config(root.path(), &params),
-            TIMEOUTS,
-            Arc::new(SystemRunner),
-        )
-        .unwrap();
+        let params = [("state", state.display().to_string()), ("greeting", "hello".to_string())];
+        let agent = build("web", &config(root.path(), &params), TIMEOUTS, Arc::new(SystemRunner)).unwrap();
 
         assert_eq!(agent.monitor().await.unwrap(), ResourceState::Stopped);
         agent.start().await.unwrap();
@@ -293,27 +234,21 @@ esac
         agent.stop().await.unwrap();
         assert!(!state.exists());
         assert_eq!(agent.monitor().await.unwrap(), ResourceState::Stopped);
-        agent
-            .stop()
-            .await
-            .expect("stop of a stopped resource (exit 7) is a success");
+        agent.stop().await.expect("stop of a stopped resource (exit 7) is a success");
     }
 
     #[tokio::test]
     async fn real_agent_missing_parameter_is_not_configured() {
         let root = tempfile::tempdir().unwrap();
         let path = install_agent(root.path(), "0755");
-        let agent = build(
-            "web",
-            &config(root.path(), &[]),
-            TIMEOUTS,
-            Arc::new(SystemRunner),
-        )
-        .unwrap();
+        let agent = build("web", &config(root.path(), &[]), TIMEOUTS, Arc::new(SystemRunner)).unwrap();
         let err = agent.start().await.unwrap_err().to_string();
         assert_eq!(
             err,
-            format!("resource `web`: OCF agent {} start exited 6 (not configured): ERROR: parameter state is required", path.display())
+            format!(
+                "resource `web`: OCF agent {} start exited 6 (not configured): ERROR: parameter state is required",
+                path.display()
+            )
         );
     }
 
@@ -323,69 +258,32 @@ esac
         let runner = Arc::new(ScriptedRunner::new());
         let agent = build("web", &config(root.path(), &[]), TIMEOUTS, runner.clone()).unwrap();
         let err = agent.start().await.unwrap_err().to_string();
-        assert!(
-            err.contains(&format!("{}/resource.d/pbxha/Dummy", root.path().display())),
-            "{err}"
-        );
+        assert!(err.contains(&format!("{}/resource.d/pbxha/Dummy", root.path().display())), "{err}");
         assert!(err.contains("No such file"), "{err}");
 
         install_agent(root.path(), "0644");
         let err = agent.monitor().await.unwrap_err().to_string();
-        assert!(
-            err.contains("resource.d/pbxha/Dummy is not an executable file"),
-            "{err}"
-        );
+        assert!(err.contains("resource.d/pbxha/Dummy is not an executable file"), "{err}");
         assert!(runner.calls().is_empty(), "nothing may run a missing agent");
     }
 
     #[test]
     fn agent_must_be_provider_slash_type() {
-        for bad in [
-            "Dummy",
-            "pbxha/",
-            "/Dummy",
-            "../Dummy",
-            "pbxha/x/Dummy",
-            "pbxha/..",
-        ] {
+        for bad in ["Dummy", "pbxha/", "/Dummy", "../Dummy", "pbxha/x/Dummy", "pbxha/.."] {
             let root = Path::new("/usr/lib/ocf");
-            let config = OcfConfig {
-                agent: bad.into(),
-                ocf_root: root.into(),
-                params: BTreeMap::new(),
-            };
-            let err = build("web", &config, TIMEOUTS, Arc::new(ScriptedRunner::new()))
-                .err()
-                .map(|e| e.to_string());
-            assert!(
-                err.as_deref()
-                    .is_some_and(|e| e.contains(&format!("`{bad}`"))),
-                "{bad}: {err:?}"
-            );
+            let config = OcfConfig { agent: bad.into(), ocf_root: root.into(), params: BTreeMap::new() };
+            let err = build("web", &config, TIMEOUTS, Arc::new(ScriptedRunner::new())).err().map(|e| e.to_string());
+            assert!(err.as_deref().is_some_and(|e| e.contains(&format!("`{bad}`"))), "{bad}: {err:?}");
         }
     }
 
     /// An agent file for the scripted runner to "run", and the agent built on it.
-    fn scripted() -> (
-        tempfile::TempDir,
-        Arc<ScriptedRunner>,
-        Arc<dyn Resource>,
-        String,
-    ) {
+    fn scripted() -> (tempfile::TempDir, Arc<ScriptedRunner>, Arc<dyn Resource>, String) {
         let root = tempfile::tempdir().unwrap();
         let path = install_agent(root.path(), "0755").display().to_string();
         let runner = Arc::new(ScriptedRunner::new());
-        let params = [
-            ("ip", "198.51.100.10".to_string()),
-            ("cidr_netmask", "24".to_string()),
-        ];
-        let agent = build(
-            "vip",
-            &config(root.path(), &params),
-            TIMEOUTS,
-            runner.clone(),
-        )
-        .unwrap();
+        let params = [("ip", "198.51.100.10".to_string()), ("cidr_netmask", "24".to_string())];
+        let agent = build("vip", &config(root.path(), &params), TIMEOUTS, runner.clone()).unwrap();
         (root, runner, agent, path)
     }
 
@@ -398,11 +296,7 @@ esac
         assert_eq!(call.argv(), [path.as_str(), "monitor"]);
         assert!(call.clear_env);
         assert_eq!(call.timeout, TIMEOUTS.monitor);
-        let env: BTreeMap<&str, &str> = call
-            .env
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+        let env: BTreeMap<&str, &str> = call.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let root = root.path().display().to_string();
         assert_eq!(
             env,
@@ -422,14 +316,7 @@ esac
     async fn exit_codes_are_honoured_per_action() {
         let (_root, runner, agent, path) = scripted();
         let answer = |action: &str, code: i32| {
-            runner.on(
-                [path.as_str(), action],
-                Output {
-                    code,
-                    stdout: String::new(),
-                    stderr: String::new(),
-                },
-            );
+            runner.on([path.as_str(), action], Output { code, stdout: String::new(), stderr: String::new() });
         };
         answer("monitor", 0);
         assert_eq!(agent.monitor().await.unwrap(), ResourceState::Running);
@@ -452,18 +339,12 @@ esac
         ] {
             answer("start", code);
             let err = agent.start().await.unwrap_err().to_string();
-            assert_eq!(
-                err,
-                format!("resource `vip`: OCF agent {path} start exited {code} ({meaning})")
-            );
+            assert_eq!(err, format!("resource `vip`: OCF agent {path} start exited {code} ({meaning})"));
         }
         for code in [1, 5, 8] {
             answer("monitor", code);
             let err = agent.monitor().await.unwrap_err().to_string();
-            assert!(
-                err.contains(&format!("monitor exited {code} ({})", meaning(code))),
-                "{err}"
-            );
+            assert!(err.contains(&format!("monitor exited {code} ({})", meaning(code))), "{err}");
             answer("stop", code);
             let err = agent.stop().await.unwrap_err().to_string();
             assert!(err.contains(&format!("stop exited {code}")), "{err}");
@@ -474,14 +355,7 @@ esac
     async fn failure_message_keeps_the_last_lines_of_the_agent_log() {
         let (_root, runner, agent, path) = scripted();
         let log = "INFO: checking\nINFO: adding 198.51.100.10/24\n\nERROR: RTNETLINK answers: Operation not permitted\nERROR: failed\n";
-        runner.on(
-            [path.as_str(), "start"],
-            Output {
-                code: 1,
-                stdout: "ignored".into(),
-                stderr: log.into(),
-            },
-        );
+        runner.on([path.as_str(), "start"], Output { code: 1, stdout: "ignored".into(), stderr: log.into() });
         let err = agent.start().await.unwrap_err().to_string();
         assert!(
             err.ends_with("(generic error): INFO: adding 198.51.100.10/24 | ERROR: RTNETLINK answers: Operation not permitted | ERROR: failed"),
@@ -494,9 +368,6 @@ esac
         let (_root, runner, agent, path) = scripted();
         runner.fail_spawn([path.as_str()], "Exec format error");
         let err = agent.monitor().await.unwrap_err().to_string();
-        assert!(
-            err.contains("resource `vip`") && err.contains("Exec format error"),
-            "{err}"
-        );
+        assert!(err.contains("resource `vip`") && err.contains("Exec format error"), "{err}");
     }
 }

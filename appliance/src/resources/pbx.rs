@@ -38,11 +38,7 @@ const RECOVER_RETRY: Duration = Duration::from_secs(2);
 
 /// The telephony adapter for a `pbx` resource named `name`. Reads the AMI secret file, so
 /// its problems are reported when the group is built, naming the file.
-pub fn adapter(
-    name: &str,
-    config: &PbxConfig,
-    runner: Arc<dyn Runner>,
-) -> Result<Arc<dyn Pbx>, Error> {
+pub fn adapter(name: &str, config: &PbxConfig, runner: Arc<dyn Runner>) -> Result<Arc<dyn Pbx>, Error> {
     let unit = Unit::new(config.unit.clone(), runner.clone());
     Ok(match config.pbx {
         PbxKind::Asterisk => {
@@ -91,11 +87,7 @@ pub fn build(
     timeouts: Timeouts,
     runner: Arc<dyn Runner>,
 ) -> Result<Arc<dyn Resource>, Error> {
-    Ok(Arc::new(PbxResource {
-        name: name.to_string(),
-        pbx: adapter(name, config, runner)?,
-        timeouts,
-    }))
+    Ok(Arc::new(PbxResource { name: name.to_string(), pbx: adapter(name, config, runner)?, timeouts }))
 }
 
 /// A PBX as a member of the resource group.
@@ -107,10 +99,7 @@ pub struct PbxResource {
 
 impl PbxResource {
     fn error(&self, e: pbxha_telephony::Error) -> Error {
-        Error::Resource {
-            resource: self.name.clone(),
-            message: e.to_string(),
-        }
+        Error::Resource { resource: self.name.clone(), message: e.to_string() }
     }
 }
 
@@ -122,21 +111,14 @@ impl Resource for PbxResource {
 
     async fn start(&self) -> Result<(), Error> {
         let unit = self.pbx.unit();
-        if unit
-            .state(self.timeouts.monitor)
-            .await
-            .map_err(|e| self.error(e))?
-            == ServiceState::Running
-        {
+        if unit.state(self.timeouts.monitor).await.map_err(|e| self.error(e))? == ServiceState::Running {
             // Already up (pbxha restarted under a running PBX): it may still be refusing
             // calls from a drain the previous pbxha began.
             if let Err(e) = self.pbx.end_drain().await {
                 tracing::warn!(resource = %self.name, "cannot reopen the running PBX to new calls: {e}");
             }
         }
-        unit.start(self.timeouts.start)
-            .await
-            .map_err(|e| self.error(e))?;
+        unit.start(self.timeouts.start).await.map_err(|e| self.error(e))?;
         // Off the start path: the PBX answers its CLI only seconds after systemd reports it
         // started, and the group should not wait for calls to be recovered.
         let pbx = self.pbx.clone();
@@ -158,26 +140,14 @@ impl Resource for PbxResource {
     }
 
     async fn stop(&self) -> Result<(), Error> {
-        self.pbx
-            .unit()
-            .stop(self.timeouts.stop)
-            .await
-            .map_err(|e| self.error(e))
+        self.pbx.unit().stop(self.timeouts.stop).await.map_err(|e| self.error(e))
     }
 
     async fn monitor(&self) -> Result<ResourceState, Error> {
-        Ok(
-            match self
-                .pbx
-                .unit()
-                .state(self.timeouts.monitor)
-                .await
-                .map_err(|e| self.error(e))?
-            {
-                ServiceState::Running => ResourceState::Running,
-                ServiceState::Stopped => ResourceState::Stopped,
-            },
-        )
+        Ok(match self.pbx.unit().state(self.timeouts.monitor).await.map_err(|e| self.error(e))? {
+            ServiceState::Running => ResourceState::Running,
+            ServiceState::Stopped => ResourceState::Stopped,
+        })
     }
 }
 
@@ -214,10 +184,7 @@ impl DrainTracker {
 type NamedPbx = (String, Arc<dyn Pbx>);
 
 /// The first `pbx` resource of the group, with its adapter.
-fn drained(
-    resources: &[ResourceConfig],
-    runner: Arc<dyn Runner>,
-) -> Result<Option<NamedPbx>, Error> {
+fn drained(resources: &[ResourceConfig], runner: Arc<dyn Runner>) -> Result<Option<NamedPbx>, Error> {
     let Some((name, config)) = resources.iter().find_map(|r| match &r.kind {
         ResourceKind::Pbx(p) => Some((&r.name, p)),
         _ => None,
@@ -292,9 +259,7 @@ impl CallCounter {
                     }
                     let calls = tokio::time::timeout(CALL_QUERY, pbx.active_calls())
                         .await
-                        .unwrap_or_else(|_| {
-                            Calls::Unknown(format!("no call count within {CALL_QUERY:?}"))
-                        });
+                        .unwrap_or_else(|_| Calls::Unknown(format!("no call count within {CALL_QUERY:?}")));
                     // A reading that straddles a stop would overwrite the count at the move
                     // (or the drain's final one) with the stopping PBX's answer.
                     if *rx.borrow() {
@@ -307,12 +272,7 @@ impl CallCounter {
                 }
             })
         });
-        CallCounter {
-            running,
-            last,
-            resource,
-            task,
-        }
+        CallCounter { running, last, resource, task }
     }
 
     /// Follows the group's phase here: polls only while it is `Running` (a PBX starting or
@@ -323,17 +283,14 @@ impl CallCounter {
             store(&self.last, None);
         }
         let running = phase == GroupPhase::Running;
-        self.running
-            .send_if_modified(|was| std::mem::replace(was, running) != running);
+        self.running.send_if_modified(|was| std::mem::replace(was, running) != running);
     }
 
     /// Keeps `calls` as the last reading: a drain's final count is newer than the last poll.
     pub fn set(&self, calls: Option<u32>) {
         if let Some(resource) = &self.resource {
-            let reading = calls.map_or_else(
-                || Calls::Unknown("the drain could not count the calls".into()),
-                Calls::Known,
-            );
+            let reading =
+                calls.map_or_else(|| Calls::Unknown("the drain could not count the calls".into()), Calls::Known);
             store(&self.last, Some(CallsStatus::new(resource, &reading)));
         }
     }
@@ -379,10 +336,7 @@ pub fn spawn_drain(
     let status = tracker.clone();
     let task = tokio::spawn(async move {
         let calls_left = match draining {
-            Some((name, pbx)) => run_drain(&name, pbx.as_ref(), deadline, &status)
-                .await
-                .calls_left
-                .known(),
+            Some((name, pbx)) => run_drain(&name, pbx.as_ref(), deadline, &status).await.calls_left.known(),
             None => {
                 tracing::info!("drain: no pbx resource in the group; nothing to wait for");
                 None
@@ -413,18 +367,15 @@ impl DrainTask {
         tokio::spawn(async move {
             match pbx.end_drain().await {
                 Ok(()) => tracing::info!(resource = %name, "drain cancelled: the PBX takes new calls again"),
-                Err(e) => tracing::error!(resource = %name, "drain cancelled, but the PBX could not be told to take new calls again: {e}"),
+                Err(e) => {
+                    tracing::error!(resource = %name, "drain cancelled, but the PBX could not be told to take new calls again: {e}")
+                }
             }
         });
     }
 }
 
-async fn run_drain(
-    name: &str,
-    pbx: &dyn Pbx,
-    deadline: Duration,
-    tracker: &DrainTracker,
-) -> DrainOutcome {
+async fn run_drain(name: &str, pbx: &dyn Pbx, deadline: Duration, tracker: &DrainTracker) -> DrainOutcome {
     tracing::info!(resource = %name, deadline_s = deadline.as_secs(), "drain: refusing new calls, waiting for active calls to end");
     let status = |calls: &Calls, elapsed: Duration, finished: bool| DrainStatus {
         resource: name.to_string(),
@@ -463,12 +414,7 @@ mod tests {
 
     fn timeouts() -> Timeouts {
         let s = Duration::from_secs(5);
-        Timeouts {
-            start: s,
-            stop: s,
-            monitor: s,
-            monitor_interval: s,
-        }
+        Timeouts { start: s, stop: s, monitor: s, monitor_interval: s }
     }
 
     fn resource_config(pbx: PbxKind) -> ResourceConfig {
@@ -497,14 +443,7 @@ mod tests {
     #[tokio::test]
     async fn starts_stops_and_monitors_through_systemd() {
         let runner = Arc::new(ScriptedRunner::new());
-        runner.on(
-            ["systemctl", "is-active"],
-            Output {
-                code: 3,
-                stdout: "inactive\n".into(),
-                stderr: String::new(),
-            },
-        );
+        runner.on(["systemctl", "is-active"], Output { code: 3, stdout: "inactive\n".into(), stderr: String::new() });
         runner.on(["systemctl", "start"], Output::ok(""));
         runner.on(["systemctl", "stop"], Output::ok(""));
         runner.on(["fs_cli"], Output::ok("+OK\n"));
@@ -523,29 +462,15 @@ mod tests {
                 "systemctl stop freeswitch"
             ]
         );
-        assert!(
-            !argvs.iter().any(|a| a.contains("fsctl resume")),
-            "a stopped PBX has no drain to end: {argvs:?}"
-        );
+        assert!(!argvs.iter().any(|a| a.contains("fsctl resume")), "a stopped PBX has no drain to end: {argvs:?}");
         // sofia recover runs in the background after the start.
         for _ in 0..100 {
-            if runner
-                .argvs()
-                .iter()
-                .any(|a| a == "fs_cli -x sofia recover")
-            {
+            if runner.argvs().iter().any(|a| a == "fs_cli -x sofia recover") {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(
-            runner
-                .argvs()
-                .iter()
-                .any(|a| a == "fs_cli -x sofia recover"),
-            "{:?}",
-            runner.argvs()
-        );
+        assert!(runner.argvs().iter().any(|a| a == "fs_cli -x sofia recover"), "{:?}", runner.argvs());
     }
 
     #[tokio::test]
@@ -572,12 +497,7 @@ mod tests {
     fn asterisk_with_ami(secret_file: std::path::PathBuf) -> ResourceConfig {
         let mut r = resource_config(PbxKind::Asterisk);
         if let ResourceKind::Pbx(p) = &mut r.kind {
-            p.ami = Some(AmiSettings {
-                host: "127.0.0.1".into(),
-                port: 5038,
-                user: "pbxha".into(),
-                secret_file,
-            });
+            p.ami = Some(AmiSettings { host: "127.0.0.1".into(), port: 5038, user: "pbxha".into(), secret_file });
         }
         r
     }
@@ -585,19 +505,8 @@ mod tests {
     #[tokio::test]
     async fn an_unreadable_ami_secret_file_is_named() {
         let r = asterisk_with_ami("/nonexistent/pbxha-ami-secret".into());
-        let err = build(
-            "pbx",
-            config(&r),
-            timeouts(),
-            Arc::new(ScriptedRunner::new()),
-        )
-        .err()
-        .unwrap()
-        .to_string();
-        assert!(
-            err.contains("/nonexistent/pbxha-ami-secret") && err.contains("resource `pbx`"),
-            "{err}"
-        );
+        let err = build("pbx", config(&r), timeouts(), Arc::new(ScriptedRunner::new())).err().unwrap().to_string();
+        assert!(err.contains("/nonexistent/pbxha-ami-secret") && err.contains("resource `pbx`"), "{err}");
     }
 
     #[tokio::test]
@@ -644,7 +553,9 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
         let problems = c.validate();
         assert!(
-            problems.iter().any(|p| p.key == "resource[0].event-socket-password-file" && p.message.contains("mode 0640")),
+            problems
+                .iter()
+                .any(|p| p.key == "resource[0].event-socket-password-file" && p.message.contains("mode 0640")),
             "{problems:?}"
         );
         let err = adapter("fs", config(&c.resources[0]), runner.clone()).err().unwrap().to_string();
@@ -663,10 +574,8 @@ mod tests {
     async fn the_drain_reports_progress_and_finishes_with_the_last_count() {
         let runner = Arc::new(ScriptedRunner::new());
         runner.on(["fs_cli", "-x", "fsctl"], Output::ok("+OK\n"));
-        runner.on_seq(
-            ["fs_cli", "-x", "show calls count"],
-            vec![Output::ok("\n2 total.\n"), Output::ok("\n0 total.\n")],
-        );
+        runner
+            .on_seq(["fs_cli", "-x", "show calls count"], vec![Output::ok("\n2 total.\n"), Output::ok("\n0 total.\n")]);
         let (tx, mut rx) = mpsc::channel(4);
         let tracker = DrainTracker::default();
         spawn_drain(
@@ -676,50 +585,21 @@ mod tests {
             tx,
             tracker.clone(),
         );
-        let ev = tokio::time::timeout(Duration::from_secs(20), rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(
-            matches!(
-                ev,
-                Event::DrainFinished {
-                    calls_left: Some(0)
-                }
-            ),
-            "{ev:?}"
-        );
+        let ev = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.unwrap().unwrap();
+        assert!(matches!(ev, Event::DrainFinished { calls_left: Some(0) }), "{ev:?}");
         let status = tracker.snapshot().unwrap();
-        assert_eq!(
-            (status.calls, status.finished, status.deadline_s),
-            (Some(0), true, 30)
-        );
+        assert_eq!((status.calls, status.finished, status.deadline_s), (Some(0), true, 30));
         assert_eq!(runner.argvs()[0], "fs_cli -x fsctl pause inbound");
-        assert!(
-            !runner.argvs().iter().any(|a| a.contains("resume")),
-            "still refusing until stopped"
-        );
+        assert!(!runner.argvs().iter().any(|a| a.contains("resume")), "still refusing until stopped");
     }
 
     #[tokio::test]
     async fn without_a_pbx_the_drain_finishes_at_once_with_no_count() {
         let (tx, mut rx) = mpsc::channel(4);
         let tracker = DrainTracker::default();
-        spawn_drain(
-            &[],
-            Arc::new(ScriptedRunner::new()),
-            Duration::from_secs(300),
-            tx,
-            tracker.clone(),
-        );
-        let ev = tokio::time::timeout(Duration::from_secs(20), rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(
-            matches!(ev, Event::DrainFinished { calls_left: None }),
-            "{ev:?}"
-        );
+        spawn_drain(&[], Arc::new(ScriptedRunner::new()), Duration::from_secs(300), tx, tracker.clone());
+        let ev = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.unwrap().unwrap();
+        assert!(matches!(ev, Event::DrainFinished { calls_left: None }), "{ev:?}");
         assert_eq!(tracker.snapshot(), None);
     }
 
@@ -738,17 +618,11 @@ mod tests {
     async fn calls_are_counted_while_the_group_runs_and_kept_as_the_count_at_the_move() {
         let runner = Arc::new(ScriptedRunner::new());
         // mod_commands.c show_function with "count": "\n%u total.\n" (as in telephony).
-        runner.on(
-            ["fs_cli", "-x", "show calls count"],
-            Output::ok("\n2 total.\n"),
-        );
+        runner.on(["fs_cli", "-x", "show calls count"], Output::ok("\n2 total.\n"));
         let counter = CallCounter::spawn(&[resource_config(PbxKind::FreeSwitch)], runner.clone());
         counter.follow_group(GroupPhase::Stopped);
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(
-            runner.argvs().is_empty(),
-            "no count while the group is not here"
-        );
+        assert!(runner.argvs().is_empty(), "no count while the group is not here");
         counter.follow_group(GroupPhase::Running);
         until(&counter, |c| c.is_some_and(|c| c.calls == Some(2))).await;
         // Stopping: the last count stays (the count at the move), the drain's final one
@@ -762,17 +636,11 @@ mod tests {
         counter.follow_group(GroupPhase::Stopped);
         assert_eq!(counter.snapshot().and_then(|c| c.calls), Some(1));
         // A new tenure forgets it; a PBX that cannot be asked is unknown, not zero.
-        runner.on(
-            ["fs_cli"],
-            Output::failed(255, "[ERROR] fs_cli.c:1679 main() Error Connecting []\n"),
-        );
+        runner.on(["fs_cli"], Output::failed(255, "[ERROR] fs_cli.c:1679 main() Error Connecting []\n"));
         counter.follow_group(GroupPhase::Starting);
         assert_eq!(counter.snapshot(), None);
         counter.follow_group(GroupPhase::Running);
-        until(&counter, |c| {
-            c.is_some_and(|c| c.calls.is_none() && c.unknown.is_some())
-        })
-        .await;
+        until(&counter, |c| c.is_some_and(|c| c.calls.is_none() && c.unknown.is_some())).await;
         assert!(CallCounter::spawn(&[], runner).snapshot().is_none());
     }
 
@@ -852,38 +720,18 @@ mod tests {
         let key = key_file();
         for (resource, at, says) in [
             ("pbx = \"yate\"", "resource[0].pbx", "unknown PBX `yate`"),
-            (
-                "pbx = \"asterisk\"\nami-user = \"pbxha\"",
-                "resource[0].ami-user",
-                "needs both",
-            ),
-            (
-                "pbx = \"freeswitch\"\nami-user = \"u\"\nami-secret-file = \"/f\"",
-                "resource[0].ami-user",
-                "Asterisk's",
-            ),
+            ("pbx = \"asterisk\"\nami-user = \"pbxha\"", "resource[0].ami-user", "needs both"),
+            ("pbx = \"freeswitch\"\nami-user = \"u\"\nami-secret-file = \"/f\"", "resource[0].ami-user", "Asterisk's"),
             (
                 "pbx = \"asterisk\"\nevent-socket-password-file = \"/f\"",
                 "resource[0].event-socket-password-file",
                 "FreeSWITCH's",
             ),
-            (
-                "pbx = \"asterisk\"\nami-port = 70000",
-                "resource[0].ami-port",
-                "out of range",
-            ),
+            ("pbx = \"asterisk\"\nami-port = 70000", "resource[0].ami-port", "out of range"),
         ] {
-            let text = config_text(
-                key.path(),
-                &format!("[[resource]]\nname = \"p\"\nkind = \"pbx\"\n{resource}\n"),
-            );
+            let text = config_text(key.path(), &format!("[[resource]]\nname = \"p\"\nkind = \"pbx\"\n{resource}\n"));
             let problems = crate::config::parse(&text).unwrap_err();
-            assert!(
-                problems
-                    .iter()
-                    .any(|p| p.key == at && p.message.contains(says)),
-                "{resource}: {problems:?}"
-            );
+            assert!(problems.iter().any(|p| p.key == at && p.message.contains(says)), "{resource}: {problems:?}");
         }
     }
 }

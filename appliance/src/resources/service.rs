@@ -26,27 +26,14 @@ pub fn build(
     timeouts: Timeouts,
     runner: Arc<dyn Runner>,
 ) -> Result<Arc<dyn Resource>, Error> {
-    let empty = |key: &str| Error::Resource {
-        resource: name.to_string(),
-        message: format!("`{key}` is an empty argv"),
-    };
+    let empty =
+        |key: &str| Error::Resource { resource: name.to_string(), message: format!("`{key}` is an empty argv") };
     Ok(match config {
-        ServiceConfig::Unit(unit) => Arc::new(UnitService {
-            name: name.to_string(),
-            unit: unit.clone(),
-            timeouts,
-            runner,
-        }),
-        ServiceConfig::Commands {
-            start,
-            stop,
-            status,
-        } => {
-            for (key, argv) in [
-                ("start", Some(start)),
-                ("stop", Some(stop)),
-                ("status", status.as_ref()),
-            ] {
+        ServiceConfig::Unit(unit) => {
+            Arc::new(UnitService { name: name.to_string(), unit: unit.clone(), timeouts, runner })
+        }
+        ServiceConfig::Commands { start, stop, status } => {
+            for (key, argv) in [("start", Some(start)), ("stop", Some(stop)), ("status", status.as_ref())] {
                 if argv.is_some_and(Vec::is_empty) {
                     return Err(empty(key));
                 }
@@ -65,12 +52,7 @@ pub fn build(
             if argv.is_empty() {
                 return Err(empty("exec"));
             }
-            Arc::new(ExecService::new(
-                name,
-                argv.clone(),
-                env.clone(),
-                exec_grace(timeouts.stop),
-            ))
+            Arc::new(ExecService::new(name, argv.clone(), env.clone(), exec_grace(timeouts.stop)))
         }
     })
 }
@@ -82,10 +64,7 @@ fn exec_grace(stop_timeout: Duration) -> Duration {
 }
 
 fn command_error(resource: &str, source: pbxha_runner::RunError) -> Error {
-    Error::Command {
-        resource: resource.to_string(),
-        source,
-    }
+    Error::Command { resource: resource.to_string(), source }
 }
 
 fn argv_cmd(argv: &[String], timeout: Duration) -> Cmd {
@@ -114,29 +93,17 @@ impl Resource for UnitService {
 
     async fn start(&self) -> Result<(), Error> {
         let cmd = self.systemctl("start", self.timeouts.start);
-        self.runner
-            .run_ok(&cmd)
-            .await
-            .map(drop)
-            .map_err(|e| command_error(&self.name, e))
+        self.runner.run_ok(&cmd).await.map(drop).map_err(|e| command_error(&self.name, e))
     }
 
     async fn stop(&self) -> Result<(), Error> {
         let cmd = self.systemctl("stop", self.timeouts.stop);
-        self.runner
-            .run_ok(&cmd)
-            .await
-            .map(drop)
-            .map_err(|e| command_error(&self.name, e))
+        self.runner.run_ok(&cmd).await.map(drop).map_err(|e| command_error(&self.name, e))
     }
 
     async fn monitor(&self) -> Result<ResourceState, Error> {
         let cmd = self.systemctl("is-active", self.timeouts.monitor);
-        let out = self
-            .runner
-            .run(&cmd)
-            .await
-            .map_err(|e| command_error(&self.name, e))?;
+        let out = self.runner.run(&cmd).await.map_err(|e| command_error(&self.name, e))?;
         is_active_state(out.code).ok_or_else(|| Error::Resource {
             resource: self.name.clone(),
             message: format!(
@@ -181,20 +148,14 @@ impl Resource for CommandService {
 
     async fn start(&self) -> Result<(), Error> {
         let cmd = argv_cmd(&self.start, self.timeouts.start);
-        self.runner
-            .run_ok(&cmd)
-            .await
-            .map_err(|e| command_error(&self.name, e))?;
+        self.runner.run_ok(&cmd).await.map_err(|e| command_error(&self.name, e))?;
         self.started.store(true, Ordering::SeqCst);
         Ok(())
     }
 
     async fn stop(&self) -> Result<(), Error> {
         let cmd = argv_cmd(&self.stop, self.timeouts.stop);
-        self.runner
-            .run_ok(&cmd)
-            .await
-            .map_err(|e| command_error(&self.name, e))?;
+        self.runner.run_ok(&cmd).await.map_err(|e| command_error(&self.name, e))?;
         self.started.store(false, Ordering::SeqCst);
         Ok(())
     }
@@ -212,11 +173,7 @@ impl Resource for CommandService {
             .run(&argv_cmd(status, self.timeouts.monitor))
             .await
             .map_err(|e| command_error(&self.name, e))?;
-        Ok(if out.success() {
-            ResourceState::Running
-        } else {
-            ResourceState::Stopped
-        })
+        Ok(if out.success() { ResourceState::Running } else { ResourceState::Stopped })
     }
 }
 
@@ -262,10 +219,7 @@ impl Owned {
     }
 
     fn tail(&self) -> String {
-        self.stderr_tail
-            .lock()
-            .map(|t| t.iter().cloned().collect::<Vec<_>>().join(" | "))
-            .unwrap_or_default()
+        self.stderr_tail.lock().map(|t| t.iter().cloned().collect::<Vec<_>>().join(" | ")).unwrap_or_default()
     }
 }
 
@@ -280,19 +234,8 @@ impl Drop for Owned {
 impl ExecService {
     /// A process to run from `argv` with `env` added; `grace` is how long SIGTERM gets before
     /// SIGKILL on stop.
-    pub fn new(
-        name: &str,
-        argv: Vec<String>,
-        env: BTreeMap<String, String>,
-        grace: Duration,
-    ) -> Self {
-        ExecService {
-            name: name.to_string(),
-            argv,
-            env,
-            grace,
-            child: tokio::sync::Mutex::new(None),
-        }
+    pub fn new(name: &str, argv: Vec<String>, env: BTreeMap<String, String>, grace: Duration) -> Self {
+        ExecService { name: name.to_string(), argv, env, grace, child: tokio::sync::Mutex::new(None) }
     }
 
     fn program(&self) -> &str {
@@ -300,10 +243,7 @@ impl ExecService {
     }
 
     fn wait_error(&self, e: std::io::Error) -> Error {
-        Error::io(
-            format!("resource `{}`: waiting for `{}`", self.name, self.program()),
-            e,
-        )
+        Error::io(format!("resource `{}`: waiting for `{}`", self.name, self.program()), e)
     }
 
     fn spawn(&self) -> Result<Owned, Error> {
@@ -322,14 +262,7 @@ impl ExecService {
             command.pre_exec(move || {
                 // Dies with the daemon even if it is SIGKILLed. PDEATHSIG follows the spawning
                 // thread; tokio's worker threads live as long as the runtime, i.e. the daemon.
-                if libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ) != 0
-                {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 // The daemon died between fork and prctl: nobody would ever kill us.
@@ -345,11 +278,7 @@ impl ExecService {
         })?;
         // A child that has not been waited for always has a pid; without one, signalling
         // "group 0" would hit pbxha's own group, so refuse rather than guess.
-        let Some(pgid) = child
-            .id()
-            .map(|pid| pid as libc::pid_t)
-            .filter(|pid| *pid > 0)
-        else {
+        let Some(pgid) = child.id().map(|pid| pid as libc::pid_t).filter(|pid| *pid > 0) else {
             return Err(Error::Resource {
                 resource: self.name.clone(),
                 message: format!("`{}` started without a process id", self.program()),
@@ -359,21 +288,12 @@ impl ExecService {
         if let Some(stdout) = child.stdout.take() {
             tokio::spawn(forward(self.name.clone(), "stdout", stdout, None));
         }
-        let stderr_reader = child.stderr.take().map(|stderr| {
-            tokio::spawn(forward(
-                self.name.clone(),
-                "stderr",
-                stderr,
-                Some(stderr_tail.clone()),
-            ))
-        });
+        let stderr_reader = child
+            .stderr
+            .take()
+            .map(|stderr| tokio::spawn(forward(self.name.clone(), "stderr", stderr, Some(stderr_tail.clone()))));
         tracing::info!(resource = %self.name, pid = pgid, argv = %self.argv.join(" "), "process started");
-        Ok(Owned {
-            child,
-            pgid,
-            stderr_tail,
-            stderr_reader,
-        })
+        Ok(Owned { child, pgid, stderr_tail, stderr_reader })
     }
 }
 
@@ -388,11 +308,7 @@ async fn forward(
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        match (&mut reader)
-            .take(MAX_LINE)
-            .read_until(b'\n', &mut buf)
-            .await
-        {
+        match (&mut reader).take(MAX_LINE).read_until(b'\n', &mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
@@ -434,11 +350,7 @@ impl Resource for ExecService {
             }
             return Err(Error::Resource {
                 resource: self.name.clone(),
-                message: format!(
-                    "`{}` exited right after start ({status}): {}",
-                    self.argv.join(" "),
-                    owned.tail()
-                ),
+                message: format!("`{}` exited right after start ({status}): {}", self.argv.join(" "), owned.tail()),
             });
         }
         *slot = Some(owned);
@@ -502,22 +414,12 @@ mod tests {
     };
 
     fn unit(runner: &Arc<ScriptedRunner>) -> Arc<dyn Resource> {
-        build(
-            "pbx",
-            &ServiceConfig::Unit("asterisk.service".into()),
-            TIMEOUTS,
-            runner.clone(),
-        )
-        .unwrap()
+        build("pbx", &ServiceConfig::Unit("asterisk.service".into()), TIMEOUTS, runner.clone()).unwrap()
     }
 
     /// What `systemctl is-active` prints, with its exit code, as systemd 252 does.
     fn is_active(stdout: &str, code: i32) -> Output {
-        Output {
-            code,
-            stdout: format!("{stdout}\n"),
-            stderr: String::new(),
-        }
+        Output { code, stdout: format!("{stdout}\n"), stderr: String::new() }
     }
 
     #[tokio::test]
@@ -527,13 +429,7 @@ mod tests {
         let pbx = unit(&runner);
         pbx.start().await.unwrap();
         pbx.stop().await.unwrap();
-        assert_eq!(
-            runner.argvs(),
-            [
-                "systemctl start asterisk.service",
-                "systemctl stop asterisk.service"
-            ]
-        );
+        assert_eq!(runner.argvs(), ["systemctl start asterisk.service", "systemctl stop asterisk.service"]);
         let timeouts: Vec<Duration> = runner.calls().iter().map(|c| c.timeout).collect();
         assert_eq!(timeouts, [TIMEOUTS.start, TIMEOUTS.stop]);
     }
@@ -548,10 +444,7 @@ mod tests {
             ("failed", 3, ResourceState::Stopped),
             ("activating", 3, ResourceState::Stopped),
         ] {
-            runner.on(
-                ["systemctl", "is-active", "asterisk.service"],
-                is_active(stdout, code),
-            );
+            runner.on(["systemctl", "is-active", "asterisk.service"], is_active(stdout, code));
             assert_eq!(pbx.monitor().await.unwrap(), state, "{stdout}");
         }
     }
@@ -561,18 +454,11 @@ mod tests {
         let runner = Arc::new(ScriptedRunner::new());
         runner.on(["systemctl", "is-active"], is_active("unknown", 4));
         let err = unit(&runner).monitor().await.unwrap_err().to_string();
-        assert!(
-            err.contains("systemctl is-active asterisk.service")
-                && err.contains("status 4: unknown"),
-            "{err}"
-        );
+        assert!(err.contains("systemctl is-active asterisk.service") && err.contains("status 4: unknown"), "{err}");
 
         runner.on(
             ["systemctl", "is-active"],
-            Output::failed(
-                1,
-                "System has not been booted with systemd as init system (PID 1). Can't operate.\n",
-            ),
+            Output::failed(1, "System has not been booted with systemd as init system (PID 1). Can't operate.\n"),
         );
         let err = unit(&runner).monitor().await.unwrap_err().to_string();
         assert!(err.contains("not been booted with systemd"), "{err}");
@@ -590,12 +476,7 @@ mod tests {
             ),
         );
         let err = unit(&runner).start().await.unwrap_err().to_string();
-        assert!(
-            err.starts_with(
-                "resource `pbx`: `systemctl start asterisk.service` exited with status 1"
-            ),
-            "{err}"
-        );
+        assert!(err.starts_with("resource `pbx`: `systemctl start asterisk.service` exited with status 1"), "{err}");
         assert!(err.contains("control process exited"), "{err}");
     }
 
@@ -621,12 +502,7 @@ mod tests {
         web.stop().await.unwrap();
         assert_eq!(
             runner.argvs(),
-            [
-                "/usr/sbin/httpd -k start",
-                "pidof httpd",
-                "pidof httpd",
-                "/usr/sbin/httpd -k stop"
-            ]
+            ["/usr/sbin/httpd -k start", "pidof httpd", "pidof httpd", "/usr/sbin/httpd -k stop"]
         );
         assert_eq!(runner.calls()[1].timeout, TIMEOUTS.monitor);
     }
@@ -634,10 +510,7 @@ mod tests {
     #[tokio::test]
     async fn commands_without_status_trust_their_own_start_and_stop() {
         let runner = Arc::new(ScriptedRunner::new());
-        runner.on_seq(
-            ["/usr/sbin/httpd", "-k", "start"],
-            vec![Output::failed(1, "httpd: bad config"), Output::ok("")],
-        );
+        runner.on_seq(["/usr/sbin/httpd", "-k", "start"], vec![Output::failed(1, "httpd: bad config"), Output::ok("")]);
         runner.on(["/usr/sbin/httpd", "-k", "stop"], Output::ok(""));
         let web = build("web", &commands(None), TIMEOUTS, runner.clone()).unwrap();
         assert_eq!(web.monitor().await.unwrap(), ResourceState::Stopped);
@@ -653,25 +526,12 @@ mod tests {
     #[test]
     fn empty_argvs_are_refused_naming_the_key() {
         let runner: Arc<dyn Runner> = Arc::new(ScriptedRunner::new());
-        let config = ServiceConfig::Commands {
-            start: vec!["true".into()],
-            stop: vec!["true".into()],
-            status: Some(vec![]),
-        };
-        let err = build("web", &config, TIMEOUTS, runner.clone())
-            .err()
-            .unwrap()
-            .to_string();
+        let config =
+            ServiceConfig::Commands { start: vec!["true".into()], stop: vec!["true".into()], status: Some(vec![]) };
+        let err = build("web", &config, TIMEOUTS, runner.clone()).err().unwrap().to_string();
         assert!(err.contains("web") && err.contains("`status`"), "{err}");
-        let config = ServiceConfig::Exec {
-            argv: vec![],
-            env: BTreeMap::new(),
-        };
-        assert!(build("web", &config, TIMEOUTS, runner)
-            .err()
-            .unwrap()
-            .to_string()
-            .contains("`exec`"));
+        let config = ServiceConfig::Exec { argv: vec![], env: BTreeMap::new() };
+        assert!(build("web", &config, TIMEOUTS, runner).err().unwrap().to_string().contains("`exec`"));
     }
 
     fn exec(script: &str, grace: Duration) -> ExecService {
@@ -687,10 +547,7 @@ mod tests {
     /// A process that exists and is not a zombie.
     fn alive(pid: libc::pid_t) -> bool {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|stat| {
-                stat.rsplit_once(") ")
-                    .is_some_and(|(_, rest)| !rest.starts_with('Z'))
-            })
+            .map(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
             .unwrap_or(false)
     }
 
@@ -711,10 +568,7 @@ mod tests {
 
     async fn read_pid(path: &Path) -> libc::pid_t {
         for _ in 0..100 {
-            if let Some(pid) = std::fs::read_to_string(path)
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-            {
+            if let Some(pid) = std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok()) {
                 return pid;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -726,23 +580,14 @@ mod tests {
     async fn exec_start_monitor_stop_with_env() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("greeting");
-        let service = exec(
-            &format!(
-                "echo \"$PBXHA_TEST_GREETING\" > {}; exec sleep 30",
-                out.display()
-            ),
-            Duration::from_secs(5),
-        );
+        let service =
+            exec(&format!("echo \"$PBXHA_TEST_GREETING\" > {}; exec sleep 30", out.display()), Duration::from_secs(5));
         service.start().await.unwrap();
         let pid = pgid(&service).await;
         assert!(alive(pid));
         assert_eq!(service.monitor().await.unwrap(), ResourceState::Running);
         service.start().await.unwrap();
-        assert_eq!(
-            pgid(&service).await,
-            pid,
-            "starting a running process is a no-op"
-        );
+        assert_eq!(pgid(&service).await, pid, "starting a running process is a no-op");
         for _ in 0..100 {
             if std::fs::read_to_string(&out).is_ok_and(|s| s == "hello\n") {
                 break;
@@ -796,19 +641,13 @@ mod tests {
         let bg = dir.path().join("bg.pid");
         let grace = Duration::from_millis(500);
         // The background child is in the same group and ignores SIGTERM too.
-        let service = exec(
-            &format!("trap '' TERM; sleep 30 & echo $! > {}; wait", bg.display()),
-            grace,
-        );
+        let service = exec(&format!("trap '' TERM; sleep 30 & echo $! > {}; wait", bg.display()), grace);
         service.start().await.unwrap();
         let leader = pgid(&service).await;
         let child = read_pid(&bg).await;
         let began = Instant::now();
         service.stop().await.unwrap();
-        assert!(
-            began.elapsed() >= grace,
-            "SIGKILL came before the grace ran out"
-        );
+        assert!(began.elapsed() >= grace, "SIGKILL came before the grace ran out");
         assert!(!alive(leader));
         assert!(gone(child).await, "the group's other member survived");
         service.stop().await.unwrap();
@@ -837,15 +676,9 @@ mod tests {
 
     #[tokio::test]
     async fn exec_that_exits_at_once_fails_with_its_stderr() {
-        let service = exec(
-            "echo 'cannot bind 127.0.0.1:5060' >&2; exit 1",
-            Duration::from_secs(1),
-        );
+        let service = exec("echo 'cannot bind 127.0.0.1:5060' >&2; exit 1", Duration::from_secs(1));
         let err = service.start().await.unwrap_err().to_string();
-        assert!(
-            err.contains("exited right after start") && err.contains("exit status: 1"),
-            "{err}"
-        );
+        assert!(err.contains("exited right after start") && err.contains("exit status: 1"), "{err}");
         assert!(err.contains("cannot bind 127.0.0.1:5060"), "{err}");
         assert_eq!(service.monitor().await.unwrap(), ResourceState::Stopped);
     }
@@ -854,17 +687,11 @@ mod tests {
     async fn dropping_an_exec_service_kills_its_group() {
         let dir = tempfile::tempdir().unwrap();
         let bg = dir.path().join("bg.pid");
-        let service = exec(
-            &format!("sleep 30 & echo $! > {}; wait", bg.display()),
-            Duration::from_secs(5),
-        );
+        let service = exec(&format!("sleep 30 & echo $! > {}; wait", bg.display()), Duration::from_secs(5));
         service.start().await.unwrap();
         let leader = pgid(&service).await;
         let child = read_pid(&bg).await;
         drop(service);
-        assert!(
-            gone(leader).await && gone(child).await,
-            "drop left the group running"
-        );
+        assert!(gone(leader).await && gone(child).await, "drop left the group running");
     }
 }

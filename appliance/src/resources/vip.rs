@@ -34,11 +34,7 @@ pub struct Vip {
 
 /// One way of telling neighbours "this address is at this MAC".
 enum Announcer {
-    Arp {
-        socket: ArpSocket,
-        mac: Mac,
-        ip: std::net::Ipv4Addr,
-    },
+    Arp { socket: ArpSocket, mac: Mac, ip: std::net::Ipv4Addr },
     Na(NaSocket),
 }
 
@@ -62,27 +58,15 @@ fn describe(err: &io::Error, capability: &str) -> String {
 
 impl Vip {
     pub fn new(name: impl Into<String>, config: VipConfig) -> Self {
-        Vip {
-            name: name.into(),
-            config,
-            announcer: Mutex::new(None),
-        }
+        Vip { name: name.into(), config, announcer: Mutex::new(None) }
     }
 
     fn fail(&self, message: String) -> Error {
-        Error::Resource {
-            resource: self.name.clone(),
-            message,
-        }
+        Error::Resource { resource: self.name.clone(), message }
     }
 
     fn netlink(&self) -> Result<Netlink, Error> {
-        Netlink::open().map_err(|e| {
-            self.fail(format!(
-                "opening a netlink socket: {}",
-                describe(&e, "CAP_NET_ADMIN")
-            ))
-        })
+        Netlink::open().map_err(|e| self.fail(format!("opening a netlink socket: {}", describe(&e, "CAP_NET_ADMIN"))))
     }
 
     /// The configured interface; `None` when it does not exist.
@@ -100,10 +84,7 @@ impl Vip {
 
     async fn link(&self, netlink: &Netlink) -> Result<Link, Error> {
         self.find_link(netlink).await?.ok_or_else(|| {
-            self.fail(format!(
-                "interface `{}` does not exist (VIP {})",
-                self.config.interface, self.config.address
-            ))
+            self.fail(format!("interface `{}` does not exist (VIP {})", self.config.interface, self.config.address))
         })
     }
 
@@ -112,12 +93,10 @@ impl Vip {
     /// leave it behind.
     async fn held_on(&self, netlink: &Netlink, link: &Link) -> Result<bool, Error> {
         let ip = self.config.address.addr;
-        let indexes = netlink.interfaces_with(ip).await.map_err(|e| {
-            self.fail(format!(
-                "listing addresses for {ip}: {}",
-                describe(&e, "CAP_NET_ADMIN")
-            ))
-        })?;
+        let indexes = netlink
+            .interfaces_with(ip)
+            .await
+            .map_err(|e| self.fail(format!("listing addresses for {ip}: {}", describe(&e, "CAP_NET_ADMIN"))))?;
         if let Some(&other) = indexes.iter().find(|&&i| i != link.index) {
             let other = match netlink.link_by_index(other).await {
                 Ok(l) => l.name,
@@ -155,16 +134,13 @@ impl Vip {
             IpAddr::V4(v4) => ("ARP probe", arp::probe(link.index, mac, v4, window).await),
             IpAddr::V6(v6) => ("duplicate address detection", ndp::dad(link.index, mac, v6, window).await),
         };
-        let holder = holder.map_err(|e| {
-            self.fail(format!("{probe} for {ip} on `{}`: {}", link.name, describe(&e, "CAP_NET_RAW")))
-        })?;
+        let holder = holder
+            .map_err(|e| self.fail(format!("{probe} for {ip} on `{}`: {}", link.name, describe(&e, "CAP_NET_RAW"))))?;
         match holder {
             None => Ok(()),
-            Some(holder) => Err(Error::VipConflict {
-                resource: self.name.clone(),
-                vip: ip.to_string(),
-                holder: holder.to_string(),
-            }),
+            Some(holder) => {
+                Err(Error::VipConflict { resource: self.name.clone(), vip: ip.to_string(), holder: holder.to_string() })
+            }
         }
     }
 
@@ -181,26 +157,17 @@ impl Vip {
     /// refresh, to a background task that replaces any earlier one.
     fn announce(&self, link: &Link, mac: Mac) -> Result<(), Error> {
         let announcer = match self.config.address.addr {
-            IpAddr::V4(ip) => {
-                ArpSocket::open(link.index).map(|socket| Announcer::Arp { socket, mac, ip })
-            }
+            IpAddr::V4(ip) => ArpSocket::open(link.index).map(|socket| Announcer::Arp { socket, mac, ip }),
             IpAddr::V6(ip) => NaSocket::open(link.index, ip, mac).map(Announcer::Na),
         }
         .map_err(|e| {
-            self.fail(format!(
-                "opening a socket on `{}` to announce: {}",
-                link.name,
-                describe(&e, "CAP_NET_RAW")
-            ))
+            self.fail(format!("opening a socket on `{}` to announce: {}", link.name, describe(&e, "CAP_NET_RAW")))
         })?;
         let count = self.config.garp_count;
         if count > 0 {
-            announcer.send().map_err(|e| {
-                self.fail(format!(
-                    "announcing {} on `{}`: {e}",
-                    self.config.address.addr, link.name
-                ))
-            })?;
+            announcer
+                .send()
+                .map_err(|e| self.fail(format!("announcing {} on `{}`: {e}", self.config.address.addr, link.name)))?;
         }
         let (interval, refresh) = (self.config.garp_interval, self.config.garp_refresh);
         let (resource, address) = (self.name.clone(), self.config.address.addr);
@@ -226,10 +193,7 @@ impl Vip {
     }
 
     fn replace_announcer(&self, task: Option<JoinHandle<()>>) {
-        let mut slot = self
-            .announcer
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut slot = self.announcer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(old) = std::mem::replace(&mut *slot, task) {
             old.abort();
         }
@@ -249,21 +213,16 @@ impl Vip {
             if guard {
                 self.guard(&link, mac).await?;
             }
-            netlink
-                .add_address(
-                    link.index,
-                    self.config.address,
-                    self.config.address.addr.is_ipv6(),
-                )
-                .await
-                .map_err(|e| {
+            netlink.add_address(link.index, self.config.address, self.config.address.addr.is_ipv6()).await.map_err(
+                |e| {
                     self.fail(format!(
                         "adding {} to `{}`: {}",
                         self.config.address,
                         link.name,
                         describe(&e, "CAP_NET_ADMIN")
                     ))
-                })?;
+                },
+            )?;
         }
         self.announce(&link, mac)
     }
@@ -298,17 +257,14 @@ impl Resource for Vip {
         let Some(link) = self.find_link(&netlink).await? else {
             return Ok(());
         };
-        netlink
-            .remove_address(link.index, self.config.address.addr)
-            .await
-            .map_err(|e| {
-                self.fail(format!(
-                    "removing {} from `{}`: {}",
-                    self.config.address.addr,
-                    link.name,
-                    describe(&e, "CAP_NET_ADMIN")
-                ))
-            })
+        netlink.remove_address(link.index, self.config.address.addr).await.map_err(|e| {
+            self.fail(format!(
+                "removing {} from `{}`: {}",
+                self.config.address.addr,
+                link.name,
+                describe(&e, "CAP_NET_ADMIN")
+            ))
+        })
     }
 
     async fn monitor(&self) -> Result<ResourceState, Error> {
@@ -316,31 +272,17 @@ impl Resource for Vip {
         let Some(link) = self.find_link(&netlink).await? else {
             return Ok(ResourceState::Stopped);
         };
-        let indexes = netlink
-            .interfaces_with(self.config.address.addr)
-            .await
-            .map_err(|e| {
-                self.fail(format!(
-                    "listing addresses for {}: {}",
-                    self.config.address.addr,
-                    describe(&e, "CAP_NET_ADMIN")
-                ))
-            })?;
-        Ok(if indexes.contains(&link.index) {
-            ResourceState::Running
-        } else {
-            ResourceState::Stopped
-        })
+        let indexes = netlink.interfaces_with(self.config.address.addr).await.map_err(|e| {
+            self.fail(format!("listing addresses for {}: {}", self.config.address.addr, describe(&e, "CAP_NET_ADMIN")))
+        })?;
+        Ok(if indexes.contains(&link.index) { ResourceState::Running } else { ResourceState::Stopped })
     }
 
     async fn reannounce(&self) -> Result<(), Error> {
         let netlink = self.netlink()?;
         let link = self.link(&netlink).await?;
         if !self.held_on(&netlink, &link).await? {
-            return Err(self.fail(format!(
-                "not announcing {}: it is not on `{}`",
-                self.config.address.addr, link.name
-            )));
+            return Err(self.fail(format!("not announcing {}: it is not on `{}`", self.config.address.addr, link.name)));
         }
         let mac = self.mac(&link)?;
         self.announce(&link, mac)
@@ -373,33 +315,21 @@ mod tests {
     }
 
     fn net(prefix: &str) -> TestNet {
-        TestNet::new(
-            prefix,
-            &[
-                (NODE, "198.51.100.11/24"),
-                (OTHER, "198.51.100.12/24"),
-                (CLIENT, "198.51.100.20/24"),
-            ],
-        )
-        .unwrap()
+        TestNet::new(prefix, &[(NODE, "198.51.100.11/24"), (OTHER, "198.51.100.12/24"), (CLIENT, "198.51.100.20/24")])
+            .unwrap()
     }
 
     fn mac_of(net: &TestNet, host: &str) -> Mac {
         let out = net.ip(host, &["-o", "link", "show", HOST_IF]).unwrap();
         let mut words = out.split_whitespace().skip_while(|w| *w != "link/ether");
-        words
-            .nth(1)
-            .and_then(|m| m.parse().ok())
-            .unwrap_or_else(|| panic!("no MAC in `{out}`"))
+        words.nth(1).and_then(|m| m.parse().ok()).unwrap_or_else(|| panic!("no MAC in `{out}`"))
     }
 
     /// Polls the client's neighbour entry for `ip` until it shows `mac`, for up to 10 s.
     fn wait_for_neighbour(net: &TestNet, ip: &str, mac: Mac) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let entry = net
-                .ip(CLIENT, &["neigh", "show", ip, "dev", HOST_IF])
-                .unwrap();
+            let entry = net.ip(CLIENT, &["neigh", "show", ip, "dev", HOST_IF]).unwrap();
             if entry.contains(&mac.to_string()) || Instant::now() > deadline {
                 return entry;
             }
@@ -426,9 +356,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!(states, (ResourceState::Stopped, ResourceState::Running));
-        let shown = net
-            .ip(NODE, &["-o", "addr", "show", "dev", HOST_IF])
-            .unwrap();
+        let shown = net.ip(NODE, &["-o", "addr", "show", "dev", HOST_IF]).unwrap();
         assert_eq!(shown.matches("198.51.100.50/24").count(), 1, "{shown}");
 
         let after = net
@@ -442,14 +370,11 @@ mod tests {
             })
             .unwrap();
         assert_eq!(after, ResourceState::Stopped);
-        let shown = net
-            .ip(NODE, &["-o", "addr", "show", "dev", HOST_IF])
-            .unwrap();
+        let shown = net.ip(NODE, &["-o", "addr", "show", "dev", HOST_IF]).unwrap();
         assert!(!shown.contains("198.51.100.50"), "{shown}");
 
         // The address on another interface of the node: refuse, naming it.
-        net.ip(NODE, &["addr", "add", "198.51.100.50/32", "dev", "lo"])
-            .unwrap();
+        net.ip(NODE, &["addr", "add", "198.51.100.50/32", "dev", "lo"]).unwrap();
         let err = net
             .run_in(NODE, {
                 let vip = vip.clone();
@@ -458,10 +383,7 @@ mod tests {
             .unwrap()
             .unwrap_err()
             .to_string();
-        assert!(
-            err.contains("`vip`") && err.contains("198.51.100.50") && err.contains("`lo`"),
-            "{err}"
-        );
+        assert!(err.contains("`vip`") && err.contains("198.51.100.50") && err.contains("`lo`"), "{err}");
     }
 
     #[test]
@@ -472,21 +394,8 @@ mod tests {
         let net = net("vipgarp");
         // With arp_accept=0 a gratuitous ARP only updates an entry that exists; and an entry
         // changed less than locktime (1 s) ago may ignore it. Prime it, then wait that out.
-        net.ip(
-            CLIENT,
-            &[
-                "neigh",
-                "replace",
-                "198.51.100.50",
-                "lladdr",
-                OLD_MAC,
-                "dev",
-                HOST_IF,
-                "nud",
-                "stale",
-            ],
-        )
-        .unwrap();
+        net.ip(CLIENT, &["neigh", "replace", "198.51.100.50", "lladdr", OLD_MAC, "dev", HOST_IF, "nud", "stale"])
+            .unwrap();
         std::thread::sleep(Duration::from_millis(1500));
         let node_mac = mac_of(&net, NODE);
         let start_took = net
@@ -502,10 +411,7 @@ mod tests {
             .unwrap();
         eprintln!("start() with the first gratuitous ARP took {start_took:?}");
         let entry = wait_for_neighbour(&net, "198.51.100.50", node_mac);
-        assert!(
-            entry.contains(&node_mac.to_string()),
-            "client still has `{entry}`, expected {node_mac}"
-        );
+        assert!(entry.contains(&node_mac.to_string()), "client still has `{entry}`, expected {node_mac}");
     }
 
     #[test]
@@ -514,39 +420,25 @@ mod tests {
             return;
         }
         let net = net("vipguard");
-        net.ip(OTHER, &["addr", "add", "198.51.100.50/24", "dev", HOST_IF])
-            .unwrap();
+        net.ip(OTHER, &["addr", "add", "198.51.100.50/24", "dev", HOST_IF]).unwrap();
         let other_mac = mac_of(&net, OTHER);
         let (taken, free) = net
             .run_in(NODE, || async {
-                let taken = Vip::new("vip", config("198.51.100.50/24", true))
-                    .start()
-                    .await;
-                let free = Vip::new("vip2", config("198.51.100.51/24", true))
-                    .start()
-                    .await;
+                let taken = Vip::new("vip", config("198.51.100.50/24", true)).start().await;
+                let free = Vip::new("vip2", config("198.51.100.51/24", true)).start().await;
                 (taken, free)
             })
             .unwrap();
         match taken {
-            Err(Error::VipConflict {
-                resource,
-                vip,
-                holder,
-            }) => {
+            Err(Error::VipConflict { resource, vip, holder }) => {
                 assert_eq!((resource.as_str(), vip.as_str()), ("vip", "198.51.100.50"));
                 assert_eq!(holder, other_mac.to_string());
             }
             other => panic!("expected a VIP conflict, got {other:?}"),
         }
         free.unwrap();
-        let shown = net
-            .ip(NODE, &["-o", "addr", "show", "dev", HOST_IF])
-            .unwrap();
-        assert!(
-            !shown.contains("198.51.100.50/24") && shown.contains("198.51.100.51/24"),
-            "{shown}"
-        );
+        let shown = net.ip(NODE, &["-o", "addr", "show", "dev", HOST_IF]).unwrap();
+        assert!(!shown.contains("198.51.100.50/24") && shown.contains("198.51.100.51/24"), "{shown}");
         // After an explicit hand-over the peer has released the address: no probe, no wait.
         let (released, took) = net
             .run_in(NODE, || async {
@@ -567,13 +459,7 @@ mod tests {
         let net = net("vip6");
         // RFC 3849 documentation prefix, inside the test's own namespaces.
         let vip = "2001:db8::50";
-        net.ip(
-            CLIENT,
-            &[
-                "-6", "neigh", "replace", vip, "lladdr", OLD_MAC, "dev", HOST_IF, "nud", "stale",
-            ],
-        )
-        .unwrap();
+        net.ip(CLIENT, &["-6", "neigh", "replace", vip, "lladdr", OLD_MAC, "dev", HOST_IF, "nud", "stale"]).unwrap();
         let node_mac = mac_of(&net, NODE);
         net.run_in(NODE, move || async move {
             let vip = Vip::new("vip6", config(&format!("{vip}/64"), true));
@@ -582,22 +468,11 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(700)).await;
         })
         .unwrap();
-        let shown = net
-            .ip(NODE, &["-6", "-o", "addr", "show", "dev", HOST_IF])
-            .unwrap();
-        let line = shown
-            .lines()
-            .find(|l| l.contains(vip))
-            .unwrap_or_else(|| panic!("{vip} missing: {shown}"));
-        assert!(
-            line.contains("nodad") && !line.contains("tentative"),
-            "{line}"
-        );
+        let shown = net.ip(NODE, &["-6", "-o", "addr", "show", "dev", HOST_IF]).unwrap();
+        let line = shown.lines().find(|l| l.contains(vip)).unwrap_or_else(|| panic!("{vip} missing: {shown}"));
+        assert!(line.contains("nodad") && !line.contains("tentative"), "{line}");
         let entry = wait_for_neighbour(&net, vip, node_mac);
-        assert!(
-            entry.contains(&node_mac.to_string()),
-            "client still has `{entry}`, expected {node_mac}"
-        );
+        assert!(entry.contains(&node_mac.to_string()), "client still has `{entry}`, expected {node_mac}");
     }
 
     #[test]
@@ -646,11 +521,7 @@ mod tests {
             let net = net.clone();
             move || {
                 net.run_in(CLIENT, move || async move {
-                    let link = Netlink::open()
-                        .unwrap()
-                        .link_by_name(HOST_IF)
-                        .await
-                        .unwrap();
+                    let link = Netlink::open().unwrap().link_by_name(HOST_IF).await.unwrap();
                     let socket = ArpSocket::open(link.index).unwrap();
                     ready_tx.send(()).unwrap();
                     let mut arrivals = Vec::new();
@@ -690,10 +561,7 @@ mod tests {
         let arrivals = listener.join().unwrap().unwrap();
         let before = arrivals.iter().filter(|t| **t <= stopped_at).count();
         // Slack for a frame sent just before stop whose arrival was recorded late.
-        let late = arrivals
-            .iter()
-            .filter(|t| **t > stopped_at + Duration::from_millis(250))
-            .count();
+        let late = arrivals.iter().filter(|t| **t > stopped_at + Duration::from_millis(250)).count();
         // 2 in the burst, then one every 300 ms for about a second.
         assert!(before >= 4, "only {before} announcements while held");
         assert_eq!(late, 0, "announcements after stop");
@@ -715,9 +583,7 @@ mod tests {
         let vip = Vip::new("vip", cfg);
         let err = vip.start().await.unwrap_err().to_string();
         assert!(
-            err.contains("`vip`")
-                && err.contains("`pbxhanosuch0` does not exist")
-                && err.contains("198.51.100.50"),
+            err.contains("`vip`") && err.contains("`pbxhanosuch0` does not exist") && err.contains("198.51.100.50"),
             "{err}"
         );
         assert_eq!(vip.monitor().await.unwrap(), ResourceState::Stopped);

@@ -4,17 +4,11 @@ use super::*;
 use crate::answers::parse;
 
 fn env(root: &Path) -> Env {
-    Env {
-        root: root.to_path_buf(),
-        runner: Arc::new(pbxha_runner::ScriptedRunner::new()),
-    }
+    Env { root: root.to_path_buf(), runner: Arc::new(pbxha_runner::ScriptedRunner::new()) }
 }
 
 fn answers() -> Answers {
-    let mut a = parse(include_str!("../../../examples/answers.toml"))
-        .unwrap()
-        .complete()
-        .unwrap();
+    let mut a = parse(include_str!("../../../examples/answers.toml")).unwrap().complete().unwrap();
     let f = facts();
     resolve(&mut a, &f).unwrap();
     a
@@ -34,10 +28,7 @@ fn addresses_left_out_come_from_the_interfaces() {
     let a = answers();
     assert_eq!(a.public.address, Some("192.168.0.100/24".parse().unwrap()));
     assert_eq!(a.heartbeat[0].address, Some("10.1.1.1/24".parse().unwrap()));
-    let mut b = parse(include_str!("../../../examples/answers.toml"))
-        .unwrap()
-        .complete()
-        .unwrap();
+    let mut b = parse(include_str!("../../../examples/answers.toml")).unwrap().complete().unwrap();
     let err = resolve(&mut b, &Facts::default()).unwrap_err();
     assert_eq!(err.len(), 2, "{err:?}");
 }
@@ -46,11 +37,7 @@ fn addresses_left_out_come_from_the_interfaces() {
 fn the_drbd_plan_in_order_with_the_config_last() {
     let root = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(root.path().join("etc/asterisk")).unwrap();
-    std::fs::write(
-        root.path().join("etc/asterisk/pjsip.conf"),
-        "[t]\ntype=transport\nbind=0.0.0.0:5060\n",
-    )
-    .unwrap();
+    std::fs::write(root.path().join("etc/asterisk/pjsip.conf"), "[t]\ntype=transport\nbind=0.0.0.0:5060\n").unwrap();
     std::fs::create_dir_all(root.path().join("var/lib/mysql")).unwrap();
     let read = |p: &Path| std::fs::read_to_string(p).ok();
     let size = |_: &Path| Some(4096);
@@ -77,41 +64,14 @@ fn the_drbd_plan_in_order_with_the_config_last() {
     );
     let shown = show(&plan);
     let r = root.path().display();
-    assert!(
-        shown.contains(&format!(
-            "runs: drbdadm -c {r}/etc/drbd.d/r0.res primary --force r0"
-        )),
-        "{shown}"
-    );
-    assert!(
-        shown.contains("  -bind=0.0.0.0:5060\n  +bind=192.168.0.105:5060\n"),
-        "{shown}"
-    );
-    assert!(
-        shown.contains(&format!(
-            "{r}/etc/asterisk -> {r}/replica{r}/etc/asterisk (4096 bytes)"
-        )),
-        "{shown}"
-    );
-    assert!(
-        shown.contains(&format!("{r}/var/lib/mysql -> ")),
-        "replica mode moves the datadir too: {shown}"
-    );
-    assert!(
-        shown.contains(&format!(
-            "runs: systemctl --root {r} disable asterisk.service"
-        )),
-        "{shown}"
-    );
+    assert!(shown.contains(&format!("runs: drbdadm -c {r}/etc/drbd.d/r0.res primary --force r0")), "{shown}");
+    assert!(shown.contains("  -bind=0.0.0.0:5060\n  +bind=192.168.0.105:5060\n"), "{shown}");
+    assert!(shown.contains(&format!("{r}/etc/asterisk -> {r}/replica{r}/etc/asterisk (4096 bytes)")), "{shown}");
+    assert!(shown.contains(&format!("{r}/var/lib/mysql -> ")), "replica mode moves the datadir too: {shown}");
+    assert!(shown.contains(&format!("runs: systemctl --root {r} disable asterisk.service")), "{shown}");
     assert!(shown.contains("+net.ipv4.ip_nonlocal_bind = 1"), "{shown}");
-    assert!(matches!(
-        plan.steps.last().unwrap().actions[..],
-        [Action::Commit { .. }]
-    ));
-    assert!(
-        plan.start_daemon,
-        "systemd is not PID 1 in these facts: pbxha starts the daemon itself"
-    );
+    assert!(matches!(plan.steps.last().unwrap().actions[..], [Action::Commit { .. }]));
+    assert!(plan.start_daemon, "systemd is not PID 1 in these facts: pbxha starts the daemon itself");
 }
 
 #[test]
@@ -122,57 +82,25 @@ fn without_storage_nothing_is_formatted_or_moved() {
     a.mysql = crate::answers::Mysql::None;
     let read = |_: &Path| None;
     let size = |_: &Path| None;
-    let plan = plan(
-        &a,
-        &Facts {
-            systemd_pid1: false,
-            ..facts()
-        },
-        &env(root.path()),
-        &read,
-        &size,
-    )
-    .unwrap();
+    let plan = plan(&a, &Facts { systemd_pid1: false, ..facts() }, &env(root.path()), &read, &size).unwrap();
     let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
-    assert_eq!(
-        ids,
-        [
-            "authkey",
-            "answers",
-            "sysctl",
-            "boot-asterisk",
-            "unit",
-            "config"
-        ]
-    );
+    assert_eq!(ids, ["authkey", "answers", "sysctl", "boot-asterisk", "unit", "config"]);
 }
 
 #[test]
 fn a_dropping_firewall_gets_one_rule_per_link_and_replication() {
     let root = tempfile::tempdir().unwrap();
     let mut a = answers();
-    a.mysql = crate::answers::Mysql::MasterMaster {
-        admin_password_file: "/etc/pbxha/mysql-admin".into(),
-    };
+    a.mysql = crate::answers::Mysql::MasterMaster { admin_password_file: "/etc/pbxha/mysql-admin".into() };
     let f = Facts {
-        firewall: Some(crate::facts::NftChain {
-            family: "inet".into(),
-            table: "filter".into(),
-            chain: "input".into(),
-        }),
+        firewall: Some(crate::facts::NftChain { family: "inet".into(), table: "filter".into(), chain: "input".into() }),
         ..facts()
     };
     let read = |_: &Path| None;
     let size = |_: &Path| None;
     let plan = plan(&a, &f, &env(root.path()), &read, &size).unwrap();
-    let step = plan
-        .steps
-        .iter()
-        .find(|s| s.id == "firewall")
-        .expect("a firewall step");
-    let Action::Nft { rules, .. } = &step.actions[0] else {
-        panic!("{step:?}")
-    };
+    let step = plan.steps.iter().find(|s| s.id == "firewall").expect("a firewall step");
+    let Action::Nft { rules, .. } = &step.actions[0] else { panic!("{step:?}") };
     assert_eq!(
         rules,
         &[
@@ -182,5 +110,9 @@ fn a_dropping_firewall_gets_one_rule_per_link_and_replication() {
             "ip saddr 10.1.1.2 tcp dport 3306 accept",
         ]
     );
-    assert!(step.shows.contains("nft insert rule inet filter input ip saddr 10.1.1.2 tcp dport 7788 accept comment pbxha"), "{}", step.shows);
+    assert!(
+        step.shows.contains("nft insert rule inet filter input ip saddr 10.1.1.2 tcp dport 7788 accept comment pbxha"),
+        "{}",
+        step.shows
+    );
 }

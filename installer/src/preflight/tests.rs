@@ -3,10 +3,7 @@ use crate::answers::{parse, DrbdAnswers, Pbx};
 use crate::facts::Device;
 
 fn answers() -> Answers {
-    let mut a = parse(include_str!("../../../examples/answers.toml"))
-        .unwrap()
-        .complete()
-        .unwrap();
+    let mut a = parse(include_str!("../../../examples/answers.toml")).unwrap().complete().unwrap();
     a.mail = None;
     a
 }
@@ -15,11 +12,7 @@ fn answers() -> Answers {
 fn good() -> Facts {
     Facts {
         euid: 0,
-        os: Some((
-            "Debian GNU/Linux 12 (bookworm)".into(),
-            "debian".into(),
-            "12".into(),
-        )),
+        os: Some(("Debian GNU/Linux 12 (bookworm)".into(), "debian".into(), "12".into())),
         uname: "pbx1".into(),
         etc_hostname: Some("pbx1".into()),
         interfaces: crate::facts::example_interfaces(),
@@ -29,27 +22,17 @@ fn good() -> Facts {
             ("eth0".into(), "192.168.0.101".parse().unwrap(), true),
         ],
         time_sync: Some("chronyd".into()),
-        device: Some(Device {
-            path: "/dev/sdb1".into(),
-            block: true,
-            ..Device::default()
-        }),
+        device: Some(Device { path: "/dev/sdb1".into(), block: true, ..Device::default() }),
         drbd_utils: Some("9.22.0".into()),
         drbd_module: true,
-        mysql_server: Some(
-            "mariadbd  Ver 10.11.6-MariaDB-0+deb12u1 for debian-linux-gnu on x86_64 (Debian 12)"
-                .into(),
-        ),
+        mysql_server: Some("mariadbd  Ver 10.11.6-MariaDB-0+deb12u1 for debian-linux-gnu on x86_64 (Debian 12)".into()),
         pbx_found: vec![(Pbx::Asterisk, "/etc/asterisk".into())],
         ..Facts::default()
     }
 }
 
 fn failing(a: &Answers, f: &Facts) -> Vec<Row> {
-    check(a, f)
-        .into_iter()
-        .filter(|r| r.status == Status::Fail)
-        .collect()
+    check(a, f).into_iter().filter(|r| r.status == Status::Fail).collect()
 }
 
 #[test]
@@ -65,10 +48,7 @@ fn a_good_machine_passes_and_every_non_pass_row_has_a_fix() {
         assert_eq!(r.fix.is_some(), r.status != Status::Pass, "{r:?}");
     }
     let t = table(&check(&answers(), &bad));
-    assert!(
-        t.contains("FAIL  root") && t.contains("WARN  time-sync") && t.contains("WARN  other-ha"),
-        "{t}"
-    );
+    assert!(t.contains("FAIL  root") && t.contains("WARN  time-sync") && t.contains("WARN  other-ha"), "{t}");
 }
 
 #[test]
@@ -77,12 +57,7 @@ fn a_vip_already_answered_fails_naming_who_answers() {
     f.vip_answered_by = Some(Some("F6:7B:BA:00:12:BC".into()));
     let rows = failing(&answers(), &f);
     assert_eq!(rows.len(), 1, "{rows:#?}");
-    assert!(
-        rows[0]
-            .detail
-            .contains("192.168.0.105 is already answered by F6:7B:BA:00:12:BC"),
-        "{rows:#?}"
-    );
+    assert!(rows[0].detail.contains("192.168.0.105 is already answered by F6:7B:BA:00:12:BC"), "{rows:#?}");
 }
 
 #[test]
@@ -91,33 +66,19 @@ fn a_vip_outside_the_subnet_fails() {
     a.public.vip = "10.9.9.9/24".parse().unwrap();
     let rows = failing(&a, &good());
     assert_eq!(rows.len(), 1, "{rows:#?}");
-    assert!(
-        rows[0]
-            .detail
-            .contains("outside eth0's subnet 192.168.0.100/24"),
-        "{rows:#?}"
-    );
+    assert!(rows[0].detail.contains("outside eth0's subnet 192.168.0.100/24"), "{rows:#?}");
 }
 
 #[test]
 fn a_mounted_or_formatted_drbd_device_fails_unless_wipe_is_answered() {
     let mut f = good();
     f.device.as_mut().unwrap().mounted_at = Some("/srv".into());
-    assert!(failing(&answers(), &f)[0]
-        .detail
-        .contains("/dev/sdb1 is mounted on /srv"));
+    assert!(failing(&answers(), &f)[0].detail.contains("/dev/sdb1 is mounted on /srv"));
     let mut f = good();
     f.device.as_mut().unwrap().signature = Some("ext4".into());
     let rows = failing(&answers(), &f);
-    assert!(
-        rows[0].detail.contains("/dev/sdb1 holds a ext4 signature"),
-        "{rows:#?}"
-    );
-    assert!(rows[0]
-        .fix
-        .as_deref()
-        .unwrap()
-        .contains("storage.wipe = true"));
+    assert!(rows[0].detail.contains("/dev/sdb1 holds a ext4 signature"), "{rows:#?}");
+    assert!(rows[0].fix.as_deref().unwrap().contains("storage.wipe = true"));
     let mut a = answers();
     if let Storage::Drbd(DrbdAnswers { wipe, .. }) = &mut a.storage {
         *wipe = true;
@@ -136,16 +97,9 @@ fn names_peer_secrets_and_pbx() {
     let mut f = good();
     f.uname = "localhost".into();
     f.peer_answers[0].2 = false;
-    f.secrets = vec![(
-        "mail.password-file".into(),
-        "/etc/pbxha/smtp-password".into(),
-        Some(0o644),
-    )];
+    f.secrets = vec![("mail.password-file".into(), "/etc/pbxha/smtp-password".into(), Some(0o644))];
     f.pbx_found.clear();
-    let checks: Vec<String> = failing(&answers(), &f)
-        .iter()
-        .map(|r| format!("{} {}", r.check, r.detail))
-        .collect();
+    let checks: Vec<String> = failing(&answers(), &f).iter().map(|r| format!("{} {}", r.check, r.detail)).collect();
     assert_eq!(
         checks,
         [

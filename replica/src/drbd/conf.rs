@@ -60,13 +60,8 @@ const AFTER_SB_0PRI: &[&str] = &[
     "discard-local",
     "discard-remote",
 ];
-const AFTER_SB_1PRI: &[&str] = &[
-    "disconnect",
-    "consensus",
-    "violently-as0p",
-    "discard-secondary",
-    "call-pri-lost-after-sb",
-];
+const AFTER_SB_1PRI: &[&str] =
+    &["disconnect", "consensus", "violently-as0p", "discard-secondary", "call-pri-lost-after-sb"];
 const AFTER_SB_2PRI: &[&str] = &["disconnect", "violently-as0p", "call-pri-lost-after-sb"];
 
 /// The handlers pbxha installs: DRBD runs them (through `sh -c`) with `DRBD_RESOURCE` etc. set.
@@ -89,16 +84,11 @@ pub struct DrbdResourceConfig {
 }
 
 fn is_word(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 fn is_path(s: &str) -> bool {
-    s.starts_with('/')
-        && s.len() > 1
-        && s.bytes()
-            .all(|b| b.is_ascii_graphic() && !b"\"';{}#\\".contains(&b))
+    s.starts_with('/') && s.len() > 1 && s.bytes().all(|b| b.is_ascii_graphic() && !b"\"';{}#\\".contains(&b))
 }
 
 impl DrbdResourceConfig {
@@ -106,16 +96,11 @@ impl DrbdResourceConfig {
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
         if !is_word(&self.resource) {
-            p.push(format!(
-                "resource name `{}` must be letters, digits, `-`, `_` or `.`",
-                self.resource
-            ));
+            p.push(format!("resource name `{}` must be letters, digits, `-`, `_` or `.`", self.resource));
         }
         for (key, value) in [("device", &self.device), ("disk", &self.disk)] {
             if !is_path(value) {
-                p.push(format!(
-                    "{key} `{value}` must be an absolute path without spaces or quotes"
-                ));
+                p.push(format!("{key} `{value}` must be an absolute path without spaces or quotes"));
             }
         }
         if self.port == 0 {
@@ -123,50 +108,29 @@ impl DrbdResourceConfig {
         }
         for h in &self.hosts {
             if !is_word(&h.hostname) {
-                p.push(format!(
-                    "host name `{}` must be a plain host name (as `uname -n` prints it)",
-                    h.hostname
-                ));
+                p.push(format!("host name `{}` must be a plain host name (as `uname -n` prints it)", h.hostname));
             }
         }
         if self.hosts[0].hostname == self.hosts[1].hostname {
             p.push(format!("both hosts are named `{}`", self.hosts[0].hostname));
         }
         if self.hosts[0].address == self.hosts[1].address {
-            p.push(format!(
-                "both hosts have the address {}",
-                self.hosts[0].address
-            ));
+            p.push(format!("both hosts have the address {}", self.hosts[0].address));
         }
         if self.hosts[0].address.is_ipv4() != self.hosts[1].address.is_ipv4() {
             p.push("one host has an IPv4 and the other an IPv6 address".into());
         }
         let sb = &self.after_split_brain;
         if !AFTER_SB_0PRI.contains(&sb.zero_primaries.as_str()) {
-            p.push(format!(
-                "after-sb-0pri `{}`: one of {}",
-                sb.zero_primaries,
-                AFTER_SB_0PRI.join(", ")
-            ));
+            p.push(format!("after-sb-0pri `{}`: one of {}", sb.zero_primaries, AFTER_SB_0PRI.join(", ")));
         }
         if !AFTER_SB_1PRI.contains(&sb.one_primary.as_str()) {
-            p.push(format!(
-                "after-sb-1pri `{}`: one of {}",
-                sb.one_primary,
-                AFTER_SB_1PRI.join(", ")
-            ));
+            p.push(format!("after-sb-1pri `{}`: one of {}", sb.one_primary, AFTER_SB_1PRI.join(", ")));
         }
         if !AFTER_SB_2PRI.contains(&sb.two_primaries.as_str()) {
-            p.push(format!(
-                "after-sb-2pri `{}`: one of {}",
-                sb.two_primaries,
-                AFTER_SB_2PRI.join(", ")
-            ));
+            p.push(format!("after-sb-2pri `{}`: one of {}", sb.two_primaries, AFTER_SB_2PRI.join(", ")));
         }
-        for (key, value) in [
-            ("fence-peer", &self.fence_peer_handler),
-            ("split-brain", &self.split_brain_handler),
-        ] {
+        for (key, value) in [("fence-peer", &self.fence_peer_handler), ("split-brain", &self.split_brain_handler)] {
             // The handler is written inside double quotes and run by `sh -c`.
             if value.trim().is_empty() || value.contains(['"', '\\', '\n']) {
                 p.push(format!("{key} handler `{value}` must be a non-empty command without quotes or backslashes"));
@@ -179,19 +143,12 @@ impl DrbdResourceConfig {
     pub fn render(&self, syntax: Syntax) -> Result<String> {
         let problems = self.problems();
         if !problems.is_empty() {
-            return Err(Error::DrbdConfig {
-                resource: self.resource.clone(),
-                message: problems.join("; "),
-            });
+            return Err(Error::DrbdConfig { resource: self.resource.clone(), message: problems.join("; ") });
         }
         let sb = &self.after_split_brain;
         let mut s = String::new();
         // Writing into a String cannot fail.
-        let _ = writeln!(
-            s,
-            "# Written by pbxha; changes are overwritten.\nresource {} {{",
-            self.resource
-        );
+        let _ = writeln!(s, "# Written by pbxha; changes are overwritten.\nresource {} {{", self.resource);
         if syntax == Syntax::V84 {
             let _ = writeln!(s, "  disk {{\n    fencing resource-only;\n  }}");
         }
@@ -241,14 +198,8 @@ mod tests {
             disk: "/dev/vdb1".into(),
             port: DEFAULT_PORT,
             hosts: [
-                DrbdHost {
-                    hostname: "alice".into(),
-                    address: "198.51.100.1".parse().unwrap(),
-                },
-                DrbdHost {
-                    hostname: "bob".into(),
-                    address: "198.51.100.2".parse().unwrap(),
-                },
+                DrbdHost { hostname: "alice".into(), address: "198.51.100.1".parse().unwrap() },
+                DrbdHost { hostname: "bob".into(), address: "198.51.100.2".parse().unwrap() },
             ],
             after_split_brain: AfterSplitBrain::default(),
             fence_peer_handler: DEFAULT_FENCE_PEER.into(),
@@ -269,36 +220,18 @@ mod tests {
             && std::path::Path::new("/usr/lib/drbd/drbdadm-84").exists()
             && Command::new("unshare").arg("--version").output().is_ok();
         if !ok {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "drbd-utils and unshare are required under CI=true"
-            );
-            eprintln!(
-                "skipping: drbd-utils (drbdadm, /usr/lib/drbd/drbdadm-84) or unshare missing"
-            );
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "drbd-utils and unshare are required under CI=true");
+            eprintln!("skipping: drbd-utils (drbdadm, /usr/lib/drbd/drbdadm-84) or unshare missing");
         }
         ok
     }
 
     /// Runs `drbdadm ARGS` as `host` (a private UTS namespace sets `uname -n`), returning the
     /// exit status and everything it printed.
-    fn drbdadm_as(
-        host: &str,
-        syntax: Syntax,
-        file: &std::path::Path,
-        args: &str,
-    ) -> (bool, String) {
-        let script = format!(
-            "hostname {host} && exec {} -c \"$0\" {args}",
-            drbdadm(syntax)
-        );
-        let out = Command::new("unshare")
-            .args(["-u", "sh", "-c", &script])
-            .arg(file)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
+    fn drbdadm_as(host: &str, syntax: Syntax, file: &std::path::Path, args: &str) -> (bool, String) {
+        let script = format!("hostname {host} && exec {} -c \"$0\" {args}", drbdadm(syntax));
+        let out = Command::new("unshare").args(["-u", "sh", "-c", &script]).arg(file).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
         (out.status.success(), text)
     }
 
@@ -307,19 +240,9 @@ mod tests {
         let file = dir.path().join(format!("{}.res", cfg.resource));
         std::fs::write(&file, cfg.render(syntax).unwrap()).unwrap();
         for host in &cfg.hosts {
-            let (ok, text) = drbdadm_as(
-                &host.hostname,
-                syntax,
-                &file,
-                &format!("dump {}", cfg.resource),
-            );
+            let (ok, text) = drbdadm_as(&host.hostname, syntax, &file, &format!("dump {}", cfg.resource));
             assert!(ok, "{syntax:?} dump as {}: {text}", host.hostname);
-            let (ok, text) = drbdadm_as(
-                &host.hostname,
-                syntax,
-                &file,
-                &format!("-d up {}", cfg.resource),
-            );
+            let (ok, text) = drbdadm_as(&host.hostname, syntax, &file, &format!("-d up {}", cfg.resource));
             assert!(ok, "{syntax:?} up as {}: {text}", host.hostname);
             // The dry run shows what drbdsetup would be told: the policy must reach the kernel.
             for expected in [
@@ -330,21 +253,10 @@ mod tests {
                 &format!("--after-sb-2pri={}", cfg.after_split_brain.two_primaries),
                 &format!("{} internal", cfg.disk),
             ] {
-                assert!(
-                    text.contains(expected),
-                    "{syntax:?} up as {} lacks `{expected}`:\n{text}",
-                    host.hostname
-                );
+                assert!(text.contains(expected), "{syntax:?} up as {} lacks `{expected}`:\n{text}", host.hostname);
             }
-            let peer = cfg
-                .hosts
-                .iter()
-                .find(|h| h.hostname != host.hostname)
-                .unwrap();
-            assert!(
-                text.contains(&format!("{}:{}", peer.address, cfg.port)),
-                "{text}"
-            );
+            let peer = cfg.hosts.iter().find(|h| h.hostname != host.hostname).unwrap();
+            assert!(text.contains(&format!("{}:{}", peer.address, cfg.port)), "{text}");
         }
         // A host that is not in the resource is refused: the `on` sections matter.
         let (ok, _) = drbdadm_as("carol", syntax, &file, &format!("-d up {}", cfg.resource));
@@ -384,10 +296,7 @@ mod tests {
             std::fs::write(&file, cfg.render(syntax).unwrap()).unwrap();
             let (ok, dump) = drbdadm_as("alice", syntax, &file, "dump r0");
             assert!(ok, "{dump}");
-            assert!(
-                dump.contains("/opt/pbxha/bin/pbxha replica fence-peer"),
-                "{dump}"
-            );
+            assert!(dump.contains("/opt/pbxha/bin/pbxha replica fence-peer"), "{dump}");
             assert!(dump.contains(DEFAULT_SPLIT_BRAIN), "{dump}");
         }
     }
@@ -400,10 +309,7 @@ mod tests {
         let mut cfg = config();
         cfg.hosts[0].address = "2001:db8::1".parse().unwrap();
         cfg.hosts[1].address = "2001:db8::2".parse().unwrap();
-        assert!(cfg
-            .render(Syntax::V9)
-            .unwrap()
-            .contains("address ipv6 [2001:db8::1]:7789;"));
+        assert!(cfg.render(Syntax::V9).unwrap().contains("address ipv6 [2001:db8::1]:7789;"));
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("r0.res");
         std::fs::write(&file, cfg.render(Syntax::V9).unwrap()).unwrap();
@@ -438,9 +344,6 @@ mod tests {
         let p = cfg.problems();
         assert_eq!(p.len(), 6, "{p:#?}");
         let err = cfg.render(Syntax::V9).unwrap_err().to_string();
-        assert!(
-            err.contains("after-sb-1pri `discard-everything`") && err.contains("disk `vdb1`"),
-            "{err}"
-        );
+        assert!(err.contains("after-sb-1pri `discard-everything`") && err.contains("disk `vdb1`"), "{err}");
     }
 }

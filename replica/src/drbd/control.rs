@@ -27,19 +27,8 @@ pub struct Drbd {
 }
 
 impl Drbd {
-    pub fn new(
-        runner: Arc<dyn Runner>,
-        resource: impl Into<String>,
-        syntax: Syntax,
-        minor: u32,
-    ) -> Self {
-        Drbd {
-            runner,
-            resource: resource.into(),
-            syntax,
-            minor,
-            proc_drbd: PathBuf::from("/proc/drbd"),
-        }
+    pub fn new(runner: Arc<dyn Runner>, resource: impl Into<String>, syntax: Syntax, minor: u32) -> Self {
+        Drbd { runner, resource: resource.into(), syntax, minor, proc_drbd: PathBuf::from("/proc/drbd") }
     }
 
     /// Reads 8.4 status from another file (tests).
@@ -56,9 +45,7 @@ impl Drbd {
         let mut argv = vec!["drbdadm"];
         argv.extend_from_slice(args);
         argv.push(&self.resource);
-        self.runner
-            .run_ok(&Cmd::new(argv).timeout(STATE_CHANGE_TIMEOUT))
-            .await?;
+        self.runner.run_ok(&Cmd::new(argv).timeout(STATE_CHANGE_TIMEOUT)).await?;
         Ok(())
     }
 
@@ -96,18 +83,13 @@ impl Drbd {
             Syntax::V9 => {
                 let cmd = Cmd::new(["drbdsetup", "status", "--json", self.resource.as_str()]);
                 let out = self.runner.run_ok(&cmd).await?;
-                parse_status_json(&out.stdout)?
-                    .into_iter()
-                    .find(|r| r.name == self.resource)
-                    .ok_or_else(missing)
+                parse_status_json(&out.stdout)?.into_iter().find(|r| r.name == self.resource).ok_or_else(missing)
             }
             Syntax::V84 => {
                 let text = std::fs::read_to_string(&self.proc_drbd)
                     .map_err(|e| Error::io(format!("reading {}", self.proc_drbd.display()), e))?;
-                let (_, mut status) = parse_proc_drbd(&text, "peer")?
-                    .into_iter()
-                    .find(|(m, _)| *m == self.minor)
-                    .ok_or_else(missing)?;
+                let (_, mut status) =
+                    parse_proc_drbd(&text, "peer")?.into_iter().find(|(m, _)| *m == self.minor).ok_or_else(missing)?;
                 status.name = self.resource.clone();
                 Ok(status)
             }
@@ -118,10 +100,7 @@ impl Drbd {
     pub async fn promote(&self, policy: PromotePolicy, facts: ClusterFacts) -> Result<()> {
         let status = self.status().await?;
         if let Err(reason) = may_promote(&status, policy, facts) {
-            return Err(Error::PromotionRefused {
-                resource: self.resource.clone(),
-                reason,
-            });
+            return Err(Error::PromotionRefused { resource: self.resource.clone(), reason });
         }
         if status.role == super::status::Role::Primary {
             return Ok(());
@@ -140,8 +119,8 @@ impl Drbd {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pbxha_runner::{Output, ScriptedRunner};
     use crate::drbd::promote::PeerKnowledge;
+    use pbxha_runner::{Output, ScriptedRunner};
 
     // Shape of `drbdsetup status --json` from drbd-utils 9 (see status.rs).
     const SECONDARY_UPTODATE: &str = r#"[{"name":"r0","node-id":0,"role":"Secondary","suspended":false,
@@ -188,10 +167,7 @@ mod tests {
             .promote(PromotePolicy::default(), ClusterFacts { peer: PeerKnowledge::Unknown, ..Default::default() })
             .await
             .unwrap();
-        assert_eq!(
-            r.argvs(),
-            ["drbdsetup status --json r0", "drbdadm primary r0"]
-        );
+        assert_eq!(r.argvs(), ["drbdsetup status --json r0", "drbdadm primary r0"]);
     }
 
     #[tokio::test]
@@ -205,14 +181,9 @@ mod tests {
         assert!(matches!(err, Error::PromotionRefused { .. }), "{err}");
         assert_eq!(r.argvs(), ["drbdsetup status --json r0"]);
 
-        let allow = PromotePolicy {
-            allow_degraded_when_peer_dead: true,
-        };
+        let allow = PromotePolicy { allow_degraded_when_peer_dead: true };
         r.on(["drbdadm", "primary"], Output::ok(""));
-        drbd(&r)
-            .promote(allow, ClusterFacts { peer: PeerKnowledge::Dead, ..Default::default() })
-            .await
-            .unwrap();
+        drbd(&r).promote(allow, ClusterFacts { peer: PeerKnowledge::Dead, ..Default::default() }).await.unwrap();
         assert_eq!(r.argvs().last().unwrap(), "drbdadm primary --force r0");
     }
 
@@ -220,15 +191,9 @@ mod tests {
     async fn failed_drbdadm_is_an_error_with_its_stderr() {
         let r = Arc::new(ScriptedRunner::new());
         // drbdadm's message when the kernel module is missing (drbd-utils 9.22 on this machine).
-        r.on(
-            ["drbdadm", "up"],
-            Output::failed(20, "Could not connect to 'drbd' generic netlink family"),
-        );
+        r.on(["drbdadm", "up"], Output::failed(20, "Could not connect to 'drbd' generic netlink family"));
         let err = drbd(&r).up().await.unwrap_err().to_string();
-        assert!(
-            err.contains("drbdadm up r0") && err.contains("generic netlink"),
-            "{err}"
-        );
+        assert!(err.contains("drbdadm up r0") && err.contains("generic netlink"), "{err}");
     }
 
     #[tokio::test]
@@ -243,15 +208,8 @@ mod tests {
         let r = Arc::new(ScriptedRunner::new());
         let d = Drbd::new(r.clone(), "r1", Syntax::V84, 1).with_proc_drbd(&proc);
         let s = d.status().await.unwrap();
-        assert_eq!(
-            (s.name.as_str(), &s.disk),
-            ("r1", &super::super::status::DiskState::Outdated)
-        );
-        let missing = Drbd::new(r, "r7", Syntax::V84, 7)
-            .with_proc_drbd(&proc)
-            .status()
-            .await
-            .unwrap_err();
+        assert_eq!((s.name.as_str(), &s.disk), ("r1", &super::super::status::DiskState::Outdated));
+        let missing = Drbd::new(r, "r7", Syntax::V84, 7).with_proc_drbd(&proc).status().await.unwrap_err();
         assert!(missing.to_string().contains("r7"), "{missing}");
     }
 }

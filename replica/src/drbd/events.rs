@@ -8,9 +8,7 @@ use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 
-use super::status::{
-    disk_rank, Connection, DiskState, PeerStatus, Replication, ResourceStatus, Role,
-};
+use super::status::{disk_rank, Connection, DiskState, PeerStatus, Replication, ResourceStatus, Role};
 use crate::error::{Error, Result};
 
 /// One events2 line: `VERB OBJECT key:value...` (drbdsetup(8), "events2").
@@ -25,37 +23,23 @@ pub struct Event2 {
 
 impl Event2 {
     fn get(&self, key: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 }
 
 /// Parses one events2 line.
 pub fn parse_event2(line: &str) -> Result<Event2> {
     let mut words = line.split_whitespace();
-    let bad = |m: &str| Error::Parse {
-        what: "`drbdsetup events2` line".into(),
-        message: format!("{m}: `{line}`"),
-    };
+    let bad = |m: &str| Error::Parse { what: "`drbdsetup events2` line".into(), message: format!("{m}: `{line}`") };
     let verb = words.next().ok_or_else(|| bad("empty line"))?;
     if !["exists", "create", "change", "destroy", "call", "response"].contains(&verb) {
         return Err(bad("unknown verb"));
     }
     let object = words.next().ok_or_else(|| bad("no object"))?;
     let fields = words
-        .map(|w| {
-            w.split_once(':')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .ok_or_else(|| bad("word without `:`"))
-        })
+        .map(|w| w.split_once(':').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| bad("word without `:`")))
         .collect::<Result<_>>()?;
-    Ok(Event2 {
-        verb: verb.into(),
-        object: object.into(),
-        fields,
-    })
+    Ok(Event2 { verb: verb.into(), object: object.into(), fields })
 }
 
 /// What the follower reports.
@@ -94,12 +78,7 @@ impl Tracker {
         Some(ResourceStatus {
             name: name.to_string(),
             role: t.role.clone().unwrap_or(Role::Unknown),
-            disk: t
-                .disks
-                .values()
-                .cloned()
-                .min_by_key(disk_rank)
-                .unwrap_or(DiskState::Diskless),
+            disk: t.disks.values().cloned().min_by_key(disk_rank).unwrap_or(DiskState::Diskless),
             peers: t.peers.values().cloned().collect(),
         })
     }
@@ -110,11 +89,7 @@ impl Tracker {
             self.initial_dump_done = true;
             let mut names: Vec<_> = self.resources.keys().cloned().collect();
             names.sort();
-            return names
-                .iter()
-                .filter_map(|n| self.snapshot(n))
-                .map(DrbdEvent::Status)
-                .collect();
+            return names.iter().filter_map(|n| self.snapshot(n)).map(DrbdEvent::Status).collect();
         }
         let Some(name) = ev.get("name").map(str::to_string) else {
             return Vec::new();
@@ -156,17 +131,14 @@ impl Tracker {
                 t.peers.remove(&peer_name);
             }
             "connection" | "peer-device" => {
-                let p = t
-                    .peers
-                    .entry(peer_name.clone())
-                    .or_insert_with(|| PeerStatus {
-                        name: peer_name,
-                        connection: Connection::Connecting,
-                        role: Role::Unknown,
-                        disk: DiskState::DUnknown,
-                        replication: Replication::Off,
-                        done: None,
-                    });
+                let p = t.peers.entry(peer_name.clone()).or_insert_with(|| PeerStatus {
+                    name: peer_name,
+                    connection: Connection::Connecting,
+                    role: Role::Unknown,
+                    disk: DiskState::DUnknown,
+                    replication: Replication::Off,
+                    done: None,
+                });
                 for (k, v) in ev.fields.iter().map(|(k, v)| (k.as_str(), v.as_str())) {
                     match (ev.object.as_str(), k) {
                         ("connection", "connection") => p.connection = Connection::parse(v),
@@ -177,20 +149,14 @@ impl Tracker {
                         _ => {}
                     }
                 }
-                if !matches!(
-                    p.replication,
-                    Replication::SyncSource | Replication::SyncTarget
-                ) {
+                if !matches!(p.replication, Replication::SyncSource | Replication::SyncTarget) {
                     p.done = None;
                 }
             }
             _ => return Vec::new(),
         }
         if self.initial_dump_done {
-            self.snapshot(&name)
-                .map(DrbdEvent::Status)
-                .into_iter()
-                .collect()
+            self.snapshot(&name).map(DrbdEvent::Status).into_iter().collect()
         } else {
             Vec::new()
         }
@@ -218,9 +184,7 @@ impl Default for Backoff {
 
 /// The usual follower command for one resource.
 pub fn events2_argv(resource: &str) -> Vec<String> {
-    ["drbdsetup", "events2", "--statistics", resource]
-        .map(String::from)
-        .to_vec()
+    ["drbdsetup", "events2", "--statistics", resource].map(String::from).to_vec()
 }
 
 /// Runs `argv` (normally [`events2_argv`]) and sends what it reports to `tx`, restarting it
@@ -238,14 +202,7 @@ pub async fn follow_events(argv: Vec<String>, tx: mpsc::Sender<DrbdEvent>, backo
             delay = backoff.initial;
         }
         tracing::warn!(%reason, retry_in = ?delay, "drbd events follower stopped");
-        if tx
-            .send(DrbdEvent::FollowerExited {
-                reason,
-                retry_in: delay,
-            })
-            .await
-            .is_err()
-        {
+        if tx.send(DrbdEvent::FollowerExited { reason, retry_in: delay }).await.is_err() {
             return;
         }
         tokio::time::sleep(delay).await;
@@ -282,10 +239,7 @@ async fn run_once(argv: &[String], tx: &mpsc::Sender<DrbdEvent>) -> Result<Strin
             Err(e) => return Err(format!("reading `{}`: {e}", argv.join(" "))),
         }
     }
-    let status = child
-        .wait()
-        .await
-        .map_err(|e| format!("waiting for `{}`: {e}", argv.join(" ")))?;
+    let status = child.wait().await.map_err(|e| format!("waiting for `{}`: {e}", argv.join(" ")))?;
     Ok(status.to_string())
 }
 
@@ -310,57 +264,23 @@ response helper name:r0 peer-node-id:1 conn-name:bob helper:split-brain status:0
 ";
 
     fn statuses(events: &[DrbdEvent]) -> Vec<&ResourceStatus> {
-        events
-            .iter()
-            .filter_map(|e| {
-                if let DrbdEvent::Status(s) = e {
-                    Some(s)
-                } else {
-                    None
-                }
-            })
-            .collect()
+        events.iter().filter_map(|e| if let DrbdEvent::Status(s) = e { Some(s) } else { None }).collect()
     }
 
     #[test]
     fn tracker_reports_dump_then_changes_and_split_brain() {
         let mut t = Tracker::new();
-        let out: Vec<Vec<DrbdEvent>> = EVENTS
-            .lines()
-            .map(|l| t.apply(&parse_event2(l).unwrap()))
-            .collect();
-        assert!(
-            out[..4].iter().all(Vec::is_empty),
-            "nothing before the dump ends"
-        );
+        let out: Vec<Vec<DrbdEvent>> = EVENTS.lines().map(|l| t.apply(&parse_event2(l).unwrap())).collect();
+        assert!(out[..4].iter().all(Vec::is_empty), "nothing before the dump ends");
         let dump = statuses(&out[4]);
         assert_eq!(dump.len(), 1);
-        assert_eq!(
-            (&dump[0].role, &dump[0].disk),
-            (&Role::Secondary, &DiskState::UpToDate)
-        );
+        assert_eq!((&dump[0].role, &dump[0].disk), (&Role::Secondary, &DiskState::UpToDate));
         assert_eq!(dump[0].peers[0].replication, Replication::Established);
         assert_eq!(statuses(&out[5])[0].role, Role::Primary);
         let p = &statuses(&out[7])[0].peers[0];
-        assert_eq!(
-            (&p.replication, &p.disk, p.done),
-            (
-                &Replication::SyncSource,
-                &DiskState::Inconsistent,
-                Some(37.5)
-            )
-        );
-        assert_eq!(
-            statuses(&out[8])[0].peers[0].connection,
-            Connection::StandAlone
-        );
-        assert_eq!(
-            out[9],
-            vec![DrbdEvent::SplitBrain {
-                resource: "r0".into(),
-                peer: "bob".into()
-            }]
-        );
+        assert_eq!((&p.replication, &p.disk, p.done), (&Replication::SyncSource, &DiskState::Inconsistent, Some(37.5)));
+        assert_eq!(statuses(&out[8])[0].peers[0].connection, Connection::StandAlone);
+        assert_eq!(out[9], vec![DrbdEvent::SplitBrain { resource: "r0".into(), peer: "bob".into() }]);
         assert!(out[10].is_empty());
     }
 
@@ -385,10 +305,7 @@ response helper name:r0 peer-node-id:1 conn-name:bob helper:split-brain status:0
         let mut seen = Vec::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while seen.len() < 4 {
-            let ev = tokio::time::timeout_at(deadline, rx.recv())
-                .await
-                .expect("follower events in time")
-                .unwrap();
+            let ev = tokio::time::timeout_at(deadline, rx.recv()).await.expect("follower events in time").unwrap();
             seen.push(ev);
         }
         drop(rx);
@@ -416,17 +333,9 @@ response helper name:r0 peer-node-id:1 conn-name:bob helper:split-brain status:0
             max: Duration::from_millis(5),
             healthy_after: Duration::from_secs(60),
         };
-        let task = tokio::spawn(follow_events(
-            vec!["/nonexistent/drbdsetup".into()],
-            tx,
-            backoff,
-        ));
+        let task = tokio::spawn(follow_events(vec!["/nonexistent/drbdsetup".into()], tx, backoff));
         for _ in 0..2 {
-            match tokio::time::timeout(Duration::from_secs(20), rx.recv())
-                .await
-                .unwrap()
-                .unwrap()
-            {
+            match tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.unwrap().unwrap() {
                 DrbdEvent::FollowerExited { reason, .. } => {
                     assert!(reason.contains("/nonexistent/drbdsetup"), "{reason}")
                 }

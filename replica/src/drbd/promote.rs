@@ -60,9 +60,15 @@ pub fn may_promote(status: &ResourceStatus, policy: PromotePolicy, facts: Cluste
         DiskState::UpToDate => Ok(()),
         DiskState::Consistent | DiskState::Outdated => {
             if !policy.allow_degraded_when_peer_dead {
-                Err(format!("local disk is {:?}, not UpToDate, and the policy does not allow degraded promotion", status.disk))
+                Err(format!(
+                    "local disk is {:?}, not UpToDate, and the policy does not allow degraded promotion",
+                    status.disk
+                ))
             } else if peer != PeerKnowledge::Dead {
-                Err(format!("local disk is {:?}, not UpToDate, and the peer is not known to be dead ({peer:?})", status.disk))
+                Err(format!(
+                    "local disk is {:?}, not UpToDate, and the peer is not known to be dead ({peer:?})",
+                    status.disk
+                ))
             } else {
                 Ok(())
             }
@@ -70,15 +76,8 @@ pub fn may_promote(status: &ResourceStatus, policy: PromotePolicy, facts: Cluste
         ref d => Err(format!("local disk is {d:?}; its data is not usable")),
     };
     disk_ok?;
-    match status
-        .peers
-        .iter()
-        .find(|p| p.role == Role::Primary && p.connection == Connection::Connected)
-    {
-        Some(p) => Err(format!(
-            "peer {} is Primary; single-primary mode allows one",
-            p.name
-        )),
+    match status.peers.iter().find(|p| p.role == Role::Primary && p.connection == Connection::Connected) {
+        Some(p) => Err(format!("peer {} is Primary; single-primary mode allows one", p.name)),
         None => Ok(()),
     }
 }
@@ -110,27 +109,23 @@ mod tests {
         parse_status_text(text).unwrap().remove(0)
     }
 
-    const UP_TO_DATE_PEER_GONE: &str =
-        "r0 role:Secondary\n  disk:UpToDate\n  bob connection:Connecting\n";
-    const OUTDATED_PEER_GONE: &str =
-        "r0 role:Secondary\n  disk:Outdated\n  bob connection:Connecting\n";
-    const CONSISTENT_PEER_GONE: &str =
-        "r0 role:Secondary\n  disk:Consistent\n  bob connection:Connecting\n";
+    const UP_TO_DATE_PEER_GONE: &str = "r0 role:Secondary\n  disk:UpToDate\n  bob connection:Connecting\n";
+    const OUTDATED_PEER_GONE: &str = "r0 role:Secondary\n  disk:Outdated\n  bob connection:Connecting\n";
+    const CONSISTENT_PEER_GONE: &str = "r0 role:Secondary\n  disk:Consistent\n  bob connection:Connecting\n";
     const SYNC_TARGET: &str =
         "r0 role:Secondary\n  disk:Inconsistent\n  alice role:Primary\n    replication:SyncTarget peer-disk:UpToDate done:40.00\n";
-    const PEER_PRIMARY: &str =
-        "r0 role:Secondary\n  disk:UpToDate\n  alice role:Primary\n    peer-disk:UpToDate\n";
+    const PEER_PRIMARY: &str = "r0 role:Secondary\n  disk:UpToDate\n  alice role:Primary\n    peer-disk:UpToDate\n";
     const PRIMARY: &str = "r0 role:Primary\n  disk:UpToDate\n  bob connection:StandAlone\n";
 
     #[test]
     fn up_to_date_promotes_whatever_the_peer() {
-        for peer in [
-            PeerKnowledge::Alive,
-            PeerKnowledge::Dead,
-            PeerKnowledge::Unknown,
-        ] {
+        for peer in [PeerKnowledge::Alive, PeerKnowledge::Dead, PeerKnowledge::Unknown] {
             assert_eq!(
-                may_promote(&status(UP_TO_DATE_PEER_GONE), PromotePolicy::default(), ClusterFacts { peer, ..Default::default() }),
+                may_promote(
+                    &status(UP_TO_DATE_PEER_GONE),
+                    PromotePolicy::default(),
+                    ClusterFacts { peer, ..Default::default() }
+                ),
                 Ok(())
             );
         }
@@ -138,36 +133,50 @@ mod tests {
 
     #[test]
     fn degraded_disk_needs_policy_and_dead_peer() {
-        let allow = PromotePolicy {
-            allow_degraded_when_peer_dead: true,
-        };
+        let allow = PromotePolicy { allow_degraded_when_peer_dead: true };
         for text in [OUTDATED_PEER_GONE, CONSISTENT_PEER_GONE] {
             let s = status(text);
-            let err =
-                may_promote(&s, PromotePolicy::default(), ClusterFacts { peer: PeerKnowledge::Dead, ..Default::default() }).unwrap_err();
+            let err = may_promote(
+                &s,
+                PromotePolicy::default(),
+                ClusterFacts { peer: PeerKnowledge::Dead, ..Default::default() },
+            )
+            .unwrap_err();
             assert!(err.contains("policy"), "{err}");
-            let err = may_promote(&s, allow, ClusterFacts { peer: PeerKnowledge::Unknown, ..Default::default() }).unwrap_err();
+            let err = may_promote(&s, allow, ClusterFacts { peer: PeerKnowledge::Unknown, ..Default::default() })
+                .unwrap_err();
             assert!(err.contains("not known to be dead"), "{err}");
-            assert_eq!(may_promote(&s, allow, ClusterFacts { peer: PeerKnowledge::Dead, ..Default::default() }), Ok(()));
+            assert_eq!(
+                may_promote(&s, allow, ClusterFacts { peer: PeerKnowledge::Dead, ..Default::default() }),
+                Ok(())
+            );
         }
     }
 
     #[test]
     fn inconsistent_never_promotes() {
-        let allow = PromotePolicy {
-            allow_degraded_when_peer_dead: true,
-        };
-        let err = may_promote(&status(SYNC_TARGET), allow, ClusterFacts { peer: PeerKnowledge::Dead, ..Default::default() }).unwrap_err();
+        let allow = PromotePolicy { allow_degraded_when_peer_dead: true };
+        let err =
+            may_promote(&status(SYNC_TARGET), allow, ClusterFacts { peer: PeerKnowledge::Dead, ..Default::default() })
+                .unwrap_err();
         assert!(err.contains("Inconsistent"), "{err}");
     }
 
     #[test]
     fn connected_primary_peer_blocks_and_primary_is_idempotent() {
-        let err = may_promote(&status(PEER_PRIMARY), PromotePolicy::default(), ClusterFacts { peer: PeerKnowledge::Alive, ..Default::default() })
+        let err = may_promote(
+            &status(PEER_PRIMARY),
+            PromotePolicy::default(),
+            ClusterFacts { peer: PeerKnowledge::Alive, ..Default::default() },
+        )
         .unwrap_err();
         assert!(err.contains("alice is Primary"), "{err}");
         assert_eq!(
-            may_promote(&status(PRIMARY), PromotePolicy::default(), ClusterFacts { peer: PeerKnowledge::Alive, ..Default::default() }),
+            may_promote(
+                &status(PRIMARY),
+                PromotePolicy::default(),
+                ClusterFacts { peer: PeerKnowledge::Alive, ..Default::default() }
+            ),
             Ok(())
         );
     }
@@ -177,30 +186,33 @@ mod tests {
     #[test]
     fn a_missed_fence_blocks_promotion_until_the_copies_are_in_sync() {
         let missed = |peer| ClusterFacts { peer, missed_fence: true, ..Default::default() };
-        let err = may_promote(&status(UP_TO_DATE_PEER_GONE), PromotePolicy::default(), missed(PeerKnowledge::Dead)).unwrap_err();
+        let err = may_promote(&status(UP_TO_DATE_PEER_GONE), PromotePolicy::default(), missed(PeerKnowledge::Dead))
+            .unwrap_err();
         assert!(err.contains("never succeeded") && err.contains("drbdadm primary --force r0"), "{err}");
         let synced = status("r0 role:Secondary\n  disk:UpToDate\n  alice role:Secondary\n    peer-disk:UpToDate\n");
         assert!(in_sync(&synced));
         assert_eq!(may_promote(&synced, PromotePolicy::default(), missed(PeerKnowledge::Alive)), Ok(()));
-        assert_eq!(may_promote(&status(PRIMARY), PromotePolicy::default(), missed(PeerKnowledge::Dead)), Ok(()), "already Primary");
+        assert_eq!(
+            may_promote(&status(PRIMARY), PromotePolicy::default(), missed(PeerKnowledge::Dead)),
+            Ok(()),
+            "already Primary"
+        );
     }
 
     #[test]
     fn split_brain_blocks_and_reports_both_sides() {
         let local = status(PRIMARY);
-        let err = may_promote(&status(UP_TO_DATE_PEER_GONE), PromotePolicy::default(), ClusterFacts { peer: PeerKnowledge::Dead, split_brain: true, ..Default::default() })
+        let err = may_promote(
+            &status(UP_TO_DATE_PEER_GONE),
+            PromotePolicy::default(),
+            ClusterFacts { peer: PeerKnowledge::Dead, split_brain: true, ..Default::default() },
+        )
         .unwrap_err();
         assert!(err.contains("split brain"), "{err}");
         let peer = status("r0 role:Primary\n  disk:UpToDate\n  alice connection:StandAlone\n");
         let report = split_brain_report(&local, Some(&peer));
-        assert!(
-            report.contains("local: r0 role:Primary") && report.contains("peer: r0 role:Primary"),
-            "{report}"
-        );
-        assert!(
-            report.contains("peer alice connection:StandAlone"),
-            "{report}"
-        );
+        assert!(report.contains("local: r0 role:Primary") && report.contains("peer: r0 role:Primary"), "{report}");
+        assert!(report.contains("peer alice connection:StandAlone"), "{report}");
         assert!(split_brain_report(&local, None).contains("unknown (not reachable)"));
     }
 }

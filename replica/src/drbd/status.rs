@@ -130,12 +130,7 @@ pub struct ResourceStatus {
 impl ResourceStatus {
     /// A one-line summary for logs and alerts.
     pub fn summary(&self) -> String {
-        let mut s = format!(
-            "{} role:{:?} disk:{}",
-            self.name,
-            self.role,
-            disk_name(&self.disk)
-        );
+        let mut s = format!("{} role:{:?} disk:{}", self.name, self.role, disk_name(&self.disk));
         for p in &self.peers {
             s += &format!(
                 "; peer {} connection:{} role:{:?} disk:{} replication:{}",
@@ -189,10 +184,7 @@ fn worse(a: DiskState, b: DiskState) -> DiskState {
 }
 
 fn parse_err(what: &str, message: impl Into<String>) -> Error {
-    Error::Parse {
-        what: what.to_string(),
-        message: message.into(),
-    }
+    Error::Parse { what: what.to_string(), message: message.into() }
 }
 
 #[derive(Deserialize)]
@@ -234,8 +226,8 @@ struct JsonPeerDevice {
 
 /// Parses `drbdsetup status --json` (DRBD 9).
 pub fn parse_status_json(text: &str) -> Result<Vec<ResourceStatus>> {
-    let resources: Vec<JsonResource> = serde_json::from_str(text)
-        .map_err(|e| parse_err("`drbdsetup status --json` output", e.to_string()))?;
+    let resources: Vec<JsonResource> =
+        serde_json::from_str(text).map_err(|e| parse_err("`drbdsetup status --json` output", e.to_string()))?;
     Ok(resources
         .into_iter()
         .map(|r| ResourceStatus {
@@ -252,25 +244,15 @@ pub fn parse_status_json(text: &str) -> Result<Vec<ResourceStatus>> {
                 .into_iter()
                 .map(|c| {
                     let pd = c.peer_devices.into_iter().next();
-                    let replication = pd.as_ref().map_or(Replication::Off, |p| {
-                        Replication::parse(&p.replication_state)
-                    });
-                    let syncing = matches!(
-                        replication,
-                        Replication::SyncSource | Replication::SyncTarget
-                    );
+                    let replication =
+                        pd.as_ref().map_or(Replication::Off, |p| Replication::parse(&p.replication_state));
+                    let syncing = matches!(replication, Replication::SyncSource | Replication::SyncTarget);
                     PeerStatus {
                         name: c.name,
                         connection: Connection::parse(&c.connection_state),
                         role: Role::parse(&c.peer_role),
-                        disk: pd.as_ref().map_or(DiskState::DUnknown, |p| {
-                            DiskState::parse(&p.peer_disk_state)
-                        }),
-                        done: if syncing {
-                            pd.as_ref().and_then(|p| p.percent_in_sync)
-                        } else {
-                            None
-                        },
+                        disk: pd.as_ref().map_or(DiskState::DUnknown, |p| DiskState::parse(&p.peer_disk_state)),
+                        done: if syncing { pd.as_ref().and_then(|p| p.percent_in_sync) } else { None },
                         replication,
                     }
                 })
@@ -309,9 +291,7 @@ pub fn parse_status_text(text: &str) -> Result<Vec<ResourceStatus>> {
         let bad = |m: &str| parse_err(what, format!("line {}: {m}: `{line}`", n + 1));
         match indent {
             0 => {
-                let role = fields(line)
-                    .find(|(k, _)| *k == "role")
-                    .map(|(_, v)| Role::parse(v));
+                let role = fields(line).find(|(k, _)| *k == "role").map(|(_, v)| Role::parse(v));
                 out.push(ResourceStatus {
                     name: first.to_string(),
                     role: role.ok_or_else(|| bad("resource line without role"))?,
@@ -320,19 +300,13 @@ pub fn parse_status_text(text: &str) -> Result<Vec<ResourceStatus>> {
                 });
             }
             2 => {
-                let r = out
-                    .last_mut()
-                    .ok_or_else(|| bad("indented line before any resource"))?;
+                let r = out.last_mut().ok_or_else(|| bad("indented line before any resource"))?;
                 if first.contains(':') {
                     // A local volume: `disk:X` or `volume:N disk:X`.
                     if let Some((_, d)) = fields(line).find(|(k, _)| *k == "disk") {
                         let d = DiskState::parse(d);
                         let first_volume = !line.contains("volume:") || line.contains("volume:0 ");
-                        r.disk = if first_volume {
-                            d
-                        } else {
-                            worse(r.disk.clone(), d)
-                        };
+                        r.disk = if first_volume { d } else { worse(r.disk.clone(), d) };
                     }
                 } else {
                     let mut p = new_peer(first);
@@ -355,9 +329,7 @@ pub fn parse_status_text(text: &str) -> Result<Vec<ResourceStatus>> {
                     match k {
                         "replication" => p.replication = Replication::parse(v),
                         "peer-disk" => p.disk = DiskState::parse(v),
-                        "done" => {
-                            p.done = Some(v.parse().map_err(|_| bad("`done` is not a number"))?)
-                        }
+                        "done" => p.done = Some(v.parse().map_err(|_| bad("`done` is not a number"))?),
                         _ => {}
                     }
                 }
@@ -392,9 +364,7 @@ pub fn parse_proc_drbd(text: &str, peer: &str) -> Result<Vec<(u32, ResourceStatu
             let mut ro = ("Unknown", "Unknown");
             let mut ds = ("Diskless", "DUnknown");
             for (k, v) in fields(rest) {
-                let pair = v
-                    .split_once('/')
-                    .ok_or_else(|| bad("expected LOCAL/PEER"))?;
+                let pair = v.split_once('/').ok_or_else(|| bad("expected LOCAL/PEER"))?;
                 match k {
                     "ro" => ro = pair,
                     "ds" => ds = pair,
@@ -406,9 +376,8 @@ pub fn parse_proc_drbd(text: &str, peer: &str) -> Result<Vec<(u32, ResourceStatu
                 "StandAlone" => (Connection::StandAlone, Replication::Off),
                 "WFConnection" | "Unconnected" => (Connection::Connecting, Replication::Off),
                 "Connected" => (Connection::Connected, Replication::Established),
-                "SyncSource" | "SyncTarget" | "PausedSyncS" | "PausedSyncT" | "VerifyS"
-                | "VerifyT" | "StartingSyncS" | "StartingSyncT" | "WFBitMapS" | "WFBitMapT"
-                | "WFSyncUUID" | "Ahead" | "Behind" => {
+                "SyncSource" | "SyncTarget" | "PausedSyncS" | "PausedSyncT" | "VerifyS" | "VerifyT"
+                | "StartingSyncS" | "StartingSyncT" | "WFBitMapS" | "WFBitMapT" | "WFSyncUUID" | "Ahead" | "Behind" => {
                     (Connection::Connected, Replication::parse(cs))
                 }
                 other => (Connection::Other(other.to_string()), Replication::Off),
@@ -496,10 +465,7 @@ mod tests {
         let s = parse_status_json(JSON_SYNC_SOURCE).unwrap();
         assert_eq!(s.len(), 1);
         let r = &s[0];
-        assert_eq!(
-            (r.name.as_str(), &r.role, &r.disk),
-            ("r0", &Role::Primary, &DiskState::UpToDate)
-        );
+        assert_eq!((r.name.as_str(), &r.role, &r.disk), ("r0", &Role::Primary, &DiskState::UpToDate));
         let p = &r.peers[0];
         assert_eq!(p.name, "bob");
         assert_eq!(p.connection, Connection::Connected);
@@ -515,18 +481,12 @@ mod tests {
         assert_eq!(r.peers[0].connection, Connection::StandAlone);
         assert_eq!(r.peers[0].role, Role::Unknown);
         assert_eq!(r.peers[0].done, None);
-        assert!(
-            r.summary().contains("connection:StandAlone"),
-            "{}",
-            r.summary()
-        );
+        assert!(r.summary().contains("connection:StandAlone"), "{}", r.summary());
     }
 
     #[test]
     fn json_garbage_is_an_error_naming_the_command() {
-        let err = parse_status_json("drbdsetup: module not loaded")
-            .unwrap_err()
-            .to_string();
+        let err = parse_status_json("drbdsetup: module not loaded").unwrap_err().to_string();
         assert!(err.contains("drbdsetup status --json"), "{err}");
     }
 
@@ -580,9 +540,7 @@ r0 role:Secondary
 
     #[test]
     fn text_without_resource_line_is_an_error_with_the_line() {
-        let err = parse_status_text("  disk:UpToDate\n")
-            .unwrap_err()
-            .to_string();
+        let err = parse_status_text("  disk:UpToDate\n").unwrap_err().to_string();
         assert!(err.contains("line 1"), "{err}");
     }
 
@@ -615,14 +573,7 @@ version: 8.4.11-1 (api:1/proto:86-101)
         assert_eq!(*minor, 0);
         assert_eq!((&r.role, &r.disk), (&Role::Primary, &DiskState::UpToDate));
         let p = &r.peers[0];
-        assert_eq!(
-            (&p.replication, &p.disk, p.done),
-            (
-                &Replication::SyncSource,
-                &DiskState::Inconsistent,
-                Some(23.6)
-            )
-        );
+        assert_eq!((&p.replication, &p.disk, p.done), (&Replication::SyncSource, &DiskState::Inconsistent, Some(23.6)));
 
         let (_, r) = &parse_proc_drbd(PROC_SPLIT_BRAIN, "bob").unwrap()[0];
         assert_eq!(r.peers[0].connection, Connection::StandAlone);

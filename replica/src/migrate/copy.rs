@@ -23,8 +23,7 @@ use crate::error::{Error, Result};
 const BUF: usize = 1 << 20;
 
 fn cpath(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
 }
 
 fn ctx(what: &str, p: &Path) -> impl FnOnce(io::Error) -> Error {
@@ -51,19 +50,11 @@ pub fn xattrs(p: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     };
     let mut out = Vec::new();
     for name in names[..len].split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        let cname = CString::new(name)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "xattr name"))?;
+        let cname = CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "xattr name"))?;
         let mut value = vec![0u8; 256];
         loop {
             // SAFETY: as above.
-            let n = unsafe {
-                libc::lgetxattr(
-                    c.as_ptr(),
-                    cname.as_ptr(),
-                    value.as_mut_ptr().cast(),
-                    value.len(),
-                )
-            };
+            let n = unsafe { libc::lgetxattr(c.as_ptr(), cname.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
             if n >= 0 {
                 value.truncate(n as usize);
                 break;
@@ -85,12 +76,8 @@ pub fn xattrs(p: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
 fn set_xattrs(dst: &Path, want: &[(Vec<u8>, Vec<u8>)]) -> io::Result<()> {
     let have = xattrs(dst)?;
     let c = cpath(dst)?;
-    for (name, _) in have
-        .iter()
-        .filter(|(n, _)| !want.iter().any(|(w, _)| w == n))
-    {
-        let cname = CString::new(name.clone())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "xattr name"))?;
+    for (name, _) in have.iter().filter(|(n, _)| !want.iter().any(|(w, _)| w == n)) {
+        let cname = CString::new(name.clone()).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "xattr name"))?;
         // SAFETY: valid C strings.
         if unsafe { libc::lremovexattr(c.as_ptr(), cname.as_ptr()) } != 0 {
             return Err(io::Error::last_os_error());
@@ -100,19 +87,9 @@ fn set_xattrs(dst: &Path, want: &[(Vec<u8>, Vec<u8>)]) -> io::Result<()> {
         if have.iter().any(|(n, v)| n == name && v == value) {
             continue;
         }
-        let cname = CString::new(name.clone())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "xattr name"))?;
+        let cname = CString::new(name.clone()).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "xattr name"))?;
         // SAFETY: valid C strings and a buffer of `value.len()` bytes.
-        if unsafe {
-            libc::lsetxattr(
-                c.as_ptr(),
-                cname.as_ptr(),
-                value.as_ptr().cast(),
-                value.len(),
-                0,
-            )
-        } != 0
-        {
+        if unsafe { libc::lsetxattr(c.as_ptr(), cname.as_ptr(), value.as_ptr().cast(), value.len(), 0) } != 0 {
             return Err(io::Error::last_os_error());
         }
     }
@@ -122,8 +99,7 @@ fn set_xattrs(dst: &Path, want: &[(Vec<u8>, Vec<u8>)]) -> io::Result<()> {
 /// Owner, mode, xattrs, then timestamps (last: the others would change ctime only, but
 /// writing must not follow them).
 fn apply_metadata(src: &Path, dst: &Path, m: &Metadata) -> Result<()> {
-    std::os::unix::fs::lchown(dst, Some(m.uid()), Some(m.gid()))
-        .map_err(ctx("setting owner of", dst))?;
+    std::os::unix::fs::lchown(dst, Some(m.uid()), Some(m.gid())).map_err(ctx("setting owner of", dst))?;
     let symlink = m.file_type().is_symlink();
     if !symlink {
         // After chown, which clears set-user-ID bits.
@@ -135,30 +111,13 @@ fn apply_metadata(src: &Path, dst: &Path, m: &Metadata) -> Result<()> {
         set_xattrs(dst, &want).map_err(ctx("setting xattrs of", dst))?;
     }
     let times = [
-        libc::timespec {
-            tv_sec: m.atime() as libc::time_t,
-            tv_nsec: m.atime_nsec() as _,
-        },
-        libc::timespec {
-            tv_sec: m.mtime() as libc::time_t,
-            tv_nsec: m.mtime_nsec() as _,
-        },
+        libc::timespec { tv_sec: m.atime() as libc::time_t, tv_nsec: m.atime_nsec() as _ },
+        libc::timespec { tv_sec: m.mtime() as libc::time_t, tv_nsec: m.mtime_nsec() as _ },
     ];
     let c = cpath(dst).map_err(ctx("path", dst))?;
     // SAFETY: a valid C string and a two-element timespec array.
-    if unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    } != 0
-    {
-        return Err(Error::io(
-            format!("setting times of {}", dst.display()),
-            io::Error::last_os_error(),
-        ));
+    if unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) } != 0 {
+        return Err(Error::io(format!("setting times of {}", dst.display()), io::Error::last_os_error()));
     }
     Ok(())
 }
@@ -182,13 +141,7 @@ pub struct Progress {
 impl Progress {
     pub fn new(label: impl Into<String>, enabled: bool) -> Self {
         let now = Instant::now();
-        Progress {
-            label: label.into(),
-            started: now,
-            last: now,
-            enabled,
-            totals: Totals::default(),
-        }
+        Progress { label: label.into(), started: now, last: now, enabled, totals: Totals::default() }
     }
 
     fn add(&mut self, bytes: u64, files: u64) {
@@ -232,10 +185,7 @@ pub struct Copier {
 
 impl Copier {
     pub fn new() -> Self {
-        Copier {
-            buf: vec![0; BUF],
-            ..Self::default()
-        }
+        Copier { buf: vec![0; BUF], ..Self::default() }
     }
 
     /// Copies `src` (a directory) to `dst`, which is created if missing.
@@ -244,14 +194,7 @@ impl Copier {
         self.copy_entry(src, dst, &m, progress, false)
     }
 
-    fn copy_entry(
-        &mut self,
-        src: &Path,
-        dst: &Path,
-        m: &Metadata,
-        progress: &mut Progress,
-        force: bool,
-    ) -> Result<()> {
+    fn copy_entry(&mut self, src: &Path, dst: &Path, m: &Metadata, progress: &mut Progress, force: bool) -> Result<()> {
         let ft = m.file_type();
         let existing = std::fs::symlink_metadata(dst).ok();
         if ft.is_dir() {
@@ -282,9 +225,7 @@ impl Copier {
         if m.nlink() > 1 {
             let key = (m.dev(), m.ino());
             if let Some(first) = self.links.get(&key) {
-                let first_ino = std::fs::symlink_metadata(first)
-                    .map_err(ctx("reading", first))?
-                    .ino();
+                let first_ino = std::fs::symlink_metadata(first).map_err(ctx("reading", first))?.ino();
                 if existing.as_ref().is_some_and(|e| e.ino() == first_ino) {
                     return Ok(());
                 }
@@ -316,9 +257,7 @@ impl Copier {
             self.copy_file(src, dst, m, progress)?;
         } else if ft.is_symlink() {
             let target = std::fs::read_link(src).map_err(ctx("reading symlink", src))?;
-            let same = existing
-                .as_ref()
-                .is_some_and(|e| e.file_type().is_symlink())
+            let same = existing.as_ref().is_some_and(|e| e.file_type().is_symlink())
                 && std::fs::read_link(dst).is_ok_and(|t| t == target);
             if !same {
                 if existing.is_some() {
@@ -327,27 +266,17 @@ impl Copier {
                 std::os::unix::fs::symlink(&target, dst).map_err(ctx("creating symlink", dst))?;
             }
         } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() || ft.is_socket() {
-            let same = existing.as_ref().is_some_and(|e| {
-                e.mode() & libc::S_IFMT == m.mode() & libc::S_IFMT && e.rdev() == m.rdev()
-            });
+            let same = existing
+                .as_ref()
+                .is_some_and(|e| e.mode() & libc::S_IFMT == m.mode() & libc::S_IFMT && e.rdev() == m.rdev());
             if !same {
                 if existing.is_some() {
                     remove(dst)?;
                 }
                 let c = cpath(dst).map_err(ctx("path", dst))?;
                 // SAFETY: a valid C string; mode and device come from the source's stat.
-                if unsafe {
-                    libc::mknod(
-                        c.as_ptr(),
-                        m.mode() as libc::mode_t,
-                        m.rdev() as libc::dev_t,
-                    )
-                } != 0
-                {
-                    return Err(Error::io(
-                        format!("creating {}", dst.display()),
-                        io::Error::last_os_error(),
-                    ));
+                if unsafe { libc::mknod(c.as_ptr(), m.mode() as libc::mode_t, m.rdev() as libc::dev_t) } != 0 {
+                    return Err(Error::io(format!("creating {}", dst.display()), io::Error::last_os_error()));
                 }
             }
         }
@@ -358,13 +287,7 @@ impl Copier {
 
     /// Copies data only where the source has data (SEEK_DATA/SEEK_HOLE), hashing the whole
     /// logical content (holes as zeros) on the way.
-    fn copy_file(
-        &mut self,
-        src: &Path,
-        dst: &Path,
-        m: &Metadata,
-        progress: &mut Progress,
-    ) -> Result<()> {
+    fn copy_file(&mut self, src: &Path, dst: &Path, m: &Metadata, progress: &mut Progress) -> Result<()> {
         let input = open_noatime(src).map_err(ctx("opening", src))?;
         let output = std::fs::OpenOptions::new()
             .write(true)
@@ -385,27 +308,19 @@ impl Copier {
             let mut pos = data;
             while pos < hole {
                 let want = ((hole - pos) as usize).min(self.buf.len());
-                let n = input
-                    .read_at(&mut self.buf[..want], pos)
-                    .map_err(ctx("reading", src))?;
+                let n = input.read_at(&mut self.buf[..want], pos).map_err(ctx("reading", src))?;
                 if n == 0 {
-                    return Err(Error::migrate(
-                        src,
-                        "file shrank while being copied; is a service still writing it?",
-                    ));
+                    return Err(Error::migrate(src, "file shrank while being copied; is a service still writing it?"));
                 }
                 hasher.update(&self.buf[..n]);
-                output
-                    .write_all_at(&self.buf[..n], pos)
-                    .map_err(ctx("writing", dst))?;
+                output.write_all_at(&self.buf[..n], pos).map_err(ctx("writing", dst))?;
                 pos += n as u64;
                 progress.add(n as u64, 0);
             }
             off = hole;
         }
         output.set_len(len).map_err(ctx("sizing", dst))?;
-        self.hashes
-            .insert(src.to_path_buf(), hasher.finalize().into());
+        self.hashes.insert(src.to_path_buf(), hasher.finalize().into());
         Ok(())
     }
 
@@ -421,14 +336,7 @@ impl Copier {
         } else {
             let n = problems.len();
             problems.truncate(20);
-            Err(Error::migrate(
-                dst,
-                format!(
-                    "{n} difference(s) from {}: {}",
-                    src.display(),
-                    problems.join("; ")
-                ),
-            ))
+            Err(Error::migrate(dst, format!("{n} difference(s) from {}: {}", src.display(), problems.join("; "))))
         }
     }
 
@@ -452,9 +360,7 @@ impl Copier {
         if (sm.uid(), sm.gid()) != (dm.uid(), dm.gid()) {
             differs.push("owner".to_string());
         }
-        if !sm.is_dir()
-            && (sm.len(), sm.mtime(), sm.mtime_nsec()) != (dm.len(), dm.mtime(), dm.mtime_nsec())
-        {
+        if !sm.is_dir() && (sm.len(), sm.mtime(), sm.mtime_nsec()) != (dm.len(), dm.mtime(), dm.mtime_nsec()) {
             differs.push("size or mtime".to_string());
         }
         if sm.nlink() > 1 && !sm.is_dir() {
@@ -466,9 +372,7 @@ impl Copier {
                 differs.push("hard links".to_string());
             }
         }
-        if xattrs(src).map_err(ctx("reading xattrs of", src))?
-            != xattrs(dst).map_err(ctx("reading xattrs of", dst))?
-        {
+        if xattrs(src).map_err(ctx("reading xattrs of", src))? != xattrs(dst).map_err(ctx("reading xattrs of", dst))? {
             differs.push("xattrs/ACLs".to_string());
         }
         let ft = sm.file_type();
@@ -507,13 +411,7 @@ impl Copier {
                 problems.push(format!("{} is not in the source", e.path().display()));
             }
             for name in names {
-                self.verify_entry(
-                    &src.join(&name),
-                    &dst.join(&name),
-                    progress,
-                    problems,
-                    groups,
-                )?;
+                self.verify_entry(&src.join(&name), &dst.join(&name), progress, problems, groups)?;
             }
         }
         Ok(())
@@ -525,16 +423,12 @@ impl Copier {
         let mut hasher = Sha256::new();
         let mut off = 0u64;
         while off < len {
-            let (data, hole) = next_data(&f, off, len)
-                .map_err(ctx("seeking in", p))?
-                .unwrap_or((len, len));
+            let (data, hole) = next_data(&f, off, len).map_err(ctx("seeking in", p))?.unwrap_or((len, len));
             hash_zeros(&mut hasher, data - off);
             let mut pos = data;
             while pos < hole {
                 let want = ((hole - pos) as usize).min(self.buf.len());
-                let n = f
-                    .read_at(&mut self.buf[..want], pos)
-                    .map_err(ctx("reading", p))?;
+                let n = f.read_at(&mut self.buf[..want], pos).map_err(ctx("reading", p))?;
                 if n == 0 {
                     break;
                 }
@@ -550,11 +444,7 @@ impl Copier {
 
 /// Opens for reading without updating the source's access time where allowed (owner or root).
 fn open_noatime(p: &Path) -> io::Result<File> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOATIME)
-        .open(p)
-        .or_else(|_| File::open(p))
+    std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOATIME).open(p).or_else(|_| File::open(p))
 }
 
 /// The next data region at or after `off`: `(start, end)`, or None when only a hole remains.

@@ -28,19 +28,10 @@ use copy::{shown, tree_usage, Copier, Progress};
 /// Which directories a profile moves (the seed recipes' lists for each service).
 pub fn profile_dirs(profile: &str) -> Option<&'static [&'static str]> {
     Some(match profile {
-        "asterisk" => &[
-            "/etc/asterisk",
-            "/var/lib/asterisk",
-            "/var/spool/asterisk",
-            "/var/log/asterisk",
-            "/usr/lib/asterisk",
-        ],
-        "freeswitch" => &[
-            "/etc/freeswitch",
-            "/var/lib/freeswitch",
-            "/var/log/freeswitch",
-            "/usr/share/freeswitch",
-        ],
+        "asterisk" => {
+            &["/etc/asterisk", "/var/lib/asterisk", "/var/spool/asterisk", "/var/log/asterisk", "/usr/lib/asterisk"]
+        }
+        "freeswitch" => &["/etc/freeswitch", "/var/lib/freeswitch", "/var/log/freeswitch", "/usr/share/freeswitch"],
         "mysql" => &["/var/lib/mysql"],
         "web" => &["/var/www/html"],
         _ => return None,
@@ -79,14 +70,10 @@ pub fn selection(profiles: &[String], dirs: &[PathBuf]) -> Result<(Vec<PathBuf>,
     let mut skipped = Vec::new();
     for p in profiles {
         let list = profile_dirs(p).ok_or_else(|| Error::PlanRefused {
-            problems: vec![format!(
-                "unknown profile `{p}`: one of {}",
-                PROFILES.join(", ")
-            )],
+            problems: vec![format!("unknown profile `{p}`: one of {}", PROFILES.join(", "))],
         })?;
         for d in list.iter().map(PathBuf::from) {
-            let present =
-                std::fs::symlink_metadata(&d).is_ok() || journal_path(&d).is_ok_and(|j| j.exists());
+            let present = std::fs::symlink_metadata(&d).is_ok() || journal_path(&d).is_ok_and(|j| j.exists());
             if present {
                 chosen.push(d);
             } else {
@@ -126,10 +113,7 @@ enum Phase {
 fn parent_and_name(dir: &Path) -> Result<(PathBuf, OsString)> {
     match (dir.parent(), dir.file_name()) {
         (Some(p), Some(n)) => Ok((p.to_path_buf(), n.to_os_string())),
-        _ => Err(Error::migrate(
-            dir,
-            "not a directory that can be moved (no parent)",
-        )),
+        _ => Err(Error::migrate(dir, "not a directory that can be moved (no parent)")),
     }
 }
 
@@ -143,58 +127,43 @@ pub fn backup_path(dir: &Path) -> Result<PathBuf> {
 }
 
 fn journal_path(dir: &Path) -> Result<PathBuf> {
-    Ok(backup_root(dir)?
-        .join("journal")
-        .join(parent_and_name(dir)?.1))
+    Ok(backup_root(dir)?.join("journal").join(parent_and_name(dir)?.1))
 }
 
 /// T for S: the same absolute path under the replica root.
 pub fn target_path(root: &Path, dir: &Path) -> PathBuf {
-    let rel: PathBuf = dir
-        .components()
-        .filter(|c| matches!(c, Component::Normal(_)))
-        .collect();
+    let rel: PathBuf = dir.components().filter(|c| matches!(c, Component::Normal(_))).collect();
     root.join(rel)
 }
 
 fn read_journal(dir: &Path) -> Result<Option<Journal>> {
     let p = journal_path(dir)?;
     match std::fs::read(&p) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            Error::migrate(
-                &p,
-                format!("unreadable journal ({e}); inspect it before retrying"),
-            )
-        }),
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::migrate(&p, format!("unreadable journal ({e}); inspect it before retrying"))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(format!("reading {}", p.display()), e)),
     }
 }
 
 fn fsync_dir(p: &Path) -> Result<()> {
-    std::fs::File::open(p)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io(format!("syncing {}", p.display()), e))
+    std::fs::File::open(p).and_then(|f| f.sync_all()).map_err(|e| Error::io(format!("syncing {}", p.display()), e))
 }
 
 fn write_journal(dir: &Path, j: &Journal) -> Result<()> {
     let p = journal_path(dir)?;
     let parent = p.parent().map(Path::to_path_buf).unwrap_or_default();
-    std::fs::create_dir_all(&parent)
-        .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+    std::fs::create_dir_all(&parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
     // Named after the directory, not the process: a run killed between create and rename
     // leaves a file the next run's write of the same journal takes over.
     let mut tmp_name = std::ffi::OsString::from(".tmp-");
     tmp_name.push(parent_and_name(dir)?.1);
     let tmp = parent.join(tmp_name);
     let bytes = serde_json::to_vec(j).map_err(|e| Error::migrate(&p, e.to_string()))?;
-    let mut f = std::fs::File::create(&tmp)
-        .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
-    f.write_all(&bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
-    std::fs::rename(&tmp, &p)
-        .map_err(|e| Error::io(format!("renaming into {}", p.display()), e))?;
+    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+    f.write_all(&bytes).and_then(|()| f.sync_all()).map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+    std::fs::rename(&tmp, &p).map_err(|e| Error::io(format!("renaming into {}", p.display()), e))?;
     fsync_dir(&parent)
 }
 
@@ -239,26 +208,18 @@ impl Plan {
                 i.bytes as f64 / (1 << 20) as f64,
                 i.entries,
                 i.backup.display(),
-                i.resume
-                    .as_ref()
-                    .map(|r| format!(" [resuming: {r}]"))
-                    .unwrap_or_default()
+                i.resume.as_ref().map(|r| format!(" [resuming: {r}]")).unwrap_or_default()
             );
         }
         if let Some(free) = self.free_bytes {
-            s += &format!(
-                "free on the replica: {:.1} MiB\n",
-                free as f64 / (1 << 20) as f64
-            );
+            s += &format!("free on the replica: {:.1} MiB\n", free as f64 / (1 << 20) as f64);
         }
         s
     }
 }
 
 fn dev_of(p: &Path) -> Result<u64> {
-    std::fs::metadata(p)
-        .map(|m| m.dev())
-        .map_err(|e| Error::io(format!("reading {}", p.display()), e))
+    std::fs::metadata(p).map(|m| m.dev()).map_err(|e| Error::io(format!("reading {}", p.display()), e))
 }
 
 /// Checks everything before touching anything; every problem is reported at once.
@@ -272,10 +233,7 @@ pub fn plan(opts: &MigrateOptions) -> Result<Plan> {
     let mut root_dev = None;
     let mut free_bytes = None;
     if opts.role == MigrateRole::Primary {
-        match (
-            std::fs::metadata(root),
-            root.parent().map(std::fs::metadata),
-        ) {
+        match (std::fs::metadata(root), root.parent().map(std::fs::metadata)) {
             (Ok(m), Some(Ok(pm))) if m.is_dir() => {
                 if m.dev() == pm.dev() {
                     problems.push(format!(
@@ -284,25 +242,16 @@ pub fn plan(opts: &MigrateOptions) -> Result<Plan> {
                     ));
                 }
                 root_dev = Some(m.dev());
-                free_bytes = nix::sys::statvfs::statvfs(root)
-                    .ok()
-                    .map(|s| s.blocks_available() * s.fragment_size());
+                free_bytes = nix::sys::statvfs::statvfs(root).ok().map(|s| s.blocks_available() * s.fragment_size());
             }
-            (Ok(_), _) => problems.push(format!(
-                "{}: replica root is not a directory with a parent",
-                root.display()
-            )),
+            (Ok(_), _) => problems.push(format!("{}: replica root is not a directory with a parent", root.display())),
             (Err(e), _) => problems.push(format!("{}: replica root: {e}", root.display())),
         }
     }
     let mut needed = 0u64;
     for (i, dir) in opts.dirs.iter().enumerate() {
         let name = shown(dir.as_os_str());
-        if !dir.is_absolute()
-            || dir
-                .components()
-                .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
-        {
+        if !dir.is_absolute() || dir.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir)) {
             problems.push(format!("{name}: give an absolute path without `.` or `..`"));
             continue;
         }
@@ -315,10 +264,7 @@ pub fn plan(opts: &MigrateOptions) -> Result<Plan> {
             }
         }
         if dir.starts_with(root) || root.starts_with(dir) {
-            problems.push(format!(
-                "{name}: overlaps the replica root {}",
-                root.display()
-            ));
+            problems.push(format!("{name}: overlaps the replica root {}", root.display()));
             continue;
         }
         let target = target_path(root, dir);
@@ -331,15 +277,10 @@ pub fn plan(opts: &MigrateOptions) -> Result<Plan> {
         };
         if let Some(j) = &journal {
             if j.role != opts.role {
-                problems.push(format!(
-                    "{name}: an earlier run as {:?} is unfinished; finish or undo it first",
-                    j.role
-                ));
+                problems.push(format!("{name}: an earlier run as {:?} is unfinished; finish or undo it first", j.role));
             }
             if j.phase == Phase::Undoing {
-                problems.push(format!(
-                    "{name}: an undo is unfinished; run `pbxha replica undo` again first"
-                ));
+                problems.push(format!("{name}: an undo is unfinished; run `pbxha replica undo` again first"));
             }
             if j.target != target.as_os_str().as_bytes() {
                 problems.push(format!(
@@ -368,12 +309,8 @@ pub fn plan(opts: &MigrateOptions) -> Result<Plan> {
             }
         };
         if meta.file_type().is_symlink() {
-            let to = std::fs::read_link(dir)
-                .map(|t| shown(t.as_os_str()))
-                .unwrap_or_default();
-            problems.push(format!(
-                "{name}: already a symlink (to {to}) and not from an earlier run; leaving it alone"
-            ));
+            let to = std::fs::read_link(dir).map(|t| shown(t.as_os_str())).unwrap_or_default();
+            problems.push(format!("{name}: already a symlink (to {to}) and not from an earlier run; leaving it alone"));
             continue;
         }
         if !meta.is_dir() {
@@ -382,17 +319,12 @@ pub fn plan(opts: &MigrateOptions) -> Result<Plan> {
         }
         if let Some(parent) = dir.parent() {
             if dev_of(parent).is_ok_and(|d| d != meta.dev()) {
-                problems.push(format!(
-                    "{name}: is itself a mount point; it cannot be set aside by renaming"
-                ));
+                problems.push(format!("{name}: is itself a mount point; it cannot be set aside by renaming"));
                 continue;
             }
         }
         if std::fs::symlink_metadata(&backup).is_ok() {
-            problems.push(format!(
-                "{name}: {} already exists; move it away first",
-                backup.display()
-            ));
+            problems.push(format!("{name}: {} already exists; move it away first", backup.display()));
         }
         let mut bytes = 0;
         let mut entries = 0;
@@ -419,14 +351,7 @@ pub fn plan(opts: &MigrateOptions) -> Result<Plan> {
             }
         }
         check_holders(dir, &name, &mut problems);
-        items.push(PlanItem {
-            dir: dir.clone(),
-            target,
-            backup,
-            bytes,
-            entries,
-            resume: None,
-        });
+        items.push(PlanItem { dir: dir.clone(), target, backup, bytes, entries, resume: None });
     }
     if let Some(free) = free_bytes {
         // Metadata overhead of the copy is small; 2% plus 16 MiB covers it.
@@ -450,15 +375,10 @@ pub fn plan(opts: &MigrateOptions) -> Result<Plan> {
 fn check_holders(dir: &Path, name: &str, problems: &mut Vec<String>) {
     match holders(dir) {
         Ok(h) if !h.is_empty() => {
-            problems.push(format!(
-                "{name}: still in use, stop these services first: {}",
-                describe(&h)
-            ));
+            problems.push(format!("{name}: still in use, stop these services first: {}", describe(&h)));
         }
         Ok(_) => {}
-        Err(e) => problems.push(format!(
-            "{name}: cannot scan /proc for processes using it: {e}"
-        )),
+        Err(e) => problems.push(format!("{name}: cannot scan /proc for processes using it: {e}")),
     }
 }
 
@@ -472,12 +392,7 @@ pub fn migrate(opts: &MigrateOptions) -> Result<Plan> {
 }
 
 fn rename(from: &Path, to: &Path) -> Result<()> {
-    std::fs::rename(from, to).map_err(|e| {
-        Error::io(
-            format!("renaming {} to {}", from.display(), to.display()),
-            e,
-        )
-    })?;
+    std::fs::rename(from, to).map_err(|e| Error::io(format!("renaming {} to {}", from.display(), to.display()), e))?;
     fsync_dir(from.parent().unwrap_or(Path::new("/")))?;
     fsync_dir(to.parent().unwrap_or(Path::new("/")))
 }
@@ -496,17 +411,9 @@ fn migrate_one(item: &PlanItem, opts: &MigrateOptions) -> Result<()> {
     let mut j = match read_journal(dir)? {
         Some(j) => j,
         None => {
-            let phase = if opts.role == MigrateRole::Primary {
-                Phase::Copying
-            } else {
-                Phase::Ready
-            };
-            let j = Journal {
-                role: opts.role,
-                phase,
-                target: target.as_os_str().as_bytes().to_vec(),
-                undo_aside: None,
-            };
+            let phase = if opts.role == MigrateRole::Primary { Phase::Copying } else { Phase::Ready };
+            let j =
+                Journal { role: opts.role, phase, target: target.as_os_str().as_bytes().to_vec(), undo_aside: None };
             write_journal(dir, &j)?;
             j
         }
@@ -517,17 +424,14 @@ fn migrate_one(item: &PlanItem, opts: &MigrateOptions) -> Result<()> {
     };
     if j.phase == Phase::Copying {
         let parent = target.parent().unwrap_or(Path::new("/"));
-        std::fs::create_dir_all(parent)
-            .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
         let mut copier = Copier::new();
         let mut progress = Progress::new(format!("copy {}", dir.display()), opts.progress);
         copier.copy_tree(dir, target, &mut progress)?;
         progress.finish();
         // The data must be on disk before the original is set aside.
-        let f = std::fs::File::open(target)
-            .map_err(|e| Error::io(format!("opening {}", target.display()), e))?;
-        f.sync_all()
-            .map_err(|e| Error::io(format!("syncing {}", target.display()), e))?;
+        let f = std::fs::File::open(target).map_err(|e| Error::io(format!("opening {}", target.display()), e))?;
+        f.sync_all().map_err(|e| Error::io(format!("syncing {}", target.display()), e))?;
         // SAFETY: syncfs on an open descriptor.
         unsafe { libc::syncfs(std::os::unix::io::AsRawFd::as_raw_fd(&f)) };
         step(&mut j, Phase::Copied)?;
@@ -544,18 +448,14 @@ fn migrate_one(item: &PlanItem, opts: &MigrateOptions) -> Result<()> {
     }
     if j.phase == Phase::Ready {
         let bparent = backup.parent().unwrap_or(Path::new("/"));
-        std::fs::create_dir_all(bparent)
-            .map_err(|e| Error::io(format!("creating {}", bparent.display()), e))?;
+        std::fs::create_dir_all(bparent).map_err(|e| Error::io(format!("creating {}", bparent.display()), e))?;
         let dir_is_real = std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir());
         if dir_is_real && !exists(backup) {
             rename(dir, backup)?;
         } else if !(exists(backup) && (!exists(dir) || is_symlink_to(dir, target))) {
             return Err(Error::migrate(
                 dir,
-                format!(
-                    "unexpected state: neither it nor {} is where a run leaves them",
-                    backup.display()
-                ),
+                format!("unexpected state: neither it nor {} is where a run leaves them", backup.display()),
             ));
         }
         step(&mut j, Phase::SetAside)?;
@@ -575,13 +475,7 @@ fn migrate_one(item: &PlanItem, opts: &MigrateOptions) -> Result<()> {
         step(&mut j, Phase::Done)?;
     }
     if !is_symlink_to(dir, target) {
-        return Err(Error::migrate(
-            dir,
-            format!(
-                "recorded as migrated but is not a symlink to {}",
-                target.display()
-            ),
-        ));
+        return Err(Error::migrate(dir, format!("recorded as migrated but is not a symlink to {}", target.display())));
     }
     Ok(())
 }
@@ -608,9 +502,7 @@ pub fn undo(dirs: &[PathBuf]) -> Result<Vec<Undone>> {
         let backup = backup_path(dir)?;
         if j.undo_aside.is_none() {
             let mut name = target.as_os_str().to_os_string();
-            let stamp = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+            let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
             name.push(format!(".pbxha-undone-{stamp}"));
             j.undo_aside = Some(name.into_vec());
         }
@@ -619,18 +511,14 @@ pub fn undo(dirs: &[PathBuf]) -> Result<Vec<Undone>> {
         j.phase = Phase::Undoing;
         write_journal(dir, &j)?;
         if is_symlink_to(dir, &target) {
-            std::fs::remove_file(dir)
-                .map_err(|e| Error::io(format!("removing symlink {}", dir.display()), e))?;
+            std::fs::remove_file(dir).map_err(|e| Error::io(format!("removing symlink {}", dir.display()), e))?;
             fsync_dir(dir.parent().unwrap_or(Path::new("/")))?;
         }
         if exists(&backup) {
             if exists(dir) {
                 return Err(Error::migrate(
                     dir,
-                    format!(
-                        "exists while its original is still at {}; resolve by hand",
-                        backup.display()
-                    ),
+                    format!("exists while its original is still at {}; resolve by hand", backup.display()),
                 ));
             }
             rename(&backup, dir)?;
@@ -638,10 +526,7 @@ pub fn undo(dirs: &[PathBuf]) -> Result<Vec<Undone>> {
         if !std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
             return Err(Error::migrate(
                 dir,
-                format!(
-                    "cannot restore: neither it nor {} is a directory",
-                    backup.display()
-                ),
+                format!("cannot restore: neither it nor {} is a directory", backup.display()),
             ));
         }
         let mut kept = None;
@@ -653,10 +538,7 @@ pub fn undo(dirs: &[PathBuf]) -> Result<Vec<Undone>> {
         }
         remove_journal(dir)?;
         remove_bookkeeping(dir)?;
-        out.push(Undone {
-            dir: dir.clone(),
-            replica_copy_kept_at: kept,
-        });
+        out.push(Undone { dir: dir.clone(), replica_copy_kept_at: kept });
     }
     Ok(out)
 }
@@ -681,11 +563,7 @@ fn remove_bookkeeping(dir: &Path) -> Result<()> {
 
 /// Directories `undo` looks at when none are named: every profile's.
 pub fn all_profile_dirs() -> Vec<PathBuf> {
-    PROFILES
-        .iter()
-        .filter_map(|p| profile_dirs(p))
-        .flat_map(|d| d.iter().map(PathBuf::from))
-        .collect()
+    PROFILES.iter().filter_map(|p| profile_dirs(p)).flat_map(|d| d.iter().map(PathBuf::from)).collect()
 }
 
 #[cfg(test)]

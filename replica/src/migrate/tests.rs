@@ -25,21 +25,11 @@ struct Entry {
 fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
     let mut out = BTreeMap::new();
     let mut inodes: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
-    fn walk(
-        root: &Path,
-        p: &Path,
-        out: &mut BTreeMap<Vec<u8>, Entry>,
-        inodes: &mut BTreeMap<u64, Vec<u8>>,
-    ) {
+    fn walk(root: &Path, p: &Path, out: &mut BTreeMap<Vec<u8>, Entry>, inodes: &mut BTreeMap<u64, Vec<u8>>) {
         let m = std::fs::symlink_metadata(p).unwrap();
-        let rel = p
-            .strip_prefix(root)
-            .unwrap()
-            .as_os_str()
-            .as_bytes()
-            .to_vec();
-        let link_group = (!m.is_dir() && m.nlink() > 1)
-            .then(|| inodes.entry(m.ino()).or_insert_with(|| rel.clone()).clone());
+        let rel = p.strip_prefix(root).unwrap().as_os_str().as_bytes().to_vec();
+        let link_group =
+            (!m.is_dir() && m.nlink() > 1).then(|| inodes.entry(m.ino()).or_insert_with(|| rel.clone()).clone());
         out.insert(
             rel,
             Entry {
@@ -48,10 +38,7 @@ fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
                 gid: m.gid(),
                 size: if m.is_dir() { 0 } else { m.len() },
                 mtime: (m.mtime(), m.mtime_nsec()),
-                target: m
-                    .file_type()
-                    .is_symlink()
-                    .then(|| std::fs::read_link(p).unwrap().into_os_string().into_vec()),
+                target: m.file_type().is_symlink().then(|| std::fs::read_link(p).unwrap().into_os_string().into_vec()),
                 xattrs: copy::xattrs(p).unwrap(),
                 content: m.is_file().then(|| std::fs::read(p).unwrap()),
                 link_group,
@@ -60,10 +47,7 @@ fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
         );
         if m.is_dir() {
             // Sorted, so the first path of a hard-link group does not depend on directory order.
-            let mut children: Vec<PathBuf> = std::fs::read_dir(p)
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .collect();
+            let mut children: Vec<PathBuf> = std::fs::read_dir(p).unwrap().map(|e| e.unwrap().path()).collect();
             children.sort();
             for c in children {
                 walk(root, &c, out, inodes);
@@ -76,16 +60,8 @@ fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
 
 /// Runs a tool on paths passed as bytes (they need not be UTF-8).
 fn run(argv: &[&str], paths: &[PathBuf]) {
-    let out = Command::new(argv[0])
-        .args(&argv[1..])
-        .args(paths)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{argv:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(argv[0]).args(&argv[1..]).args(paths).output().unwrap();
+    assert!(out.status.success(), "{argv:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// A tree with everything the copy must keep.
@@ -98,9 +74,7 @@ fn build_tree(dir: &Path) {
         )
         .unwrap();
     }
-    let big: Vec<u8> = (0..3_000_000u32)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     std::fs::write(dir.join("sub/deeper/recording.wav"), &big).unwrap();
     // Sparse: 64 MiB with data only at both ends.
     let f = std::fs::File::create(dir.join("sparse.db")).unwrap();
@@ -117,11 +91,7 @@ fn build_tree(dir: &Path) {
     symlink("loop-a", dir.join("loop-b")).unwrap();
     symlink(".", dir.join("sub/self")).unwrap();
     std::fs::write(dir.join(OsStr::from_bytes(b"new\nline")), b"nl").unwrap();
-    std::fs::write(
-        dir.join(OsStr::from_bytes(b"latin1-\xe9t\xe9")),
-        b"bad utf8",
-    )
-    .unwrap();
+    std::fs::write(dir.join(OsStr::from_bytes(b"latin1-\xe9t\xe9")), b"bad utf8").unwrap();
     std::fs::write(dir.join("secret"), b"pw").unwrap();
     std::fs::set_permissions(dir.join("secret"), std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::write(dir.join("suid"), b"#!/bin/sh\n").unwrap();
@@ -130,42 +100,20 @@ fn build_tree(dir: &Path) {
     std::os::unix::fs::lchown(dir.join("sub"), Some(1234), Some(2345)).unwrap();
     std::os::unix::fs::lchown(dir.join("rel-link"), Some(1234), Some(2345)).unwrap();
     run(&["mkfifo"], &[dir.join("fifo")]);
-    run(
-        &["setfattr", "-n", "user.pbx", "-v", "sip peer"],
-        &[dir.join("secret")],
-    );
+    run(&["setfattr", "-n", "user.pbx", "-v", "sip peer"], &[dir.join("secret")]);
     run(&["setfacl", "-m", "u:1234:r"], &[dir.join("secret")]);
-    run(
-        &["setfacl", "-d", "-m", "g:2345:rwx"],
-        &[dir.join("sub/deeper")],
-    );
-    run(
-        &["setfattr", "-n", "trusted.x", "-v", "1"],
-        &[dir.join("sub")],
-    );
-    let old = [
-        dir.join("rel-link"),
-        dir.join("sub/deeper"),
-        dir.join("sub/small-3.conf"),
-    ];
-    run(
-        &["touch", "-h", "-d", "2001-02-03 04:05:06.123456789"],
-        &old,
-    );
+    run(&["setfacl", "-d", "-m", "g:2345:rwx"], &[dir.join("sub/deeper")]);
+    run(&["setfattr", "-n", "trusted.x", "-v", "1"], &[dir.join("sub")]);
+    let old = [dir.join("rel-link"), dir.join("sub/deeper"), dir.join("sub/small-3.conf")];
+    run(&["touch", "-h", "-d", "2001-02-03 04:05:06.123456789"], &old);
 }
 
 fn tools_for_ns_tests() -> bool {
     let ok = ["setfattr", "setfacl", "mkfifo"].iter().all(|t| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {t}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
+        Command::new("sh").args(["-c", &format!("command -v {t}")]).output().is_ok_and(|o| o.status.success())
     });
     if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "attr and acl packages are required under CI=true"
-        );
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "attr and acl packages are required under CI=true");
         eprintln!("skipping: setfattr/setfacl missing (packages attr, acl)");
     }
     ok
@@ -173,26 +121,11 @@ fn tools_for_ns_tests() -> bool {
 
 fn mount_tmpfs(at: &Path, size: &str) {
     std::fs::create_dir_all(at).unwrap();
-    run(
-        &[
-            "mount",
-            "-t",
-            "tmpfs",
-            "-o",
-            &format!("size={size}"),
-            "pbxha-test",
-        ],
-        &[at.to_path_buf()],
-    );
+    run(&["mount", "-t", "tmpfs", "-o", &format!("size={size}"), "pbxha-test"], &[at.to_path_buf()]);
 }
 
 fn opts(dirs: Vec<PathBuf>, root: &Path, role: MigrateRole) -> MigrateOptions {
-    MigrateOptions {
-        dirs,
-        replica_root: root.to_path_buf(),
-        role,
-        progress: false,
-    }
+    MigrateOptions { dirs, replica_root: root.to_path_buf(), role, progress: false }
 }
 
 #[test]
@@ -209,20 +142,12 @@ fn bad_input_is_refused_with_every_problem_and_nothing_touched() {
     std::fs::create_dir(&nested).unwrap();
     let before = snapshot(t.path());
     let err = plan(&opts(
-        vec![
-            real.clone(),
-            t.path().join("missing"),
-            elsewhere,
-            nested,
-            PathBuf::from("relative/dir"),
-        ],
+        vec![real.clone(), t.path().join("missing"), elsewhere, nested, PathBuf::from("relative/dir")],
         &root,
         MigrateRole::Primary,
     ))
     .unwrap_err();
-    let Error::PlanRefused { problems } = &err else {
-        panic!("{err}")
-    };
+    let Error::PlanRefused { problems } = &err else { panic!("{err}") };
     let text = problems.join("\n");
     for expected in [
         "not a mount point",
@@ -244,24 +169,12 @@ fn a_process_holding_a_file_blocks_the_plan() {
     let dir = t.path().join("spool");
     std::fs::create_dir(&dir).unwrap();
     std::fs::write(dir.join("voicemail"), b"x").unwrap();
-    let mut child = Command::new("sleep")
-        .arg("30")
-        .stdin(std::fs::File::open(dir.join("voicemail")).unwrap())
-        .spawn()
-        .unwrap();
-    let err = plan(&opts(
-        vec![dir],
-        &t.path().join("replica"),
-        MigrateRole::Secondary,
-    ))
-    .unwrap_err()
-    .to_string();
+    let mut child =
+        Command::new("sleep").arg("30").stdin(std::fs::File::open(dir.join("voicemail")).unwrap()).spawn().unwrap();
+    let err = plan(&opts(vec![dir], &t.path().join("replica"), MigrateRole::Secondary)).unwrap_err().to_string();
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(
-        err.contains("still in use") && err.contains("(sleep) holds"),
-        "{err}"
-    );
+    assert!(err.contains("still in use") && err.contains("(sleep) holds"), "{err}");
 }
 
 #[test]
@@ -282,14 +195,8 @@ fn secondary_sets_aside_links_and_undo_restores() {
     assert_eq!(undone.len(), 1);
     assert!(undone[0].replica_copy_kept_at.is_none());
     assert_eq!(snapshot(&dir), before);
-    assert!(
-        !exists(&backup_root(&dir).unwrap()),
-        "no empty backup directories left"
-    );
-    assert!(
-        undo(&[dir]).unwrap().is_empty(),
-        "a second undo has nothing to do"
-    );
+    assert!(!exists(&backup_root(&dir).unwrap()), "no empty backup directories left");
+    assert!(undo(&[dir]).unwrap().is_empty(), "a second undo has nothing to do");
 }
 
 #[test]
@@ -328,13 +235,7 @@ fn kill_until_done(op: &str, dir: &Path, root: &Path) -> usize {
     let deadline = Instant::now() + Duration::from_secs(45);
     for attempt in 0.. {
         let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "migrate::tests::kill_9_child",
-                "--include-ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+            .args(["--exact", "migrate::tests::kill_9_child", "--include-ignored", "--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, op)
             .env("PBXHA_REPLICA_CHILD_DIR", dir)
             .env("PBXHA_REPLICA_CHILD_ROOT", root)
@@ -354,11 +255,7 @@ fn kill_until_done(op: &str, dir: &Path, root: &Path) -> usize {
             }
         }
         let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{op} run {attempt} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{op} run {attempt} failed: {}", String::from_utf8_lossy(&out.stderr));
         return kills;
     }
     unreachable!()
@@ -380,10 +277,7 @@ fn kill_9_inner() {
     let started = Instant::now();
     let kills = kill_until_done("migrate", &dir, &root);
     eprintln!("migrate: {kills} kills, {:?}", started.elapsed());
-    assert!(
-        kills >= 5,
-        "the test must actually interrupt runs ({kills})"
-    );
+    assert!(kills >= 5, "the test must actually interrupt runs ({kills})");
     let target = target_path(&root, &dir);
     assert!(is_symlink_to(&dir, &target));
     let copied = snapshot(&target);
@@ -391,33 +285,18 @@ fn kill_9_inner() {
         assert_eq!(copied.get(k), Some(v), "entry {}", k.escape_ascii());
     }
     assert_eq!(copied.len(), original.len());
-    assert!(
-        copied[&b"sparse.db"[..]].allocated_blocks < 1024,
-        "holes stay holes"
-    );
-    assert_eq!(
-        snapshot(&backup_path(&dir).unwrap()),
-        original,
-        "the original is kept, untouched"
-    );
+    assert!(copied[&b"sparse.db"[..]].allocated_blocks < 1024, "holes stay holes");
+    assert_eq!(snapshot(&backup_path(&dir).unwrap()), original, "the original is kept, untouched");
     // Through the symlink, the service sees the same tree.
     assert_eq!(std::fs::read(dir.join("sub/linked-b")).unwrap(), b"hard");
     migrate(&opts(vec![dir.clone()], &root, MigrateRole::Primary)).unwrap();
 
     let kills = kill_until_done("undo", &dir, &root);
     eprintln!("undo: {kills} kills");
-    assert_eq!(
-        snapshot(&dir),
-        original,
-        "undo restores the original layout"
-    );
-    let kept: Vec<_> = std::fs::read_dir(target.parent().unwrap())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    assert_eq!(snapshot(&dir), original, "undo restores the original layout");
+    let kept: Vec<_> = std::fs::read_dir(target.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(
-        kept.iter()
-            .any(|n| n.as_bytes().windows(13).any(|w| w == b"pbxha-undone-")),
+        kept.iter().any(|n| n.as_bytes().windows(13).any(|w| w == b"pbxha-undone-")),
         "replica copy kept: {kept:?}"
     );
 }
@@ -441,19 +320,13 @@ fn space_inner() {
     let dir = local.join("www");
     std::fs::create_dir(&dir).unwrap();
     std::fs::write(dir.join("big"), vec![7u8; 20 << 20]).unwrap();
-    let err = plan(&opts(vec![dir.clone()], &root, MigrateRole::Primary))
-        .unwrap_err()
-        .to_string();
+    let err = plan(&opts(vec![dir.clone()], &root, MigrateRole::Primary)).unwrap_err().to_string();
     assert!(err.contains("MiB free") && err.contains("needed"), "{err}");
     // A directory inside the replica's own filesystem is refused too.
     let inside = root.join("x");
     std::fs::create_dir(&inside).unwrap();
-    let err = plan(&opts(vec![inside], &root, MigrateRole::Primary))
-        .unwrap_err()
-        .to_string();
+    let err = plan(&opts(vec![inside], &root, MigrateRole::Primary)).unwrap_err().to_string();
     assert!(err.contains("overlaps the replica root"), "{err}");
-    let err = plan(&opts(vec![local.clone()], &root, MigrateRole::Primary))
-        .unwrap_err()
-        .to_string();
+    let err = plan(&opts(vec![local.clone()], &root, MigrateRole::Primary)).unwrap_err().to_string();
     assert!(err.contains("is itself a mount point"), "{err}");
 }

@@ -27,9 +27,7 @@ pub struct Credentials {
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("user", &self.user)
-            .finish_non_exhaustive()
+        f.debug_struct("Credentials").field("user", &self.user).finish_non_exhaustive()
     }
 }
 
@@ -46,32 +44,20 @@ impl Credentials {
 
     /// `user` with the password from `password_file` (mode 0600), if any; `keys` are the
     /// config keys that named the user and the file, for error messages.
-    pub fn from_file(
-        user: &str,
-        password_file: Option<&Path>,
-        keys: (&str, &str),
-    ) -> Result<Credentials> {
+    pub fn from_file(user: &str, password_file: Option<&Path>, keys: (&str, &str)) -> Result<Credentials> {
         let password = match password_file {
             None => None,
             Some(path) => Some(read_secret(path, keys.1)?),
         };
-        Ok(Credentials {
-            user: user.to_string(),
-            password,
-            keys: format!("{} / {}", keys.0, keys.1),
-        })
+        Ok(Credentials { user: user.to_string(), password, keys: format!("{} / {}", keys.0, keys.1) })
     }
 }
 
 fn read_secret(path: &Path, setting: &str) -> Result<String> {
     use std::os::unix::fs::PermissionsExt;
-    let setting = |message: String| Error::MysqlSetting {
-        server: "this node".into(),
-        setting: setting.to_string(),
-        message,
-    };
-    let meta = std::fs::metadata(path)
-        .map_err(|e| setting(format!("cannot read {}: {e}", path.display())))?;
+    let setting =
+        |message: String| Error::MysqlSetting { server: "this node".into(), setting: setting.to_string(), message };
+    let meta = std::fs::metadata(path).map_err(|e| setting(format!("cannot read {}: {e}", path.display())))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(setting(format!(
@@ -80,8 +66,7 @@ fn read_secret(path: &Path, setting: &str) -> Result<String> {
             path.display()
         )));
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| setting(format!("cannot read {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| setting(format!("cannot read {}: {e}", path.display())))?;
     Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
 
@@ -96,12 +81,7 @@ pub struct Server {
 
 impl Server {
     /// Logs in to `endpoint` (by its socket when it has one). `role` is `local` or `peer`.
-    pub async fn connect(
-        role: &str,
-        endpoint: &Endpoint,
-        creds: &Credentials,
-        tls: Option<&Tls>,
-    ) -> Result<Server> {
+    pub async fn connect(role: &str, endpoint: &Endpoint, creds: &Credentials, tls: Option<&Tls>) -> Result<Server> {
         let name = format!("{role} {endpoint}");
         let mut opts = OptsBuilder::default()
             .ip_or_hostname(endpoint.host.clone())
@@ -138,12 +118,7 @@ impl Server {
             Ok(Err(e)) => return Err(login_error(&name, role, creds, e)),
             Ok(Ok(conn)) => conn,
         };
-        let mut server = Server {
-            name,
-            flavor: Flavor::MariaDb,
-            version: String::new(),
-            conn,
-        };
+        let mut server = Server { name, flavor: Flavor::MariaDb, version: String::new(), conn };
         server.version = server.scalar("SELECT VERSION()").await?.unwrap_or_default();
         server.flavor = Flavor::from_version(&server.version);
         Ok(server)
@@ -152,33 +127,20 @@ impl Server {
     /// Runs statements, in order, on this connection.
     pub async fn exec(&mut self, statements: &[&str]) -> Result<()> {
         for s in statements {
-            self.conn
-                .query_drop(*s)
-                .await
-                .map_err(|e| self.query_error(s, e))?;
+            self.conn.query_drop(*s).await.map_err(|e| self.query_error(s, e))?;
         }
         Ok(())
     }
 
     /// Every row of a query as (column, text) pairs.
     pub async fn rows(&mut self, query: &str) -> Result<Vec<Vec<Column>>> {
-        let rows: Vec<Row> = self
-            .conn
-            .query(query)
-            .await
-            .map_err(|e| self.query_error(query, e))?;
+        let rows: Vec<Row> = self.conn.query(query).await.map_err(|e| self.query_error(query, e))?;
         Ok(rows.into_iter().map(row_columns).collect())
     }
 
     /// The first column of the first row.
     pub async fn scalar(&mut self, query: &str) -> Result<Option<String>> {
-        Ok(self
-            .rows(query)
-            .await?
-            .into_iter()
-            .next()
-            .and_then(|row| row.into_iter().next())
-            .and_then(|(_, v)| v))
+        Ok(self.rows(query).await?.into_iter().next().and_then(|row| row.into_iter().next()).and_then(|(_, v)| v))
     }
 
     /// This server's replication from the other one; `None` when not configured.
@@ -187,12 +149,10 @@ impl Server {
         let Some(row) = rows.into_iter().next() else {
             return Ok(None);
         };
-        parse_replica_status(&row)
-            .map(Some)
-            .map_err(|message| Error::Mysql {
-                server: self.name.clone(),
-                message: format!("{}: {message}", sql::status_query(self.flavor)),
-            })
+        parse_replica_status(&row).map(Some).map_err(|message| Error::Mysql {
+            server: self.name.clone(),
+            message: format!("{}: {message}", sql::status_query(self.flavor)),
+        })
     }
 
     /// The status monitoring shows for this server.
@@ -201,28 +161,13 @@ impl Server {
             Flavor::MariaDb => "SELECT @@GLOBAL.gtid_binlog_pos",
             Flavor::Mysql8 => "SELECT @@GLOBAL.gtid_executed",
         };
-        let gtid_binlog = self
-            .scalar(gtid_query)
-            .await?
-            .unwrap_or_default()
-            .replace('\n', "");
+        let gtid_binlog = self.scalar(gtid_query).await?.unwrap_or_default().replace('\n', "");
         let mut replica = self.replica_status().await?;
-        if let Some(r) = replica
-            .as_mut()
-            .filter(|r| r.gtid_applied.is_empty() && self.flavor == Flavor::MariaDb)
-        {
+        if let Some(r) = replica.as_mut().filter(|r| r.gtid_applied.is_empty() && self.flavor == Flavor::MariaDb) {
             // MariaDB shows Gtid_Slave_Pos only in SHOW ALL SLAVES STATUS.
-            r.gtid_applied = self
-                .scalar("SELECT @@GLOBAL.gtid_slave_pos")
-                .await?
-                .unwrap_or_default();
+            r.gtid_applied = self.scalar("SELECT @@GLOBAL.gtid_slave_pos").await?.unwrap_or_default();
         }
-        Ok(ServerStatus {
-            server: self.name.clone(),
-            version: self.version.clone(),
-            gtid_binlog,
-            replica,
-        })
+        Ok(ServerStatus { server: self.name.clone(), version: self.version.clone(), gtid_binlog, replica })
     }
 
     /// Closes the connection politely (the server logs aborted connections otherwise).
@@ -236,10 +181,7 @@ impl Server {
             Some(i) => format!("{} ...", &query[..i]),
             None => query.to_string(),
         };
-        Error::Mysql {
-            server: self.name.clone(),
-            message: format!("`{shown}` failed: {e}"),
-        }
+        Error::Mysql { server: self.name.clone(), message: format!("`{shown}` failed: {e}") }
     }
 }
 
@@ -252,10 +194,7 @@ pub async fn select_one(endpoint: &Endpoint, creds: &Credentials) -> Result<()> 
     server.close().await;
     match answer? {
         Some(one) if one == "1" => Ok(()),
-        other => Err(Error::Mysql {
-            server: name,
-            message: format!("`SELECT 1` answered {other:?}"),
-        }),
+        other => Err(Error::Mysql { server: name, message: format!("`SELECT 1` answered {other:?}") }),
     }
 }
 
@@ -286,17 +225,9 @@ fn unreachable_hint(role: &str) -> &'static str {
 }
 
 fn row_columns(row: Row) -> Vec<Column> {
-    let names: Vec<String> = row
-        .columns_ref()
-        .iter()
-        .map(|c| c.name_str().into_owned())
-        .collect();
+    let names: Vec<String> = row.columns_ref().iter().map(|c| c.name_str().into_owned()).collect();
     let values = row.unwrap();
-    names
-        .into_iter()
-        .zip(values)
-        .map(|(n, v)| (n, value_text(v)))
-        .collect()
+    names.into_iter().zip(values).map(|(n, v)| (n, value_text(v))).collect()
 }
 
 /// The text protocol sends every value as bytes; other variants are formatted for safety.
@@ -320,9 +251,7 @@ pub async fn pair_status(cfg: &MysqlConfig) -> super::status::PairStatus {
         tls: Option<&Tls>,
     ) -> Result<ServerStatus, String> {
         let creds = creds.as_ref().map_err(ToString::to_string)?;
-        let mut server = Server::connect(role, endpoint, creds, tls)
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut server = Server::connect(role, endpoint, creds, tls).await.map_err(|e| e.to_string())?;
         let status = server.status().await.map_err(|e| e.to_string());
         server.close().await;
         status
@@ -342,25 +271,21 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_peer_ca_file_is_named_before_any_connection() {
-        let ep = Endpoint {
-            host: "127.0.0.1".into(),
-            port: 1,
-            socket: None,
-        };
+        let ep = Endpoint { host: "127.0.0.1".into(), port: 1, socket: None };
         let creds = Credentials {
             user: "pbxha_admin".into(),
             password: Some("pw".into()),
             keys: "mysql.admin-user / mysql.admin-password-file".into(),
         };
-        let tls = Tls {
-            ca_file: Some("/nonexistent/pbxha-ca.pem".into()),
-        };
+        let tls = Tls { ca_file: Some("/nonexistent/pbxha-ca.pem".into()) };
         let Err(err) = Server::connect("peer", &ep, &creds, Some(&tls)).await else {
             panic!("connected to port 1");
         };
         let err = err.to_string();
         assert!(
-            err.contains("mysql.peer.ca-file") && err.contains("/nonexistent/pbxha-ca.pem") && !err.contains("bind-address"),
+            err.contains("mysql.peer.ca-file")
+                && err.contains("/nonexistent/pbxha-ca.pem")
+                && !err.contains("bind-address"),
             "{err}"
         );
     }

@@ -96,20 +96,11 @@ impl std::fmt::Display for ConfigProblem {
 
 /// Reads the `[mysql]` table (the value of the `mysql` key, not the whole file).
 pub fn parse_mysql(table: &Table) -> Result<MysqlConfig, Vec<ConfigProblem>> {
-    let mut r = Reader {
-        path: "mysql".into(),
-        table,
-        asked: Vec::new(),
-        problems: Vec::new(),
-    };
+    let mut r = Reader { path: "mysql".into(), table, asked: Vec::new(), problems: Vec::new() };
     let mode = match r.string("mode").as_deref() {
         Some("master-master") => Some(Mode::MasterMaster),
         Some("replica") => Some(Mode::Replica),
-        Some(other) => r.problem(
-            "mode",
-            format!("unknown mode `{other}`"),
-            Some("\"master-master\" or \"replica\""),
-        ),
+        Some(other) => r.problem("mode", format!("unknown mode `{other}`"), Some("\"master-master\" or \"replica\"")),
         None => None,
     };
     let master_master = mode != Some(Mode::Replica);
@@ -134,19 +125,16 @@ pub fn parse_mysql(table: &Table) -> Result<MysqlConfig, Vec<ConfigProblem>> {
     };
     let admin_user = r.opt_string("admin-user").unwrap_or_else(|| "root".into());
     let admin_password_file = r.opt_string("admin-password-file").map(PathBuf::from);
-    let replication_user = r
-        .opt_string("replication-user")
-        .unwrap_or_else(|| DEFAULT_REPLICATION_USER.into());
+    let replication_user = r.opt_string("replication-user").unwrap_or_else(|| DEFAULT_REPLICATION_USER.into());
     let databases = r.string_list("databases");
-    let conf_dir = r
-        .opt_string("conf-dir")
-        .map_or_else(|| PathBuf::from(DEFAULT_CONF_DIR), PathBuf::from);
+    let conf_dir = r.opt_string("conf-dir").map_or_else(|| PathBuf::from(DEFAULT_CONF_DIR), PathBuf::from);
     let seed = r.bool_or("seed", false);
     if let Some(local) = &local {
         if admin_password_file.is_none() && local.socket.is_none() {
             r.problem::<()>(
                 "admin-password-file",
-                "without a password file pbxha logs in by socket authentication, but `mysql.local.socket` is not set".into(),
+                "without a password file pbxha logs in by socket authentication, but `mysql.local.socket` is not set"
+                    .into(),
                 Some("set local.socket = \"/run/mysqld/mysqld.sock\" or admin-password-file"),
             );
         }
@@ -167,33 +155,25 @@ pub fn parse_mysql(table: &Table) -> Result<MysqlConfig, Vec<ConfigProblem>> {
     }
     for (i, db) in databases.iter().enumerate() {
         if db.is_empty() || db.len() > 64 || db.contains(['`', '/', '\\', '.']) {
-            r.problem::<()>(
-                &format!("databases[{i}]"),
-                format!("`{db}` is not a database name"),
-                None,
-            );
+            r.problem::<()>(&format!("databases[{i}]"), format!("`{db}` is not a database name"), None);
         }
     }
     r.finish();
     match (mode, server_id, gtid_domain_id, local) {
-        (Some(mode), Some(server_id), Some(gtid_domain_id), Some(local))
-            if r.problems.is_empty() =>
-        {
-            Ok(MysqlConfig {
-                mode,
-                server_id,
-                gtid_domain_id,
-                local,
-                peer,
-                peer_tls,
-                admin_user,
-                admin_password_file,
-                replication_user,
-                databases,
-                conf_dir,
-                seed,
-            })
-        }
+        (Some(mode), Some(server_id), Some(gtid_domain_id), Some(local)) if r.problems.is_empty() => Ok(MysqlConfig {
+            mode,
+            server_id,
+            gtid_domain_id,
+            local,
+            peer,
+            peer_tls,
+            admin_user,
+            admin_password_file,
+            replication_user,
+            databases,
+            conf_dir,
+            seed,
+        }),
         _ => Err(r.problems),
     }
 }
@@ -213,11 +193,7 @@ impl<'a> Reader<'a> {
 
     fn problem<T>(&mut self, key: &str, message: String, hint: Option<&str>) -> Option<T> {
         let key = self.key(key);
-        self.problems.push(ConfigProblem {
-            key,
-            message,
-            hint: hint.map(str::to_string),
-        });
+        self.problems.push(ConfigProblem { key, message, hint: hint.map(str::to_string) });
         None
     }
 
@@ -227,11 +203,7 @@ impl<'a> Reader<'a> {
     }
 
     fn wrong<T>(&mut self, key: &str, expected: &str, found: &Value) -> Option<T> {
-        self.problem(
-            key,
-            format!("expected {expected}, found {}", found.type_str()),
-            None,
-        )
+        self.problem(key, format!("expected {expected}, found {}", found.type_str()), None)
     }
 
     fn opt_string(&mut self, key: &'static str) -> Option<String> {
@@ -254,9 +226,7 @@ impl<'a> Reader<'a> {
         match self.get(key) {
             None => self.problem(key, "missing required key".into(), None),
             Some(Value::Integer(i)) if (min..=max).contains(i) => T::try_from(*i).ok(),
-            Some(Value::Integer(i)) => {
-                self.problem(key, format!("{i} is out of range ({min} to {max})"), None)
-            }
+            Some(Value::Integer(i)) => self.problem(key, format!("{i} is out of range ({min} to {max})"), None),
             Some(other) => self.wrong(key, "an integer", other),
         }
     }
@@ -280,9 +250,7 @@ impl<'a> Reader<'a> {
                     other => self.wrong(&format!("{key}[{i}]"), "a string", other),
                 })
                 .collect(),
-            Some(other) => self
-                .wrong(key, "a list of strings", other)
-                .unwrap_or_default(),
+            Some(other) => self.wrong(key, "a list of strings", other).unwrap_or_default(),
         }
     }
 
@@ -297,12 +265,7 @@ impl<'a> Reader<'a> {
             Some(Value::Table(t)) => t,
             Some(other) => return (self.wrong(key, "a table", other), None),
         };
-        let mut sub = Reader {
-            path: self.key(key),
-            table,
-            asked: Vec::new(),
-            problems: Vec::new(),
-        };
+        let mut sub = Reader { path: self.key(key), table, asked: Vec::new(), problems: Vec::new() };
         let host = sub.string("host");
         let port = match table.contains_key("port") {
             true => sub.int("port", 1, 65535),
@@ -311,11 +274,7 @@ impl<'a> Reader<'a> {
                 Some(DEFAULT_PORT)
             }
         };
-        let socket = if local {
-            sub.opt_string("socket").map(PathBuf::from)
-        } else {
-            None
-        };
+        let socket = if local { sub.opt_string("socket").map(PathBuf::from) } else { None };
         let tls = !local && sub.bool_or("tls", false);
         let ca_file = if local { None } else { sub.opt_string("ca-file").map(PathBuf::from) };
         if ca_file.is_some() && !tls {
@@ -328,28 +287,15 @@ impl<'a> Reader<'a> {
         let tls = tls.then_some(Tls { ca_file });
         sub.finish();
         self.problems.append(&mut sub.problems);
-        (
-            host.zip(port)
-                .map(|(host, port)| Endpoint { host, port, socket }),
-            tls,
-        )
+        (host.zip(port).map(|(host, port)| Endpoint { host, port, socket }), tls)
     }
 
     /// Reports every key nobody asked for.
     fn finish(&mut self) {
-        let unknown: Vec<String> = self
-            .table
-            .keys()
-            .filter(|k| !self.asked.contains(&k.as_str()))
-            .cloned()
-            .collect();
+        let unknown: Vec<String> = self.table.keys().filter(|k| !self.asked.contains(&k.as_str())).cloned().collect();
         let known = self.asked.join(", ");
         for key in unknown {
-            self.problem::<()>(
-                &key,
-                "unknown key".into(),
-                Some(&format!("known keys here: {known}")),
-            );
+            self.problem::<()>(&key, "unknown key".into(), Some(&format!("known keys here: {known}")));
         }
     }
 }
@@ -371,32 +317,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.mode, Mode::MasterMaster);
-        assert_eq!(
-            (c.server_id, c.gtid_domain_id),
-            (1, 1),
-            "the domain defaults to the server-id"
-        );
+        assert_eq!((c.server_id, c.gtid_domain_id), (1, 1), "the domain defaults to the server-id");
         assert_eq!(
             c.local,
-            Endpoint {
-                host: "198.51.100.11".into(),
-                port: 3306,
-                socket: Some("/run/mysqld/mysqld.sock".into())
-            }
+            Endpoint { host: "198.51.100.11".into(), port: 3306, socket: Some("/run/mysqld/mysqld.sock".into()) }
         );
-        assert_eq!(
-            c.peer,
-            Some(Endpoint {
-                host: "198.51.100.12".into(),
-                port: 3307,
-                socket: None
-            })
-        );
+        assert_eq!(c.peer, Some(Endpoint { host: "198.51.100.12".into(), port: 3307, socket: None }));
         assert!(c.peer_tls == Some(Tls { ca_file: None }) && c.seed);
-        assert_eq!(
-            (c.admin_user.as_str(), c.replication_user.as_str()),
-            ("root", "pbxha_repl")
-        );
+        assert_eq!((c.admin_user.as_str(), c.replication_user.as_str()), ("root", "pbxha_repl"));
         assert_eq!(c.conf_dir, PathBuf::from("/etc/mysql/mariadb.conf.d"));
         assert_eq!(c.databases, ["asterisk", "asteriskcdrdb"]);
     }
@@ -409,25 +337,26 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(c.peer_tls, Some(Tls { ca_file: Some("/etc/pbxha/mysql-ca.pem".into()) }));
-        let problems = parse(&format!("{base}peer = {{ host = \"198.51.100.12\", ca-file = \"/ca.pem\" }}\n")).unwrap_err();
+        let problems =
+            parse(&format!("{base}peer = {{ host = \"198.51.100.12\", ca-file = \"/ca.pem\" }}\n")).unwrap_err();
         assert!(
             problems.len() == 1 && problems[0].key == "mysql.peer.ca-file" && problems[0].message.contains("tls"),
             "{problems:#?}"
         );
         // The local server is reached by socket or loopback: no CA there.
-        let problems = parse("mode = \"master-master\"\nserver-id = 1\nadmin-password-file = \"/p\"\n\
-             local = { host = \"198.51.100.11\", ca-file = \"/ca.pem\" }\npeer = { host = \"198.51.100.12\" }\n")
+        let problems = parse(
+            "mode = \"master-master\"\nserver-id = 1\nadmin-password-file = \"/p\"\n\
+             local = { host = \"198.51.100.11\", ca-file = \"/ca.pem\" }\npeer = { host = \"198.51.100.12\" }\n",
+        )
         .unwrap_err();
         assert_eq!(problems[0].key, "mysql.local.ca-file", "{problems:#?}");
     }
 
     #[test]
     fn replica_mode_needs_no_peer_and_may_use_socket_auth() {
-        let c = parse("mode = \"replica\"\nlocal = { host = \"127.0.0.1\", socket = \"/run/mysqld/mysqld.sock\" }\n").unwrap();
-        assert_eq!(
-            (c.mode, c.peer, c.admin_password_file),
-            (Mode::Replica, None, None)
-        );
+        let c = parse("mode = \"replica\"\nlocal = { host = \"127.0.0.1\", socket = \"/run/mysqld/mysqld.sock\" }\n")
+            .unwrap();
+        assert_eq!((c.mode, c.peer, c.admin_password_file), (Mode::Replica, None, None));
     }
 
     #[test]

@@ -39,13 +39,8 @@ pub fn render(cfg: &MysqlConfig, flavor: Flavor) -> String {
     s.push_str(&format!("log-bin = {LOG_BIN_BASENAME}\n"));
     s.push_str("binlog-format = ROW\n");
     s.push_str("log-slave-updates = ON\n");
-    s.push_str(&format!(
-        "auto-increment-increment = {AUTO_INCREMENT_INCREMENT}\n"
-    ));
-    s.push_str(&format!(
-        "auto-increment-offset = {}\n",
-        auto_increment_offset(cfg)
-    ));
+    s.push_str(&format!("auto-increment-increment = {AUTO_INCREMENT_INCREMENT}\n"));
+    s.push_str(&format!("auto-increment-offset = {}\n", auto_increment_offset(cfg)));
     s
 }
 
@@ -70,19 +65,10 @@ pub fn write(dir: &Path, text: &str) -> Result<Written> {
         return Ok(Written::Unchanged(path));
     }
     let tmp = dir.join(format!(".{FRAGMENT_NAME}.tmp"));
-    std::fs::write(&tmp, text)
-        .map_err(|e| Error::io(format!("writing {} (mysql.conf-dir)", tmp.display()), e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| {
-        Error::io(
-            format!("renaming {} to {}", tmp.display(), path.display()),
-            e,
-        )
-    })?;
-    Ok(if old.is_some() {
-        Written::Updated(path)
-    } else {
-        Written::Created(path)
-    })
+    std::fs::write(&tmp, text).map_err(|e| Error::io(format!("writing {} (mysql.conf-dir)", tmp.display()), e))?;
+    std::fs::rename(&tmp, &path)
+        .map_err(|e| Error::io(format!("renaming {} to {}", tmp.display(), path.display()), e))?;
+    Ok(if old.is_some() { Written::Updated(path) } else { Written::Created(path) })
 }
 
 #[cfg(test)]
@@ -95,16 +81,8 @@ mod tests {
             mode: Mode::MasterMaster,
             server_id: 7,
             gtid_domain_id: 9,
-            local: Endpoint {
-                host: "198.51.100.11".into(),
-                port: 3306,
-                socket: None,
-            },
-            peer: Some(Endpoint {
-                host: "198.51.100.12".into(),
-                port: 3306,
-                socket: None,
-            }),
+            local: Endpoint { host: "198.51.100.11".into(), port: 3306, socket: None },
+            peer: Some(Endpoint { host: "198.51.100.12".into(), port: 3306, socket: None }),
             peer_tls: None,
             admin_user: "root".into(),
             admin_password_file: None,
@@ -135,11 +113,11 @@ mod tests {
     #[test]
     fn mysql8_fragment_uses_gtid_mode_and_the_second_offset() {
         let text = render(&cfg(false), Flavor::Mysql8);
-        assert!(text.contains("\nserver-id = 7\ngtid-mode = ON\nenforce-gtid-consistency = ON\nlog-bin = mysql-bin\n"), "{text}");
         assert!(
-            text.ends_with("auto-increment-increment = 2\nauto-increment-offset = 2\n"),
+            text.contains("\nserver-id = 7\ngtid-mode = ON\nenforce-gtid-consistency = ON\nlog-bin = mysql-bin\n"),
             "{text}"
         );
+        assert!(text.ends_with("auto-increment-increment = 2\nauto-increment-offset = 2\n"), "{text}");
         assert!(!text.contains("gtid-domain-id"), "{text}");
     }
 
@@ -147,34 +125,16 @@ mod tests {
     fn write_creates_then_leaves_then_updates() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FRAGMENT_NAME);
-        assert_eq!(
-            write(dir.path(), "a\n").unwrap(),
-            Written::Created(path.clone())
-        );
-        assert_eq!(
-            write(dir.path(), "a\n").unwrap(),
-            Written::Unchanged(path.clone())
-        );
-        assert_eq!(
-            write(dir.path(), "b\n").unwrap(),
-            Written::Updated(path.clone())
-        );
+        assert_eq!(write(dir.path(), "a\n").unwrap(), Written::Created(path.clone()));
+        assert_eq!(write(dir.path(), "a\n").unwrap(), Written::Unchanged(path.clone()));
+        assert_eq!(write(dir.path(), "b\n").unwrap(), Written::Updated(path.clone()));
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "b\n");
-        assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
-            1,
-            "no temp file left"
-        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left");
     }
 
     #[test]
     fn write_into_a_missing_dir_names_it() {
-        let err = write(Path::new("/nonexistent/pbxha-conf.d"), "a\n")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("/nonexistent/pbxha-conf.d") && err.contains("mysql.conf-dir"),
-            "{err}"
-        );
+        let err = write(Path::new("/nonexistent/pbxha-conf.d"), "a\n").unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/pbxha-conf.d") && err.contains("mysql.conf-dir"), "{err}");
     }
 }

@@ -43,21 +43,12 @@ pub struct Settings {
 }
 
 async fn read_settings(server: &mut Server) -> Result<Settings> {
-    let domain = if server.flavor == Flavor::MariaDb {
-        "@@GLOBAL.gtid_domain_id"
-    } else {
-        "NULL"
-    };
+    let domain = if server.flavor == Flavor::MariaDb { "@@GLOBAL.gtid_domain_id" } else { "NULL" };
     let query = format!(
         "SELECT @@GLOBAL.server_id, @@GLOBAL.log_bin, @@GLOBAL.log_slave_updates, @@GLOBAL.binlog_format, \
          @@GLOBAL.auto_increment_increment, @@GLOBAL.auto_increment_offset, {domain}"
     );
-    let row = server
-        .rows(&query)
-        .await?
-        .into_iter()
-        .next()
-        .unwrap_or_default();
+    let row = server.rows(&query).await?.into_iter().next().unwrap_or_default();
     let text = |i: usize| row.get(i).and_then(|(_, v)| v.clone()).unwrap_or_default();
     let num = |i: usize| -> Result<u32> {
         text(i).parse().map_err(|_| Error::Mysql {
@@ -89,45 +80,25 @@ pub fn local_problem(cfg: &MysqlConfig, have: &Settings) -> Option<(&'static str
         (running != wanted).then(|| (setting, format!("is {running}, the fragment says {wanted}")))
     };
     if !have.log_bin {
-        return Some((
-            "log_bin",
-            "is off (binary logging), the fragment turns it on".into(),
-        ));
+        return Some(("log_bin", "is off (binary logging), the fragment turns it on".into()));
     }
     if !have.log_slave_updates {
-        return Some((
-            "log_slave_updates",
-            "is off, the fragment turns it on".into(),
-        ));
+        return Some(("log_slave_updates", "is off, the fragment turns it on".into()));
     }
-    differs(
-        "server_id",
-        have.server_id.to_string(),
-        cfg.server_id.to_string(),
-    )
-    .or_else(|| match have.gtid_domain_id {
-        Some(d) => differs(
-            "gtid_domain_id",
-            d.to_string(),
-            cfg.gtid_domain_id.to_string(),
-        ),
-        None => None,
-    })
-    .or_else(|| differs("binlog_format", have.binlog_format.clone(), "ROW".into()))
-    .or_else(|| {
-        differs(
-            "auto_increment_increment",
-            have.auto_increment_increment.to_string(),
-            AUTO_INCREMENT_INCREMENT.to_string(),
-        )
-    })
-    .or_else(|| {
-        differs(
-            "auto_increment_offset",
-            have.auto_increment_offset.to_string(),
-            offset.to_string(),
-        )
-    })
+    differs("server_id", have.server_id.to_string(), cfg.server_id.to_string())
+        .or_else(|| match have.gtid_domain_id {
+            Some(d) => differs("gtid_domain_id", d.to_string(), cfg.gtid_domain_id.to_string()),
+            None => None,
+        })
+        .or_else(|| differs("binlog_format", have.binlog_format.clone(), "ROW".into()))
+        .or_else(|| {
+            differs(
+                "auto_increment_increment",
+                have.auto_increment_increment.to_string(),
+                AUTO_INCREMENT_INCREMENT.to_string(),
+            )
+        })
+        .or_else(|| differs("auto_increment_offset", have.auto_increment_offset.to_string(), offset.to_string()))
 }
 
 /// Why the peer's server is not ready to pair with this node's configuration.
@@ -136,19 +107,13 @@ pub fn peer_problem(cfg: &MysqlConfig, peer: &Settings) -> Option<(&'static str,
     if peer.server_id == cfg.server_id {
         return Some((
             "server_id",
-            format!(
-                "{} is also this node's mysql.server-id; the two must differ",
-                peer.server_id
-            ),
+            format!("{} is also this node's mysql.server-id; the two must differ", peer.server_id),
         ));
     }
     if peer.gtid_domain_id == Some(cfg.gtid_domain_id) {
         return Some((
             "gtid_domain_id",
-            format!(
-                "{} is also this node's mysql.gtid-domain-id; the two must differ",
-                cfg.gtid_domain_id
-            ),
+            format!("{} is also this node's mysql.gtid-domain-id; the two must differ", cfg.gtid_domain_id),
         ));
     }
     if !peer.log_bin {
@@ -217,22 +182,14 @@ async fn check_account(server: &mut Server, user: &str, host: &str) -> Result<bo
 
 /// (Re)creates the replication account with `password`, outside the binary log so it does
 /// not replicate to the other server (where the same name belongs to the other direction).
-async fn ensure_account(
-    server: &mut Server,
-    user: &str,
-    host: &str,
-    exists: bool,
-    password: &str,
-) -> Result<()> {
+async fn ensure_account(server: &mut Server, user: &str, host: &str, exists: bool, password: &str) -> Result<()> {
     let acct = sql::account(user, host);
     let create = match exists {
         true => format!("ALTER USER {acct} IDENTIFIED BY {}", sql::quote(password)),
         false => format!("CREATE USER {acct} IDENTIFIED BY {}", sql::quote(password)),
     };
     let grant = format!("GRANT REPLICATION SLAVE ON *.* TO {acct}");
-    let result = server
-        .exec(&["SET SESSION sql_log_bin = 0", &create, &grant])
-        .await;
+    let result = server.exec(&["SET SESSION sql_log_bin = 0", &create, &grant]).await;
     server.exec(&["SET SESSION sql_log_bin = 1"]).await?;
     result
 }
@@ -245,16 +202,10 @@ const CANARY_SCHEMA: [&str; 2] = [
 
 /// Writes a canary row on `from` and waits for it on `to`: proof that this direction works.
 async fn canary(from: &mut Server, to: &mut Server) -> Result<()> {
-    let id = from
-        .scalar("SELECT @@GLOBAL.server_id")
-        .await?
-        .unwrap_or_default();
+    let id = from.scalar("SELECT @@GLOBAL.server_id").await?.unwrap_or_default();
     let token = generate_password()?;
-    from.exec(&[&format!(
-        "REPLACE INTO pbxha.canary (server_id, token) VALUES ({id}, {})",
-        sql::quote(&token)
-    )])
-    .await?;
+    from.exec(&[&format!("REPLACE INTO pbxha.canary (server_id, token) VALUES ({id}, {})", sql::quote(&token))])
+        .await?;
     let query = format!("SELECT token FROM pbxha.canary WHERE server_id = {id}");
     let deadline = Instant::now() + SETTLE_TIMEOUT;
     while Instant::now() < deadline {
@@ -263,14 +214,13 @@ async fn canary(from: &mut Server, to: &mut Server) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let status = to
-        .replica_status()
-        .await?
-        .map(|s| format!("{s:?}"))
-        .unwrap_or_else(|| "not configured".into());
+    let status = to.replica_status().await?.map(|s| format!("{s:?}")).unwrap_or_else(|| "not configured".into());
     Err(Error::Mysql {
         server: to.name.clone(),
-        message: format!("a canary row written on {} did not arrive within {SETTLE_TIMEOUT:?}; replication status: {status}", from.name),
+        message: format!(
+            "a canary row written on {} did not arrive within {SETTLE_TIMEOUT:?}; replication status: {status}",
+            from.name
+        ),
     })
 }
 
@@ -281,9 +231,7 @@ async fn wait_running(server: &mut Server) -> Result<()> {
         let status = server.replica_status().await?;
         match &status {
             Some(s) if s.healthy() => return Ok(()),
-            Some(s)
-                if s.io_error.is_some() || s.sql_error.is_some() || Instant::now() >= deadline =>
-            {
+            Some(s) if s.io_error.is_some() || s.sql_error.is_some() || Instant::now() >= deadline => {
                 return Err(Error::Mysql {
                     server: server.name.clone(),
                     message: format!("replication does not run: {s:?}"),
@@ -332,39 +280,21 @@ fn classify_status(server: &str, flavor: Flavor, status: Option<&ReplicaStatus>,
             ),
         });
     }
-    Ok(if s.healthy() && s.source == want {
-        Found::Running
-    } else {
-        Found::Absent
-    })
+    Ok(if s.healthy() && s.source == want { Found::Running } else { Found::Absent })
 }
 
 /// What starts replication on a server from `source` once the server holds the data: skip
 /// `skip` (MariaDB: the GTID position to resume after, set as `gtid_slave_pos`; MySQL 8: GTIDs
 /// the server lacks but must not fetch, added to `gtid_purged`, nothing when empty), point it
 /// at `source`, start.
-pub fn start_statements(
-    flavor: Flavor,
-    skip: &str,
-    source: &Endpoint,
-    user: &str,
-    password: &str,
-) -> Vec<String> {
+pub fn start_statements(flavor: Flavor, skip: &str, source: &Endpoint, user: &str, password: &str) -> Vec<String> {
     let mut statements = Vec::with_capacity(3);
     match flavor {
-        Flavor::MariaDb => {
-            statements.push(format!("SET GLOBAL gtid_slave_pos = {}", sql::quote(skip)))
-        }
+        Flavor::MariaDb => statements.push(format!("SET GLOBAL gtid_slave_pos = {}", sql::quote(skip))),
         Flavor::Mysql8 if skip.is_empty() => {}
         Flavor::Mysql8 => statements.push(sql::add_gtid_purged(skip)),
     }
-    statements.push(sql::change_source(
-        flavor,
-        &source.host,
-        source.port,
-        user,
-        password,
-    ));
+    statements.push(sql::change_source(flavor, &source.host, source.port, user, password));
     statements.push(sql::replication(flavor, "START"));
     statements
 }
@@ -382,7 +312,8 @@ pub async fn setup(
             return Err(Error::MysqlSetting {
                 server: "this node".into(),
                 setting: "mysql.mode".into(),
-                message: "setup configures master-master replication; in replica mode MySQL is a resource of the group".into(),
+                message: "setup configures master-master replication; in replica mode MySQL is a resource of the group"
+                    .into(),
             })
         }
     };
@@ -394,10 +325,7 @@ pub async fn setup(
         fragment::Written::Unchanged(p) => (p.clone(), false),
         fragment::Written::Created(p) | fragment::Written::Updated(p) => (p.clone(), true),
     };
-    steps.push(Step {
-        what: format!("server settings in {}", fragment_path.display()),
-        changed,
-    });
+    steps.push(Step { what: format!("server settings in {}", fragment_path.display()), changed });
 
     let mut peer = Server::connect("peer", peer_ep, &creds, cfg.peer_tls.as_ref()).await?;
     if local.flavor != peer.flavor {
@@ -423,11 +351,7 @@ pub async fn setup(
     }
     let peer_settings = read_settings(&mut peer).await?;
     if let Some((setting, message)) = peer_problem(cfg, &peer_settings) {
-        return Err(Error::MysqlSetting {
-            server: peer.name.clone(),
-            setting: setting.into(),
-            message,
-        });
+        return Err(Error::MysqlSetting { server: peer.name.clone(), setting: setting.into(), message });
     }
     // Checked before anything changes on either server.
     let user = &cfg.replication_user;
@@ -438,58 +362,24 @@ pub async fn setup(
     let peer_status = peer.replica_status().await?;
     let peer_found = classify(&peer, peer_status.as_ref(), &cfg.local)?;
 
-    steps.push(Step {
-        what: format!("running settings of {}", local.name),
-        changed: false,
-    });
+    steps.push(Step { what: format!("running settings of {}", local.name), changed: false });
 
     if let (Found::Running, Found::Running) = (&local_found, &peer_found) {
-        steps.push(Step {
-            what: format!("replication accounts {user} on both servers"),
-            changed: false,
-        });
-        steps.push(Step {
-            what: "initial copy of the seed's databases (done before)".into(),
-            changed: false,
-        });
-        steps.push(Step {
-            what: "replication both ways".into(),
-            changed: false,
-        });
+        steps.push(Step { what: format!("replication accounts {user} on both servers"), changed: false });
+        steps.push(Step { what: "initial copy of the seed's databases (done before)".into(), changed: false });
+        steps.push(Step { what: "replication both ways".into(), changed: false });
     } else {
         for server in [&mut local, &mut peer] {
             if server.replica_status().await?.is_some() {
                 let flavor = server.flavor;
-                server
-                    .exec(&[
-                        &sql::replication(flavor, "STOP"),
-                        &sql::replication(flavor, "RESET"),
-                    ])
-                    .await?;
+                server.exec(&[&sql::replication(flavor, "STOP"), &sql::replication(flavor, "RESET")]).await?;
             }
         }
         let local_password = generate_password()?;
         let peer_password = generate_password()?;
-        ensure_account(
-            &mut local,
-            user,
-            &peer_ep.host,
-            local_account,
-            &local_password,
-        )
-        .await?;
-        ensure_account(
-            &mut peer,
-            user,
-            &cfg.local.host,
-            peer_account,
-            &peer_password,
-        )
-        .await?;
-        steps.push(Step {
-            what: format!("replication accounts {user} on both servers, new passwords"),
-            changed: true,
-        });
+        ensure_account(&mut local, user, &peer_ep.host, local_account, &local_password).await?;
+        ensure_account(&mut peer, user, &cfg.local.host, peer_account, &peer_password).await?;
+        steps.push(Step { what: format!("replication accounts {user} on both servers, new passwords"), changed: true });
         for server in [&mut local, &mut peer] {
             let mut statements = vec!["SET SESSION sql_log_bin = 0"];
             statements.extend(CANARY_SCHEMA);
@@ -502,13 +392,8 @@ pub async fn setup(
             false => (&mut peer, &mut local, peer_ep, &cfg.local),
         };
         let seed_gtid = if cfg.databases.is_empty() {
-            steps.push(Step {
-                what: "initial copy: no databases chosen".into(),
-                changed: false,
-            });
-            seed.scalar(sql::gtid_executed_query(flavor))
-                .await?
-                .unwrap_or_default()
+            steps.push(Step { what: "initial copy: no databases chosen".into(), changed: false });
+            seed.scalar(sql::gtid_executed_query(flavor)).await?.unwrap_or_default()
         } else {
             let synced = sync::copy(
                 runner,
@@ -532,10 +417,7 @@ pub async fn setup(
             });
             synced.gtid
         };
-        let other_gtid = other
-            .scalar(sql::gtid_executed_query(flavor))
-            .await?
-            .unwrap_or_default();
+        let other_gtid = other.scalar(sql::gtid_executed_query(flavor)).await?.unwrap_or_default();
         // Each side starts after what it already has: the other from the snapshot it was
         // given, the seed after everything the other wrote before (its data lost the copy).
         // The other server replicates from the seed with the seed's account on it, and back.
@@ -543,18 +425,14 @@ pub async fn setup(
             true => (&local_password, &peer_password),
             false => (&peer_password, &local_password),
         };
-        for (server, gtid, source, password) in [
-            (&mut *other, &seed_gtid, seed_ep, seed_password),
-            (&mut *seed, &other_gtid, other_ep, other_password),
-        ] {
+        for (server, gtid, source, password) in
+            [(&mut *other, &seed_gtid, seed_ep, seed_password), (&mut *seed, &other_gtid, other_ep, other_password)]
+        {
             // MySQL 8 may already have some of it (the import applied the dump's
             // GTID_PURGED); gtid_purged takes only what is not executed yet.
             let skip = match flavor {
                 Flavor::MariaDb => gtid.clone(),
-                Flavor::Mysql8 => server
-                    .scalar(&sql::gtids_missing(gtid))
-                    .await?
-                    .unwrap_or_default(),
+                Flavor::Mysql8 => server.scalar(&sql::gtids_missing(gtid)).await?.unwrap_or_default(),
             };
             let statements = start_statements(flavor, &skip, source, user, password);
             let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
@@ -573,10 +451,7 @@ pub async fn setup(
     }
     canary(&mut local, &mut peer).await?;
     canary(&mut peer, &mut local).await?;
-    steps.push(Step {
-        what: "canary rows written on each side and read on the other".into(),
-        changed: true,
-    });
+    steps.push(Step { what: "canary rows written on each side and read on the other".into(), changed: true });
     local.close().await;
     peer.close().await;
     Ok(steps)
@@ -614,8 +489,7 @@ mod tests {
     }
 
     fn cfg() -> MysqlConfig {
-        let text =
-            "mode = \"master-master\"\nserver-id = 1\nseed = true\nadmin-password-file = \"/p\"\n\
+        let text = "mode = \"master-master\"\nserver-id = 1\nseed = true\nadmin-password-file = \"/p\"\n\
                     local = { host = \"198.51.100.11\" }\npeer = { host = \"198.51.100.12\" }\n";
         super::super::parse_mysql(&text.parse().unwrap()).unwrap()
     }
@@ -635,32 +509,16 @@ mod tests {
     #[test]
     fn local_settings_that_need_a_restart() {
         assert_eq!(local_problem(&cfg(), &settings(1, 1)), None);
-        assert_eq!(
-            local_problem(&cfg(), &settings(3, 1)),
-            Some(("server_id", "is 3, the fragment says 1".into()))
-        );
-        let off = Settings {
-            log_bin: false,
-            ..settings(1, 1)
-        };
+        assert_eq!(local_problem(&cfg(), &settings(3, 1)), Some(("server_id", "is 3, the fragment says 1".into())));
+        let off = Settings { log_bin: false, ..settings(1, 1) };
         assert_eq!(local_problem(&cfg(), &off).map(|p| p.0), Some("log_bin"));
-        let mixed = Settings {
-            binlog_format: "MIXED".into(),
-            ..settings(1, 1)
-        };
-        assert_eq!(
-            local_problem(&cfg(), &mixed),
-            Some(("binlog_format", "is MIXED, the fragment says ROW".into()))
-        );
+        let mixed = Settings { binlog_format: "MIXED".into(), ..settings(1, 1) };
+        assert_eq!(local_problem(&cfg(), &mixed), Some(("binlog_format", "is MIXED, the fragment says ROW".into())));
     }
 
     #[test]
     fn statements_that_start_replication_for_both_flavors() {
-        let source = Endpoint {
-            host: "198.51.100.11".into(),
-            port: 3306,
-            socket: None,
-        };
+        let source = Endpoint { host: "198.51.100.11".into(), port: 3306, socket: None };
         assert_eq!(
             start_statements(Flavor::MariaDb, "1-1-4", &source, "pbxha_repl", "pw"),
             [
@@ -681,17 +539,10 @@ mod tests {
                 "pbxha_repl",
                 "pw"
             ),
-            [
-                "SET GLOBAL gtid_purged = '+2b31c066-c297-11f0-b65a-52663f90e7a2:1-1665'",
-                change,
-                "START REPLICA",
-            ]
+            ["SET GLOBAL gtid_purged = '+2b31c066-c297-11f0-b65a-52663f90e7a2:1-1665'", change, "START REPLICA",]
         );
         // Nothing to skip (the import applied the dump's GTID_PURGED already).
-        assert_eq!(
-            start_statements(Flavor::Mysql8, "", &source, "pbxha_repl", "pw"),
-            [change, "START REPLICA"]
-        );
+        assert_eq!(start_statements(Flavor::Mysql8, "", &source, "pbxha_repl", "pw"), [change, "START REPLICA"]);
     }
 
     #[test]
@@ -700,14 +551,8 @@ mod tests {
         let (setting, message) = peer_problem(&cfg(), &settings(1, 2)).unwrap();
         assert_eq!(setting, "server_id");
         assert!(message.contains("mysql.server-id"), "{message}");
-        assert_eq!(
-            peer_problem(&cfg(), &settings(2, 1)).map(|p| p.0),
-            Some("auto_increment_offset")
-        );
-        let off = Settings {
-            log_bin: false,
-            ..settings(2, 2)
-        };
+        assert_eq!(peer_problem(&cfg(), &settings(2, 1)).map(|p| p.0), Some("auto_increment_offset"));
+        let off = Settings { log_bin: false, ..settings(2, 2) };
         assert_eq!(peer_problem(&cfg(), &off).map(|p| p.0), Some("log_bin"));
     }
 }

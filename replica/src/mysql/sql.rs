@@ -80,8 +80,7 @@ pub fn replication_only_grants(lines: &[String]) -> Result<(), Vec<String>> {
         let on = on.split(" TO ").next().unwrap_or(on).trim();
         for p in privs.split(',').map(str::trim) {
             let usage_only = p == "USAGE";
-            let replication =
-                on == "*.*" && (p == "REPLICATION SLAVE" || p == "REPLICATION REPLICA");
+            let replication = on == "*.*" && (p == "REPLICATION SLAVE" || p == "REPLICATION REPLICA");
             if !usage_only && !replication {
                 privileges.push(format!("{p} ON {on}"));
             }
@@ -105,10 +104,7 @@ pub fn gtid_executed_query(flavor: Flavor) -> &'static str {
 
 /// MySQL 8: the part of `gtids` the server asked has not executed yet.
 pub fn gtids_missing(gtids: &str) -> String {
-    format!(
-        "SELECT GTID_SUBTRACT({}, @@GLOBAL.gtid_executed)",
-        quote(gtids)
-    )
+    format!("SELECT GTID_SUBTRACT({}, @@GLOBAL.gtid_executed)", quote(gtids))
 }
 
 /// MySQL 8: marks `gtids` executed without applying them, so auto-positioning does not fetch
@@ -128,18 +124,14 @@ pub fn add_gtid_purged(gtids: &str) -> String {
 pub fn gtid_from_dump(flavor: Flavor, head: &str) -> Option<String> {
     match flavor {
         Flavor::MariaDb => head.lines().take(200).find_map(|line| {
-            let rest = line
-                .trim_start_matches(['-', ' '])
-                .strip_prefix("SET GLOBAL gtid_slave_pos=")?;
+            let rest = line.trim_start_matches(['-', ' ']).strip_prefix("SET GLOBAL gtid_slave_pos=")?;
             let rest = rest.trim_end().trim_end_matches(';');
             Some(rest.strip_prefix('\'')?.strip_suffix('\'')?.to_string())
         }),
         Flavor::Mysql8 => {
             const SET: &str = "SET @@GLOBAL.GTID_PURGED=";
             // At a line's start: not a commented-out copy (`-- SET ...`).
-            let (at, _) = head
-                .match_indices(SET)
-                .find(|(i, _)| *i == 0 || head[..*i].ends_with('\n'))?;
+            let (at, _) = head.match_indices(SET).find(|(i, _)| *i == 0 || head[..*i].ends_with('\n'))?;
             let rest = &head[at + SET.len()..];
             let rest = rest.strip_prefix("/*!80000 '+'*/ ").unwrap_or(rest);
             let rest = rest.strip_prefix('\'')?;
@@ -156,10 +148,7 @@ mod tests {
     #[test]
     fn quoting_escapes_quotes_and_backslashes() {
         assert_eq!(quote("a'b\\c"), "'a''b\\\\c'");
-        assert_eq!(
-            account("pbxha_repl", "198.51.100.12"),
-            "'pbxha_repl'@'198.51.100.12'"
-        );
+        assert_eq!(account("pbxha_repl", "198.51.100.12"), "'pbxha_repl'@'198.51.100.12'");
     }
 
     #[test]
@@ -185,10 +174,7 @@ mod tests {
     #[test]
     fn grants_of_a_replication_account_pass() {
         assert_eq!(replication_only_grants(&[REPL_GRANTS.to_string()]), Ok(()));
-        assert_eq!(
-            replication_only_grants(&["GRANT USAGE ON *.* TO `x`@`%`".to_string()]),
-            Ok(())
-        );
+        assert_eq!(replication_only_grants(&["GRANT USAGE ON *.* TO `x`@`%`".to_string()]), Ok(()));
     }
 
     #[test]
@@ -199,10 +185,7 @@ mod tests {
         ];
         assert_eq!(
             replication_only_grants(&lines),
-            Err(vec![
-                "SELECT ON *.*".to_string(),
-                "ALL PRIVILEGES ON `asterisk`.*".to_string()
-            ])
+            Err(vec!["SELECT ON *.*".to_string(), "ALL PRIVILEGES ON `asterisk`.*".to_string()])
         );
     }
 
@@ -213,14 +196,8 @@ mod tests {
                     -- Position to start replication or point-in-time recovery from\n--\n\n\
                     -- CHANGE MASTER TO MASTER_LOG_FILE='mysql-bin.000002', MASTER_LOG_POS=1017;\n\n\
                     --\n-- GTID to start replication from\n--\n\n-- SET GLOBAL gtid_slave_pos='1-1-4';\n";
-        assert_eq!(
-            gtid_from_dump(Flavor::MariaDb, head).as_deref(),
-            Some("1-1-4")
-        );
-        assert_eq!(
-            gtid_from_dump(Flavor::MariaDb, "-- SET GLOBAL gtid_slave_pos='';\n").as_deref(),
-            Some("")
-        );
+        assert_eq!(gtid_from_dump(Flavor::MariaDb, head).as_deref(), Some("1-1-4"));
+        assert_eq!(gtid_from_dump(Flavor::MariaDb, "-- SET GLOBAL gtid_slave_pos='';\n").as_deref(), Some(""));
         assert_eq!(gtid_from_dump(Flavor::MariaDb, "-- MariaDB dump\n"), None);
         assert_eq!(gtid_from_dump(Flavor::Mysql8, head), None);
     }
@@ -251,25 +228,12 @@ mod tests {
         );
         // A server with no GTIDs yet dumps an empty set.
         assert_eq!(
-            gtid_from_dump(
-                Flavor::Mysql8,
-                "SET @@GLOBAL.GTID_PURGED=/*!80000 '+'*/ '';\n"
-            )
-            .as_deref(),
+            gtid_from_dump(Flavor::Mysql8, "SET @@GLOBAL.GTID_PURGED=/*!80000 '+'*/ '';\n").as_deref(),
             Some("")
         );
         // Commented out (`--set-gtid-purged=COMMENTED`) or absent (`OFF`): no position.
-        assert_eq!(
-            gtid_from_dump(
-                Flavor::Mysql8,
-                "-- SET @@GLOBAL.GTID_PURGED=/*!80000 '+'*/ 'a:1';\n"
-            ),
-            None
-        );
-        assert_eq!(
-            gtid_from_dump(Flavor::Mysql8, "-- MySQL dump 10.13\n"),
-            None
-        );
+        assert_eq!(gtid_from_dump(Flavor::Mysql8, "-- SET @@GLOBAL.GTID_PURGED=/*!80000 '+'*/ 'a:1';\n"), None);
+        assert_eq!(gtid_from_dump(Flavor::Mysql8, "-- MySQL dump 10.13\n"), None);
         assert_eq!(gtid_from_dump(Flavor::MariaDb, MYSQLDUMP_HEAD), None);
     }
 
@@ -283,13 +247,7 @@ mod tests {
             add_gtid_purged("1663ab26-03cb-11f1-9328-a282662bd2fd:1-15"),
             "SET GLOBAL gtid_purged = '+1663ab26-03cb-11f1-9328-a282662bd2fd:1-15'"
         );
-        assert_eq!(
-            gtid_executed_query(Flavor::Mysql8),
-            "SELECT @@GLOBAL.gtid_executed"
-        );
-        assert_eq!(
-            gtid_executed_query(Flavor::MariaDb),
-            "SELECT @@GLOBAL.gtid_binlog_pos"
-        );
+        assert_eq!(gtid_executed_query(Flavor::Mysql8), "SELECT @@GLOBAL.gtid_executed");
+        assert_eq!(gtid_executed_query(Flavor::MariaDb), "SELECT @@GLOBAL.gtid_binlog_pos");
     }
 }

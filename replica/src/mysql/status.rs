@@ -57,13 +57,10 @@ const APPLIED: [&str; 2] = ["Gtid_Slave_Pos", "Executed_Gtid_Set"];
 /// not configured; callers map that to `None` before calling this.
 pub fn parse_replica_status(row: &[Column]) -> Result<ReplicaStatus, String> {
     let get = |names: &[&str]| -> Option<&str> {
-        row.iter()
-            .find(|(n, _)| names.contains(&n.as_str()))
-            .and_then(|(_, v)| v.as_deref())
+        row.iter().find(|(n, _)| names.contains(&n.as_str())).and_then(|(_, v)| v.as_deref())
     };
-    let need = |names: &[&str]| {
-        get(names).ok_or_else(|| format!("the status row has no column {}", names.join(" or ")))
-    };
+    let need =
+        |names: &[&str]| get(names).ok_or_else(|| format!("the status row has no column {}", names.join(" or ")));
     let io = match need(&IO_RUNNING)? {
         "Yes" => IoState::Yes,
         "Connecting" => IoState::Connecting,
@@ -71,29 +68,15 @@ pub fn parse_replica_status(row: &[Column]) -> Result<ReplicaStatus, String> {
     };
     let error = |errno: &[&str], message: &[&str]| -> Result<Option<ThreadError>, String> {
         let n = get(errno).unwrap_or("0");
-        let errno: u32 = n
-            .trim()
-            .parse()
-            .map_err(|_| format!("{} is `{n}`, not a number", errno[0]))?;
-        Ok((errno != 0).then(|| ThreadError {
-            errno,
-            message: get(message).unwrap_or_default().to_string(),
-        }))
+        let errno: u32 = n.trim().parse().map_err(|_| format!("{} is `{n}`, not a number", errno[0]))?;
+        Ok((errno != 0).then(|| ThreadError { errno, message: get(message).unwrap_or_default().to_string() }))
     };
     let seconds_behind = match get(&BEHIND) {
         None => None,
-        Some(s) => Some(
-            s.trim()
-                .parse()
-                .map_err(|_| format!("{} is `{s}`, not a number", BEHIND[0]))?,
-        ),
+        Some(s) => Some(s.trim().parse().map_err(|_| format!("{} is `{s}`, not a number", BEHIND[0]))?),
     };
     Ok(ReplicaStatus {
-        source: format!(
-            "{}:{}",
-            need(&SOURCE_HOST)?,
-            get(&SOURCE_PORT).unwrap_or("?")
-        ),
+        source: format!("{}:{}", need(&SOURCE_HOST)?, get(&SOURCE_PORT).unwrap_or("?")),
         io,
         sql_running: need(&SQL_RUNNING)? == "Yes",
         seconds_behind,
@@ -107,10 +90,7 @@ pub fn parse_replica_status(row: &[Column]) -> Result<ReplicaStatus, String> {
 impl ReplicaStatus {
     /// Both threads running, no error.
     pub fn healthy(&self) -> bool {
-        self.io == IoState::Yes
-            && self.sql_running
-            && self.io_error.is_none()
-            && self.sql_error.is_none()
+        self.io == IoState::Yes && self.sql_running && self.io_error.is_none() && self.sql_error.is_none()
     }
 }
 
@@ -151,36 +131,22 @@ pub const DEFAULT_MAX_LAG_SECS: u64 = 60;
 
 /// Everything wrong with one side's replication.
 pub fn alerts(status: &ServerStatus, max_lag_secs: u64) -> Vec<Alert> {
-    let alert = |message: String| Alert {
-        server: status.server.clone(),
-        message,
-    };
+    let alert = |message: String| Alert { server: status.server.clone(), message };
     let Some(r) = &status.replica else {
-        return vec![alert(
-            "replication from the peer is not configured (run `pbxha mysql setup`)".into(),
-        )];
+        return vec![alert("replication from the peer is not configured (run `pbxha mysql setup`)".into())];
     };
     let mut out = Vec::new();
     if let Some(e) = &r.io_error {
-        out.push(alert(format!(
-            "IO thread error {} (from {}): {}",
-            e.errno, r.source, e.message
-        )));
+        out.push(alert(format!("IO thread error {} (from {}): {}", e.errno, r.source, e.message)));
     }
     if let Some(e) = &r.sql_error {
-        out.push(alert(format!(
-            "SQL thread error {}: {}",
-            e.errno, e.message
-        )));
+        out.push(alert(format!("SQL thread error {}: {}", e.errno, e.message)));
     }
     match r.io {
-        IoState::No if r.io_error.is_none() => {
-            out.push(alert(format!("IO thread from {} is stopped", r.source)))
+        IoState::No if r.io_error.is_none() => out.push(alert(format!("IO thread from {} is stopped", r.source))),
+        IoState::Connecting if r.io_error.is_none() => {
+            out.push(alert(format!("IO thread is still connecting to {}", r.source)))
         }
-        IoState::Connecting if r.io_error.is_none() => out.push(alert(format!(
-            "IO thread is still connecting to {}",
-            r.source
-        ))),
         _ => {}
     }
     if !r.sql_running && r.sql_error.is_none() {
@@ -199,10 +165,7 @@ impl PairStatus {
             .into_iter()
             .flat_map(|(side, name)| match side {
                 Ok(s) => alerts(s, max_lag_secs),
-                Err(e) => vec![Alert {
-                    server: name.to_string(),
-                    message: e.clone(),
-                }],
+                Err(e) => vec![Alert { server: name.to_string(), message: e.clone() }],
             })
             .collect()
     }
@@ -210,13 +173,7 @@ impl PairStatus {
 
 impl fmt::Display for ServerStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "{} ({}), wrote GTIDs {}",
-            self.server,
-            self.version,
-            or_none(&self.gtid_binlog)
-        )?;
+        writeln!(f, "{} ({}), wrote GTIDs {}", self.server, self.version, or_none(&self.gtid_binlog))?;
         let Some(r) = &self.replica else {
             return writeln!(f, "  replication: not configured");
         };
@@ -225,21 +182,9 @@ impl fmt::Display for ServerStatus {
             IoState::Connecting => "Connecting",
             IoState::No => "No",
         };
-        let behind = r
-            .seconds_behind
-            .map_or_else(|| "-".to_string(), |s| format!("{s} s"));
-        writeln!(
-            f,
-            "  from {}: IO {io}, SQL {}, behind {behind}",
-            r.source,
-            if r.sql_running { "Yes" } else { "No" }
-        )?;
-        writeln!(
-            f,
-            "  GTID received {}, applied {}",
-            or_none(&r.gtid_received),
-            or_none(&r.gtid_applied)
-        )?;
+        let behind = r.seconds_behind.map_or_else(|| "-".to_string(), |s| format!("{s} s"));
+        writeln!(f, "  from {}: IO {io}, SQL {}, behind {behind}", r.source, if r.sql_running { "Yes" } else { "No" })?;
+        writeln!(f, "  GTID received {}, applied {}", or_none(&r.gtid_received), or_none(&r.gtid_applied))?;
         if let Some(e) = &r.io_error {
             writeln!(f, "  last IO error {}: {}", e.errno, e.message)?;
         }
@@ -275,10 +220,7 @@ mod tests {
     use super::*;
 
     fn row(pairs: &[(&str, Option<&str>)]) -> Vec<Column> {
-        pairs
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.map(str::to_string)))
-            .collect()
+        pairs.iter().map(|(n, v)| (n.to_string(), v.map(str::to_string))).collect()
     }
 
     // Captured from MariaDB 10.11.19 (Debian 12) by the mysql_pair test: SHOW SLAVE STATUS
@@ -292,14 +234,7 @@ mod tests {
             ("Slave_IO_Running", Some("Yes")),
             ("Slave_SQL_Running", Some(sql_running)),
             ("Last_Errno", Some(sql_errno)),
-            (
-                "Seconds_Behind_Master",
-                if sql_running == "Yes" {
-                    Some("0")
-                } else {
-                    None
-                },
-            ),
+            ("Seconds_Behind_Master", if sql_running == "Yes" { Some("0") } else { None }),
             ("Last_IO_Errno", Some("0")),
             ("Last_IO_Error", Some("")),
             ("Last_SQL_Errno", Some(sql_errno)),
@@ -318,10 +253,7 @@ mod tests {
     fn mariadb_running() {
         let s = parse_replica_status(&mariadb_row("0", "", "Yes")).unwrap();
         assert_eq!(s.source, "127.0.0.1:3347");
-        assert_eq!(
-            (s.io, s.sql_running, s.seconds_behind),
-            (IoState::Yes, true, Some(0))
-        );
+        assert_eq!((s.io, s.sql_running, s.seconds_behind), (IoState::Yes, true, Some(0)));
         assert_eq!(s.gtid_received, "1-1-1,2-2-1");
         assert!(s.healthy());
         let server = ServerStatus {
@@ -336,13 +268,7 @@ mod tests {
     #[test]
     fn mariadb_conflict_names_the_side_and_the_error() {
         let s = parse_replica_status(&mariadb_row("1062", DUP, "No")).unwrap();
-        assert_eq!(
-            s.sql_error,
-            Some(ThreadError {
-                errno: 1062,
-                message: DUP.into()
-            })
-        );
+        assert_eq!(s.sql_error, Some(ThreadError { errno: 1062, message: DUP.into() }));
         assert_eq!(s.seconds_behind, None);
         let server = ServerStatus {
             server: "local 127.0.0.1:3348".into(),
@@ -352,16 +278,8 @@ mod tests {
         };
         let a = alerts(&server, 60);
         assert_eq!(a.len(), 1, "{a:?}");
-        assert_eq!(
-            a[0].to_string(),
-            format!("local 127.0.0.1:3348: SQL thread error 1062: {DUP}")
-        );
-        assert!(
-            server
-                .to_string()
-                .contains("  from 127.0.0.1:3347: IO Yes, SQL No, behind -\n"),
-            "{server}"
-        );
+        assert_eq!(a[0].to_string(), format!("local 127.0.0.1:3348: SQL thread error 1062: {DUP}"));
+        assert!(server.to_string().contains("  from 127.0.0.1:3347: IO Yes, SQL No, behind -\n"), "{server}");
     }
 
     // MySQL 8.0.22+ column names, as in the MySQL 8.0 reference manual's SHOW REPLICA STATUS
@@ -376,20 +294,11 @@ mod tests {
             ("Replica_SQL_Running", Some("Yes")),
             ("Seconds_Behind_Source", None),
             ("Last_IO_Errno", Some("2003")),
-            (
-                "Last_IO_Error",
-                Some("error connecting to source 'repl@source2.example.com:3306'"),
-            ),
+            ("Last_IO_Error", Some("error connecting to source 'repl@source2.example.com:3306'")),
             ("Last_SQL_Errno", Some("0")),
             ("Last_SQL_Error", Some("")),
-            (
-                "Retrieved_Gtid_Set",
-                Some("3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5"),
-            ),
-            (
-                "Executed_Gtid_Set",
-                Some("3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5"),
-            ),
+            ("Retrieved_Gtid_Set", Some("3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5")),
+            ("Executed_Gtid_Set", Some("3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5")),
         ]);
         let s = parse_replica_status(&r).unwrap();
         assert_eq!(s.source, "source2.example.com:3306");
@@ -410,38 +319,19 @@ mod tests {
         let mut r = mariadb_row("0", "", "Yes");
         r[7].1 = Some("600".into());
         let s = parse_replica_status(&r).unwrap();
-        let lagging = ServerStatus {
-            server: "peer p".into(),
-            version: "v".into(),
-            gtid_binlog: "".into(),
-            replica: Some(s),
-        };
-        assert_eq!(
-            alerts(&lagging, 60)[0].message,
-            "600 s behind 127.0.0.1:3347"
-        );
-        let bare = ServerStatus {
-            replica: None,
-            ..lagging
-        };
-        let pair = PairStatus {
-            local: Ok(bare),
-            peer: Err("cannot connect".into()),
-        };
+        let lagging =
+            ServerStatus { server: "peer p".into(), version: "v".into(), gtid_binlog: "".into(), replica: Some(s) };
+        assert_eq!(alerts(&lagging, 60)[0].message, "600 s behind 127.0.0.1:3347");
+        let bare = ServerStatus { replica: None, ..lagging };
+        let pair = PairStatus { local: Ok(bare), peer: Err("cannot connect".into()) };
         let all: Vec<String> = pair.alerts(60).iter().map(ToString::to_string).collect();
         assert_eq!(all.len(), 2, "{all:?}");
-        assert!(
-            all[0].contains("not configured") && all[1] == "peer: cannot connect",
-            "{all:?}"
-        );
+        assert!(all[0].contains("not configured") && all[1] == "peer: cannot connect", "{all:?}");
     }
 
     #[test]
     fn a_row_without_the_thread_columns_is_an_error() {
         let err = parse_replica_status(&row(&[("Master_Host", Some("h"))])).unwrap_err();
-        assert!(
-            err.contains("Slave_IO_Running or Replica_IO_Running"),
-            "{err}"
-        );
+        assert!(err.contains("Slave_IO_Running or Replica_IO_Running"), "{err}");
     }
 }

@@ -31,10 +31,7 @@ pub struct Synced {
 /// Options selecting a server for the `mariadb`/`mysql` command-line tools. `--no-defaults` keeps a
 /// `~/.my.cnf` or debian.cnf from changing whom they log in as.
 pub fn client_args(endpoint: &Endpoint, creds: &Credentials) -> Vec<String> {
-    let mut args = vec![
-        "--no-defaults".to_string(),
-        format!("--user={}", creds.user),
-    ];
+    let mut args = vec!["--no-defaults".to_string(), format!("--user={}", creds.user)];
     match &endpoint.socket {
         Some(socket) => args.push(format!("--socket={}", socket.display())),
         None => {
@@ -57,13 +54,7 @@ fn with_password(cmd: Cmd, creds: &Credentials) -> Cmd {
 /// The dump's argv. MariaDB: `--master-data=2` writes the position as a comment, which
 /// pbxha reads and sets. MySQL 8: `--set-gtid-purged=ON` writes a `SET @@GLOBAL.GTID_PURGED`
 /// that the import applies (and pbxha reads as well).
-pub fn dump_cmd(
-    flavor: Flavor,
-    source: &Endpoint,
-    creds: &Credentials,
-    databases: &[String],
-    out: &Path,
-) -> Cmd {
+pub fn dump_cmd(flavor: Flavor, source: &Endpoint, creds: &Credentials, databases: &[String], out: &Path) -> Cmd {
     let (tool, position): (&str, &[&str]) = match flavor {
         Flavor::MariaDb => ("mariadb-dump", &["--gtid", "--master-data=2"]),
         Flavor::Mysql8 => ("mysqldump", &["--set-gtid-purged=ON"]),
@@ -98,8 +89,7 @@ impl TempDir {
         use std::os::unix::fs::DirBuilderExt;
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("pbxha-mysql-sync-{}-{n}", std::process::id()));
+        let path = std::env::temp_dir().join(format!("pbxha-mysql-sync-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::DirBuilder::new()
             .mode(0o700)
@@ -132,23 +122,16 @@ pub async fn copy(
     let dump = dump_cmd(flavor, source, creds, databases, &file);
     let size = || std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
     let started = Instant::now();
-    let out = with_progress(runner.run(&dump), progress, |p| {
-        p(&format!("dumping from {source_name}: {} bytes", size()))
-    })
-    .await?;
+    let out =
+        with_progress(runner.run(&dump), progress, |p| p(&format!("dumping from {source_name}: {} bytes", size())))
+            .await?;
     if !out.success() {
         return Err(Error::Mysql {
             server: source_name.to_string(),
-            message: format!(
-                "`{}` exited with status {}: {}",
-                dump.argv()[..3].join(" "),
-                out.code,
-                out.stderr.trim()
-            ),
+            message: format!("`{}` exited with status {}: {}", dump.argv()[..3].join(" "), out.code, out.stderr.trim()),
         });
     }
-    let bytes = std::fs::read(&file)
-        .map_err(|e| Error::io(format!("reading the dump {}", file.display()), e))?;
+    let bytes = std::fs::read(&file).map_err(|e| Error::io(format!("reading the dump {}", file.display()), e))?;
     let head = String::from_utf8_lossy(&bytes[..bytes.len().min(16 * 1024)]).into_owned();
     let gtid = sql::gtid_from_dump(flavor, &head).ok_or_else(|| Error::Mysql {
         server: source_name.to_string(),
@@ -161,10 +144,7 @@ pub async fn copy(
     let import = import_cmd(flavor, target, creds, bytes);
     let started = Instant::now();
     let out = with_progress(runner.run(&import), progress, |p| {
-        p(&format!(
-            "importing {total} bytes into {target_name}: {} s",
-            started.elapsed().as_secs()
-        ))
+        p(&format!("importing {total} bytes into {target_name}: {} s", started.elapsed().as_secs()))
     })
     .await?;
     if !out.success() {
@@ -188,8 +168,7 @@ async fn with_progress<T>(
     tick: impl Fn(&mut (dyn FnMut(&str) + Send)),
 ) -> T {
     tokio::pin!(fut);
-    let mut interval =
-        tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
     loop {
         tokio::select! {
             out = &mut fut => return out,
@@ -212,36 +191,20 @@ mod tests {
 
     #[test]
     fn dump_over_a_socket_keeps_the_password_out_of_argv() {
-        let ep = Endpoint {
-            host: "198.51.100.11".into(),
-            port: 3306,
-            socket: Some("/run/mysqld/mysqld.sock".into()),
-        };
-        let cmd = dump_cmd(
-            Flavor::MariaDb,
-            &ep,
-            &creds(),
-            &["asterisk".into(), "cdr".into()],
-            Path::new("/tmp/d/dump.sql"),
-        );
+        let ep = Endpoint { host: "198.51.100.11".into(), port: 3306, socket: Some("/run/mysqld/mysqld.sock".into()) };
+        let cmd =
+            dump_cmd(Flavor::MariaDb, &ep, &creds(), &["asterisk".into(), "cdr".into()], Path::new("/tmp/d/dump.sql"));
         assert_eq!(
             cmd.to_string(),
             "mariadb-dump --no-defaults --user=admin --socket=/run/mysqld/mysqld.sock --single-transaction --gtid \
              --master-data=2 --hex-blob --routines --triggers --databases asterisk cdr --result-file=/tmp/d/dump.sql"
         );
-        assert_eq!(
-            cmd.env,
-            vec![("MYSQL_PWD".to_string(), "s3cret".to_string())]
-        );
+        assert_eq!(cmd.env, vec![("MYSQL_PWD".to_string(), "s3cret".to_string())]);
     }
 
     #[test]
     fn import_over_tcp_turns_binary_logging_off() {
-        let ep = Endpoint {
-            host: "198.51.100.12".into(),
-            port: 3307,
-            socket: None,
-        };
+        let ep = Endpoint { host: "198.51.100.12".into(), port: 3307, socket: None };
         let cmd = import_cmd(Flavor::MariaDb, &ep, &creds(), b"SELECT 1;".to_vec());
         assert_eq!(
             cmd.argv(),
@@ -260,18 +223,8 @@ mod tests {
 
     #[test]
     fn mysql8_dump_and_import_use_the_mysql_tools_and_gtid_purged() {
-        let ep = Endpoint {
-            host: "198.51.100.11".into(),
-            port: 3306,
-            socket: None,
-        };
-        let cmd = dump_cmd(
-            Flavor::Mysql8,
-            &ep,
-            &creds(),
-            &["asterisk".into()],
-            Path::new("/tmp/d/dump.sql"),
-        );
+        let ep = Endpoint { host: "198.51.100.11".into(), port: 3306, socket: None };
+        let cmd = dump_cmd(Flavor::Mysql8, &ep, &creds(), &["asterisk".into()], Path::new("/tmp/d/dump.sql"));
         assert_eq!(
             cmd.argv(),
             [
@@ -291,10 +244,7 @@ mod tests {
                 "--result-file=/tmp/d/dump.sql"
             ]
         );
-        assert_eq!(
-            cmd.env,
-            vec![("MYSQL_PWD".to_string(), "s3cret".to_string())]
-        );
+        assert_eq!(cmd.env, vec![("MYSQL_PWD".to_string(), "s3cret".to_string())]);
         let cmd = import_cmd(Flavor::Mysql8, &ep, &creds(), b"SELECT 1;".to_vec());
         assert_eq!(
             cmd.argv(),
