@@ -50,6 +50,7 @@ fn fsm_params() -> Params {
         // The config's default ping: fall 3 × interval 1 s + timeout 800 ms.
         ping_dampen: Duration::from_millis(3800),
         ping_interval: Duration::from_secs(1),
+        ping_timeout: Duration::from_millis(800),
         on_isolation: Default::default(),
     }
 }

@@ -106,6 +106,7 @@ pub fn params(config: &Config, local: &str) -> Params {
         drain_timeout: config.group.drain_timeout,
         ping_dampen: config.ping.fall_window(),
         ping_interval: config.ping.interval,
+        ping_timeout: config.ping.timeout,
         on_isolation: config.ping.on_isolation,
     }
 }

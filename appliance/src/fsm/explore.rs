@@ -301,8 +301,17 @@ fn regression_7_a_drain_is_cancelled_when_the_peer_dies_or_faults() {
 
 #[test]
 fn regression_8_an_isolated_primary_releases_or_keeps_as_configured() {
-    for policy in [OnIsolation::Release, OnIsolation::Keep] {
-        let mut s = pinged_pair(ms(300));
+    // Failed pings that time out and ones refused at once (a firewall) give the ping verdict
+    // at different times after the cut; so does the phase between the two pingers.
+    let mut cases = Vec::new();
+    for (policy, fast) in [(OnIsolation::Release, false), (OnIsolation::Release, true), (OnIsolation::Keep, false)] {
+        for phase in [0, 300, 700, 990] {
+            cases.push((policy, fast, phase));
+        }
+    }
+    for (policy, fast, phase) in cases {
+        let mut s = pinged_pair(ms(phase));
+        s.pings_fail_fast = fast;
         s.nodes[0].p.on_isolation = policy;
         s.allow_both = true;
         let mut w = Watch::default();
@@ -310,14 +319,25 @@ fn regression_8_an_isolated_primary_releases_or_keeps_as_configured() {
         s.cabled[0] = false;
         let cut = s.now;
         run(&mut s, &mut w, ms(8000));
-        assert_eq!(s.nodes[1].group, GroupPhase::Running, "{policy:?}: b takes over");
+        assert_eq!(
+            s.nodes[1].group,
+            GroupPhase::Running,
+            "{policy:?} (fast-failing pings {fast}, phase {phase} ms): b takes over"
+        );
         let released = s.nodes[0].group == GroupPhase::Stopped;
-        assert_eq!(released, policy == OnIsolation::Release, "{policy:?}");
+        assert_eq!(
+            released,
+            policy == OnIsolation::Release,
+            "{policy:?} (fast-failing pings {fast}, phase {phase} ms)"
+        );
         if released {
             let stop = s.log.iter().position(|(n, a)| *n == 0 && matches!(a, Action::StopGroup));
             assert!(stop.is_some());
             let bound = s.nodes[0].p.deadtime + s.nodes[0].p.ping_dampen;
-            assert!(s.now - cut >= bound || w.both_for(&s).is_zero(), "{policy:?}");
+            assert!(
+                s.now - cut >= bound || w.both_for(&s).is_zero(),
+                "{policy:?} (fast-failing pings {fast}, phase {phase} ms)"
+            );
         }
         s.partition(false);
         s.cabled[0] = true;
@@ -330,9 +350,13 @@ fn regression_8_an_isolated_primary_releases_or_keeps_as_configured() {
         }
         assert!(
             longest_both <= s.nodes[0].p.interval + ms(100),
-            "{policy:?}: both held {longest_both:?} after the heal"
+            "{policy:?} (fast-failing pings {fast}, phase {phase} ms): both held {longest_both:?} after the heal"
         );
-        assert_eq!(s.roles(), [Role::Secondary, Role::Primary], "{policy:?}");
+        assert_eq!(
+            s.roles(),
+            [Role::Secondary, Role::Primary],
+            "{policy:?} (fast-failing pings {fast}, phase {phase} ms)"
+        );
     }
 }
 
@@ -573,6 +597,7 @@ fn schedule(seed: u64) -> Vec<(Duration, Trouble)> {
 fn explore(seed: u64, verbose: bool) -> Result<(), String> {
     let plan = schedule(seed);
     let mut s = Sim::pair().with_pingers(ms(seed % 1000));
+    s.pings_fail_fast = seed % 2 == 1;
     s.allow_both = true;
     s.leftover = ms(800 + (seed % 3) * 1500);
     s.run(ms(4000));

@@ -86,6 +86,9 @@ pub struct Params {
     /// How often the ping targets are asked: the uncertainty of when a ping verdict's loss
     /// began.
     pub ping_interval: Duration,
+    /// How long one ping may take: a failed one ends anywhere between at once (refused,
+    /// unreachable) and this timeout.
+    pub ping_timeout: Duration,
     pub on_isolation: OnIsolation,
 }
 
@@ -1159,14 +1162,15 @@ impl Node {
         let (Some(cut), Some(lost), Some(heard)) = (self.cut_off_since, self.peer_lost_at, self.peer_heard) else {
             return false;
         };
-        // The ping verdict comes fall × interval + timeout after the first lost ping, give or
-        // take the round the loss fell into; the peer was last heard within one heartbeat
-        // interval before its link went.
-        let Some(gateway_went) = cut.checked_sub(self.p.ping_dampen) else { return false };
+        // The ping verdict comes between (fall - 1) × interval (failed pings that end at once)
+        // and fall × interval + timeout (pings that time out) after the gateway went, so the
+        // loss began between `earliest` and a ping round plus a timeout later; the peer was
+        // last heard within one heartbeat interval before its link went.
+        let Some(earliest) = cut.checked_sub(self.p.ping_dampen) else { return false };
         let margin = self.p.interval / 2;
         lost >= heard
-            && heard + self.p.interval + margin >= gateway_went
-            && heard <= gateway_went + self.p.ping_interval + margin
+            && heard + self.p.interval + margin >= earliest
+            && heard <= earliest + self.p.ping_interval + self.p.ping_timeout + margin
     }
 
     fn eligible(&self) -> bool {

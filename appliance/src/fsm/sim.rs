@@ -32,6 +32,7 @@ pub(super) fn params(id: u16) -> Params {
         drain_timeout: ms(2000),
         ping_dampen: PING_INTERVAL * PING_FALL + PING_TIMEOUT,
         ping_interval: PING_INTERVAL,
+        ping_timeout: PING_TIMEOUT,
         on_isolation: OnIsolation::Release,
     }
 }
@@ -149,6 +150,8 @@ pub(super) struct Sim {
     /// The node reaches the ping target (simulated only where `pinger` is set).
     pub gw_ok: [bool; 2],
     pub pinger: [Option<Pinger>; 2],
+    /// Failed pings end at once instead of at their timeout.
+    pub pings_fail_fast: bool,
     /// The VIP is on the node's interface: from the group's start until it stopped, and
     /// after a crash until `vip_left_until`.
     pub vip_on: [bool; 2],
@@ -192,6 +195,7 @@ impl Sim {
             cabled: [true, true],
             gw_ok: [true, true],
             pinger: [None, None],
+            pings_fail_fast: false,
             vip_on: [false, false],
             vip_left_until: [None, None],
             leftover: ms(800),
@@ -378,8 +382,9 @@ impl Sim {
         }
         p.next += PING_INTERVAL;
         if let Some(up) = p.sample(ok) {
-            // The verdict arrives when the failing probe's timeout ran out.
-            let at = if up { self.now } else { self.now + PING_TIMEOUT };
+            // The verdict arrives when the failing probe's timeout ran out, or at once where
+            // failed pings are refused (a firewall's EPERM, an unreachable route).
+            let at = if up || self.pings_fail_fast { self.now } else { self.now + PING_TIMEOUT };
             self.pending.push_back((at, n, Event::Connectivity { reachable: u8::from(up), total: 1 }));
         }
     }

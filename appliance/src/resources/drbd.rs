@@ -120,6 +120,7 @@ mod tests {
             drain_timeout: std::time::Duration::ZERO,
             ping_dampen: std::time::Duration::ZERO,
             ping_interval: std::time::Duration::ZERO,
+            ping_timeout: std::time::Duration::ZERO,
             on_isolation: Default::default(),
         };
         let t0 = std::time::Instant::now();
