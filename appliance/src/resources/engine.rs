@@ -501,9 +501,9 @@ impl Executor {
         restarts.len() < self.policy.max_restarts as usize
     }
 
-    /// Stops and starts one member. A restart that fails leaves the member stopped and
-    /// monitored, so the next monitor spends another restart from the budget on it.
-    /// Stops and starts member `i`; false when the stop failed (it may still be held).
+    /// Stops and starts member `i`; false when the stop failed (it may still be held). A
+    /// start that fails leaves the member stopped and monitored, so the next monitor spends
+    /// another restart from the budget on it.
     async fn restart(&mut self, i: usize, cause: &str) -> bool {
         {
             let slot = &mut lock(&self.shared).slots[i];

@@ -1,6 +1,8 @@
-//! The resource group: the [`Resource`] trait every kind implements, the kinds that live in
-//! this crate (`service`, `ocf`, `vip`), and the executor that starts them in order, stops them
-//! in reverse, monitors them and restarts them locally before giving up.
+//! The resource group: the [`Resource`] trait every kind implements, one module per kind
+//! (`service`, `ocf`, `vip`, `pbx`, `drbd`, `filesystem`, `mysql`; [`build_members`] turns
+//! the config's `[[resource]]` list into them), and the executor (`engine`) that starts
+//! them in order, stops them in reverse, monitors them and restarts them locally before
+//! giving up.
 
 pub mod drbd;
 pub mod engine;
