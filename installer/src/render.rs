@@ -165,8 +165,8 @@ pub fn unit(root: &Path) -> String {
     match root == Path::new("/") {
         true => text.to_string(),
         false => text.replace(
-            "ExecStart=/usr/local/sbin/pbxha run",
-            &format!("ExecStart=/usr/local/sbin/pbxha --config {} run", at(root, CONFIG_PATH)),
+            "ExecStart=/usr/sbin/pbxha run",
+            &format!("ExecStart=/usr/sbin/pbxha --config {} run", at(root, CONFIG_PATH)),
         ),
     }
 }

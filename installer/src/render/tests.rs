@@ -42,8 +42,6 @@ fn diffs_show_changed_lines_with_context() {
 fn paths_below_a_root() {
     assert_eq!(at(Path::new("/"), "/etc/pbxha/authkey"), "/etc/pbxha/authkey");
     assert_eq!(at(Path::new("/tmp/r"), "/etc/pbxha/authkey"), "/tmp/r/etc/pbxha/authkey");
-    assert!(
-        unit(Path::new("/tmp/r")).contains("ExecStart=/usr/local/sbin/pbxha --config /tmp/r/etc/pbxha/pbxha.toml run")
-    );
+    assert!(unit(Path::new("/tmp/r")).contains("ExecStart=/usr/sbin/pbxha --config /tmp/r/etc/pbxha/pbxha.toml run"));
     assert_eq!(unit(Path::new("/")), include_str!("../../../packaging/pbxha.service"));
 }
