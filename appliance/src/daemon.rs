@@ -102,7 +102,7 @@ pub fn params(config: &Config, local: &str) -> Params {
         ping_targets: u8::try_from(config.ping.targets.len()).unwrap_or(u8::MAX),
         auto_failback: config.cluster.auto_failback,
         preferred: config.cluster.preferred_node.as_ref().map(|p| *p == me.name),
-        failure_timeout: config.group.restart_window,
+        failure_timeout: config.group.failure_timeout,
         drain_timeout: config.group.drain_timeout,
         ping_dampen: config.ping.fall_window(),
         ping_interval: config.ping.interval,

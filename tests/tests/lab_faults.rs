@@ -25,7 +25,7 @@ const RELEASE_WINDOW: Duration = Duration::from_millis(2900);
 /// How far past [`RELEASE_WINDOW`] the release may be seen: the status polls and `ip` calls
 /// of a loaded 2-core machine.
 const RELEASE_SLACK: Duration = Duration::from_millis(1500);
-/// The lab's `restart-window`, which is also the failure-timeout (appliance/src/lab/plan.rs).
+/// The lab's `failure-timeout` (appliance/src/lab/plan.rs).
 const FAILURE_TIMEOUT: Duration = Duration::from_secs(10);
 /// With clients served throughout, the longest gap between two answers of the SIP watch
 /// (a probe every 50 ms) stays far below this.

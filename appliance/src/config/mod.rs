@@ -319,6 +319,10 @@ pub struct GroupConfig {
     /// gives up and hands over.
     pub max_restarts: u32,
     pub restart_window: Duration,
+    /// How long a member that ran out of restarts keeps this node out of the group, and how
+    /// long a holder with nobody to hand over to waits before restarting it (Pacemaker's
+    /// `failure-timeout`); `restart-window` when not set.
+    pub failure_timeout: Duration,
     /// How long a planned switchover waits for calls to end before moving anyway.
     pub drain_timeout: Duration,
 }

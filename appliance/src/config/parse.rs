@@ -117,10 +117,14 @@ fn read_config(root: &mut Section) -> Option<Config> {
             }
         },
     });
-    let group = root.table_or_empty("group", |s| GroupConfig {
-        max_restarts: s.int_or("max-restarts", 0, 1000, 3),
-        restart_window: s.duration_or("restart-window", Duration::from_secs(60)),
-        drain_timeout: s.duration_or("drain-timeout", DEFAULT_DRAIN_TIMEOUT),
+    let group = root.table_or_empty("group", |s| {
+        let restart_window = s.duration_or("restart-window", Duration::from_secs(60));
+        GroupConfig {
+            max_restarts: s.int_or("max-restarts", 0, 1000, 3),
+            restart_window,
+            failure_timeout: s.duration_or("failure-timeout", restart_window),
+            drain_timeout: s.duration_or("drain-timeout", DEFAULT_DRAIN_TIMEOUT),
+        }
     });
     let resources = root.tables("resource", false).into_iter().filter_map(|mut s| read_resource(&mut s)).collect();
     let paths = root.table_or_empty("paths", |s| PathsConfig {

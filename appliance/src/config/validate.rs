@@ -48,10 +48,14 @@ impl Config {
         }
 
         if self.group.restart_window.is_zero() {
+            problem("group.restart-window", "must be greater than 0".into(), "it bounds local restarts (default 60 s)");
+        }
+        // A failure-timeout left to default follows restart-window, already reported above.
+        if self.group.failure_timeout.is_zero() && !self.group.restart_window.is_zero() {
             problem(
-                "group.restart-window",
+                "group.failure-timeout",
                 "must be greater than 0".into(),
-                "it bounds local restarts and how long a failed node stays out (default 60 s)",
+                "how long a failed member keeps the node out, and when it is retried (default: restart-window)",
             );
         }
         if self.nodes.len() != 2 && !self.nodes.is_empty() {

@@ -571,11 +571,12 @@ rise = {rise}
 fall = {fall}
 on-isolation = "{on_isolation}"
 
-# restart-window is also the failure-timeout after which a member that ran out of restarts
-# is tried again when no peer takes over: short, so a test sees it happen.
+# failure-timeout: a member that ran out of restarts is tried again after it when no peer
+# takes over; short, so a test sees it happen.
 [group]
 max-restarts = 2
-restart-window = 10000
+restart-window = 60000
+failure-timeout = 10000
 {drain}
 [[resource]]
 name = "vip"

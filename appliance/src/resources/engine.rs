@@ -737,7 +737,12 @@ mod tests {
         let report: Reporter = Arc::new(move |r| sink.lock().unwrap().push(r));
         let handle = spawn_group(
             members,
-            GroupConfig { max_restarts, restart_window, drain_timeout: crate::config::DEFAULT_DRAIN_TIMEOUT },
+            GroupConfig {
+                max_restarts,
+                restart_window,
+                failure_timeout: restart_window,
+                drain_timeout: crate::config::DEFAULT_DRAIN_TIMEOUT,
+            },
             tx,
             report,
         );
