@@ -326,7 +326,8 @@ pub fn vip_on(ns: &str) -> Option<bool> {
 /// Watches the VIP on both nodes from a thread, reading a, b, a, b, ... about every 25 ms.
 pub struct Sampler {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<SampleReport>,
+    /// Taken by [`Sampler::stop`]; a sampler dropped by a failing test stops on its own.
+    thread: Option<JoinHandle<SampleReport>>,
 }
 
 #[derive(Debug, Default)]
@@ -430,13 +431,14 @@ impl Sampler {
             }
             report
         });
-        Sampler { stop, thread }
+        Sampler { stop, thread: Some(thread) }
     }
 
     /// Stops sampling and returns what was seen, asserting nothing.
-    pub fn stop(self) -> SampleReport {
+    pub fn stop(mut self) -> SampleReport {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().expect("sampler thread panicked")
+        let thread = self.thread.take().expect("a sampler is stopped once");
+        thread.join().expect("sampler thread panicked")
     }
 
     /// Issue 3 (g): stops sampling and asserts that no sample saw both nodes with the VIP.
@@ -445,6 +447,17 @@ impl Sampler {
         assert!(report.samples >= 20, "too few VIP samples to judge ({})", report.samples);
         assert!(report.both.is_empty(), "both nodes held the VIP {:?}{}", report.both, lab.logs());
         report
+    }
+}
+
+/// A test that fails mid-way drops its sampler: its `ip -n` reads run inside the lab's
+/// namespaces, so one left running would keep `lab down` from ever finding them empty.
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
