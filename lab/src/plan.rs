@@ -312,11 +312,18 @@ pub struct Timing {
 }
 
 impl Profile {
-    pub fn timing(self) -> Timing {
-        let ms = Duration::from_millis;
-        match self {
-            Profile::Default => Timing { interval: ms(200), deadtime: ms(1000), warntime: ms(500), initdead: ms(3000) },
-            Profile::Fast => Timing { interval: ms(50), deadtime: ms(250), warntime: ms(150), initdead: ms(1000) },
+    /// A `const fn`, so the end-to-end tests can name the lab's timing in their constants.
+    pub const fn timing(self) -> Timing {
+        // (interval, deadtime, warntime, initdead) in ms.
+        let (interval, deadtime, warntime, initdead) = match self {
+            Profile::Default => (200, 1000, 500, 3000),
+            Profile::Fast => (50, 250, 150, 1000),
+        };
+        Timing {
+            interval: Duration::from_millis(interval),
+            deadtime: Duration::from_millis(deadtime),
+            warntime: Duration::from_millis(warntime),
+            initdead: Duration::from_millis(initdead),
         }
     }
 }
@@ -460,6 +467,10 @@ request_route {{
 "#
     )
 }
+
+/// `[group] failure-timeout` of both nodes: a member that ran out of restarts with no peer
+/// to take over is tried again after it.
+pub const FAILURE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a planned move waits for calls to end with the Asterisk double: long enough
 /// that a test sees the drain under way and can break the peer meanwhile.
@@ -620,7 +631,7 @@ on-isolation = "{on_isolation}"
 [group]
 max-restarts = 2
 restart-window = 60000
-failure-timeout = 10000
+failure-timeout = {failure_timeout}
 {drain}
 [[resource]]
 name = "vip"
@@ -672,6 +683,7 @@ listen = "{http_listen}"
 allow = ["{PUBLIC_NET}"]
 "#,
         auth = path_str(&state_dir.join(AUTH_KEY_FILE)),
+        failure_timeout = FAILURE_TIMEOUT.as_millis(),
         interval = timing.interval.as_millis(),
         deadtime = timing.deadtime.as_millis(),
         warntime = timing.warntime.as_millis(),

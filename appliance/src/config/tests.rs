@@ -282,7 +282,7 @@ fn http_on_a_non_loopback_address_needs_allow() {
 fn the_labs_node_configs_parse_and_validate() {
     use pbxha_lab::plan::{
         address_of, http_endpoint, node_config, Bridge, Member, Pbx, Profile, AUTH_KEY_FILE, DOUBLE_DRAIN_TIMEOUT_MS,
-        HTTP_PORT,
+        FAILURE_TIMEOUT, HTTP_PORT,
     };
     assert_eq!(HTTP_PORT, DEFAULT_HTTP_LISTEN.port());
     let dir = tempfile::tempdir().unwrap();
@@ -303,6 +303,7 @@ fn the_labs_node_configs_parse_and_validate() {
                 assert_eq!(config.ping.on_isolation, policy);
                 let pbx_members = config.resources.iter().filter(|r| matches!(r.kind, ResourceKind::Pbx(_))).count();
                 assert_eq!(pbx_members, usize::from(double), "{text}");
+                assert_eq!(config.group.failure_timeout, FAILURE_TIMEOUT);
                 if double {
                     assert_eq!(config.group.drain_timeout, Duration::from_millis(DOUBLE_DRAIN_TIMEOUT_MS));
                 }
