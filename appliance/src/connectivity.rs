@@ -534,7 +534,7 @@ mod tests {
 
     mod in_namespaces {
         use super::*;
-        use crate::net::testns::{prerequisites_met, TestNet};
+        use pbxha_lab::testns::{prerequisites_met, TestNet};
 
         fn icmp(addr: [u8; 4]) -> PingTarget {
             PingTarget::Icmp { addr: IpAddr::from(addr) }

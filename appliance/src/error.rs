@@ -25,8 +25,6 @@ pub enum Error {
     Journal { path: PathBuf, message: String },
     #[error("control socket {path}: {message}")]
     Control { path: PathBuf, message: String },
-    #[error("lab: {message}")]
-    Lab { message: String },
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
     /// The watchdog crate's errors (device, outbox, check history) name their file already.

@@ -7,7 +7,7 @@
 //! journal and failover timelines), [`control`] (the Unix control socket), [`daemon`] (the
 //! I/O loop that wires them together), [`sentinel`] (gives up the VIPs of a daemon that died
 //! while nothing it ran serves), [`http`] (the read-only endpoint, with [`metrics`] and the
-//! status [`page`]) and [`lab`] (a real two-node cluster in network namespaces).
+//! status [`page`]). The lab (`pbxha lab`) is a crate of its own, `pbxha-lab`.
 
 pub mod config;
 pub mod connectivity;
@@ -18,7 +18,6 @@ pub mod fence;
 pub mod fsm;
 pub mod http;
 pub mod journal;
-pub mod lab;
 pub mod membership;
 pub mod metrics;
 pub mod mysql_watch;

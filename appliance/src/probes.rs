@@ -548,7 +548,7 @@ mod tests {
 
     /// The lab's generated config, with `extra` appended (its key file is written too).
     fn lab_config(extra: &str) -> (tempfile::TempDir, String) {
-        use crate::lab::plan::{node_config, Member as LabMember, Pbx, Profile, AUTH_KEY_FILE};
+        use pbxha_lab::plan::{node_config, Member as LabMember, Pbx, Profile, AUTH_KEY_FILE};
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join(AUTH_KEY_FILE);
         std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").unwrap();

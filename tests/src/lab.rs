@@ -18,9 +18,19 @@ use serde_json::Value;
 
 use crate::*;
 
-pub const VIP: &str = "198.51.100.100";
-pub const GATEWAY: &str = "198.51.100.1";
-pub const CLIENT_PUB: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 20);
+pub use pbxha_lab::plan::{Bridge, GATEWAY, VIP};
+
+/// The address of lab member `member` ("a", "b", "client", "gw") on `bridge`.
+pub fn address(member: &str, bridge: Bridge) -> &'static str {
+    let member = member.parse().unwrap_or_else(|e: String| panic!("{e}"));
+    pbxha_lab::plan::address_of(member, bridge).unwrap_or_else(|| panic!("{member} is not on {bridge:?}"))
+}
+
+/// The client's address on the public segment, where the tests' SIP and heartbeat
+/// packets come from.
+pub fn client_pub() -> Ipv4Addr {
+    address("client", Bridge::Public).parse().expect("the lab's addresses are IPv4")
+}
 /// The lab's default profile: dead after 1 s, gateway ping failing after 3 × 500 ms. Every
 /// wait below is many times that, so a loaded machine slows the test down but does not fail it.
 pub const SETTLE: Duration = Duration::from_secs(30);
@@ -522,19 +532,20 @@ impl SipWatch {
         let samples = Arc::new(Mutex::new(Vec::new()));
         let (flag, sink) = (stop.clone(), samples.clone());
         let started = Instant::now();
+        let client = client_pub();
         let thread = in_netns(&lab.ns("client"), move || {
-            let socket = UdpSocket::bind(SocketAddrV4::new(CLIENT_PUB, 0))
-                .unwrap_or_else(|e| panic!("binding {CLIENT_PUB} in the client namespace: {e}"));
+            let socket = UdpSocket::bind(SocketAddrV4::new(client, 0))
+                .unwrap_or_else(|e| panic!("binding {client} in the client namespace: {e}"));
             socket.set_read_timeout(Some(Duration::from_millis(20))).expect("setting a read timeout");
             let port = socket.local_addr().map(|a| a.port()).unwrap_or(0);
             let vip = SocketAddrV4::new(VIP.parse().expect("VIP address"), 5060);
             let mut n = 0u64;
             while !flag.load(Ordering::Relaxed) && started.elapsed() < Self::LIMIT {
                 n += 1;
-                let call_id = format!("watch-{n}-{port}@{CLIENT_PUB}");
+                let call_id = format!("watch-{n}-{port}@{client}");
                 let request = format!(
-                    "OPTIONS sip:{VIP}:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {CLIENT_PUB}:{port};branch=z9hG4bK-w{n}\r\n\
-                     Max-Forwards: 70\r\nFrom: <sip:watch@{CLIENT_PUB}>;tag=w{n}\r\nTo: <sip:{VIP}>\r\n\
+                    "OPTIONS sip:{VIP}:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {client}:{port};branch=z9hG4bK-w{n}\r\n\
+                     Max-Forwards: 70\r\nFrom: <sip:watch@{client}>;tag=w{n}\r\nTo: <sip:{VIP}>\r\n\
                      Call-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
                 );
                 let sent = Instant::now();

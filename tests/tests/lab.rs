@@ -79,22 +79,14 @@ fn drops(link: &Value, reason: &str) -> u64 {
     link["drops"][reason].as_u64().unwrap_or_else(|| panic!("no `{reason}` drop counter in {link}"))
 }
 
-/// A node's address on the public link (appliance/src/lab/plan.rs).
+/// A node's address on the public link.
 fn pub_addr(node: &str) -> &'static str {
-    if node == "a" {
-        "198.51.100.11"
-    } else {
-        "198.51.100.12"
-    }
+    address(node, Bridge::Public)
 }
 
 /// A node's address on the heartbeat link.
 fn hb_addr(node: &str) -> &'static str {
-    if node == "a" {
-        "203.0.113.11"
-    } else {
-        "203.0.113.12"
-    }
+    address(node, Bridge::Heartbeat)
 }
 
 /// The MAC of pub0 in `member`'s namespace.
@@ -378,7 +370,7 @@ fn forged_and_replayed_heartbeats_are_dropped_and_counted() {
         let datagrams =
             attacks.iter().flat_map(|(_, bytes, times)| std::iter::repeat_n(bytes.clone(), *times as usize)).collect();
         let to = SocketAddrV4::new(pub_addr(target).parse().expect("address"), port);
-        send_from_ns(&lab.ns("client"), to, CLIENT_PUB, datagrams);
+        send_from_ns(&lab.ns("client"), to, client_pub(), datagrams);
         let after = wait_for(SETTLE, &format!("{target} to count every forged packet"), || {
             let now = link_stats(&lab, target, "pub");
             let all = attacks.iter().all(|(reason, _, times)| drops(&now, reason) >= drops(&before, reason) + times);
@@ -543,9 +535,10 @@ fn cold_start_gives_the_group_to_the_preferred_node() {
     }
 }
 
-/// A node's `[http]` endpoint in the lab (appliance/src/lab/plan.rs `http_endpoint`).
+/// A node's `[http]` endpoint in the lab.
 fn http_url(node: &str, path: &str) -> String {
-    format!("http://{}:9642{path}", pub_addr(node))
+    let node = node.parse().unwrap_or_else(|e: String| panic!("{e}"));
+    format!("http://{}{path}", pbxha_lab::plan::http_endpoint(node))
 }
 
 /// `/metrics` of `node` as a scraper on the client's segment gets it (curl in the client

@@ -18,15 +18,14 @@ use pbxha_tests::*;
 
 /// The default profile's heartbeat interval: after a heal, two nodes may both answer on the
 /// VIP for at most this long (issue 10, 8).
-const INTERVAL: Duration = Duration::from_millis(200);
+const INTERVAL: Duration = pbxha_lab::Profile::Default.timing().interval;
 /// Deadtime (1 s) plus the ping fall window (3 × 500 ms + 400 ms): an isolated primary with
 /// `on-isolation = "release"` lets the group go within this (issue 10, 8).
 const RELEASE_WINDOW: Duration = Duration::from_millis(2900);
 /// How far past [`RELEASE_WINDOW`] the release may be seen: the status polls and `ip` calls
 /// of a loaded 2-core machine.
 const RELEASE_SLACK: Duration = Duration::from_millis(1500);
-/// The lab's `failure-timeout` (appliance/src/lab/plan.rs).
-const FAILURE_TIMEOUT: Duration = Duration::from_secs(10);
+const FAILURE_TIMEOUT: Duration = pbxha_lab::plan::FAILURE_TIMEOUT;
 /// With clients served throughout, the longest gap between two answers of the SIP watch
 /// (a probe every 50 ms) stays far below this.
 const SERVED_GAP: Duration = Duration::from_secs(1);

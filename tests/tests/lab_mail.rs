@@ -15,7 +15,7 @@ use std::time::Duration;
 use pbxha_tests::*;
 
 const PYTHON: &str = "/usr/bin/python3";
-/// The lab's gateway (appliance/src/lab/plan.rs GATEWAY), where the SMTP server listens.
+/// The lab's gateway (`pbxha_lab::plan::GATEWAY`), where the SMTP server listens.
 const SMTP: &str = "198.51.100.1:2525";
 /// Failovers measured: alternately a → b and b → a.
 const RUNS: usize = 5;

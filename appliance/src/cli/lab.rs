@@ -2,17 +2,16 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 use nix::sys::signal::Signal;
-use pbxha_appliance::config::OnIsolation;
 use pbxha_appliance::control::{self, Request};
-use pbxha_appliance::lab::bench;
-use pbxha_appliance::lab::plan::{NodeFiles, VIP};
-use pbxha_appliance::lab::{Lab, Member, Partition, Pbx, Profile, UpOptions};
+use pbxha_lab::bench;
+use pbxha_lab::plan::{NodeFiles, VIP};
+use pbxha_lab::{Daemons, Lab, Member, OnIsolation, Partition, Pbx, Profile, UpOptions};
 use pbxha_runner::SystemRunner;
 use serde::Serialize;
 
@@ -21,10 +20,10 @@ use super::admin;
 #[derive(Args)]
 pub struct LabArgs {
     /// Namespace name prefix (tests use their own so they never touch a real lab).
-    #[arg(long, global = true, hide = true, env = "PBXHA_LAB_PREFIX", default_value = pbxha_appliance::lab::plan::DEFAULT_PREFIX)]
+    #[arg(long, global = true, hide = true, env = "PBXHA_LAB_PREFIX", default_value = pbxha_lab::plan::DEFAULT_PREFIX)]
     prefix: String,
     /// Where the lab keeps configs, the key, logs and PID files.
-    #[arg(long, global = true, hide = true, env = "PBXHA_LAB_DIR", default_value = pbxha_appliance::lab::plan::DEFAULT_STATE_DIR)]
+    #[arg(long, global = true, hide = true, env = "PBXHA_LAB_DIR", default_value = pbxha_lab::plan::DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
     #[command(subcommand)]
     command: LabCommand,
@@ -45,7 +44,7 @@ pub enum LabCommand {
         #[arg(long, default_value = "default")]
         profile: Profile,
         /// `[ping] on-isolation` of both nodes: release or keep.
-        #[arg(long, default_value = "release", value_parser = parse_on_isolation)]
+        #[arg(long, default_value = "release")]
         on_isolation: OnIsolation,
         /// Add a `pbx` member driven through an Asterisk double (scripts standing in for
         /// `asterisk -rx` and `systemctl`), so a planned move has calls to drain; `lab calls`
@@ -166,7 +165,7 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             println!("  {exe} lab kill {holder:<8}           # node death: watch the other node take over");
             println!("  {exe} lab switchover             # planned move");
             println!("  {exe} lab partition hb a         # cut the heartbeat link: no failover (the public link still carries heartbeats)");
-            let web = pbxha_appliance::lab::plan::http_endpoint(Member::A);
+            let web = pbxha_lab::plan::http_endpoint(Member::A);
             println!("  {exe} lab exec client -- curl -s http://{web}/metrics    # a's Prometheus metrics; / is its status page");
             println!("  {exe} lab down                   # remove everything");
             Ok(ExitCode::SUCCESS)
@@ -183,7 +182,7 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
                 #[derive(Serialize)]
                 struct Out<'a> {
                     #[serde(flatten)]
-                    lab: &'a pbxha_appliance::lab::LabStatus,
+                    lab: &'a pbxha_lab::LabStatus,
                     roles: &'a BTreeMap<String, String>,
                 }
                 println!("{}", serde_json::to_string_pretty(&Out { lab: &status, roles: &roles })?);
@@ -282,7 +281,7 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
                 exe: std::env::current_exe()?,
             };
             // With --json, progress goes to stderr so stdout stays one JSON document.
-            let report = bench::run(&lab, &opts, shutdown_signal(), &|line| {
+            let report = bench::run(&lab, &ControlSockets, &opts, shutdown_signal(), &|line| {
                 if json {
                     eprintln!("bench: {line}")
                 } else {
@@ -306,27 +305,35 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The lab's nodes, reached through the daemon's control client.
+struct ControlSockets;
+
+#[async_trait::async_trait]
+impl Daemons for ControlSockets {
+    async fn status(&self, socket: &Path) -> Result<Option<serde_json::Value>, String> {
+        control::call(socket, &Request::Status).await.map(|reply| reply.status).map_err(|e| e.to_string())
+    }
+
+    async fn switchover_now(&self, socket: &Path) -> Result<Result<(), String>, String> {
+        let reply = control::call(socket, &Request::Switchover { now: true }).await.map_err(|e| e.to_string())?;
+        Ok(if reply.ok { Ok(()) } else { Err(reply.message) })
+    }
+}
+
 /// Each node's role from its control socket; "down" when its daemon does not answer.
 async fn roles(lab: &Lab) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for node in Member::NODES {
         let socket = NodeFiles::new(lab.state_dir(), node).control_socket;
-        let role = match control::call(&socket, &Request::Status).await {
-            Ok(reply) => {
-                reply.status.and_then(|s| s["role"].as_str().map(str::to_string)).unwrap_or_else(|| "unknown".into())
+        let role = match ControlSockets.status(&socket).await {
+            Ok(status) => {
+                status.and_then(|s| s["role"].as_str().map(str::to_string)).unwrap_or_else(|| "unknown".into())
             }
             Err(_) => "down".into(),
         };
         out.insert(node.name().to_string(), role);
     }
     out
-}
-
-fn parse_on_isolation(s: &str) -> Result<OnIsolation, String> {
-    [OnIsolation::Release, OnIsolation::Keep]
-        .into_iter()
-        .find(|o| o.as_str() == s)
-        .ok_or_else(|| format!("unknown on-isolation policy `{s}` (one of release, keep)"))
 }
 
 fn describe_roles(roles: &BTreeMap<String, String>) -> String {

@@ -275,3 +275,78 @@ fn http_on_a_non_loopback_address_needs_allow() {
     let p = problems(&format!("{base}[http]\nlisten = \"9642\"\nallow = [\"nowhere\"]\n"));
     assert_eq!(keys(&p), ["http.listen", "http.allow[0]"], "{p:#?}");
 }
+
+// ---- the lab's node configs: `pbxha-lab` renders them as text, this reads them ----
+
+#[test]
+fn the_labs_node_configs_parse_and_validate() {
+    use pbxha_lab::plan::{
+        address_of, http_endpoint, node_config, Bridge, Member, Pbx, Profile, AUTH_KEY_FILE, DOUBLE_DRAIN_TIMEOUT_MS,
+        FAILURE_TIMEOUT, HTTP_PORT,
+    };
+    assert_eq!(HTTP_PORT, DEFAULT_HTTP_LISTEN.port());
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join(AUTH_KEY_FILE);
+    std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let exe = std::path::Path::new("/usr/local/bin/pbx ha");
+    let isolation =
+        [(pbxha_lab::OnIsolation::Release, OnIsolation::Release), (pbxha_lab::OnIsolation::Keep, OnIsolation::Keep)];
+    for (profile, (on_isolation, policy)) in [Profile::Default, Profile::Fast].into_iter().zip(isolation) {
+        for pbx in [Pbx::Builtin, Pbx::Kamailio] {
+            for node in Member::NODES {
+                // With the Asterisk double on the default profile, so both shapes are checked.
+                let double = profile == Profile::Default;
+                let text = node_config(node, dir.path(), profile, pbx, on_isolation, double, exe);
+                let config = parse(&text).unwrap_or_else(|p| panic!("{p:?}\n{text}"));
+                assert_eq!(config.validate(), vec![], "{text}");
+                assert_eq!(config.ping.on_isolation, policy);
+                let pbx_members = config.resources.iter().filter(|r| matches!(r.kind, ResourceKind::Pbx(_))).count();
+                assert_eq!(pbx_members, usize::from(double), "{text}");
+                assert_eq!(config.group.failure_timeout, FAILURE_TIMEOUT);
+                if double {
+                    assert_eq!(config.group.drain_timeout, Duration::from_millis(DOUBLE_DRAIN_TIMEOUT_MS));
+                }
+                let timing = profile.timing();
+                let hb = &config.heartbeat;
+                assert_eq!(
+                    (hb.interval, hb.deadtime, hb.warntime, hb.initdead),
+                    (timing.interval, timing.deadtime, timing.warntime, timing.initdead)
+                );
+                assert_eq!(timing.interval.as_millis(), if profile == Profile::Fast { 50 } else { 200 });
+                assert_eq!(config.links.len(), 2);
+                let hb = &config.links[0];
+                assert_eq!((hb.name.as_str(), hb.interface.as_deref()), ("hb", Some("hb0")));
+                assert_eq!(hb.addresses["b"], "203.0.113.12/24".parse::<Cidr>().unwrap());
+                assert_eq!(config.links[1].addresses["a"], "198.51.100.11/24".parse::<Cidr>().unwrap());
+                assert_eq!(config.paths.control_socket, dir.path().join(format!("{node}.sock")));
+                let http = config.http.as_ref().expect("the lab's nodes serve [http]");
+                assert_eq!(http.listen, http_endpoint(node));
+                assert_eq!(http.listen.ip().to_string(), address_of(node, Bridge::Public).unwrap());
+                assert_eq!(http.allow, ["198.51.100.0/24".parse::<Cidr>().unwrap()]);
+                let sip = config.resources.iter().find(|r| r.name == "sip").unwrap();
+                let ResourceKind::Service(ServiceConfig::Exec { argv, .. }) = &sip.kind else {
+                    panic!("{:?}", sip.kind)
+                };
+                match pbx {
+                    Pbx::Builtin => assert_eq!(
+                        argv,
+                        &[
+                            "/usr/local/bin/pbx ha",
+                            "lab",
+                            "sip-responder",
+                            "--bind",
+                            "198.51.100.100:5060",
+                            "--node",
+                            node.name()
+                        ]
+                    ),
+                    Pbx::Kamailio => {
+                        assert_eq!(argv[0], "kamailio");
+                        assert!(argv.contains(&format!("{}/kamailio-{node}.cfg", dir.path().display())), "{argv:?}");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -647,7 +647,7 @@ mod tests {
     /// test traffic may only go to the 198.51.100.0/24 and 203.0.113.0/24 ranges.)
     #[test]
     fn bcast_heartbeats_cross_a_real_bridge() {
-        use crate::net::testns::{prerequisites_met, TestNet, HOST_IF};
+        use pbxha_lab::testns::{prerequisites_met, TestNet, HOST_IF};
         if !prerequisites_met("bcast_heartbeats_cross_a_real_bridge") {
             return;
         }

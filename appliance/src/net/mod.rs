@@ -3,9 +3,7 @@
 //! Parts: [`netlink`] (interface lookup and address add/remove over rtnetlink), [`arp`]
 //! (Ethernet/ARP frames, gratuitous ARP and the RFC 5227 conflict probe over an AF_PACKET
 //! socket), [`ndp`] (IPv6 unsolicited neighbour advertisements and the duplicate address
-//! detection probe), [`nonlocal`]
-//! (`net.ipv4.ip_nonlocal_bind`) and [`testns`] (throw-away network namespaces for tests and
-//! the lab).
+//! detection probe) and [`nonlocal`] (`net.ipv4.ip_nonlocal_bind`).
 //!
 //! Every socket here is opened in the network namespace of the calling thread, which is what
 //! lets the tests run the real code inside namespaces they create.
@@ -14,7 +12,6 @@ pub mod arp;
 pub mod ndp;
 pub mod netlink;
 pub mod nonlocal;
-pub mod testns;
 
 /// An Ethernet hardware address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -65,7 +65,7 @@ mod tests {
 
     #[test]
     fn enabling_sets_the_sysctl_of_the_current_namespace() {
-        use crate::net::testns::{prerequisites_met, TestNet};
+        use pbxha_lab::testns::{prerequisites_met, TestNet};
         if !prerequisites_met("enabling_sets_the_sysctl_of_the_current_namespace") {
             return;
         }

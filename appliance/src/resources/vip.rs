@@ -294,7 +294,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::net::testns::{prerequisites_met, TestNet, HOST_IF};
+    use pbxha_lab::testns::{prerequisites_met, TestNet, HOST_IF};
 
     const NODE: &str = "node";
     const CLIENT: &str = "client";

@@ -5,8 +5,7 @@
 use std::path::PathBuf;
 
 use super::plan::Member;
-use super::{lab_err, Lab};
-use crate::Error;
+use super::{lab_err, Error, Lab};
 
 /// The disk each bare node gets: room for a DRBD device's metadata and a small /replica.
 pub const DISK_MIB: u64 = 256;

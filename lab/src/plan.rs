@@ -4,10 +4,9 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-
-use crate::fsm::OnIsolation;
 
 /// The virtual IP the cluster moves between a and b.
 pub const VIP: &str = "198.51.100.100";
@@ -302,6 +301,63 @@ impl FromStr for Profile {
     }
 }
 
+/// The heartbeat timing of a [`Profile`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    pub interval: Duration,
+    pub deadtime: Duration,
+    pub warntime: Duration,
+    /// Leaves room for both daemons of a freshly built lab to start.
+    pub initdead: Duration,
+}
+
+impl Profile {
+    /// A `const fn`, so the end-to-end tests can name the lab's timing in their constants.
+    pub const fn timing(self) -> Timing {
+        // (interval, deadtime, warntime, initdead) in ms.
+        let (interval, deadtime, warntime, initdead) = match self {
+            Profile::Default => (200, 1000, 500, 3000),
+            Profile::Fast => (50, 250, 150, 1000),
+        };
+        Timing {
+            interval: Duration::from_millis(interval),
+            deadtime: Duration::from_millis(deadtime),
+            warntime: Duration::from_millis(warntime),
+            initdead: Duration::from_millis(initdead),
+        }
+    }
+}
+
+/// `[ping] on-isolation` of both nodes, written as the config key's value; the appliance's
+/// config tests read each one back as the policy of that name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnIsolation {
+    #[default]
+    Release,
+    Keep,
+}
+
+impl OnIsolation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnIsolation::Release => "release",
+            OnIsolation::Keep => "keep",
+        }
+    }
+}
+
+impl FromStr for OnIsolation {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [OnIsolation::Release, OnIsolation::Keep]
+            .into_iter()
+            .find(|o| o.as_str() == s)
+            .ok_or_else(|| format!("unknown on-isolation policy `{s}` (one of release, keep)"))
+    }
+}
+
 /// What stands in for the PBX on the VIP.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -412,6 +468,10 @@ request_route {{
     )
 }
 
+/// `[group] failure-timeout` of both nodes: a member that ran out of restarts with no peer
+/// to take over is tried again after it.
+pub const FAILURE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long a planned move waits for calls to end with the Asterisk double: long enough
 /// that a test sees the drain under way and can break the peer meanwhile.
 pub const DOUBLE_DRAIN_TIMEOUT_MS: u64 = 60_000;
@@ -487,12 +547,7 @@ pub fn node_config(
     asterisk_double: bool,
     exe: &Path,
 ) -> String {
-    // (interval, deadtime, warntime, initdead) in ms; initdead leaves room for both
-    // daemons of a freshly built lab to start.
-    let (interval, deadtime, warntime, initdead) = match profile {
-        Profile::Default => (200, 1000, 500, 3000),
-        Profile::Fast => (50, 250, 150, 1000),
-    };
+    let timing = profile.timing();
     // (interval, timeout, rise, fall) of the gateway ping.
     let (ping_interval, ping_timeout, rise, fall) = match profile {
         Profile::Default => (500, 400, 2, 3),
@@ -576,7 +631,7 @@ on-isolation = "{on_isolation}"
 [group]
 max-restarts = 2
 restart-window = 60000
-failure-timeout = 10000
+failure-timeout = {failure_timeout}
 {drain}
 [[resource]]
 name = "vip"
@@ -628,6 +683,11 @@ listen = "{http_listen}"
 allow = ["{PUBLIC_NET}"]
 "#,
         auth = path_str(&state_dir.join(AUTH_KEY_FILE)),
+        failure_timeout = FAILURE_TIMEOUT.as_millis(),
+        interval = timing.interval.as_millis(),
+        deadtime = timing.deadtime.as_millis(),
+        warntime = timing.warntime.as_millis(),
+        initdead = timing.initdead.as_millis(),
         hb_addresses = addresses(Bridge::Heartbeat),
         pub_addresses = addresses(Bridge::Public),
         gateway = q(GATEWAY),
@@ -646,8 +706,8 @@ allow = ["{PUBLIC_NET}"]
 
 /// The lab's public segment, which the nodes' HTTP endpoints let in.
 pub const PUBLIC_NET: &str = "198.51.100.0/24";
-/// The `[http]` port: the product's default.
-pub const HTTP_PORT: u16 = crate::config::DEFAULT_HTTP_LISTEN.port();
+/// The `[http]` port: the product's default (the appliance's config tests hold the two equal).
+pub const HTTP_PORT: u16 = 9642;
 
 /// Where `node`'s status page and `/metrics` listen: its public address, so a client on the
 /// segment reaches them as an operator's browser or Prometheus would.

@@ -5,11 +5,18 @@
 //! runner and tears it down again, leaving nothing behind even after a half-finished `up`.
 //! Two things do not go through the runner because it only runs commands to completion
 //! with captured output: the node daemons (started in the background) and `exec` (which
-//! inherits the terminal).
+//! inherits the terminal). [`bench`] measures failover on the live lab; [`testns`] makes
+//! throw-away namespaces for tests.
+//!
+//! The crate knows nothing of the daemon's types: it renders the nodes' configs as text,
+//! runs the `pbxha` executable it is given, and reaches the running daemons through
+//! [`Daemons`], which the `pbxha` command implements with its control client.
 
 mod bare;
 pub mod bench;
+mod error;
 pub mod plan;
+pub mod testns;
 #[cfg(test)]
 mod tests;
 
@@ -24,11 +31,9 @@ use std::time::Duration;
 use pbxha_runner::{Cmd, Runner};
 use serde::{Deserialize, Serialize};
 
-pub use plan::{Interface, Member, Partition, Pbx, Profile};
+pub use error::Error;
+pub use plan::{Interface, Member, OnIsolation, Partition, Pbx, Profile};
 use plan::{Names, NodeFiles, AUTH_KEY_FILE, RECORD_FILE, VIP};
-
-use crate::fsm::OnIsolation;
-use crate::Error;
 
 /// Each `ip`/`iptables` call is quick; a hung one must not hang the lab.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
@@ -45,6 +50,18 @@ const REAP_WAIT: Duration = Duration::from_secs(5);
 
 fn lab_err(message: impl Into<String>) -> Error {
     Error::Lab { message: message.into() }
+}
+
+/// What the lab asks of a node's running daemon over its control socket (`NodeFiles::
+/// control_socket`). The `pbxha` command implements it with its control client, as it
+/// implements `pbxha_installer::Appliance` for the wizard.
+#[async_trait::async_trait]
+pub trait Daemons: Send + Sync {
+    /// The daemon's status, as `pbxha status --json` prints it (`None` when the reply
+    /// carries none). `Err` says why the daemon could not be asked.
+    async fn status(&self, socket: &Path) -> Result<Option<serde_json::Value>, String>;
+    /// `pbxha switchover --now`: `Ok(Err(reason))` when the daemon refused.
+    async fn switchover_now(&self, socket: &Path) -> Result<Result<(), String>, String>;
 }
 
 /// How to build the lab.
@@ -89,6 +106,7 @@ struct Record {
     pbx: Pbx,
     exe: PathBuf,
     start_daemons: bool,
+    on_isolation: OnIsolation,
 }
 
 /// One member's namespace as it is now.
@@ -259,6 +277,7 @@ impl Lab {
             pbx: opts.pbx,
             exe: opts.exe.clone(),
             start_daemons: opts.start_daemons,
+            on_isolation: opts.on_isolation,
         };
         let json =
             serde_json::to_string_pretty(&record).map_err(|e| lab_err(format!("encoding the lab record: {e}")))?;

@@ -29,10 +29,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::plan::{Bridge, NodeFiles, PORTS, SIP_PORT, VIP};
-use super::{lab_err, Lab, Member, Partition, Pbx, Profile, UpOptions};
-use crate::control::{self, Request};
-use crate::fsm::OnIsolation;
-use crate::Error;
+use super::{lab_err, Daemons, Error, Lab, Member, OnIsolation, Partition, Pbx, Profile, UpOptions};
 
 /// A new probe this often: the resolution of every outage figure.
 const PROBE_EVERY: Duration = Duration::from_millis(10);
@@ -517,6 +514,7 @@ pub fn render(r: &Report) -> String {
 /// the end). `interrupt` (Ctrl-C, SIGTERM) stops it with the same cleanup as a failure.
 pub async fn run(
     lab: &Lab,
+    daemons: &dyn Daemons,
     opts: &BenchOptions,
     interrupt: impl Future<Output = ()>,
     progress: &(dyn Fn(&str) + Send + Sync),
@@ -531,7 +529,7 @@ pub async fn run(
                 record.profile, opts.profile
             )));
         }
-        let running = lab_config(lab)?.ping.on_isolation;
+        let running = record.on_isolation;
         if running != opts.kind.on_isolation() {
             return Err(lab_err(format!(
                 "the lab is up with on-isolation = \"{}\" but this bench needs \"{}\"; run `pbxha lab down` first (the bench then brings it up itself)",
@@ -562,7 +560,7 @@ pub async fn run(
         true
     };
     let pbx = lab.record()?.pbx;
-    let mut bench = Bench { lab, killed: None, frozen: None, cut: false, progress };
+    let mut bench = Bench { lab, daemons, profile: opts.profile, killed: None, frozen: None, cut: false, progress };
     let result = tokio::select! {
         r = bench.measure(opts) => r,
         () = &mut interrupt => Err(lab_err("interrupted")),
@@ -599,14 +597,11 @@ pub async fn run(
     Ok(Report { profile: opts.profile, pbx, brought_up, unplanned, planned, soak, fault })
 }
 
-/// Node a's config: both nodes share their timing and policies.
-fn lab_config(lab: &Lab) -> Result<crate::config::Config, Error> {
-    let path = NodeFiles::new(lab.state_dir(), Member::A).config;
-    crate::config::load(&path).map_err(|e| lab_err(format!("reading {}: {e}", path.display())))
-}
-
 struct Bench<'a> {
     lab: &'a Lab,
+    daemons: &'a dyn Daemons,
+    /// The profile the lab runs (`run` checked it).
+    profile: Profile,
     /// A node the bench killed and has not revived yet.
     killed: Option<Member>,
     /// A node whose daemon the bench froze and has not resumed yet.
@@ -614,21 +609,6 @@ struct Bench<'a> {
     /// The bench cut links (a partition, the gateway) and has not healed them yet.
     cut: bool,
     progress: &'a (dyn Fn(&str) + Send + Sync),
-}
-
-/// One node's daemon status, or none when its control socket does not answer.
-async fn node_status(lab: &Lab, node: Member) -> Option<serde_json::Value> {
-    let socket = NodeFiles::new(lab.state_dir(), node).control_socket;
-    control::call(&socket, &Request::Status).await.ok()?.status
-}
-
-/// Whether `node`'s group member `resource` is failed (its restart budget spent).
-async fn member_failed(lab: &Lab, node: Member, resource: &str) -> bool {
-    node_status(lab, node).await.is_some_and(|s| {
-        s["resources"]
-            .as_array()
-            .is_some_and(|list| list.iter().any(|r| r["name"] == resource && r["state"] == "failed"))
-    })
 }
 
 fn other(node: Member) -> Member {
@@ -642,6 +622,21 @@ fn other(node: Member) -> Member {
 impl Bench<'_> {
     fn say(&self, line: &str) {
         (self.progress)(line)
+    }
+
+    /// One node's daemon status, or none when its control socket does not answer.
+    async fn node_status(&self, node: Member) -> Option<serde_json::Value> {
+        let socket = NodeFiles::new(self.lab.state_dir(), node).control_socket;
+        self.daemons.status(&socket).await.ok().flatten()
+    }
+
+    /// Whether `node`'s group member `resource` is failed (its restart budget spent).
+    async fn member_failed(&self, node: Member, resource: &str) -> bool {
+        self.node_status(node).await.is_some_and(|s| {
+            s["resources"]
+                .as_array()
+                .is_some_and(|list| list.iter().any(|r| r["name"] == resource && r["state"] == "failed"))
+        })
     }
 
     #[allow(clippy::type_complexity)]
@@ -723,7 +718,7 @@ impl Bench<'_> {
                 self.settle_end().await?
             }
             Fault::Freeze => {
-                let deadtime = lab_config(self.lab)?.heartbeat.deadtime;
+                let deadtime = self.profile.timing().deadtime;
                 self.frozen = Some(holder);
                 self.lab.signal_daemon(holder, nix::sys::signal::Signal::SIGSTOP)?;
                 tokio::time::sleep(deadtime * FREEZE_DEADTIMES).await;
@@ -766,7 +761,7 @@ impl Bench<'_> {
         self.killed = Some(peer);
         self.lab.kill(peer).await?;
         let deadline = Instant::now() + RUN_LIMIT;
-        while node_status(self.lab, holder).await.is_none_or(|s| s["peer"]["alive"] != false) {
+        while self.node_status(holder).await.is_none_or(|s| s["peer"]["alive"] != false) {
             if Instant::now() >= deadline {
                 return Err(lab_err(format!("{holder} did not declare {peer} dead")));
             }
@@ -776,7 +771,7 @@ impl Bench<'_> {
             self.lab.kill_pbx(holder).await?;
             let killed = Instant::now();
             loop {
-                if member_failed(self.lab, holder, "sip").await {
+                if self.member_failed(holder, "sip").await {
                     let failed = Instant::now();
                     while !prober.answered_by(holder.name(), failed) {
                         if failed.elapsed() >= RUN_LIMIT {
@@ -838,8 +833,7 @@ impl Bench<'_> {
         let [holder] = holders[..] else {
             return Ok(None);
         };
-        let (Some(p), Some(s)) = (node_status(self.lab, holder).await, node_status(self.lab, other(holder)).await)
-        else {
+        let (Some(p), Some(s)) = (self.node_status(holder).await, self.node_status(other(holder)).await) else {
             return Ok(None);
         };
         let ok = p["role"] == "primary"
@@ -853,7 +847,7 @@ impl Bench<'_> {
     async fn describe(&self) -> String {
         let mut parts = Vec::new();
         for node in Member::NODES {
-            parts.push(match node_status(self.lab, node).await {
+            parts.push(match self.node_status(node).await {
                 Some(s) => format!(
                     "{node}: {} (group {})",
                     s["role"].as_str().unwrap_or("?"),
@@ -894,9 +888,8 @@ impl Bench<'_> {
         let event = Instant::now();
         if planned {
             let socket = NodeFiles::new(self.lab.state_dir(), holder).control_socket;
-            let reply = control::call(&socket, &Request::Switchover { now: true }).await?;
-            if !reply.ok {
-                return Err(lab_err(format!("switchover on {holder} refused: {}", reply.message)));
+            if let Err(reason) = self.daemons.switchover_now(&socket).await.map_err(Error::Unreachable)? {
+                return Err(lab_err(format!("switchover on {holder} refused: {reason}")));
             }
         } else {
             self.killed = Some(holder);
@@ -936,7 +929,7 @@ impl Bench<'_> {
         let mut obs =
             Observation { holders: self.lab.status().await.ok().map(|s| s.vip_holders), ..Observation::default() };
         for node in Member::NODES {
-            let status = node_status(self.lab, node).await;
+            let status = self.node_status(node).await;
             obs.roles.insert(node, status.as_ref().and_then(|s| s["role"].as_str().map(String::from)));
             obs.last_failover.insert(node, status.as_ref().and_then(|s| s["last_failover"]["at_ms"].as_u64()));
         }
@@ -994,7 +987,7 @@ impl Bench<'_> {
         drop(loss);
         busy.stop();
         let end_counters = self.link_counters().await?;
-        let interval = heartbeat_interval(self.lab);
+        let interval = self.profile.timing().interval;
         let expected = (secs.as_millis() / interval.as_millis().max(1)) as u64;
         let links = end_counters
             .iter()
@@ -1028,7 +1021,8 @@ impl Bench<'_> {
     async fn link_counters(&self) -> Result<BTreeMap<(Member, String), (u64, u64, u64)>, Error> {
         let mut out = BTreeMap::new();
         for node in Member::NODES {
-            let status = node_status(self.lab, node)
+            let status = self
+                .node_status(node)
                 .await
                 .ok_or_else(|| lab_err(format!("{node}'s daemon does not answer on its control socket")))?;
             for link in status["heartbeat"]["links"].as_array().into_iter().flatten() {
@@ -1060,11 +1054,6 @@ fn merge(previous: &mut Observation, now: Observation) {
     }
 }
 
-/// The lab's heartbeat interval from node a's config (both nodes share it).
-fn heartbeat_interval(lab: &Lab) -> Duration {
-    lab_config(lab).map_or(crate::config::DEFAULT_INTERVAL, |c| c.heartbeat.interval)
-}
-
 fn log_len(lab: &Lab, node: Member) -> u64 {
     std::fs::metadata(NodeFiles::new(lab.state_dir(), node).log).map_or(0, |m| m.len())
 }
@@ -1090,7 +1079,7 @@ impl Prober {
         let stop = Arc::new(AtomicBool::new(false));
         let samples = Arc::new(Mutex::new(Vec::new()));
         let (flag, sink) = (stop.clone(), samples.clone());
-        let thread = std::thread::spawn(move || crate::net::testns::run_in(&ns, move || probe_loop(flag, sink))?);
+        let thread = std::thread::spawn(move || crate::testns::run_in(&ns, move || probe_loop(flag, sink))?);
         Prober { stop, samples, thread: Some(thread) }
     }
 
