@@ -33,6 +33,23 @@ pub struct Device {
     pub signature: Option<String>,
 }
 
+/// The host firewall the pair's traffic must be let in through, by the tool that owns the
+/// rules. ufw and firewalld keep rule sets of their own and rewrite the kernel's tables from
+/// them, so their rules go through their own commands, never straight into nftables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Firewall {
+    Ufw,
+    Firewalld,
+    /// A plain nftables ruleset whose input chain drops by default.
+    Nftables(NftChain),
+}
+
+/// Whether `ufw status` says the firewall is on (its first line; inactive is the package's
+/// state until an operator runs `ufw enable`).
+pub fn ufw_active(status: &str) -> bool {
+    status.lines().next().map(str::trim) == Some("Status: active")
+}
+
 /// An nftables chain on the input hook that drops by default: the pair's traffic must be
 /// let in through it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -100,8 +117,8 @@ pub struct Facts {
     pub enabled_units: Vec<String>,
     /// `net.ipv4.ip_nonlocal_bind` now.
     pub nonlocal_bind: Option<String>,
-    /// An nftables input chain that would drop the pair's traffic.
-    pub firewall: Option<NftChain>,
+    /// An active host firewall that would drop the pair's traffic.
+    pub firewall: Option<Firewall>,
 }
 
 /// Ports the pair uses: heartbeat (UDP, heartbeat's registered 694) and DRBD (TCP).
@@ -178,6 +195,19 @@ fn os_release(text: &str, key: &str) -> Option<String> {
 async fn stdout(env: &Env, argv: &[&str]) -> Option<String> {
     let cmd = Cmd::new(argv.iter().copied()).timeout(Duration::from_secs(10));
     env.runner.run(&cmd).await.ok().filter(|o| o.success()).map(|o| o.stdout)
+}
+
+/// The active firewall: ufw or firewalld first, as both also show up in nftables (as
+/// iptables-nft tables or a firewalld table) where rules of ours would be overwritten.
+async fn firewall(env: &Env) -> Option<Firewall> {
+    if stdout(env, &["ufw", "status"]).await.is_some_and(|o| ufw_active(&o)) {
+        return Some(Firewall::Ufw);
+    }
+    // `firewall-cmd --state` exits 0 only while the daemon runs (252 when it does not).
+    if stdout(env, &["firewall-cmd", "--state"]).await.is_some() {
+        return Some(Firewall::Firewalld);
+    }
+    stdout(env, &["nft", "-j", "list", "chains"]).await.and_then(|o| parse_nft_chains(&o)).map(Firewall::Nftables)
 }
 
 /// Whether `systemctl [--root R] is-enabled UNIT` says enabled.
@@ -314,7 +344,7 @@ pub async fn gather(env: &Env, p: &Partial) -> Facts {
             );
         }
     }
-    f.firewall = stdout(env, &["nft", "-j", "list", "chains"]).await.and_then(|o| parse_nft_chains(&o));
+    f.firewall = firewall(env).await;
     for server in ["mariadbd", "mysqld"] {
         if let Some(out) = stdout(env, &[server, "--version"]).await {
             f.mysql_server = out.lines().next().map(str::to_string);
@@ -396,6 +426,14 @@ mod tests {
         assert_eq!(parse_nft_chains(&chains.replace("\"drop\"", "\"accept\"")), None);
         let listing = "table inet filter {\n\tchain input { # handle 1\n\t\ttype filter hook input priority filter; policy drop;\n\t\tip saddr 203.0.113.12 tcp dport 7788 accept comment \"pbxha\" # handle 3\n\t\tip saddr 203.0.113.12 udp dport 694 accept comment \"pbxha\" # handle 2\n\t\ticmp type echo-reply accept # handle 4\n\t}\n}\n";
         assert_eq!(parse_nft_handles(listing), [3, 2]);
+    }
+
+    #[test]
+    fn ufw_status_first_line() {
+        // Captured from ufw 0.36.2 in a test namespace.
+        assert!(ufw_active("Status: active\n\nTo                         Action      From\n--                         ------      ----\n694/udp                    ALLOW       203.0.113.12               # pbxha\n\n"));
+        assert!(!ufw_active("Status: inactive\n"));
+        assert!(!ufw_active(""));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::answers::{Answers, Mysql, Storage};
-use crate::facts::{managed_units, Facts};
+use crate::facts::{managed_units, Facts, Firewall};
 use crate::render;
 use crate::Env;
 
@@ -227,27 +227,8 @@ pub fn plan(a: &Answers, f: &Facts, env: &Env, read: Read, size: Size) -> crate:
     step.shows += &shown_run(&apply);
     step.actions.push(run(&apply, Some(&["sysctl", "-q", "-w", &restore]), None));
     steps.push(step);
-    if let Some(chain) = &f.firewall {
-        let rules = firewall_rules(a);
-        let shows = rules
-            .iter()
-            .map(|r| {
-                format!(
-                    "  nft insert rule {} {} {} {r} comment {}\n",
-                    chain.family,
-                    chain.table,
-                    chain.chain,
-                    crate::facts::NFT_COMMENT
-                )
-            })
-            .collect();
-        steps.push(Step {
-            id: "firewall".into(),
-            title: format!("let the peer in through nftables chain {} {} {}", chain.family, chain.table, chain.chain),
-            shows,
-            actions: vec![Action::Nft { chain: chain.clone(), rules }],
-            wipes: None,
-        });
+    if let Some(fw) = &f.firewall {
+        steps.push(firewall_step(fw, &openings(a)));
     }
     let systemctl = env.systemctl();
     let sc = |verb: &str, unit: &str| -> Vec<String> {
@@ -292,31 +273,124 @@ pub fn plan(a: &Answers, f: &Facts, env: &Env, read: Read, size: Size) -> crate:
     Ok(Plan { steps, start_daemon: !f.systemd_pid1 })
 }
 
-/// What the pair needs from the peer: heartbeats on every link (UDP), DRBD replication
-/// (TCP 7788) and MySQL replication (TCP 3306) in master-master mode.
-fn firewall_rules(a: &Answers) -> Vec<String> {
-    let from = |ip: std::net::IpAddr| {
-        if ip.is_ipv4() {
-            format!("ip saddr {ip}")
-        } else {
-            format!("ip6 saddr {ip}")
-        }
-    };
-    let mut rules: Vec<String> = a
+/// One hole the pair needs in a host firewall: the peer's address to a local port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Opening {
+    pub from: std::net::IpAddr,
+    pub proto: &'static str,
+    pub port: u16,
+}
+
+/// What the peer sends this node: heartbeats (UDP) on every link, DRBD (TCP 7788) and MySQL
+/// replication (TCP 3306, master-master) over the first heartbeat link.
+pub fn openings(a: &Answers) -> Vec<Opening> {
+    let mut all: Vec<Opening> = a
         .heartbeat
         .iter()
         .map(|l| l.peer_address)
         .chain([a.public.peer_address])
-        .map(|p| format!("{} udp dport {} accept", from(p), a.port))
+        .map(|from| Opening { from, proto: "udp", port: a.port })
         .collect();
     let replication_peer = a.heartbeat.first().map_or(a.public.peer_address, |l| l.peer_address);
     if matches!(a.storage, Storage::Drbd(_)) {
-        rules.push(format!("{} tcp dport {} accept", from(replication_peer), crate::facts::DRBD_PORT));
+        all.push(Opening { from: replication_peer, proto: "tcp", port: crate::facts::DRBD_PORT });
     }
     if matches!(a.mysql, Mysql::MasterMaster { .. }) {
-        rules.push(format!("{} tcp dport 3306 accept", from(replication_peer)));
+        all.push(Opening { from: replication_peer, proto: "tcp", port: 3306 });
     }
-    rules
+    all
+}
+
+/// The firewall step in the owning tool's own terms. ufw and firewalld commands are each
+/// undone by their delete/remove twin, and both take a rule that is already there (or
+/// already gone) as done, so a resumed step or undo goes through.
+fn firewall_step(fw: &Firewall, openings: &[Opening]) -> Step {
+    let (title, actions) = match fw {
+        Firewall::Nftables(chain) => {
+            let rules: Vec<String> = openings
+                .iter()
+                .map(|o| {
+                    let family = if o.from.is_ipv4() { "ip" } else { "ip6" };
+                    format!("{family} saddr {} {} dport {} accept", o.from, o.proto, o.port)
+                })
+                .collect();
+            (
+                format!("let the peer in through nftables chain {} {} {}", chain.family, chain.table, chain.chain),
+                vec![Action::Nft { chain: chain.clone(), rules }],
+            )
+        }
+        Firewall::Ufw => {
+            let actions = openings
+                .iter()
+                .map(|o| {
+                    let (from, port) = (o.from.to_string(), o.port.to_string());
+                    let rule = ["allow", "proto", o.proto, "from", &from, "to", "any", "port", &port];
+                    let add: Vec<&str> = ["ufw"].iter().chain(&rule).chain(&["comment", "pbxha"]).copied().collect();
+                    let delete: Vec<&str> = ["ufw", "delete"].iter().chain(&rule).copied().collect();
+                    run(&add, Some(&delete), None)
+                })
+                .collect();
+            ("let the peer in through ufw".to_string(), actions)
+        }
+        Firewall::Firewalld => {
+            let actions = openings
+                .iter()
+                .flat_map(|o| {
+                    let family = if o.from.is_ipv4() { "ipv4" } else { "ipv6" };
+                    let rule = format!(
+                        "rule family=\"{family}\" source address=\"{}\" port port=\"{}\" protocol=\"{}\" accept",
+                        o.from, o.port, o.proto
+                    );
+                    let (add, remove) = (format!("--add-rich-rule={rule}"), format!("--remove-rich-rule={rule}"));
+                    // The running rules and the saved ones: a reload or reboot keeps the pair's.
+                    [None, Some("--permanent")].map(|permanent| {
+                        let argv = |change: &str| -> Vec<String> {
+                            ["firewall-cmd", "--quiet"]
+                                .into_iter()
+                                .chain(permanent)
+                                .chain([change])
+                                .map(String::from)
+                                .collect()
+                        };
+                        Action::Run { argv: argv(&add), undo: Some(argv(&remove)), cannot_undo: None }
+                    })
+                })
+                .collect();
+            ("let the peer in through firewalld (running and permanent rules)".to_string(), actions)
+        }
+    };
+    let shows = actions
+        .iter()
+        .map(|action| match action {
+            Action::Nft { chain, rules } => rules
+                .iter()
+                .map(|r| {
+                    format!(
+                        "  nft insert rule {} {} {} {r} comment {}\n",
+                        chain.family,
+                        chain.table,
+                        chain.chain,
+                        crate::facts::NFT_COMMENT
+                    )
+                })
+                .collect(),
+            Action::Run { argv, .. } => format!("  runs: {}\n", shell_words(argv)),
+            _ => String::new(),
+        })
+        .collect();
+    Step { id: "firewall".into(), title, shows, actions, wipes: None }
+}
+
+/// A command as an operator would type it: words with spaces or quotes in single quotes.
+fn shell_words(argv: &[String]) -> String {
+    let word = |w: &String| {
+        if w.contains([' ', '"']) {
+            format!("'{w}'")
+        } else {
+            w.clone()
+        }
+    };
+    argv.iter().map(word).collect::<Vec<_>>().join(" ")
 }
 
 fn drbd_steps(

@@ -776,3 +776,56 @@ fn an_nftables_firewall_gets_the_pairs_rules_and_undo_removes_them() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(nft("list chain inet filter input"), before);
 }
+
+/// `sh -c SCRIPT` in the node's namespace with the node's own /etc/ufw (a copy, bound in a
+/// private mount namespace), so the test's ufw never touches the machine's rules or config.
+fn with_own_ufw(net: &Net, etc_ufw: &Path, script: &str) -> Output {
+    let script = format!("mount --bind {} /etc/ufw && {script}", etc_ufw.display());
+    Command::new("ip")
+        .args(["netns", "exec", &net.node, "unshare", "--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn an_active_ufw_gets_the_pairs_rules_through_ufw_and_undo_deletes_them() {
+    if !prerequisites() || !require(have("ufw") && have("unshare"), "ufw, util-linux") {
+        return;
+    }
+    let net = Net::new("ufw");
+    let state = tempfile::tempdir().unwrap();
+    let etc_ufw = state.path().join("ufw");
+    let copied = Command::new("cp").arg("-a").arg("/etc/ufw").arg(&etc_ufw).status().unwrap();
+    assert!(copied.success(), "cp -a /etc/ufw");
+    let ufw = |script: &str| {
+        let out = with_own_ufw(&net, &etc_ufw, script);
+        assert!(out.status.success(), "{script}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Deny incoming (ufw's default once enabled); answers to our own pings still come in.
+    ufw("ufw --force enable");
+    let before = ufw("ufw status");
+    assert!(before.starts_with("Status: active"), "{before}");
+    let root = tempfile::tempdir().unwrap();
+    fake_host(root.path(), 0);
+    let file = root.path().join("answers.toml");
+    std::fs::write(&file, answers("kind = \"none\"")).unwrap();
+    let install = format!(
+        "{} install --root {} --answers {} --yes --no-start",
+        pbxha().display(),
+        root.path().display(),
+        file.display()
+    );
+    let said = ufw(&install);
+    assert!(said.contains("[firewall]") && said.contains("through ufw"), "{said}");
+    let after = ufw("ufw status");
+    for peer in ["203.0.113.12", "198.51.100.12"] {
+        assert!(
+            after.lines().any(|l| l.starts_with("694/udp") && l.contains(peer) && l.ends_with("# pbxha")),
+            "no heartbeat rule for {peer}:\n{after}"
+        );
+    }
+    assert!(!after.contains("nft"), "{after}");
+    ufw(&format!("{} install --root {} --undo", pbxha().display(), root.path().display()));
+    assert_eq!(ufw("ufw status"), before);
+}

@@ -87,19 +87,32 @@ fn without_storage_nothing_is_formatted_or_moved() {
     assert_eq!(ids, ["authkey", "answers", "sysctl", "boot-asterisk", "unit", "config"]);
 }
 
-#[test]
-fn a_dropping_firewall_gets_one_rule_per_link_and_replication() {
+/// The plan for master-master answers on a machine with this firewall: its firewall step.
+fn firewall_step(fw: crate::facts::Firewall) -> crate::plan::Step {
     let root = tempfile::tempdir().unwrap();
     let mut a = answers();
     a.mysql = crate::answers::Mysql::MasterMaster { admin_password_file: "/etc/pbxha/mysql-admin".into() };
-    let f = Facts {
-        firewall: Some(crate::facts::NftChain { family: "inet".into(), table: "filter".into(), chain: "input".into() }),
-        ..facts()
-    };
+    let f = Facts { firewall: Some(fw), ..facts() };
     let read = |_: &Path| None;
     let size = |_: &Path| None;
     let plan = plan(&a, &f, &env(root.path()), &read, &size).unwrap();
-    let step = plan.steps.iter().find(|s| s.id == "firewall").expect("a firewall step");
+    plan.steps.into_iter().find(|s| s.id == "firewall").expect("a firewall step")
+}
+
+fn argvs(step: &crate::plan::Step) -> Vec<(String, String)> {
+    step.actions
+        .iter()
+        .map(|action| match action {
+            Action::Run { argv, undo: Some(undo), .. } => (argv.join(" "), undo.join(" ")),
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_dropping_firewall_gets_one_rule_per_link_and_replication() {
+    let chain = crate::facts::NftChain { family: "inet".into(), table: "filter".into(), chain: "input".into() };
+    let step = firewall_step(crate::facts::Firewall::Nftables(chain));
     let Action::Nft { rules, .. } = &step.actions[0] else { panic!("{step:?}") };
     assert_eq!(
         rules,
@@ -115,4 +128,37 @@ fn a_dropping_firewall_gets_one_rule_per_link_and_replication() {
         "{}",
         step.shows
     );
+}
+
+#[test]
+fn ufw_gets_the_same_openings_each_with_its_delete() {
+    let step = firewall_step(crate::facts::Firewall::Ufw);
+    let runs = argvs(&step);
+    assert_eq!(runs.len(), 4, "{runs:?}");
+    assert_eq!(
+        runs[0],
+        (
+            "ufw allow proto udp from 10.1.1.2 to any port 694 comment pbxha".to_string(),
+            "ufw delete allow proto udp from 10.1.1.2 to any port 694".to_string()
+        )
+    );
+    assert_eq!(runs[3].0, "ufw allow proto tcp from 10.1.1.2 to any port 3306 comment pbxha");
+    assert!(step.shows.contains("runs: ufw allow proto tcp from 10.1.1.2 to any port 7788 comment pbxha"));
+}
+
+#[test]
+fn firewalld_gets_running_and_permanent_rich_rules() {
+    let step = firewall_step(crate::facts::Firewall::Firewalld);
+    let runs = argvs(&step);
+    let rule = r#"rule family="ipv4" source address="10.1.1.2" port port="694" protocol="udp" accept"#;
+    assert_eq!(runs.len(), 8, "{runs:?}");
+    assert_eq!(
+        runs[0],
+        (
+            format!("firewall-cmd --quiet --add-rich-rule={rule}"),
+            format!("firewall-cmd --quiet --remove-rich-rule={rule}")
+        )
+    );
+    assert_eq!(runs[1].0, format!("firewall-cmd --quiet --permanent --add-rich-rule={rule}"));
+    assert!(step.shows.contains(&format!("runs: firewall-cmd --quiet '--add-rich-rule={rule}'")), "{}", step.shows);
 }
