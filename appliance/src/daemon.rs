@@ -392,6 +392,14 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     // A takeover still waiting for the VIP's SIP answer ends here, inside its failover.
     d.release_failover_end(true);
     d.journal.record(Entry::now(&d.local, Kind::Record(RecordKind::RoleChange), "daemon stopped"));
+    if let Some(m) = &d.mailer {
+        // The outbox's writer thread dies with the process: what it holds is lost unless it
+        // reaches the database first.
+        let held = m.handle.written(MAIL_WRITE_LIMIT).await;
+        if held > 0 {
+            tracing::error!(held, "mails not yet in the outbox after {MAIL_WRITE_LIMIT:?}; they are lost");
+        }
+    }
     // Clients then get "pbxha is not running" rather than a refused connection.
     let _ = std::fs::remove_file(&d.config.paths.control_socket);
     if gave_up {
@@ -431,6 +439,10 @@ async fn clean_start(group: &GroupHandle, events: &mut mpsc::Receiver<Event>, li
         })),
     }
 }
+
+/// How long a stopping daemon waits for queued mail to reach the outbox: two tries of a
+/// database another process holds (the outbox's busy timeout is 5 s).
+const MAIL_WRITE_LIMIT: Duration = Duration::from_secs(12);
 
 /// Enough for a start in progress to finish and every resource to stop, plus a margin.
 fn shutdown_budget(config: &Config) -> Duration {

@@ -332,7 +332,7 @@ pub async fn run_checks(
                 let before = h.state;
                 let changed = h.observe(o.ok);
                 let at_ms = now_ms();
-                if let Err(e) = history.record(&check.name, at_ms, &o, h.state) {
+                if let Err(e) = crate::off_the_workers(|| history.record(&check.name, at_ms, &o, h.state)) {
                     tracing::warn!(check = %check.name, error = %e, "check history not written");
                 }
                 if let Some(to) = changed {
