@@ -15,7 +15,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use pbxha_runner::{Runner, SystemRunner};
-use pbxha_watchdog::checks::{run_checks, State, Transition};
+use pbxha_telephony::Health;
+use pbxha_watchdog::checks::{run_checks, Transition};
 use pbxha_watchdog::config::CheckKind;
 use pbxha_watchdog::device::{Kicker, LinuxWatchdog};
 use pbxha_watchdog::mailer::{Delivery, MailHandle};
@@ -803,8 +804,8 @@ impl Daemon {
         }
         // Only checks marked `failover = true` are faults of this node; the rest only alert.
         let failover = self.config.checks.iter().any(|c| c.name == t.check && c.failover);
-        if failover && t.to != State::Unknown {
-            self.apply(Event::Check { name: t.check.clone(), ok: t.to == State::Up });
+        if failover && t.to != Health::Unknown {
+            self.apply(Event::Check { name: t.check.clone(), ok: t.to == Health::Up });
         }
         let status =
             CheckStatus { name: t.check.clone(), state: t.to.as_str(), since_ms: Some(t.at_ms), detail: t.detail };
