@@ -1,10 +1,12 @@
 //! The connectivity monitor: probes the configured ping targets (ICMP echo or TCP connect)
-//! every `interval`, applies per-target `rise`/`fall` hysteresis, and tells the fsm how many
+//! every `interval`, applies per-target `rise`/`fall` hysteresis (`pbxha_telephony::Hysteresis`,
+//! as for SIP probes and checks: a target is unknown until `rise` answers or `fall` failures
+//! in a row), and tells the fsm how many
 //! targets answer with [`Event::Connectivity`] whenever that number changes. It is the
 //! tie-breaker between "the peer died" and "I am the one cut off".
 //!
-//! The packet building and parsing, the hysteresis and the tally that decides when to send
-//! an event are pure functions; [`PingMonitor::run`] does the I/O.
+//! The packet building and parsing and the tally that decides when to send an event are pure
+//! functions; [`PingMonitor::run`] does the I/O.
 
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
@@ -17,6 +19,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+
+use pbxha_telephony::Hysteresis;
 
 use crate::config::{PingConfig, PingTarget};
 use crate::fsm::Event;
@@ -92,55 +96,14 @@ pub fn parse_echo_reply(packet: &[u8], v6: bool) -> Option<(u16, u16)> {
     Some((u16::from_be_bytes([header[4], header[5]]), u16::from_be_bytes([header[6], header[7]])))
 }
 
-// ---- hysteresis and tally (pure) ----
-
-/// keepalived-style `rise`/`fall` for one target. The first sample gives the initial
-/// verdict at once, so a booting node learns its connectivity within one interval; after
-/// that it takes `fall` failures in a row to go down and `rise` successes to come back.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Hysteresis {
-    rise: u32,
-    fall: u32,
-    up: Option<bool>,
-    ok_run: u32,
-    fail_run: u32,
-}
-
-impl Hysteresis {
-    /// `rise` and `fall` of 0 act as 1.
-    pub fn new(rise: u32, fall: u32) -> Self {
-        Hysteresis { rise: rise.max(1), fall: fall.max(1), up: None, ok_run: 0, fail_run: 0 }
-    }
-
-    /// Feeds one sample and returns the verdict after it.
-    pub fn sample(&mut self, ok: bool) -> Option<bool> {
-        if ok {
-            self.ok_run += 1;
-            self.fail_run = 0;
-        } else {
-            self.fail_run += 1;
-            self.ok_run = 0;
-        }
-        self.up = match self.up {
-            None => Some(ok),
-            Some(true) if self.fail_run >= self.fall => Some(false),
-            Some(false) if self.ok_run >= self.rise => Some(true),
-            same => same,
-        };
-        self.up
-    }
-
-    pub fn up(&self) -> Option<bool> {
-        self.up
-    }
-}
+// ---- the tally (pure) ----
 
 /// One target as `pbxha status` shows it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TargetStatus {
     /// As written in the config (`198.51.100.1`, `tcp:198.51.100.1:80`).
     pub target: String,
-    /// `None` until the first probe finished.
+    /// `None` until `rise` answers or `fall` failures in a row gave the first verdict.
     pub up: Option<bool>,
     pub last_rtt_ms: Option<f64>,
     pub consecutive_ok: u32,
@@ -185,7 +148,8 @@ impl Tally {
     /// one each time the number of targets up changes.
     fn record(&mut self, index: usize, outcome: Result<Duration, String>) -> Option<Event> {
         let (hysteresis, status) = self.targets.get_mut(index)?;
-        status.up = hysteresis.sample(outcome.is_ok());
+        hysteresis.observe(outcome.is_ok());
+        status.up = hysteresis.health().up();
         match outcome {
             Ok(rtt) => {
                 status.last_rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
@@ -200,7 +164,7 @@ impl Tally {
         }
         let mut reachable = 0;
         for (h, _) in &self.targets {
-            match h.up() {
+            match h.health().up() {
                 None => return None,
                 Some(true) => reachable += 1,
                 Some(false) => {}
@@ -339,9 +303,9 @@ impl PingMonitor {
             };
             let (event, verdict) = {
                 let mut tally = self.lock();
-                let before = tally.targets.get(index).and_then(|(h, _)| h.up());
+                let before = tally.targets.get(index).and_then(|(_, s)| s.up);
                 let event = tally.record(index, outcome);
-                let after = tally.targets.get(index).and_then(|(h, _)| h.up());
+                let after = tally.targets.get(index).and_then(|(_, s)| s.up);
                 (event, (before != after).then_some(after))
             };
             if let Some(up) = verdict {
@@ -427,25 +391,6 @@ mod tests {
         assert_eq!(parse_echo_reply(&[129, 0, 0xab, 0xcd, 0, 9, 0], true), None);
     }
 
-    #[test]
-    fn first_sample_decides_then_rise_and_fall_apply() {
-        let mut h = Hysteresis::new(2, 3);
-        assert_eq!(h.sample(true), Some(true));
-        assert_eq!(h.sample(false), Some(true));
-        assert_eq!(h.sample(false), Some(true));
-        assert_eq!(h.sample(true), Some(true), "a success resets the failure run");
-        assert_eq!(h.sample(false), Some(true));
-        assert_eq!(h.sample(false), Some(true));
-        assert_eq!(h.sample(false), Some(false), "third failure in a row");
-        assert_eq!(h.sample(true), Some(false));
-        assert_eq!(h.sample(true), Some(true), "second success in a row");
-
-        let mut down_first = Hysteresis::new(1, 1);
-        assert_eq!(down_first.up(), None);
-        assert_eq!(down_first.sample(false), Some(false));
-        assert_eq!(down_first.sample(true), Some(true));
-    }
-
     fn config(targets: usize, rise: u32, fall: u32) -> PingConfig {
         PingConfig {
             targets: (0..targets)
@@ -466,6 +411,7 @@ mod tests {
         let bad = || Err("timeout".to_string());
         assert_eq!(t.record(0, ok()), None, "target 1 has no verdict yet");
         assert_eq!(t.record(0, ok()), None);
+        assert_eq!(t.record(1, bad()), None, "one failure is no verdict with fall 2");
         assert_eq!(t.record(1, bad()), Some(Event::Connectivity { reachable: 1, total: 2 }));
         assert_eq!(t.record(1, bad()), None, "same count");
         assert_eq!(t.record(0, bad()), None, "fall 2 not reached");

@@ -15,7 +15,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use pbxha_runner::{Runner, SystemRunner};
-use pbxha_watchdog::checks::{run_checks, State, Transition};
+use pbxha_telephony::Health;
+use pbxha_watchdog::checks::{run_checks, Transition};
 use pbxha_watchdog::config::CheckKind;
 use pbxha_watchdog::device::{Kicker, LinuxWatchdog};
 use pbxha_watchdog::mailer::{Delivery, MailHandle};
@@ -392,6 +393,14 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     // A takeover still waiting for the VIP's SIP answer ends here, inside its failover.
     d.release_failover_end(true);
     d.journal.record(Entry::now(&d.local, Kind::Record(RecordKind::RoleChange), "daemon stopped"));
+    if let Some(m) = &d.mailer {
+        // The outbox's writer thread dies with the process: what it holds is lost unless it
+        // reaches the database first.
+        let held = m.handle.written(MAIL_WRITE_LIMIT).await;
+        if held > 0 {
+            tracing::error!(held, "mails not yet in the outbox after {MAIL_WRITE_LIMIT:?}; they are lost");
+        }
+    }
     // Clients then get "pbxha is not running" rather than a refused connection.
     let _ = std::fs::remove_file(&d.config.paths.control_socket);
     if gave_up {
@@ -431,6 +440,10 @@ async fn clean_start(group: &GroupHandle, events: &mut mpsc::Receiver<Event>, li
         })),
     }
 }
+
+/// How long a stopping daemon waits for queued mail to reach the outbox: two tries of a
+/// database another process holds (the outbox's busy timeout is 5 s).
+const MAIL_WRITE_LIMIT: Duration = Duration::from_secs(12);
 
 /// Enough for a start in progress to finish and every resource to stop, plus a margin.
 fn shutdown_budget(config: &Config) -> Duration {
@@ -791,8 +804,8 @@ impl Daemon {
         }
         // Only checks marked `failover = true` are faults of this node; the rest only alert.
         let failover = self.config.checks.iter().any(|c| c.name == t.check && c.failover);
-        if failover && t.to != State::Unknown {
-            self.apply(Event::Check { name: t.check.clone(), ok: t.to == State::Up });
+        if failover && t.to != Health::Unknown {
+            self.apply(Event::Check { name: t.check.clone(), ok: t.to == Health::Up });
         }
         let status =
             CheckStatus { name: t.check.clone(), state: t.to.as_str(), since_ms: Some(t.at_ms), detail: t.detail };

@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use pbxha_runner::{Cmd, Runner};
-use pbxha_watchdog::checks::{State, Transition};
+use pbxha_telephony::Health;
+use pbxha_watchdog::checks::Transition;
 use pbxha_watchdog::mailer::MailHandle;
 use pbxha_watchdog::outbox::{format_ms, NewMail, Outbox};
 use pbxha_watchdog::report::{self, Alert, Move, SwitchoverReport, TimelineEntry};
@@ -155,10 +156,10 @@ impl Notifier {
 pub fn check_alert(t: &Transition, replication: bool) -> Option<Alert> {
     let (check, detail) = (t.check.clone(), t.detail.clone());
     match (t.from, t.to, replication) {
-        (_, State::Down, false) => Some(Alert::CheckDown { check, detail }),
-        (_, State::Down, true) => Some(Alert::ReplicationBroken { detail: format!("{check}: {detail}") }),
-        (State::Down, State::Up, false) => Some(Alert::CheckUp { check, detail }),
-        (State::Down, State::Up, true) => Some(Alert::ReplicationRestored { detail: format!("{check}: {detail}") }),
+        (_, Health::Down, false) => Some(Alert::CheckDown { check, detail }),
+        (_, Health::Down, true) => Some(Alert::ReplicationBroken { detail: format!("{check}: {detail}") }),
+        (Health::Down, Health::Up, false) => Some(Alert::CheckUp { check, detail }),
+        (Health::Down, Health::Up, true) => Some(Alert::ReplicationRestored { detail: format!("{check}: {detail}") }),
         _ => None,
     }
 }
@@ -484,10 +485,10 @@ mod tests {
     #[test]
     fn check_changes_become_alerts_but_the_first_up_does_not() {
         let t = |from, to| Transition { check: "db".into(), from, to, detail: "x".into(), at_ms: 1 };
-        assert_eq!(check_alert(&t(State::Unknown, State::Up), false), None);
-        assert!(matches!(check_alert(&t(State::Unknown, State::Down), false), Some(Alert::CheckDown { .. })));
-        assert!(matches!(check_alert(&t(State::Down, State::Up), false), Some(Alert::CheckUp { .. })));
-        assert!(matches!(check_alert(&t(State::Up, State::Down), true), Some(Alert::ReplicationBroken { .. })));
-        assert!(matches!(check_alert(&t(State::Down, State::Up), true), Some(Alert::ReplicationRestored { .. })));
+        assert_eq!(check_alert(&t(Health::Unknown, Health::Up), false), None);
+        assert!(matches!(check_alert(&t(Health::Unknown, Health::Down), false), Some(Alert::CheckDown { .. })));
+        assert!(matches!(check_alert(&t(Health::Down, Health::Up), false), Some(Alert::CheckUp { .. })));
+        assert!(matches!(check_alert(&t(Health::Up, Health::Down), true), Some(Alert::ReplicationBroken { .. })));
+        assert!(matches!(check_alert(&t(Health::Down, Health::Up), true), Some(Alert::ReplicationRestored { .. })));
     }
 }

@@ -18,7 +18,8 @@ use async_trait::async_trait;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use pbxha_telephony::engine::{self, EngineHandle, Health, Sample, TargetSpec, TargetStatus};
+use pbxha_telephony::engine::{self, EngineHandle, Sample, TargetSpec, TargetStatus};
+use pbxha_telephony::Health;
 use pbxha_telephony::{probe, verdict, Policy, Probe, Transport, Verdict};
 use tokio::task::JoinHandle;
 

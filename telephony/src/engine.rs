@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::hysteresis::{Health, Hysteresis};
 use crate::options::{self, build_request, match_response, Matched, Probe, TransactionId, Transport};
 use crate::verdict::{verdict, verdict_for_status, Policy, Verdict};
 use crate::wire::{self, MAX_MESSAGE};
@@ -52,71 +53,6 @@ pub struct TargetSpec {
     pub policy: Policy,
     /// Probed from the start; otherwise only after [`EngineHandle::activate`].
     pub active: bool,
-}
-
-/// What the hysteresis says about a target.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Health {
-    /// Not yet `rise` good or `fall` bad samples since the target was (re)activated.
-    Unknown,
-    Up,
-    Down,
-}
-
-impl Health {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Health::Unknown => "unknown",
-            Health::Up => "up",
-            Health::Down => "down",
-        }
-    }
-}
-
-/// keepalived-style `rise`/`fall` hysteresis. Pure.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Hysteresis {
-    rise: u32,
-    fall: u32,
-    health: Health,
-    good_run: u32,
-    bad_run: u32,
-}
-
-impl Hysteresis {
-    /// Starts [`Health::Unknown`]; `rise` and `fall` below 1 count as 1.
-    pub fn new(rise: u32, fall: u32) -> Self {
-        Hysteresis { rise: rise.max(1), fall: fall.max(1), health: Health::Unknown, good_run: 0, bad_run: 0 }
-    }
-
-    pub fn health(&self) -> Health {
-        self.health
-    }
-
-    /// Failed samples in a row, up to the latest.
-    pub fn bad_run(&self) -> u32 {
-        self.bad_run
-    }
-
-    /// Takes one sample; returns the new health when it changed.
-    pub fn observe(&mut self, healthy: bool) -> Option<Health> {
-        let next = if healthy {
-            self.good_run = self.good_run.saturating_add(1);
-            self.bad_run = 0;
-            (self.good_run >= self.rise).then_some(Health::Up)
-        } else {
-            self.bad_run = self.bad_run.saturating_add(1);
-            self.good_run = 0;
-            (self.bad_run >= self.fall).then_some(Health::Down)
-        };
-        match next {
-            Some(h) if h != self.health => {
-                self.health = h;
-                Some(h)
-            }
-            _ => None,
-        }
-    }
 }
 
 /// One finished probe.
@@ -570,40 +506,5 @@ async fn sleep_until(due: Option<Instant>) {
     match due {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hysteresis_needs_rise_goods_and_fall_bads() {
-        let mut h = Hysteresis::new(2, 3);
-        assert_eq!(h.health(), Health::Unknown);
-        assert_eq!(h.observe(true), None);
-        assert_eq!(h.observe(true), Some(Health::Up));
-        assert_eq!(h.observe(true), None);
-        assert_eq!(h.observe(false), None);
-        assert_eq!(h.observe(false), None);
-        // A good sample in between starts the count again.
-        assert_eq!(h.observe(true), None);
-        assert_eq!(h.observe(false), None);
-        assert_eq!(h.observe(false), None);
-        assert_eq!(h.bad_run(), 2);
-        assert_eq!(h.observe(false), Some(Health::Down));
-        assert_eq!(h.observe(false), None);
-        assert_eq!(h.observe(true), None);
-        assert_eq!(h.observe(true), Some(Health::Up));
-    }
-
-    #[test]
-    fn unknown_goes_down_after_fall_and_zero_counts_as_one() {
-        let mut h = Hysteresis::new(0, 0);
-        assert_eq!(h.observe(false), Some(Health::Down));
-        assert_eq!(h.observe(true), Some(Health::Up));
-        let mut h = Hysteresis::new(5, 2);
-        assert_eq!(h.observe(false), None);
-        assert_eq!(h.observe(false), Some(Health::Down));
     }
 }

@@ -6,7 +6,9 @@
 //! endpoint that answers OPTIONS and names its node, used by `pbxha lab` and the tests),
 //! [`wire`] (parsing through rsipstack's maintained rsip fork, which accepts RFC 3261 §7.3.3
 //! compact headers, and TCP stream framing), [`engine`] (many targets probed at once with
-//! `rise`/`fall` hysteresis, for the daemon) and [`Error`], the crate's one error type.
+//! `rise`/`fall` hysteresis, for the daemon), [`hysteresis`] (that `rise`/`fall`, the one
+//! the daemon's ping targets and the watchdog's checks use too) and [`Error`], the crate's
+//! one error type.
 //!
 //! The PBX adapters: [`pbx`] (the [`Pbx`] trait, [`Calls`], systemd unit control),
 //! [`asterisk`] (`asterisk -rx`) with [`ami`] (Asterisk Manager Interface over TCP),
@@ -18,6 +20,7 @@ pub mod drain;
 pub mod engine;
 pub mod error;
 pub mod freeswitch;
+pub mod hysteresis;
 pub mod options;
 pub mod pbx;
 pub mod responder;
@@ -25,6 +28,7 @@ pub mod verdict;
 pub mod wire;
 
 pub use error::Error;
+pub use hysteresis::{Health, Hysteresis};
 pub use options::{probe, OptionsResponse, Probe, Transport};
 pub use pbx::{Calls, Drain, Pbx, PbxKind};
 pub use responder::{Responder, ResponderConfig};

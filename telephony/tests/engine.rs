@@ -3,8 +3,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use pbxha_telephony::engine::{self, Health, Sample, TargetSpec};
+use pbxha_telephony::engine::{self, Sample, TargetSpec};
 use pbxha_telephony::responder::respond;
+use pbxha_telephony::Health;
 use pbxha_telephony::{Policy, Responder, ResponderConfig, Transport, Verdict};
 use rand::{Rng, SeedableRng};
 use tokio::net::UdpSocket;

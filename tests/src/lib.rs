@@ -207,6 +207,11 @@ pub fn run_daemon(config: &Path, node: &str, log: &Path) -> Guard {
     )
 }
 
+/// How many "late heartbeat" warnings (a gap over warntime) a daemon's log holds.
+pub fn late_heartbeats(log: &Path) -> usize {
+    std::fs::read_to_string(log).unwrap_or_default().matches("late heartbeat").count()
+}
+
 /// A group member that is a plain long-lived process, for configs that need one resource.
 pub const SLEEPING_WORKER: &str = "[[resource]]\nname = \"worker\"\nkind = \"service\"\nexec = [\"sleep\", \"600\"]\n";
 

@@ -6,7 +6,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -185,11 +185,6 @@ fn memory_kb(pid: u32) -> (u64, u64) {
         text.lines().find_map(|l| l.strip_prefix(name)?.trim().strip_suffix(" kB")?.parse().ok()).unwrap_or(0)
     };
     (field("VmRSS:"), field("VmHWM:"))
-}
-
-/// How many "late heartbeat" warnings (gap over warntime) a node's log holds.
-fn late_heartbeats(log: &Path) -> usize {
-    std::fs::read_to_string(log).unwrap_or_default().matches("late heartbeat").count()
 }
 
 #[test]

@@ -2,10 +2,12 @@
 //! Debian's python3-aiosmtpd: a switchover and a failover each produce exactly one report
 //! with its timeline; mail queued while the server is down arrives once it is back, also
 //! across a restart of the daemon that queued it; a wrong password is a clear error in
-//! `pbxha mail test` and `pbxha status` and the mail stays queued. Without aiosmtpd (and
-//! openssl for the AUTH test) the tests fail when CI=true and are skipped otherwise.
+//! `pbxha mail test` and `pbxha status` and the mail stays queued; a state database another
+//! process locks delays no heartbeat and loses no mail. Without aiosmtpd (and openssl for the
+//! AUTH test, sqlite3 for the lock test) the tests fail when CI=true and are skipped otherwise.
 
 use std::collections::BTreeSet;
+use std::io::Write;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -361,4 +363,82 @@ fn a_reload_sends_the_queued_mail_through_the_new_server_with_the_new_cluster_na
         BTreeSet::from(["[mailtest] check trunk is DOWN", "[mailtest-renamed] check trunk is up again"]),
         "{got:#?}"
     );
+}
+
+/// Issue 12: another process (a real `sqlite3` in `BEGIN EXCLUSIVE`) holds the primary's
+/// state database for 10 s while a check alert fires there. No heartbeat is late beyond
+/// warntime either way, nothing moves, and the alert, held back meanwhile, is mailed once
+/// the lock goes.
+#[test]
+fn a_locked_state_database_delays_no_heartbeat_and_its_mail_follows_the_lock() {
+    if !aiosmtpd() || !require(have("sqlite3"), "the sqlite3 command (Debian sqlite3)") {
+        return;
+    }
+    let (mailroot, maildir) = new_maildir();
+    let smtp = free_port();
+    let _server = smtp_server(smtp, &maildir);
+    let flag = mailroot.path().join("trunk-ok");
+    std::fs::write(&flag, "").unwrap();
+    let check = format!(
+        "[[check]]\nname = \"trunk\"\nkind = \"command\"\nevery = \"1s\"\nrise = 1\nfall = 1\nargv = [\"test\", \"-e\", \"{}\"]\n",
+        flag.display()
+    );
+    let pair = Pair::new(free_udp_port(), smtp, "security = \"none\"", &check);
+    let _a = pair.start("a");
+    let _b = pair.start("b");
+    pair.wait_role("a", "primary");
+    pair.wait_role("b", "secondary");
+    let check_state = |node: &str, state: &str| {
+        status_json(&pair.config(node)).filter(|s| s["checks"][0]["state"] == state).map(|_| ())
+    };
+    wait_for(Duration::from_secs(10), "a's check up", || check_state("a", "up"));
+    let logs = ["a", "b"].map(|node| pair.dir.path().join(format!("{node}.log")));
+    let late_before = logs.clone().map(|l| late_heartbeats(&l));
+    // The alert's mails from `node`.
+    let from = |node: &str, got: &[(String, String)]| {
+        let alert = |(s, b): &&(String, String)| {
+            s == "[mailtest] check trunk is DOWN" && b.contains(&format!("Node:    {node}\n"))
+        };
+        got.iter().filter(alert).count()
+    };
+
+    let locked = mailroot.path().join("locked");
+    let mut sqlite = Guard::spawn(
+        "sqlite3",
+        Command::new("sqlite3")
+            .arg("-bail")
+            .arg(pair.dir.path().join("a.db"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null()),
+    );
+    let mut script = sqlite.child.stdin.take().unwrap();
+    writeln!(script, ".timeout 5000\nBEGIN EXCLUSIVE;\n.shell touch '{}'", locked.display()).unwrap();
+    wait_for(Duration::from_secs(10), "sqlite3 to hold the lock", || locked.exists().then_some(()));
+    let since = std::time::Instant::now();
+    // The check goes down on both nodes: b, whose database is free, mails at once.
+    std::fs::remove_file(&flag).unwrap();
+    wait_for(Duration::from_secs(9), "a's check down (its alert queued)", || check_state("a", "down"));
+    let got = wait_for(Duration::from_secs(9), "b's alert", || Some(mails(&maildir)).filter(|m| from("b", m) == 1));
+    assert!(
+        since.elapsed() < Duration::from_secs(10),
+        "a answered only after {:?} of the lock: its loop waited on the database",
+        since.elapsed()
+    );
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(since.elapsed()));
+    assert_eq!(from("a", &got), 0, "a mailed while its database was locked: {got:#?}");
+    assert_eq!(from("a", &mails(&maildir)), 0, "a mailed while its database was locked");
+    writeln!(script, "COMMIT;\n.quit").unwrap();
+    drop(script);
+    assert!(sqlite.wait_exit(Duration::from_secs(5)), "sqlite3 did not finish");
+    assert!(sqlite.child.try_wait().unwrap().is_some_and(|s| s.success()), "sqlite3 failed");
+
+    let late_after = logs.map(|l| late_heartbeats(&l));
+    assert_eq!(late_after, late_before, "late heartbeats (a, b) while a's database was locked");
+    let b = status_json(&pair.config("b")).unwrap();
+    assert!(b["role"] == "secondary" && b["last_failover"].is_null(), "b took over: {b:#}");
+    assert_eq!(status_json(&pair.config("a")).unwrap()["role"], "primary");
+
+    wait_for(Duration::from_secs(30), "a's alert", || (from("a", &mails(&maildir)) == 1).then_some(()));
+    let got = settle(&maildir, 2);
+    assert_eq!((from("a", &got), got.len()), (1, 2), "each node's alert once, nothing else: {got:#?}");
 }

@@ -1,5 +1,5 @@
 //! The checks engine: run one check of any kind, debounce results with rise/fall
-//! (keepalived's hysteresis), keep the history in SQLite for `pbxha checks`, and report state
+//! (`pbxha_telephony::Hysteresis`, the same as ping targets and SIP probes), keep the history in SQLite for `pbxha checks`, and report state
 //! changes on a channel the notifier listens to.
 
 use std::net::SocketAddr;
@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pbxha_runner::{Cmd, Runner};
+use pbxha_telephony::{Health, Hysteresis};
 use rusqlite::{params, Connection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
@@ -163,60 +164,12 @@ async fn http_get(address: SocketAddr, host: &str, path: &str) -> Outcome {
     }
 }
 
-/// A check's debounced state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum State {
-    Unknown,
-    Up,
-    Down,
-}
-
-impl State {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Unknown => "unknown",
-            State::Up => "up",
-            State::Down => "down",
-        }
-    }
-}
-
-/// rise/fall hysteresis: `fall` bad results in a row make a check down, `rise` good ones up.
-#[derive(Clone, Debug)]
-pub struct Hysteresis {
-    rise: u32,
-    fall: u32,
-    pub state: State,
-    streak: u32,
-    last_ok: Option<bool>,
-}
-
-impl Hysteresis {
-    pub fn new(rise: u32, fall: u32) -> Self {
-        Hysteresis { rise: rise.max(1), fall: fall.max(1), state: State::Unknown, streak: 0, last_ok: None }
-    }
-
-    /// Feeds one result; returns the new state when it changed.
-    pub fn observe(&mut self, ok: bool) -> Option<State> {
-        self.streak = if self.last_ok == Some(ok) { self.streak + 1 } else { 1 };
-        self.last_ok = Some(ok);
-        let next = match (ok, self.state) {
-            (true, State::Up) | (false, State::Down) => return None,
-            (true, _) if self.streak >= self.rise => State::Up,
-            (false, _) if self.streak >= self.fall => State::Down,
-            _ => return None,
-        };
-        self.state = next;
-        Some(next)
-    }
-}
-
 /// A state change, for the notifier.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transition {
     pub check: String,
-    pub from: State,
-    pub to: State,
+    pub from: Health,
+    pub to: Health,
     pub detail: String,
     pub at_ms: u64,
 }
@@ -260,7 +213,7 @@ impl History {
         Ok(History { conn, path: path.to_path_buf() })
     }
 
-    pub fn record(&self, name: &str, at_ms: u64, o: &Outcome, state: State) -> Result<(), Error> {
+    pub fn record(&self, name: &str, at_ms: u64, o: &Outcome, state: Health) -> Result<(), Error> {
         let db = |e| Error::db(&self.path, e);
         self.conn
             .execute(
@@ -329,10 +282,10 @@ pub async fn run_checks(
                     _ = shutdown.changed() => return,
                 }
                 let o = run_check(&check.kind, check.timeout, runner.as_ref()).await;
-                let before = h.state;
+                let before = h.health();
                 let changed = h.observe(o.ok);
                 let at_ms = now_ms();
-                if let Err(e) = history.record(&check.name, at_ms, &o, h.state) {
+                if let Err(e) = crate::off_the_workers(|| history.record(&check.name, at_ms, &o, h.health())) {
                     tracing::warn!(check = %check.name, error = %e, "check history not written");
                 }
                 if let Some(to) = changed {
@@ -354,19 +307,6 @@ pub async fn run_checks(
 mod tests {
     use super::*;
     use pbxha_runner::{Output, ScriptedRunner};
-
-    #[test]
-    fn rise_and_fall_debounce() {
-        let mut h = Hysteresis::new(2, 3);
-        assert_eq!(h.observe(true), None);
-        assert_eq!(h.observe(true), Some(State::Up));
-        assert_eq!(h.observe(false), None);
-        assert_eq!(h.observe(false), None);
-        assert_eq!(h.observe(true), None, "a good result resets the fall count");
-        assert_eq!([h.observe(false), h.observe(false), h.observe(false)], [None, None, Some(State::Down)]);
-        assert_eq!(h.observe(false), None);
-        assert_eq!([h.observe(true), h.observe(true)], [None, Some(State::Up)]);
-    }
 
     // Field layout as printed by MariaDB 10.11 `SHOW SLAVE STATUS\G` (MariaDB KB,
     // "SHOW REPLICA STATUS"), trimmed to the fields read.
@@ -432,9 +372,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let h = History::open(&dir.path().join("s.db")).unwrap();
         for i in 0..3 {
-            h.record("uplink", i, &outcome(i != 1, format!("r{i}")), State::Up).unwrap();
+            h.record("uplink", i, &outcome(i != 1, format!("r{i}")), Health::Up).unwrap();
         }
-        h.record("web", 9, &outcome(false, "503"), State::Down).unwrap();
+        h.record("web", 9, &outcome(false, "503"), Health::Down).unwrap();
         let rows = h.recent(2).unwrap();
         let got: Vec<(&str, &str)> = rows.iter().map(|r| (r.name.as_str(), r.detail.as_str())).collect();
         assert_eq!(got, [("uplink", "r2"), ("uplink", "r1"), ("web", "503")]);

@@ -166,16 +166,20 @@ impl Outbox {
 
     /// Queues a mail; `Ok(false)` when a mail with the same dedup key exists already.
     pub fn enqueue(&self, mail: &NewMail, now_ms: u64) -> Result<bool, Error> {
-        let message_id = format!("pbxha.{}.{}@{}", now_ms, sanitize(&mail.dedup_key), self.host);
-        let n = self
-            .conn
-            .execute(
-                "INSERT OR IGNORE INTO outbox (dedup_key, message_id, created_ms, subject, body, next_attempt_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?3)",
-                params![mail.dedup_key, message_id, now_ms as i64, mail.subject, mail.body],
-            )
-            .map_err(|e| Error::db(&self.path, format!("cannot queue mail `{}`: {e}", mail.subject)))?;
-        Ok(n == 1)
+        insert(&self.conn, &self.host, &self.path, mail, now_ms)
+    }
+
+    /// Queues mails, each with its own time, in one transaction: all or none. Returns how
+    /// many were new.
+    pub fn enqueue_all<'a>(&mut self, mails: impl IntoIterator<Item = &'a (NewMail, u64)>) -> Result<usize, Error> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| Error::db(&path, e))?;
+        let mut new = 0;
+        for (mail, at) in mails {
+            new += usize::from(insert(&tx, &self.host, &path, mail, *at)?);
+        }
+        tx.commit().map_err(|e| Error::db(&path, e))?;
+        Ok(new)
     }
 
     /// Every pending mail, oldest first.
@@ -314,6 +318,19 @@ impl Outbox {
             .map_err(db)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(db)
     }
+}
+
+/// One `INSERT OR IGNORE`; whether the mail was new.
+fn insert(conn: &Connection, host: &str, path: &Path, mail: &NewMail, now_ms: u64) -> Result<bool, Error> {
+    let message_id = format!("pbxha.{}.{}@{}", now_ms, sanitize(&mail.dedup_key), host);
+    let n = conn
+        .execute(
+            "INSERT OR IGNORE INTO outbox (dedup_key, message_id, created_ms, subject, body, next_attempt_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?3)",
+            params![mail.dedup_key, message_id, now_ms as i64, mail.subject, mail.body],
+        )
+        .map_err(|e| Error::db(path, format!("cannot queue mail `{}`: {e}", mail.subject)))?;
+    Ok(n == 1)
 }
 
 /// Keeps what is legal in a Message-ID's left part (RFC 5322 dot-atom text).

@@ -45,24 +45,22 @@ const PING_RISE: u32 = 2;
 const PING_FALL: u32 = 3;
 
 /// One node's pinger: a sample every interval through the daemon's own hysteresis
-/// (`connectivity::Hysteresis`: the first sample decides, then `fall` failures or `rise`
-/// successes in a row change the verdict).
+/// (`pbxha_telephony::Hysteresis`: unknown until `rise` successes or `fall` failures in a
+/// row, which also change the verdict after).
 #[derive(Clone, Debug)]
 pub(super) struct Pinger {
     next: Instant,
-    verdict: crate::connectivity::Hysteresis,
+    verdict: pbxha_telephony::Hysteresis,
 }
 
 impl Pinger {
     fn new(first: Instant) -> Pinger {
-        Pinger { next: first, verdict: crate::connectivity::Hysteresis::new(PING_RISE, PING_FALL) }
+        Pinger { next: first, verdict: pbxha_telephony::Hysteresis::new(PING_RISE, PING_FALL) }
     }
 
     /// A sample taken at its time; the verdict when it changed.
     fn sample(&mut self, ok: bool) -> Option<bool> {
-        let before = self.verdict.up();
-        let after = self.verdict.sample(ok);
-        (after != before).then_some(after).flatten()
+        self.verdict.observe(ok).and_then(pbxha_telephony::Health::up)
     }
 }
 
