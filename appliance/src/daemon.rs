@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -22,67 +21,21 @@ use pbxha_watchdog::mailer::{Delivery, MailHandle};
 use pbxha_watchdog::report::Alert;
 
 use crate::config::{self, Config};
-use crate::connectivity::{PingMonitor, TargetStatus};
+use crate::connectivity::PingMonitor;
 use crate::control::{self, Pending, Reply, Request};
-use crate::fsm::{Action, Admin, Event, GroupEvent, Node, NodeStatus, Params, RecordKind};
+use crate::fsm::{Action, Admin, Event, GroupEvent, Node, Params, RecordKind};
 use crate::journal::{Entry, Journal, Kind};
-use crate::membership::{AuthKey, LinkSetup, Links, LinksStats};
+use crate::membership::{AuthKey, LinkSetup, Links};
 use crate::net::nonlocal;
 use crate::notify::{check_alert, switchover_report, FailoverContext, MailStatus, Notifier, Timeline};
-use crate::resources::{build_members, spawn_group, GroupHandle, ResourceReport, ResourceStatus};
+use crate::resources::{build_members, spawn_group, GroupHandle, ResourceReport};
+use crate::status::{CheckStatus, DaemonStatus, LastFailover};
 use crate::summary::{GroupPhase, NodeSummary};
 use crate::Error;
 
 pub struct Options {
     pub config: PathBuf,
     pub node: Option<String>,
-}
-
-/// Everything `pbxha status` shows.
-#[derive(Clone, Debug, Serialize)]
-pub struct DaemonStatus {
-    pub cluster: String,
-    pub version: &'static str,
-    pub uptime_s: u64,
-    #[serde(flatten)]
-    pub node: NodeStatus,
-    pub resources: Vec<ResourceStatus>,
-    pub heartbeat: LinksStats,
-    pub ping: Vec<TargetStatus>,
-    pub nonlocal_bind: Option<bool>,
-    pub journal: bool,
-    pub last_failover: Option<LastFailover>,
-    /// The running (or last) call drain: calls remaining, for `pbxha switchover` to show.
-    pub drain: Option<crate::resources::pbx::DrainStatus>,
-    /// This node's PBX calls at the last reading, while the group is here or being handed
-    /// over (what the heartbeat carries as `calls`).
-    pub calls: Option<crate::resources::pbx::CallsStatus>,
-    /// The outbox, when `[mail]` is configured: what waits and why.
-    pub mail: Option<MailStatus>,
-    /// Each `[[check]]`'s last state change.
-    pub checks: Vec<CheckStatus>,
-    /// Each `[[probe]]`: SIP health, last RTT and recent verdicts.
-    pub probes: Vec<crate::probes::ProbeStatus>,
-    /// Master-master replication health, when `[mysql]` is in that mode.
-    pub mysql: Option<crate::mysql_watch::MysqlStatus>,
-}
-
-/// A check as `pbxha status` shows it; `pbxha checks` has the history.
-#[derive(Clone, Debug, Serialize)]
-pub struct CheckStatus {
-    pub name: String,
-    /// `unknown` until the first verdict, then `up` or `down`.
-    pub state: &'static str,
-    pub since_ms: Option<u64>,
-    pub detail: String,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct LastFailover {
-    pub at_ms: u64,
-    pub message: String,
-    /// How long from decision to a running group; none while in progress or if it failed.
-    pub took_ms: Option<u64>,
 }
 
 /// Fsm parameters from the config.
@@ -250,7 +203,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         .map(|c| {
             (
                 c.name.clone(),
-                CheckStatus { name: c.name.clone(), state: "unknown", since_ms: None, detail: String::new() },
+                CheckStatus { name: c.name.clone(), state: "unknown".into(), since_ms: None, detail: String::new() },
             )
         })
         .collect();
@@ -749,7 +702,7 @@ impl Daemon {
     fn status(&self) -> DaemonStatus {
         DaemonStatus {
             cluster: self.config.cluster.name.clone(),
-            version: env!("CARGO_PKG_VERSION"),
+            version: env!("CARGO_PKG_VERSION").into(),
             uptime_s: self.started.elapsed().as_secs(),
             node: self.fsm.status(Instant::now()),
             resources: self.group.status(),
@@ -794,8 +747,12 @@ impl Daemon {
         if failover && t.to != State::Unknown {
             self.apply(Event::Check { name: t.check.clone(), ok: t.to == State::Up });
         }
-        let status =
-            CheckStatus { name: t.check.clone(), state: t.to.as_str(), since_ms: Some(t.at_ms), detail: t.detail };
+        let status = CheckStatus {
+            name: t.check.clone(),
+            state: t.to.as_str().into(),
+            since_ms: Some(t.at_ms),
+            detail: t.detail,
+        };
         self.checks.insert(t.check, status);
     }
 

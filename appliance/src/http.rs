@@ -22,8 +22,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::{Cidr, HttpConfig};
-use crate::daemon::DaemonStatus;
 use crate::metrics::FailoverCounts;
+use crate::status::DaemonStatus;
 use crate::Error;
 
 /// A request head larger than this is refused (431): a GET needs a few hundred bytes.

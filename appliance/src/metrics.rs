@@ -163,7 +163,7 @@ pub fn render(snap: &Snapshot, now: Instant) -> String {
         if let Some(ms) = p.last_rtt_ms {
             rtt.get_or_create(&label("probe", &p.name)).set(ms / 1000.0);
         }
-        if let Some(up) = verdict(p.state) {
+        if let Some(up) = verdict(&p.state) {
             probe_up.get_or_create(&label("probe", &p.name)).set(i64::from(up));
         }
     }
@@ -178,7 +178,7 @@ pub fn render(snap: &Snapshot, now: Instant) -> String {
     }
     let check = out.gauge("check_up", "1 while a check is up, 0 while down");
     for c in &s.checks {
-        if let Some(up) = verdict(c.state) {
+        if let Some(up) = verdict(&c.state) {
             check.get_or_create(&label("check", &c.name)).set(i64::from(up));
         }
     }

@@ -18,7 +18,7 @@ use pbxha_watchdog::checks::{State, Transition};
 use pbxha_watchdog::mailer::MailHandle;
 use pbxha_watchdog::outbox::{format_ms, NewMail, Outbox};
 use pbxha_watchdog::report::{self, Alert, Move, SwitchoverReport, TimelineEntry};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::fsm::{Notice, RecordKind, Severity};
 use crate::journal::{Entry, Kind};
@@ -164,7 +164,7 @@ pub fn check_alert(t: &Transition, replication: bool) -> Option<Alert> {
 }
 
 /// The outbox as `pbxha status` shows it.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct MailStatus {
     /// Mails not yet accepted by the server.
     pub pending: usize,

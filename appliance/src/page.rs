@@ -8,11 +8,11 @@
 use std::fmt::Write;
 use std::time::Instant;
 
-use crate::daemon::DaemonStatus;
 use crate::http::Snapshot;
 use crate::journal::{Entry, Failover, Kind};
 use crate::resources::ResourceAction;
 use crate::status::utc;
+use crate::status::DaemonStatus;
 
 /// Seconds between reloads: often enough to watch a failover, rare enough to cost nothing.
 const REFRESH_S: u32 = 5;
@@ -132,7 +132,7 @@ pub fn render(snap: &Snapshot, failovers: &Result<Vec<Failover>, String>, now: I
                 "<tr class=\"probe\"><td>SIP {} ({})</td><td>{}</td><td>{rtt}{}</td></tr>",
                 esc(&p.name),
                 esc(&p.target),
-                if p.active { p.state } else { "idle" },
+                if p.active { p.state.as_str() } else { "idle" },
                 esc(&p.recent.join(" ")),
             );
         }

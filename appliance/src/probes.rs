@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use pbxha_telephony::engine::{self, EngineHandle, Health, Sample, TargetSpec, TargetStatus};
@@ -43,16 +43,16 @@ pub struct Probes {
 }
 
 /// One probe as `pbxha status` shows it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ProbeStatus {
     pub name: String,
-    pub role: &'static str,
+    pub role: String,
     pub target: String,
     /// Probed now (a `local-pbx` probe only while its member runs here, a `vip` probe only
     /// on the secondary).
     pub active: bool,
     /// `unknown`, `up` or `down`.
-    pub state: &'static str,
+    pub state: String,
     pub last_rtt_ms: Option<f64>,
     pub failures_in_row: u32,
     /// The latest verdicts, oldest first: a status code, `overloaded` or `fail`.
@@ -164,10 +164,10 @@ fn spec(c: &ProbeConfig) -> TargetSpec {
 fn status_of(c: &ProbeConfig, t: &TargetStatus) -> ProbeStatus {
     ProbeStatus {
         name: c.name.clone(),
-        role: c.role.as_str(),
+        role: c.role.as_str().into(),
         target: format!("{}:{}", t.transport.as_str().to_lowercase(), t.target),
         active: t.active,
-        state: t.health.as_str(),
+        state: t.health.as_str().into(),
         last_rtt_ms: t.last_rtt.map(|d| (d.as_secs_f64() * 1e6).round() / 1e3),
         failures_in_row: t.failures_in_row,
         recent: t

@@ -13,6 +13,7 @@ use pbxha_appliance::control::{self, Request};
 use pbxha_appliance::lab::bench;
 use pbxha_appliance::lab::plan::{NodeFiles, VIP};
 use pbxha_appliance::lab::{Lab, Member, Partition, Pbx, Profile, UpOptions};
+use pbxha_appliance::status::DaemonStatus;
 use pbxha_runner::SystemRunner;
 use serde::Serialize;
 
@@ -312,9 +313,7 @@ async fn roles(lab: &Lab) -> BTreeMap<String, String> {
     for node in Member::NODES {
         let socket = NodeFiles::new(lab.state_dir(), node).control_socket;
         let role = match control::call(&socket, &Request::Status).await {
-            Ok(reply) => {
-                reply.status.and_then(|s| s["role"].as_str().map(str::to_string)).unwrap_or_else(|| "unknown".into())
-            }
+            Ok(reply) => DaemonStatus::from_reply(&reply).map_or_else(|| "unknown".into(), |s| s.node.role.to_string()),
             Err(_) => "down".into(),
         };
         out.insert(node.name().to_string(), role);

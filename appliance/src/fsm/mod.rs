@@ -15,7 +15,7 @@ mod sim;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use event::*;
 
@@ -223,7 +223,7 @@ struct Refusal {
 }
 
 /// A point-in-time view for `pbxha status`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub node: String,
     pub role: Role,
@@ -238,14 +238,14 @@ pub struct NodeStatus {
     pub links: Vec<LinkStatus>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PeerStatus {
     pub name: String,
     pub alive: bool,
     pub last: Option<NodeSummary>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LinkStatus {
     pub name: String,
     pub up: bool,

@@ -32,6 +32,9 @@ use super::plan::{Bridge, NodeFiles, PORTS, SIP_PORT, VIP};
 use super::{lab_err, Lab, Member, Partition, Pbx, Profile, UpOptions};
 use crate::control::{self, Request};
 use crate::fsm::OnIsolation;
+use crate::resources::MemberState;
+use crate::status::DaemonStatus;
+use crate::summary::{GroupPhase, Role};
 use crate::Error;
 
 /// A new probe this often: the resolution of every outage figure.
@@ -617,18 +620,16 @@ struct Bench<'a> {
 }
 
 /// One node's daemon status, or none when its control socket does not answer.
-async fn node_status(lab: &Lab, node: Member) -> Option<serde_json::Value> {
+async fn node_status(lab: &Lab, node: Member) -> Option<DaemonStatus> {
     let socket = NodeFiles::new(lab.state_dir(), node).control_socket;
-    control::call(&socket, &Request::Status).await.ok()?.status
+    DaemonStatus::from_reply(&control::call(&socket, &Request::Status).await.ok()?)
 }
 
 /// Whether `node`'s group member `resource` is failed (its restart budget spent).
 async fn member_failed(lab: &Lab, node: Member, resource: &str) -> bool {
-    node_status(lab, node).await.is_some_and(|s| {
-        s["resources"]
-            .as_array()
-            .is_some_and(|list| list.iter().any(|r| r["name"] == resource && r["state"] == "failed"))
-    })
+    node_status(lab, node)
+        .await
+        .is_some_and(|s| s.resources.iter().any(|r| r.name == resource && r.state == MemberState::Failed))
 }
 
 fn other(node: Member) -> Member {
@@ -766,7 +767,7 @@ impl Bench<'_> {
         self.killed = Some(peer);
         self.lab.kill(peer).await?;
         let deadline = Instant::now() + RUN_LIMIT;
-        while node_status(self.lab, holder).await.is_none_or(|s| s["peer"]["alive"] != false) {
+        while node_status(self.lab, holder).await.is_none_or(|s| s.node.peer.alive) {
             if Instant::now() >= deadline {
                 return Err(lab_err(format!("{holder} did not declare {peer} dead")));
             }
@@ -842,11 +843,12 @@ impl Bench<'_> {
         else {
             return Ok(None);
         };
-        let ok = p["role"] == "primary"
-            && p["group"] == "running"
-            && p["peer"]["alive"] == true
-            && s["role"] == "secondary"
-            && s["peer"]["alive"] == true;
+        let (p, s) = (&p.node, &s.node);
+        let ok = p.role == Role::Primary
+            && p.group == GroupPhase::Running
+            && p.peer.alive
+            && s.role == Role::Secondary
+            && s.peer.alive;
         Ok(ok.then_some(holder))
     }
 
@@ -854,11 +856,7 @@ impl Bench<'_> {
         let mut parts = Vec::new();
         for node in Member::NODES {
             parts.push(match node_status(self.lab, node).await {
-                Some(s) => format!(
-                    "{node}: {} (group {})",
-                    s["role"].as_str().unwrap_or("?"),
-                    s["group"].as_str().unwrap_or("?")
-                ),
+                Some(s) => format!("{node}: {} (group {})", s.node.role, s.node.group.as_str()),
                 None => format!("{node}: daemon not answering"),
             });
         }
@@ -937,8 +935,8 @@ impl Bench<'_> {
             Observation { holders: self.lab.status().await.ok().map(|s| s.vip_holders), ..Observation::default() };
         for node in Member::NODES {
             let status = node_status(self.lab, node).await;
-            obs.roles.insert(node, status.as_ref().and_then(|s| s["role"].as_str().map(String::from)));
-            obs.last_failover.insert(node, status.as_ref().and_then(|s| s["last_failover"]["at_ms"].as_u64()));
+            obs.roles.insert(node, status.as_ref().map(|s| s.node.role.to_string()));
+            obs.last_failover.insert(node, status.as_ref().and_then(|s| s.last_failover.as_ref()).map(|f| f.at_ms));
         }
         obs
     }
@@ -1031,13 +1029,8 @@ impl Bench<'_> {
             let status = node_status(self.lab, node)
                 .await
                 .ok_or_else(|| lab_err(format!("{node}'s daemon does not answer on its control socket")))?;
-            for link in status["heartbeat"]["links"].as_array().into_iter().flatten() {
-                let dropped =
-                    link["drops"].as_object().map_or(0, |d| d.values().filter_map(serde_json::Value::as_u64).sum());
-                out.insert(
-                    (node, link["name"].as_str().unwrap_or("?").to_string()),
-                    (link["accepted"].as_u64().unwrap_or(0), dropped, link["send_errors"].as_u64().unwrap_or(0)),
-                );
+            for link in status.heartbeat.links {
+                out.insert((node, link.name), (link.accepted, link.drops.total(), link.send_errors));
             }
         }
         Ok(out)

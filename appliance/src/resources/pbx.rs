@@ -13,7 +13,7 @@ use pbxha_telephony::drain::{self, DrainOutcome};
 use pbxha_telephony::freeswitch::FreeSwitch;
 use pbxha_telephony::pbx::{ServiceState, Unit};
 use pbxha_telephony::{Calls, Pbx, PbxKind};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -152,7 +152,7 @@ impl Resource for PbxResource {
 }
 
 /// What `pbxha status --json` shows under `drain` while (and after) a drain runs.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DrainStatus {
     pub resource: String,
     /// Calls still up at the last reading; `None` while that is unknown.
@@ -202,7 +202,7 @@ pub const CALL_POLL: Duration = Duration::from_secs(5);
 const CALL_QUERY: Duration = Duration::from_secs(5);
 
 /// The group PBX's calls at the last reading, for the heartbeat and `pbxha status`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CallsStatus {
     pub resource: String,
     /// `None` when the PBX could not be asked: never read as zero.
