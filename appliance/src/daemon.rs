@@ -23,13 +23,14 @@ use pbxha_watchdog::report::Alert;
 use crate::config::{self, Config};
 use crate::connectivity::PingMonitor;
 use crate::control::{self, Pending, Reply, Request};
+use crate::failover::{switchover_report, Ended, FailoverContext, FailoverReport, Timeline};
 use crate::fsm::{Action, Admin, Event, GroupEvent, Node, Params, RecordKind};
 use crate::journal::{Entry, Journal, Kind};
 use crate::membership::{AuthKey, LinkSetup, Links};
 use crate::net::nonlocal;
-use crate::notify::{check_alert, switchover_report, FailoverContext, MailStatus, Notifier, Timeline};
+use crate::notify::{check_alert, MailStatus, Notifier};
 use crate::resources::{build_members, spawn_group, GroupHandle, ResourceReport};
-use crate::status::{CheckStatus, DaemonStatus, LastFailover};
+use crate::status::{CheckStatus, DaemonStatus};
 use crate::summary::{GroupPhase, NodeSummary};
 use crate::Error;
 
@@ -82,22 +83,13 @@ struct Daemon {
     runner: Arc<dyn Runner>,
     events: mpsc::Sender<Event>,
     started: Instant,
-    last_failover: Option<(Instant, LastFailover)>,
     drain: crate::resources::pbx::DrainTracker,
     /// The running call drain, for cancelling it when the peer can no longer take over.
     drain_task: Option<crate::resources::pbx::DrainTask>,
     /// The group PBX's calls, polled while the group runs here.
     calls: crate::resources::pbx::CallCounter,
-    /// A takeover's `FailoverEnd`, held back until the VIP first answers SIP (see
-    /// [`Daemon::release_failover_end`]).
-    failover_end: Option<(crate::probes::FirstAnswer, Entry)>,
-    /// The running failover's entries, for its one report mail.
-    timeline: Timeline,
-    /// Who held the group and why it moves, taken at the decision.
-    failover: Option<FailoverContext>,
-    /// The peer was seen holding the group since this node last took it: a takeover is then
-    /// a failover or switchover to report, not a cold start.
-    peer_held: bool,
+    /// The running and the last takeover: timeline, report, counts.
+    failover: FailoverReport,
     checks: BTreeMap<String, CheckStatus>,
     /// SIP OPTIONS probes; `local-pbx` ones are inside the group's members too.
     probes: crate::probes::Probes,
@@ -106,8 +98,6 @@ struct Daemon {
     fencing: crate::fence::Fencing,
     /// The first `drbd` resource as last read here, for the heartbeat and split-brain alerts.
     drbd: crate::fence::LocalDrbd,
-    /// Failovers taken, takeovers and switchovers refused, for /metrics.
-    failover_counts: crate::metrics::FailoverCounts,
 }
 
 /// How often the loop publishes a status snapshot for `[http]`: a scrape interval's worth of
@@ -149,13 +139,13 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     };
     let (events_tx, mut events_rx) = mpsc::channel::<Event>(1024);
     let runner: Arc<dyn Runner> = Arc::new(SystemRunner);
-    let timeline = Timeline::default();
+    let failover = FailoverReport::new(&local.name, journal.clone());
     let mut probes = crate::probes::Probes::start(&config.probes).await?;
     let fencing = crate::fence::Fencing::default();
     let wiring = GroupWiring {
         runner: &runner,
         journal: &journal,
-        timeline: &timeline,
+        timeline: failover.timeline(),
         events: &events_tx,
         probes: &probes,
         drbd_view: fencing.view(),
@@ -226,20 +216,15 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         runner,
         events: events_tx,
         started: now,
-        last_failover: None,
         drain: Default::default(),
         drain_task: None,
         calls,
-        failover_end: None,
-        timeline,
-        failover: None,
-        peer_held: false,
+        failover,
         checks,
         probes,
         mysql,
         fencing,
         drbd,
-        failover_counts: Default::default(),
         config,
     };
     // The endpoint only ever reads what this loop publishes (see crate::http).
@@ -343,7 +328,9 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     // Tell the peer once more, so it takes over now rather than after deadtime.
     d.links.send(&d.summary());
     // A takeover still waiting for the VIP's SIP answer ends here, inside its failover.
-    d.release_failover_end(true);
+    if let Some(ended) = d.failover.release(true) {
+        d.report_failover(ended);
+    }
     d.journal.record(Entry::now(&d.local, Kind::Record(RecordKind::RoleChange), "daemon stopped"));
     // Clients then get "pbxha is not running" rather than a refused connection.
     let _ = std::fs::remove_file(&d.config.paths.control_socket);
@@ -522,7 +509,9 @@ impl Daemon {
             },
             ev => ev,
         };
-        self.release_failover_end(false);
+        if let Some(ended) = self.failover.release(false) {
+            self.report_failover(ended);
+        }
         self.probes.follow_group(self.group.phase());
         let drained = match &ev {
             Event::DrainFinished { calls_left } => Some(*calls_left),
@@ -532,7 +521,7 @@ impl Daemon {
             self.apply_pending_resources();
         }
         if let Event::Heartbeat { summary, .. } = &ev {
-            self.peer_held |= summary.group != GroupPhase::Stopped;
+            self.failover.peer_heard(summary.group);
             self.fencing.on_peer(summary, self.fsm.summary().group, &self.config.resources, &self.runner);
         }
         let actions = self.fsm.handle(ev, Instant::now());
@@ -572,72 +561,34 @@ impl Daemon {
             Action::RestartFailed => self.group.restart_failed(),
             Action::ProbeVip => crate::probes::spawn_vip_reprobe(&self.config, self.events.clone()),
             Action::Record(r) => {
-                // Written right after this record, inside the failover it opens.
-                let mut calls_line = None;
-                let mut sip_wait = None;
-                match r.kind {
-                    RecordKind::FailoverBegin => {
-                        self.release_failover_end(true);
-                        let lf = LastFailover { at_ms: crate::unix_ms(), message: r.message.clone(), took_ms: None };
-                        self.last_failover = Some((Instant::now(), lf));
-                        let ctx = self.failover_context();
-                        calls_line = crate::notify::calls_at_takeover(&ctx);
-                        self.failover = Some(ctx);
+                if r.kind == RecordKind::FailoverBegin {
+                    // A takeover still waiting for its first SIP answer ends first: whether
+                    // the new one is a failover depends on it.
+                    if let Some(ended) = self.failover.release(true) {
+                        self.report_failover(ended);
                     }
-                    RecordKind::FailoverEnd if r.message.contains("holds the group") => {
-                        if let Some((at, lf)) = &mut self.last_failover {
-                            lf.took_ms = Some(u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX));
-                        }
-                        let decision = self.last_failover.as_ref().map_or_else(Instant::now, |(at, _)| *at);
-                        sip_wait = crate::probes::vip_sip_probe(&self.config).map(|(p, policy)| {
-                            crate::probes::FirstAnswer::spawn(p, policy, decision, crate::probes::FIRST_ANSWER_WAIT)
-                        });
-                    }
-                    _ => {}
                 }
                 tracing::info!(kind = ?r.kind, "{}", r.message);
                 let entry = Entry::now(&self.local, Kind::Record(r.kind), r.message);
-                match sip_wait {
-                    Some(wait) => self.failover_end = Some((wait, entry)),
-                    None => self.journal_entry(entry),
-                }
-                if let Some(line) = calls_line {
-                    self.journal_entry(Entry::now(&self.local, Kind::Record(RecordKind::Peer), line));
+                let ended = match (r.kind, r.end) {
+                    (RecordKind::FailoverBegin, _) => {
+                        let context = self.failover_context();
+                        self.failover.begin(entry, context);
+                        None
+                    }
+                    (_, Some(end)) => self.failover.end(entry, end, crate::probes::vip_sip_probe(&self.config)),
+                    _ => {
+                        self.failover.journal(entry);
+                        None
+                    }
+                };
+                if let Some(ended) = ended {
+                    self.report_failover(ended);
                 }
             }
             Action::Notify(n) => self.notifier.send(&n),
             Action::Exit => {}
         }
-    }
-
-    /// Journals `entry`, feeding the failover timeline first (its end sends the report).
-    fn journal_entry(&mut self, entry: Entry) {
-        if let Some(entries) = self.timeline.observe(&entry) {
-            self.report_failover(&entries);
-        }
-        self.journal.record(entry);
-    }
-
-    /// Journals a held `FailoverEnd` once the VIP answered SIP or the wait is over (`now`:
-    /// at once, a new takeover begins), after the SIP line. The group is up before its PBX
-    /// answers SIP, and the journal gives entries after a `FailoverEnd` no failover id, so
-    /// holding the end back is what keeps "first SIP answer on the VIP" in the failover's
-    /// journal history and its one mail; the wait is bounded by `FIRST_ANSWER_WAIT`.
-    fn release_failover_end(&mut self, now: bool) {
-        let line = match &self.failover_end {
-            None => return,
-            Some((wait, _)) => wait.line(),
-        };
-        if line.is_none() && !now {
-            return;
-        }
-        let Some((_, end)) = self.failover_end.take() else { return };
-        if let Some(line) = line {
-            tracing::info!("{line}");
-            self.journal_entry(Entry::now(&self.local, Kind::Record(RecordKind::Health), line));
-        }
-        // Stamped now, so the timeline reads in time order; `took_ms` keeps the group-up time.
-        self.journal_entry(Entry { at_ms: crate::unix_ms(), ..end });
     }
 
     fn answer(&mut self, req: Request) -> Reply {
@@ -673,7 +624,7 @@ impl Daemon {
         };
         if let Some(why) = self.fsm.refuse(&admin) {
             if matches!(admin, Admin::Switchover { .. }) {
-                self.failover_counts.switchovers_refused += 1;
+                self.failover.switchover_refused();
             }
             return Reply { ok: false, message: format!("refused: {why}"), status: None };
         }
@@ -710,7 +661,7 @@ impl Daemon {
             ping: self.ping.status(),
             nonlocal_bind: nonlocal::ip_nonlocal_bind().ok(),
             journal: self.journal.is_enabled(),
-            last_failover: self.last_failover.as_ref().map(|(_, lf)| lf.clone()),
+            last_failover: self.failover.last(),
             drain: self.drain.snapshot(),
             calls: self.calls_reported(),
             mail: self
@@ -723,10 +674,10 @@ impl Daemon {
         }
     }
 
-    fn snapshot(&self) -> crate::http::Snapshot {
-        crate::http::Snapshot {
+    fn snapshot(&self) -> crate::status::Snapshot {
+        crate::status::Snapshot {
             status: self.status(),
-            failovers: self.failover_counts,
+            failovers: self.failover.counts(),
             drbd: self.drbd.status(),
             taken: Instant::now(),
         }
@@ -768,7 +719,7 @@ impl Daemon {
             .map(|r| r.name.clone())
             .collect();
         FailoverContext {
-            old_primary: (self.peer_held || planned).then(|| peer.name.clone()),
+            old_primary: (self.failover.peer_held() || planned).then(|| peer.name.clone()),
             planned,
             // The old primary's count as it handed over (its drain's final one), or the last
             // it reported before it died: the calls dropped.
@@ -778,21 +729,9 @@ impl Daemon {
         }
     }
 
-    /// The takeover finished (or failed): one report mail, unless nobody held the group
-    /// before (a cold start is not a failover).
-    fn report_failover(&mut self, entries: &[Entry]) {
-        let Some(mut ctx) = self.failover.take() else { return };
-        // A failed or refused takeover is always worth a report; it also leaves the old
-        // primary the old primary, so the takeover that follows is reported as a failover.
-        let failed = crate::notify::takeover_failed(entries);
-        if ctx.old_primary.is_none() && !failed {
-            tracing::info!("cold start: the group was not held before, no switchover report");
-            return;
-        }
-        if !failed {
-            self.peer_held = false;
-        }
-        self.failover_counts.finished(ctx.planned, entries);
+    /// A takeover ended: its one report mail, with the members as they stand now.
+    fn report_failover(&mut self, mut ended: Ended) {
+        let ctx = &mut ended.context;
         let group = self.group.status();
         let members = |kind: &str| -> Vec<String> {
             let of_kind = group.iter().filter(|r| r.kind == kind);
@@ -820,7 +759,7 @@ impl Daemon {
                 .map(|c| format!("{}: replication {} {}", c.name, c.state, c.detail)),
         );
         ctx.mysql = (!mysql.is_empty()).then(|| mysql.join("; "));
-        let report = switchover_report(&self.config.cluster.name, &self.local, entries, &ctx);
+        let report = switchover_report(&self.config.cluster.name, &self.local, &ended);
         self.notifier.switchover(&report);
     }
 
@@ -946,7 +885,7 @@ impl Daemon {
         let wiring = GroupWiring {
             runner: &self.runner,
             journal: &self.journal,
-            timeline: &self.timeline,
+            timeline: self.failover.timeline(),
             events: &self.events,
             probes: &self.probes,
             drbd_view: self.fencing.view(),

@@ -22,8 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::{Cidr, HttpConfig};
-use crate::metrics::FailoverCounts;
-use crate::status::DaemonStatus;
+use crate::status::Snapshot;
 use crate::Error;
 
 /// A request head larger than this is refused (431): a GET needs a few hundred bytes.
@@ -36,17 +35,6 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_CONNECTIONS: usize = 32;
 /// How many failovers the page draws.
 const PAGE_FAILOVERS: usize = 5;
-
-/// What the daemon publishes for the endpoint.
-#[derive(Clone, Debug)]
-pub struct Snapshot {
-    pub status: DaemonStatus,
-    pub failovers: FailoverCounts,
-    /// The first `drbd` resource as last read, when the group has one.
-    pub drbd: Option<pbxha_replica::drbd::status::ResourceStatus>,
-    /// When the daemon took it: "last heard" ages are counted from here.
-    pub taken: Instant,
-}
 
 /// Binds `listen` early, so a port in use stops the daemon at start with the key named.
 pub async fn bind(config: &HttpConfig) -> Result<TcpListener, Error> {

@@ -14,6 +14,7 @@ pub mod connectivity;
 pub mod control;
 pub mod daemon;
 pub mod error;
+pub mod failover;
 pub mod fence;
 pub mod fsm;
 pub mod http;

@@ -8,11 +8,10 @@
 use std::fmt::Write;
 use std::time::Instant;
 
-use crate::http::Snapshot;
+use crate::fsm::RecordKind;
 use crate::journal::{Entry, Failover, Kind};
 use crate::resources::ResourceAction;
-use crate::status::utc;
-use crate::status::DaemonStatus;
+use crate::status::{utc, DaemonStatus, Snapshot};
 
 /// Seconds between reloads: often enough to watch a failover, rare enough to cost nothing.
 const REFRESH_S: u32 = 5;
@@ -204,13 +203,12 @@ fn classify(e: &Entry, s: &DaemonStatus) -> (&'static str, String) {
             (class, format!("{resource} {}{garp} ({duration_ms} ms)", action.outcome(*ok)))
         }
         Kind::Record(k) => {
-            let name = serde_json::to_value(k).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-            let class = match name.as_str() {
-                "suspicion" => "suspicion",
-                "failover-begin" => "decision",
-                "failover-end" => "end",
-                "health" if e.message.starts_with("first SIP answer") => "sip",
-                "peer" if e.message.contains("call") => "calls",
+            let class = match k {
+                RecordKind::Suspicion => "suspicion",
+                RecordKind::FailoverBegin => "decision",
+                RecordKind::FailoverEnd => "end",
+                RecordKind::FirstAnswer => "sip",
+                RecordKind::Calls => "calls",
                 _ => "record",
             };
             (class, e.message.clone())

@@ -2,11 +2,13 @@
 //! are alive, what each resource is doing, and why a node is in fault.
 
 use std::fmt::Write;
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
 use crate::connectivity::TargetStatus;
-use crate::fsm::NodeStatus;
+use crate::fsm::{NodeStatus, TakeoverEnd};
+use crate::journal::Entry;
 use crate::membership::{DropCounters, LinksStats};
 use crate::mysql_watch::MysqlStatus;
 use crate::notify::MailStatus;
@@ -68,6 +70,50 @@ pub struct LastFailover {
     pub message: String,
     /// How long from decision to a running group; none while in progress or if it failed.
     pub took_ms: Option<u64>,
+}
+
+/// What the daemon publishes for the endpoint.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub status: DaemonStatus,
+    pub failovers: FailoverCounts,
+    /// The first `drbd` resource as last read, when the group has one.
+    pub drbd: Option<pbxha_replica::drbd::status::ResourceStatus>,
+    /// When the daemon took it: "last heard" ages are counted from here.
+    pub taken: Instant,
+}
+
+/// The failovers this node took since it started, for `pbxha_failovers_total`, and the
+/// switchovers it refused, for `pbxha_switchovers_refused_total`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FailoverCounts {
+    pub unplanned: u64,
+    pub planned: u64,
+    /// Takeovers refused because the VIP answered ARP (the split-brain guard). The fsm
+    /// re-probes the VIP every second after one without starting again, so each refusal
+    /// here is one takeover, however long the VIP keeps answering.
+    pub refused: u64,
+    /// `pbxha switchover` requests the daemon refused (peer not ready, a drain running...):
+    /// an operator's request, not a failover, so counted apart.
+    pub switchovers_refused: u64,
+    /// The last failover from its first sign of trouble to its end (the VIP's first SIP
+    /// answer when a `vip` probe waits for it), as its journal timeline shows it.
+    pub last_outage_ms: Option<u64>,
+}
+
+impl FailoverCounts {
+    /// A takeover ended as `end`; `entries` is its timeline. A refused one counts as
+    /// refused only: the group did not move, so it has no outage of its own either.
+    pub fn finished(&mut self, planned: bool, end: TakeoverEnd, entries: &[Entry]) {
+        if end == TakeoverEnd::Refused {
+            self.refused += 1;
+            return;
+        }
+        *if planned { &mut self.planned } else { &mut self.unplanned } += 1;
+        if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
+            self.last_outage_ms = Some(last.at_ms.saturating_sub(first.at_ms));
+        }
+    }
 }
 
 pub fn render(s: &DaemonStatus) -> String {
@@ -282,7 +328,52 @@ pub fn utc(ms: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::FailoverCounts;
+    use crate::fsm::{RecordKind, TakeoverEnd, REFUSED_THE_GROUP};
+    use crate::journal::{Entry, Kind};
     use crate::resources::pbx::CallsStatus;
+
+    #[test]
+    fn a_finished_failover_counts_by_kind_and_keeps_its_outage() {
+        let mut f = FailoverCounts::default();
+        let at = |ms| Entry {
+            at_ms: ms,
+            node: "b".into(),
+            kind: Kind::Record(RecordKind::Suspicion),
+            message: String::new(),
+        };
+        f.finished(false, TakeoverEnd::Failed, &[at(1_000), at(1_600), at(2_250)]);
+        f.finished(true, TakeoverEnd::GroupUp, &[at(5_000), at(5_020)]);
+        assert_eq!(f, FailoverCounts { unplanned: 1, planned: 1, last_outage_ms: Some(20), ..Default::default() });
+    }
+
+    #[test]
+    fn a_takeover_the_guard_refused_counts_as_refused_only() {
+        let rec = |ms, kind, message: &str| Entry {
+            at_ms: ms,
+            node: "b".into(),
+            kind: Kind::Record(kind),
+            message: message.into(),
+        };
+        let begin = rec(1_000, RecordKind::FailoverBegin, "b takes over: peer a is dead");
+        let refused = [
+            begin.clone(),
+            rec(
+                1_120,
+                RecordKind::SplitBrain,
+                &format!("{REFUSED_THE_GROUP}: 198.51.100.100 answered ARP; probing the VIP every 1000 ms"),
+            ),
+            rec(1_121, RecordKind::FailoverEnd, crate::fsm::TAKEOVER_FAILED),
+        ];
+        let mut f = FailoverCounts::default();
+        f.finished(false, TakeoverEnd::Refused, &refused);
+        assert_eq!(f, FailoverCounts { refused: 1, ..Default::default() });
+        // A member that would not start fails the takeover without any refusal: the group
+        // moved off the dead peer, so that is an unplanned failover (which failed).
+        let failed = [begin, rec(1_300, RecordKind::FailoverEnd, crate::fsm::TAKEOVER_FAILED)];
+        f.finished(false, TakeoverEnd::Failed, &failed);
+        assert_eq!(f, FailoverCounts { refused: 1, unplanned: 1, last_outage_ms: Some(300), ..Default::default() });
+    }
 
     /// What the daemon answers reads back as the same status: the commands read the JSON
     /// typed, so a field the reader does not know the way the writer wrote it shows here.
