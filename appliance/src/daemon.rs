@@ -20,6 +20,7 @@ use pbxha_watchdog::device::{Kicker, LinuxWatchdog};
 use pbxha_watchdog::mailer::{Delivery, MailHandle};
 use pbxha_watchdog::report::Alert;
 
+use crate::calls::{CallCounter, GroupPbx};
 use crate::config::{self, Config};
 use crate::connectivity::PingMonitor;
 use crate::control::{self, Pending, Reply, Request};
@@ -83,11 +84,13 @@ struct Daemon {
     runner: Arc<dyn Runner>,
     events: mpsc::Sender<Event>,
     started: Instant,
-    drain: crate::resources::pbx::DrainTracker,
+    drain: crate::calls::DrainTracker,
     /// The running call drain, for cancelling it when the peer can no longer take over.
-    drain_task: Option<crate::resources::pbx::DrainTask>,
+    drain_task: Option<crate::calls::DrainTask>,
+    /// The group's PBX, for counting and draining its calls.
+    pbx: GroupPbx,
     /// The group PBX's calls, polled while the group runs here.
-    calls: crate::resources::pbx::CallCounter,
+    calls: CallCounter,
     /// The running and the last takeover: timeline, report, counts.
     failover: FailoverReport,
     checks: BTreeMap<String, CheckStatus>,
@@ -198,7 +201,8 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         })
         .collect();
 
-    let calls = crate::resources::pbx::CallCounter::spawn(&config.resources, runner.clone());
+    let pbx = GroupPbx::new(&config.resources, runner.clone());
+    let calls = CallCounter::spawn(&pbx);
     let drbd = crate::fence::LocalDrbd::spawn(&config.resources, runner.clone(), events_tx.clone(), fencing.view());
     let now = Instant::now();
     let mut d = Daemon {
@@ -218,6 +222,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         started: now,
         drain: Default::default(),
         drain_task: None,
+        pbx,
         calls,
         failover,
         checks,
@@ -496,7 +501,7 @@ impl Daemon {
 
     /// The call count to tell: while the group is here, and while handing it over — then it
     /// is the count at the move, which the new primary puts in its failover timeline.
-    fn calls_reported(&self) -> Option<crate::resources::pbx::CallsStatus> {
+    fn calls_reported(&self) -> Option<crate::calls::CallsStatus> {
         let s = self.fsm.summary();
         self.calls.snapshot().filter(|_| s.group != GroupPhase::Stopped || s.handover)
     }
@@ -545,13 +550,8 @@ impl Daemon {
             Action::Announce => self.links.send(&self.summary()),
             Action::Reannounce => self.group.reannounce(),
             Action::Drain { deadline } => {
-                self.drain_task = Some(crate::resources::pbx::spawn_drain(
-                    &self.config.resources,
-                    self.runner.clone(),
-                    deadline,
-                    self.events.clone(),
-                    self.drain.clone(),
-                ));
+                self.drain_task =
+                    Some(crate::calls::spawn_drain(&self.pbx, deadline, self.events.clone(), self.drain.clone()));
             }
             Action::CancelDrain => {
                 if let Some(task) = self.drain_task.take() {
@@ -893,7 +893,8 @@ impl Daemon {
         match new_group(&config, &self.local, wiring) {
             Ok(group) => {
                 self.group = group;
-                self.calls = crate::resources::pbx::CallCounter::spawn(&config.resources, self.runner.clone());
+                self.pbx = GroupPbx::new(&config.resources, self.runner.clone());
+                self.calls = CallCounter::spawn(&self.pbx);
             }
             Err(e) => tracing::error!("reload: {e}; keeping the running resource group"),
         }

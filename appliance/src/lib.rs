@@ -9,6 +9,7 @@
 //! while nothing it ran serves), [`http`] (the read-only endpoint, with [`metrics`] and the
 //! status [`page`]) and [`lab`] (a real two-node cluster in network namespaces).
 
+pub mod calls;
 pub mod config;
 pub mod connectivity;
 pub mod control;

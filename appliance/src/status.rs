@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::calls::{CallsStatus, DrainStatus, CALL_POLL};
 use crate::connectivity::TargetStatus;
 use crate::fsm::{NodeStatus, TakeoverEnd};
 use crate::journal::Entry;
@@ -13,7 +14,6 @@ use crate::membership::{DropCounters, LinksStats};
 use crate::mysql_watch::MysqlStatus;
 use crate::notify::MailStatus;
 use crate::probes::ProbeStatus;
-use crate::resources::pbx::{CallsStatus, DrainStatus, CALL_POLL};
 use crate::resources::{MemberState, ResourceStatus};
 
 /// Everything `pbxha status` shows: what the daemon answers on its control socket and
@@ -329,9 +329,9 @@ pub fn utc(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::FailoverCounts;
+    use crate::calls::CallsStatus;
     use crate::fsm::{RecordKind, TakeoverEnd, REFUSED_THE_GROUP};
     use crate::journal::{Entry, Kind};
-    use crate::resources::pbx::CallsStatus;
 
     #[test]
     fn a_finished_failover_counts_by_kind_and_keeps_its_outage() {

@@ -4,8 +4,8 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use pbxha_appliance::calls::DrainStatus;
 use pbxha_appliance::control::{self, Reply, Request};
-use pbxha_appliance::resources::pbx::DrainStatus;
 use pbxha_appliance::status::DaemonStatus;
 use pbxha_appliance::summary::{GroupPhase, Role};
 
@@ -156,7 +156,7 @@ fn drain_line(drain: Option<&DrainStatus>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use pbxha_appliance::resources::pbx::DrainStatus;
+    use pbxha_appliance::calls::DrainStatus;
     use serde_json::json;
 
     /// A drain as the daemon's JSON has it, read as the command reads it.
