@@ -79,6 +79,8 @@ struct Daemon {
     pending_resources: Option<Config>,
     ping: PingMonitor,
     ping_task: JoinHandle<()>,
+    /// Set as the daemon exits; every task it starts ends on it.
+    stop: watch::Receiver<bool>,
     journal: Arc<Journal>,
     notifier: Notifier,
     runner: Arc<dyn Runner>,
@@ -171,10 +173,11 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         events_tx.clone(),
     )?;
     let ping = PingMonitor::new(config.ping.clone());
-    let ping_task = spawn_ping(&ping, events_tx.clone());
-    let (ctl_tx, mut ctl_rx) = mpsc::channel::<Pending>(16);
-    tokio::spawn(control::serve(listener, ctl_tx));
+    // Every task the daemon starts ends on this (see `crate::stopped`).
     let (stop_tx, stop_rx) = watch::channel(false);
+    let ping_task = spawn_ping(&ping, events_tx.clone(), stop_rx.clone());
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<Pending>(16);
+    tokio::spawn(control::serve(listener, ctl_tx, stop_rx.clone()));
     let mailer = spawn_mail(&config, &local.name, None, None);
     let notifier = Notifier::new(&config.cluster.name, &local.name, config.paths.hooks.clone(), runner.clone())
         .with_mail(mailer.as_ref().map(|m| m.handle.clone()));
@@ -215,6 +218,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         pending_resources: None,
         ping,
         ping_task,
+        stop: stop_rx.clone(),
         journal,
         notifier,
         runner,
@@ -235,7 +239,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     // The endpoint only ever reads what this loop publishes (see crate::http).
     let snapshots = http.map(|(listener, allow)| {
         let (tx, rx) = watch::channel(Arc::new(d.snapshot()));
-        tokio::spawn(crate::http::serve(listener, allow, rx, d.config.paths.state_db.clone()));
+        tokio::spawn(crate::http::serve(listener, allow, rx, d.config.paths.state_db.clone(), stop_rx.clone()));
         tx
     });
     let mut publish = tokio::time::interval(SNAPSHOT_EVERY);
@@ -466,9 +470,14 @@ fn spawn_mail(
     Some(Mailer { handle, stop, task, status })
 }
 
-fn spawn_ping(ping: &PingMonitor, events: mpsc::Sender<Event>) -> JoinHandle<()> {
+fn spawn_ping(ping: &PingMonitor, events: mpsc::Sender<Event>, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
     let ping = ping.clone();
-    tokio::spawn(async move { ping.run(events).await })
+    tokio::spawn(async move {
+        tokio::select! {
+            () = ping.run(events) => {}
+            () = crate::stopped(&mut stop) => {}
+        }
+    })
 }
 
 impl Daemon {
@@ -834,7 +843,7 @@ impl Daemon {
         if new.ping != old.ping {
             self.ping_task.abort();
             self.ping = PingMonitor::new(new.ping.clone());
-            self.ping_task = spawn_ping(&self.ping, self.events.clone());
+            self.ping_task = spawn_ping(&self.ping, self.events.clone(), self.stop.clone());
             applied.push("ping targets");
         }
         // Mail subjects and bodies carry the cluster name, so a new name restarts delivery too.

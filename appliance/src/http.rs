@@ -43,12 +43,13 @@ pub async fn bind(config: &HttpConfig) -> Result<TcpListener, Error> {
         .map_err(|e| Error::io(format!("http.listen: cannot listen on {}", config.listen), e))
 }
 
-/// Serves until the daemon drops the sending side of `snapshots`.
+/// Serves until the daemon says `stop`.
 pub async fn serve(
     listener: TcpListener,
     allow: Vec<Cidr>,
     snapshots: watch::Receiver<Arc<Snapshot>>,
     state_db: PathBuf,
+    mut stop: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let shared = Arc::new(Shared { allow, state_db });
@@ -63,7 +64,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = closed(&snapshots) => return,
+            () = crate::stopped(&mut stop) => return,
         };
         if !shared.allowed(peer.ip()) {
             tracing::debug!(%peer, "http: client not in http.allow, closed");
@@ -82,11 +83,6 @@ pub async fn serve(
             drop(slot);
         });
     }
-}
-
-async fn closed(rx: &watch::Receiver<Arc<Snapshot>>) {
-    let mut rx = rx.clone();
-    while rx.changed().await.is_ok() {}
 }
 
 struct Shared {

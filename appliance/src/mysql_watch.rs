@@ -86,7 +86,7 @@ where
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = stop.changed() => return,
+            () = crate::stopped(&mut stop) => return,
         }
         let pair = tokio::time::timeout(POLL_LIMIT, poll()).await.unwrap_or_else(|_| {
             let why = format!("the servers did not answer within {POLL_LIMIT:?}");

@@ -199,7 +199,7 @@ impl MailStatus {
                 *out.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(status);
                 tokio::select! {
                     _ = tokio::time::sleep(MAIL_STATUS_EVERY) => {}
-                    _ = stop.changed() => return,
+                    () = crate::stopped(&mut stop) => return,
                 }
             }
         });
