@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
@@ -99,7 +99,7 @@ pub fn parse_echo_reply(packet: &[u8], v6: bool) -> Option<(u16, u16)> {
 // ---- the tally (pure) ----
 
 /// One target as `pbxha status` shows it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TargetStatus {
     /// As written in the config (`198.51.100.1`, `tcp:198.51.100.1:80`).
     pub target: String,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::Error;
 
@@ -71,9 +71,13 @@ pub async fn bind(path: &Path) -> Result<UnixListener, Error> {
 }
 
 /// Accepts clients forever, forwarding each request to `requests`.
-pub async fn serve(listener: UnixListener, requests: mpsc::Sender<Pending>) {
+pub async fn serve(listener: UnixListener, requests: mpsc::Sender<Pending>, mut stop: watch::Receiver<bool>) {
     loop {
-        let stream = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = crate::stopped(&mut stop) => return,
+        };
+        let stream = match accepted {
             Ok((stream, _)) => stream,
             Err(e) => {
                 tracing::warn!(error = %e, "control socket accept failed");
@@ -161,7 +165,8 @@ mod tests {
         let listener = bind(&path).await.unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let (tx, mut rx) = mpsc::channel::<Pending>(4);
-        tokio::spawn(serve(listener, tx));
+        let (stop, stopped) = watch::channel(false);
+        let served = tokio::spawn(serve(listener, tx, stopped));
         tokio::spawn(async move {
             while let Some((req, reply)) = rx.recv().await {
                 let _ = reply.send(Reply { ok: true, message: format!("{req:?}"), status: None });
@@ -172,6 +177,10 @@ mod tests {
         // A second daemon must not steal the socket.
         let err = bind(&path).await.unwrap_err();
         assert!(err.to_string().contains("already listening"), "{err}");
+        // Told to stop, the accept loop ends and the socket no longer answers.
+        stop.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(5), served).await.unwrap().unwrap();
+        assert!(call(&path, &Request::Status).await.is_err());
     }
 
     #[tokio::test]
@@ -179,7 +188,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.sock");
         let (tx, mut rx) = mpsc::channel::<Pending>(4);
-        tokio::spawn(serve(bind(&path).await.unwrap(), tx));
+        let (_stop, stopped) = watch::channel(false);
+        tokio::spawn(serve(bind(&path).await.unwrap(), tx, stopped));
         tokio::spawn(async move {
             while let Some((_, reply)) = rx.recv().await {
                 let _ = reply.send(Reply { ok: true, message: "fine".into(), status: None });

@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -22,68 +21,24 @@ use pbxha_watchdog::device::{Kicker, LinuxWatchdog};
 use pbxha_watchdog::mailer::{Delivery, MailHandle};
 use pbxha_watchdog::report::Alert;
 
+use crate::calls::{CallCounter, GroupPbx};
 use crate::config::{self, Config};
-use crate::connectivity::{PingMonitor, TargetStatus};
+use crate::connectivity::PingMonitor;
 use crate::control::{self, Pending, Reply, Request};
-use crate::fsm::{Action, Admin, Event, GroupEvent, Node, NodeStatus, Params, RecordKind};
+use crate::failover::{switchover_report, Ended, FailoverContext, FailoverReport, Timeline};
+use crate::fsm::{Action, Admin, Event, GroupEvent, Node, Params, RecordKind};
 use crate::journal::{Entry, Journal, Kind};
-use crate::membership::{AuthKey, LinkSetup, Links, LinksStats};
+use crate::membership::{AuthKey, LinkSetup, Links};
 use crate::net::nonlocal;
-use crate::notify::{check_alert, switchover_report, FailoverContext, MailStatus, Notifier, Timeline};
-use crate::resources::{build_members, spawn_group, GroupHandle, ResourceReport, ResourceStatus};
+use crate::notify::{check_alert, MailStatus, Notifier};
+use crate::resources::{build_members, spawn_group, GroupHandle, ResourceReport};
+use crate::status::{CheckStatus, DaemonStatus};
 use crate::summary::{GroupPhase, NodeSummary};
 use crate::Error;
 
 pub struct Options {
     pub config: PathBuf,
     pub node: Option<String>,
-}
-
-/// Everything `pbxha status` shows.
-#[derive(Clone, Debug, Serialize)]
-pub struct DaemonStatus {
-    pub cluster: String,
-    pub version: &'static str,
-    pub uptime_s: u64,
-    #[serde(flatten)]
-    pub node: NodeStatus,
-    pub resources: Vec<ResourceStatus>,
-    pub heartbeat: LinksStats,
-    pub ping: Vec<TargetStatus>,
-    pub nonlocal_bind: Option<bool>,
-    pub journal: bool,
-    pub last_failover: Option<LastFailover>,
-    /// The running (or last) call drain: calls remaining, for `pbxha switchover` to show.
-    pub drain: Option<crate::resources::pbx::DrainStatus>,
-    /// This node's PBX calls at the last reading, while the group is here or being handed
-    /// over (what the heartbeat carries as `calls`).
-    pub calls: Option<crate::resources::pbx::CallsStatus>,
-    /// The outbox, when `[mail]` is configured: what waits and why.
-    pub mail: Option<MailStatus>,
-    /// Each `[[check]]`'s last state change.
-    pub checks: Vec<CheckStatus>,
-    /// Each `[[probe]]`: SIP health, last RTT and recent verdicts.
-    pub probes: Vec<crate::probes::ProbeStatus>,
-    /// Master-master replication health, when `[mysql]` is in that mode.
-    pub mysql: Option<crate::mysql_watch::MysqlStatus>,
-}
-
-/// A check as `pbxha status` shows it; `pbxha checks` has the history.
-#[derive(Clone, Debug, Serialize)]
-pub struct CheckStatus {
-    pub name: String,
-    /// `unknown` until the first verdict, then `up` or `down`.
-    pub state: &'static str,
-    pub since_ms: Option<u64>,
-    pub detail: String,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct LastFailover {
-    pub at_ms: u64,
-    pub message: String,
-    /// How long from decision to a running group; none while in progress or if it failed.
-    pub took_ms: Option<u64>,
 }
 
 /// Fsm parameters from the config.
@@ -125,27 +80,22 @@ struct Daemon {
     pending_resources: Option<Config>,
     ping: PingMonitor,
     ping_task: JoinHandle<()>,
+    /// Set as the daemon exits; every task it starts ends on it.
+    stop: watch::Receiver<bool>,
     journal: Arc<Journal>,
     notifier: Notifier,
     runner: Arc<dyn Runner>,
     events: mpsc::Sender<Event>,
     started: Instant,
-    last_failover: Option<(Instant, LastFailover)>,
-    drain: crate::resources::pbx::DrainTracker,
+    drain: crate::calls::DrainTracker,
     /// The running call drain, for cancelling it when the peer can no longer take over.
-    drain_task: Option<crate::resources::pbx::DrainTask>,
+    drain_task: Option<crate::calls::DrainTask>,
+    /// The group's PBX, for counting and draining its calls.
+    pbx: GroupPbx,
     /// The group PBX's calls, polled while the group runs here.
-    calls: crate::resources::pbx::CallCounter,
-    /// A takeover's `FailoverEnd`, held back until the VIP first answers SIP (see
-    /// [`Daemon::release_failover_end`]).
-    failover_end: Option<(crate::probes::FirstAnswer, Entry)>,
-    /// The running failover's entries, for its one report mail.
-    timeline: Timeline,
-    /// Who held the group and why it moves, taken at the decision.
-    failover: Option<FailoverContext>,
-    /// The peer was seen holding the group since this node last took it: a takeover is then
-    /// a failover or switchover to report, not a cold start.
-    peer_held: bool,
+    calls: CallCounter,
+    /// The running and the last takeover: timeline, report, counts.
+    failover: FailoverReport,
     checks: BTreeMap<String, CheckStatus>,
     /// SIP OPTIONS probes; `local-pbx` ones are inside the group's members too.
     probes: crate::probes::Probes,
@@ -154,8 +104,6 @@ struct Daemon {
     fencing: crate::fence::Fencing,
     /// The first `drbd` resource as last read here, for the heartbeat and split-brain alerts.
     drbd: crate::fence::LocalDrbd,
-    /// Failovers taken, takeovers and switchovers refused, for /metrics.
-    failover_counts: crate::metrics::FailoverCounts,
 }
 
 /// How often the loop publishes a status snapshot for `[http]`: a scrape interval's worth of
@@ -197,13 +145,13 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     };
     let (events_tx, mut events_rx) = mpsc::channel::<Event>(1024);
     let runner: Arc<dyn Runner> = Arc::new(SystemRunner);
-    let timeline = Timeline::default();
+    let failover = FailoverReport::new(&local.name, journal.clone());
     let mut probes = crate::probes::Probes::start(&config.probes).await?;
     let fencing = crate::fence::Fencing::default();
     let wiring = GroupWiring {
         runner: &runner,
         journal: &journal,
-        timeline: &timeline,
+        timeline: failover.timeline(),
         events: &events_tx,
         probes: &probes,
         drbd_view: fencing.view(),
@@ -226,10 +174,11 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         events_tx.clone(),
     )?;
     let ping = PingMonitor::new(config.ping.clone());
-    let ping_task = spawn_ping(&ping, events_tx.clone());
-    let (ctl_tx, mut ctl_rx) = mpsc::channel::<Pending>(16);
-    tokio::spawn(control::serve(listener, ctl_tx));
+    // Every task the daemon starts ends on this (see `crate::stopped`).
     let (stop_tx, stop_rx) = watch::channel(false);
+    let ping_task = spawn_ping(&ping, events_tx.clone(), stop_rx.clone());
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<Pending>(16);
+    tokio::spawn(control::serve(listener, ctl_tx, stop_rx.clone()));
     let mailer = spawn_mail(&config, &local.name, None, None);
     let notifier = Notifier::new(&config.cluster.name, &local.name, config.paths.hooks.clone(), runner.clone())
         .with_mail(mailer.as_ref().map(|m| m.handle.clone()));
@@ -251,12 +200,13 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         .map(|c| {
             (
                 c.name.clone(),
-                CheckStatus { name: c.name.clone(), state: "unknown", since_ms: None, detail: String::new() },
+                CheckStatus { name: c.name.clone(), state: "unknown".into(), since_ms: None, detail: String::new() },
             )
         })
         .collect();
 
-    let calls = crate::resources::pbx::CallCounter::spawn(&config.resources, runner.clone());
+    let pbx = GroupPbx::new(&config.resources, runner.clone());
+    let calls = CallCounter::spawn(&pbx);
     let drbd = crate::fence::LocalDrbd::spawn(&config.resources, runner.clone(), events_tx.clone(), fencing.view());
     let now = Instant::now();
     let mut d = Daemon {
@@ -269,31 +219,28 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         pending_resources: None,
         ping,
         ping_task,
+        stop: stop_rx.clone(),
         journal,
         notifier,
         runner,
         events: events_tx,
         started: now,
-        last_failover: None,
         drain: Default::default(),
         drain_task: None,
+        pbx,
         calls,
-        failover_end: None,
-        timeline,
-        failover: None,
-        peer_held: false,
+        failover,
         checks,
         probes,
         mysql,
         fencing,
         drbd,
-        failover_counts: Default::default(),
         config,
     };
     // The endpoint only ever reads what this loop publishes (see crate::http).
     let snapshots = http.map(|(listener, allow)| {
         let (tx, rx) = watch::channel(Arc::new(d.snapshot()));
-        tokio::spawn(crate::http::serve(listener, allow, rx, d.config.paths.state_db.clone()));
+        tokio::spawn(crate::http::serve(listener, allow, rx, d.config.paths.state_db.clone(), stop_rx.clone()));
         tx
     });
     let mut publish = tokio::time::interval(SNAPSHOT_EVERY);
@@ -391,7 +338,9 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     // Tell the peer once more, so it takes over now rather than after deadtime.
     d.links.send(&d.summary());
     // A takeover still waiting for the VIP's SIP answer ends here, inside its failover.
-    d.release_failover_end(true);
+    if let Some(ended) = d.failover.release(true) {
+        d.report_failover(ended);
+    }
     d.journal.record(Entry::now(&d.local, Kind::Record(RecordKind::RoleChange), "daemon stopped"));
     if let Some(m) = &d.mailer {
         // The outbox's writer thread dies with the process: what it holds is lost unless it
@@ -534,9 +483,14 @@ fn spawn_mail(
     Some(Mailer { handle, stop, task, status })
 }
 
-fn spawn_ping(ping: &PingMonitor, events: mpsc::Sender<Event>) -> JoinHandle<()> {
+fn spawn_ping(ping: &PingMonitor, events: mpsc::Sender<Event>, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
     let ping = ping.clone();
-    tokio::spawn(async move { ping.run(events).await })
+    tokio::spawn(async move {
+        tokio::select! {
+            () = ping.run(events) => {}
+            () = crate::stopped(&mut stop) => {}
+        }
+    })
 }
 
 impl Daemon {
@@ -569,7 +523,7 @@ impl Daemon {
 
     /// The call count to tell: while the group is here, and while handing it over — then it
     /// is the count at the move, which the new primary puts in its failover timeline.
-    fn calls_reported(&self) -> Option<crate::resources::pbx::CallsStatus> {
+    fn calls_reported(&self) -> Option<crate::calls::CallsStatus> {
         let s = self.fsm.summary();
         self.calls.snapshot().filter(|_| s.group != GroupPhase::Stopped || s.handover)
     }
@@ -582,7 +536,9 @@ impl Daemon {
             },
             ev => ev,
         };
-        self.release_failover_end(false);
+        if let Some(ended) = self.failover.release(false) {
+            self.report_failover(ended);
+        }
         self.probes.follow_group(self.group.phase());
         let drained = match &ev {
             Event::DrainFinished { calls_left } => Some(*calls_left),
@@ -592,7 +548,7 @@ impl Daemon {
             self.apply_pending_resources();
         }
         if let Event::Heartbeat { summary, .. } = &ev {
-            self.peer_held |= summary.group != GroupPhase::Stopped;
+            self.failover.peer_heard(summary.group);
             self.fencing.on_peer(summary, self.fsm.summary().group, &self.config.resources, &self.runner);
         }
         let actions = self.fsm.handle(ev, Instant::now());
@@ -616,13 +572,8 @@ impl Daemon {
             Action::Announce => self.links.send(&self.summary()),
             Action::Reannounce => self.group.reannounce(),
             Action::Drain { deadline } => {
-                self.drain_task = Some(crate::resources::pbx::spawn_drain(
-                    &self.config.resources,
-                    self.runner.clone(),
-                    deadline,
-                    self.events.clone(),
-                    self.drain.clone(),
-                ));
+                self.drain_task =
+                    Some(crate::calls::spawn_drain(&self.pbx, deadline, self.events.clone(), self.drain.clone()));
             }
             Action::CancelDrain => {
                 if let Some(task) = self.drain_task.take() {
@@ -632,72 +583,34 @@ impl Daemon {
             Action::RestartFailed => self.group.restart_failed(),
             Action::ProbeVip => crate::probes::spawn_vip_reprobe(&self.config, self.events.clone()),
             Action::Record(r) => {
-                // Written right after this record, inside the failover it opens.
-                let mut calls_line = None;
-                let mut sip_wait = None;
-                match r.kind {
-                    RecordKind::FailoverBegin => {
-                        self.release_failover_end(true);
-                        let lf = LastFailover { at_ms: crate::unix_ms(), message: r.message.clone(), took_ms: None };
-                        self.last_failover = Some((Instant::now(), lf));
-                        let ctx = self.failover_context();
-                        calls_line = crate::notify::calls_at_takeover(&ctx);
-                        self.failover = Some(ctx);
+                if r.kind == RecordKind::FailoverBegin {
+                    // A takeover still waiting for its first SIP answer ends first: whether
+                    // the new one is a failover depends on it.
+                    if let Some(ended) = self.failover.release(true) {
+                        self.report_failover(ended);
                     }
-                    RecordKind::FailoverEnd if r.message.contains("holds the group") => {
-                        if let Some((at, lf)) = &mut self.last_failover {
-                            lf.took_ms = Some(u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX));
-                        }
-                        let decision = self.last_failover.as_ref().map_or_else(Instant::now, |(at, _)| *at);
-                        sip_wait = crate::probes::vip_sip_probe(&self.config).map(|(p, policy)| {
-                            crate::probes::FirstAnswer::spawn(p, policy, decision, crate::probes::FIRST_ANSWER_WAIT)
-                        });
-                    }
-                    _ => {}
                 }
                 tracing::info!(kind = ?r.kind, "{}", r.message);
                 let entry = Entry::now(&self.local, Kind::Record(r.kind), r.message);
-                match sip_wait {
-                    Some(wait) => self.failover_end = Some((wait, entry)),
-                    None => self.journal_entry(entry),
-                }
-                if let Some(line) = calls_line {
-                    self.journal_entry(Entry::now(&self.local, Kind::Record(RecordKind::Peer), line));
+                let ended = match (r.kind, r.end) {
+                    (RecordKind::FailoverBegin, _) => {
+                        let context = self.failover_context();
+                        self.failover.begin(entry, context);
+                        None
+                    }
+                    (_, Some(end)) => self.failover.end(entry, end, crate::probes::vip_sip_probe(&self.config)),
+                    _ => {
+                        self.failover.journal(entry);
+                        None
+                    }
+                };
+                if let Some(ended) = ended {
+                    self.report_failover(ended);
                 }
             }
             Action::Notify(n) => self.notifier.send(&n),
             Action::Exit => {}
         }
-    }
-
-    /// Journals `entry`, feeding the failover timeline first (its end sends the report).
-    fn journal_entry(&mut self, entry: Entry) {
-        if let Some(entries) = self.timeline.observe(&entry) {
-            self.report_failover(&entries);
-        }
-        self.journal.record(entry);
-    }
-
-    /// Journals a held `FailoverEnd` once the VIP answered SIP or the wait is over (`now`:
-    /// at once, a new takeover begins), after the SIP line. The group is up before its PBX
-    /// answers SIP, and the journal gives entries after a `FailoverEnd` no failover id, so
-    /// holding the end back is what keeps "first SIP answer on the VIP" in the failover's
-    /// journal history and its one mail; the wait is bounded by `FIRST_ANSWER_WAIT`.
-    fn release_failover_end(&mut self, now: bool) {
-        let line = match &self.failover_end {
-            None => return,
-            Some((wait, _)) => wait.line(),
-        };
-        if line.is_none() && !now {
-            return;
-        }
-        let Some((_, end)) = self.failover_end.take() else { return };
-        if let Some(line) = line {
-            tracing::info!("{line}");
-            self.journal_entry(Entry::now(&self.local, Kind::Record(RecordKind::Health), line));
-        }
-        // Stamped now, so the timeline reads in time order; `took_ms` keeps the group-up time.
-        self.journal_entry(Entry { at_ms: crate::unix_ms(), ..end });
     }
 
     fn answer(&mut self, req: Request) -> Reply {
@@ -733,7 +646,7 @@ impl Daemon {
         };
         if let Some(why) = self.fsm.refuse(&admin) {
             if matches!(admin, Admin::Switchover { .. }) {
-                self.failover_counts.switchovers_refused += 1;
+                self.failover.switchover_refused();
             }
             return Reply { ok: false, message: format!("refused: {why}"), status: None };
         }
@@ -762,7 +675,7 @@ impl Daemon {
     fn status(&self) -> DaemonStatus {
         DaemonStatus {
             cluster: self.config.cluster.name.clone(),
-            version: env!("CARGO_PKG_VERSION"),
+            version: env!("CARGO_PKG_VERSION").into(),
             uptime_s: self.started.elapsed().as_secs(),
             node: self.fsm.status(Instant::now()),
             resources: self.group.status(),
@@ -770,7 +683,7 @@ impl Daemon {
             ping: self.ping.status(),
             nonlocal_bind: nonlocal::ip_nonlocal_bind().ok(),
             journal: self.journal.is_enabled(),
-            last_failover: self.last_failover.as_ref().map(|(_, lf)| lf.clone()),
+            last_failover: self.failover.last(),
             drain: self.drain.snapshot(),
             calls: self.calls_reported(),
             mail: self
@@ -783,10 +696,10 @@ impl Daemon {
         }
     }
 
-    fn snapshot(&self) -> crate::http::Snapshot {
-        crate::http::Snapshot {
+    fn snapshot(&self) -> crate::status::Snapshot {
+        crate::status::Snapshot {
             status: self.status(),
-            failovers: self.failover_counts,
+            failovers: self.failover.counts(),
             drbd: self.drbd.status(),
             taken: Instant::now(),
         }
@@ -807,8 +720,12 @@ impl Daemon {
         if failover && t.to != Health::Unknown {
             self.apply(Event::Check { name: t.check.clone(), ok: t.to == Health::Up });
         }
-        let status =
-            CheckStatus { name: t.check.clone(), state: t.to.as_str(), since_ms: Some(t.at_ms), detail: t.detail };
+        let status = CheckStatus {
+            name: t.check.clone(),
+            state: t.to.as_str().into(),
+            since_ms: Some(t.at_ms),
+            detail: t.detail,
+        };
         self.checks.insert(t.check, status);
     }
 
@@ -824,7 +741,7 @@ impl Daemon {
             .map(|r| r.name.clone())
             .collect();
         FailoverContext {
-            old_primary: (self.peer_held || planned).then(|| peer.name.clone()),
+            old_primary: (self.failover.peer_held() || planned).then(|| peer.name.clone()),
             planned,
             // The old primary's count as it handed over (its drain's final one), or the last
             // it reported before it died: the calls dropped.
@@ -834,21 +751,9 @@ impl Daemon {
         }
     }
 
-    /// The takeover finished (or failed): one report mail, unless nobody held the group
-    /// before (a cold start is not a failover).
-    fn report_failover(&mut self, entries: &[Entry]) {
-        let Some(mut ctx) = self.failover.take() else { return };
-        // A failed or refused takeover is always worth a report; it also leaves the old
-        // primary the old primary, so the takeover that follows is reported as a failover.
-        let failed = crate::notify::takeover_failed(entries);
-        if ctx.old_primary.is_none() && !failed {
-            tracing::info!("cold start: the group was not held before, no switchover report");
-            return;
-        }
-        if !failed {
-            self.peer_held = false;
-        }
-        self.failover_counts.finished(ctx.planned, entries);
+    /// A takeover ended: its one report mail, with the members as they stand now.
+    fn report_failover(&mut self, mut ended: Ended) {
+        let ctx = &mut ended.context;
         let group = self.group.status();
         let members = |kind: &str| -> Vec<String> {
             let of_kind = group.iter().filter(|r| r.kind == kind);
@@ -876,7 +781,7 @@ impl Daemon {
                 .map(|c| format!("{}: replication {} {}", c.name, c.state, c.detail)),
         );
         ctx.mysql = (!mysql.is_empty()).then(|| mysql.join("; "));
-        let report = switchover_report(&self.config.cluster.name, &self.local, entries, &ctx);
+        let report = switchover_report(&self.config.cluster.name, &self.local, &ended);
         self.notifier.switchover(&report);
     }
 
@@ -951,7 +856,7 @@ impl Daemon {
         if new.ping != old.ping {
             self.ping_task.abort();
             self.ping = PingMonitor::new(new.ping.clone());
-            self.ping_task = spawn_ping(&self.ping, self.events.clone());
+            self.ping_task = spawn_ping(&self.ping, self.events.clone(), self.stop.clone());
             applied.push("ping targets");
         }
         // Mail subjects and bodies carry the cluster name, so a new name restarts delivery too.
@@ -1002,7 +907,7 @@ impl Daemon {
         let wiring = GroupWiring {
             runner: &self.runner,
             journal: &self.journal,
-            timeline: &self.timeline,
+            timeline: self.failover.timeline(),
             events: &self.events,
             probes: &self.probes,
             drbd_view: self.fencing.view(),
@@ -1010,7 +915,8 @@ impl Daemon {
         match new_group(&config, &self.local, wiring) {
             Ok(group) => {
                 self.group = group;
-                self.calls = crate::resources::pbx::CallCounter::spawn(&config.resources, self.runner.clone());
+                self.pbx = GroupPbx::new(&config.resources, self.runner.clone());
+                self.calls = CallCounter::spawn(&self.pbx);
             }
             Err(e) => tracing::error!("reload: {e}; keeping the running resource group"),
         }

@@ -22,8 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::{Cidr, HttpConfig};
-use crate::daemon::DaemonStatus;
-use crate::metrics::FailoverCounts;
+use crate::status::Snapshot;
 use crate::Error;
 
 /// A request head larger than this is refused (431): a GET needs a few hundred bytes.
@@ -37,17 +36,6 @@ pub const MAX_CONNECTIONS: usize = 32;
 /// How many failovers the page draws.
 const PAGE_FAILOVERS: usize = 5;
 
-/// What the daemon publishes for the endpoint.
-#[derive(Clone, Debug)]
-pub struct Snapshot {
-    pub status: DaemonStatus,
-    pub failovers: FailoverCounts,
-    /// The first `drbd` resource as last read, when the group has one.
-    pub drbd: Option<pbxha_replica::drbd::status::ResourceStatus>,
-    /// When the daemon took it: "last heard" ages are counted from here.
-    pub taken: Instant,
-}
-
 /// Binds `listen` early, so a port in use stops the daemon at start with the key named.
 pub async fn bind(config: &HttpConfig) -> Result<TcpListener, Error> {
     TcpListener::bind(config.listen)
@@ -55,12 +43,13 @@ pub async fn bind(config: &HttpConfig) -> Result<TcpListener, Error> {
         .map_err(|e| Error::io(format!("http.listen: cannot listen on {}", config.listen), e))
 }
 
-/// Serves until the daemon drops the sending side of `snapshots`.
+/// Serves until the daemon says `stop`.
 pub async fn serve(
     listener: TcpListener,
     allow: Vec<Cidr>,
     snapshots: watch::Receiver<Arc<Snapshot>>,
     state_db: PathBuf,
+    mut stop: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let shared = Arc::new(Shared { allow, state_db });
@@ -75,7 +64,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = closed(&snapshots) => return,
+            () = crate::stopped(&mut stop) => return,
         };
         if !shared.allowed(peer.ip()) {
             tracing::debug!(%peer, "http: client not in http.allow, closed");
@@ -94,11 +83,6 @@ pub async fn serve(
             drop(slot);
         });
     }
-}
-
-async fn closed(rx: &watch::Receiver<Arc<Snapshot>>) {
-    let mut rx = rx.clone();
-    while rx.changed().await.is_ok() {}
 }
 
 struct Shared {

@@ -59,7 +59,7 @@ CREATE INDEX IF NOT EXISTS journal_failover ON journal(failover);
 pub use crate::resources::ResourceAction;
 
 /// Every record kind, for reading names back. Extend it with [`record_kind_name`].
-const RECORD_KINDS: [RecordKind; 9] = [
+const RECORD_KINDS: [RecordKind; 11] = [
     RecordKind::RoleChange,
     RecordKind::Peer,
     RecordKind::Link,
@@ -69,6 +69,8 @@ const RECORD_KINDS: [RecordKind; 9] = [
     RecordKind::FailoverBegin,
     RecordKind::FailoverEnd,
     RecordKind::SplitBrain,
+    RecordKind::FirstAnswer,
+    RecordKind::Calls,
 ];
 
 /// The name stored in the database; the same as `RecordKind`'s serde name.
@@ -83,6 +85,8 @@ fn record_kind_name(kind: RecordKind) -> &'static str {
         RecordKind::FailoverBegin => "failover-begin",
         RecordKind::FailoverEnd => "failover-end",
         RecordKind::SplitBrain => "split-brain",
+        RecordKind::FirstAnswer => "first-answer",
+        RecordKind::Calls => "calls",
     }
 }
 

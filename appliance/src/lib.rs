@@ -9,11 +9,13 @@
 //! while nothing it ran serves), [`http`] (the read-only endpoint, with [`metrics`] and the
 //! status [`page`]). The lab (`pbxha lab`) is a crate of its own, `pbxha-lab`.
 
+pub mod calls;
 pub mod config;
 pub mod connectivity;
 pub mod control;
 pub mod daemon;
 pub mod error;
+pub mod failover;
 pub mod fence;
 pub mod fsm;
 pub mod http;
@@ -31,6 +33,14 @@ pub mod status;
 pub mod summary;
 
 pub use error::Error;
+
+/// Returns once `stop` says stop, or once nobody can say it any more (its sender is gone).
+/// The one way the daemon tells its tasks to end: the control socket, `[http]`, the ping
+/// monitor, the checks, the MySQL watcher and the outbox all wait on a `watch::Receiver<bool>`
+/// that the daemon sets as it exits (the outbox's own, so a reload can replace it alone).
+pub async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
 
 /// The wall clock in unix milliseconds, for journal entries and the boot counter's seed (never
 /// for deadlines: those use the monotonic clock).

@@ -14,57 +14,12 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use serde::Serialize;
 
-use crate::fsm::{RecordKind, REFUSED_THE_GROUP};
-use crate::http::Snapshot;
-use crate::journal::{Entry, Kind};
+use crate::status::Snapshot;
 
 /// The classic Prometheus text format, which every scraper and `promtool check metrics`
 /// read; prometheus-client writes OpenMetrics, converted by [`classic`].
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// The failovers this node took since it started, for `pbxha_failovers_total`, and the
-/// switchovers it refused, for `pbxha_switchovers_refused_total`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct FailoverCounts {
-    pub unplanned: u64,
-    pub planned: u64,
-    /// Takeovers refused because the VIP answered ARP (the split-brain guard). The fsm
-    /// re-probes the VIP every second after one without starting again, so each refusal
-    /// here is one takeover, however long the VIP keeps answering.
-    pub refused: u64,
-    /// `pbxha switchover` requests the daemon refused (peer not ready, a drain running...):
-    /// an operator's request, not a failover, so counted apart.
-    pub switchovers_refused: u64,
-    /// The last failover from its first sign of trouble to its end (the VIP's first SIP
-    /// answer when a `vip` probe waits for it), as its journal timeline shows it.
-    pub last_outage_ms: Option<u64>,
-}
-
-impl FailoverCounts {
-    /// A takeover finished; `entries` is its timeline. A refused one counts as refused
-    /// only: the group did not move, so it has no outage of its own either.
-    pub fn finished(&mut self, planned: bool, entries: &[Entry]) {
-        if refused_takeover(entries) {
-            self.refused += 1;
-            return;
-        }
-        *if planned { &mut self.planned } else { &mut self.unplanned } += 1;
-        if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
-            self.last_outage_ms = Some(last.at_ms.saturating_sub(first.at_ms));
-        }
-    }
-}
-
-/// Whether a takeover's timeline is one the split-brain guard refused: it ends in
-/// "takeover failed" after the fsm's "refused the group" record.
-fn refused_takeover(entries: &[Entry]) -> bool {
-    crate::notify::takeover_failed(entries)
-        && entries
-            .iter()
-            .any(|e| e.kind == Kind::Record(RecordKind::SplitBrain) && e.message.starts_with(REFUSED_THE_GROUP))
-}
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -163,7 +118,7 @@ pub fn render(snap: &Snapshot, now: Instant) -> String {
         if let Some(ms) = p.last_rtt_ms {
             rtt.get_or_create(&label("probe", &p.name)).set(ms / 1000.0);
         }
-        if let Some(up) = verdict(p.state) {
+        if let Some(up) = verdict(&p.state) {
             probe_up.get_or_create(&label("probe", &p.name)).set(i64::from(up));
         }
     }
@@ -178,7 +133,7 @@ pub fn render(snap: &Snapshot, now: Instant) -> String {
     }
     let check = out.gauge("check_up", "1 while a check is up, 0 while down");
     for c in &s.checks {
-        if let Some(up) = verdict(c.state) {
+        if let Some(up) = verdict(&c.state) {
             check.get_or_create(&label("check", &c.name)).set(i64::from(up));
         }
     }
@@ -237,8 +192,6 @@ fn verdict(state: &str) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fsm::RecordKind;
-    use crate::journal::Kind;
 
     #[test]
     fn openmetrics_counters_become_classic_ones() {
@@ -249,47 +202,5 @@ mod tests {
             "# HELP pbxha_up Up.\n# TYPE pbxha_up gauge\npbxha_up 1\n\
              # HELP pbxha_failovers_total Failovers.\n# TYPE pbxha_failovers_total counter\npbxha_failovers_total{kind=\"planned\"} 2\n"
         );
-    }
-
-    #[test]
-    fn a_finished_failover_counts_by_kind_and_keeps_its_outage() {
-        let mut f = FailoverCounts::default();
-        let at = |ms| Entry {
-            at_ms: ms,
-            node: "b".into(),
-            kind: Kind::Record(RecordKind::Suspicion),
-            message: String::new(),
-        };
-        f.finished(false, &[at(1_000), at(1_600), at(2_250)]);
-        f.finished(true, &[at(5_000), at(5_020)]);
-        assert_eq!(f, FailoverCounts { unplanned: 1, planned: 1, last_outage_ms: Some(20), ..Default::default() });
-    }
-
-    #[test]
-    fn a_takeover_the_guard_refused_counts_as_refused_only() {
-        let rec = |ms, kind, message: &str| Entry {
-            at_ms: ms,
-            node: "b".into(),
-            kind: Kind::Record(kind),
-            message: message.into(),
-        };
-        let begin = rec(1_000, RecordKind::FailoverBegin, "b takes over: peer a is dead");
-        let refused = [
-            begin.clone(),
-            rec(
-                1_120,
-                RecordKind::SplitBrain,
-                &format!("{REFUSED_THE_GROUP}: 198.51.100.100 answered ARP; probing the VIP every 1000 ms"),
-            ),
-            rec(1_121, RecordKind::FailoverEnd, crate::fsm::TAKEOVER_FAILED),
-        ];
-        let mut f = FailoverCounts::default();
-        f.finished(false, &refused);
-        assert_eq!(f, FailoverCounts { refused: 1, ..Default::default() });
-        // A member that would not start fails the takeover without any refusal: the group
-        // moved off the dead peer, so that is an unplanned failover (which failed).
-        let failed = [begin, rec(1_300, RecordKind::FailoverEnd, crate::fsm::TAKEOVER_FAILED)];
-        f.finished(false, &failed);
-        assert_eq!(f, FailoverCounts { refused: 1, unplanned: 1, last_outage_ms: Some(300), ..Default::default() });
     }
 }

@@ -12,7 +12,7 @@ use pbxha_replica::mysql::client;
 use pbxha_replica::mysql::status::{Alert, PairStatus, ServerStatus, DEFAULT_MAX_LAG_SECS};
 use pbxha_replica::mysql::{Mode, MysqlConfig};
 use pbxha_watchdog::report::Alert as Notice;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::notify::Notifier;
@@ -23,7 +23,7 @@ pub const POLL: Duration = Duration::from_secs(10);
 const POLL_LIMIT: Duration = Duration::from_secs(30);
 
 /// Replication health as `pbxha status` shows it.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct MysqlStatus {
     /// `None` until the first poll has finished.
     pub pair: Option<PairStatus>,
@@ -86,7 +86,7 @@ where
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = stop.changed() => return,
+            () = crate::stopped(&mut stop) => return,
         }
         let pair = tokio::time::timeout(POLL_LIMIT, poll()).await.unwrap_or_else(|_| {
             let why = format!("the servers did not answer within {POLL_LIMIT:?}");

@@ -3,12 +3,8 @@
 //! same from systemd, a shell or a test), and — when `[mail]` is configured — a mail written
 //! to the watchdog crate's durable outbox before anything tries to send it.
 //!
-//! A failover or switchover is one mail: [`Timeline`] collects, in memory, the entries the
-//! daemon journals from the suspicion to the end of the takeover, and [`switchover_report`]
-//! turns them into the report. Collecting in memory rather than reading the journal back
-//! avoids racing its writer thread.
+//! A failover or switchover is one mail, put together by [`crate::failover`].
 
-use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -18,11 +14,10 @@ use pbxha_telephony::Health;
 use pbxha_watchdog::checks::Transition;
 use pbxha_watchdog::mailer::MailHandle;
 use pbxha_watchdog::outbox::{format_ms, NewMail, Outbox};
-use pbxha_watchdog::report::{self, Alert, Move, SwitchoverReport, TimelineEntry};
-use serde::Serialize;
+use pbxha_watchdog::report::{self, Alert, SwitchoverReport};
+use serde::{Deserialize, Serialize};
 
-use crate::fsm::{Notice, RecordKind, Severity};
-use crate::journal::{Entry, Kind};
+use crate::fsm::{Notice, Severity};
 
 /// How long a hook may run before its process group is killed: a hung script must not pile up.
 const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -165,7 +160,7 @@ pub fn check_alert(t: &Transition, replication: bool) -> Option<Alert> {
 }
 
 /// The outbox as `pbxha status` shows it.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct MailStatus {
     /// Mails not yet accepted by the server.
     pub pending: usize,
@@ -205,7 +200,7 @@ impl MailStatus {
                 *out.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(status);
                 tokio::select! {
                     _ = tokio::time::sleep(MAIL_STATUS_EVERY) => {}
-                    _ = stop.changed() => return,
+                    () = crate::stopped(&mut stop) => return,
                 }
             }
         });
@@ -215,145 +210,6 @@ impl MailStatus {
 
 /// How often the outbox's state is read for `pbxha status`.
 pub const MAIL_STATUS_EVERY: Duration = Duration::from_secs(2);
-
-/// Suspicions this long before a takeover decision open its timeline (the journal's
-/// `SUSPICION_LOOKBACK_MS`, for the same reason).
-const SUSPICION_LOOKBACK_MS: u64 = 60_000;
-
-/// Entries kept before a decision: a suspicion, link and peer lines; bounded so a flapping
-/// link cannot grow it.
-const BEFORE_KEEP: usize = 64;
-
-/// The current failover's entries, collected as the daemon journals them (also from the
-/// resource group's task, hence the lock). Cheap to clone.
-#[derive(Clone, Default)]
-pub struct Timeline(Arc<Mutex<TimelineState>>);
-
-#[derive(Default)]
-struct TimelineState {
-    before: VecDeque<Entry>,
-    open: Option<Vec<Entry>>,
-}
-
-impl Timeline {
-    /// Feeds one journal entry; returns the whole timeline when it was the `FailoverEnd`.
-    pub fn observe(&self, e: &Entry) -> Option<Vec<Entry>> {
-        let mut st = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        match (&e.kind, st.open.take()) {
-            (Kind::Record(RecordKind::FailoverBegin), _) => {
-                // As the journal does: the timeline starts at the first recent suspicion.
-                let since = e.at_ms.saturating_sub(SUSPICION_LOOKBACK_MS);
-                let before = std::mem::take(&mut st.before);
-                let first =
-                    before.iter().position(|b| b.kind == Kind::Record(RecordKind::Suspicion) && b.at_ms >= since);
-                let mut entries: Vec<Entry> = first.map_or_else(Vec::new, |i| before.into_iter().skip(i).collect());
-                entries.push(e.clone());
-                st.open = Some(entries);
-                None
-            }
-            (Kind::Record(RecordKind::FailoverEnd), Some(mut entries)) => {
-                entries.push(e.clone());
-                Some(entries)
-            }
-            (_, Some(mut entries)) => {
-                entries.push(e.clone());
-                st.open = Some(entries);
-                None
-            }
-            (_, None) => {
-                if st.before.len() == BEFORE_KEEP {
-                    st.before.pop_front();
-                }
-                st.before.push_back(e.clone());
-                None
-            }
-        }
-    }
-}
-
-/// What the daemon knows about a failover besides its journal entries.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FailoverContext {
-    /// The node that held the group before, when this node saw it hold it.
-    pub old_primary: Option<String>,
-    /// The peer handed over (switchover, standby, its own fault) rather than dying.
-    pub planned: bool,
-    pub active_calls: Option<u32>,
-    /// Resource names that announce with gratuitous ARP when they start.
-    pub garp: Vec<String>,
-    pub drbd: Option<String>,
-    pub mysql: Option<String>,
-}
-
-/// The timeline line for the calls the old primary had when this node took over: on a
-/// planned move the count it reported as it handed over (its drain's final count), after a
-/// death the last count it reported, which are the calls dropped. `None` when nobody held
-/// the group before or its count is unknown.
-pub fn calls_at_takeover(ctx: &FailoverContext) -> Option<String> {
-    let (peer, calls) = (ctx.old_primary.as_ref()?, ctx.active_calls?);
-    Some(if ctx.planned {
-        format!("calls at the move: {calls} (count from {peer} as it handed over)")
-    } else {
-        format!("calls dropped: {calls} (last count from peer {peer})")
-    })
-}
-
-/// Whether a finished timeline is a takeover that did not get the group running.
-pub fn takeover_failed(entries: &[Entry]) -> bool {
-    entries.last().is_some_and(|e| e.message == crate::fsm::TAKEOVER_FAILED)
-}
-
-/// The switchover report for a finished timeline (`entries` from [`Timeline::observe`]).
-pub fn switchover_report(cluster: &str, local: &str, entries: &[Entry], ctx: &FailoverContext) -> SwitchoverReport {
-    let begin = entries.iter().find(|e| e.kind == Kind::Record(RecordKind::FailoverBegin));
-    let failed = takeover_failed(entries);
-    let why =
-        begin.map_or("unknown", |b| b.message.strip_prefix(&format!("{local} takes over: ")).unwrap_or(&b.message));
-    SwitchoverReport {
-        cluster: cluster.into(),
-        // The decision's wall-clock time: unique per node and stable, so the dedup key holds.
-        failover_id: begin.map_or(0, |b| b.at_ms),
-        kind: if ctx.planned { Move::Switchover } else { Move::Failover },
-        old_primary: ctx.old_primary.clone(),
-        new_primary: local.into(),
-        reason: if failed { format!("{why}; takeover FAILED") } else { why.into() },
-        timeline: entries.iter().map(|e| timeline_entry(e, &ctx.garp)).collect(),
-        active_calls: ctx.active_calls,
-        drbd: ctx.drbd.clone(),
-        mysql: ctx.mysql.clone(),
-    }
-}
-
-fn timeline_entry(e: &Entry, garp: &[String]) -> TimelineEntry {
-    let (what, duration_ms, ok) = match &e.kind {
-        Kind::Record(kind) => {
-            let label = match kind {
-                RecordKind::Suspicion => "suspicion",
-                RecordKind::FailoverBegin => "decision",
-                RecordKind::FailoverEnd => "done",
-                RecordKind::RoleChange => "role",
-                RecordKind::Peer => "peer",
-                RecordKind::Link => "link",
-                RecordKind::Health => "health",
-                RecordKind::Admin => "admin",
-                RecordKind::SplitBrain => "split brain",
-            };
-            (format!("{label}: {}", e.message), None, None)
-        }
-        Kind::Resource { resource, action, duration_ms, ok } => {
-            let mut what = format!("{resource} {}", action.outcome(*ok));
-            if !e.message.is_empty() {
-                what.push_str(&format!(": {}", e.message));
-            }
-            // The vip resource sends its first gratuitous ARP before its start returns.
-            if *ok && *action == crate::resources::ResourceAction::Start && garp.contains(resource) {
-                what.push_str("; gratuitous ARP sent");
-            }
-            (what, Some(*duration_ms), Some(*ok))
-        }
-    };
-    TimelineEntry { at_ms: e.at_ms, node: e.node.clone(), what, duration_ms, ok }
-}
 
 #[cfg(test)]
 mod tests {
@@ -405,81 +261,6 @@ mod tests {
         assert_eq!(calls[1].to_string(), "new-hook");
         let env: std::collections::BTreeMap<_, _> = calls[1].env.iter().cloned().collect();
         assert_eq!(env["PBXHA_CLUSTER"], "pbx-renamed");
-    }
-
-    fn rec(at_ms: u64, kind: RecordKind, message: &str) -> Entry {
-        Entry { at_ms, node: "b".into(), kind: Kind::Record(kind), message: message.into() }
-    }
-
-    fn start(at_ms: u64, resource: &str, duration_ms: u64, ok: bool) -> Entry {
-        let kind = Kind::Resource {
-            resource: resource.into(),
-            action: crate::resources::ResourceAction::Start,
-            duration_ms,
-            ok,
-        };
-        Entry { at_ms, node: "b".into(), kind, message: String::new() }
-    }
-
-    #[test]
-    fn a_timeline_runs_from_the_recent_suspicion_to_the_end() {
-        let t = Timeline::default();
-        let t0 = 1_714_564_800_000;
-        let feed = [
-            rec(t0 - 120_000, RecordKind::Suspicion, "old flap"),
-            rec(t0 - 90_000, RecordKind::Link, "link hb up"),
-            rec(t0, RecordKind::Suspicion, "peer a silent on all links for 310 ms"),
-            rec(t0 + 300, RecordKind::Peer, "peer a dead"),
-            rec(t0 + 301, RecordKind::FailoverBegin, "b takes over: peer a is dead"),
-            start(t0 + 340, "vip", 35, true),
-            start(t0 + 900, "pbx", 540, true),
-        ];
-        for e in &feed {
-            assert_eq!(t.observe(e), None);
-        }
-        let done = t.observe(&rec(t0 + 901, RecordKind::FailoverEnd, "b holds the group")).unwrap();
-        assert_eq!(done.len(), 6, "from the recent suspicion on: {done:#?}");
-        assert_eq!(done[0].message, "peer a silent on all links for 310 ms");
-        assert_eq!(t.observe(&rec(t0 + 950, RecordKind::Health, "later")), None, "closed");
-
-        let ctx = FailoverContext { old_primary: Some("a".into()), garp: vec!["vip".into()], ..Default::default() };
-        let r = switchover_report("pbx", "b", &done, &ctx);
-        assert_eq!((r.failover_id, r.kind, r.reason.as_str()), (t0 + 301, Move::Failover, "peer a is dead"));
-        let m = report::switchover_mail(&r);
-        assert_eq!(m.subject, "[pbx] failover: a → b (peer a is dead)");
-        for line in [
-            "suspicion: peer a silent",
-            "decision: b takes over",
-            "vip started; gratuitous ARP sent (35 ms)",
-            "pbx started (540 ms)",
-            "done: b holds the group",
-        ] {
-            assert!(m.body.contains(line), "{line} missing from\n{}", m.body);
-        }
-    }
-
-    #[test]
-    fn a_failed_takeover_says_so() {
-        let t = Timeline::default();
-        t.observe(&rec(10, RecordKind::FailoverBegin, "b takes over: peer a handed over"));
-        t.observe(&start(20, "vip", 5, false));
-        let done = t.observe(&rec(30, RecordKind::FailoverEnd, "takeover failed")).unwrap();
-        let ctx = FailoverContext { planned: true, garp: vec!["vip".into()], ..Default::default() };
-        let r = switchover_report("pbx", "b", &done, &ctx);
-        assert_eq!((r.kind, r.reason.as_str()), (Move::Switchover, "peer a handed over; takeover FAILED"));
-        assert_eq!(r.timeline[1].what, "vip failed to start");
-    }
-
-    #[test]
-    fn calls_at_takeover_are_dropped_after_a_death_and_moved_after_a_hand_over() {
-        let mut ctx = FailoverContext { old_primary: Some("a".into()), active_calls: Some(3), ..Default::default() };
-        assert_eq!(calls_at_takeover(&ctx).as_deref(), Some("calls dropped: 3 (last count from peer a)"));
-        ctx.planned = true;
-        assert_eq!(calls_at_takeover(&ctx).as_deref(), Some("calls at the move: 3 (count from a as it handed over)"));
-        ctx.active_calls = None;
-        assert_eq!(calls_at_takeover(&ctx), None, "an unknown count is not zero");
-        let cold = FailoverContext { active_calls: Some(0), ..Default::default() };
-        assert_eq!(calls_at_takeover(&cold), None, "a cold start dropped nothing");
     }
 
     #[test]

@@ -8,11 +8,10 @@
 use std::fmt::Write;
 use std::time::Instant;
 
-use crate::daemon::DaemonStatus;
-use crate::http::Snapshot;
+use crate::fsm::RecordKind;
 use crate::journal::{Entry, Failover, Kind};
 use crate::resources::ResourceAction;
-use crate::status::utc;
+use crate::status::{utc, DaemonStatus, Snapshot};
 
 /// Seconds between reloads: often enough to watch a failover, rare enough to cost nothing.
 const REFRESH_S: u32 = 5;
@@ -132,7 +131,7 @@ pub fn render(snap: &Snapshot, failovers: &Result<Vec<Failover>, String>, now: I
                 "<tr class=\"probe\"><td>SIP {} ({})</td><td>{}</td><td>{rtt}{}</td></tr>",
                 esc(&p.name),
                 esc(&p.target),
-                if p.active { p.state } else { "idle" },
+                if p.active { p.state.as_str() } else { "idle" },
                 esc(&p.recent.join(" ")),
             );
         }
@@ -204,13 +203,12 @@ fn classify(e: &Entry, s: &DaemonStatus) -> (&'static str, String) {
             (class, format!("{resource} {}{garp} ({duration_ms} ms)", action.outcome(*ok)))
         }
         Kind::Record(k) => {
-            let name = serde_json::to_value(k).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-            let class = match name.as_str() {
-                "suspicion" => "suspicion",
-                "failover-begin" => "decision",
-                "failover-end" => "end",
-                "health" if e.message.starts_with("first SIP answer") => "sip",
-                "peer" if e.message.contains("call") => "calls",
+            let class = match k {
+                RecordKind::Suspicion => "suspicion",
+                RecordKind::FailoverBegin => "decision",
+                RecordKind::FailoverEnd => "end",
+                RecordKind::FirstAnswer => "sip",
+                RecordKind::Calls => "calls",
                 _ => "record",
             };
             (class, e.message.clone())

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use pbxha_telephony::engine::{self, EngineHandle, Sample, TargetSpec, TargetStatus};
@@ -44,16 +44,16 @@ pub struct Probes {
 }
 
 /// One probe as `pbxha status` shows it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ProbeStatus {
     pub name: String,
-    pub role: &'static str,
+    pub role: String,
     pub target: String,
     /// Probed now (a `local-pbx` probe only while its member runs here, a `vip` probe only
     /// on the secondary).
     pub active: bool,
     /// `unknown`, `up` or `down`.
-    pub state: &'static str,
+    pub state: String,
     pub last_rtt_ms: Option<f64>,
     pub failures_in_row: u32,
     /// The latest verdicts, oldest first: a status code, `overloaded` or `fail`.
@@ -165,10 +165,10 @@ fn spec(c: &ProbeConfig) -> TargetSpec {
 fn status_of(c: &ProbeConfig, t: &TargetStatus) -> ProbeStatus {
     ProbeStatus {
         name: c.name.clone(),
-        role: c.role.as_str(),
+        role: c.role.as_str().into(),
         target: format!("{}:{}", t.transport.as_str().to_lowercase(), t.target),
         active: t.active,
-        state: t.health.as_str(),
+        state: t.health.as_str().into(),
         last_rtt_ms: t.last_rtt.map(|d| (d.as_secs_f64() * 1e6).round() / 1e3),
         failures_in_row: t.failures_in_row,
         recent: t
@@ -293,18 +293,27 @@ pub fn first_answer_line(target: &str, outcome: Result<&str, &str>, after: Durat
 }
 
 /// Asks the VIP for SIP OPTIONS in the background until it answers healthily or the wait
-/// ends; the daemon reads [`FirstAnswer::line`] on its next turn. Dropping it stops asking.
+/// ends; the daemon reads [`FirstAnswer::answer`] on its next turn. Dropping it stops asking.
 pub struct FirstAnswer {
-    line: Arc<Mutex<Option<String>>>,
+    answer: Arc<Mutex<Option<Answer>>>,
     task: JoinHandle<()>,
+}
+
+/// How the wait for the first SIP answer ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// The VIP answered healthily (rather than the wait running out).
+    pub answered: bool,
+    /// The timeline line ([`first_answer_line`]).
+    pub line: String,
 }
 
 impl FirstAnswer {
     /// Starts asking now; `decision` is when the takeover was decided (what the line's time
     /// counts from), `wait` how long to keep asking.
     pub fn spawn(p: Probe, policy: Policy, decision: Instant, wait: Duration) -> FirstAnswer {
-        let line = Arc::new(Mutex::new(None));
-        let slot = line.clone();
+        let answer = Arc::new(Mutex::new(None));
+        let slot = answer.clone();
         let task = tokio::spawn(async move {
             let target = format!("{}:{}", p.transport.as_str().to_lowercase(), p.target);
             let until = tokio::time::Instant::now() + wait;
@@ -313,18 +322,19 @@ impl FirstAnswer {
                 let v = verdict(&outcome, policy);
                 match (&outcome, v.is_healthy()) {
                     (Ok(r), true) => {
-                        break first_answer_line(
-                            &target,
-                            Ok(&format!("{} {}", r.status, r.reason)),
-                            decision.elapsed(),
-                        );
+                        let status = format!("{} {}", r.status, r.reason);
+                        let line = first_answer_line(&target, Ok(&status), decision.elapsed());
+                        break Answer { answered: true, line };
                     }
                     _ if tokio::time::Instant::now() >= until => {
                         let why = match v {
                             Verdict::Failed { reason } => reason,
                             other => format!("{other:?}"),
                         };
-                        break first_answer_line(&target, Err(&why), decision.elapsed());
+                        break Answer {
+                            answered: false,
+                            line: first_answer_line(&target, Err(&why), decision.elapsed()),
+                        };
                     }
                     _ => tokio::time::sleep(FIRST_ANSWER_RETRY).await,
                 }
@@ -333,12 +343,12 @@ impl FirstAnswer {
                 *s = Some(text);
             }
         });
-        FirstAnswer { line, task }
+        FirstAnswer { answer, task }
     }
 
-    /// The timeline line, once the VIP answered or the wait is over.
-    pub fn line(&self) -> Option<String> {
-        self.line.lock().ok().and_then(|s| s.clone())
+    /// The outcome, once the VIP answered or the wait is over.
+    pub fn answer(&self) -> Option<Answer> {
+        self.answer.lock().ok().and_then(|s| s.clone())
     }
 }
 
@@ -640,8 +650,9 @@ mod tests {
         );
         let until = Instant::now() + Duration::from_secs(20);
         let line = loop {
-            if let Some(line) = wait.line() {
-                break line;
+            if let Some(answer) = wait.answer() {
+                assert!(answer.answered);
+                break answer.line;
             }
             assert!(Instant::now() < until, "no answer from {addr}");
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -665,8 +676,9 @@ mod tests {
         );
         let until = Instant::now() + Duration::from_secs(20);
         let line = loop {
-            if let Some(line) = wait.line() {
-                break line;
+            if let Some(answer) = wait.answer() {
+                assert!(!answer.answered);
+                break answer.line;
             }
             assert!(Instant::now() < until, "the wait never ended");
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -2,11 +2,119 @@
 //! are alive, what each resource is doing, and why a node is in fault.
 
 use std::fmt::Write;
+use std::time::Instant;
 
-use crate::daemon::DaemonStatus;
-use crate::membership::DropCounters;
-use crate::resources::pbx::{CallsStatus, CALL_POLL};
-use crate::resources::MemberState;
+use serde::{Deserialize, Serialize};
+
+use crate::calls::{CallsStatus, DrainStatus, CALL_POLL};
+use crate::connectivity::TargetStatus;
+use crate::fsm::{NodeStatus, TakeoverEnd};
+use crate::journal::Entry;
+use crate::membership::{DropCounters, LinksStats};
+use crate::mysql_watch::MysqlStatus;
+use crate::notify::MailStatus;
+use crate::probes::ProbeStatus;
+use crate::resources::{MemberState, ResourceStatus};
+
+/// Everything `pbxha status` shows: what the daemon answers on its control socket and
+/// publishes for `[http]`, and what the `pbxha` commands read back from that JSON.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    pub cluster: String,
+    pub version: String,
+    pub uptime_s: u64,
+    #[serde(flatten)]
+    pub node: NodeStatus,
+    pub resources: Vec<ResourceStatus>,
+    pub heartbeat: LinksStats,
+    pub ping: Vec<TargetStatus>,
+    pub nonlocal_bind: Option<bool>,
+    pub journal: bool,
+    pub last_failover: Option<LastFailover>,
+    /// The running (or last) call drain: calls remaining, for `pbxha switchover` to show.
+    pub drain: Option<DrainStatus>,
+    /// This node's PBX calls at the last reading, while the group is here or being handed
+    /// over (what the heartbeat carries as `calls`).
+    pub calls: Option<CallsStatus>,
+    /// The outbox, when `[mail]` is configured: what waits and why.
+    pub mail: Option<MailStatus>,
+    /// Each `[[check]]`'s last state change.
+    pub checks: Vec<CheckStatus>,
+    /// Each `[[probe]]`: SIP health, last RTT and recent verdicts.
+    pub probes: Vec<ProbeStatus>,
+    /// Master-master replication health, when `[mysql]` is in that mode.
+    pub mysql: Option<MysqlStatus>,
+}
+
+impl DaemonStatus {
+    /// The status in a control-socket reply, typed; `None` when the reply has none (or it
+    /// is another daemon version's that does not read as this one's).
+    pub fn from_reply(reply: &crate::control::Reply) -> Option<DaemonStatus> {
+        reply.status.as_ref().and_then(|v| DaemonStatus::deserialize(v).ok())
+    }
+}
+
+/// A check as `pbxha status` shows it; `pbxha checks` has the history.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckStatus {
+    pub name: String,
+    /// `unknown` until the first verdict, then `up` or `down`.
+    pub state: String,
+    pub since_ms: Option<u64>,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LastFailover {
+    pub at_ms: u64,
+    pub message: String,
+    /// How long from decision to a running group; none while in progress or if it failed.
+    pub took_ms: Option<u64>,
+}
+
+/// What the daemon publishes for the endpoint.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub status: DaemonStatus,
+    pub failovers: FailoverCounts,
+    /// The first `drbd` resource as last read, when the group has one.
+    pub drbd: Option<pbxha_replica::drbd::status::ResourceStatus>,
+    /// When the daemon took it: "last heard" ages are counted from here.
+    pub taken: Instant,
+}
+
+/// The failovers this node took since it started, for `pbxha_failovers_total`, and the
+/// switchovers it refused, for `pbxha_switchovers_refused_total`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FailoverCounts {
+    pub unplanned: u64,
+    pub planned: u64,
+    /// Takeovers refused because the VIP answered ARP (the split-brain guard). The fsm
+    /// re-probes the VIP every second after one without starting again, so each refusal
+    /// here is one takeover, however long the VIP keeps answering.
+    pub refused: u64,
+    /// `pbxha switchover` requests the daemon refused (peer not ready, a drain running...):
+    /// an operator's request, not a failover, so counted apart.
+    pub switchovers_refused: u64,
+    /// The last failover from its first sign of trouble to its end (the VIP's first SIP
+    /// answer when a `vip` probe waits for it), as its journal timeline shows it.
+    pub last_outage_ms: Option<u64>,
+}
+
+impl FailoverCounts {
+    /// A takeover ended as `end`; `entries` is its timeline. A refused one counts as
+    /// refused only: the group did not move, so it has no outage of its own either.
+    pub fn finished(&mut self, planned: bool, end: TakeoverEnd, entries: &[Entry]) {
+        if end == TakeoverEnd::Refused {
+            self.refused += 1;
+            return;
+        }
+        *if planned { &mut self.planned } else { &mut self.unplanned } += 1;
+        if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
+            self.last_outage_ms = Some(last.at_ms.saturating_sub(first.at_ms));
+        }
+    }
+}
 
 pub fn render(s: &DaemonStatus) -> String {
     let mut o = String::new();
@@ -85,7 +193,7 @@ pub fn render(s: &DaemonStatus) -> String {
         let _ = writeln!(o, "Calls   {}", calls_line(c));
     }
     for (i, p) in s.probes.iter().enumerate() {
-        let state = match (p.active, p.state) {
+        let state = match (p.active, p.state.as_str()) {
             (false, _) => "idle",
             (true, "down") => "DOWN",
             (true, state) => state,
@@ -132,7 +240,7 @@ pub fn render(s: &DaemonStatus) -> String {
         let checks: Vec<String> = s
             .checks
             .iter()
-            .map(|c| match c.state {
+            .map(|c| match c.state.as_str() {
                 "down" => format!("{} DOWN ({})", c.name, c.detail),
                 state => format!("{} {state}", c.name),
             })
@@ -220,7 +328,86 @@ pub fn utc(ms: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use crate::resources::pbx::CallsStatus;
+    use super::FailoverCounts;
+    use crate::calls::CallsStatus;
+    use crate::fsm::{RecordKind, TakeoverEnd, REFUSED_THE_GROUP};
+    use crate::journal::{Entry, Kind};
+
+    #[test]
+    fn a_finished_failover_counts_by_kind_and_keeps_its_outage() {
+        let mut f = FailoverCounts::default();
+        let at = |ms| Entry {
+            at_ms: ms,
+            node: "b".into(),
+            kind: Kind::Record(RecordKind::Suspicion),
+            message: String::new(),
+        };
+        f.finished(false, TakeoverEnd::Failed, &[at(1_000), at(1_600), at(2_250)]);
+        f.finished(true, TakeoverEnd::GroupUp, &[at(5_000), at(5_020)]);
+        assert_eq!(f, FailoverCounts { unplanned: 1, planned: 1, last_outage_ms: Some(20), ..Default::default() });
+    }
+
+    #[test]
+    fn a_takeover_the_guard_refused_counts_as_refused_only() {
+        let rec = |ms, kind, message: &str| Entry {
+            at_ms: ms,
+            node: "b".into(),
+            kind: Kind::Record(kind),
+            message: message.into(),
+        };
+        let begin = rec(1_000, RecordKind::FailoverBegin, "b takes over: peer a is dead");
+        let refused = [
+            begin.clone(),
+            rec(
+                1_120,
+                RecordKind::SplitBrain,
+                &format!("{REFUSED_THE_GROUP}: 198.51.100.100 answered ARP; probing the VIP every 1000 ms"),
+            ),
+            rec(1_121, RecordKind::FailoverEnd, crate::fsm::TAKEOVER_FAILED),
+        ];
+        let mut f = FailoverCounts::default();
+        f.finished(false, TakeoverEnd::Refused, &refused);
+        assert_eq!(f, FailoverCounts { refused: 1, ..Default::default() });
+        // A member that would not start fails the takeover without any refusal: the group
+        // moved off the dead peer, so that is an unplanned failover (which failed).
+        let failed = [begin, rec(1_300, RecordKind::FailoverEnd, crate::fsm::TAKEOVER_FAILED)];
+        f.finished(false, TakeoverEnd::Failed, &failed);
+        assert_eq!(f, FailoverCounts { refused: 1, unplanned: 1, last_outage_ms: Some(300), ..Default::default() });
+    }
+
+    /// What the daemon answers reads back as the same status: the commands read the JSON
+    /// typed, so a field the reader does not know the way the writer wrote it shows here.
+    #[test]
+    fn status_json_reads_back_as_written() {
+        let json = serde_json::json!({
+            "cluster": "pbx", "version": "0.1.0", "uptime_s": 42,
+            "node": "b", "role": "primary", "group": "running", "faults": ["lost ping targets"],
+            "admin_standby": false, "handover": false, "draining": true, "reachable": 1, "targets": 2,
+            "peer": {"name": "a", "alive": true, "last": {
+                "role": "secondary", "group": "stopped", "healthy": true, "reachable": 2, "targets": 2,
+                "handover": true, "calls": 3, "fence_request": false, "fenced": false,
+                "drbd": {"role": "secondary", "disk": "up-to-date"}}},
+            "links": [{"name": "hb", "up": true, "last_seen_ms": 12, "one_way": false}],
+            "resources": [{"name": "vip", "kind": "vip", "state": "running", "restarts": 0, "restarts_total": 1,
+                "last_error": null, "last_action": "start", "last_action_ms": 30}],
+            "heartbeat": {"links": [{"name": "hb", "last-seen-ms": 12, "accepted": 9, "send-errors": 1,
+                "drops": {"truncated": 0, "oversized": 0, "malformed": 0, "foreign-cluster": 2, "forged": 0,
+                    "replayed": 0, "unknown-node": 0, "wrong-link": 0}}]},
+            "ping": [{"target": "198.51.100.1", "up": true, "last_rtt_ms": 0.25, "consecutive_ok": 3,
+                "consecutive_fail": 0, "last_error": null}],
+            "nonlocal_bind": true, "journal": true,
+            "last_failover": {"at_ms": 1_795_348_800_000_u64, "message": "b takes over: peer a dead", "took_ms": 900},
+            "drain": {"resource": "pbx", "calls": 2, "unknown": null, "elapsed_s": 4, "deadline_s": 300, "finished": false},
+            "calls": {"resource": "pbx", "calls": null, "unknown": "timeout"},
+            "mail": {"pending": 1, "last_error": "connection refused"},
+            "checks": [{"name": "disk", "state": "down", "since_ms": 5, "detail": "95% full"}],
+            "probes": [{"name": "trunk", "role": "trunk", "target": "udp:198.51.100.5:5060", "active": true,
+                "state": "up", "last_rtt_ms": 1.5, "failures_in_row": 0, "recent": ["200"], "last_error": null}],
+            "mysql": null,
+        });
+        let typed: super::DaemonStatus = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&typed).unwrap(), json);
+    }
 
     #[test]
     fn calls_show_the_count_or_why_it_is_unknown() {

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::plan::{Bridge, NodeFiles, PORTS, SIP_PORT, VIP};
-use super::{lab_err, Daemons, Error, Lab, Member, OnIsolation, Partition, Pbx, Profile, UpOptions};
+use super::{lab_err, Daemons, Error, Lab, Member, NodeView, OnIsolation, Partition, Pbx, Profile, UpOptions};
 
 /// A new probe this often: the resolution of every outage figure.
 const PROBE_EVERY: Duration = Duration::from_millis(10);
@@ -625,18 +625,14 @@ impl Bench<'_> {
     }
 
     /// One node's daemon status, or none when its control socket does not answer.
-    async fn node_status(&self, node: Member) -> Option<serde_json::Value> {
+    async fn node_status(&self, node: Member) -> Option<NodeView> {
         let socket = NodeFiles::new(self.lab.state_dir(), node).control_socket;
         self.daemons.status(&socket).await.ok().flatten()
     }
 
     /// Whether `node`'s group member `resource` is failed (its restart budget spent).
     async fn member_failed(&self, node: Member, resource: &str) -> bool {
-        self.node_status(node).await.is_some_and(|s| {
-            s["resources"]
-                .as_array()
-                .is_some_and(|list| list.iter().any(|r| r["name"] == resource && r["state"] == "failed"))
-        })
+        self.node_status(node).await.is_some_and(|s| s.failed_members.iter().any(|m| m == resource))
     }
 
     #[allow(clippy::type_complexity)]
@@ -761,7 +757,7 @@ impl Bench<'_> {
         self.killed = Some(peer);
         self.lab.kill(peer).await?;
         let deadline = Instant::now() + RUN_LIMIT;
-        while self.node_status(holder).await.is_none_or(|s| s["peer"]["alive"] != false) {
+        while self.node_status(holder).await.is_none_or(|s| s.peer_alive) {
             if Instant::now() >= deadline {
                 return Err(lab_err(format!("{holder} did not declare {peer} dead")));
             }
@@ -836,11 +832,7 @@ impl Bench<'_> {
         let (Some(p), Some(s)) = (self.node_status(holder).await, self.node_status(other(holder)).await) else {
             return Ok(None);
         };
-        let ok = p["role"] == "primary"
-            && p["group"] == "running"
-            && p["peer"]["alive"] == true
-            && s["role"] == "secondary"
-            && s["peer"]["alive"] == true;
+        let ok = p.role == "primary" && p.group == "running" && p.peer_alive && s.role == "secondary" && s.peer_alive;
         Ok(ok.then_some(holder))
     }
 
@@ -848,11 +840,7 @@ impl Bench<'_> {
         let mut parts = Vec::new();
         for node in Member::NODES {
             parts.push(match self.node_status(node).await {
-                Some(s) => format!(
-                    "{node}: {} (group {})",
-                    s["role"].as_str().unwrap_or("?"),
-                    s["group"].as_str().unwrap_or("?")
-                ),
+                Some(s) => format!("{node}: {} (group {})", s.role, s.group),
                 None => format!("{node}: daemon not answering"),
             });
         }
@@ -930,8 +918,8 @@ impl Bench<'_> {
             Observation { holders: self.lab.status().await.ok().map(|s| s.vip_holders), ..Observation::default() };
         for node in Member::NODES {
             let status = self.node_status(node).await;
-            obs.roles.insert(node, status.as_ref().and_then(|s| s["role"].as_str().map(String::from)));
-            obs.last_failover.insert(node, status.as_ref().and_then(|s| s["last_failover"]["at_ms"].as_u64()));
+            obs.roles.insert(node, status.as_ref().map(|s| s.role.clone()));
+            obs.last_failover.insert(node, status.as_ref().and_then(|s| s.last_failover_at_ms));
         }
         obs
     }
@@ -1025,13 +1013,8 @@ impl Bench<'_> {
                 .node_status(node)
                 .await
                 .ok_or_else(|| lab_err(format!("{node}'s daemon does not answer on its control socket")))?;
-            for link in status["heartbeat"]["links"].as_array().into_iter().flatten() {
-                let dropped =
-                    link["drops"].as_object().map_or(0, |d| d.values().filter_map(serde_json::Value::as_u64).sum());
-                out.insert(
-                    (node, link["name"].as_str().unwrap_or("?").to_string()),
-                    (link["accepted"].as_u64().unwrap_or(0), dropped, link["send_errors"].as_u64().unwrap_or(0)),
-                );
+            for link in status.links {
+                out.insert((node, link.name), (link.accepted, link.dropped, link.send_errors));
             }
         }
         Ok(out)

@@ -52,14 +52,39 @@ fn lab_err(message: impl Into<String>) -> Error {
     Error::Lab { message: message.into() }
 }
 
+/// The part of a daemon's status the lab and its bench judge by. The `pbxha` command fills
+/// it from the daemon's typed status, so the lab needs none of the daemon's types.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeView {
+    /// `primary`, `secondary`, `starting`…, as `pbxha status` shows it.
+    pub role: String,
+    /// The group's phase: `running`, `stopped`…
+    pub group: String,
+    pub peer_alive: bool,
+    /// When the last failover this daemon recorded began.
+    pub last_failover_at_ms: Option<u64>,
+    /// Group members whose restart budget is spent.
+    pub failed_members: Vec<String>,
+    pub links: Vec<LinkView>,
+}
+
+/// One heartbeat link's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LinkView {
+    pub name: String,
+    pub accepted: u64,
+    pub dropped: u64,
+    pub send_errors: u64,
+}
+
 /// What the lab asks of a node's running daemon over its control socket (`NodeFiles::
 /// control_socket`). The `pbxha` command implements it with its control client, as it
 /// implements `pbxha_installer::Appliance` for the wizard.
 #[async_trait::async_trait]
 pub trait Daemons: Send + Sync {
-    /// The daemon's status, as `pbxha status --json` prints it (`None` when the reply
-    /// carries none). `Err` says why the daemon could not be asked.
-    async fn status(&self, socket: &Path) -> Result<Option<serde_json::Value>, String>;
+    /// What the lab reads of the daemon's status (`None` when the reply carries none).
+    /// `Err` says why the daemon could not be asked.
+    async fn status(&self, socket: &Path) -> Result<Option<NodeView>, String>;
     /// `pbxha switchover --now`: `Ok(Err(reason))` when the daemon refused.
     async fn switchover_now(&self, socket: &Path) -> Result<Result<(), String>, String>;
 }

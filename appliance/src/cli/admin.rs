@@ -4,7 +4,10 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use pbxha_appliance::calls::DrainStatus;
 use pbxha_appliance::control::{self, Reply, Request};
+use pbxha_appliance::status::DaemonStatus;
+use pbxha_appliance::summary::{GroupPhase, Role};
 
 pub async fn status(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let reply = control::call(&control::socket_for(config), &Request::Status).await?;
@@ -81,11 +84,13 @@ pub async fn switchover(config: &Path, now: bool) -> anyhow::Result<ExitCode> {
     while started.elapsed() < limit {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let s = match control::call(&socket, &Request::Status).await {
-            Ok(Reply { status: Some(s), .. }) => {
-                unanswered = 0;
-                s
-            }
-            Ok(_) => continue,
+            Ok(reply) => match DaemonStatus::from_reply(&reply) {
+                Some(s) => {
+                    unanswered = 0;
+                    s
+                }
+                None => continue,
+            },
             Err(e) => {
                 unanswered += 1;
                 // Say so after about a second of silence, then every ten seconds.
@@ -95,46 +100,39 @@ pub async fn switchover(config: &Path, now: bool) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
-        let peer_role = s["peer"]["last"]["role"].as_str().unwrap_or("unknown");
-        let peer = s["peer"]["name"].as_str().unwrap_or("peer");
-        if let Some(deadline) = s["drain"]["deadline_s"].as_u64() {
-            limit = limit.max(Duration::from_secs(deadline) + MOVE_LIMIT);
+        let (n, peer) = (&s.node, &s.node.peer.name);
+        let peer_role = n.peer.last.map(|p| p.role);
+        let peer_role_name = peer_role.map_or("unknown".to_string(), |r| r.to_string());
+        if let Some(drain) = &s.drain {
+            limit = limit.max(Duration::from_secs(drain.deadline_s) + MOVE_LIMIT);
         }
-        let line = if s["draining"].as_bool() == Some(true) {
-            drain_line(&s["drain"])
+        let line = if n.draining {
+            drain_line(s.drain.as_ref())
         } else {
-            format!(
-                "this node: {}, group {}; {peer}: {peer_role}",
-                s["role"].as_str().unwrap_or("?"),
-                s["group"].as_str().unwrap_or("?")
-            )
+            format!("this node: {}, group {}; {peer}: {peer_role_name}", n.role, n.group.as_str())
         };
         if line != last_line {
             println!("  {:>6} ms  {line}", started.elapsed().as_millis());
             last_line = line;
         }
-        if peer_role == "primary" && s["group"] == "stopped" {
+        if peer_role == Some(Role::Primary) && n.group == GroupPhase::Stopped {
             println!("done: {peer} holds the group ({} ms)", started.elapsed().as_millis());
             return Ok(ExitCode::SUCCESS);
         }
         // The daemon ends a drain either by stopping the group or, when the peer can no
         // longer take over, by cancelling it and keeping the group: say so instead of
         // waiting out the limit for a move that is off.
-        drained |= s["draining"] == true;
-        if drained && s["draining"] == false && s["group"] == "running" && !released {
-            let why = if s["peer"]["alive"] == true {
-                format!("{peer} is {peer_role}")
-            } else {
-                format!("{peer} is not heard")
-            };
+        drained |= n.draining;
+        if drained && !n.draining && n.group == GroupPhase::Running && !released {
+            let why = if n.peer.alive { format!("{peer} is {peer_role_name}") } else { format!("{peer} is not heard") };
             eprintln!("pbxha: switchover cancelled during the call drain: {why}, so it cannot take over; this node keeps the group and takes new calls again (see `pbxha history`)");
             return Ok(ExitCode::FAILURE);
         }
         // The group left this node and came back: the peer could not take it.
-        released |= s["group"] == "stopped";
-        if released && s["group"] == "running" {
+        released |= n.group == GroupPhase::Stopped;
+        if released && n.group == GroupPhase::Running {
             eprintln!(
-                "pbxha: {peer} did not take the group ({peer_role}); it is running here again; see `pbxha status`"
+                "pbxha: {peer} did not take the group ({peer_role_name}); it is running here again; see `pbxha status`"
             );
             return Ok(ExitCode::FAILURE);
         }
@@ -145,30 +143,41 @@ pub async fn switchover(config: &Path, now: bool) -> anyhow::Result<ExitCode> {
 
 /// The progress of a running drain from the status's `drain` field. A finished one is the
 /// previous switchover's, shown by the daemon until this drain's first count.
-fn drain_line(drain: &serde_json::Value) -> String {
-    if drain.is_null() || drain["finished"].as_bool() != Some(false) {
+fn drain_line(drain: Option<&DrainStatus>) -> String {
+    let Some(drain) = drain.filter(|d| !d.finished) else {
         return "draining calls…".into();
-    }
-    let calls = match drain["calls"].as_u64() {
-        Some(n) => format!("{n} call(s) remaining"),
-        None => format!("call count unknown ({})", drain["unknown"].as_str().unwrap_or("no reading")),
     };
-    let (elapsed, deadline) = (drain["elapsed_s"].as_u64().unwrap_or(0), drain["deadline_s"].as_u64().unwrap_or(0));
-    format!("draining: {calls} ({elapsed}s of {deadline}s)")
+    let calls = match drain.calls {
+        Some(n) => format!("{n} call(s) remaining"),
+        None => format!("call count unknown ({})", drain.unknown.as_deref().unwrap_or("no reading")),
+    };
+    format!("draining: {calls} ({}s of {}s)", drain.elapsed_s, drain.deadline_s)
 }
 
 #[cfg(test)]
 mod tests {
+    use pbxha_appliance::calls::DrainStatus;
     use serde_json::json;
+
+    /// A drain as the daemon's JSON has it, read as the command reads it.
+    fn drain(v: serde_json::Value) -> DrainStatus {
+        serde_json::from_value(v).unwrap()
+    }
 
     #[test]
     fn drain_progress_shows_calls_remaining_against_the_deadline() {
-        let running = json!({"resource": "pbx", "calls": 3, "unknown": null, "elapsed_s": 12, "deadline_s": 300, "finished": false});
-        assert_eq!(super::drain_line(&running), "draining: 3 call(s) remaining (12s of 300s)");
-        let unknown = json!({"resource": "pbx", "calls": null, "unknown": "timeout", "elapsed_s": 1, "deadline_s": 60, "finished": false});
-        assert_eq!(super::drain_line(&unknown), "draining: call count unknown (timeout) (1s of 60s)");
-        let previous = json!({"resource": "pbx", "calls": 0, "unknown": null, "elapsed_s": 40, "deadline_s": 300, "finished": true});
-        assert_eq!(super::drain_line(&previous), "draining calls…");
-        assert_eq!(super::drain_line(&serde_json::Value::Null), "draining calls…");
+        let running = drain(
+            json!({"resource": "pbx", "calls": 3, "unknown": null, "elapsed_s": 12, "deadline_s": 300, "finished": false}),
+        );
+        assert_eq!(super::drain_line(Some(&running)), "draining: 3 call(s) remaining (12s of 300s)");
+        let unknown = drain(
+            json!({"resource": "pbx", "calls": null, "unknown": "timeout", "elapsed_s": 1, "deadline_s": 60, "finished": false}),
+        );
+        assert_eq!(super::drain_line(Some(&unknown)), "draining: call count unknown (timeout) (1s of 60s)");
+        let previous = drain(
+            json!({"resource": "pbx", "calls": 0, "unknown": null, "elapsed_s": 40, "deadline_s": 300, "finished": true}),
+        );
+        assert_eq!(super::drain_line(Some(&previous)), "draining calls…");
+        assert_eq!(super::drain_line(None), "draining calls…");
     }
 }

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use clap::{Args, Subcommand};
 use nix::sys::signal::Signal;
 use pbxha_appliance::control::{self, Request};
+use pbxha_appliance::status::DaemonStatus;
 use pbxha_lab::bench;
 use pbxha_lab::plan::{NodeFiles, VIP};
-use pbxha_lab::{Daemons, Lab, Member, OnIsolation, Partition, Pbx, Profile, UpOptions};
+use pbxha_lab::{Daemons, Lab, LinkView, Member, NodeView, OnIsolation, Partition, Pbx, Profile, UpOptions};
 use pbxha_runner::SystemRunner;
 use serde::Serialize;
 
@@ -310,13 +311,41 @@ struct ControlSockets;
 
 #[async_trait::async_trait]
 impl Daemons for ControlSockets {
-    async fn status(&self, socket: &Path) -> Result<Option<serde_json::Value>, String> {
-        control::call(socket, &Request::Status).await.map(|reply| reply.status).map_err(|e| e.to_string())
+    async fn status(&self, socket: &Path) -> Result<Option<NodeView>, String> {
+        let reply = control::call(socket, &Request::Status).await.map_err(|e| e.to_string())?;
+        Ok(DaemonStatus::from_reply(&reply).map(|s| node_view(&s)))
     }
 
     async fn switchover_now(&self, socket: &Path) -> Result<Result<(), String>, String> {
         let reply = control::call(socket, &Request::Switchover { now: true }).await.map_err(|e| e.to_string())?;
         Ok(if reply.ok { Ok(()) } else { Err(reply.message) })
+    }
+}
+
+/// The lab's reading of a daemon's typed status.
+fn node_view(s: &DaemonStatus) -> NodeView {
+    NodeView {
+        role: s.node.role.to_string(),
+        group: s.node.group.as_str().to_string(),
+        peer_alive: s.node.peer.alive,
+        last_failover_at_ms: s.last_failover.as_ref().map(|f| f.at_ms),
+        failed_members: s
+            .resources
+            .iter()
+            .filter(|r| r.state == pbxha_appliance::resources::MemberState::Failed)
+            .map(|r| r.name.clone())
+            .collect(),
+        links: s
+            .heartbeat
+            .links
+            .iter()
+            .map(|l| LinkView {
+                name: l.name.clone(),
+                accepted: l.accepted,
+                dropped: l.drops.total(),
+                send_errors: l.send_errors,
+            })
+            .collect(),
     }
 }
 
@@ -326,9 +355,7 @@ async fn roles(lab: &Lab) -> BTreeMap<String, String> {
     for node in Member::NODES {
         let socket = NodeFiles::new(lab.state_dir(), node).control_socket;
         let role = match ControlSockets.status(&socket).await {
-            Ok(status) => {
-                status.and_then(|s| s["role"].as_str().map(str::to_string)).unwrap_or_else(|| "unknown".into())
-            }
+            Ok(status) => status.map_or_else(|| "unknown".into(), |s| s.role),
             Err(_) => "down".into(),
         };
         out.insert(node.name().to_string(), role);

@@ -102,6 +102,21 @@ pub enum Action {
 pub struct Record {
     pub kind: RecordKind,
     pub message: String,
+    /// On a `FailoverEnd`: how the takeover ended, for its report (the message is for people).
+    pub end: Option<TakeoverEnd>,
+}
+
+/// How a takeover ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TakeoverEnd {
+    /// The group runs here.
+    GroupUp,
+    /// A member would not start; the group did not move.
+    Failed,
+    /// The VIP answered ARP, so nothing started (the split-brain guard): counted apart, and
+    /// with no outage of its own.
+    Refused,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -119,6 +134,10 @@ pub enum RecordKind {
     /// The group is running on the new primary; closes the timeline.
     FailoverEnd,
     SplitBrain,
+    /// The VIP's first SIP answer after a takeover (the PBX serves again).
+    FirstAnswer,
+    /// The calls the old primary had at a takeover: dropped, or moved on a hand-over.
+    Calls,
 }
 
 /// Something a person should hear about.

@@ -15,7 +15,7 @@ mod sim;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use event::*;
 
@@ -28,8 +28,7 @@ const SHUTDOWN_STOP_RETRY: Duration = Duration::from_secs(1);
 /// `ExecStopPost=` removes them; the takeover follows within this time of the VIP falling
 /// silent.
 pub const VIP_REPROBE: Duration = Duration::from_secs(1);
-/// How the `SplitBrain` record of a takeover the VIP guard refused begins; the metrics
-/// tell a refused takeover from a failed one by it.
+/// How the `SplitBrain` record of a takeover the VIP guard refused begins.
 pub const REFUSED_THE_GROUP: &str = "refused the group";
 /// The `FailoverEnd` message of a takeover that did not get the group running.
 pub const TAKEOVER_FAILED: &str = "takeover failed";
@@ -223,7 +222,7 @@ struct Refusal {
 }
 
 /// A point-in-time view for `pbxha status`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub node: String,
     pub role: Role,
@@ -238,14 +237,14 @@ pub struct NodeStatus {
     pub links: Vec<LinkStatus>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PeerStatus {
     pub name: String,
     pub alive: bool,
     pub last: Option<NodeSummary>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LinkStatus {
     pub name: String,
     pub up: bool,
@@ -569,7 +568,12 @@ impl Node {
                 }
                 if self.failover_open {
                     self.failover_open = false;
-                    record(out, RecordKind::FailoverEnd, format!("{} holds the group", self.p.node_name));
+                    let message = format!("{} holds the group", self.p.node_name);
+                    out.push(Action::Record(Record {
+                        kind: RecordKind::FailoverEnd,
+                        message,
+                        end: Some(TakeoverEnd::GroupUp),
+                    }));
                 }
                 out.push(Action::Announce);
             }
@@ -604,7 +608,9 @@ impl Node {
                 }
                 if self.failover_open {
                     self.failover_open = false;
-                    record(out, RecordKind::FailoverEnd, TAKEOVER_FAILED.into());
+                    let end = if conflict { TakeoverEnd::Refused } else { TakeoverEnd::Failed };
+                    let message = TAKEOVER_FAILED.into();
+                    out.push(Action::Record(Record { kind: RecordKind::FailoverEnd, message, end: Some(end) }));
                 }
                 out.push(Action::Announce);
             }
@@ -1216,7 +1222,7 @@ impl Node {
 }
 
 fn record(out: &mut Vec<Action>, kind: RecordKind, message: String) {
-    out.push(Action::Record(Record { kind, message }));
+    out.push(Action::Record(Record { kind, message, end: None }));
 }
 
 fn notify(out: &mut Vec<Action>, severity: Severity, subject: String, body: String) {

@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -61,7 +61,7 @@ impl Member {
 }
 
 /// What the executor did to a resource, for the journal.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ResourceAction {
     Start,
@@ -126,7 +126,7 @@ pub struct ResourceReport {
 pub type Reporter = Arc<dyn Fn(ResourceReport) + Send + Sync>;
 
 /// A member's state as `pbxha status` shows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum MemberState {
     Running,
@@ -139,10 +139,10 @@ pub enum MemberState {
 }
 
 /// One line of `pbxha status` for a resource.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResourceStatus {
     pub name: String,
-    pub kind: &'static str,
+    pub kind: String,
     pub state: MemberState,
     /// Local restarts within the current `restart-window`.
     pub restarts: u32,
@@ -240,7 +240,7 @@ impl GroupHandle {
             .iter()
             .map(|slot| ResourceStatus {
                 name: slot.name.clone(),
-                kind: slot.kind,
+                kind: slot.kind.into(),
                 state: slot.state,
                 restarts: slot.restarts.iter().filter(|at| now.duration_since(**at) < self.window).count() as u32,
                 restarts_total: slot.restarts_total,

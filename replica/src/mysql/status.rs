@@ -8,7 +8,7 @@ use std::fmt;
 pub type Column = (String, Option<String>);
 
 /// The replication IO thread: `Connecting` is a peer that cannot be reached (yet).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum IoState {
     Yes,
@@ -17,14 +17,14 @@ pub enum IoState {
 }
 
 /// A thread's last error (`Last_IO_Errno`/`Last_IO_Error`, `Last_SQL_*`).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ThreadError {
     pub errno: u32,
     pub message: String,
 }
 
 /// What one server says about its replication from the other.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ReplicaStatus {
     /// `Master_Host:Master_Port` (`Source_*` in MySQL 8).
     pub source: String,
@@ -95,7 +95,7 @@ impl ReplicaStatus {
 }
 
 /// One server's side of the pair as monitoring sees it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ServerStatus {
     /// `local 198.51.100.11:3306` or `peer ...`: names the side in every message.
     pub server: String,
@@ -107,14 +107,14 @@ pub struct ServerStatus {
 }
 
 /// Both sides, or why a side could not be asked.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PairStatus {
     pub local: Result<ServerStatus, String>,
     pub peer: Result<ServerStatus, String>,
 }
 
 /// Something an operator must hear about, naming the failing side.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Alert {
     pub server: String,
     pub message: String,
