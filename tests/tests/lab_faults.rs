@@ -203,7 +203,10 @@ fn failed_member_without_a_peer_is_restarted() {
         "`pbxha online` took {:?} to start the failed PBX, as long as the failure-timeout",
         online_at.elapsed()
     );
-    assert_eq!(member_state(lab, p, "sip").as_deref(), Some("running"));
+    // The responder may answer before the executor has seen its start finish.
+    wait_for(SETTLE, &format!("{p}'s sip member to be running again"), || {
+        (member_state(lab, p, "sip").as_deref() == Some("running")).then_some(())
+    });
 
     // Left alone, the failed member is restarted after the failure-timeout.
     let (_, failed_at) = crash_pbx_until_failed(lab, p, sip);
