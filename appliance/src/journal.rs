@@ -429,7 +429,7 @@ pub fn render_history(failovers: &[Failover]) -> String {
 
 /// `2024-05-01 12:00:00.123 UTC` from unix milliseconds, without a date library: days to
 /// civil date after Howard Hinnant's `civil_from_days` (proleptic Gregorian).
-fn utc(unix_ms: u64) -> String {
+pub fn utc(unix_ms: u64) -> String {
     let secs = unix_ms / 1000;
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
