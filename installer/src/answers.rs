@@ -16,7 +16,7 @@ use toml::{Table, Value};
 
 /// One problem in the answers file: where, what, and how to fix it. The same type as the
 /// `[mail]` reader's, whose problems the answers file adopts as they are.
-pub use pbxha_watchdog::config::Problem;
+pub use pbxha_conf::Problem;
 
 /// An address with its prefix length, e.g. `198.51.100.100/24`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

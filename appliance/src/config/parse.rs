@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pbxha_watchdog::config::parse_duration;
+use pbxha_conf::parse_duration;
 use toml::{Table, Value};
 
 use super::*;
@@ -139,7 +139,7 @@ fn read_config(root: &mut Section) -> Option<Config> {
     };
     let checks = match root.get("check") {
         None => Vec::new(),
-        Some(v) => pbxha_watchdog::config::parse_checks(v, "check").unwrap_or_else(|p| {
+        Some(v) => pbxha_watchdog::config::parse_checks(v).unwrap_or_else(|p| {
             root.foreign(p);
             Vec::new()
         }),
@@ -503,7 +503,7 @@ impl<'a> Section<'a> {
 
     /// Adopts the problems of a section another crate read (`[mail]`, `[[check]]`); their
     /// key paths are already complete.
-    fn foreign(&self, problems: Vec<pbxha_watchdog::config::Problem>) {
+    fn foreign(&self, problems: Vec<pbxha_conf::Problem>) {
         let converted = problems.into_iter().map(|p| Problem { key: p.key, message: p.message, hint: p.hint });
         self.problems.borrow_mut().extend(converted);
     }
