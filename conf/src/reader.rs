@@ -74,15 +74,19 @@ impl<'a> Reader<'a> {
 
     /// The raw value of `key`, which is now a known key.
     pub fn get(&mut self, key: &'static str) -> Option<&'a Value> {
-        self.asked.push(key);
+        if !self.asked.contains(&key) {
+            self.asked.push(key);
+        }
         self.table.get(key)
     }
 
-    /// Whether a required `key` is there; an absent one is still a known key.
-    fn present(&mut self, key: &'static str) -> bool {
+    /// Whether a required `key` is there; an absent one is reported missing (with `hint`)
+    /// and is still a known key.
+    pub fn required(&mut self, key: &'static str, hint: Option<&str>) -> bool {
         let present = self.table.contains_key(key);
         if !present {
             self.asked.push(key);
+            self.missing::<()>(key, hint);
         }
         present
     }
@@ -105,9 +109,9 @@ impl<'a> Reader<'a> {
     }
 
     pub fn string(&mut self, key: &'static str) -> Option<String> {
-        match self.present(key) {
+        match self.required(key, None) {
             true => self.opt_string(key),
-            false => self.missing(key, None),
+            false => None,
         }
     }
 
@@ -128,9 +132,9 @@ impl<'a> Reader<'a> {
         parse: impl FnOnce(&str) -> Result<T, String>,
         hint: Option<&str>,
     ) -> Option<T> {
-        match self.present(key) {
+        match self.required(key, None) {
             true => self.opt_string_as(key, parse, hint),
-            false => self.missing(key, None),
+            false => None,
         }
     }
 
@@ -172,9 +176,9 @@ impl<'a> Reader<'a> {
     }
 
     pub fn int<T: TryFrom<i64>>(&mut self, key: &'static str, min: i64, max: i64) -> Option<T> {
-        match self.present(key) {
+        match self.required(key, None) {
             true => self.opt_int(key, min, max),
-            false => self.missing(key, None),
+            false => None,
         }
     }
 
@@ -272,9 +276,9 @@ impl<'a> Reader<'a> {
     }
 
     pub fn table(&mut self, key: &'static str) -> Option<Reader<'a>> {
-        match self.present(key) {
+        match self.required(key, None) {
             true => self.opt_table(key),
-            false => self.missing(key, None),
+            false => None,
         }
     }
 
@@ -305,8 +309,8 @@ impl<'a> Reader<'a> {
 
     /// At least one `[[key]]` table.
     pub fn tables(&mut self, key: &'static str) -> Vec<Reader<'a>> {
-        if !self.present(key) {
-            return self.missing(key, None).unwrap_or_default();
+        if !self.required(key, None) {
+            return Vec::new();
         }
         let tables = self.opt_tables(key).unwrap_or_default();
         if matches!(self.table.get(key), Some(Value::Array(items)) if items.is_empty()) {
