@@ -290,6 +290,14 @@ impl<'a> Reader<'a> {
         value
     }
 
+    /// An optional sub-table, read by `read` and finished: `[mail]`, `[watchdog]`.
+    pub fn section<T>(&mut self, key: &'static str, read: impl FnOnce(&mut Reader<'a>) -> T) -> Option<T> {
+        let mut r = self.opt_table(key)?;
+        let value = read(&mut r);
+        r.finish();
+        Some(value)
+    }
+
     /// `[[key]]` tables, at paths like `link[1]`; the caller finishes each. `None` when absent.
     pub fn opt_tables(&mut self, key: &'static str) -> Option<Vec<Reader<'a>>> {
         match self.get(key)? {

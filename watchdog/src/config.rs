@@ -29,7 +29,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use lettre::message::Mailbox;
-use pbxha_conf::{parse_duration, Problem, Problems, Reader};
+use pbxha_conf::{parse_duration, Problem, Reader};
 use toml::{Table, Value};
 
 use crate::schedule::Schedule;
@@ -173,15 +173,6 @@ pub fn read_mail(r: &mut Reader) -> Option<MailConfig> {
         retry_min,
         retry_max,
     })
-}
-
-/// Reads the `[[check]]` array (`value` is what the root table holds under `check`).
-pub fn parse_checks(value: &Value) -> Result<Vec<CheckConfig>, Vec<Problem>> {
-    // The array as its parent holds it, so problems get their `check[i]` paths.
-    let parent = Table::from_iter([("check".to_string(), value.clone())]);
-    let problems = Problems::new();
-    let checks = read_checks(&mut Reader::root(&parent, &problems));
-    problems.result(Some(checks))
 }
 
 /// Reads the `[[check]]` tables of the file's root `r`; check names must be unique because
@@ -409,7 +400,9 @@ mod tests {
 
     fn checks(text: &str) -> Result<Vec<CheckConfig>, Vec<Problem>> {
         let root = table(text);
-        parse_checks(&root["check"])
+        let problems = pbxha_conf::Problems::new();
+        let checks = read_checks(&mut Reader::root(&root, &problems));
+        problems.result(Some(checks))
     }
 
     #[test]

@@ -20,23 +20,8 @@ pub use validate::{local_node, private_file};
 /// Where the config lives unless `--config` says otherwise.
 pub const DEFAULT_PATH: &str = "/etc/pbxha/pbxha.toml";
 
-/// One thing wrong with a config, at a key path such as `link[0].address.b`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Problem {
-    pub key: String,
-    pub message: String,
-    pub hint: Option<String>,
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.key, self.message)?;
-        if let Some(hint) = &self.hint {
-            write!(f, " (hint: {hint})")?;
-        }
-        Ok(())
-    }
-}
+/// One thing wrong with a config, at a key path such as `link[0].addresses.b`.
+pub use pbxha_conf::Problem;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Config {
@@ -160,66 +145,7 @@ pub struct LinkConfig {
 }
 
 /// An address with its prefix length, such as `203.0.113.1/24`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct Cidr {
-    pub addr: IpAddr,
-    pub prefix: u8,
-}
-
-impl Cidr {
-    /// Whether `ip` lies in this address's subnet.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(a), IpAddr::V4(b)) => {
-                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(self.prefix)) };
-                u32::from(a) & mask == u32::from(b) & mask
-            }
-            (IpAddr::V6(a), IpAddr::V6(b)) => {
-                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(self.prefix)) };
-                u128::from(a) & mask == u128::from(b) & mask
-            }
-            _ => false,
-        }
-    }
-
-    /// The IPv4 broadcast address of this subnet.
-    pub fn broadcast(&self) -> Option<std::net::Ipv4Addr> {
-        match self.addr {
-            IpAddr::V4(a) => {
-                let host = if self.prefix >= 32 { 0 } else { u32::MAX >> u32::from(self.prefix) };
-                Some((u32::from(a) | host).into())
-            }
-            IpAddr::V6(_) => None,
-        }
-    }
-}
-
-impl std::fmt::Display for Cidr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-impl std::str::FromStr for Cidr {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let addr: IpAddr = addr.parse().map_err(|_| format!("`{addr}` is not an IP address"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => match p.parse::<u8>() {
-                Ok(p) if p <= max => p,
-                _ => return Err(format!("`/{p}` is not a prefix length for {addr} (0 to {max})")),
-            },
-        };
-        Ok(Cidr { addr, prefix })
-    }
-}
+pub use pbxha_conf::Cidr;
 
 /// Ping nodes: the tie-breaker that tells "the peer died" from "I am cut off".
 #[derive(Clone, Debug, PartialEq, Serialize)]

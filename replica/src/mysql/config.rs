@@ -82,7 +82,8 @@ pub fn parse_mysql(table: &Table) -> Result<MysqlConfig, Vec<Problem>> {
     pbxha_conf::read_table(table, "mysql", read_mysql)
 }
 
-fn read_mysql(r: &mut Reader) -> Option<MysqlConfig> {
+/// Reads the keys of the `[mysql]` section `r`; the caller finishes it.
+pub fn read_mysql(r: &mut Reader) -> Option<MysqlConfig> {
     let mode = match r.string("mode").as_deref() {
         Some("master-master") => Some(Mode::MasterMaster),
         Some("replica") => Some(Mode::Replica),
