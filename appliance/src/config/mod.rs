@@ -1,6 +1,6 @@
 //! `/etc/pbxha/pbxha.toml`: the typed model ([`Config`]), the reader that turns TOML into it
 //! while collecting every problem with its key path ([`parse`]), and the semantic checks
-//! ([`Config::validate`]).
+//! ([`Config::validate`], which reads no files, and [`Config::check_files`], which does).
 
 mod parse;
 mod validate;

@@ -37,7 +37,8 @@ pub fn lenient_path(config: &Path, section: &str, key: &str, default: &str) -> P
         .unwrap_or_else(|| PathBuf::from(default))
 }
 
-/// Parses and validates config text, returning every problem found.
+/// Parses config text and runs both checks, [`Config::validate`] and the filesystem's
+/// [`Config::check_files`], returning every problem found.
 pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
     let root = pbxha_conf::parse_toml(text).map_err(|p| vec![p])?;
     let problems = Problems::new();
@@ -45,6 +46,7 @@ pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
     let mut problems = problems.into_vec();
     if let Some(config) = &config {
         problems.extend(config.validate());
+        problems.extend(config.check_files());
     }
     match config {
         Some(config) if problems.is_empty() => Ok(config),

@@ -526,7 +526,7 @@ mod tests {
         let key = crate::config::tests::key_file(0o600);
         let mut whole = crate::config::parse(&crate::config::tests::minimal(key.path())).unwrap();
         whole.resources = vec![r.clone()];
-        let problems = whole.validate();
+        let problems = whole.check_files();
         assert!(
             problems.iter().any(|p| p.key == "resource[0].ami-secret-file" && p.message.contains("mode 0644")),
             "{problems:?}"
@@ -551,7 +551,7 @@ mod tests {
         let c = crate::config::parse(&text).unwrap();
         let runner = Arc::new(ScriptedRunner::new());
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
-        let problems = c.validate();
+        let problems = c.check_files();
         assert!(
             problems
                 .iter()
@@ -561,7 +561,7 @@ mod tests {
         let err = adapter("fs", config(&c.resources[0]), runner.clone()).err().unwrap().to_string();
         assert!(err.contains(&path.display().to_string()) && err.contains("mode 0640"), "{err}");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(c.validate(), vec![]);
+        assert_eq!(c.check_files(), vec![]);
         runner.on(["fs_cli", "-x", "show calls count"], Output::ok("\n2 total.\n\n"));
         let pbx = adapter("fs", config(&c.resources[0]), runner.clone()).unwrap();
         assert_eq!(pbx.active_calls().await, Calls::Known(2));
