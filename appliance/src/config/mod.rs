@@ -266,153 +266,17 @@ pub struct ResourceConfig {
     pub kind: ResourceKind,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum ResourceKind {
-    Service(ServiceConfig),
-    Ocf(OcfConfig),
-    Vip(VipConfig),
-    Pbx(PbxConfig),
-    Drbd(DrbdConfig),
-    Filesystem(FilesystemConfig),
-    Mysql(MysqlResourceConfig),
-}
-
-impl ResourceKind {
-    pub fn name(&self) -> &'static str {
-        match self {
-            ResourceKind::Service(_) => "service",
-            ResourceKind::Ocf(_) => "ocf",
-            ResourceKind::Vip(_) => "vip",
-            ResourceKind::Pbx(_) => "pbx",
-            ResourceKind::Drbd(_) => "drbd",
-            ResourceKind::Filesystem(_) => "filesystem",
-            ResourceKind::Mysql(_) => "mysql",
-        }
-    }
-}
-
-/// How a `service` resource is driven: exactly one of these.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ServiceConfig {
-    /// A systemd unit: `systemctl start|stop|is-active UNIT`.
-    Unit(String),
-    /// Separate argvs for start and stop, and optionally status (exit 0 = running).
-    Commands { start: Vec<String>, stop: Vec<String>, status: Option<Vec<String>> },
-    /// A foreground process that pbxha itself starts, watches and kills (with its process
-    /// group) on stop.
-    Exec { argv: Vec<String>, env: BTreeMap<String, String> },
-}
-
-/// An installed OCF resource agent (resource-agents' `heartbeat/IPaddr2` and friends).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct OcfConfig {
-    /// `provider/type`, resolved as `$OCF_ROOT/resource.d/provider/type`.
-    pub agent: String,
-    pub ocf_root: PathBuf,
-    /// Passed as `OCF_RESKEY_<name>`.
-    pub params: BTreeMap<String, String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct VipConfig {
-    pub address: Cidr,
-    pub interface: String,
-    /// Gratuitous ARPs (or unsolicited NAs) sent on takeover: Pacemaker's IPaddr2 sends 5.
-    pub garp_count: u32,
-    pub garp_interval: Duration,
-    /// Re-announce the VIP this often while holding it; zero turns it off.
-    pub garp_refresh: Duration,
-    /// Probe the VIP with ARP before adding it and refuse if someone answers.
-    pub guard: bool,
-    /// How long the guard's probes wait for an answer. It is added to every unplanned
-    /// takeover (a planned one skips the probe: the peer said it released the address).
-    pub guard_wait: Duration,
-}
-
-/// A DRBD resource (`kind = "drbd"`): promoted on start, demoted on stop.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct DrbdConfig {
-    /// The resource name in the DRBD config, e.g. `r0`.
-    pub resource: String,
-    /// The installed DRBD generation (`syntax = "9"` or `"8.4"`): where status is read from.
-    pub syntax: pbxha_replica::drbd::conf::Syntax,
-    /// The device minor (`/dev/drbdN`, at most 1048575: DRBD's 20-bit minor); 8.4 reports
-    /// status by minor only.
-    pub minor: u32,
-    /// `allow-degraded`: promote a Consistent or Outdated disk when the peer is known dead.
-    /// Off by default: older data beats no service only if the operator says so.
-    pub allow_degraded: bool,
-}
-
-/// The replicated filesystem (`kind = "filesystem"`): mounted on start; on stop its users
-/// are killed and it is unmounted.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct FilesystemConfig {
-    pub device: PathBuf,
-    pub mount_point: PathBuf,
-    pub fstype: String,
-    /// `mount -o` options; empty for the defaults.
-    pub options: String,
-    /// Run `fsck -p` before mounting.
-    pub fsck: bool,
-}
-
-/// MySQL/MariaDB whose datadir lives on the replicated filesystem (`kind = "mysql"`): started
-/// and stopped through its systemd unit, only once the datadir is on the mounted replica, and
-/// monitored with a real query.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct MysqlResourceConfig {
-    pub unit: String,
-    /// Resolved through symlinks (a migrated datadir is one) before the mount check.
-    pub datadir: PathBuf,
-    /// Where the `filesystem` resource mounts the replica.
-    pub replica_mount: PathBuf,
-    /// Where the monitor logs in: the socket when set, TCP otherwise.
-    pub server: pbxha_replica::mysql::Endpoint,
-    pub user: String,
-    /// Holds `user`'s password (mode 0600); `None` means socket authentication.
-    pub password_file: Option<PathBuf>,
-}
-
-/// Debian's `mariadb-server` unit, datadir and socket.
-pub const DEFAULT_MYSQL_UNIT: &str = "mariadb";
-pub const DEFAULT_MYSQL_DATADIR: &str = "/var/lib/mysql";
-pub const DEFAULT_MYSQL_SOCKET: &str = "/run/mysqld/mysqld.sock";
-/// The replica mount point (docs/ARCHITECTURE.md, "Storage of its own").
-pub const DEFAULT_REPLICA_MOUNT: &str = "/replica";
-
-/// A PBX (`kind = "pbx"`): started and stopped through its systemd unit, and asked for its
-/// calls when a planned switchover drains them.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct PbxConfig {
-    #[serde(serialize_with = "crate::resources::pbx::serialize_kind")]
-    pub pbx: pbxha_telephony::PbxKind,
-    /// Defaults to the unit Debian's package installs (`asterisk`, `freeswitch`).
-    pub unit: String,
-    /// Count Asterisk's calls over AMI instead of `asterisk -rx`.
-    pub ami: Option<AmiSettings>,
-    /// FreeSWITCH: a 0600 file holding mod_event_socket's password, for a FreeSWITCH
-    /// whose password is not fs_cli's default.
-    pub event_socket_password_file: Option<PathBuf>,
-}
-
-/// Where Asterisk's manager interface listens and how pbxha logs in.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct AmiSettings {
-    pub host: String,
-    pub port: u16,
-    pub user: String,
-    /// Holds the manager.conf secret, so it stays out of the config file.
-    pub secret_file: PathBuf,
-}
-
-pub const DEFAULT_GARP_COUNT: u32 = 5;
-pub const DEFAULT_GARP_INTERVAL: Duration = Duration::from_millis(200);
-/// A holder on the same segment answers an ARP probe within a millisecond or two; 100 ms
-/// leaves room for a loaded host without doubling a fast failover.
-pub const DEFAULT_GUARD_WAIT: Duration = Duration::from_millis(100);
+pub use crate::resources::drbd::DrbdConfig;
+pub use crate::resources::filesystem::FilesystemConfig;
+pub use crate::resources::mysql::{
+    MysqlResourceConfig, DEFAULT_MYSQL_DATADIR, DEFAULT_MYSQL_SOCKET, DEFAULT_MYSQL_UNIT, DEFAULT_REPLICA_MOUNT,
+};
+pub use crate::resources::ocf::OcfConfig;
+pub use crate::resources::pbx::{AmiSettings, PbxConfig};
+pub use crate::resources::service::ServiceConfig;
+pub use crate::resources::vip::{VipConfig, DEFAULT_GARP_COUNT, DEFAULT_GARP_INTERVAL, DEFAULT_GUARD_WAIT};
+/// The kinds' settings live with the rest of each kind, in its module of [`crate::resources`].
+pub use crate::resources::ResourceKind;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PathsConfig {

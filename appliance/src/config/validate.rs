@@ -165,52 +165,7 @@ impl Config {
             if r.monitor_interval.is_zero() {
                 problem(&key("monitor-interval"), "must be greater than 0".into(), "");
             }
-            match &r.kind {
-                ResourceKind::Vip(vip) => {
-                    if vip.interface.is_empty() {
-                        continue;
-                    }
-                    // A VIP outside the subnet of the link on its interface would be unreachable.
-                    for link in self.links.iter().filter(|l| l.interface.as_deref() == Some(vip.interface.as_str())) {
-                        if link.addresses.values().any(|c| !c.contains(vip.address.addr)) {
-                            problem(
-                                &key("address"),
-                                format!(
-                                    "{} is outside the subnet of link `{}` on {}",
-                                    vip.address, link.name, vip.interface
-                                ),
-                                "the VIP must be in the same subnet as the nodes' addresses on that interface",
-                            );
-                        }
-                    }
-                }
-                ResourceKind::Ocf(ocf) => {
-                    if !ocf.agent.contains('/') {
-                        problem(
-                            &key("agent"),
-                            format!("`{}` is not provider/type", ocf.agent),
-                            "e.g. agent = \"heartbeat/IPaddr2\"",
-                        );
-                    }
-                }
-                ResourceKind::Mysql(m) => {
-                    // Members start in order: an earlier one must mount the replica.
-                    let mounted = self.resources[..i]
-                        .iter()
-                        .any(|r| matches!(&r.kind, ResourceKind::Filesystem(f) if m.replica_mount.starts_with(&f.mount_point)));
-                    if !mounted {
-                        problem(
-                            &key("replica-mount"),
-                            format!("no filesystem resource before `{}` mounts {}", r.name, m.replica_mount.display()),
-                            "list the filesystem resource that mounts the replica before the mysql resource",
-                        );
-                    }
-                }
-                ResourceKind::Service(_)
-                | ResourceKind::Pbx(_)
-                | ResourceKind::Drbd(_)
-                | ResourceKind::Filesystem(_) => {}
-            }
+            r.kind.validate(self, i, &mut |k, message, hint| problem(&key(k), message, hint));
         }
         let mut probe_names = BTreeSet::new();
         for (i, p) in self.probes.iter().enumerate() {
@@ -251,17 +206,9 @@ impl Config {
             out.push(problem_at("cluster.auth-key-file", message, &hint));
         }
         for (i, r) in self.resources.iter().enumerate() {
-            let ResourceKind::Pbx(pbx) = &r.kind else { continue };
-            let secrets = [
-                ("ami-secret-file", pbx.ami.as_ref().map(|a| &a.secret_file)),
-                ("event-socket-password-file", pbx.event_socket_password_file.as_ref()),
-            ];
-            for (name, path) in secrets {
-                if let Some(Err(message)) = path.map(|p| private_file(p)) {
-                    let hint = "the file must exist with mode 0600 (chmod 600 FILE)";
-                    out.push(problem_at(&format!("resource[{i}].{name}"), message, hint));
-                }
-            }
+            r.kind.check_files(&mut |k, message, hint| {
+                out.push(problem_at(&format!("resource[{i}].{k}"), message, hint))
+            });
         }
         out
     }
