@@ -53,6 +53,10 @@ impl Kind for DrbdConfig {
         format!("DRBD resource {}", self.resource)
     }
 
+    fn outlives_daemon(&self) -> bool {
+        false
+    }
+
     fn build(&self, name: &str, parts: &Parts) -> Result<Arc<dyn Resource>, Error> {
         Ok(Arc::new(DrbdResource::new(name, self, parts.runner.clone(), parts.drbd_view.clone())))
     }

@@ -42,6 +42,10 @@ impl Kind for FilesystemConfig {
         format!("{} on {}", self.device.display(), self.mount_point.display())
     }
 
+    fn outlives_daemon(&self) -> bool {
+        false
+    }
+
     fn build(&self, name: &str, parts: &Parts) -> Result<Arc<dyn Resource>, Error> {
         Ok(Arc::new(FilesystemResource::new(name, self, parts.runner.clone())))
     }

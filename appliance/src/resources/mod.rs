@@ -68,6 +68,10 @@ pub trait Kind: Sized {
     fn check_files(&self, _problem: Report) {}
     /// What check-config's summary says it is.
     fn describe(&self) -> String;
+    /// Whether it may still run, and so serve, once the daemon is gone: a process that
+    /// systemd or the agent keeps, not one the daemon owns or state only it keeps up
+    /// (see `sentinel::survivors`).
+    fn outlives_daemon(&self) -> bool;
     /// The group member named `name`.
     fn build(&self, name: &str, parts: &Parts) -> Result<Arc<dyn Resource>, Error>;
 }
@@ -123,6 +127,10 @@ macro_rules! kinds {
 
             pub fn describe(&self) -> String {
                 match self { $(Self::$variant(k) => k.describe(),)* }
+            }
+
+            pub fn outlives_daemon(&self) -> bool {
+                match self { $(Self::$variant(k) => k.outlives_daemon(),)* }
             }
 
             pub fn build(&self, name: &str, parts: &Parts) -> Result<Arc<dyn Resource>, Error> {

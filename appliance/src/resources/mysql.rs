@@ -97,6 +97,10 @@ impl Kind for MysqlResourceConfig {
         format!("systemd unit {}, datadir {} on {}", self.unit, self.datadir.display(), self.replica_mount.display())
     }
 
+    fn outlives_daemon(&self) -> bool {
+        true
+    }
+
     fn build(&self, name: &str, parts: &Parts) -> Result<Arc<dyn Resource>, Error> {
         build(name, self, parts.timeouts, parts.runner.clone())
     }

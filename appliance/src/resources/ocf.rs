@@ -50,6 +50,10 @@ impl Kind for OcfConfig {
         format!("OCF agent {}", self.agent)
     }
 
+    fn outlives_daemon(&self) -> bool {
+        true
+    }
+
     fn build(&self, name: &str, parts: &Parts) -> Result<Arc<dyn Resource>, Error> {
         build(name, self, parts.timeouts, parts.runner.clone())
     }

@@ -108,6 +108,10 @@ impl Kind for PbxConfig {
         format!("{} (systemd unit {})", self.pbx, self.unit)
     }
 
+    fn outlives_daemon(&self) -> bool {
+        true
+    }
+
     fn build(&self, name: &str, parts: &Parts) -> Result<Arc<dyn Resource>, Error> {
         build(name, self, parts.timeouts, parts.runner.clone())
     }

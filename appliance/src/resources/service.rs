@@ -65,6 +65,10 @@ impl Kind for ServiceConfig {
         }
     }
 
+    fn outlives_daemon(&self) -> bool {
+        !matches!(self, ServiceConfig::Exec { .. })
+    }
+
     fn build(&self, name: &str, parts: &Parts) -> Result<Arc<dyn Resource>, Error> {
         build(name, self, parts.timeouts, parts.runner.clone())
     }

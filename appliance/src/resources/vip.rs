@@ -79,6 +79,10 @@ impl Kind for VipConfig {
         format!("{} on {}", self.address, self.interface)
     }
 
+    fn outlives_daemon(&self) -> bool {
+        false
+    }
+
     fn build(&self, name: &str, _: &Parts) -> Result<Arc<dyn Resource>, Error> {
         Ok(Arc::new(Vip::new(name.to_string(), self.clone())))
     }
