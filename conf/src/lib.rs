@@ -56,14 +56,6 @@ impl Problems {
         self.0.borrow_mut().extend(problems);
     }
 
-    pub fn len(&self) -> usize {
-        self.0.borrow().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.borrow().is_empty()
-    }
-
     pub fn into_vec(self) -> Vec<Problem> {
         self.0.into_inner()
     }

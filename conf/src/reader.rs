@@ -147,10 +147,6 @@ impl<'a> Reader<'a> {
     }
 
     /// An address with its prefix (a bare address is a host).
-    pub fn opt_cidr(&mut self, key: &'static str, hint: &str) -> Option<Cidr> {
-        self.opt_string_as(key, str::parse, Some(hint))
-    }
-
     pub fn cidr(&mut self, key: &'static str, hint: &str) -> Option<Cidr> {
         self.string_as(key, str::parse, Some(hint))
     }
