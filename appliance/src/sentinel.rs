@@ -55,14 +55,7 @@ pub fn serving_probes(probes: &[ProbeConfig]) -> Vec<&ProbeConfig> {
 
 /// The members that may still run once the daemon is gone, and so may still serve. Pure.
 pub fn survivors(resources: &[ResourceConfig]) -> Vec<&ResourceConfig> {
-    resources
-        .iter()
-        .filter(|r| match &r.kind {
-            ResourceKind::Service(ServiceConfig::Exec { .. }) => false,
-            ResourceKind::Service(_) | ResourceKind::Pbx(_) | ResourceKind::Ocf(_) | ResourceKind::Mysql(_) => true,
-            ResourceKind::Vip(_) | ResourceKind::Drbd(_) | ResourceKind::Filesystem(_) => false,
-        })
-        .collect()
+    resources.iter().filter(|r| r.kind.outlives_daemon()).collect()
 }
 
 /// What still serves this node's clients although its daemon is gone, in words; `None`

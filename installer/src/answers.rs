@@ -6,60 +6,15 @@
 //! disk. Secrets are never answers: only paths of 0600 files are, and a password written
 //! inline is an error.
 
-use std::cell::RefCell;
-use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
 
+use pbxha_conf::{Problems, Reader};
 use toml::{Table, Value};
 
-/// One problem in the answers file: where, what, and how to fix it. The same type as the
-/// `[mail]` reader's, whose problems the answers file adopts as they are.
-pub use pbxha_watchdog::config::Problem;
-
-/// An address with its prefix length, e.g. `198.51.100.100/24`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    pub addr: IpAddr,
-    pub prefix: u8,
-}
-
-impl Cidr {
-    /// Whether `ip` is inside this address's subnet.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(a), IpAddr::V4(b)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
-                u32::from(a) & mask == u32::from(b) & mask
-            }
-            (IpAddr::V6(a), IpAddr::V6(b)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
-                u128::from(a) & mask == u128::from(b) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-impl FromStr for Cidr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (addr, prefix) = s.split_once('/').ok_or_else(|| format!("`{s}` has no /prefix"))?;
-        let addr: IpAddr = addr.parse().map_err(|_| format!("`{addr}` is not an IP address"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        match prefix.parse::<u8>() {
-            Ok(prefix) if prefix <= max => Ok(Cidr { addr, prefix }),
-            _ => Err(format!("`/{prefix}` is not a prefix length (0 to {max})")),
-        }
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
+/// One problem in the answers file: where, what, and how to fix it; the answers file is read
+/// with the same reader as pbxha.toml, and adopts the `[mail]` reader's problems as they are.
+pub use pbxha_conf::{Cidr, Problem};
 
 /// The PBX on this pair.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -285,49 +240,37 @@ const INLINE_SECRETS: &[(&str, &str)] =
 
 /// Parses answers text, returning every problem found.
 pub fn parse(text: &str) -> Result<Partial, Vec<Problem>> {
-    let root: Table = text.parse().map_err(|e: toml::de::Error| {
-        let line = e.span().map(|s| 1 + text[..s.start.min(text.len())].matches('\n').count());
-        vec![Problem {
-            key: line.map_or("(syntax)".into(), |l| format!("(line {l})")),
-            message: e.message().to_string(),
-            hint: Some("this is not valid TOML".into()),
-        }]
-    })?;
-    let problems = RefCell::new(Vec::new());
-    let mut r = Reader { path: String::new(), table: &root, asked: Vec::new(), problems: &problems };
+    let root = pbxha_conf::parse_toml(text).map_err(|p| vec![p])?;
+    let problems = Problems::new();
+    let mut r = Reader::root(&root, &problems);
     let p = read(&mut r);
-    r.finish();
-    let problems = problems.into_inner();
-    if problems.is_empty() {
-        Ok(p)
-    } else {
-        Err(problems)
-    }
+    finish(&mut r);
+    problems.result(Some(p))
 }
 
 fn read(r: &mut Reader) -> Partial {
     let mut p = Partial {
-        cluster: r.word("cluster"),
-        cluster_id: r.int("cluster-id", 1, u32::MAX.into()).map(|i| i as u32),
-        node: r.word("node"),
-        peer: r.word("peer"),
-        auto_failback: r.bool("auto-failback"),
-        port: r.int("port", 1, 65535).map(|i| i as u16),
-        bind_pbx: r.bool("bind-pbx"),
+        cluster: word(r, "cluster"),
+        cluster_id: r.opt_int("cluster-id", 1, u32::MAX.into()),
+        node: word(r, "node"),
+        peer: word(r, "peer"),
+        auto_failback: r.opt_bool("auto-failback"),
+        port: r.opt_int("port", 1, 65535),
+        bind_pbx: r.opt_bool("bind-pbx"),
         ..Partial::default()
     };
-    if let Some(mut s) = r.table("public") {
-        p.public_interface = s.word("interface");
-        p.public_address = s.parsed("address");
-        p.peer_address = s.parsed("peer-address");
-        p.vip = s.parsed("vip");
-        s.finish();
+    if let Some(mut s) = section(r, "public") {
+        p.public_interface = word(&mut s, "interface");
+        p.public_address = s.opt_string_as("address", Cidr::with_prefix, None);
+        p.peer_address = s.opt_string_as("peer-address", ip, None);
+        p.vip = s.opt_string_as("vip", Cidr::with_prefix, None);
+        finish(&mut s);
     }
-    p.heartbeat = r.tables("heartbeat").map(|links| {
+    p.heartbeat = r.opt_tables("heartbeat").map(|links| {
         links
             .into_iter()
             .filter_map(|mut s| {
-                let bcast = match s.string("mode").as_deref() {
+                let bcast = match s.opt_string("mode").as_deref() {
                     None | Some("ucast") => false,
                     Some("bcast") => true,
                     Some(other) => {
@@ -335,24 +278,31 @@ fn read(r: &mut Reader) -> Partial {
                         false
                     }
                 };
-                let link = (s.required_word("interface"), s.parsed("address"), s.required("peer-address"));
-                s.finish();
+                let link = (
+                    s.string_as("interface", check_word, None),
+                    s.opt_string_as("address", Cidr::with_prefix, None),
+                    s.string_as("peer-address", ip, None),
+                );
+                finish(&mut s);
                 Some(HeartbeatLink { interface: link.0?, address: link.1, peer_address: link.2?, bcast })
             })
             .collect()
     });
-    p.ping = r.list("ping");
-    p.pbx = match r.string("pbx").as_deref() {
+    p.ping = r.opt_list("ping", |v, key, r| match v.as_str().map(str::parse) {
+        Some(Ok(ip)) => Some(ip),
+        _ => r.problem_at(key, format!("`{v}` is not an IP address"), None),
+    });
+    p.pbx = match r.opt_string("pbx").as_deref() {
         None => None,
         Some("asterisk") => Some(Pbx::Asterisk),
         Some("freeswitch") => Some(Pbx::Freeswitch),
         Some(other) => r.problem("pbx", format!("unknown PBX `{other}`"), Some("\"asterisk\" or \"freeswitch\"")),
     };
-    p.storage = r.table("storage").and_then(|mut s| {
-        let storage = match s.string("kind").as_deref() {
+    p.storage = section(r, "storage").and_then(|mut s| {
+        let storage = match s.opt_string("kind").as_deref() {
             Some("none") => Some(Storage::None),
             Some("drbd") => {
-                let syntax = match s.string("syntax").as_deref() {
+                let syntax = match s.opt_string("syntax").as_deref() {
                     None | Some("9") => pbxha_replica::drbd::conf::Syntax::V9,
                     Some("8.4") => pbxha_replica::drbd::conf::Syntax::V84,
                     Some(other) => {
@@ -360,49 +310,50 @@ fn read(r: &mut Reader) -> Partial {
                         pbxha_replica::drbd::conf::Syntax::V9
                     }
                 };
-                let device = s.required_path("device");
+                let device = required_path(&mut s, "device");
                 device.map(|device| {
                     Storage::Drbd(DrbdAnswers {
                         device,
-                        wipe: s.bool("wipe").unwrap_or(false),
-                        resource: s.word("resource").unwrap_or_else(|| DEFAULT_RESOURCE.into()),
-                        drbd_device: s.path("drbd-device").unwrap_or_else(|| DEFAULT_DRBD_DEVICE.into()),
+                        wipe: s.opt_bool("wipe").unwrap_or(false),
+                        resource: word(&mut s, "resource").unwrap_or_else(|| DEFAULT_RESOURCE.into()),
+                        drbd_device: s
+                            .opt_string_as("drbd-device", absolute, None)
+                            .unwrap_or_else(|| DEFAULT_DRBD_DEVICE.into()),
                         syntax,
                     })
                 })
             }
             Some(other) => s.problem("kind", format!("unknown storage `{other}`"), Some("\"drbd\" or \"none\"")),
-            None => s.problem("kind", "missing required key".into(), Some("kind = \"drbd\" or kind = \"none\"")),
+            None => s.missing("kind", Some("kind = \"drbd\" or kind = \"none\"")),
         };
-        s.finish();
+        finish(&mut s);
         storage
     });
-    p.mysql = r.table("mysql").and_then(|mut s| {
-        let mysql = match s.string("mode").as_deref() {
+    p.mysql = section(r, "mysql").and_then(|mut s| {
+        let mysql = match s.opt_string("mode").as_deref() {
             Some("none") => Some(Mysql::None),
             Some("replica") => Some(Mysql::Replica),
-            Some("master-master") => {
-                s.required_path("admin-password-file").map(|f| Mysql::MasterMaster { admin_password_file: f.into() })
-            }
+            Some("master-master") => required_path(&mut s, "admin-password-file")
+                .map(|f| Mysql::MasterMaster { admin_password_file: f.into() }),
             Some(other) => s.problem(
                 "mode",
                 format!("unknown MySQL mode `{other}`"),
                 Some("\"replica\", \"master-master\" or \"none\""),
             ),
-            None => s.problem("mode", "missing required key".into(), None),
+            None => s.missing("mode", None),
         };
-        s.finish();
+        finish(&mut s);
         mysql
     });
     p.mail = match r.get("mail") {
         None => None,
         Some(Value::String(s)) if s == "none" => Some(None),
         Some(Value::Table(t)) => {
-            r.refuse_inline_secrets(t, "mail");
+            refuse_inline_secrets(r, t, "mail");
             match pbxha_watchdog::config::parse_mail(t, "mail") {
                 Ok(_) => Some(Some(t.clone())),
                 Err(problems) => {
-                    r.problems.borrow_mut().extend(problems);
+                    r.adopt(problems);
                     None
                 }
             }
@@ -413,21 +364,18 @@ fn read(r: &mut Reader) -> Partial {
         None => None,
         Some(Value::String(s)) if s == "default" => Some(Timing::Default),
         Some(Value::String(s)) if s == "fast" => Some(Timing::Fast),
-        Some(Value::Table(_)) => r.table("timing").and_then(|mut s| {
+        Some(Value::Table(_)) => section(r, "timing").and_then(|mut s| {
             let t = (
-                s.int("interval", 1, 600_000),
-                s.int("deadtime", 1, 600_000),
-                s.int("warntime", 1, 600_000),
-                s.int("initdead", 1, 3_600_000),
+                s.opt_int("interval", 1, 600_000),
+                s.opt_int("deadtime", 1, 600_000),
+                s.opt_int("warntime", 1, 600_000),
+                s.opt_int("initdead", 1, 3_600_000),
             );
-            s.finish();
+            finish(&mut s);
             match t {
-                (Some(i), Some(d), Some(w), Some(n)) => Some(Timing::Custom {
-                    interval: i as u64,
-                    deadtime: d as u64,
-                    warntime: w as u64,
-                    initdead: n as u64,
-                }),
+                (Some(interval), Some(deadtime), Some(warntime), Some(initdead)) => {
+                    Some(Timing::Custom { interval, deadtime, warntime, initdead })
+                }
                 _ => s.problem(
                     "interval",
                     "a custom timing needs interval, deadtime, warntime and initdead (ms)".into(),
@@ -440,208 +388,63 @@ fn read(r: &mut Reader) -> Partial {
     p
 }
 
-/// One TOML table being read, remembering which keys were asked for.
-struct Reader<'a> {
-    path: String,
-    table: &'a Table,
-    asked: Vec<&'static str>,
-    problems: &'a RefCell<Vec<Problem>>,
+/// A sub-table, its inline secrets refused first.
+fn section<'a>(r: &mut Reader<'a>, key: &'static str) -> Option<Reader<'a>> {
+    let value = r.get(key);
+    let s = r.opt_table(key)?;
+    if let Some(Value::Table(t)) = value {
+        refuse_inline_secrets(&s, t, s.path());
+    }
+    Some(s)
 }
 
-impl<'a> Reader<'a> {
-    fn key(&self, key: &str) -> String {
-        if self.path.is_empty() {
-            key.to_string()
-        } else {
-            format!("{}.{key}", self.path)
-        }
-    }
+/// Unknown keys, except the inline secrets refused on their own.
+fn finish(r: &mut Reader) {
+    let secrets: Vec<&str> = INLINE_SECRETS.iter().map(|(secret, _)| *secret).collect();
+    r.finish_except(&secrets);
+}
 
-    /// Records a problem at `key` (relative to this table); `None` so it can be a value.
-    fn problem<T>(&self, key: &str, message: String, hint: Option<&str>) -> Option<T> {
-        self.problems.borrow_mut().push(Problem { key: self.key(key), message, hint: hint.map(str::to_string) });
-        None
-    }
-
-    fn get(&mut self, key: &'static str) -> Option<&'a Value> {
-        self.asked.push(key);
-        self.table.get(key)
-    }
-
-    fn string(&mut self, key: &'static str) -> Option<String> {
-        match self.get(key)? {
-            Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
-            Value::String(_) => self.problem(key, "must not be empty".into(), None),
-            other => self.problem(key, format!("expected a string, found {}", other.type_str()), None),
-        }
-    }
-
-    fn required(&mut self, key: &'static str) -> Option<IpAddr> {
-        if !self.table.contains_key(key) {
-            self.asked.push(key);
-            return self.problem(key, "missing required key".into(), None);
-        }
-        self.parsed(key)
-    }
-
-    fn required_word(&mut self, key: &'static str) -> Option<String> {
-        if !self.table.contains_key(key) {
-            self.asked.push(key);
-            return self.problem(key, "missing required key".into(), None);
-        }
-        self.word(key)
-    }
-
-    fn required_path(&mut self, key: &'static str) -> Option<String> {
-        if !self.table.contains_key(key) {
-            self.asked.push(key);
-            return self.problem(key, "missing required key".into(), Some("an absolute path"));
-        }
-        self.path(key)
-    }
-
-    /// A name such as a node or interface: letters, digits, `-`, `_`, `.`.
-    fn word(&mut self, key: &'static str) -> Option<String> {
-        let s = self.string(key)?;
-        if s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
-            Some(s)
-        } else {
-            self.problem(key, format!("`{s}` may hold only letters, digits, `-`, `_` and `.`"), None)
-        }
-    }
-
-    fn path(&mut self, key: &'static str) -> Option<String> {
-        let s = self.string(key)?;
-        if s.starts_with('/') {
-            Some(s)
-        } else {
-            self.problem(key, format!("`{s}` is not an absolute path"), None)
-        }
-    }
-
-    fn parsed<T: FromStr>(&mut self, key: &'static str) -> Option<T>
-    where
-        T::Err: fmt::Display,
-    {
-        let s = self.string(key)?;
-        match s.parse() {
-            Ok(v) => Some(v),
-            Err(e) => self.problem(key, e.to_string(), None),
-        }
-    }
-
-    fn bool(&mut self, key: &'static str) -> Option<bool> {
-        match self.get(key)? {
-            Value::Boolean(b) => Some(*b),
-            other => self.problem(key, format!("expected true or false, found {}", other.type_str()), None),
-        }
-    }
-
-    fn int(&mut self, key: &'static str, min: i64, max: i64) -> Option<i64> {
-        match self.get(key)? {
-            Value::Integer(i) if (min..=max).contains(i) => Some(*i),
-            Value::Integer(i) => self.problem(key, format!("{i} is out of range ({min} to {max})"), None),
-            other => self.problem(key, format!("expected an integer, found {}", other.type_str()), None),
-        }
-    }
-
-    /// A list of IP addresses (`[]` is an answer: no ping targets).
-    fn list(&mut self, key: &'static str) -> Option<Vec<IpAddr>> {
-        let items = match self.get(key)? {
-            Value::Array(items) => items,
-            other => return self.problem(key, format!("expected a list, found {}", other.type_str()), None),
-        };
-        let mut out = Vec::new();
-        for (i, v) in items.iter().enumerate() {
-            match v.as_str().map(str::parse) {
-                Some(Ok(ip)) => out.push(ip),
-                _ => {
-                    self.problem::<()>(&format!("{key}[{i}]"), format!("`{v}` is not an IP address"), None);
-                }
-            }
-        }
-        Some(out)
-    }
-
-    fn child(&self, path: String, table: &'a Table) -> Reader<'a> {
-        Reader { path, table, asked: Vec::new(), problems: self.problems }
-    }
-
-    fn table(&mut self, key: &'static str) -> Option<Reader<'a>> {
-        match self.get(key)? {
-            Value::Table(t) => {
-                let child = self.child(self.key(key), t);
-                child.refuse_inline_secrets(t, &child.path);
-                Some(child)
-            }
-            other => self.problem(key, format!("expected a table, found {}", other.type_str()), None),
-        }
-    }
-
-    /// `[[key]]` tables, with paths like `heartbeat[1]`.
-    fn tables(&mut self, key: &'static str) -> Option<Vec<Reader<'a>>> {
-        match self.get(key)? {
-            Value::Array(items) => Some(
-                items
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, v)| match v {
-                        Value::Table(t) => Some(self.child(format!("{}[{i}]", self.key(key)), t)),
-                        _ => self.problem(&format!("{key}[{i}]"), "expected a table".into(), None),
-                    })
-                    .collect(),
-            ),
-            other => self.problem(key, format!("expected [[{key}]] tables, found {}", other.type_str()), None),
-        }
-    }
-
-    /// An inline secret is an error of its own, not just an unknown key: say what to do.
-    fn refuse_inline_secrets(&self, table: &Table, path: &str) {
-        for (secret, file_key) in INLINE_SECRETS {
-            if table.contains_key(*secret) {
-                self.problems.borrow_mut().push(Problem {
-                    key: format!("{path}.{secret}"),
-                    message: "a password given inline is refused: answers files get copied and mailed".into(),
-                    hint: Some(format!("put it in a file of mode 0600 and write {file_key} = \"/etc/pbxha/...\"")),
-                });
-            }
-        }
-    }
-
-    /// Reports every key nobody asked for, with the nearest known key as a hint.
-    fn finish(&mut self) {
-        for key in self.table.keys() {
-            if self.asked.contains(&key.as_str()) || INLINE_SECRETS.iter().any(|(s, _)| s == key) {
-                continue;
-            }
-            let nearest = self.asked.iter().map(|k| (edit_distance(k, key), *k)).filter(|(d, _)| *d <= 3).min();
-            let hint = match nearest {
-                Some((_, k)) => format!("did you mean `{k}`?"),
-                None => format!("known keys here: {}", self.asked.join(", ")),
-            };
-            self.problems.borrow_mut().push(Problem {
-                key: self.key(key),
-                message: "unknown key".into(),
-                hint: Some(hint),
-            });
-        }
+/// A name such as a node or interface: letters, digits, `-`, `_`, `.`.
+fn check_word(s: &str) -> Result<String, String> {
+    match s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        true => Ok(s.to_string()),
+        false => Err(format!("`{s}` may hold only letters, digits, `-`, `_` and `.`")),
     }
 }
 
-/// Levenshtein distance, for "did you mean".
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let above = row[j + 1];
-            row[j + 1] = (diagonal + usize::from(ca != *cb)).min(row[j] + 1).min(above + 1);
-            diagonal = above;
+fn word(r: &mut Reader, key: &'static str) -> Option<String> {
+    r.opt_string_as(key, check_word, None)
+}
+
+fn absolute(s: &str) -> Result<String, String> {
+    match s.starts_with('/') {
+        true => Ok(s.to_string()),
+        false => Err(format!("`{s}` is not an absolute path")),
+    }
+}
+
+fn required_path(r: &mut Reader, key: &'static str) -> Option<String> {
+    match r.required(key, Some("an absolute path")) {
+        true => r.opt_string_as(key, absolute, None),
+        false => None,
+    }
+}
+
+fn ip(s: &str) -> Result<IpAddr, String> {
+    s.parse().map_err(|e: std::net::AddrParseError| e.to_string())
+}
+
+/// An inline secret is an error of its own, not just an unknown key: say what to do.
+fn refuse_inline_secrets(r: &Reader, table: &Table, path: &str) {
+    for (secret, file_key) in INLINE_SECRETS {
+        if table.contains_key(*secret) {
+            r.adopt([Problem {
+                key: format!("{path}.{secret}"),
+                message: "a password given inline is refused: answers files get copied and mailed".into(),
+                hint: Some(format!("put it in a file of mode 0600 and write {file_key} = \"/etc/pbxha/...\"")),
+            }]);
         }
     }
-    row[b.len()]
 }
 
 fn q(s: &str) -> String {

@@ -133,7 +133,7 @@ pub fn answer(key: &str, line: &str, p: &mut Partial, f: &Facts) -> Result<(), S
             p.public_interface = Some(nic);
         }
         "public.vip" => {
-            let vip: Cidr = line.parse()?;
+            let vip = Cidr::with_prefix(line)?;
             if let Some(own) = p.public_address {
                 if !own.contains(vip.addr) {
                     return Err(format!(

@@ -1,8 +1,8 @@
 //! The `[mail]` and `[[check]]` sections, read from a TOML table the appliance hands over.
 //!
-//! Like the appliance's own reader, every problem is collected with its key path, a message
-//! and a hint, and keys nobody asked for are reported as unknown, so `pbxha check-config`
-//! lists them all in one run.
+//! Read with pbxha-conf's [`Reader`], like the rest of the file: every problem is collected
+//! with its key path, a message and a hint, and keys nobody asked for are reported as unknown,
+//! so `pbxha check-config` lists them all in one run.
 //!
 //! ```toml
 //! [mail]
@@ -24,34 +24,15 @@
 //! ```
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use lettre::message::Mailbox;
+use pbxha_conf::{parse_duration, Problem, Reader};
 use toml::{Table, Value};
 
 use crate::schedule::Schedule;
-
-/// One problem in the config: where, what, and how to fix it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problem {
-    /// The key path, e.g. `mail.to[1]` or `check[2].schedule`.
-    pub key: String,
-    pub message: String,
-    pub hint: Option<String>,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.key, self.message)?;
-        if let Some(hint) = &self.hint {
-            write!(f, " (hint: {hint})")?;
-        }
-        Ok(())
-    }
-}
 
 /// How the SMTP connection is protected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,7 +117,11 @@ const KINDS: &str = "ping, tcp, sip, http, disk, drbd, mysql-replication, comman
 
 /// Reads `[mail]` from `table` (the section itself); `prefix` is its key path (`mail`).
 pub fn parse_mail(table: &Table, prefix: &str) -> Result<MailConfig, Vec<Problem>> {
-    let mut r = Reader::new(table, prefix.to_string());
+    pbxha_conf::read_table(table, prefix, read_mail)
+}
+
+/// Reads the keys of the `[mail]` section `r`; the caller finishes it.
+pub fn read_mail(r: &mut Reader) -> Option<MailConfig> {
     let server = r.string("server");
     let security = match r.opt_string("security").as_deref() {
         None | Some("starttls") => Security::StartTls,
@@ -154,7 +139,7 @@ pub fn parse_mail(table: &Table, prefix: &str) -> Result<MailConfig, Vec<Problem
     };
     let port = r.int_or("port", 1, 65535, default_port);
     let username = r.opt_string("username");
-    let password_file = r.opt_string("password-file").map(PathBuf::from);
+    let password_file = r.opt_path("password-file");
     if username.is_some() != password_file.is_some() {
         r.problem::<()>(
             if username.is_some() { "password-file" } else { "username" },
@@ -162,80 +147,55 @@ pub fn parse_mail(table: &Table, prefix: &str) -> Result<MailConfig, Vec<Problem
             Some("AUTH needs both; leave both out for a relay without AUTH"),
         );
     }
-    let ca_file = r.opt_string("ca-file").map(PathBuf::from);
-    let from = r.mailbox("from", true);
-    let reply_to = r.mailbox("reply-to", false);
-    let to = r.mailboxes("to");
-    let flood_limit = r.int_or("flood-limit", 1, 10_000, DEFAULT_FLOOD_LIMIT.into());
+    let ca_file = r.opt_path("ca-file");
+    let from = mailbox(r, "from", true);
+    let reply_to = mailbox(r, "reply-to", false);
+    let to = mailboxes(r, "to");
+    let flood_limit = r.int_or("flood-limit", 1, 10_000, DEFAULT_FLOOD_LIMIT);
     let timeout = r.duration_or("timeout", DEFAULT_SMTP_TIMEOUT);
     let retry_min = r.duration_or("retry-min", DEFAULT_RETRY_MIN);
     let retry_max = r.duration_or("retry-max", DEFAULT_RETRY_MAX);
     if retry_min.is_zero() || retry_max < retry_min {
         r.problem::<()>("retry-min", "retry-min must be above zero and not above retry-max".into(), None);
     }
-    r.finish();
-    match (server, from) {
-        (Some(server), Some(from)) if r.problems.is_empty() => Ok(MailConfig {
-            server,
-            port: port as u16,
-            security,
-            username,
-            password_file,
-            ca_file,
-            from,
-            reply_to,
-            to,
-            flood_limit: flood_limit as u32,
-            timeout,
-            retry_min,
-            retry_max,
-        }),
-        _ => Err(r.problems),
-    }
+    Some(MailConfig {
+        server: server?,
+        port,
+        security,
+        username,
+        password_file,
+        ca_file,
+        from: from?,
+        reply_to,
+        to,
+        flood_limit,
+        timeout,
+        retry_min,
+        retry_max,
+    })
 }
 
-/// Reads the `[[check]]` array (`value` is what the root table holds under `check`); check
-/// names must be unique because history and notifications are keyed by them.
-pub fn parse_checks(value: &Value, prefix: &str) -> Result<Vec<CheckConfig>, Vec<Problem>> {
-    let Some(items) = value.as_array() else {
-        return Err(vec![Problem {
-            key: prefix.into(),
-            message: format!("expected [[{prefix}]] tables, found {}", value.type_str()),
-            hint: None,
-        }]);
-    };
-    let mut problems = Vec::new();
+/// Reads the `[[check]]` tables of the file's root `r`; check names must be unique because
+/// history and notifications are keyed by them.
+pub fn read_checks(r: &mut Reader) -> Vec<CheckConfig> {
     let mut checks = Vec::new();
     let mut names = BTreeSet::new();
-    for (i, item) in items.iter().enumerate() {
-        let path = format!("{prefix}[{i}]");
-        let Some(table) = item.as_table() else {
-            problems.push(Problem {
-                key: path,
-                message: format!("expected a table, found {}", item.type_str()),
-                hint: None,
-            });
-            continue;
-        };
-        match parse_check(table, path.clone()) {
-            Ok(c) if !names.insert(c.name.clone()) => problems.push(Problem {
-                key: format!("{path}.name"),
-                message: format!("check `{}` is defined twice", c.name),
-                hint: Some("check names must be unique".into()),
-            }),
-            Ok(c) => checks.push(c),
-            Err(p) => problems.extend(p),
+    for mut table in r.opt_tables("check").unwrap_or_default() {
+        let check = read_check(&mut table);
+        table.finish();
+        match check {
+            Some(c) if !names.insert(c.name.clone()) => {
+                let message = format!("check `{}` is defined twice", c.name);
+                table.problem::<()>("name", message, Some("check names must be unique"));
+            }
+            Some(c) => checks.push(c),
+            None => {}
         }
     }
-    if problems.is_empty() {
-        Ok(checks)
-    } else {
-        Err(problems)
-    }
+    checks
 }
 
-fn parse_check(table: &Table, path: String) -> Result<CheckConfig, Vec<Problem>> {
-    let mut r = Reader::new(table, path);
+fn read_check(r: &mut Reader) -> Option<CheckConfig> {
     let name = r.string("name");
     let schedule = match (r.opt_string("schedule"), r.get("every")) {
         (Some(line), None) => match Schedule::cron(&line) {
@@ -259,16 +219,16 @@ fn parse_check(table: &Table, path: String) -> Result<CheckConfig, Vec<Problem>>
         ),
     };
     let timeout = r.duration_or("timeout", Duration::from_secs(10));
-    let rise = r.int_or("rise", 1, 100, 1) as u32;
-    let fall = r.int_or("fall", 1, 100, 1) as u32;
+    let rise = r.int_or("rise", 1, 100, 1);
+    let fall = r.int_or("fall", 1, 100, 1);
     let failover = r.bool_or("failover", false);
     let kind = match r.string("kind").as_deref() {
-        Some("ping") => r.parsed("host", "an IP address, e.g. 198.51.100.1").map(|host| CheckKind::Ping { host }),
+        Some("ping") => parsed(r, "host", "an IP address, e.g. 198.51.100.1").map(|host| CheckKind::Ping { host }),
         Some("tcp") => {
-            r.parsed("address", "ADDRESS:PORT, e.g. 198.51.100.10:5060").map(|address| CheckKind::Tcp { address })
+            parsed(r, "address", "ADDRESS:PORT, e.g. 198.51.100.10:5060").map(|address| CheckKind::Tcp { address })
         }
         Some("sip") => {
-            let target = r.parsed("target", "ADDRESS:PORT, e.g. 198.51.100.100:5060");
+            let target = parsed(r, "target", "ADDRESS:PORT, e.g. 198.51.100.100:5060");
             let tcp = match r.opt_string("transport").as_deref() {
                 None | Some("udp") => false,
                 Some("tcp") => true,
@@ -278,15 +238,16 @@ fn parse_check(table: &Table, path: String) -> Result<CheckConfig, Vec<Problem>>
             };
             target.map(|target| CheckKind::Sip { target, tcp })
         }
-        Some("http") => r.string("url").and_then(|url| match parse_http_url(&url) {
-            Ok((address, host, path)) => Some(CheckKind::Http { address, host, path }),
-            Err(m) => {
-                r.problem("url", m, Some("http://ADDRESS[:PORT]/PATH with an IP address; https is not supported"))
-            }
-        }),
+        Some("http") => r
+            .string_as(
+                "url",
+                parse_http_url,
+                Some("http://ADDRESS[:PORT]/PATH with an IP address; https is not supported"),
+            )
+            .map(|(address, host, path)| CheckKind::Http { address, host, path }),
         Some("disk") => {
             let path = r.string("path").map(PathBuf::from);
-            let min = r.int_or("min-free-percent", 0, 100, 10) as u8;
+            let min = r.int_or("min-free-percent", 0, 100, 10);
             path.map(|path| CheckKind::Disk { path, min_free_percent: min })
         }
         Some("drbd") => r.string("resource").map(|resource| CheckKind::Drbd { resource }),
@@ -298,21 +259,49 @@ fn parse_check(table: &Table, path: String) -> Result<CheckConfig, Vec<Problem>>
         }
         Some("command") => match r.opt_argv("argv") {
             Some(argv) => Some(CheckKind::Command { argv }),
-            None => r.problem(
-                "argv",
-                "missing required key".into(),
-                Some("argv = [\"/usr/local/bin/check-trunk\", \"--quiet\"]"),
-            ),
+            None if r.contains("argv") => None,
+            None => r.missing("argv", Some("argv = [\"/usr/local/bin/check-trunk\", \"--quiet\"]")),
         },
         Some(other) => r.problem("kind", format!("unknown check kind `{other}`"), Some(&format!("one of {KINDS}"))),
         None => None,
     };
-    r.finish();
-    match (name, schedule, kind) {
-        (Some(name), Some(schedule), Some(kind)) if r.problems.is_empty() => {
-            Ok(CheckConfig { name, schedule, timeout, rise, fall, failover, kind })
+    Some(CheckConfig { name: name?, schedule: schedule?, timeout, rise, fall, failover, kind: kind? })
+}
+
+/// A required string parsed with `FromStr`; `what` describes the expected form.
+fn parsed<T: std::str::FromStr>(r: &mut Reader, key: &'static str, what: &str) -> Option<T> {
+    let hint = format!("expected {what}");
+    r.string_as(key, |text| text.parse().map_err(|_| format!("`{text}` is not valid here")), Some(&hint))
+}
+
+fn mailbox_at(r: &Reader, key: String, v: &Value) -> Option<Mailbox> {
+    let hint = Some("write `name@example.org` or `Name <name@example.org>`");
+    match v.as_str() {
+        Some(s) => {
+            s.parse().map_or_else(|e| r.problem_at(key, format!("`{s}` is not an e-mail address: {e}"), hint), Some)
         }
-        _ => Err(r.problems),
+        None => r.problem_at(key, format!("expected a string, found {}", v.type_str()), hint),
+    }
+}
+
+fn mailbox(r: &mut Reader, key: &'static str, required: bool) -> Option<Mailbox> {
+    match r.get(key) {
+        Some(v) => mailbox_at(r, r.key(key), v),
+        None if required => r.missing(key, None),
+        None => None,
+    }
+}
+
+fn mailboxes(r: &mut Reader, key: &'static str) -> Vec<Mailbox> {
+    let hint = Some("to = [\"noc@example.org\"]");
+    match r.get(key) {
+        Some(Value::Array(items)) if !items.is_empty() => {
+            items.iter().enumerate().filter_map(|(i, v)| mailbox_at(r, format!("{}[{i}]", r.key(key)), v)).collect()
+        }
+        // One address as a plain string is what people write first.
+        Some(v @ Value::String(_)) => mailbox_at(r, r.key(key), v).into_iter().collect(),
+        Some(_) => r.problem(key, "expected a list of addresses".into(), hint).unwrap_or_default(),
+        None => r.problem(key, "missing required key: whom to mail".into(), hint).unwrap_or_default(),
     }
 }
 
@@ -334,183 +323,6 @@ fn parse_http_url(url: &str) -> Result<(SocketAddr, String, String), String> {
         }
     };
     Ok((address, authority.to_string(), path.to_string()))
-}
-
-/// Parses `200`, `"200ms"`, `"30s"` or `"2m"`; bare integers are milliseconds, as in the
-/// appliance's config.
-pub fn parse_duration(v: &Value) -> Result<Duration, String> {
-    match v {
-        Value::Integer(ms) if *ms >= 0 => Ok(Duration::from_millis(*ms as u64)),
-        Value::Integer(_) => Err("must not be negative".into()),
-        Value::String(s) => {
-            let s = s.trim();
-            let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
-            let (num, unit) = s.split_at(split);
-            let num: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration"))?;
-            let ms = match unit.trim() {
-                "ms" | "" => num,
-                "s" => num * 1000.0,
-                "m" | "min" => num * 60_000.0,
-                "h" => num * 3_600_000.0,
-                other => return Err(format!("unknown unit `{other}` in `{s}`")),
-            };
-            Ok(Duration::from_millis(ms.round() as u64))
-        }
-        other => Err(format!("expected milliseconds or a string such as \"30s\", found {}", other.type_str())),
-    }
-}
-
-/// One table being read: remembers which keys were asked for and collects problems.
-struct Reader<'a> {
-    table: &'a Table,
-    path: String,
-    asked: Vec<&'static str>,
-    problems: Vec<Problem>,
-}
-
-impl<'a> Reader<'a> {
-    fn new(table: &'a Table, path: String) -> Self {
-        Reader { table, path, asked: Vec::new(), problems: Vec::new() }
-    }
-
-    fn key(&self, key: &str) -> String {
-        if self.path.is_empty() {
-            key.to_string()
-        } else {
-            format!("{}.{key}", self.path)
-        }
-    }
-
-    /// Records a problem at `key` (relative to this table); `None` so it can stand as a value.
-    fn problem<T>(&mut self, key: &str, message: String, hint: Option<&str>) -> Option<T> {
-        self.problems.push(Problem { key: self.key(key), message, hint: hint.map(str::to_string) });
-        None
-    }
-
-    fn get(&mut self, key: &'static str) -> Option<&'a Value> {
-        self.asked.push(key);
-        self.table.get(key)
-    }
-
-    fn opt_string(&mut self, key: &'static str) -> Option<String> {
-        match self.get(key)? {
-            Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
-            Value::String(_) => self.problem(key, "must not be empty".into(), None),
-            other => self.problem(key, format!("expected a string, found {}", other.type_str()), None),
-        }
-    }
-
-    fn string(&mut self, key: &'static str) -> Option<String> {
-        if self.table.contains_key(key) {
-            self.opt_string(key)
-        } else {
-            self.asked.push(key);
-            self.problem(key, "missing required key".into(), None)
-        }
-    }
-
-    /// A required string parsed with `FromStr`; `what` describes the expected form.
-    fn parsed<T: std::str::FromStr>(&mut self, key: &'static str, what: &str) -> Option<T> {
-        let text = self.string(key)?;
-        match text.parse() {
-            Ok(v) => Some(v),
-            Err(_) => self.problem(key, format!("`{text}` is not valid here"), Some(&format!("expected {what}"))),
-        }
-    }
-
-    fn int_or(&mut self, key: &'static str, min: i64, max: i64, default: i64) -> i64 {
-        match self.get(key) {
-            None => default,
-            Some(Value::Integer(i)) if (min..=max).contains(i) => *i,
-            Some(Value::Integer(i)) => {
-                self.problem(key, format!("{i} is out of range ({min} to {max})"), None).unwrap_or(default)
-            }
-            Some(other) => {
-                self.problem(key, format!("expected an integer, found {}", other.type_str()), None).unwrap_or(default)
-            }
-        }
-    }
-
-    fn bool_or(&mut self, key: &'static str, default: bool) -> bool {
-        match self.get(key) {
-            None => default,
-            Some(Value::Boolean(b)) => *b,
-            Some(other) => self
-                .problem(key, format!("expected true or false, found {}", other.type_str()), None)
-                .unwrap_or(default),
-        }
-    }
-
-    fn duration_or(&mut self, key: &'static str, default: Duration) -> Duration {
-        match self.get(key).map(parse_duration) {
-            None => default,
-            Some(Ok(d)) => d,
-            Some(Err(m)) => self.problem(key, m, Some("bare numbers are milliseconds")).unwrap_or(default),
-        }
-    }
-
-    fn opt_argv(&mut self, key: &'static str) -> Option<Vec<String>> {
-        let hint = Some("an argv is a list of strings, e.g. [\"/usr/local/bin/check\", \"--quiet\"]");
-        match self.get(key)? {
-            Value::Array(items) if !items.is_empty() => {
-                let argv: Option<Vec<String>> = items.iter().map(|i| i.as_str().map(str::to_string)).collect();
-                argv.or_else(|| self.problem(key, "every argv item must be a string".into(), hint))
-            }
-            Value::Array(_) => self.problem(key, "an argv must not be empty".into(), hint),
-            other => self.problem(key, format!("expected a list of strings, found {}", other.type_str()), hint),
-        }
-    }
-
-    fn mailbox_at(&mut self, key_path: String, v: &Value) -> Option<Mailbox> {
-        let hint = Some("write `name@example.org` or `Name <name@example.org>`".to_string());
-        let problem = |message| Problem { key: key_path.clone(), message, hint: hint.clone() };
-        match v.as_str().map(|s| (s, s.parse::<Mailbox>())) {
-            Some((_, Ok(m))) => Some(m),
-            Some((s, Err(e))) => {
-                self.problems.push(problem(format!("`{s}` is not an e-mail address: {e}")));
-                None
-            }
-            None => {
-                self.problems.push(problem(format!("expected a string, found {}", v.type_str())));
-                None
-            }
-        }
-    }
-
-    fn mailbox(&mut self, key: &'static str, required: bool) -> Option<Mailbox> {
-        match self.get(key) {
-            Some(v) => self.mailbox_at(self.key(key), v),
-            None if required => self.problem(key, "missing required key".into(), None),
-            None => None,
-        }
-    }
-
-    fn mailboxes(&mut self, key: &'static str) -> Vec<Mailbox> {
-        match self.get(key) {
-            Some(Value::Array(items)) if !items.is_empty() => items
-                .iter()
-                .enumerate()
-                .filter_map(|(i, v)| self.mailbox_at(format!("{}[{i}]", self.key(key)), v))
-                .collect(),
-            // One address as a plain string is what people write first.
-            Some(v @ Value::String(_)) => self.mailbox_at(self.key(key), v).into_iter().collect(),
-            Some(_) => self
-                .problem(key, "expected a list of addresses".into(), Some("to = [\"noc@example.org\"]"))
-                .unwrap_or_default(),
-            None => self
-                .problem(key, "missing required key: whom to mail".into(), Some("to = [\"noc@example.org\"]"))
-                .unwrap_or_default(),
-        }
-    }
-
-    /// Reports every key nobody asked for.
-    fn finish(&mut self) {
-        let unknown: Vec<String> = self.table.keys().filter(|k| !self.asked.contains(&k.as_str())).cloned().collect();
-        for key in unknown {
-            let hint = format!("known keys here: {}", self.asked.join(", "));
-            self.problem::<()>(&key, "unknown key".into(), Some(&hint));
-        }
-    }
 }
 
 #[cfg(test)]
@@ -588,7 +400,9 @@ mod tests {
 
     fn checks(text: &str) -> Result<Vec<CheckConfig>, Vec<Problem>> {
         let root = table(text);
-        parse_checks(&root["check"], "check")
+        let problems = pbxha_conf::Problems::new();
+        let checks = read_checks(&mut Reader::root(&root, &problems));
+        problems.result(Some(checks))
     }
 
     #[test]

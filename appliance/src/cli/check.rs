@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use pbxha_appliance::config::{self, Config, ResourceKind, ServiceConfig};
+use pbxha_appliance::config::{self, Config};
 
 pub fn run(path: &Path, node: Option<&str>) -> ExitCode {
     let text = match std::fs::read_to_string(path) {
@@ -82,19 +82,7 @@ fn summary(c: &Config, path: &Path) -> String {
         c.group.restart_window.as_secs()
     );
     for (i, r) in c.resources.iter().enumerate() {
-        let what = match &r.kind {
-            ResourceKind::Vip(v) => format!("{} on {}", v.address, v.interface),
-            ResourceKind::Service(ServiceConfig::Unit(u)) => format!("systemd unit {u}"),
-            ResourceKind::Service(ServiceConfig::Exec { argv, .. }) => format!("runs {}", argv.join(" ")),
-            ResourceKind::Service(ServiceConfig::Commands { start, .. }) => format!("start: {}", start.join(" ")),
-            ResourceKind::Ocf(o) => format!("OCF agent {}", o.agent),
-            ResourceKind::Pbx(p) => format!("{} (systemd unit {})", p.pbx, p.unit),
-            ResourceKind::Drbd(d) => format!("DRBD resource {}", d.resource),
-            ResourceKind::Filesystem(f) => format!("{} on {}", f.device.display(), f.mount_point.display()),
-            ResourceKind::Mysql(m) => {
-                format!("systemd unit {}, datadir {} on {}", m.unit, m.datadir.display(), m.replica_mount.display())
-            }
-        };
+        let what = r.kind.describe();
         out += &format!("  {}. {:<10} {:<8} {what}\n", i + 1, r.name, r.kind.name());
     }
     out

@@ -1,6 +1,6 @@
 //! `/etc/pbxha/pbxha.toml`: the typed model ([`Config`]), the reader that turns TOML into it
 //! while collecting every problem with its key path ([`parse`]), and the semantic checks
-//! ([`Config::validate`]).
+//! ([`Config::validate`], which reads no files, and [`Config::check_files`], which does).
 
 mod parse;
 mod validate;
@@ -20,23 +20,8 @@ pub use validate::{local_node, private_file};
 /// Where the config lives unless `--config` says otherwise.
 pub const DEFAULT_PATH: &str = "/etc/pbxha/pbxha.toml";
 
-/// One thing wrong with a config, at a key path such as `link[0].address.b`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Problem {
-    pub key: String,
-    pub message: String,
-    pub hint: Option<String>,
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.key, self.message)?;
-        if let Some(hint) = &self.hint {
-            write!(f, " (hint: {hint})")?;
-        }
-        Ok(())
-    }
-}
+/// One thing wrong with a config, at a key path such as `link[0].addresses.b`.
+pub use pbxha_conf::Problem;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Config {
@@ -160,66 +145,7 @@ pub struct LinkConfig {
 }
 
 /// An address with its prefix length, such as `203.0.113.1/24`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct Cidr {
-    pub addr: IpAddr,
-    pub prefix: u8,
-}
-
-impl Cidr {
-    /// Whether `ip` lies in this address's subnet.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(a), IpAddr::V4(b)) => {
-                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(self.prefix)) };
-                u32::from(a) & mask == u32::from(b) & mask
-            }
-            (IpAddr::V6(a), IpAddr::V6(b)) => {
-                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(self.prefix)) };
-                u128::from(a) & mask == u128::from(b) & mask
-            }
-            _ => false,
-        }
-    }
-
-    /// The IPv4 broadcast address of this subnet.
-    pub fn broadcast(&self) -> Option<std::net::Ipv4Addr> {
-        match self.addr {
-            IpAddr::V4(a) => {
-                let host = if self.prefix >= 32 { 0 } else { u32::MAX >> u32::from(self.prefix) };
-                Some((u32::from(a) | host).into())
-            }
-            IpAddr::V6(_) => None,
-        }
-    }
-}
-
-impl std::fmt::Display for Cidr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-impl std::str::FromStr for Cidr {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let addr: IpAddr = addr.parse().map_err(|_| format!("`{addr}` is not an IP address"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => match p.parse::<u8>() {
-                Ok(p) if p <= max => p,
-                _ => return Err(format!("`/{p}` is not a prefix length for {addr} (0 to {max})")),
-            },
-        };
-        Ok(Cidr { addr, prefix })
-    }
-}
+pub use pbxha_conf::Cidr;
 
 /// Ping nodes: the tie-breaker that tells "the peer died" from "I am cut off".
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -340,153 +266,17 @@ pub struct ResourceConfig {
     pub kind: ResourceKind,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum ResourceKind {
-    Service(ServiceConfig),
-    Ocf(OcfConfig),
-    Vip(VipConfig),
-    Pbx(PbxConfig),
-    Drbd(DrbdConfig),
-    Filesystem(FilesystemConfig),
-    Mysql(MysqlResourceConfig),
-}
-
-impl ResourceKind {
-    pub fn name(&self) -> &'static str {
-        match self {
-            ResourceKind::Service(_) => "service",
-            ResourceKind::Ocf(_) => "ocf",
-            ResourceKind::Vip(_) => "vip",
-            ResourceKind::Pbx(_) => "pbx",
-            ResourceKind::Drbd(_) => "drbd",
-            ResourceKind::Filesystem(_) => "filesystem",
-            ResourceKind::Mysql(_) => "mysql",
-        }
-    }
-}
-
-/// How a `service` resource is driven: exactly one of these.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ServiceConfig {
-    /// A systemd unit: `systemctl start|stop|is-active UNIT`.
-    Unit(String),
-    /// Separate argvs for start and stop, and optionally status (exit 0 = running).
-    Commands { start: Vec<String>, stop: Vec<String>, status: Option<Vec<String>> },
-    /// A foreground process that pbxha itself starts, watches and kills (with its process
-    /// group) on stop.
-    Exec { argv: Vec<String>, env: BTreeMap<String, String> },
-}
-
-/// An installed OCF resource agent (resource-agents' `heartbeat/IPaddr2` and friends).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct OcfConfig {
-    /// `provider/type`, resolved as `$OCF_ROOT/resource.d/provider/type`.
-    pub agent: String,
-    pub ocf_root: PathBuf,
-    /// Passed as `OCF_RESKEY_<name>`.
-    pub params: BTreeMap<String, String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct VipConfig {
-    pub address: Cidr,
-    pub interface: String,
-    /// Gratuitous ARPs (or unsolicited NAs) sent on takeover: Pacemaker's IPaddr2 sends 5.
-    pub garp_count: u32,
-    pub garp_interval: Duration,
-    /// Re-announce the VIP this often while holding it; zero turns it off.
-    pub garp_refresh: Duration,
-    /// Probe the VIP with ARP before adding it and refuse if someone answers.
-    pub guard: bool,
-    /// How long the guard's probes wait for an answer. It is added to every unplanned
-    /// takeover (a planned one skips the probe: the peer said it released the address).
-    pub guard_wait: Duration,
-}
-
-/// A DRBD resource (`kind = "drbd"`): promoted on start, demoted on stop.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct DrbdConfig {
-    /// The resource name in the DRBD config, e.g. `r0`.
-    pub resource: String,
-    /// The installed DRBD generation (`syntax = "9"` or `"8.4"`): where status is read from.
-    pub syntax: pbxha_replica::drbd::conf::Syntax,
-    /// The device minor (`/dev/drbdN`, at most 1048575: DRBD's 20-bit minor); 8.4 reports
-    /// status by minor only.
-    pub minor: u32,
-    /// `allow-degraded`: promote a Consistent or Outdated disk when the peer is known dead.
-    /// Off by default: older data beats no service only if the operator says so.
-    pub allow_degraded: bool,
-}
-
-/// The replicated filesystem (`kind = "filesystem"`): mounted on start; on stop its users
-/// are killed and it is unmounted.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct FilesystemConfig {
-    pub device: PathBuf,
-    pub mount_point: PathBuf,
-    pub fstype: String,
-    /// `mount -o` options; empty for the defaults.
-    pub options: String,
-    /// Run `fsck -p` before mounting.
-    pub fsck: bool,
-}
-
-/// MySQL/MariaDB whose datadir lives on the replicated filesystem (`kind = "mysql"`): started
-/// and stopped through its systemd unit, only once the datadir is on the mounted replica, and
-/// monitored with a real query.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct MysqlResourceConfig {
-    pub unit: String,
-    /// Resolved through symlinks (a migrated datadir is one) before the mount check.
-    pub datadir: PathBuf,
-    /// Where the `filesystem` resource mounts the replica.
-    pub replica_mount: PathBuf,
-    /// Where the monitor logs in: the socket when set, TCP otherwise.
-    pub server: pbxha_replica::mysql::Endpoint,
-    pub user: String,
-    /// Holds `user`'s password (mode 0600); `None` means socket authentication.
-    pub password_file: Option<PathBuf>,
-}
-
-/// Debian's `mariadb-server` unit, datadir and socket.
-pub const DEFAULT_MYSQL_UNIT: &str = "mariadb";
-pub const DEFAULT_MYSQL_DATADIR: &str = "/var/lib/mysql";
-pub const DEFAULT_MYSQL_SOCKET: &str = "/run/mysqld/mysqld.sock";
-/// The replica mount point (docs/ARCHITECTURE.md, "Storage of its own").
-pub const DEFAULT_REPLICA_MOUNT: &str = "/replica";
-
-/// A PBX (`kind = "pbx"`): started and stopped through its systemd unit, and asked for its
-/// calls when a planned switchover drains them.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct PbxConfig {
-    #[serde(serialize_with = "crate::resources::pbx::serialize_kind")]
-    pub pbx: pbxha_telephony::PbxKind,
-    /// Defaults to the unit Debian's package installs (`asterisk`, `freeswitch`).
-    pub unit: String,
-    /// Count Asterisk's calls over AMI instead of `asterisk -rx`.
-    pub ami: Option<AmiSettings>,
-    /// FreeSWITCH: a 0600 file holding mod_event_socket's password, for a FreeSWITCH
-    /// whose password is not fs_cli's default.
-    pub event_socket_password_file: Option<PathBuf>,
-}
-
-/// Where Asterisk's manager interface listens and how pbxha logs in.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct AmiSettings {
-    pub host: String,
-    pub port: u16,
-    pub user: String,
-    /// Holds the manager.conf secret, so it stays out of the config file.
-    pub secret_file: PathBuf,
-}
-
-pub const DEFAULT_GARP_COUNT: u32 = 5;
-pub const DEFAULT_GARP_INTERVAL: Duration = Duration::from_millis(200);
-/// A holder on the same segment answers an ARP probe within a millisecond or two; 100 ms
-/// leaves room for a loaded host without doubling a fast failover.
-pub const DEFAULT_GUARD_WAIT: Duration = Duration::from_millis(100);
+pub use crate::resources::drbd::DrbdConfig;
+pub use crate::resources::filesystem::FilesystemConfig;
+pub use crate::resources::mysql::{
+    MysqlResourceConfig, DEFAULT_MYSQL_DATADIR, DEFAULT_MYSQL_SOCKET, DEFAULT_MYSQL_UNIT, DEFAULT_REPLICA_MOUNT,
+};
+pub use crate::resources::ocf::OcfConfig;
+pub use crate::resources::pbx::{AmiSettings, PbxConfig};
+pub use crate::resources::service::ServiceConfig;
+pub use crate::resources::vip::{VipConfig, DEFAULT_GARP_COUNT, DEFAULT_GARP_INTERVAL, DEFAULT_GUARD_WAIT};
+/// The kinds' settings live with the rest of each kind, in its module of [`crate::resources`].
+pub use crate::resources::ResourceKind;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PathsConfig {

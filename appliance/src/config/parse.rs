@@ -1,16 +1,14 @@
 //! TOML → [`Config`], collecting every problem instead of stopping at the first.
 //!
-//! serde's derive stops at the first unknown or missing key, and `check-config` must report
-//! them all in one run, so the tree is walked by hand with a [`Section`] that remembers which
-//! keys were asked for: whatever is left over is an unknown key.
+//! The tree is walked by hand with pbxha-conf's [`Reader`], which collects every problem with
+//! its key path and reports unknown keys with did-you-mean; `[mail]`, `[[check]]` and
+//! `[mysql]` are read by their crates' readers into the same list.
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pbxha_watchdog::config::parse_duration;
-use toml::{Table, Value};
+use pbxha_conf::{Problems, Reader};
+use toml::Table;
 
 use super::*;
 use crate::Error;
@@ -39,24 +37,16 @@ pub fn lenient_path(config: &Path, section: &str, key: &str, default: &str) -> P
         .unwrap_or_else(|| PathBuf::from(default))
 }
 
-/// Parses and validates config text, returning every problem found.
+/// Parses config text and runs both checks, [`Config::validate`] and the filesystem's
+/// [`Config::check_files`], returning every problem found.
 pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
-    let root: Table = match text.parse() {
-        Ok(t) => t,
-        Err(e) => {
-            let message = e.to_string().lines().next().unwrap_or("syntax error").to_string();
-            let key = match e.span() {
-                Some(span) => format!("(line {})", 1 + text[..span.start.min(text.len())].matches('\n').count()),
-                None => "(syntax)".to_string(),
-            };
-            return Err(vec![Problem { key, message, hint: Some("this is not valid TOML".into()) }]);
-        }
-    };
-    let problems = RefCell::new(Vec::new());
-    let config = read_config(&mut Section::root(&root, &problems));
-    let mut problems = problems.into_inner();
+    let root = pbxha_conf::parse_toml(text).map_err(|p| vec![p])?;
+    let problems = Problems::new();
+    let config = read_config(&mut Reader::root(&root, &problems));
+    let mut problems = problems.into_vec();
     if let Some(config) = &config {
         problems.extend(config.validate());
+        problems.extend(config.check_files());
     }
     match config {
         Some(config) if problems.is_empty() => Ok(config),
@@ -64,8 +54,8 @@ pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
     }
 }
 
-fn read_config(root: &mut Section) -> Option<Config> {
-    let cluster = root.table("cluster", true).map(|mut s| {
+fn read_config(root: &mut Reader) -> Option<Config> {
+    let cluster = root.table("cluster").map(|mut s| {
         let c = ClusterConfig {
             name: s.string("name").unwrap_or_default(),
             id: s.int("id", 1, u32::MAX.into()).unwrap_or(0),
@@ -81,10 +71,10 @@ fn read_config(root: &mut Section) -> Option<Config> {
         deadtime: s.duration_or("deadtime", DEFAULT_DEADTIME),
         warntime: s.duration_or("warntime", DEFAULT_WARNTIME),
         initdead: s.duration_or("initdead", DEFAULT_INITDEAD),
-        port: s.int_or("port", 1, 65535, DEFAULT_PORT.into()),
+        port: s.int_or("port", 1, 65535, DEFAULT_PORT),
     });
     let nodes = root
-        .tables("node", true)
+        .tables("node")
         .into_iter()
         .map(|mut s| {
             let n = NodeConfig { name: s.string("name").unwrap_or_default(), id: s.int("id", 1, 65535).unwrap_or(0) };
@@ -93,12 +83,12 @@ fn read_config(root: &mut Section) -> Option<Config> {
         })
         .collect();
     let port = heartbeat.port;
-    let links = root.tables("link", true).into_iter().map(|mut s| read_link(&mut s, port)).collect();
+    let links = root.tables("link").into_iter().map(|mut s| read_link(&mut s, port)).collect();
     let ping = root.table_or_empty("ping", |s| PingConfig {
         targets: s.list("targets", |v, key, s| match v.as_str().map(parse_ping_target) {
             Some(Ok(t)) => Some(t),
-            Some(Err(m)) => s.problem(key, m, Some("write `198.51.100.1` for ICMP or `tcp:198.51.100.1:80`")),
-            None => s.problem(key, "expected a string".into(), None),
+            Some(Err(m)) => s.problem_at(key, m, Some("write `198.51.100.1` for ICMP or `tcp:198.51.100.1:80`")),
+            None => s.problem_at(key, "expected a string".into(), None),
         }),
         interval: s.duration_or("interval", Duration::from_millis(1000)),
         timeout: s.duration_or("timeout", Duration::from_millis(800)),
@@ -109,7 +99,7 @@ fn read_config(root: &mut Section) -> Option<Config> {
             Some("keep") => OnIsolation::Keep,
             Some(other) => {
                 s.problem::<()>(
-                    s.key("on-isolation"),
+                    "on-isolation",
                     format!("unknown on-isolation policy `{other}`"),
                     Some("one of release, keep"),
                 );
@@ -126,51 +116,29 @@ fn read_config(root: &mut Section) -> Option<Config> {
             drain_timeout: s.duration_or("drain-timeout", DEFAULT_DRAIN_TIMEOUT),
         }
     });
-    let resources = root.tables("resource", false).into_iter().filter_map(|mut s| read_resource(&mut s)).collect();
+    let resources =
+        root.opt_tables("resource").unwrap_or_default().into_iter().filter_map(|mut s| read_resource(&mut s)).collect();
     let paths = root.table_or_empty("paths", |s| PathsConfig {
         state_db: s.path_or("state-db", DEFAULT_STATE_DB),
         control_socket: s.path_or("control-socket", DEFAULT_CONTROL_SOCKET),
-        hooks: s.list("hooks", |v, key, s| s.argv_value(v, &key)),
+        hooks: s.list("hooks", |v, key, s| s.argv_value(v, key)),
     });
-    let mail = match root.get("mail") {
-        None => None,
-        Some(Value::Table(t)) => pbxha_watchdog::config::parse_mail(t, "mail").map_err(|p| root.foreign(p)).ok(),
-        Some(other) => root.wrong("mail", "a table", other),
-    };
-    let checks = match root.get("check") {
-        None => Vec::new(),
-        Some(v) => pbxha_watchdog::config::parse_checks(v, "check").unwrap_or_else(|p| {
-            root.foreign(p);
-            Vec::new()
-        }),
-    };
-    let watchdog = root.table("watchdog", false).map(|mut s| {
+    let mail = root.section("mail", pbxha_watchdog::config::read_mail).flatten();
+    let checks = pbxha_watchdog::config::read_checks(root);
+    let watchdog = root.section("watchdog", |s| {
         let w = WatchdogConfig {
             device: s.path_or("device", DEFAULT_WATCHDOG_DEVICE),
             timeout: s.duration_or("timeout", DEFAULT_WATCHDOG_TIMEOUT),
         };
         if w.timeout < Duration::from_secs(1) {
-            s.problem::<()>(s.key("timeout"), "must be at least 1s".into(), Some("the driver counts whole seconds"));
+            s.problem::<()>("timeout", "must be at least 1s".into(), Some("the driver counts whole seconds"));
         }
-        s.finish();
         w
     });
-    let probes = root.tables("probe", false).into_iter().filter_map(|mut s| read_probe(&mut s)).collect();
-    let mysql = match root.get("mysql") {
-        None => None,
-        Some(Value::Table(t)) => match pbxha_replica::mysql::parse_mysql(t) {
-            Ok(mysql) => Some(mysql),
-            Err(problems) => {
-                // The replica crate's key paths are complete (`mysql.peer.port`).
-                for p in problems {
-                    root.problem::<()>(p.key, p.message, p.hint.as_deref());
-                }
-                None
-            }
-        },
-        Some(other) => root.wrong("mysql", "a table", other),
-    };
-    let http = root.table("http", false).map(|mut s| read_http(&mut s));
+    let probes =
+        root.opt_tables("probe").unwrap_or_default().into_iter().filter_map(|mut s| read_probe(&mut s)).collect();
+    let mysql = root.section("mysql", pbxha_replica::mysql::read_mysql).flatten();
+    let http = root.section("http", read_http);
     root.finish();
     Some(Config {
         cluster: cluster?,
@@ -190,12 +158,12 @@ fn read_config(root: &mut Section) -> Option<Config> {
     })
 }
 
-fn read_http(s: &mut Section) -> HttpConfig {
+fn read_http(s: &mut Reader) -> HttpConfig {
     let listen = s.opt_string("listen").map_or(DEFAULT_HTTP_LISTEN, |text| match text.parse() {
         Ok(addr) => addr,
         Err(_) => s
             .problem(
-                s.key("listen"),
+                "listen",
                 format!("`{text}` is not ADDRESS:PORT"),
                 Some("e.g. \"127.0.0.1:9642\" or \"[::1]:9642\""),
             )
@@ -203,37 +171,36 @@ fn read_http(s: &mut Section) -> HttpConfig {
     });
     let allow = s.list("allow", |v, key, s| match v.as_str().map(str::parse::<Cidr>) {
         Some(Ok(c)) => Some(c),
-        Some(Err(m)) => s.problem(key, m, Some("a network such as \"198.51.100.0/24\"")),
-        None => s.problem(key, "expected a string".into(), None),
+        Some(Err(m)) => s.problem_at(key, m, Some("a network such as \"198.51.100.0/24\"")),
+        None => s.problem_at(key, "expected a string".into(), None),
     });
     if !listen.ip().is_loopback() && allow.is_empty() {
         s.problem::<()>(
-            s.key("allow"),
+            "allow",
             format!("required when `listen` ({listen}) is not a loopback address"),
             Some("list the networks that may read the status, e.g. allow = [\"198.51.100.0/24\"], or listen on 127.0.0.1"),
         );
     }
-    s.finish();
     HttpConfig { listen, allow }
 }
 
-fn read_link(s: &mut Section, default_port: u16) -> LinkConfig {
+fn read_link(s: &mut Reader, default_port: u16) -> LinkConfig {
     let mode = match s.opt_string("mode").as_deref() {
         Some("ucast") | None => LinkMode::Ucast,
         Some("bcast") => LinkMode::Bcast,
         Some("mcast") => LinkMode::Mcast,
         Some(other) => {
-            s.problem::<()>(s.key("mode"), format!("unknown link mode `{other}`"), Some("one of ucast, bcast, mcast"));
+            s.problem::<()>("mode", format!("unknown link mode `{other}`"), Some("one of ucast, bcast, mcast"));
             LinkMode::Ucast
         }
     };
     let addresses = s
-        .table("addresses", true)
+        .table("addresses")
         .map(|mut a| {
             let map = a.all(|v, key, a| match v.as_str().map(str::parse::<Cidr>) {
                 Some(Ok(c)) => Some(c),
-                Some(Err(m)) => a.problem(key, m, Some("write an address with its prefix, e.g. 203.0.113.1/24")),
-                None => a.problem(key, "expected a string".into(), None),
+                Some(Err(m)) => a.problem_at(key, m, Some("write an address with its prefix, e.g. 203.0.113.1/24")),
+                None => a.problem_at(key, "expected a string".into(), None),
             });
             map
         })
@@ -242,10 +209,10 @@ fn read_link(s: &mut Section, default_port: u16) -> LinkConfig {
         name: s.string("name").unwrap_or_default(),
         mode,
         interface: s.opt_string("interface"),
-        port: s.int_or("port", 1, 65535, default_port.into()),
+        port: s.int_or("port", 1, 65535, default_port),
         group: s.opt_string("group").and_then(|g| match g.parse() {
             Ok(ip) => Some(ip),
-            Err(_) => s.problem(s.key("group"), format!("`{g}` is not an IP address"), None),
+            Err(_) => s.problem("group", format!("`{g}` is not an IP address"), None),
         }),
         addresses,
     };
@@ -253,61 +220,10 @@ fn read_link(s: &mut Section, default_port: u16) -> LinkConfig {
     link
 }
 
-fn read_resource(s: &mut Section) -> Option<ResourceConfig> {
+fn read_resource(s: &mut Reader) -> Option<ResourceConfig> {
     let name = s.string("name").unwrap_or_default();
     let kind_name = s.string("kind");
-    let kind = match kind_name.as_deref() {
-        Some("service") => read_service(s).map(ResourceKind::Service),
-        Some("ocf") => Some(ResourceKind::Ocf(OcfConfig {
-            agent: s.string("agent").unwrap_or_default(),
-            ocf_root: s.path_or("ocf-root", "/usr/lib/ocf"),
-            params: s.table("params", false).map(|mut p| p.strings()).unwrap_or_default(),
-        })),
-        Some("vip") => s.cidr("address").map(|address| {
-            ResourceKind::Vip(VipConfig {
-                address,
-                interface: s.string("interface").unwrap_or_default(),
-                garp_count: s.int_or("garp-count", 0, 100, DEFAULT_GARP_COUNT.into()),
-                garp_interval: s.duration_or("garp-interval", DEFAULT_GARP_INTERVAL),
-                garp_refresh: s.duration_or("garp-refresh", Duration::ZERO),
-                guard: s.bool_or("guard", true),
-                guard_wait: s.duration_or("guard-wait", DEFAULT_GUARD_WAIT),
-            })
-        }),
-        Some("pbx") => read_pbx(s).map(ResourceKind::Pbx),
-        Some("drbd") => s.string("resource").map(|resource| {
-            let syntax = match s.opt_string("syntax").as_deref() {
-                Some("9") | None => pbxha_replica::drbd::conf::Syntax::V9,
-                Some("8.4") => pbxha_replica::drbd::conf::Syntax::V84,
-                Some(other) => s
-                    .problem(s.key("syntax"), format!("unknown DRBD syntax `{other}`"), Some("\"9\" or \"8.4\""))
-                    .unwrap_or(pbxha_replica::drbd::conf::Syntax::V9),
-            };
-            ResourceKind::Drbd(DrbdConfig {
-                resource,
-                syntax,
-                minor: s.int_or("minor", 0, 1_048_575, 0),
-                allow_degraded: s.bool_or("allow-degraded", false),
-            })
-        }),
-        Some("filesystem") => match (s.string("device"), s.string("mount-point"), s.string("fstype")) {
-            (Some(device), Some(mount_point), Some(fstype)) => Some(ResourceKind::Filesystem(FilesystemConfig {
-                device: device.into(),
-                mount_point: mount_point.into(),
-                fstype,
-                options: s.opt_string("options").unwrap_or_default(),
-                fsck: s.bool_or("fsck", false),
-            })),
-            _ => None,
-        },
-        Some("mysql") => read_mysql_resource(s).map(ResourceKind::Mysql),
-        Some(other) => s.problem(
-            s.key("kind"),
-            format!("unknown resource kind `{other}`"),
-            Some("one of service, ocf, vip, pbx, drbd, filesystem, mysql"),
-        ),
-        None => None,
-    };
+    let kind = kind_name.and_then(|name| ResourceKind::read(&name, s));
     let r = ResourceConfig {
         name,
         start_timeout: s.duration_or("start-timeout", Duration::from_secs(20)),
@@ -320,118 +236,18 @@ fn read_resource(s: &mut Section) -> Option<ResourceConfig> {
     Some(r)
 }
 
-fn read_service(s: &mut Section) -> Option<ServiceConfig> {
-    let unit = s.opt_string("unit");
-    let exec = s.opt_argv("exec");
-    let env = s.table("env", false).map(|mut e| e.strings()).unwrap_or_default();
-    let start = s.opt_argv("start");
-    let stop = s.opt_argv("stop");
-    let status = s.opt_argv("status");
-    match (unit, exec, start, stop) {
-        (Some(unit), None, None, None) => Some(ServiceConfig::Unit(unit)),
-        (None, Some(argv), None, None) => Some(ServiceConfig::Exec { argv, env }),
-        (None, None, Some(start), Some(stop)) => Some(ServiceConfig::Commands { start, stop, status }),
-        (None, None, Some(_), None) | (None, None, None, Some(_)) => s.problem(
-            s.key("start"),
-            "a service driven by commands needs both `start` and `stop`".into(),
-            Some("add the missing argv, e.g. stop = [\"/usr/sbin/asterisk\", \"-rx\", \"core stop now\"]"),
-        ),
-        _ => s.problem(
-            s.key("kind"),
-            "a service needs exactly one of `unit`, `exec`, or `start`+`stop`".into(),
-            Some("unit = \"asterisk\" runs it through systemctl"),
-        ),
-    }
-}
-
-fn read_mysql_resource(s: &mut Section) -> Option<MysqlResourceConfig> {
-    let socket = s.opt_string("socket");
-    let host = s.opt_string("host");
-    let port = s.int_or("port", 1, 65535, pbxha_replica::mysql::config::DEFAULT_PORT.into());
-    let password_file = s.opt_string("password-file").map(PathBuf::from);
-    let unit = s.opt_string("unit").unwrap_or_else(|| DEFAULT_MYSQL_UNIT.into());
-    let datadir = s.path_or("datadir", DEFAULT_MYSQL_DATADIR);
-    let replica_mount = s.path_or("replica-mount", DEFAULT_REPLICA_MOUNT);
-    let user = s.opt_string("user").unwrap_or_else(|| "root".into());
-    let server = match (socket, host) {
-        (Some(_), Some(_)) => {
-            return s.problem(s.key("host"), "set either `socket` or `host`/`port`, not both".into(), None)
-        }
-        (None, Some(_)) if password_file.is_none() => {
-            return s.problem(
-                s.key("password-file"),
-                "a login over TCP needs a password".into(),
-                Some("a file of mode 0600 holding the password of `user`, or socket = \"/run/mysqld/mysqld.sock\""),
-            )
-        }
-        (None, Some(host)) => pbxha_replica::mysql::Endpoint { host, port, socket: None },
-        (socket, None) => pbxha_replica::mysql::Endpoint {
-            host: "localhost".into(),
-            port,
-            socket: Some(socket.unwrap_or_else(|| DEFAULT_MYSQL_SOCKET.into()).into()),
-        },
-    };
-    Some(MysqlResourceConfig { unit, datadir, replica_mount, server, user, password_file })
-}
-
-fn read_pbx(s: &mut Section) -> Option<PbxConfig> {
-    let pbx: pbxha_telephony::PbxKind = match s.string("pbx")?.parse() {
-        Ok(kind) => kind,
-        Err(m) => return s.problem(s.key("pbx"), m, Some("pbx = \"asterisk\" or pbx = \"freeswitch\"")),
-    };
-    let unit = s.opt_string("unit").unwrap_or_else(|| pbx.default_unit().to_string());
-    let host = s.opt_string("ami-host");
-    let port = s.table.contains_key("ami-port").then(|| s.int_or("ami-port", 1, 65535, 0));
-    let user = s.opt_string("ami-user");
-    let secret_file = s.opt_string("ami-secret-file").map(PathBuf::from);
-    let ami = match (user, secret_file) {
-        (None, None) if host.is_none() && port.is_none() => None,
-        (Some(user), Some(secret_file)) if pbx == pbxha_telephony::PbxKind::Asterisk => Some(AmiSettings {
-            host: host.unwrap_or_else(|| "127.0.0.1".into()),
-            port: port.unwrap_or(pbxha_telephony::ami::DEFAULT_PORT),
-            user,
-            secret_file,
-        }),
-        (Some(_), Some(_)) => {
-            return s.problem(
-                s.key("ami-user"),
-                "AMI is Asterisk's; FreeSWITCH calls are counted with fs_cli".into(),
-                None,
-            )
-        }
-        _ => {
-            return s.problem(
-                s.key("ami-user"),
-                "AMI needs both `ami-user` and `ami-secret-file`".into(),
-                Some("the user is a [section] of manager.conf; the file holds its secret"),
-            )
-        }
-    };
-    let event_socket_password_file = s.opt_string("event-socket-password-file").map(PathBuf::from);
-    if event_socket_password_file.is_some() && pbx != pbxha_telephony::PbxKind::FreeSwitch {
-        return s.problem(
-            s.key("event-socket-password-file"),
-            "the event socket is FreeSWITCH's".into(),
-            Some("Asterisk logs in to AMI with ami-user and ami-secret-file"),
-        );
-    }
-    Some(PbxConfig { pbx, unit, ami, event_socket_password_file })
-}
-
-fn read_probe(s: &mut Section) -> Option<ProbeConfig> {
+fn read_probe(s: &mut Reader) -> Option<ProbeConfig> {
     let name = s.string("name");
     let role = match s.string("role").as_deref() {
         Some("local-pbx") => s.string("resource").map(|resource| ProbeRole::LocalPbx { resource }),
         Some("vip") => Some(ProbeRole::Vip),
         Some("trunk") => Some(ProbeRole::Trunk),
-        Some(other) => {
-            s.problem(s.key("role"), format!("unknown probe role `{other}`"), Some("one of local-pbx, vip, trunk"))
-        }
+        Some(other) => s.problem("role", format!("unknown probe role `{other}`"), Some("one of local-pbx, vip, trunk")),
         None => None,
     };
     let target = s.string("target").and_then(|t| match parse_sip_target(&t) {
         Ok(t) => Some(t),
-        Err(m) => s.problem(s.key("target"), m, Some("write `udp:198.51.100.100:5060` or `tcp:198.51.100.100:5060`")),
+        Err(m) => s.problem("target", m, Some("write `udp:198.51.100.100:5060` or `tcp:198.51.100.100:5060`")),
     });
     let interval = s.duration_or("interval", DEFAULT_PROBE_INTERVAL);
     let timeout = s.duration_or("timeout", DEFAULT_PROBE_TIMEOUT);
@@ -478,255 +294,6 @@ fn parse_ping_target(s: &str) -> Result<PingTarget, String> {
         }
         None => s.parse().map(|addr| PingTarget::Icmp { addr }).map_err(|_| format!("`{s}` is not an IP address")),
     }
-}
-
-/// One TOML table being read, remembering which keys were asked for.
-struct Section<'a> {
-    path: String,
-    table: &'a Table,
-    asked: Vec<&'static str>,
-    problems: &'a RefCell<Vec<Problem>>,
-}
-
-impl<'a> Section<'a> {
-    fn root(table: &'a Table, problems: &'a RefCell<Vec<Problem>>) -> Self {
-        Section { path: String::new(), table, asked: Vec::new(), problems }
-    }
-
-    fn key(&self, key: &str) -> String {
-        if self.path.is_empty() {
-            key.to_string()
-        } else {
-            format!("{}.{key}", self.path)
-        }
-    }
-
-    /// Adopts the problems of a section another crate read (`[mail]`, `[[check]]`); their
-    /// key paths are already complete.
-    fn foreign(&self, problems: Vec<pbxha_watchdog::config::Problem>) {
-        let converted = problems.into_iter().map(|p| Problem { key: p.key, message: p.message, hint: p.hint });
-        self.problems.borrow_mut().extend(converted);
-    }
-
-    /// Records a problem; returns `None` so callers can use it as a value.
-    fn problem<T>(&self, key: String, message: String, hint: Option<&str>) -> Option<T> {
-        self.problems.borrow_mut().push(Problem { key, message, hint: hint.map(str::to_string) });
-        None
-    }
-
-    fn get(&mut self, key: &'static str) -> Option<&'a Value> {
-        self.asked.push(key);
-        self.table.get(key)
-    }
-
-    fn missing<T>(&self, key: &str) -> Option<T> {
-        self.problem(self.key(key), "missing required key".into(), None)
-    }
-
-    fn wrong<T>(&self, key: &str, expected: &str, found: &Value) -> Option<T> {
-        self.problem(self.key(key), format!("expected {expected}, found {}", found.type_str()), None)
-    }
-
-    fn opt_string(&mut self, key: &'static str) -> Option<String> {
-        match self.get(key)? {
-            Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
-            Value::String(_) => self.problem(self.key(key), "must not be empty".into(), None),
-            other => self.wrong(key, "a string", other),
-        }
-    }
-
-    fn string(&mut self, key: &'static str) -> Option<String> {
-        if self.table.contains_key(key) {
-            self.opt_string(key)
-        } else {
-            self.asked.push(key);
-            self.missing(key)
-        }
-    }
-
-    fn path_or(&mut self, key: &'static str, default: &str) -> PathBuf {
-        self.opt_string(key).map_or_else(|| PathBuf::from(default), PathBuf::from)
-    }
-
-    fn bool_or(&mut self, key: &'static str, default: bool) -> bool {
-        match self.get(key) {
-            None => default,
-            Some(Value::Boolean(b)) => *b,
-            Some(other) => self.wrong(key, "true or false", other).unwrap_or(default),
-        }
-    }
-
-    fn int<T: TryFrom<i64>>(&mut self, key: &'static str, min: i64, max: i64) -> Option<T> {
-        match self.get(key) {
-            None => self.missing(key),
-            Some(Value::Integer(i)) if (min..=max).contains(i) => T::try_from(*i).ok(),
-            Some(Value::Integer(i)) => {
-                self.problem(self.key(key), format!("{i} is out of range ({min} to {max})"), None)
-            }
-            Some(other) => self.wrong(key, "an integer", other),
-        }
-    }
-
-    fn int_or<T: TryFrom<i64> + Default>(&mut self, key: &'static str, min: i64, max: i64, default: i64) -> T {
-        if self.table.contains_key(key) {
-            self.int(key, min, max).unwrap_or_default()
-        } else {
-            self.asked.push(key);
-            T::try_from(default).unwrap_or_default()
-        }
-    }
-
-    fn duration_or(&mut self, key: &'static str, default: Duration) -> Duration {
-        match self.get(key).map(parse_duration) {
-            None => default,
-            Some(Ok(d)) => d,
-            Some(Err(m)) => self.problem(self.key(key), m, Some("bare numbers are milliseconds")).unwrap_or(default),
-        }
-    }
-
-    fn cidr(&mut self, key: &'static str) -> Option<Cidr> {
-        let text = self.string(key)?;
-        match text.parse() {
-            Ok(c) => Some(c),
-            Err(m) => self.problem(self.key(key), m, Some("write an address with its prefix, e.g. 198.51.100.100/24")),
-        }
-    }
-
-    fn argv_value(&self, v: &Value, key: &str) -> Option<Vec<String>> {
-        let hint = Some("an argv is a list of strings, e.g. [\"/usr/sbin/asterisk\", \"-rx\", \"core show channels\"]");
-        match v.as_array() {
-            Some(items) if !items.is_empty() => {
-                let argv: Option<Vec<String>> = items.iter().map(|i| i.as_str().map(str::to_string)).collect();
-                argv.or_else(|| self.problem(key.to_string(), "every argv item must be a string".into(), hint))
-            }
-            Some(_) => self.problem(key.to_string(), "an argv must not be empty".into(), hint),
-            None => self.problem(key.to_string(), format!("expected a list of strings, found {}", v.type_str()), hint),
-        }
-    }
-
-    fn opt_argv(&mut self, key: &'static str) -> Option<Vec<String>> {
-        let v = self.get(key)?;
-        self.argv_value(v, &self.key(key))
-    }
-
-    /// Every element of an array, converted by `f` (which reports its own problems).
-    fn list<T>(&mut self, key: &'static str, f: impl Fn(&Value, String, &Self) -> Option<T>) -> Vec<T> {
-        match self.get(key) {
-            None => Vec::new(),
-            Some(Value::Array(items)) => {
-                items.iter().enumerate().filter_map(|(i, v)| f(v, format!("{}[{i}]", self.key(key)), self)).collect()
-            }
-            Some(other) => self.wrong(key, "a list", other).unwrap_or_default(),
-        }
-    }
-
-    /// Every key of this table, converted by `f`: for maps such as `addresses`.
-    fn all<T>(&mut self, f: impl Fn(&Value, String, &Self) -> Option<T>) -> BTreeMap<String, T> {
-        let entries: Vec<(&String, &Value)> = self.table.iter().collect();
-        self.table = EMPTY.get_or_init(Table::new);
-        entries.into_iter().filter_map(|(k, v)| Some((k.clone(), f(v, self.key(k), self)?))).collect()
-    }
-
-    fn strings(&mut self) -> BTreeMap<String, String> {
-        self.all(|v, key, s| match v {
-            Value::String(x) => Some(x.clone()),
-            Value::Integer(i) => Some(i.to_string()),
-            Value::Boolean(b) => Some(b.to_string()),
-            other => s.problem(key, format!("expected a string, found {}", other.type_str()), None),
-        })
-    }
-
-    fn table(&mut self, key: &'static str, required: bool) -> Option<Section<'a>> {
-        match self.get(key) {
-            None if required => self.missing(key),
-            None => None,
-            Some(Value::Table(t)) => {
-                Some(Section { path: self.key(key), table: t, asked: Vec::new(), problems: self.problems })
-            }
-            Some(other) => self.wrong(key, "a table", other),
-        }
-    }
-
-    /// A table with defaults for everything: absent means all defaults.
-    fn table_or_empty<T>(&mut self, key: &'static str, f: impl FnOnce(&mut Section<'a>) -> T) -> T {
-        let mut s = self.table(key, false).unwrap_or_else(|| Section {
-            path: self.key(key),
-            table: EMPTY.get_or_init(Table::new),
-            asked: Vec::new(),
-            problems: self.problems,
-        });
-        let value = f(&mut s);
-        s.finish();
-        value
-    }
-
-    /// `[[key]]` arrays of tables, with paths like `link[1]`.
-    fn tables(&mut self, key: &'static str, required: bool) -> Vec<Section<'a>> {
-        match self.get(key) {
-            None if required => self.missing(key).unwrap_or_default(),
-            None => Vec::new(),
-            Some(Value::Array(items)) if items.is_empty() && required => self
-                .problem(self.key(key), "must not be empty".into(), Some(&format!("add at least one [[{key}]] table")))
-                .unwrap_or_default(),
-            Some(Value::Array(items)) => items
-                .iter()
-                .enumerate()
-                .filter_map(|(i, v)| match v {
-                    Value::Table(t) => Some(Section {
-                        path: format!("{}[{i}]", self.key(key)),
-                        table: t,
-                        asked: Vec::new(),
-                        problems: self.problems,
-                    }),
-                    other => self.wrong(&format!("{key}[{i}]"), "a table", other),
-                })
-                .collect(),
-            Some(other) => self.wrong(key, &format!("[[{key}]] tables"), other).unwrap_or_default(),
-        }
-    }
-
-    /// Reports every key nobody asked for, with the nearest known key as a hint.
-    fn finish(&mut self) {
-        for key in self.table.keys() {
-            if self.asked.contains(&key.as_str()) {
-                continue;
-            }
-            let hint = self
-                .asked
-                .iter()
-                .map(|k| (edit_distance(k, key), *k))
-                .filter(|(d, _)| *d <= 3)
-                .min()
-                .map(|(_, k)| format!("did you mean `{k}`?"));
-            let hint = hint.unwrap_or_else(|| match self.asked.is_empty() {
-                true => "this section takes no keys".into(),
-                false => format!("known keys here: {}", self.asked.join(", ")),
-            });
-            self.problems.borrow_mut().push(Problem {
-                key: self.key(key),
-                message: "unknown key".into(),
-                hint: Some(hint),
-            });
-        }
-        self.table = EMPTY.get_or_init(Table::new);
-    }
-}
-
-static EMPTY: std::sync::OnceLock<Table> = std::sync::OnceLock::new();
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }
 
 #[cfg(test)]

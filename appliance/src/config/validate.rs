@@ -5,13 +5,17 @@ use std::os::unix::fs::PermissionsExt;
 
 use super::*;
 
+/// A problem at `key`; an empty `hint` is none.
+fn problem_at(key: &str, message: String, hint: &str) -> Problem {
+    Problem { key: key.to_string(), message, hint: (!hint.is_empty()).then(|| hint.to_string()) }
+}
+
 impl Config {
-    /// Every semantic problem, each with its key path. Empty means valid.
+    /// Every semantic problem, each with its key path. Empty means valid. Reads no files:
+    /// those checks are [`check_files`](Self::check_files).
     pub fn validate(&self) -> Vec<Problem> {
         let mut out = Vec::new();
-        let mut problem = |key: &str, message: String, hint: &str| {
-            out.push(Problem { key: key.to_string(), message, hint: (!hint.is_empty()).then(|| hint.to_string()) })
-        };
+        let mut problem = |key: &str, message: String, hint: &str| out.push(problem_at(key, message, hint));
         let hb = &self.heartbeat;
         if hb.interval.is_zero() {
             problem("heartbeat.interval", "must be greater than 0".into(), "200 ms is the default");
@@ -88,7 +92,6 @@ impl Config {
                 );
             }
         }
-        check_key_file(&self.cluster.auth_key_file, &mut problem);
 
         let mut link_names = BTreeSet::new();
         for (i, link) in self.links.iter().enumerate() {
@@ -162,60 +165,7 @@ impl Config {
             if r.monitor_interval.is_zero() {
                 problem(&key("monitor-interval"), "must be greater than 0".into(), "");
             }
-            match &r.kind {
-                ResourceKind::Vip(vip) => {
-                    if vip.interface.is_empty() {
-                        continue;
-                    }
-                    // A VIP outside the subnet of the link on its interface would be unreachable.
-                    for link in self.links.iter().filter(|l| l.interface.as_deref() == Some(vip.interface.as_str())) {
-                        if link.addresses.values().any(|c| !c.contains(vip.address.addr)) {
-                            problem(
-                                &key("address"),
-                                format!(
-                                    "{} is outside the subnet of link `{}` on {}",
-                                    vip.address, link.name, vip.interface
-                                ),
-                                "the VIP must be in the same subnet as the nodes' addresses on that interface",
-                            );
-                        }
-                    }
-                }
-                ResourceKind::Ocf(ocf) => {
-                    if !ocf.agent.contains('/') {
-                        problem(
-                            &key("agent"),
-                            format!("`{}` is not provider/type", ocf.agent),
-                            "e.g. agent = \"heartbeat/IPaddr2\"",
-                        );
-                    }
-                }
-                ResourceKind::Mysql(m) => {
-                    // Members start in order: an earlier one must mount the replica.
-                    let mounted = self.resources[..i]
-                        .iter()
-                        .any(|r| matches!(&r.kind, ResourceKind::Filesystem(f) if m.replica_mount.starts_with(&f.mount_point)));
-                    if !mounted {
-                        problem(
-                            &key("replica-mount"),
-                            format!("no filesystem resource before `{}` mounts {}", r.name, m.replica_mount.display()),
-                            "list the filesystem resource that mounts the replica before the mysql resource",
-                        );
-                    }
-                }
-                ResourceKind::Pbx(pbx) => {
-                    let secrets = [
-                        ("ami-secret-file", pbx.ami.as_ref().map(|a| &a.secret_file)),
-                        ("event-socket-password-file", pbx.event_socket_password_file.as_ref()),
-                    ];
-                    for (name, path) in secrets {
-                        if let Some(Err(message)) = path.map(|p| private_file(p)) {
-                            problem(&key(name), message, "the file must exist with mode 0600 (chmod 600 FILE)");
-                        }
-                    }
-                }
-                ResourceKind::Service(_) | ResourceKind::Drbd(_) | ResourceKind::Filesystem(_) => {}
-            }
+            r.kind.validate(self, i, &mut |k, message, hint| problem(&key(k), message, hint));
         }
         let mut probe_names = BTreeSet::new();
         for (i, p) in self.probes.iter().enumerate() {
@@ -240,14 +190,27 @@ impl Config {
     }
 }
 
-fn check_key_file(path: &std::path::Path, problem: &mut impl FnMut(&str, String, &str)) {
-    if let Err(message) = private_file(path) {
-        let hint = if path.exists() {
-            format!("chmod 600 {}", path.display())
-        } else {
-            "create it on one node with `head -c 32 /dev/urandom | base64 > FILE; chmod 600 FILE` and copy it to the other".into()
-        };
-        problem("cluster.auth-key-file", message, &hint);
+impl Config {
+    /// The checks that look at the filesystem, a step of their own so that
+    /// [`validate`](Self::validate) stays pure: every secret file the config names exists with
+    /// mode 0600. [`parse`](super::parse) runs both.
+    pub fn check_files(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let key_file = &self.cluster.auth_key_file;
+        if let Err(message) = private_file(key_file) {
+            let hint = if key_file.exists() {
+                format!("chmod 600 {}", key_file.display())
+            } else {
+                "create it on one node with `head -c 32 /dev/urandom | base64 > FILE; chmod 600 FILE` and copy it to the other".into()
+            };
+            out.push(problem_at("cluster.auth-key-file", message, &hint));
+        }
+        for (i, r) in self.resources.iter().enumerate() {
+            r.kind.check_files(&mut |k, message, hint| {
+                out.push(problem_at(&format!("resource[{i}].{k}"), message, hint))
+            });
+        }
+        out
     }
 }
 

@@ -4,14 +4,63 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use pbxha_conf::Reader;
+use pbxha_replica::drbd::conf::Syntax;
 use pbxha_replica::drbd::control::Drbd;
 use pbxha_replica::drbd::promote::PromotePolicy;
 use pbxha_replica::drbd::status::Role;
+use serde::Serialize;
 
-use super::{Resource, ResourceState};
-use crate::config::DrbdConfig;
+use super::{Kind, Parts, Resource, ResourceState};
 use crate::fence::DrbdView;
 use crate::Error;
+
+/// A DRBD resource (`kind = "drbd"`): promoted on start, demoted on stop.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DrbdConfig {
+    /// The resource name in the DRBD config, e.g. `r0`.
+    pub resource: String,
+    /// The installed DRBD generation (`syntax = "9"` or `"8.4"`): where status is read from.
+    pub syntax: Syntax,
+    /// The device minor (`/dev/drbdN`, at most 1048575: DRBD's 20-bit minor); 8.4 reports
+    /// status by minor only.
+    pub minor: u32,
+    /// `allow-degraded`: promote a Consistent or Outdated disk when the peer is known dead.
+    /// Off by default: older data beats no service only if the operator says so.
+    pub allow_degraded: bool,
+}
+
+impl Kind for DrbdConfig {
+    fn read(s: &mut Reader) -> Option<Self> {
+        s.string("resource").map(|resource| {
+            let syntax = match s.opt_string("syntax").as_deref() {
+                Some("9") | None => Syntax::V9,
+                Some("8.4") => Syntax::V84,
+                Some(other) => s
+                    .problem("syntax", format!("unknown DRBD syntax `{other}`"), Some("\"9\" or \"8.4\""))
+                    .unwrap_or(Syntax::V9),
+            };
+            DrbdConfig {
+                resource,
+                syntax,
+                minor: s.int_or("minor", 0, 1_048_575, 0),
+                allow_degraded: s.bool_or("allow-degraded", false),
+            }
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("DRBD resource {}", self.resource)
+    }
+
+    fn outlives_daemon(&self) -> bool {
+        false
+    }
+
+    fn build(&self, name: &str, parts: &Parts) -> Result<Arc<dyn Resource>, Error> {
+        Ok(Arc::new(DrbdResource::new(name, self, parts.runner.clone(), parts.drbd_view.clone())))
+    }
+}
 
 pub struct DrbdResource {
     name: String,

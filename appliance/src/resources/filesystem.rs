@@ -1,13 +1,55 @@
 //! `filesystem` resources: the replica's mount (see pbxha_replica::filesystem).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use pbxha_conf::Reader;
 use pbxha_replica::filesystem::{Filesystem, FilesystemSpec, DEFAULT_KILL_GRACE};
+use serde::Serialize;
 
-use super::{Resource, ResourceState};
-use crate::config::FilesystemConfig;
+use super::{Kind, Parts, Resource, ResourceState};
 use crate::Error;
+
+/// The replicated filesystem (`kind = "filesystem"`): mounted on start; on stop its users
+/// are killed and it is unmounted.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FilesystemConfig {
+    pub device: PathBuf,
+    pub mount_point: PathBuf,
+    pub fstype: String,
+    /// `mount -o` options; empty for the defaults.
+    pub options: String,
+    /// Run `fsck -p` before mounting.
+    pub fsck: bool,
+}
+
+impl Kind for FilesystemConfig {
+    fn read(s: &mut Reader) -> Option<Self> {
+        match (s.string("device"), s.string("mount-point"), s.string("fstype")) {
+            (Some(device), Some(mount_point), Some(fstype)) => Some(FilesystemConfig {
+                device: device.into(),
+                mount_point: mount_point.into(),
+                fstype,
+                options: s.opt_string("options").unwrap_or_default(),
+                fsck: s.bool_or("fsck", false),
+            }),
+            _ => None,
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("{} on {}", self.device.display(), self.mount_point.display())
+    }
+
+    fn outlives_daemon(&self) -> bool {
+        false
+    }
+
+    fn build(&self, name: &str, parts: &Parts) -> Result<Arc<dyn Resource>, Error> {
+        Ok(Arc::new(FilesystemResource::new(name, self, parts.runner.clone())))
+    }
+}
 
 pub struct FilesystemResource {
     name: String,

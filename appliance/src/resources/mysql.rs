@@ -4,18 +4,107 @@
 //! the bare mount point or on local disk, the server would initialise or serve a stale
 //! database that the next failover silently hides — and it is monitored with a real query.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use pbxha_conf::Reader;
 use pbxha_replica::filesystem::{parse_mountinfo, MountEntry};
 use pbxha_replica::mysql::client::{select_one, Credentials};
 use pbxha_runner::Runner;
+use serde::Serialize;
 
 use super::engine::Timeouts;
-use super::{service, Resource, ResourceState};
-use crate::config::{MysqlResourceConfig, ServiceConfig};
+use super::service::{self, ServiceConfig};
+use super::{Kind, Parts, Report, Resource, ResourceState};
+use crate::config::{Config, ResourceKind};
 use crate::Error;
+
+/// MySQL/MariaDB whose datadir lives on the replicated filesystem (`kind = "mysql"`): started
+/// and stopped through its systemd unit, only once the datadir is on the mounted replica, and
+/// monitored with a real query.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MysqlResourceConfig {
+    pub unit: String,
+    /// Resolved through symlinks (a migrated datadir is one) before the mount check.
+    pub datadir: PathBuf,
+    /// Where the `filesystem` resource mounts the replica.
+    pub replica_mount: PathBuf,
+    /// Where the monitor logs in: the socket when set, TCP otherwise.
+    pub server: pbxha_replica::mysql::Endpoint,
+    pub user: String,
+    /// Holds `user`'s password (mode 0600); `None` means socket authentication.
+    pub password_file: Option<PathBuf>,
+}
+
+/// Debian's `mariadb-server` unit, datadir and socket.
+pub const DEFAULT_MYSQL_UNIT: &str = "mariadb";
+pub const DEFAULT_MYSQL_DATADIR: &str = "/var/lib/mysql";
+pub const DEFAULT_MYSQL_SOCKET: &str = "/run/mysqld/mysqld.sock";
+/// The replica mount point (docs/ARCHITECTURE.md, "Storage of its own").
+pub const DEFAULT_REPLICA_MOUNT: &str = "/replica";
+
+impl Kind for MysqlResourceConfig {
+    fn read(s: &mut Reader) -> Option<Self> {
+        let socket = s.opt_string("socket");
+        let host = s.opt_string("host");
+        let port = s.int_or("port", 1, 65535, pbxha_replica::mysql::config::DEFAULT_PORT);
+        let password_file = s.opt_path("password-file");
+        let unit = s.opt_string("unit").unwrap_or_else(|| DEFAULT_MYSQL_UNIT.into());
+        let datadir = s.path_or("datadir", DEFAULT_MYSQL_DATADIR);
+        let replica_mount = s.path_or("replica-mount", DEFAULT_REPLICA_MOUNT);
+        let user = s.opt_string("user").unwrap_or_else(|| "root".into());
+        let server = match (socket, host) {
+            (Some(_), Some(_)) => {
+                return s.problem("host", "set either `socket` or `host`/`port`, not both".into(), None)
+            }
+            (None, Some(_)) if password_file.is_none() => {
+                return s.problem(
+                    "password-file",
+                    "a login over TCP needs a password".into(),
+                    Some("a file of mode 0600 holding the password of `user`, or socket = \"/run/mysqld/mysqld.sock\""),
+                )
+            }
+            (None, Some(host)) => pbxha_replica::mysql::Endpoint { host, port, socket: None },
+            (socket, None) => pbxha_replica::mysql::Endpoint {
+                host: "localhost".into(),
+                port,
+                socket: Some(socket.unwrap_or_else(|| DEFAULT_MYSQL_SOCKET.into()).into()),
+            },
+        };
+        Some(MysqlResourceConfig { unit, datadir, replica_mount, server, user, password_file })
+    }
+
+    fn validate(&self, config: &Config, index: usize, problem: Report) {
+        // Members start in order: an earlier one must mount the replica.
+        let mounted = config.resources[..index]
+            .iter()
+            .any(|r| matches!(&r.kind, ResourceKind::Filesystem(f) if self.replica_mount.starts_with(&f.mount_point)));
+        if !mounted {
+            problem(
+                "replica-mount",
+                format!(
+                    "no filesystem resource before `{}` mounts {}",
+                    config.resources[index].name,
+                    self.replica_mount.display()
+                ),
+                "list the filesystem resource that mounts the replica before the mysql resource",
+            );
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("systemd unit {}, datadir {} on {}", self.unit, self.datadir.display(), self.replica_mount.display())
+    }
+
+    fn outlives_daemon(&self) -> bool {
+        true
+    }
+
+    fn build(&self, name: &str, parts: &Parts) -> Result<Arc<dyn Resource>, Error> {
+        build(name, self, parts.timeouts, parts.runner.clone())
+    }
+}
 
 const MOUNTINFO: &str = "/proc/self/mountinfo";
 

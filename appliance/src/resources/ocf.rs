@@ -5,18 +5,59 @@
 //! OCF-spec, `ra/1.0/resource-agent-api.md`): the action is argv[1], parameters arrive as
 //! `OCF_RESKEY_<name>` in the environment, and the exit code is the answer.
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pbxha_conf::Reader;
 use pbxha_runner::{Cmd, Output, Runner};
+use serde::Serialize;
 
 use super::engine::Timeouts;
-use super::{Resource, ResourceState};
-use crate::config::OcfConfig;
+use super::{Kind, Parts, Report, Resource, ResourceState};
+use crate::config::Config;
 use crate::Error;
+
+/// An installed OCF resource agent (resource-agents' `heartbeat/IPaddr2` and friends).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OcfConfig {
+    /// `provider/type`, resolved as `$OCF_ROOT/resource.d/provider/type`.
+    pub agent: String,
+    pub ocf_root: PathBuf,
+    /// Passed as `OCF_RESKEY_<name>`.
+    pub params: BTreeMap<String, String>,
+}
+
+impl Kind for OcfConfig {
+    fn read(s: &mut Reader) -> Option<Self> {
+        Some(OcfConfig {
+            agent: s.string("agent").unwrap_or_default(),
+            ocf_root: s.path_or("ocf-root", "/usr/lib/ocf"),
+            params: s.opt_table("params").map(|mut p| p.strings()).unwrap_or_default(),
+        })
+    }
+
+    fn validate(&self, _: &Config, _: usize, problem: Report) {
+        if !self.agent.contains('/') {
+            problem("agent", format!("`{}` is not provider/type", self.agent), "e.g. agent = \"heartbeat/IPaddr2\"");
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("OCF agent {}", self.agent)
+    }
+
+    fn outlives_daemon(&self) -> bool {
+        true
+    }
+
+    fn build(&self, name: &str, parts: &Parts) -> Result<Arc<dyn Resource>, Error> {
+        build(name, self, parts.timeouts, parts.runner.clone())
+    }
+}
 
 /// OCF_SUCCESS.
 const SUCCESS: i32 = 0;

@@ -2,21 +2,115 @@
 //! adapters — systemd for start/stop/monitor, the PBX's own CLI (or AMI) for calls. The
 //! daemon counts and drains calls through the same adapter ([`crate::calls`]).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pbxha_conf::Reader;
 use pbxha_runner::Runner;
 use pbxha_telephony::ami::AmiConfig;
 use pbxha_telephony::asterisk::Asterisk;
 use pbxha_telephony::freeswitch::FreeSwitch;
 use pbxha_telephony::pbx::{ServiceState, Unit};
 use pbxha_telephony::{Pbx, PbxKind};
+use serde::Serialize;
 
 use super::engine::Timeouts;
-use super::{Resource, ResourceState};
-use crate::config::PbxConfig;
+use super::{Kind, Parts, Report, Resource, ResourceState};
+use crate::config::private_file;
 use crate::Error;
+
+/// A PBX (`kind = "pbx"`): started and stopped through its systemd unit, and asked for its
+/// calls when a planned switchover drains them.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PbxConfig {
+    #[serde(serialize_with = "serialize_kind")]
+    pub pbx: pbxha_telephony::PbxKind,
+    /// Defaults to the unit Debian's package installs (`asterisk`, `freeswitch`).
+    pub unit: String,
+    /// Count Asterisk's calls over AMI instead of `asterisk -rx`.
+    pub ami: Option<AmiSettings>,
+    /// FreeSWITCH: a 0600 file holding mod_event_socket's password, for a FreeSWITCH
+    /// whose password is not fs_cli's default.
+    pub event_socket_password_file: Option<PathBuf>,
+}
+
+/// Where Asterisk's manager interface listens and how pbxha logs in.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AmiSettings {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    /// Holds the manager.conf secret, so it stays out of the config file.
+    pub secret_file: PathBuf,
+}
+
+impl Kind for PbxConfig {
+    fn read(s: &mut Reader) -> Option<Self> {
+        let pbx: PbxKind = match s.string("pbx")?.parse() {
+            Ok(kind) => kind,
+            Err(m) => return s.problem("pbx", m, Some("pbx = \"asterisk\" or pbx = \"freeswitch\"")),
+        };
+        let unit = s.opt_string("unit").unwrap_or_else(|| pbx.default_unit().to_string());
+        let host = s.opt_string("ami-host");
+        let port = s.contains("ami-port").then(|| s.int_or("ami-port", 1, 65535, 0));
+        let user = s.opt_string("ami-user");
+        let secret_file = s.opt_path("ami-secret-file");
+        let ami = match (user, secret_file) {
+            (None, None) if host.is_none() && port.is_none() => None,
+            (Some(user), Some(secret_file)) if pbx == PbxKind::Asterisk => Some(AmiSettings {
+                host: host.unwrap_or_else(|| "127.0.0.1".into()),
+                port: port.unwrap_or(pbxha_telephony::ami::DEFAULT_PORT),
+                user,
+                secret_file,
+            }),
+            (Some(_), Some(_)) => {
+                return s.problem("ami-user", "AMI is Asterisk's; FreeSWITCH calls are counted with fs_cli".into(), None)
+            }
+            _ => {
+                return s.problem(
+                    "ami-user",
+                    "AMI needs both `ami-user` and `ami-secret-file`".into(),
+                    Some("the user is a [section] of manager.conf; the file holds its secret"),
+                )
+            }
+        };
+        let event_socket_password_file = s.opt_path("event-socket-password-file");
+        if event_socket_password_file.is_some() && pbx != PbxKind::FreeSwitch {
+            return s.problem(
+                "event-socket-password-file",
+                "the event socket is FreeSWITCH's".into(),
+                Some("Asterisk logs in to AMI with ami-user and ami-secret-file"),
+            );
+        }
+        Some(PbxConfig { pbx, unit, ami, event_socket_password_file })
+    }
+
+    fn check_files(&self, problem: Report) {
+        let secrets = [
+            ("ami-secret-file", self.ami.as_ref().map(|a| &a.secret_file)),
+            ("event-socket-password-file", self.event_socket_password_file.as_ref()),
+        ];
+        for (name, path) in secrets {
+            if let Some(Err(message)) = path.map(|p| private_file(p)) {
+                problem(name, message, "the file must exist with mode 0600 (chmod 600 FILE)");
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("{} (systemd unit {})", self.pbx, self.unit)
+    }
+
+    fn outlives_daemon(&self) -> bool {
+        true
+    }
+
+    fn build(&self, name: &str, parts: &Parts) -> Result<Arc<dyn Resource>, Error> {
+        build(name, self, parts.timeouts, parts.runner.clone())
+    }
+}
 
 /// For the config's `Serialize`: the kind as written in the config file.
 pub fn serialize_kind<S: serde::Serializer>(kind: &PbxKind, s: S) -> Result<S::Ok, S::Error> {
@@ -268,7 +362,7 @@ pub(crate) mod tests {
         let key = crate::config::tests::key_file(0o600);
         let mut whole = crate::config::parse(&crate::config::tests::minimal(key.path())).unwrap();
         whole.resources = vec![r.clone()];
-        let problems = whole.validate();
+        let problems = whole.check_files();
         assert!(
             problems.iter().any(|p| p.key == "resource[0].ami-secret-file" && p.message.contains("mode 0644")),
             "{problems:?}"
@@ -293,7 +387,7 @@ pub(crate) mod tests {
         let c = crate::config::parse(&text).unwrap();
         let runner = Arc::new(ScriptedRunner::new());
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
-        let problems = c.validate();
+        let problems = c.check_files();
         assert!(
             problems
                 .iter()
@@ -303,7 +397,7 @@ pub(crate) mod tests {
         let err = adapter("fs", config(&c.resources[0]), runner.clone()).err().unwrap().to_string();
         assert!(err.contains(&path.display().to_string()) && err.contains("mode 0640"), "{err}");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(c.validate(), vec![]);
+        assert_eq!(c.check_files(), vec![]);
         runner.on(["fs_cli", "-x", "show calls count"], Output::ok("\n2 total.\n\n"));
         let pbx = adapter("fs", config(&c.resources[0]), runner.clone()).unwrap();
         assert_eq!(pbx.active_calls().await, Calls::Known(2));

@@ -9,14 +9,70 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pbxha_conf::Reader;
 use pbxha_runner::{Cmd, Runner};
+use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::task::JoinHandle;
 
 use super::engine::Timeouts;
-use super::{Resource, ResourceState};
-use crate::config::ServiceConfig;
+use super::{Kind, Parts, Resource, ResourceState};
 use crate::Error;
+
+/// How a `service` resource is driven: exactly one of these.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceConfig {
+    /// A systemd unit: `systemctl start|stop|is-active UNIT`.
+    Unit(String),
+    /// Separate argvs for start and stop, and optionally status (exit 0 = running).
+    Commands { start: Vec<String>, stop: Vec<String>, status: Option<Vec<String>> },
+    /// A foreground process that pbxha itself starts, watches and kills (with its process
+    /// group) on stop.
+    Exec { argv: Vec<String>, env: BTreeMap<String, String> },
+}
+
+impl Kind for ServiceConfig {
+    fn read(s: &mut Reader) -> Option<Self> {
+        let unit = s.opt_string("unit");
+        let exec = s.opt_argv("exec");
+        let env = s.opt_table("env").map(|mut e| e.strings()).unwrap_or_default();
+        let start = s.opt_argv("start");
+        let stop = s.opt_argv("stop");
+        let status = s.opt_argv("status");
+        match (unit, exec, start, stop) {
+            (Some(unit), None, None, None) => Some(ServiceConfig::Unit(unit)),
+            (None, Some(argv), None, None) => Some(ServiceConfig::Exec { argv, env }),
+            (None, None, Some(start), Some(stop)) => Some(ServiceConfig::Commands { start, stop, status }),
+            (None, None, Some(_), None) | (None, None, None, Some(_)) => s.problem(
+                "start",
+                "a service driven by commands needs both `start` and `stop`".into(),
+                Some("add the missing argv, e.g. stop = [\"/usr/sbin/asterisk\", \"-rx\", \"core stop now\"]"),
+            ),
+            _ => s.problem(
+                "kind",
+                "a service needs exactly one of `unit`, `exec`, or `start`+`stop`".into(),
+                Some("unit = \"asterisk\" runs it through systemctl"),
+            ),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            ServiceConfig::Unit(u) => format!("systemd unit {u}"),
+            ServiceConfig::Exec { argv, .. } => format!("runs {}", argv.join(" ")),
+            ServiceConfig::Commands { start, .. } => format!("start: {}", start.join(" ")),
+        }
+    }
+
+    fn outlives_daemon(&self) -> bool {
+        !matches!(self, ServiceConfig::Exec { .. })
+    }
+
+    fn build(&self, name: &str, parts: &Parts) -> Result<Arc<dyn Resource>, Error> {
+        build(name, self, parts.timeouts, parts.runner.clone())
+    }
+}
 
 /// Builds a `service` resource named `name` from its config. Commands get the executor's
 /// timeout for their action, so the runner kills a hung command's whole process group.

@@ -8,19 +8,85 @@
 
 use std::io;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pbxha_conf::Reader;
+use serde::Serialize;
 use tokio::task::JoinHandle;
 
-use crate::config::VipConfig;
+use crate::config::{Cidr, Config};
 use crate::net::arp::{self, ArpSocket};
 use crate::net::ndp::{self, NaSocket};
 use crate::net::netlink::{Link, Netlink};
 use crate::net::Mac;
-use crate::resources::{Resource, ResourceState};
+use crate::resources::{Kind, Parts, Report, Resource, ResourceState};
 use crate::Error;
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct VipConfig {
+    pub address: Cidr,
+    pub interface: String,
+    /// Gratuitous ARPs (or unsolicited NAs) sent on takeover: Pacemaker's IPaddr2 sends 5.
+    pub garp_count: u32,
+    pub garp_interval: Duration,
+    /// Re-announce the VIP this often while holding it; zero turns it off.
+    pub garp_refresh: Duration,
+    /// Probe the VIP with ARP before adding it and refuse if someone answers.
+    pub guard: bool,
+    /// How long the guard's probes wait for an answer. It is added to every unplanned
+    /// takeover (a planned one skips the probe: the peer said it released the address).
+    pub guard_wait: Duration,
+}
+
+pub const DEFAULT_GARP_COUNT: u32 = 5;
+pub const DEFAULT_GARP_INTERVAL: Duration = Duration::from_millis(200);
+/// A holder on the same segment answers an ARP probe within a millisecond or two; 100 ms
+/// leaves room for a loaded host without doubling a fast failover.
+pub const DEFAULT_GUARD_WAIT: Duration = Duration::from_millis(100);
+
+impl Kind for VipConfig {
+    fn read(s: &mut Reader) -> Option<Self> {
+        s.cidr("address", "write an address with its prefix, e.g. 198.51.100.100/24").map(|address| VipConfig {
+            address,
+            interface: s.string("interface").unwrap_or_default(),
+            garp_count: s.int_or("garp-count", 0, 100, DEFAULT_GARP_COUNT),
+            garp_interval: s.duration_or("garp-interval", DEFAULT_GARP_INTERVAL),
+            garp_refresh: s.duration_or("garp-refresh", Duration::ZERO),
+            guard: s.bool_or("guard", true),
+            guard_wait: s.duration_or("guard-wait", DEFAULT_GUARD_WAIT),
+        })
+    }
+
+    fn validate(&self, config: &Config, _: usize, problem: Report) {
+        if self.interface.is_empty() {
+            return;
+        }
+        // A VIP outside the subnet of the link on its interface would be unreachable.
+        for link in config.links.iter().filter(|l| l.interface.as_deref() == Some(self.interface.as_str())) {
+            if link.addresses.values().any(|c| !c.contains(self.address.addr)) {
+                problem(
+                    "address",
+                    format!("{} is outside the subnet of link `{}` on {}", self.address, link.name, self.interface),
+                    "the VIP must be in the same subnet as the nodes' addresses on that interface",
+                );
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("{} on {}", self.address, self.interface)
+    }
+
+    fn outlives_daemon(&self) -> bool {
+        false
+    }
+
+    fn build(&self, name: &str, _: &Parts) -> Result<Arc<dyn Resource>, Error> {
+        Ok(Arc::new(Vip::new(name.to_string(), self.clone())))
+    }
+}
 
 /// A virtual IP address on one interface of this node.
 pub struct Vip {

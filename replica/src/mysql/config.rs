@@ -1,9 +1,10 @@
 //! The `[mysql]` section of pbxha.toml, read from a parsed TOML table into [`MysqlConfig`],
-//! collecting every problem with its key path (the appliance's config reader style).
+//! collecting every problem with its key path through pbxha-conf's [`Reader`].
 
 use std::path::PathBuf;
 
-use toml::{Table, Value};
+use pbxha_conf::{Problem, Reader};
+use toml::Table;
 
 /// Debian's MariaDB packages read every `*.cnf` here (`/etc/mysql/mariadb.cnf` includes it).
 pub const DEFAULT_CONF_DIR: &str = "/etc/mysql/mariadb.conf.d";
@@ -76,27 +77,13 @@ pub struct MysqlConfig {
     pub seed: bool,
 }
 
-/// One thing wrong with the `[mysql]` section, at a key path such as `mysql.peer.port`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigProblem {
-    pub key: String,
-    pub message: String,
-    pub hint: Option<String>,
-}
-
-impl std::fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.key, self.message)?;
-        if let Some(hint) = &self.hint {
-            write!(f, " (hint: {hint})")?;
-        }
-        Ok(())
-    }
-}
-
 /// Reads the `[mysql]` table (the value of the `mysql` key, not the whole file).
-pub fn parse_mysql(table: &Table) -> Result<MysqlConfig, Vec<ConfigProblem>> {
-    let mut r = Reader { path: "mysql".into(), table, asked: Vec::new(), problems: Vec::new() };
+pub fn parse_mysql(table: &Table) -> Result<MysqlConfig, Vec<Problem>> {
+    pbxha_conf::read_table(table, "mysql", read_mysql)
+}
+
+/// Reads the keys of the `[mysql]` section `r`; the caller finishes it.
+pub fn read_mysql(r: &mut Reader) -> Option<MysqlConfig> {
     let mode = match r.string("mode").as_deref() {
         Some("master-master") => Some(Mode::MasterMaster),
         Some("replica") => Some(Mode::Replica),
@@ -104,30 +91,21 @@ pub fn parse_mysql(table: &Table) -> Result<MysqlConfig, Vec<ConfigProblem>> {
         None => None,
     };
     let master_master = mode != Some(Mode::Replica);
-    let server_id = match (master_master, r.table.contains_key("server-id")) {
-        (false, false) => {
-            r.asked.push("server-id");
-            Some(1)
-        }
-        _ => r.int("server-id", 1, u32::MAX.into()),
+    let server_id = match master_master {
+        true => r.int("server-id", 1, u32::MAX.into()),
+        false => Some(r.int_or("server-id", 1, u32::MAX.into(), 1)),
     };
-    let gtid_domain_id = match r.table.contains_key("gtid-domain-id") {
-        true => r.int("gtid-domain-id", 0, u32::MAX.into()),
-        false => {
-            r.asked.push("gtid-domain-id");
-            server_id
-        }
-    };
-    let (local, _) = r.endpoint("local", true);
+    let gtid_domain_id = r.opt_int("gtid-domain-id", 0, u32::MAX.into()).or(server_id);
+    let (local, _) = endpoint(r, "local", true);
     let (peer, peer_tls) = match master_master {
-        true => r.endpoint("peer", false),
+        true => endpoint(r, "peer", false),
         false => (None, None),
     };
     let admin_user = r.opt_string("admin-user").unwrap_or_else(|| "root".into());
-    let admin_password_file = r.opt_string("admin-password-file").map(PathBuf::from);
+    let admin_password_file = r.opt_path("admin-password-file");
     let replication_user = r.opt_string("replication-user").unwrap_or_else(|| DEFAULT_REPLICATION_USER.into());
-    let databases = r.string_list("databases");
-    let conf_dir = r.opt_string("conf-dir").map_or_else(|| PathBuf::from(DEFAULT_CONF_DIR), PathBuf::from);
+    let databases = r.strings_list("databases");
+    let conf_dir = r.path_or("conf-dir", DEFAULT_CONF_DIR);
     let seed = r.bool_or("seed", false);
     if let Some(local) = &local {
         if admin_password_file.is_none() && local.socket.is_none() {
@@ -158,153 +136,51 @@ pub fn parse_mysql(table: &Table) -> Result<MysqlConfig, Vec<ConfigProblem>> {
             r.problem::<()>(&format!("databases[{i}]"), format!("`{db}` is not a database name"), None);
         }
     }
-    r.finish();
-    match (mode, server_id, gtid_domain_id, local) {
-        (Some(mode), Some(server_id), Some(gtid_domain_id), Some(local)) if r.problems.is_empty() => Ok(MysqlConfig {
-            mode,
-            server_id,
-            gtid_domain_id,
-            local,
-            peer,
-            peer_tls,
-            admin_user,
-            admin_password_file,
-            replication_user,
-            databases,
-            conf_dir,
-            seed,
-        }),
-        _ => Err(r.problems),
-    }
+    Some(MysqlConfig {
+        mode: mode?,
+        server_id: server_id?,
+        gtid_domain_id: gtid_domain_id?,
+        local: local?,
+        peer,
+        peer_tls,
+        admin_user,
+        admin_password_file,
+        replication_user,
+        databases,
+        conf_dir,
+        seed,
+    })
 }
 
-/// One table being read; remembers which keys were asked for so the rest are reported.
-struct Reader<'a> {
-    path: String,
-    table: &'a Table,
-    asked: Vec<&'static str>,
-    problems: Vec<ConfigProblem>,
-}
-
-impl<'a> Reader<'a> {
-    fn key(&self, key: &str) -> String {
-        format!("{}.{key}", self.path)
+/// `local = { host, port, socket }` or `peer = { host, port, tls, ca-file }`; returns the
+/// endpoint and the peer's TLS settings.
+fn endpoint(r: &mut Reader, key: &'static str, local: bool) -> (Option<Endpoint>, Option<Tls>) {
+    let hint = Some("e.g. { host = \"198.51.100.11\", port = 3306 }");
+    let Some(mut sub) = r.required(key, hint).then(|| r.opt_table(key)).flatten() else {
+        return (None, None);
+    };
+    let host = sub.string("host");
+    let port = sub.int_or("port", 1, 65535, DEFAULT_PORT);
+    let socket = if local { sub.opt_path("socket") } else { None };
+    let tls = !local && sub.bool_or("tls", false);
+    let ca_file = if local { None } else { sub.opt_path("ca-file") };
+    if ca_file.is_some() && !tls {
+        sub.problem::<()>(
+            "ca-file",
+            "a CA file is only used over TLS, and `tls` is not true".into(),
+            Some("add tls = true next to ca-file"),
+        );
     }
-
-    fn problem<T>(&mut self, key: &str, message: String, hint: Option<&str>) -> Option<T> {
-        let key = self.key(key);
-        self.problems.push(ConfigProblem { key, message, hint: hint.map(str::to_string) });
-        None
-    }
-
-    fn get(&mut self, key: &'static str) -> Option<&'a Value> {
-        self.asked.push(key);
-        self.table.get(key)
-    }
-
-    fn wrong<T>(&mut self, key: &str, expected: &str, found: &Value) -> Option<T> {
-        self.problem(key, format!("expected {expected}, found {}", found.type_str()), None)
-    }
-
-    fn opt_string(&mut self, key: &'static str) -> Option<String> {
-        match self.get(key)? {
-            Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
-            Value::String(_) => self.problem(key, "must not be empty".into(), None),
-            other => self.wrong(key, "a string", other),
-        }
-    }
-
-    fn string(&mut self, key: &'static str) -> Option<String> {
-        if !self.table.contains_key(key) {
-            self.asked.push(key);
-            return self.problem(key, "missing required key".into(), None);
-        }
-        self.opt_string(key)
-    }
-
-    fn int<T: TryFrom<i64>>(&mut self, key: &'static str, min: i64, max: i64) -> Option<T> {
-        match self.get(key) {
-            None => self.problem(key, "missing required key".into(), None),
-            Some(Value::Integer(i)) if (min..=max).contains(i) => T::try_from(*i).ok(),
-            Some(Value::Integer(i)) => self.problem(key, format!("{i} is out of range ({min} to {max})"), None),
-            Some(other) => self.wrong(key, "an integer", other),
-        }
-    }
-
-    fn bool_or(&mut self, key: &'static str, default: bool) -> bool {
-        match self.get(key) {
-            None => default,
-            Some(Value::Boolean(b)) => *b,
-            Some(other) => self.wrong(key, "true or false", other).unwrap_or(default),
-        }
-    }
-
-    fn string_list(&mut self, key: &'static str) -> Vec<String> {
-        match self.get(key) {
-            None => Vec::new(),
-            Some(Value::Array(items)) => items
-                .iter()
-                .enumerate()
-                .filter_map(|(i, v)| match v {
-                    Value::String(s) => Some(s.clone()),
-                    other => self.wrong(&format!("{key}[{i}]"), "a string", other),
-                })
-                .collect(),
-            Some(other) => self.wrong(key, "a list of strings", other).unwrap_or_default(),
-        }
-    }
-
-    /// `local = { host, port, socket }` or `peer = { host, port, tls }`; returns the
-    /// endpoint and the peer's `tls` flag.
-    fn endpoint(&mut self, key: &'static str, local: bool) -> (Option<Endpoint>, Option<Tls>) {
-        let table = match self.get(key) {
-            None => {
-                let hint = Some("e.g. { host = \"198.51.100.11\", port = 3306 }");
-                return (self.problem(key, "missing required key".into(), hint), None);
-            }
-            Some(Value::Table(t)) => t,
-            Some(other) => return (self.wrong(key, "a table", other), None),
-        };
-        let mut sub = Reader { path: self.key(key), table, asked: Vec::new(), problems: Vec::new() };
-        let host = sub.string("host");
-        let port = match table.contains_key("port") {
-            true => sub.int("port", 1, 65535),
-            false => {
-                sub.asked.push("port");
-                Some(DEFAULT_PORT)
-            }
-        };
-        let socket = if local { sub.opt_string("socket").map(PathBuf::from) } else { None };
-        let tls = !local && sub.bool_or("tls", false);
-        let ca_file = if local { None } else { sub.opt_string("ca-file").map(PathBuf::from) };
-        if ca_file.is_some() && !tls {
-            sub.problem::<()>(
-                "ca-file",
-                "a CA file is only used over TLS, and `tls` is not true".into(),
-                Some("add tls = true next to ca-file"),
-            );
-        }
-        let tls = tls.then_some(Tls { ca_file });
-        sub.finish();
-        self.problems.append(&mut sub.problems);
-        (host.zip(port).map(|(host, port)| Endpoint { host, port, socket }), tls)
-    }
-
-    /// Reports every key nobody asked for.
-    fn finish(&mut self) {
-        let unknown: Vec<String> = self.table.keys().filter(|k| !self.asked.contains(&k.as_str())).cloned().collect();
-        let known = self.asked.join(", ");
-        for key in unknown {
-            self.problem::<()>(&key, "unknown key".into(), Some(&format!("known keys here: {known}")));
-        }
-    }
+    let tls = tls.then_some(Tls { ca_file });
+    sub.finish();
+    (host.map(|host| Endpoint { host, port, socket }), tls)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<MysqlConfig, Vec<ConfigProblem>> {
+    fn parse(text: &str) -> Result<MysqlConfig, Vec<Problem>> {
         parse_mysql(&text.parse::<Table>().unwrap())
     }
 

@@ -16,7 +16,7 @@ pub mod sql;
 pub mod status;
 pub mod sync;
 
-pub use config::{parse_mysql, ConfigProblem, Endpoint, Mode, MysqlConfig, Tls};
+pub use config::{parse_mysql, read_mysql, Endpoint, Mode, MysqlConfig, Tls};
 
 /// Which server family is at the other end: their replication SQL and status columns differ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
