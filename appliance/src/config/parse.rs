@@ -223,17 +223,17 @@ fn read_link(s: &mut Reader, default_port: u16) -> LinkConfig {
 fn read_resource(s: &mut Reader) -> Option<ResourceConfig> {
     let name = s.string("name").unwrap_or_default();
     let kind_name = s.string("kind");
-    let kind = kind_name.and_then(|name| ResourceKind::read(&name, s));
-    let r = ResourceConfig {
-        name,
-        start_timeout: s.duration_or("start-timeout", Duration::from_secs(20)),
-        stop_timeout: s.duration_or("stop-timeout", Duration::from_secs(20)),
-        monitor_timeout: s.duration_or("monitor-timeout", Duration::from_secs(10)),
-        monitor_interval: s.duration_or("monitor-interval", Duration::from_secs(2)),
-        kind: kind?,
-    };
-    s.finish();
-    Some(r)
+    let kind = kind_name.as_deref().and_then(|name| ResourceKind::read(name, s));
+    let start_timeout = s.duration_or("start-timeout", Duration::from_secs(20));
+    let stop_timeout = s.duration_or("stop-timeout", Duration::from_secs(20));
+    let monitor_timeout = s.duration_or("monitor-timeout", Duration::from_secs(10));
+    let monitor_interval = s.duration_or("monitor-interval", Duration::from_secs(2));
+    // A known kind has asked for every key it takes, even when one was wrong, so whatever is
+    // left is a typo; without a known kind there is nothing to judge the rest by.
+    if kind_name.as_deref().is_some_and(|k| ResourceKind::NAMES.contains(&k)) {
+        s.finish();
+    }
+    Some(ResourceConfig { name, start_timeout, stop_timeout, monitor_timeout, monitor_interval, kind: kind? })
 }
 
 fn read_probe(s: &mut Reader) -> Option<ProbeConfig> {

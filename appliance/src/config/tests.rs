@@ -130,6 +130,31 @@ interface = "pub0"
 }
 
 #[test]
+fn a_typo_beside_a_missing_key_of_a_resource_is_named_too() {
+    let key = key_file(0o600);
+    let cases = [
+        ("kind = \"vip\"\nadress = \"198.51.100.100/24\"\ninterface = \"pub0\"", "adress", "address"),
+        ("kind = \"drbd\"\nresouce = \"r0\"", "resouce", "resource"),
+        (
+            "kind = \"filesystem\"\ndevice = \"/dev/drbd0\"\nmountpoint = \"/replica\"\nfstype = \"ext4\"",
+            "mountpoint",
+            "mount-point",
+        ),
+        ("kind = \"pbx\"\npbx = \"asterix\"\nami-usr = \"pbxha\"", "ami-usr", "ami-user"),
+    ];
+    for (body, typo, meant) in cases {
+        let text = format!("{}\n[[resource]]\nname = \"r\"\n{body}\n", minimal(key.path()));
+        let p = problems(&text);
+        let found = p.iter().find(|p| p.key == format!("resource[0].{typo}"));
+        let hint = found.and_then(|p| p.hint.clone());
+        assert_eq!(hint, Some(format!("did you mean `{meant}`?")), "{body}: {p:#?}");
+        // Only the typo: every key the kind takes was asked for, none is called unknown.
+        let unknown: Vec<&str> = p.iter().filter(|p| p.message == "unknown key").map(|p| p.key.as_str()).collect();
+        assert_eq!(unknown, [format!("resource[0].{typo}")], "{body}: {p:#?}");
+    }
+}
+
+#[test]
 fn a_link_must_name_every_node() {
     let key = key_file(0o600);
     let text = minimal(key.path()).replace("b = \"203.0.113.12/24\"", "c = \"203.0.113.12/24\"");

@@ -32,21 +32,18 @@ pub struct DrbdConfig {
 
 impl Kind for DrbdConfig {
     fn read(s: &mut Reader) -> Option<Self> {
-        s.string("resource").map(|resource| {
-            let syntax = match s.opt_string("syntax").as_deref() {
-                Some("9") | None => Syntax::V9,
-                Some("8.4") => Syntax::V84,
-                Some(other) => s
-                    .problem("syntax", format!("unknown DRBD syntax `{other}`"), Some("\"9\" or \"8.4\""))
-                    .unwrap_or(Syntax::V9),
-            };
-            DrbdConfig {
-                resource,
-                syntax,
-                minor: s.int_or("minor", 0, 1_048_575, 0),
-                allow_degraded: s.bool_or("allow-degraded", false),
-            }
-        })
+        // Every key is taken before any is judged, so a typo beside a missing key is named too.
+        let resource = s.string("resource");
+        let syntax = match s.opt_string("syntax").as_deref() {
+            Some("9") | None => Syntax::V9,
+            Some("8.4") => Syntax::V84,
+            Some(other) => s
+                .problem("syntax", format!("unknown DRBD syntax `{other}`"), Some("\"9\" or \"8.4\""))
+                .unwrap_or(Syntax::V9),
+        };
+        let minor = s.int_or("minor", 0, 1_048_575, 0);
+        let allow_degraded = s.bool_or("allow-degraded", false);
+        Some(DrbdConfig { resource: resource?, syntax, minor, allow_degraded })
     }
 
     fn describe(&self) -> String {

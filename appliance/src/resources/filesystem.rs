@@ -26,16 +26,11 @@ pub struct FilesystemConfig {
 
 impl Kind for FilesystemConfig {
     fn read(s: &mut Reader) -> Option<Self> {
-        match (s.string("device"), s.string("mount-point"), s.string("fstype")) {
-            (Some(device), Some(mount_point), Some(fstype)) => Some(FilesystemConfig {
-                device: device.into(),
-                mount_point: mount_point.into(),
-                fstype,
-                options: s.opt_string("options").unwrap_or_default(),
-                fsck: s.bool_or("fsck", false),
-            }),
-            _ => None,
-        }
+        // Every key is taken before any is judged, so a typo beside a missing key is named too.
+        let (device, mount_point, fstype) = (s.string("device"), s.string("mount-point"), s.string("fstype"));
+        let options = s.opt_string("options").unwrap_or_default();
+        let fsck = s.bool_or("fsck", false);
+        Some(FilesystemConfig { device: device?.into(), mount_point: mount_point?.into(), fstype: fstype?, options, fsck })
     }
 
     fn describe(&self) -> String {

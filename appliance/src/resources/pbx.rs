@@ -48,15 +48,19 @@ pub struct AmiSettings {
 
 impl Kind for PbxConfig {
     fn read(s: &mut Reader) -> Option<Self> {
-        let pbx: PbxKind = match s.string("pbx")?.parse() {
-            Ok(kind) => kind,
-            Err(m) => return s.problem("pbx", m, Some("pbx = \"asterisk\" or pbx = \"freeswitch\"")),
-        };
-        let unit = s.opt_string("unit").unwrap_or_else(|| pbx.default_unit().to_string());
+        // Every key is taken before any is judged, so a typo beside a wrong value is named too.
+        let pbx = s.string("pbx");
+        let unit = s.opt_string("unit");
         let host = s.opt_string("ami-host");
         let port = s.contains("ami-port").then(|| s.int_or("ami-port", 1, 65535, 0));
         let user = s.opt_string("ami-user");
         let secret_file = s.opt_path("ami-secret-file");
+        let event_socket_password_file = s.opt_path("event-socket-password-file");
+        let pbx: PbxKind = match pbx?.parse() {
+            Ok(kind) => kind,
+            Err(m) => return s.problem("pbx", m, Some("pbx = \"asterisk\" or pbx = \"freeswitch\"")),
+        };
+        let unit = unit.unwrap_or_else(|| pbx.default_unit().to_string());
         let ami = match (user, secret_file) {
             (None, None) if host.is_none() && port.is_none() => None,
             (Some(user), Some(secret_file)) if pbx == PbxKind::Asterisk => Some(AmiSettings {
@@ -76,7 +80,6 @@ impl Kind for PbxConfig {
                 )
             }
         };
-        let event_socket_password_file = s.opt_path("event-socket-password-file");
         if event_socket_password_file.is_some() && pbx != PbxKind::FreeSwitch {
             return s.problem(
                 "event-socket-password-file",

@@ -48,15 +48,15 @@ pub const DEFAULT_GUARD_WAIT: Duration = Duration::from_millis(100);
 
 impl Kind for VipConfig {
     fn read(s: &mut Reader) -> Option<Self> {
-        s.cidr("address", "write an address with its prefix, e.g. 198.51.100.100/24").map(|address| VipConfig {
-            address,
-            interface: s.string("interface").unwrap_or_default(),
-            garp_count: s.int_or("garp-count", 0, 100, DEFAULT_GARP_COUNT),
-            garp_interval: s.duration_or("garp-interval", DEFAULT_GARP_INTERVAL),
-            garp_refresh: s.duration_or("garp-refresh", Duration::ZERO),
-            guard: s.bool_or("guard", true),
-            guard_wait: s.duration_or("guard-wait", DEFAULT_GUARD_WAIT),
-        })
+        // Every key is taken before any is judged, so a typo beside a missing key is named too.
+        let address = s.cidr("address", "write an address with its prefix, e.g. 198.51.100.100/24");
+        let interface = s.string("interface").unwrap_or_default();
+        let garp_count = s.int_or("garp-count", 0, 100, DEFAULT_GARP_COUNT);
+        let garp_interval = s.duration_or("garp-interval", DEFAULT_GARP_INTERVAL);
+        let garp_refresh = s.duration_or("garp-refresh", Duration::ZERO);
+        let guard = s.bool_or("guard", true);
+        let guard_wait = s.duration_or("guard-wait", DEFAULT_GUARD_WAIT);
+        Some(VipConfig { address: address?, interface, garp_count, garp_interval, garp_refresh, guard, guard_wait })
     }
 
     fn validate(&self, config: &Config, _: usize, problem: Report) {
