@@ -104,6 +104,8 @@ struct Daemon {
     fencing: crate::fence::Fencing,
     /// The first `drbd` resource as last read here, for the heartbeat and split-brain alerts.
     drbd: crate::fence::LocalDrbd,
+    /// The fsm's answer to the fence-peer poll being handled, for its reply.
+    fence_answer: Option<(crate::fence::FenceVerdict, String, bool)>,
 }
 
 /// How often the loop publishes a status snapshot for `[http]`: a scrape interval's worth of
@@ -234,6 +236,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         probes,
         mysql,
         fencing,
+        fence_answer: None,
         drbd,
         config,
     };
@@ -496,13 +499,11 @@ fn spawn_ping(ping: &PingMonitor, events: mpsc::Sender<Event>, mut stop: watch::
 impl Daemon {
     /// What the next heartbeat says: the fsm's view, plus what only the I/O side knows.
     fn summary(&self) -> NodeSummary {
-        let mut s = NodeSummary {
+        NodeSummary {
             calls: self.calls_reported().and_then(|c| c.calls),
             drbd: self.drbd.brief(),
             ..self.fsm.summary()
-        };
-        self.fencing.mark(&mut s, Instant::now());
-        s
+        }
     }
 
     /// A split brain reported by DRBD's handler or by events2 (DRBD runs both for one split
@@ -549,7 +550,6 @@ impl Daemon {
         }
         if let Event::Heartbeat { summary, .. } = &ev {
             self.failover.peer_heard(summary.group);
-            self.fencing.on_peer(summary, self.fsm.summary().group, &self.config.resources, &self.runner);
         }
         let actions = self.fsm.handle(ev, Instant::now());
         self.fencing.follow(&self.fsm, Instant::now());
@@ -609,6 +609,11 @@ impl Daemon {
                 }
             }
             Action::Notify(n) => self.notifier.send(&n),
+            Action::FenceAnswer { verdict, message, asked } => self.fence_answer = Some((verdict, message, asked)),
+            Action::Outdate { attempt } => {
+                crate::fence::Fencing::outdate(attempt, &self.config.resources, &self.runner, &self.events)
+            }
+            Action::MissedFence { attempts, failure } => self.fencing.missed(attempts, &failure),
             Action::Exit => {}
         }
     }
@@ -627,13 +632,12 @@ impl Daemon {
             Request::Online => Admin::Online,
             Request::Switchover { now } => Admin::Switchover { now },
             Request::FencePeer { resource } => {
-                let peer = self.fsm.status(Instant::now()).peer;
-                let (reply, announce) =
-                    self.fencing.ask(&resource, &peer, self.config.heartbeat.deadtime, Instant::now());
-                if announce {
-                    self.links.send(&self.summary());
-                }
-                return reply;
+                self.apply(Event::FencePeer);
+                let (verdict, message, asked) = self.fence_answer.take().unwrap_or_else(|| {
+                    (crate::fence::FenceVerdict::Pending, "the daemon gave no fence verdict".into(), false)
+                });
+                let peer = self.fsm.status(Instant::now()).peer.name;
+                return crate::fence::Fencing::reply(&resource, &peer, verdict, message, asked);
             }
             Request::SplitBrain { resource, report } => {
                 self.apply(Event::SplitBrain { resource: resource.clone(), report });

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::fence::FenceVerdict;
 use crate::summary::NodeSummary;
 
 /// Everything that can happen to a node, on one channel.
@@ -33,6 +34,11 @@ pub enum Event {
     /// The answer to [`Action::ProbeVip`]: whether any VIP answered ARP (or IPv6 DAD), and
     /// whether it answered SIP OPTIONS (`None` without a SIP probe on the VIP).
     VipProbed { answered: bool, sip: Option<bool> },
+    /// A poll of DRBD's fence-peer handler: ask the peer to outdate its disk; answered with
+    /// [`Action::FenceAnswer`].
+    FencePeer,
+    /// The answer to [`Action::Outdate`]: `failure` says why the disks were not outdated.
+    Outdated { failure: Option<String> },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -93,6 +99,15 @@ pub enum Action {
     Record(Record),
     /// Tell people (mail, hooks, log).
     Notify(Notice),
+    /// The verdict for the fence-peer handler's poll ([`Event::FencePeer`]); `asked`: this
+    /// poll raised the request to the peer.
+    FenceAnswer { verdict: FenceVerdict, message: String, asked: bool },
+    /// Outdate the local DRBD disks for the peer (attempt number `attempt`); the answer is
+    /// [`Event::Outdated`].
+    Outdate { attempt: u32 },
+    /// The peer's request could not be met after `attempts` outdates (the last said
+    /// `failure`): this disk is not promoted until it is seen in sync or an operator clears it.
+    MissedFence { attempts: u32, failure: String },
     /// Shutdown finished: the daemon may exit.
     Exit,
 }

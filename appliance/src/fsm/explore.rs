@@ -9,9 +9,8 @@
 //! The fsm reads no clock (time is the `now` it is handed, monotonic), so a sender's wall
 //! clock matters only where packets are judged: the simulation sends every heartbeat
 //! through the membership layer's real boot counter and tracker, and the explorer restarts
-//! crashed daemons with their clocks an hour behind or ahead. DRBD fencing (item 6 of
-//! issue 10) is not in the fsm yet; its retries and exit codes are tested in `fence.rs` and
-//! between two real daemons (`tests/tests/drbd_fence.rs`).
+//! crashed daemons with their clocks an hour behind or ahead. DRBD fencing
+//! (`fsm/fence.rs`) has its exchanges in `sim.rs`; the explorer does not fence.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};

@@ -9,6 +9,7 @@
 mod event;
 #[cfg(test)]
 mod explore;
+pub mod fence;
 #[cfg(test)]
 mod sim;
 
@@ -205,6 +206,8 @@ pub struct Node {
     /// Since when this node is fit only to serve when nobody else can (see
     /// `reconcile_fallback`); like `eligible_since`, it waits for a fresh heartbeat.
     fallback_since: Option<Instant>,
+    /// The DRBD fencing exchange, as asker and as asked.
+    fencing: fence::Fencing,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -296,6 +299,7 @@ impl Node {
             refused: None,
             next_vip_probe: None,
             fallback_since: None,
+            fencing: fence::Fencing::default(),
         }
     }
 
@@ -334,6 +338,11 @@ impl Node {
                 }
             }
             Event::VipProbed { answered, sip } => self.on_vip_probed(answered, sip, now, &mut out),
+            Event::FencePeer => {
+                let peer = self.status(now).peer;
+                self.fencing.ask(&peer, self.p.deadtime, now, &mut out);
+            }
+            Event::Outdated { failure } => self.fencing.on_outdated(failure, now, &mut out),
             Event::SplitBrain { resource, report } => {
                 record(&mut out, RecordKind::SplitBrain, format!("DRBD split brain on {resource}: {report}"));
                 notify(
@@ -345,6 +354,7 @@ impl Node {
                 self.set_fault(Fault::SplitBrain(resource), true, None, &mut out);
             }
         }
+        self.fencing.retry(now, &mut out);
         self.initdead_passed |= now.saturating_duration_since(self.started) >= self.p.initdead;
         self.expire(now, &mut out);
         self.watch_links(now, &mut out);
@@ -401,6 +411,8 @@ impl Node {
 
     /// What goes into the next heartbeat.
     pub fn summary(&self) -> NodeSummary {
+        // As of the last event: every tick is one.
+        let (fence_request, fenced) = self.fencing.flags(self.last_event);
         NodeSummary {
             role: self.role(),
             group: self.group,
@@ -409,8 +421,8 @@ impl Node {
             targets: self.targets,
             handover: self.handover.is_some(),
             calls: None,
-            fence_request: false,
-            fenced: false,
+            fence_request,
+            fenced,
             drbd: None,
         }
     }
@@ -460,6 +472,7 @@ impl Node {
     }
 
     fn on_heartbeat(&mut self, link: usize, summary: NodeSummary, hears_us: bool, now: Instant, out: &mut Vec<Action>) {
+        self.fencing.on_peer(&summary, self.group, now, out);
         let Some(l) = self.links.get_mut(link) else { return };
         l.last_seen = Some(now);
         if hears_us {

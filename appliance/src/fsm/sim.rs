@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use super::fence::FenceVerdict;
 use super::*;
 
 pub(super) const STEP: Duration = Duration::from_millis(10);
@@ -171,6 +172,9 @@ pub(super) struct Sim {
     /// Scripted answer for the next group start on a node.
     pub start_result: [Option<GroupEvent>; 2],
     pub drain_time: Duration,
+    /// How many `drbdadm outdate` runs a node's DRBD refuses before one succeeds (it has not
+    /// seen the disconnect yet); `u32::MAX`: it never does.
+    pub outdate_refusals: [u32; 2],
     /// The group counts as held from StartGroup until Stopped is delivered.
     pub held: [bool; 2],
     pub both_held_steps: u32,
@@ -206,6 +210,7 @@ impl Sim {
             stop_time: ms(40),
             start_result: [None, None],
             drain_time: ms(300),
+            outdate_refusals: [0, 0],
             held: [false, false],
             both_held_steps: 0,
             allow_both: false,
@@ -294,7 +299,20 @@ impl Sim {
             }
             Action::Announce => self.beat(n),
             Action::Exit => self.alive[n] = false,
-            Action::Reannounce | Action::Record(_) | Action::Notify(_) => {}
+            Action::Reannounce
+            | Action::Record(_)
+            | Action::Notify(_)
+            | Action::FenceAnswer { .. }
+            | Action::MissedFence { .. } => {}
+            Action::Outdate { .. } => {
+                let refused = self.outdate_refusals[n] > 0;
+                if refused && self.outdate_refusals[n] != u32::MAX {
+                    self.outdate_refusals[n] -= 1;
+                }
+                let failure = refused
+                    .then(|| "r0: State change failed: (-6) Refusing to be Outdated while Connected".to_string());
+                self.pending.push_back((self.now + ms(20), n, Event::Outdated { failure }));
+            }
             Action::CancelDrain => {
                 self.pending.retain(|(_, m, e)| !(*m == n && matches!(e, Event::DrainFinished { .. })))
             }
@@ -463,6 +481,24 @@ impl Sim {
 
     pub fn starts(&self, n: usize) -> usize {
         self.count(n, |a| matches!(a, Action::StartGroup { .. }))
+    }
+
+    /// DRBD's fence-peer handler on node `n`: polls every 200 ms, as `pbxha replica
+    /// fence-peer` does, until a verdict with an exit code; returns it and how long it took.
+    pub fn fence_peer(&mut self, n: usize, limit: Duration) -> (FenceVerdict, Duration) {
+        let start = self.now;
+        while self.now - start < limit {
+            self.feed(n, Event::FencePeer);
+            let verdict = self.log.iter().rev().find_map(|(m, a)| match a {
+                Action::FenceAnswer { verdict, .. } if *m == n => Some(*verdict),
+                _ => None,
+            });
+            match verdict {
+                Some(v) if v.exit_code().is_some() => return (v, self.now - start),
+                _ => self.run(ms(200)),
+            }
+        }
+        panic!("no fence verdict within {limit:?}");
     }
 }
 
@@ -962,4 +998,55 @@ fn shutdown_retries_a_failed_stop() {
     assert!(!s.nodes[0].exited());
     s.run_until(ms(3000), |s| s.nodes[0].exited());
     assert_eq!(s.count(0, |a| matches!(a, Action::StopGroup)), 2);
+}
+
+#[test]
+fn a_peer_that_refuses_the_first_outdate_then_succeeds_is_outdated() {
+    let mut s = Sim::settled();
+    s.outdate_refusals[1] = 1;
+    let (verdict, took) = s.fence_peer(0, ms(5000));
+    assert_eq!((verdict, verdict.exit_code()), (FenceVerdict::Outdated, Some(4)), "after {took:?}");
+    assert_eq!(s.count(1, |a| matches!(a, Action::Outdate { .. })), 2, "retried once");
+    assert!(took < ms(3000), "before the deadline: {took:?}");
+    assert_eq!(s.count(1, |a| matches!(a, Action::MissedFence { .. })), 0);
+    // The answer is dropped with the request.
+    s.run(ms(1000));
+    assert!(!s.nodes[0].summary().fence_request && !s.nodes[1].summary().fenced);
+}
+
+#[test]
+fn a_dead_peer_is_unreachable_only_once_declared_dead() {
+    let mut s = Sim::settled();
+    s.kill(1);
+    let (verdict, took) = s.fence_peer(0, ms(5000));
+    assert_eq!((verdict, verdict.exit_code()), (FenceVerdict::Unreachable, Some(5)));
+    assert!(took >= ms(1000) - ms(200) && took < ms(3000), "after deadtime, not before: {took:?}");
+    // A peer already dead: at once, nothing asked.
+    let (verdict, took) = s.fence_peer(0, ms(1000));
+    assert_eq!((verdict, took), (FenceVerdict::Unreachable, Duration::ZERO));
+}
+
+#[test]
+fn a_peer_holding_the_group_keeps_its_disk() {
+    let mut s = Sim::settled();
+    let (verdict, took) = s.fence_peer(1, ms(5000));
+    assert_eq!((verdict, verdict.exit_code(), took), (FenceVerdict::PeerPrimary, Some(6), Duration::ZERO));
+    s.run(ms(1000));
+    assert_eq!(s.count(0, |a| matches!(a, Action::Outdate { .. })), 0, "a primary never outdates");
+}
+
+#[test]
+fn a_live_peer_that_never_confirms_is_a_failure_not_unreachable() {
+    let mut s = Sim::settled();
+    s.outdate_refusals[1] = u32::MAX;
+    let (verdict, took) = s.fence_peer(0, ms(10_000));
+    assert_eq!((verdict, verdict.exit_code()), (FenceVerdict::Unconfirmed, Some(1)));
+    assert!(took >= ms(3000) && took < ms(3500), "at FENCE_DEADTIMES dead times: {took:?}");
+    let tries = s.count(1, |a| matches!(a, Action::Outdate { .. }));
+    assert!((8..=12).contains(&tries), "every 300 ms while asked: {tries}");
+    // The request lapsed: the peer stops retrying and keeps its disk from promotion.
+    s.run(ms(3000));
+    assert_eq!(s.count(1, |a| matches!(a, Action::MissedFence { .. })), 1);
+    assert!(s.count(1, |a| matches!(a, Action::Outdate { .. })) - tries <= 8);
+    assert_eq!(s.roles(), [Role::Primary, Role::Secondary]);
 }
