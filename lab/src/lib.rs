@@ -551,8 +551,23 @@ impl Lab {
 
     /// Crashes `member`: SIGKILL to every process in its namespace, its interfaces down.
     pub async fn kill(&self, member: Member) -> Result<(), Error> {
-        let pids = self.namespace_pids(&self.names.ns(member)).await?;
-        terminate(&pids, Duration::ZERO).await;
+        let ns = self.names.ns(member);
+        // As a power cut leaves nothing running: a child the daemon forked after the listing
+        // (a command it runs) is not in it, so list again until a round finds none; `revive`
+        // starts the daemon again only in an empty namespace.
+        for _ in 0..DOWN_ROUNDS {
+            let pids = self.namespace_pids(&ns).await?;
+            if pids.is_empty() {
+                return self.set_links(member, "down").await;
+            }
+            terminate(&pids, Duration::ZERO).await;
+        }
+        let left = self.namespace_pids(&ns).await?;
+        if !left.is_empty() {
+            return Err(lab_err(format!(
+                "process(es) {left:?} kept appearing in {ns} through {DOWN_ROUNDS} rounds of SIGKILL"
+            )));
+        }
         self.set_links(member, "down").await
     }
 
