@@ -14,6 +14,9 @@
 //!   the read end of a pipe. Only the daemon holds the write end, close-on-exec, so no
 //!   service it starts inherits it: end of file on the pipe means the daemon is gone, however
 //!   it died. A clean stop writes one byte first, and the sentinel exits without acting.
+//!   The pipe closes while the dying daemon's other files are still being closed, so the
+//!   sentinel then waits on a pidfd of the daemon until every thread of it has exited: only
+//!   then is the control socket's listener gone, and a connect there means a new daemon.
 //!
 //! The decision: if a SIP probe of the local PBX or of the VIP is configured, one OPTIONS
 //! transaction of [`PROBE_BUDGET`] (sent at 0 and 500 ms, RFC 3261 Timer E) to each target
@@ -201,6 +204,63 @@ impl Sentinel {
     }
 }
 
+/// How long the sentinel waits, after the pipe closed, for every thread of the daemon to
+/// have exited. The kernel closes a killed process's files in a few milliseconds.
+const EXIT_WAIT: Duration = Duration::from_secs(2);
+
+/// A process held by a pidfd: it becomes readable only once every thread of the process
+/// has exited, and so every file it held is closed.
+struct Process(Option<std::os::fd::OwnedFd>);
+
+impl Process {
+    /// The daemon that started this sentinel.
+    fn parent() -> Process {
+        let pid = nix::unistd::getppid();
+        let process = Process::open(pid.as_raw());
+        // Reparented already: the daemon is gone, and the pid may name another process.
+        match nix::unistd::getppid() == pid {
+            true => process,
+            false => Process(None),
+        }
+    }
+
+    fn open(pid: i32) -> Process {
+        use std::os::fd::FromRawFd;
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        match i32::try_from(raw) {
+            // SAFETY: a descriptor the kernel just gave this process; nothing else owns it.
+            Ok(raw) if raw >= 0 => Process(Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) })),
+            _ => Process(None),
+        }
+    }
+
+    /// Whether the process has exited within `limit` (at once when its pidfd could not be
+    /// had: a kernel before 5.3, or a daemon gone before this sentinel looked).
+    fn gone_within(&self, limit: Duration) -> bool {
+        use std::os::fd::AsRawFd;
+        let Some(fd) = &self.0 else {
+            return true;
+        };
+        let deadline = std::time::Instant::now() + limit;
+        // Bounded by the deadline: a signal (EINTR) only shortens one round.
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let mut poll = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+            // SAFETY: one valid pollfd, its count, a bounded timeout.
+            let n = unsafe { libc::poll(&mut poll, 1, ms) };
+            if n > 0 {
+                return true;
+            }
+            let interrupted = n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted;
+            if !interrupted || left.is_zero() {
+                return false;
+            }
+        }
+    }
+}
+
 /// The sentinel's life: waits for the daemon's byte or its death, and on death releases
 /// the VIPs unless something still serves. Returns what it did, for its exit status.
 pub async fn watch(config_path: &Path) -> Result<Outcome, Error> {
@@ -209,11 +269,19 @@ pub async fn watch(config_path: &Path) -> Result<Outcome, Error> {
     let sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let (_sigint, _sighup) =
         (sigint.map_err(|e| Error::io("taking SIGINT", e))?, sighup.map_err(|e| Error::io("taking SIGHUP", e))?);
+    let daemon = Process::parent();
     let got = tokio::task::spawn_blocking(|| std::io::stdin().read(&mut [0u8; 1]))
         .await
         .map_err(|e| Error::io("waiting for the daemon", std::io::Error::other(e)))?;
     if matches!(got, Ok(1)) {
         return Ok(Outcome { kept: Some("the daemon stopped cleanly".into()), ..Outcome::default() });
+    }
+    // The pipe closes as the dying daemon's files are closed one by one: its control socket
+    // may still be listening, and a connect to it succeeds, as if a daemon ran again.
+    if !tokio::task::spawn_blocking(move || daemon.gone_within(EXIT_WAIT)).await.unwrap_or(false) {
+        tracing::warn!(
+            "sentinel: the daemon's pipe closed but the process has not exited within {EXIT_WAIT:?}; deciding anyway"
+        );
     }
     let config = crate::config::load(config_path)?;
     tracing::error!("sentinel: the pbxha daemon died without stopping its group; checking what still serves");
@@ -264,6 +332,18 @@ name = "trunk"
 role = "trunk"
 target = "udp:198.51.100.1:5060"
 "#;
+
+    #[test]
+    fn a_process_counts_as_gone_only_once_it_has_exited() {
+        let mut child = std::process::Command::new("sleep").arg("60").spawn().expect("starting sleep");
+        let process = Process::open(i32::try_from(child.id()).expect("a pid"));
+        assert!(process.0.is_some(), "pidfd_open");
+        assert!(!process.gone_within(Duration::from_millis(100)), "sleep 60 is still running");
+        child.kill().expect("killing sleep");
+        // Not yet reaped: exited is enough.
+        assert!(process.gone_within(Duration::from_secs(10)));
+        child.wait().expect("reaping sleep");
+    }
 
     #[test]
     fn exec_services_and_addresses_never_count_as_serving() {
