@@ -20,6 +20,7 @@ pub mod apply;
 pub mod error;
 pub mod facts;
 pub mod import;
+pub mod join;
 pub mod journal;
 pub mod plan;
 pub mod preflight;
