@@ -2,6 +2,7 @@
 //! fail under `CI=true` instead of skipping, daemons owned by a kill-on-drop guard, and
 //! bounded polling.
 
+pub mod bare;
 pub mod lab;
 
 use std::path::{Path, PathBuf};
