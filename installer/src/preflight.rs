@@ -113,6 +113,10 @@ pub fn check(a: &Answers, f: &Facts) -> Vec<Row> {
     });
     rows.push(match &f.vip_answered_by {
         Some(None) => pass("vip-free", format!("nobody answers ARP for {}", a.public.vip.addr)),
+        // The first node holds the group while the second joins.
+        Some(Some(who)) if a.first_node.is_some() => {
+            pass("vip-free", format!("{} is answered by {who}: the first node holds it", a.public.vip.addr))
+        }
         Some(Some(who)) => bad(
             Status::Fail,
             "vip-free",

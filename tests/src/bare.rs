@@ -136,6 +136,12 @@ impl BareLab {
 
     /// An SQL statement on `node`'s server, as root with the admin password; its output.
     pub fn sql(&self, node: &str, statement: &str) -> String {
+        self.try_sql(node, statement).unwrap_or_else(|| panic!("`{statement}` on {node} failed"))
+    }
+
+    /// [`BareLab::sql`], `None` when the server refuses the statement (a table that has not
+    /// arrived yet).
+    pub fn try_sql(&self, node: &str, statement: &str) -> Option<String> {
         let out = self.lab(&[
             "exec",
             node,
@@ -149,8 +155,7 @@ impl BareLab {
             "-e",
             statement,
         ]);
-        assert!(out.status.success(), "`{statement}` on {node}: {}", text(&out));
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// `argv` run in node `node`'s namespace under its own host name, with the played

@@ -56,14 +56,14 @@ pub fn pbxha_cmd(args: &[&str]) -> Output {
 
 /// `pbxha lab ARGS...` on the lab with this namespace prefix and state directory.
 pub fn lab_cmd(prefix: &str, state_dir: &Path, args: &[&str]) -> Output {
-    Command::new(pbxha())
-        .arg("lab")
-        .args(args)
-        .env("PBXHA_LAB_PREFIX", prefix)
-        .env("PBXHA_LAB_DIR", state_dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running pbxha lab")
+    lab_command(prefix, state_dir, args).output().expect("running pbxha lab")
+}
+
+/// The `pbxha lab ARGS...` command of [`lab_cmd`], to spawn.
+pub fn lab_command(prefix: &str, state_dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(pbxha());
+    cmd.arg("lab").args(args).env("PBXHA_LAB_PREFIX", prefix).env("PBXHA_LAB_DIR", state_dir).stdin(Stdio::null());
+    cmd
 }
 
 /// A process the test started; killed (SIGKILL) and reaped on drop, also when the test fails.
