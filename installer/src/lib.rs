@@ -474,6 +474,11 @@ pub async fn undo(env: &Env, term: &mut dyn Terminal) -> Result<Vec<String>> {
     let mut progress = |line: &str| term.say(line);
     let left = apply::undo(env, &j, &steps, &mut progress).await?;
     if !left.iter().any(|l| l.contains("undo failed")) {
+        // A node no longer installed offers no join.
+        let offer = env.path(join::OFFER_PATH);
+        for file in [offer.clone(), offer.with_file_name(join::LOCK_NAME)] {
+            let _ = std::fs::remove_file(file);
+        }
         j.remove()?;
     }
     Ok(left)
