@@ -209,6 +209,31 @@ fn plan_time_problems(app: &dyn Appliance, plan: &plan::Plan) -> Vec<String> {
         .collect()
 }
 
+/// The preflight table, stopping at a FAIL; then the plan `make` builds from the files as
+/// they are, shown, and checked with check-config's code.
+fn checked_plan(
+    env: &Env,
+    app: &dyn Appliance,
+    rows: &[preflight::Row],
+    term: &mut dyn Terminal,
+    make: impl FnOnce(plan::Read, plan::Size) -> Result<plan::Plan>,
+) -> Result<plan::Plan> {
+    term.say(&preflight::table(rows));
+    let failed = preflight::failures(rows);
+    if failed > 0 {
+        return Err(Error::Preflight { failed });
+    }
+    let read = |p: &Path| std::fs::read_to_string(p).ok();
+    let size = |p: &Path| pbxha_replica::migrate::copy::tree_usage(p).ok().map(|u| u.0);
+    let plan = make(&read, &size)?;
+    term.say(&plan::show(&plan));
+    let problems = plan_time_problems(app, &plan);
+    match problems.is_empty() {
+        true => Ok(plan),
+        false => Err(Error::Config { path: env.path(render::CONFIG_PATH), problems }),
+    }
+}
+
 /// `pbxha install` (with or without `--answers`, `--yes`, `--dry-run`): preflight, plan,
 /// confirmation, journaled apply; or the resume of a journaled install.
 pub async fn install(env: &Env, app: &dyn Appliance, opts: &Options, term: &mut dyn Terminal) -> Result<Outcome> {
@@ -239,19 +264,7 @@ pub async fn install(env: &Env, app: &dyn Appliance, opts: &Options, term: &mut 
     }
     let a = complete(&partial, &facts)?;
     let rows = preflight::check(&a, &facts);
-    term.say(&preflight::table(&rows));
-    let failed = preflight::failures(&rows);
-    if failed > 0 {
-        return Err(Error::Preflight { failed });
-    }
-    let read = |p: &Path| std::fs::read_to_string(p).ok();
-    let size = |p: &Path| pbxha_replica::migrate::copy::tree_usage(p).ok().map(|u| u.0);
-    let plan = plan::plan(&a, &facts, env, &read, &size)?;
-    term.say(&plan::show(&plan));
-    let problems = plan_time_problems(app, &plan);
-    if !problems.is_empty() {
-        return Err(Error::Config { path: env.path(render::CONFIG_PATH), problems });
-    }
+    let plan = checked_plan(env, app, &rows, term, |read, size| plan::plan(&a, &facts, env, read, size))?;
     if opts.dry_run {
         return Ok(Outcome::Planned);
     }
@@ -378,19 +391,7 @@ async fn prepare_join(
     let a = complete(&partial, &facts)?;
     let mut rows = preflight::check(&a, &facts);
     rows.extend(preflight::peer_rows(&a, &facts, &got.peer));
-    term.say(&preflight::table(&rows));
-    let failed = preflight::failures(&rows);
-    if failed > 0 {
-        return Err(Error::Preflight { failed });
-    }
-    let read = |p: &Path| std::fs::read_to_string(p).ok();
-    let size = |p: &Path| pbxha_replica::migrate::copy::tree_usage(p).ok().map(|u| u.0);
-    let plan = plan::join_plan(&a, &facts, env, &read, &size, &got)?;
-    term.say(&plan::show(&plan));
-    let problems = plan_time_problems(app, &plan);
-    if !problems.is_empty() {
-        return Err(Error::Config { path: env.path(render::CONFIG_PATH), problems });
-    }
+    let plan = checked_plan(env, app, &rows, term, |read, size| plan::join_plan(&a, &facts, env, read, size, &got))?;
     if opts.dry_run || !confirm(&plan, opts, term) {
         return Ok(None);
     }

@@ -131,6 +131,15 @@ pub fn status_json(config: &Path) -> Option<serde_json::Value> {
     serde_json::from_slice(&out.stdout).ok()
 }
 
+/// The PID of the daemon `pbxha install` says it started itself (systemd not PID 1).
+pub fn started_daemon(said: &str) -> u32 {
+    said.split("started `pbxha run` itself (pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no daemon pid in:\n{said}"))
+}
+
 /// Whether a process with this PID exists (and is not a zombie).
 pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))

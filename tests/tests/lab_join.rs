@@ -97,12 +97,7 @@ fn the_second_node_joins_with_the_printed_token_and_mysql_replicates_both_ways()
     let said = text(&out);
     assert!(out.status.success(), "install a:\n{said}");
     let first_token = token_in(&said);
-    let pid: u32 = said
-        .split("started `pbxha run` itself (pid ")
-        .nth(1)
-        .and_then(|r| r.split(',').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no daemon pid in:\n{said}"));
+    let pid = pbxha_tests::started_daemon(&said);
     let (config_a, config_b) = (lab.config("a"), lab.config("b"));
     let role = |config: &Path, role: &'static str| {
         wait_for(Duration::from_secs(60), role, || status_json(config).filter(|s| s["role"].as_str() == Some(role)))
