@@ -181,6 +181,12 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let ping_task = spawn_ping(&ping, events_tx.clone(), stop_rx.clone());
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<Pending>(16);
     tokio::spawn(control::serve(listener, ctl_tx, stop_rx.clone()));
+    // The first node offers the second node's join while `pbxha install` left a token.
+    let offer = config.paths.state_db.with_file_name(pbxha_installer::join::OFFER_NAME);
+    let mut join_stop = stop_rx.clone();
+    tokio::spawn(pbxha_installer::join::serve(offer, async move { crate::stopped(&mut join_stop).await }, |line| {
+        tracing::info!("{line}")
+    }));
     let mailer = spawn_mail(&config, &local.name, None, None);
     let notifier = Notifier::new(&config.cluster.name, &local.name, config.paths.hooks.clone(), runner.clone())
         .with_mail(mailer.as_ref().map(|m| m.handle.clone()));

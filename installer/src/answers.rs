@@ -128,6 +128,9 @@ pub struct Answers {
     pub auto_failback: bool,
     /// UDP port of the heartbeat (heartbeat's `udpport`).
     pub port: u16,
+    /// Set on a node that joined: the first node's name. That node keeps id 1 and seeds
+    /// MySQL; this one is id 2.
+    pub first_node: Option<String>,
 }
 
 /// Answers as read from a file or gathered so far: `None` is a question not answered yet.
@@ -152,6 +155,7 @@ pub struct Partial {
     pub timing: Option<Timing>,
     pub auto_failback: Option<bool>,
     pub port: Option<u16>,
+    pub first_node: Option<String>,
 }
 
 /// Defaults of the keys that are not questions (documented in examples/answers.toml).
@@ -230,6 +234,7 @@ impl Partial {
             timing,
             auto_failback: self.auto_failback.unwrap_or(false),
             port: self.port.unwrap_or(DEFAULT_PORT),
+            first_node: self.first_node.clone(),
         })
     }
 }
@@ -257,6 +262,7 @@ fn read(r: &mut Reader) -> Partial {
         auto_failback: r.opt_bool("auto-failback"),
         port: r.opt_int("port", 1, 65535),
         bind_pbx: r.opt_bool("bind-pbx"),
+        first_node: word(r, "first-node"),
         ..Partial::default()
     };
     if let Some(mut s) = section(r, "public") {
@@ -462,6 +468,9 @@ impl Answers {
         let ping: Vec<String> = self.ping.iter().map(|ip| q(&ip.to_string())).collect();
         s += &format!("ping = [{}]\npbx = {}\nbind-pbx = {}\n", ping.join(", "), q(self.pbx.name()), self.bind_pbx);
         s += &format!("auto-failback = {}\nport = {}\n", self.auto_failback, self.port);
+        if let Some(first) = &self.first_node {
+            s += &format!("first-node = {}\n", q(first));
+        }
         match self.timing {
             Timing::Default => s += "timing = \"default\"\n",
             Timing::Fast => s += "timing = \"fast\"\n",
@@ -523,6 +532,29 @@ impl Answers {
             s += &format!("\n{}", toml::to_string(&root).unwrap_or_default());
         }
         s
+    }
+
+    /// The joining node's answers, from the first node's: node and peer swapped, each link's
+    /// peer address the first node's own, this node's addresses left to its interfaces.
+    pub fn for_joining_node(&self) -> Result<Answers, String> {
+        let own = |c: Option<Cidr>, what: &str| {
+            c.map(|c| c.addr).ok_or_else(|| format!("the first node's answers hold no {what} address"))
+        };
+        let mut b = self.clone();
+        b.node = self.peer.clone();
+        b.peer = self.node.clone();
+        b.public.address = None;
+        b.public.peer_address = own(self.public.address, "public")?;
+        for (l, theirs) in b.heartbeat.iter_mut().zip(&self.heartbeat) {
+            l.address = None;
+            l.peer_address = own(theirs.address, &format!("heartbeat ({})", theirs.interface))?;
+        }
+        if let Storage::Drbd(d) = &mut b.storage {
+            // Consent to wipe a disk is given for one machine, never carried to another.
+            d.wipe = false;
+        }
+        b.first_node = Some(self.node.clone());
+        Ok(b)
     }
 
     /// Every secret file the answers name: each must exist with mode 0600.

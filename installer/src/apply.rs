@@ -163,16 +163,34 @@ async fn perform(
             }
             Ok(())
         }
-        Action::Migrate { dirs, replica_root } => {
+        Action::Migrate { dirs, replica_root, secondary } => {
             let opts = pbxha_replica::migrate::MigrateOptions {
                 dirs: dirs.clone(),
                 replica_root: replica_root.clone(),
-                role: pbxha_replica::migrate::MigrateRole::Primary,
+                role: match secondary {
+                    false => pbxha_replica::migrate::MigrateRole::Primary,
+                    true => pbxha_replica::migrate::MigrateRole::Secondary,
+                },
                 progress: true,
             };
             let plan = pbxha_replica::migrate::migrate(&opts)?;
             for item in &plan.items {
                 progress(&format!("      moved {} ({} bytes)", item.dir.display(), item.bytes));
+            }
+            Ok(())
+        }
+        Action::MysqlSetup { config } => {
+            let cfg = mysql_section(config)?;
+            let mut said = Vec::new();
+            let done = {
+                let mut collect = |line: &str| said.push(line.to_string());
+                pbxha_replica::mysql::setup::setup(&cfg, env.runner.as_ref(), &mut collect).await
+            };
+            for line in &said {
+                progress(&format!("      {line}"));
+            }
+            for step in done? {
+                progress(&format!("      {} {}", if step.changed { "done:" } else { "left as is:" }, step.what));
             }
             Ok(())
         }
@@ -185,6 +203,15 @@ async fn perform(
             write_atomic(path, contents.as_bytes(), 0o644)
         }
     }
+}
+
+/// The `[mysql]` section of a config text.
+fn mysql_section(config: &str) -> Result<pbxha_replica::mysql::MysqlConfig> {
+    let bad = |why: String| Error::Refused(format!("the planned config's [mysql]: {why}"));
+    let root: toml::Table = config.parse().map_err(|e: toml::de::Error| bad(e.to_string()))?;
+    let section = root.get("mysql").and_then(toml::Value::as_table).ok_or_else(|| bad("missing".into()))?;
+    pbxha_replica::mysql::parse_mysql(section)
+        .map_err(|problems| bad(problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")))
 }
 
 /// Deletes every rule of the chain that carries pbxha's comment.
@@ -272,6 +299,10 @@ pub async fn undo(env: &Env, journal: &Journal, steps: &[Step], progress: &mut d
                     })),
                     Err(e) => failed.push(e.to_string()),
                 },
+                Action::MysqlSetup { .. } => notes.push(
+                    "not undone: MySQL replication stays set up (STOP SLAVE; RESET SLAVE ALL on both servers ends it)"
+                        .into(),
+                ),
                 Action::Write { .. } | Action::NewKey { .. } | Action::Mkdir { .. } | Action::Commit { .. } => {}
             }
         }

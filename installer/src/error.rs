@@ -24,6 +24,9 @@ pub enum Error {
     Locked { path: PathBuf },
     #[error("{0}")]
     Refused(String),
+    /// A join that did not happen, in the one line the joining node prints.
+    #[error("join: {0}")]
+    Join(String),
     #[error(transparent)]
     Command(#[from] pbxha_runner::RunError),
     #[error(transparent)]

@@ -106,6 +106,10 @@ pub struct Facts {
     pub busy_ports: Vec<String>,
     /// The MySQL/MariaDB server's `--version` line.
     pub mysql_server: Option<String>,
+    /// The PBX's own version line (`asterisk -V`, `freeswitch -version`).
+    pub pbx_version: Option<String>,
+    /// The DRBD backing device's size in bytes (`blockdev --getsize64`).
+    pub drbd_bytes: Option<u64>,
     /// PBXs found, each with what gave it away.
     pub pbx_found: Vec<(Pbx, String)>,
     /// Other cluster stacks' config files found (heartbeat, corosync, keepalived).
@@ -254,6 +258,27 @@ fn device(path: &str, blkid: Option<String>) -> Device {
     d
 }
 
+/// What the peer's preflight compares with its own: the servers' versions and the disk size.
+pub async fn versions(env: &Env, p: &Partial) -> crate::join::PeerFacts {
+    let first_line = |out: Option<String>| out.and_then(|o| o.lines().next().map(str::to_string));
+    let mut v = crate::join::PeerFacts::default();
+    for server in ["mariadbd", "mysqld"] {
+        if let Some(line) = first_line(stdout(env, &[server, "--version"]).await) {
+            v.mysql_server = Some(line);
+            break;
+        }
+    }
+    v.pbx_version = match p.pbx {
+        Some(Pbx::Asterisk) => first_line(stdout(env, &["asterisk", "-V"]).await),
+        Some(Pbx::Freeswitch) => first_line(stdout(env, &["freeswitch", "-version"]).await),
+        None => None,
+    };
+    if let Some(Storage::Drbd(d)) = &p.storage {
+        v.drbd_bytes = stdout(env, &["blockdev", "--getsize64", &d.device]).await.and_then(|o| o.trim().parse().ok());
+    }
+    v
+}
+
 pub fn systemd_is_pid1() -> bool {
     std::fs::read_to_string("/proc/1/comm").is_ok_and(|c| c.trim() == "systemd")
 }
@@ -345,12 +370,8 @@ pub async fn gather(env: &Env, p: &Partial) -> Facts {
         }
     }
     f.firewall = firewall(env).await;
-    for server in ["mariadbd", "mysqld"] {
-        if let Some(out) = stdout(env, &[server, "--version"]).await {
-            f.mysql_server = out.lines().next().map(str::to_string);
-            break;
-        }
-    }
+    let own = versions(env, p).await;
+    (f.mysql_server, f.pbx_version, f.drbd_bytes) = (own.mysql_server, own.pbx_version, own.drbd_bytes);
     for (pbx, paths) in [
         (Pbx::Asterisk, ["/usr/sbin/asterisk", "/etc/asterisk"]),
         (Pbx::Freeswitch, ["/usr/bin/freeswitch", "/etc/freeswitch"]),

@@ -68,6 +68,16 @@ pub struct Lock {
 
 impl Lock {
     pub fn take(path: &Path) -> Result<Lock> {
+        Lock::held(path)?.ok_or_else(|| Error::Locked { path: path.to_path_buf() })
+    }
+
+    /// A lock of another job than the install's; `busy` says what holds it.
+    pub fn take_named(path: &Path, busy: &str) -> Result<Lock> {
+        Lock::held(path)?.ok_or_else(|| Error::Refused(format!("{busy} (it holds the lock on {})", path.display())))
+    }
+
+    /// The lock, or `None` when another process holds it.
+    fn held(path: &Path) -> Result<Option<Lock>> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create: {e}")))?;
         }
@@ -77,9 +87,7 @@ impl Lock {
             .truncate(false)
             .open(path)
             .map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
-        Flock::lock(file, FlockArg::LockExclusiveNonblock)
-            .map(|f| Lock { _held: f })
-            .map_err(|_| Error::Locked { path: path.to_path_buf() })
+        Ok(Flock::lock(file, FlockArg::LockExclusiveNonblock).ok().map(|f| Lock { _held: f }))
     }
 }
 

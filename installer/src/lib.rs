@@ -20,6 +20,7 @@ pub mod apply;
 pub mod error;
 pub mod facts;
 pub mod import;
+pub mod join;
 pub mod journal;
 pub mod plan;
 pub mod preflight;
@@ -184,8 +185,18 @@ fn confirm(plan: &plan::Plan, opts: &Options, term: &mut dyn Terminal) -> bool {
 }
 
 /// The problems of the planned config that are not expected at plan time: the key file the
-/// first step creates does not exist yet. The commit step checks again, with no exception.
+/// first step creates (and on a joining node the secret files it received) do not exist
+/// yet. The commit step checks again, with no exception.
 fn plan_time_problems(app: &dyn Appliance, plan: &plan::Plan) -> Vec<String> {
+    let written: Vec<String> = plan
+        .steps
+        .iter()
+        .flat_map(|s| &s.actions)
+        .filter_map(|a| match a {
+            plan::Action::Write { path, mode: 0o600, .. } => Some(path.display().to_string()),
+            _ => None,
+        })
+        .collect();
     plan.steps
         .iter()
         .flat_map(|s| &s.actions)
@@ -194,8 +205,33 @@ fn plan_time_problems(app: &dyn Appliance, plan: &plan::Plan) -> Vec<String> {
             _ => None,
         })
         .flatten()
-        .filter(|p| !p.starts_with("cluster.auth-key-file"))
+        .filter(|p| !p.starts_with("cluster.auth-key-file") && !written.iter().any(|w| p.contains(w.as_str())))
         .collect()
+}
+
+/// The preflight table, stopping at a FAIL; then the plan `make` builds from the files as
+/// they are, shown, and checked with check-config's code.
+fn checked_plan(
+    env: &Env,
+    app: &dyn Appliance,
+    rows: &[preflight::Row],
+    term: &mut dyn Terminal,
+    make: impl FnOnce(plan::Read, plan::Size) -> Result<plan::Plan>,
+) -> Result<plan::Plan> {
+    term.say(&preflight::table(rows));
+    let failed = preflight::failures(rows);
+    if failed > 0 {
+        return Err(Error::Preflight { failed });
+    }
+    let read = |p: &Path| std::fs::read_to_string(p).ok();
+    let size = |p: &Path| pbxha_replica::migrate::copy::tree_usage(p).ok().map(|u| u.0);
+    let plan = make(&read, &size)?;
+    term.say(&plan::show(&plan));
+    let problems = plan_time_problems(app, &plan);
+    match problems.is_empty() {
+        true => Ok(plan),
+        false => Err(Error::Config { path: env.path(render::CONFIG_PATH), problems }),
+    }
 }
 
 /// `pbxha install` (with or without `--answers`, `--yes`, `--dry-run`): preflight, plan,
@@ -228,19 +264,7 @@ pub async fn install(env: &Env, app: &dyn Appliance, opts: &Options, term: &mut 
     }
     let a = complete(&partial, &facts)?;
     let rows = preflight::check(&a, &facts);
-    term.say(&preflight::table(&rows));
-    let failed = preflight::failures(&rows);
-    if failed > 0 {
-        return Err(Error::Preflight { failed });
-    }
-    let read = |p: &Path| std::fs::read_to_string(p).ok();
-    let size = |p: &Path| pbxha_replica::migrate::copy::tree_usage(p).ok().map(|u| u.0);
-    let plan = plan::plan(&a, &facts, env, &read, &size)?;
-    term.say(&plan::show(&plan));
-    let problems = plan_time_problems(app, &plan);
-    if !problems.is_empty() {
-        return Err(Error::Config { path: env.path(render::CONFIG_PATH), problems });
-    }
+    let plan = checked_plan(env, app, &rows, term, |read, size| plan::plan(&a, &facts, env, read, size))?;
     if opts.dry_run {
         return Ok(Outcome::Planned);
     }
@@ -253,6 +277,125 @@ pub async fn install(env: &Env, app: &dyn Appliance, opts: &Options, term: &mut 
     let answers_text = if text.is_empty() { a.to_toml() } else { text };
     j.begin(&answers_text, &plan.steps, &made_dirs)?;
     run_steps(env, app, term, &j, &plan.steps, plan.start_daemon).await
+}
+
+/// Writes a fresh join offer on the first node (replacing an older one) and returns the line
+/// to run on the second; `None` on a node that itself joined a first node.
+pub async fn offer(env: &Env, expiry: std::time::Duration) -> Result<Option<String>> {
+    let path = env.path(render::ANSWERS_PATH);
+    if !path.exists() {
+        return Err(Error::Refused(format!(
+            "{} does not exist: install this node first (`pbxha install`), then make a token",
+            path.display()
+        )));
+    }
+    let (text, p) = read_answers(&path)?;
+    let a = p.complete().map_err(|keys| Error::Missing { keys: keys.iter().map(|k| k.to_string()).collect() })?;
+    if a.first_node.is_some() {
+        return Ok(None);
+    }
+    let read =
+        |path: PathBuf| std::fs::read_to_string(&path).map_err(|e| Error::file(&path, format!("cannot read: {e}")));
+    let auth_key = read(env.path(render::AUTH_KEY_PATH))?;
+    let secrets = a
+        .secret_files()
+        .into_iter()
+        .map(|(_, path)| Ok((path.clone(), read(env.path(&path.display().to_string()))?)))
+        .collect::<Result<Vec<_>>>()?;
+    let ip = a.heartbeat.first().and_then(|l| l.address).or(a.public.address).map(|c| c.addr).ok_or_else(|| {
+        Error::Refused(format!("{}: no heartbeat or public address of this node to offer the join on", path.display()))
+    })?;
+    let listen = std::net::SocketAddr::new(ip, a.port);
+    let peer = facts::versions(env, &p).await;
+    let payload = join::Payload { answers: text, auth_key, secrets, peer };
+    let token = join::make_offer(&env.path(join::OFFER_PATH), &a.cluster, listen, expiry, payload)?;
+    let at = if a.port == answers::DEFAULT_PORT { ip.to_string() } else { listen.to_string() };
+    Ok(Some(format!("pbxha install --join {at} --token {token}")))
+}
+
+/// `pbxha install --join ADDR --token T`: the second node. Fetches the first node's answers,
+/// key and secrets over the join exchange, then preflight, plan, confirmation and the
+/// journaled apply of this side, as `install` does for the first node. Until the journal
+/// begins, nothing below the root is left changed: a refused join removes even the lock
+/// file it took.
+pub async fn join(
+    env: &Env,
+    app: &dyn Appliance,
+    opts: &Options,
+    at: &str,
+    token: &str,
+    term: &mut dyn Terminal,
+) -> Result<Outcome> {
+    let at = join::join_address(at, answers::DEFAULT_PORT)?;
+    join::normalize(token)?;
+    let lock_path = env.path(journal::LOCK_PATH);
+    let made_for_lock = apply::missing_ancestors(&lock_path);
+    let lock_was_there = lock_path.exists();
+    let lock = match opts.dry_run {
+        true => None,
+        false => Some(journal::Lock::take(&lock_path)?),
+    };
+    let journal_path = env.path(journal::JOURNAL_PATH);
+    if let Some(j) = journal::Journal::open(&journal_path, false)? {
+        if let Some((answers_text, steps)) = j.plan()? {
+            return resume(env, app, opts, term, &j, &answers_text, &steps, None).await;
+        }
+    }
+    let prepared = prepare_join(env, app, opts, at, token, term).await;
+    let (a, plan) = match prepared {
+        Ok(Some(ready)) => ready,
+        done => {
+            drop(lock);
+            if !lock_was_there {
+                let _ = std::fs::remove_file(&lock_path);
+                for d in made_for_lock.iter().rev() {
+                    let _ = std::fs::remove_dir(d);
+                }
+            }
+            return done.map(|_| if opts.dry_run { Outcome::Planned } else { Outcome::Declined });
+        }
+    };
+    let made_dirs = apply::missing_ancestors(&journal_path);
+    let mut j =
+        journal::Journal::open(&journal_path, true)?.ok_or_else(|| Error::file(&journal_path, "cannot create"))?;
+    j.begin(&a.to_toml(), &plan.steps, &made_dirs)?;
+    run_steps(env, app, term, &j, &plan.steps, plan.start_daemon).await
+}
+
+/// The join up to the confirmation: `None` when it ends there (a dry run, or a no).
+async fn prepare_join(
+    env: &Env,
+    app: &dyn Appliance,
+    opts: &Options,
+    at: std::net::SocketAddr,
+    token: &str,
+    term: &mut dyn Terminal,
+) -> Result<Option<(answers::Answers, plan::Plan)>> {
+    let (cluster, got) = join::fetch(at, token).await?;
+    let first = answers::parse(&got.answers)
+        .map_err(|p| Error::Join(format!("the first node's answers are unreadable here: {}", p.len())))?
+        .complete()
+        .map_err(|keys| Error::Join(format!("the first node's answers lack {}", keys.join(", "))))?;
+    if first.cluster != cluster {
+        return Err(Error::Join(format!(
+            "the first node says cluster `{cluster}` but its answers say `{}`",
+            first.cluster
+        )));
+    }
+    let mine = first.for_joining_node().map_err(Error::Join)?;
+    term.say(&format!("joining cluster `{cluster}` as node `{}`: the first node `{}` at {at} sent its answers, the key and {} secret file(s)", mine.node, mine.peer, got.secrets.len()));
+    let partial = answers::parse(&mine.to_toml())
+        .map_err(|p| Error::Join(format!("{} problem(s) in the swapped answers", p.len())))?;
+    let mut facts = facts::gather(env, &partial).await;
+    facts.secrets.retain(|(_, path, _)| !got.secrets.iter().any(|(p, _)| p == path));
+    let a = complete(&partial, &facts)?;
+    let mut rows = preflight::check(&a, &facts);
+    rows.extend(preflight::peer_rows(&a, &facts, &got.peer));
+    let plan = checked_plan(env, app, &rows, term, |read, size| plan::join_plan(&a, &facts, env, read, size, &got))?;
+    if opts.dry_run || !confirm(&plan, opts, term) {
+        return Ok(None);
+    }
+    Ok(Some((a, plan)))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -332,6 +475,11 @@ pub async fn undo(env: &Env, term: &mut dyn Terminal) -> Result<Vec<String>> {
     let mut progress = |line: &str| term.say(line);
     let left = apply::undo(env, &j, &steps, &mut progress).await?;
     if !left.iter().any(|l| l.contains("undo failed")) {
+        // A node no longer installed offers no join.
+        let offer = env.path(join::OFFER_PATH);
+        for file in [offer.clone(), offer.with_file_name(join::LOCK_NAME)] {
+            let _ = std::fs::remove_file(file);
+        }
         j.remove()?;
     }
     Ok(left)

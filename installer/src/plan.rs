@@ -49,10 +49,18 @@ pub enum Action {
         chain: crate::facts::NftChain,
         rules: Vec<String>,
     },
-    /// `pbxha replica migrate` (primary role) of these directories.
+    /// `pbxha replica migrate` of these directories: their data moves onto /replica on the
+    /// first node; on the joining (`secondary`) node they only become the symlinks.
     Migrate {
         dirs: Vec<PathBuf>,
         replica_root: PathBuf,
+        #[serde(default)]
+        secondary: bool,
+    },
+    /// `pbxha mysql setup` with the `[mysql]` section of this config text (not yet written:
+    /// the config is the commit point).
+    MysqlSetup {
+        config: String,
     },
     /// The config, checked with check-config's code, then written: the commit point.
     Commit {
@@ -206,7 +214,11 @@ pub fn plan(a: &Answers, f: &Facts, env: &Env, read: Read, size: Size) -> crate:
                 id: "migrate".into(),
                 title: "move the PBX's directories onto /replica".into(),
                 shows,
-                actions: vec![Action::Migrate { dirs, replica_root: env.path(render::REPLICA_MOUNT) }],
+                actions: vec![Action::Migrate {
+                    dirs,
+                    replica_root: env.path(render::REPLICA_MOUNT),
+                    secondary: a.first_node.is_some(),
+                }],
                 wipes: None,
             });
         }
@@ -478,6 +490,11 @@ fn drbd_steps(
         Some(format!("DRBD metadata stays on {} (`drbdadm wipe-md {r}` removes it)", d.device)),
     );
     push("drbd-up", "DRBD up", cmd(&["up", r]), Some(cmd(&["down", r])), None);
+    if a.first_node.is_some() {
+        // The joining node stays secondary: it takes the first node's data over the wire
+        // (no --force, no filesystem of its own, nothing mounted).
+        return Ok(steps);
+    }
     push(
         "drbd-primary",
         "DRBD primary on the first node (--force: no peer data yet)",
@@ -505,6 +522,61 @@ fn drbd_steps(
         wipes: None,
     });
     Ok(steps)
+}
+
+/// A secret the first node sent, written 0600; its contents are never shown.
+fn received_step(id: &str, what: &str, path: PathBuf, contents: &str) -> Step {
+    Step {
+        id: id.into(),
+        title: format!("{what}, from the first node"),
+        shows: format!("  {}: received over the join, mode 0600 (not shown)\n", path.display()),
+        actions: vec![Action::Write { path, contents: contents.to_string(), mode: 0o600 }],
+        wipes: None,
+    }
+}
+
+/// The joining node's plan: the first node's plan for this side, with the key and secret
+/// files it received instead of a new key, and MySQL's replication set up from this side
+/// just before the commit.
+pub fn join_plan(
+    a: &Answers,
+    f: &Facts,
+    env: &Env,
+    read: Read,
+    size: Size,
+    got: &crate::join::Payload,
+) -> crate::Result<Plan> {
+    let mut p = plan(a, f, env, read, size)?;
+    let mut received =
+        vec![received_step("authkey", "the heartbeat key", env.path(render::AUTH_KEY_PATH), &got.auth_key)];
+    for (path, contents) in &got.secrets {
+        let shown = path.display().to_string();
+        received.push(received_step("secret", &shown, env.path(&shown), contents));
+    }
+    p.steps.splice(0..1, received);
+    if matches!(a.mysql, Mysql::MasterMaster { .. }) {
+        let config = p.steps.last().and_then(|s| s.actions.first()).and_then(|c| match c {
+            Action::Commit { contents, .. } => Some(contents.clone()),
+            _ => None,
+        });
+        if let Some(config) = config {
+            let at = p.steps.len() - 1;
+            p.steps.insert(
+                at,
+                Step {
+                    id: "mysql-setup".into(),
+                    title: "MySQL replication both ways, set up from this side (`pbxha mysql setup`)".into(),
+                    shows: format!(
+                        "  logs in to {} and to this server; the first node's databases seed this one\n",
+                        a.peer
+                    ),
+                    actions: vec![Action::MysqlSetup { config }],
+                    wipes: None,
+                },
+            );
+        }
+    }
+    Ok(p)
 }
 
 /// The plan as shown before any change.

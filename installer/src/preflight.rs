@@ -113,6 +113,10 @@ pub fn check(a: &Answers, f: &Facts) -> Vec<Row> {
     });
     rows.push(match &f.vip_answered_by {
         Some(None) => pass("vip-free", format!("nobody answers ARP for {}", a.public.vip.addr)),
+        // The first node holds the group while the second joins.
+        Some(Some(who)) if a.first_node.is_some() => {
+            pass("vip-free", format!("{} is answered by {who}: the first node holds it", a.public.vip.addr))
+        }
         Some(Some(who)) => bad(
             Status::Fail,
             "vip-free",
@@ -193,6 +197,65 @@ pub fn check(a: &Answers, f: &Facts) -> Vec<Row> {
         });
     }
     rows
+}
+
+/// The joining node's rows about its peer: the same PBX and MySQL on both, and DRBD devices
+/// of the same size (within 1 %: DRBD uses the smaller, a much smaller one wastes the other).
+pub fn peer_rows(a: &Answers, own: &Facts, peer: &crate::join::PeerFacts) -> Vec<Row> {
+    let mut rows = vec![versions_row("peer-pbx", own.pbx_version.as_deref(), peer.pbx_version.as_deref(), None)];
+    if a.mysql != Mysql::None {
+        let flavor = |v: &str| v.contains("MariaDB");
+        rows.push(versions_row("peer-mysql", own.mysql_server.as_deref(), peer.mysql_server.as_deref(), Some(&flavor)));
+    }
+    if let Storage::Drbd(d) = &a.storage {
+        rows.push(match (own.drbd_bytes, peer.drbd_bytes) {
+            (Some(o), Some(p)) if o.abs_diff(p) * 100 <= o.max(p) => {
+                pass("drbd-size", format!("{} is {o} bytes, the peer's {p}", d.device))
+            }
+            (Some(o), Some(p)) => bad(
+                Status::Fail,
+                "drbd-size",
+                format!("{} is {o} bytes, the peer's {p}: more than 1 % apart", d.device),
+                "give both nodes backing devices of the same size",
+            ),
+            _ => bad(
+                Status::Fail,
+                "drbd-size",
+                format!("the size of {} is unknown on one node", d.device),
+                "check that the device exists on both (blockdev --getsize64)",
+            ),
+        });
+    }
+    rows
+}
+
+/// One version compared across the pair; `same_kind` tells versions apart that cannot pair.
+fn versions_row(check: &str, own: Option<&str>, peer: Option<&str>, same_kind: Option<&dyn Fn(&str) -> bool>) -> Row {
+    match (own, peer) {
+        (Some(o), Some(p)) if o == p => pass(check, format!("both run {o}")),
+        (Some(o), Some(p)) if same_kind.is_some_and(|k| k(o) != k(p)) => bad(
+            Status::Fail,
+            check,
+            format!("this node runs {o}, the peer {p}"),
+            "both servers must be MariaDB, or both MySQL",
+        ),
+        (Some(o), Some(p)) => bad(
+            Status::Warn,
+            check,
+            format!("this node runs {o}, the peer {p}"),
+            "upgrade one so both run the same version before a failover has to rely on it",
+        ),
+        _ => bad(
+            Status::Warn,
+            check,
+            format!(
+                "versions not compared: this node {}, the peer {}",
+                own.unwrap_or("unknown"),
+                peer.unwrap_or("unknown")
+            ),
+            "check that both run the same version",
+        ),
+    }
 }
 
 fn device_rows(d: &crate::answers::DrbdAnswers, f: &Facts) -> Vec<Row> {

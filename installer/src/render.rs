@@ -56,6 +56,14 @@ pub fn at(root: &Path, path: &str) -> String {
     }
 }
 
+/// This node's id, also its MySQL server-id: the first node is 1, the one that joined it 2.
+fn server_id(a: &Answers) -> u32 {
+    match a.first_node {
+        None => 1,
+        Some(_) => 2,
+    }
+}
+
 /// pbxha.toml for this node. Addresses the answers left out must have been resolved from
 /// the interfaces first ([`crate::plan::resolve`]).
 pub fn config(a: &Answers, group: &[Resource], root: &Path) -> String {
@@ -64,7 +72,7 @@ pub fn config(a: &Answers, group: &[Resource], root: &Path) -> String {
         "# Written by `pbxha install` from {answers}; check it with `pbxha check-config`.\n\n\
          [cluster]\nname = {name}\nid = {id}\nauth-key-file = {key}\nauto-failback = {fb}\n\n\
          [heartbeat]\ninterval = {interval}\ndeadtime = {deadtime}\nwarntime = {warntime}\ninitdead = {initdead}\nport = {port}\n\n\
-         [[node]]\nname = {node}\nid = 1\n\n[[node]]\nname = {peer}\nid = 2\n",
+         [[node]]\nname = {node}\nid = {node_id}\n\n[[node]]\nname = {peer}\nid = {peer_id}\n",
         answers = at(root, ANSWERS_PATH),
         name = q(&a.cluster),
         id = a.cluster_id,
@@ -73,6 +81,8 @@ pub fn config(a: &Answers, group: &[Resource], root: &Path) -> String {
         port = a.port,
         node = q(&a.node),
         peer = q(&a.peer),
+        node_id = server_id(a),
+        peer_id = 3 - server_id(a),
     );
     let mut links: Vec<(String, &str, bool, Option<crate::answers::Cidr>, std::net::IpAddr)> = a
         .heartbeat
@@ -136,13 +146,19 @@ pub fn config(a: &Answers, group: &[Resource], root: &Path) -> String {
             .unwrap_or_default();
         let peer = a.heartbeat.first().map_or(a.public.peer_address, |l| l.peer_address);
         s += &format!(
-            "\n[mysql]\nmode = \"master-master\"\nserver-id = 1\nseed = true\nadmin-password-file = {}\n\
+            "\n[mysql]\nmode = \"master-master\"\nserver-id = {}\nseed = {}\nadmin-password-file = {}\n\
              local = {{ host = {}, socket = {} }}\npeer = {{ host = {} }}\n",
+            server_id(a),
+            a.first_node.is_none(),
             q(&at(root, &admin_password_file.display().to_string())),
             q(&own),
             q(&at(root, "/run/mysqld/mysqld.sock")),
             q(&peer.to_string())
         );
+        if root != Path::new("/") {
+            // `mysql setup` writes its server settings there: below the root, not the host's.
+            s += &format!("conf-dir = {}\n", q(&at(root, pbxha_replica::mysql::config::DEFAULT_CONF_DIR)));
+        }
     }
     if let Some(mail) = &a.mail {
         let mut mail = mail.clone();

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -120,13 +120,7 @@ impl TestLab {
 
     /// The command `pbxha lab ARGS...` on this test's lab, for running it in the background.
     pub fn lab_command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(pbxha());
-        cmd.arg("lab")
-            .args(args)
-            .env("PBXHA_LAB_PREFIX", &self.prefix)
-            .env("PBXHA_LAB_DIR", self.state_dir())
-            .stdin(Stdio::null());
-        cmd
+        crate::lab_command(&self.prefix, &self.state_dir(), args)
     }
 
     pub fn lab_ok(&self, args: &[&str]) -> String {

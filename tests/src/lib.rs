@@ -2,6 +2,7 @@
 //! fail under `CI=true` instead of skipping, daemons owned by a kill-on-drop guard, and
 //! bounded polling.
 
+pub mod bare;
 pub mod lab;
 
 use std::path::{Path, PathBuf};
@@ -55,14 +56,14 @@ pub fn pbxha_cmd(args: &[&str]) -> Output {
 
 /// `pbxha lab ARGS...` on the lab with this namespace prefix and state directory.
 pub fn lab_cmd(prefix: &str, state_dir: &Path, args: &[&str]) -> Output {
-    Command::new(pbxha())
-        .arg("lab")
-        .args(args)
-        .env("PBXHA_LAB_PREFIX", prefix)
-        .env("PBXHA_LAB_DIR", state_dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running pbxha lab")
+    lab_command(prefix, state_dir, args).output().expect("running pbxha lab")
+}
+
+/// The `pbxha lab ARGS...` command of [`lab_cmd`], to spawn.
+pub fn lab_command(prefix: &str, state_dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(pbxha());
+    cmd.arg("lab").args(args).env("PBXHA_LAB_PREFIX", prefix).env("PBXHA_LAB_DIR", state_dir).stdin(Stdio::null());
+    cmd
 }
 
 /// A process the test started; killed (SIGKILL) and reaped on drop, also when the test fails.
@@ -128,6 +129,15 @@ pub fn status_json(config: &Path) -> Option<serde_json::Value> {
         return None;
     }
     serde_json::from_slice(&out.stdout).ok()
+}
+
+/// The PID of the daemon `pbxha install` says it started itself (systemd not PID 1).
+pub fn started_daemon(said: &str) -> u32 {
+    said.split("started `pbxha run` itself (pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no daemon pid in:\n{said}"))
 }
 
 /// Whether a process with this PID exists (and is not a zombie).

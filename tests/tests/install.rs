@@ -624,12 +624,7 @@ fn without_systemd_as_pid_1_the_installer_starts_the_daemon_itself() {
     let out = install_in(&net, root.path(), &["--answers", file.to_str().unwrap(), "--yes"]);
     let said = text(&out);
     assert!(out.status.success(), "{said}");
-    let pid: u32 = said
-        .split("started `pbxha run` itself (pid ")
-        .nth(1)
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no daemon pid in:\n{said}"));
+    let pid = pbxha_tests::started_daemon(&said);
     // Ours to stop, by its PID, also when an assertion below fails.
     struct Daemon(u32);
     impl Drop for Daemon {

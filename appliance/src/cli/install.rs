@@ -11,12 +11,14 @@ use anyhow::Context;
 use pbxha_installer::{Appliance, Env, Options, Outcome, Terminal};
 
 #[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("source").args(["answers", "join"])))]
 pub struct InstallArgs {
     /// Answers file (see examples/answers.toml); without it the wizard asks on the terminal.
     #[arg(long, value_name = "FILE")]
     answers: Option<PathBuf>,
-    /// Apply without the confirmation; only with an answers file that answers everything.
-    #[arg(long, requires = "answers")]
+    /// Apply without the confirmation; only with an answers file that answers everything,
+    /// or with --join.
+    #[arg(long, requires = "source")]
     yes: bool,
     /// Preflight and plan only: change nothing; exit 1 when a check fails.
     #[arg(long)]
@@ -34,6 +36,19 @@ pub struct InstallArgs {
     /// Do not start `pbxha run` at the end where systemd is not PID 1.
     #[arg(long)]
     no_start: bool,
+    /// Join the first node at ADDR (its heartbeat address, as it printed it) as the second.
+    #[arg(long, value_name = "ADDR", requires = "token", conflicts_with_all = ["answers", "undo", "import_heartbeat", "new_token"])]
+    join: Option<String>,
+    /// The one-time token the first node printed with the --join line.
+    #[arg(long, value_name = "XXXX-XXXX-XXXX", requires = "join")]
+    token: Option<String>,
+    /// On the first node: make a fresh join token (the old one stops working) and print the
+    /// line to run on the second node.
+    #[arg(long, conflicts_with_all = ["answers", "undo", "import_heartbeat", "dry_run"])]
+    new_token: bool,
+    /// Seconds a new join token stays valid.
+    #[arg(long, value_name = "SECS", default_value_t = 1800)]
+    token_expiry: u64,
 }
 
 /// check-config's checker and keygen's key, lent to the installer.
@@ -105,11 +120,44 @@ pub async fn run(args: InstallArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    let expiry = std::time::Duration::from_secs(args.token_expiry);
+    if args.new_token {
+        return match pbxha_installer::offer(&env, expiry).await? {
+            Some(line) => {
+                print_join_line(&line, expiry);
+                Ok(ExitCode::SUCCESS)
+            }
+            None => anyhow::bail!("this node joined its first node: make the token there"),
+        };
+    }
+    let opts = Options { answers: args.answers.clone(), yes: args.yes, dry_run: args.dry_run };
+    if let (Some(at), Some(token)) = (&args.join, &args.token) {
+        let outcome = pbxha_installer::join(&env, &Lent, &opts, at, token, &mut tty).await?;
+        // Issue 14's drill ends the joining node's install: it runs here, once `finish` has
+        // started the daemon, and its report is printed after the install's lines.
+        return finish(&env, outcome, &args, interactive, None);
+    }
     if !interactive && args.answers.is_none() {
         anyhow::bail!("no terminal to ask on: pass --answers FILE (annotated example: examples/answers.toml), and --yes to apply it without a confirmation");
     }
-    let opts = Options { answers: args.answers, yes: args.yes, dry_run: args.dry_run };
-    match pbxha_installer::install(&env, &Lent, &opts, &mut tty).await? {
+    let outcome = pbxha_installer::install(&env, &Lent, &opts, &mut tty).await?;
+    let offered = match outcome {
+        Outcome::Installed { .. } => pbxha_installer::offer(&env, expiry).await?,
+        _ => None,
+    };
+    finish(&env, outcome, &args, interactive, offered.map(|line| (line, expiry)))
+}
+
+/// The end of an install or a join: what happened, the daemon started where systemd is not
+/// PID 1, and on the first node the line to run on the second.
+fn finish(
+    env: &Env,
+    outcome: Outcome,
+    args: &InstallArgs,
+    interactive: bool,
+    join_line: Option<(String, std::time::Duration)>,
+) -> anyhow::Result<ExitCode> {
+    match outcome {
         Outcome::Planned => Ok(ExitCode::SUCCESS),
         Outcome::Declined => {
             println!("nothing was changed{}", if interactive { "" } else { ": no terminal to confirm on; add --yes" });
@@ -122,9 +170,20 @@ pub async fn run(args: InstallArgs) -> anyhow::Result<ExitCode> {
                 let pid = start_daemon_here(&config, &log)?;
                 println!("systemd is not PID 1 here: started `pbxha run` itself (pid {pid}, log {})", log.display());
             }
+            if let Some((line, expiry)) = join_line {
+                print_join_line(&line, expiry);
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn print_join_line(line: &str, expiry: std::time::Duration) {
+    println!(
+        "on the second node, run (the token works once, for {} min; `pbxha install --new-token` makes a new one):",
+        expiry.as_secs().div_ceil(60)
+    );
+    println!("  {line}");
 }
 
 /// Starts `pbxha --config CONFIG run` in its own session, so it outlives this command.

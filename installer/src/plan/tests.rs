@@ -162,3 +162,60 @@ fn firewalld_gets_running_and_permanent_rich_rules() {
     assert_eq!(runs[1].0, format!("firewall-cmd --quiet --permanent --add-rich-rule={rule}"));
     assert!(step.shows.contains(&format!("runs: firewall-cmd --quiet '--add-rich-rule={rule}'")), "{}", step.shows);
 }
+
+#[test]
+fn the_joining_node_plans_the_received_files_a_secondary_drbd_and_mysql_setup_before_the_commit() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("var/lib/asterisk")).unwrap();
+    let mut first = answers();
+    first.mysql = Mysql::MasterMaster { admin_password_file: "/etc/pbxha/mysql-admin".into() };
+    let mut a = first.for_joining_node().unwrap();
+    assert_eq!((a.node.as_str(), a.peer.as_str(), a.first_node.as_deref()), ("pbx2", "pbx1", Some("pbx1")));
+    assert_eq!(a.heartbeat[0].peer_address, first.heartbeat[0].address.unwrap().addr);
+    let mut f = facts();
+    for (i, addr) in f.interfaces.iter_mut().zip(["192.168.0.101/24", "10.1.1.2/24"]) {
+        i.addresses = vec![addr.parse().unwrap()];
+    }
+    resolve(&mut a, &f).unwrap();
+    let got = crate::join::Payload {
+        answers: first.to_toml(),
+        auth_key: "k".repeat(64) + "\n",
+        secrets: vec![("/etc/pbxha/mysql-admin".into(), "pw-in-the-file\n".into())],
+        peer: Default::default(),
+    };
+    let read = |p: &Path| std::fs::read_to_string(p).ok();
+    let size = |_: &Path| Some(4096);
+    let plan = join_plan(&a, &f, &env(root.path()), &read, &size, &got).unwrap();
+    let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "authkey",
+            "secret",
+            "answers",
+            "drbd-config",
+            "drbd-create-md",
+            "drbd-up",
+            "migrate",
+            "sysctl",
+            "boot-asterisk",
+            "unit",
+            "mysql-setup",
+            "config"
+        ]
+    );
+    let shown = show(&plan);
+    assert!(!shown.contains("kkkk") && !shown.contains("pw-in-the-file"), "secrets are never shown:\n{shown}");
+    let made_primary = shown.lines().any(|l| l.contains("drbdadm") && l.contains(" primary "));
+    assert!(!made_primary && !shown.contains("mkfs"), "the joining node is never made primary:\n{shown}");
+    assert_eq!(
+        plan.steps[0].actions,
+        [Action::Write { path: root.path().join("etc/pbxha/authkey"), contents: got.auth_key.clone(), mode: 0o600 }]
+    );
+    assert!(matches!(&plan.steps[6].actions[0], Action::Migrate { secondary: true, .. }));
+    let Action::Commit { contents, .. } = &plan.steps[11].actions[0] else { panic!("the config is last") };
+    assert_eq!(plan.steps[10].actions, [Action::MysqlSetup { config: contents.clone() }]);
+    for line in ["name = \"pbx2\"\nid = 2", "name = \"pbx1\"\nid = 1", "server-id = 2\nseed = false"] {
+        assert!(contents.contains(line), "{line}:\n{contents}");
+    }
+}

@@ -110,3 +110,26 @@ fn names_peer_secrets_and_pbx() {
         ]
     );
 }
+
+#[test]
+fn the_joining_node_compares_versions_and_disk_sizes_with_its_peer() {
+    let a = answers();
+    let mut own = good();
+    own.drbd_bytes = Some(1_000_000);
+    let mut peer = crate::join::PeerFacts {
+        mysql_server: own.mysql_server.clone(),
+        pbx_version: Some("Asterisk 20.5.0".into()),
+        drbd_bytes: Some(1_009_000),
+    };
+    own.pbx_version = Some("Asterisk 20.5.0".into());
+    let status = |rows: &[Row]| rows.iter().map(|r| (r.check.clone(), r.status)).collect::<Vec<_>>();
+    let names = ["peer-pbx", "peer-mysql", "drbd-size"].map(String::from);
+    assert_eq!(status(&peer_rows(&a, &own, &peer)), names.clone().map(|n| (n, Status::Pass)));
+    peer.drbd_bytes = Some(1_011_000);
+    peer.pbx_version = Some("Asterisk 18.2.0".into());
+    peer.mysql_server = Some("mysqld  Ver 8.0.36".into());
+    assert_eq!(
+        status(&peer_rows(&a, &own, &peer)),
+        [(names[0].clone(), Status::Warn), (names[1].clone(), Status::Fail), (names[2].clone(), Status::Fail)]
+    );
+}
