@@ -1,6 +1,10 @@
 //! The drill's caller's-eye view of a move: SIP OPTIONS to the VIP every 20 ms, each waited
-//! for up to 250 ms, from the node that receives the group. Its probes cross the wire to
+//! for up to 100 ms, from the node that receives the group. Its probes cross the wire to
 //! the old holder until this node takes the VIP, then are answered here.
+//!
+//! A probe not answered within 100 ms counts as missed: a longer wait would let a probe sent
+//! into the gap be answered by the new holder and hide the gap. So every stretch without
+//! service of 100 ms or more is seen, to within one probe interval.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -11,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 /// How often a probe leaves.
 pub const EVERY: Duration = Duration::from_millis(20);
-/// How long each probe waits: below SIP's T1 (500 ms), so a probe is never retransmitted.
-pub const TIMEOUT: Duration = Duration::from_millis(250);
+/// How long each probe waits; well below SIP's T1 (500 ms), so a probe is never retransmitted.
+pub const TIMEOUT: Duration = Duration::from_millis(100);
 /// A prober nobody stops (the drill died) ends after this.
 pub const LIMIT: Duration = Duration::from_secs(300);
 

@@ -105,14 +105,22 @@ pub async fn sip(target: SocketAddr) -> Row {
 
 /// No mail waits in the outbox (a stuck one is an alert nobody got).
 pub fn outbox(db: &Path) -> Row {
-    if !db.exists() {
-        return row("outbox", true, "empty (no state database yet)");
+    if !has_outbox(db) {
+        return row("outbox", true, "empty (no mail was ever queued)");
     }
     match pbxha_watchdog::outbox::Outbox::open_read_only(db).and_then(|o| o.pending()) {
         Ok(p) if p.is_empty() => row("outbox", true, "empty"),
         Ok(p) => row("outbox", false, format!("{} mail(s) not sent; see `pbxha mail list`", p.len())),
         Err(e) => row("outbox", false, format!("cannot read it: {e}")),
     }
+}
+
+/// Whether the database has an outbox table (the mailer makes it when `[mail]` is set).
+fn has_outbox(db: &Path) -> bool {
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+    rusqlite::Connection::open_with_flags(db, flags).is_ok_and(|c| {
+        c.query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'outbox'", [], |_| Ok(())).is_ok()
+    })
 }
 
 /// What a move's probe saw, in words.
