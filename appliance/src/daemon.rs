@@ -118,6 +118,24 @@ struct Daemon {
 const ASK_TRIES: u32 = 5;
 const ASK_WAIT: Duration = Duration::from_millis(400);
 
+/// The checks with each drill's command line completed: this very program and config.
+fn with_drill_program(
+    checks: &[pbxha_watchdog::config::CheckConfig],
+    config: &std::path::Path,
+) -> Vec<pbxha_watchdog::config::CheckConfig> {
+    let program = std::env::current_exe().map_or_else(|_| "pbxha".to_string(), |p| p.to_string_lossy().into_owned());
+    checks
+        .iter()
+        .cloned()
+        .map(|mut c| {
+            if let CheckKind::Drill { argv } = &c.kind {
+                c.kind = CheckKind::Drill { argv: CheckKind::drill_argv(argv, &program, &config.to_string_lossy()) };
+            }
+            c
+        })
+        .collect()
+}
+
 /// The fingerprint of the config file at `path` as the node `local` reads it.
 fn fingerprint(path: &std::path::Path, local: &str) -> config::Fingerprint {
     std::fs::read_to_string(path).map(|text| config::Fingerprint::of(&text, local)).unwrap_or_default()
@@ -204,7 +222,8 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let mysql = crate::mysql_watch::spawn(config.mysql.as_ref(), notifier.clone(), stop_rx.clone());
     let (check_tx, mut check_rx) = mpsc::channel::<Transition>(64);
     if !config.checks.is_empty() {
-        let (checks, db, runner) = (config.checks.clone(), config.paths.state_db.clone(), runner.clone());
+        let checks = with_drill_program(&config.checks, &opts.config);
+        let (db, runner) = (config.paths.state_db.clone(), runner.clone());
         let (tx, stop) = (check_tx.clone(), stop_rx.clone());
         tokio::spawn(async move {
             if let Err(e) = run_checks(checks, runner, db, tx, stop).await {

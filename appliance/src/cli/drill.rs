@@ -6,7 +6,11 @@ use std::process::ExitCode;
 
 use pbxha_appliance::drill::{self, DrillOptions};
 
-pub async fn run(config: &Path, options: DrillOptions, json: bool) -> anyhow::Result<ExitCode> {
+pub async fn run(config: &Path, options: DrillOptions, json: bool, if_holder: bool) -> anyhow::Result<ExitCode> {
+    if if_holder && !drill::holds_group(config).await? {
+        println!("skipped: the peer holds the group, and the drill runs there");
+        return Ok(ExitCode::SUCCESS);
+    }
     let report = drill::run(config, options).await?;
     if let Err(e) = drill::record(config, &report) {
         eprintln!("pbxha: the drill's report was not saved: {e:#}");

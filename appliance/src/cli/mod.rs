@@ -91,6 +91,9 @@ enum Command {
         /// (`from`, `to`, `outage_ms`, ...).
         #[arg(long)]
         json: bool,
+        /// Run only if this node holds the group (a scheduled drill, on both nodes).
+        #[arg(long, hide = true)]
+        if_holder: bool,
     },
     /// Check the config and print every problem with its key path; exit 1 if any.
     CheckConfig {
@@ -189,8 +192,9 @@ pub fn main() -> ExitCode {
             Command::Standby => admin::simple(&cli.config, pbxha_appliance::control::Request::Standby).await,
             Command::Online => admin::simple(&cli.config, pbxha_appliance::control::Request::Online).await,
             Command::Switchover { now } => admin::switchover(&cli.config, now).await,
-            Command::Drill { now, one_way, dry_run, json } => {
-                drill::run(&cli.config, pbxha_appliance::drill::DrillOptions { now, one_way, dry_run }, json).await
+            Command::Drill { now, one_way, dry_run, json, if_holder } => {
+                let options = pbxha_appliance::drill::DrillOptions { now, one_way, dry_run };
+                drill::run(&cli.config, options, json, if_holder).await
             }
             Command::CheckConfig { node } => Ok(check::run(&cli.config, node.as_deref())),
             Command::History { last, db, json } => history::run(&cli.config, db, last, json),

@@ -179,6 +179,13 @@ pub async fn run(config_path: &Path, options: DrillOptions) -> Result<DrillRepor
     })
 }
 
+/// Whether this node holds the group: a scheduled drill (`[[check]] kind = "drill"`, on both
+/// nodes) runs only there, so the two nodes never drill at once.
+pub async fn holds_group(config_path: &Path) -> Result<bool, Error> {
+    let config = crate::config::load(config_path)?;
+    Ok(holder(&status(&config.paths.control_socket).await?) == Holder::Local)
+}
+
 /// Saves the report in the journal (`pbxha history`) and, with `[mail]`, queues it in the
 /// outbox, which the daemon delivers.
 pub fn record(config_path: &Path, report: &DrillReport) -> Result<(), Error> {
