@@ -745,7 +745,7 @@ impl Daemon {
 
     /// The peer's drill asks: this config's fingerprint, a SIP probe from here, a switchover.
     fn on_ask(&mut self, incoming: IncomingAsk) {
-        let answer = match incoming.ask {
+        let answer = match incoming.ask.clone() {
             Ask::Fingerprint => Answer::Fingerprint { node: self.local.clone(), fingerprint: self.fingerprint.clone() },
             Ask::ProbeStart { target, every_ms } => {
                 let every = Duration::from_millis(every_ms);
@@ -762,6 +762,18 @@ impl Daemon {
             Ask::Switchover { now } => {
                 let reply = self.answer(Request::Switchover { now });
                 Answer::Done { ok: reply.ok, message: reply.message }
+            }
+            // Off the loop: the replicated filesystem may be slow or hung.
+            Ask::ReplicaCanary { token, write } => {
+                let config = self.config.clone();
+                tokio::task::spawn_blocking(move || {
+                    let (ok, message) = match crate::drill::canary::apply(&config, &token, write) {
+                        Ok(m) => (true, m),
+                        Err(m) => (false, m),
+                    };
+                    incoming.reply.answer(Answer::Done { ok, message });
+                });
+                return;
             }
         };
         incoming.reply.answer(answer);

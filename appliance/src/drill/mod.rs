@@ -8,6 +8,7 @@
 //! [`run`] returns a typed [`DrillReport`]; the `pbxha drill` command prints, journals and
 //! mails it, and the installer can call it the same way.
 
+pub mod canary;
 pub mod probe;
 pub mod rows;
 
@@ -292,47 +293,123 @@ impl Drill {
     async fn moves(&self, options: DrillOptions, status: &DaemonStatus, rows: &mut Vec<Row>, moves: &mut Vec<Move>) {
         let first = match holder(status) {
             Holder::Nobody => {
-                rows.push(Row {
-                    name: "switchover".into(),
-                    passed: false,
-                    detail: "nobody holds the group, so there is nothing to move".into(),
-                    took_ms: 0,
-                });
+                rows.push(failed("switchover", "nobody holds the group, so there is nothing to move"));
                 return;
             }
             h => h,
         };
         let Some(target) = self.target else {
-            rows.push(Row {
-                name: "switchover".into(),
-                passed: false,
-                detail: "no VIP SIP probe in the config ([[probe]] role = \"vip\"), so a move cannot be measured"
-                    .into(),
-                took_ms: 0,
-            });
+            let why = "no VIP SIP probe in the config ([[probe]] role = \"vip\"), so a move cannot be measured";
+            rows.push(failed("switchover", why));
             return;
         };
-        let there = self.switch(first, options.now, target).await;
-        let answered = there.1.passed;
-        let moved = there.0.is_some();
-        rows.push(there.1);
-        moves.extend(there.0);
+        let (there, answered) = self.switch(first, options.now, target, rows).await;
+        let moved = there.is_some();
+        moves.extend(there);
         if !moved || (options.one_way && answered) {
             return;
         }
         let back = if first == Holder::Local { Holder::Peer } else { Holder::Local };
-        let (m, row) = self.switch(back, options.now || !answered, target).await;
-        rows.push(row);
+        let (m, _) = self.switch(back, options.now || !answered, target, rows).await;
         moves.extend(m);
     }
 
-    /// Moves the group away from `from`, with the receiving node probing `target`. The move
-    /// is none when the group did not leave.
-    async fn switch(&self, from: Holder, now: bool, target: SocketAddr) -> (Option<Move>, Row) {
+    /// Writes the canaries on `on` before a move: the MySQL row and the replica file, each
+    /// when configured. A canary that cannot be written is a failed row at once.
+    async fn write_canaries(&self, on: Holder, rows: &mut Vec<Row>) -> Canaries {
+        let name = self.name(on);
+        let mut canaries = Canaries::default();
+        if let Some(mysql) = &self.config.mysql {
+            match pbxha_replica::mysql::canary::write(mysql, side(on)).await {
+                Ok(c) => canaries.mysql = Some(c),
+                Err(e) => {
+                    rows.push(failed(&format!("mysql canary on {name}"), format!("cannot write the canary row: {e}")))
+                }
+            }
+        }
+        if canary::replica_file(&self.config).is_some() {
+            let token = canary::token();
+            match self.replica_canary(on, &token, true).await {
+                Ok(_) => canaries.file = Some(token),
+                Err(e) => rows
+                    .push(failed(&format!("replica canary on {name}"), format!("cannot write the canary file: {e}"))),
+            }
+        }
+        canaries
+    }
+
+    /// Reads the canaries on the new holder `on`, each as a row.
+    async fn read_canaries(&self, on: Holder, canaries: Canaries, rows: &mut Vec<Row>) {
+        let name = self.name(on);
+        if let (Some(mysql), Some(row)) = (&self.config.mysql, canaries.mysql) {
+            let read = pbxha_replica::mysql::canary::read_and_remove(mysql, side(on), &row, CANARY_WAIT);
+            rows.push(
+                timed(|| async {
+                    match read.await {
+                        Ok(seen) => Row {
+                            passed: true,
+                            detail: format!(
+                                "the row written before the move was read on {name} ({} ms)",
+                                seen.as_millis()
+                            ),
+                            ..failed("mysql canary", "")
+                        },
+                        Err(e) => failed(&format!("mysql canary on {name}"), e.to_string()),
+                    }
+                })
+                .await,
+            );
+        }
+        if let Some(token) = canaries.file {
+            let read = self.replica_canary(on, &token, false);
+            rows.push(
+                timed(|| async {
+                    match read.await {
+                        Ok(m) => Row { passed: true, detail: m, ..failed(&format!("replica canary on {name}"), "") },
+                        Err(e) => failed(&format!("replica canary on {name}"), e),
+                    }
+                })
+                .await,
+            );
+        }
+    }
+
+    /// The canary file's write or read on `on`: here, off the async workers, or by an ask.
+    async fn replica_canary(&self, on: Holder, token: &str, write: bool) -> Result<String, String> {
+        if on == Holder::Local {
+            let (config, token) = (self.config.clone(), token.to_string());
+            return tokio::task::spawn_blocking(move || canary::apply(&config, &token, write))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        match self.ask(Ask::ReplicaCanary { token: token.to_string(), write }).await? {
+            Answer::Done { ok: true, message } => Ok(message),
+            Answer::Done { message, .. } => Err(message),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+
+    /// Moves the group away from `from`, with the receiving node probing `target`, and
+    /// pushes its rows (the move's, then the canaries'). The move is none when the group did
+    /// not leave; the flag says whether the new holder answers SIP.
+    async fn switch(&self, from: Holder, now: bool, target: SocketAddr, rows: &mut Vec<Row>) -> (Option<Move>, bool) {
+        let canaries = self.write_canaries(from, rows).await;
+        let (moved, row) = self.move_group(from, now, target).await;
+        let answered = row.passed;
+        rows.push(row);
+        if moved.is_some() {
+            let to = if from == Holder::Local { Holder::Peer } else { Holder::Local };
+            self.read_canaries(to, canaries, rows).await;
+        }
+        (moved, answered)
+    }
+
+    /// The move itself and its row.
+    async fn move_group(&self, from: Holder, now: bool, target: SocketAddr) -> (Option<Move>, Row) {
         let to = if from == Holder::Local { Holder::Peer } else { Holder::Local };
         let (from_name, to_name) = (self.name(from), self.name(to));
         let name = format!("switchover {from_name} -> {to_name}");
-        let fail = |detail: String| Row { name: name.clone(), passed: false, detail, took_ms: 0 };
+        let fail = |detail: String| failed(&name, detail);
         let probe = match self.start_probe(to, target).await {
             Ok(p) => p,
             Err(e) => return (None, fail(format!("cannot start the SIP probe on {to_name}: {e}"))),
@@ -412,6 +489,28 @@ impl Drill {
         }
         None
     }
+}
+
+/// How long the canary row may take to replicate to the new holder.
+const CANARY_WAIT: Duration = Duration::from_secs(10);
+
+/// The canaries written before a move.
+#[derive(Default)]
+struct Canaries {
+    mysql: Option<pbxha_replica::mysql::canary::Canary>,
+    file: Option<String>,
+}
+
+fn side(on: Holder) -> pbxha_replica::mysql::canary::Side {
+    if on == Holder::Local {
+        pbxha_replica::mysql::canary::Side::Local
+    } else {
+        pbxha_replica::mysql::canary::Side::Peer
+    }
+}
+
+fn failed(name: &str, detail: impl Into<String>) -> Row {
+    Row { name: name.into(), passed: false, detail: detail.into(), took_ms: 0 }
 }
 
 /// The probe of one move: in this process, or in the peer's daemon.

@@ -52,6 +52,9 @@ pub enum Ask {
     ProbeReport { stop: bool },
     /// The control socket's switchover, run on the peer.
     Switchover { now: bool },
+    /// Write `token` into the drill's canary file on the replicated filesystem, or read and
+    /// remove it (`write` false) ([`crate::drill::canary`]).
+    ReplicaCanary { token: String, write: bool },
 }
 
 /// The peer's answer.
