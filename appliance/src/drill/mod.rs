@@ -550,3 +550,63 @@ fn answer_of(reply: &Reply) -> Result<Answer, String> {
         .and_then(|v| serde_json::from_value(v).ok())
         .ok_or_else(|| format!("unreadable answer: {}", reply.message))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::{key_file, minimal};
+
+    fn report(passed: bool) -> DrillReport {
+        DrillReport {
+            passed,
+            node: "a".into(),
+            started_ms: 1_700_000_000_000,
+            took_ms: 900,
+            rows: vec![
+                Row { name: "heartbeats".into(), passed: true, detail: "hb: heard 40 ms ago".into(), took_ms: 0 },
+                Row { name: "switchover a -> b".into(), passed, detail: "outage 60 ms".into(), took_ms: 120 },
+            ],
+            moves: vec![Move {
+                from: "a".into(),
+                to: "b".into(),
+                outage_ms: Some(60),
+                took_ms: 120,
+                probes: 40,
+                answered: 37,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_drill_is_journaled_and_with_mail_queued_in_the_outbox() {
+        let key = key_file(0o600);
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("state.db");
+        let mail = "[mail]\nserver = \"127.0.0.1\"\nfrom = \"pbxha@example.org\"\nto = [\"ops@example.org\"]\n";
+        let text = format!("{}[paths]\nstate-db = \"{}\"\n{mail}", minimal(key.path()), db.display());
+        let config = dir.path().join("pbxha.toml");
+        std::fs::write(&config, text).unwrap();
+        record(&config, &report(false)).unwrap();
+        let drills = crate::journal::drills(&db, 5).unwrap();
+        assert_eq!(drills.len(), 1);
+        assert!(!drills[0].passed);
+        assert_eq!(drills[0].summary, "failed: switchover a -> b; a -> b 60 ms");
+        let back: DrillReport = serde_json::from_str(&drills[0].report).unwrap();
+        assert_eq!(back, report(false));
+        assert!(crate::journal::render_drills(&drills).starts_with("drill on a, 2023-11-14 22:13:20.000 UTC: FAIL"));
+        let queued = pbxha_watchdog::outbox::Outbox::open_read_only(&db).unwrap().pending().unwrap();
+        assert_eq!(queued.len(), 1, "{queued:?}");
+        assert_eq!(queued[0].subject, "[t] drill on a FAILED");
+        assert!(queued[0].body.contains("FAIL  switchover a -> b") && queued[0].body.contains("outage 60 ms"));
+    }
+
+    #[test]
+    fn the_json_has_the_fields_machines_read() {
+        let v = serde_json::to_value(report(true)).unwrap();
+        assert_eq!(v["passed"], true);
+        assert_eq!(v["rows"][1]["name"], "switchover a -> b");
+        assert!(v["rows"][0]["detail"].is_string() && v["rows"][0]["passed"].is_boolean());
+        assert_eq!((v["moves"][0]["from"].as_str(), v["moves"][0]["to"].as_str()), (Some("a"), Some("b")));
+        assert_eq!(v["moves"][0]["outage_ms"], 60);
+    }
+}
