@@ -696,7 +696,11 @@ mod tests {
         let key = AuthKey::for_tests(KEY);
         let (a, b) = (node("a", 1), node("b", 2));
         let mut last_error = None;
-        for attempt in 0..20u16 {
+        // Each call its own ports: SO_REUSEADDR would let two tests running at once bind the
+        // same one, and a datagram for one test's node reach the other's.
+        static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+        let first = CALLS.fetch_add(20, Ordering::Relaxed);
+        for attempt in first..first + 20 {
             let port = 40_000 + (std::process::id() as u16 % 10_000) + attempt * 97;
             let cfg = vec![link(LinkMode::Ucast, port, "127.0.0.1/8", "127.0.0.2/8", None)];
             match (open(&cfg, &a, &b, BOOT_A, &key), open(&cfg, &b, &a, BOOT_B, &key)) {
@@ -798,6 +802,56 @@ mod tests {
         assert_eq!(hb.drops, want);
         assert!(b.events.try_recv().is_err(), "an attack got through");
         assert_eq!(a.links.stats().links[0].drops.total(), 0);
+    }
+
+    /// An ask crosses the link and is answered; a recorded request sent again is answered
+    /// from memory, never handled twice; one for another boot of the responder is a replay.
+    #[tokio::test]
+    async fn an_ask_is_answered_once_and_a_recorded_one_is_not_handled_again() {
+        let (cfg, mut a, mut b) = open_pair();
+        let mut asks = b.links.incoming_asks().unwrap();
+        assert!(b.links.incoming_asks().is_none());
+        let err = a.links.asker().ask(&Ask::Fingerprint, 1, Duration::from_millis(50)).await.unwrap_err();
+        assert!(err.contains("not been heard"), "{err}");
+        b.links.send(&summary(Role::Secondary));
+        next_heartbeat(&mut a).await;
+        let handled = Arc::new(AtomicU64::new(0));
+        let count = handled.clone();
+        tokio::spawn(async move {
+            while let Some(incoming) = asks.recv().await {
+                let n = count.fetch_add(1, Ordering::Relaxed) + 1;
+                incoming.reply.answer(Answer::Done { ok: true, message: format!("handled {n}") });
+            }
+        });
+        let answer = a.links.asker().ask(&Ask::Switchover { now: true }, 3, Duration::from_millis(500)).await;
+        assert_eq!(answer, Ok(Answer::Done { ok: true, message: "handled 1".into() }));
+        // The same request (a's boot, id 1) recorded and sent again, and two that must fail.
+        let request = |id, responder_boot| Message {
+            node_id: 1,
+            boot: BOOT_A,
+            id,
+            responder_boot,
+            body: Body::Request(Ask::Switchover { now: true }),
+        };
+        // A tokio socket: a blocking receive would keep b's receive task from running.
+        let attacker = UdpSocket::bind("127.0.0.3:0").await.unwrap();
+        let to_b = SocketAddr::new("127.0.0.2".parse().unwrap(), cfg.port);
+        attacker.send_to(&ask::encode(CLUSTER, &request(1, BOOT_B), KEY), to_b).await.unwrap();
+        let mut buf = vec![0u8; RECV_BUF];
+        let len = tokio::time::timeout(Duration::from_secs(5), attacker.recv(&mut buf)).await.unwrap().unwrap();
+        let again = ask::decode(&buf[..len], KEY, CLUSTER).unwrap();
+        assert_eq!(again.body, Body::Answer(Answer::Done { ok: true, message: "handled 1".into() }));
+        attacker.send_to(&ask::encode(CLUSTER, &request(2, BOOT_B + 1), KEY), to_b).await.unwrap();
+        attacker.send_to(&ask::encode(CLUSTER, &request(0, BOOT_B), KEY), to_b).await.unwrap();
+        let forged = ask::encode(CLUSTER, &request(3, BOOT_B), b"not-the-shared-key-at-all");
+        attacker.send_to(&forged, to_b).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while b.links.stats().links[0].drops.total() < 3 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let drops = b.links.stats().links[0].drops;
+        assert_eq!(drops, DropCounters { replayed: 2, forged: 1, ..Default::default() });
+        assert_eq!(handled.load(Ordering::Relaxed), 1, "a recorded request was handled again");
     }
 
     #[tokio::test]
