@@ -323,13 +323,15 @@ impl From<rusqlite::Error> for ReadError {
     }
 }
 
+/// Whether the database has the table `name` (another process may have made the file).
+pub fn has_table(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    let query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1";
+    Ok(conn.query_row(query, [name], |_| Ok(())).optional()?.is_some())
+}
+
 fn read_history(conn: &Connection, last: usize) -> Result<Vec<Failover>, ReadError> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
-    let has_journal = conn
-        .query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'failover'", [], |_| Ok(()))
-        .optional()?
-        .is_some();
-    if !has_journal {
+    if !has_table(conn, "failover")? {
         // The database exists (the outbox made it) but no failover was ever written.
         return Ok(Vec::new());
     }
@@ -433,11 +435,7 @@ pub fn drills(path: &Path, last: usize) -> Result<Vec<DrillEntry>, Error> {
         .map_err(|e| journal_error(path, e))?;
     let read = || -> rusqlite::Result<Vec<DrillEntry>> {
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        let has = conn
-            .query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'drill'", [], |_| Ok(()))
-            .optional()?
-            .is_some();
-        if !has {
+        if !has_table(&conn, "drill")? {
             return Ok(Vec::new());
         }
         let limit = i64::try_from(last).unwrap_or(i64::MAX);

@@ -79,6 +79,15 @@ fn a_drill_moves_the_group_there_and_back_and_measures_both_outages() {
         assert!(ms < 1000, "the move {from} -> {to} was out {ms} ms: {r:#}");
     }
     lab.wait_primary(p);
+    // The asks crossed both links with nothing dropped: every copy but the first is ignored,
+    // not counted as a replay.
+    for node in ["a", "b"] {
+        let status = lab.node(node).unwrap_or_else(|| panic!("{node}'s status"));
+        for link in status["heartbeat"]["links"].as_array().into_iter().flatten() {
+            let drops = link["drops"].as_object().unwrap_or_else(|| panic!("no drops in {link}"));
+            assert!(drops.values().all(|v| v == 0), "{node}: {link}");
+        }
+    }
     // The client saw the other node answer, then the first again.
     let seen = watch.stop();
     let back = seen.answerers.windows(3).any(|w| w == [p, s, p]);

@@ -132,6 +132,8 @@ impl DrillReport {
 const MOVE_LIMIT: Duration = Duration::from_secs(30);
 /// How long the new holder has to answer SIP once its group runs.
 const ANSWER_LIMIT: Duration = Duration::from_secs(5);
+/// How long a group still starting may take to run before the drill moves it.
+const SETTLE_LIMIT: Duration = Duration::from_secs(10);
 /// Probes before the move, so the report starts with the old holder answering.
 const BASELINE: Duration = Duration::from_millis(300);
 
@@ -291,9 +293,28 @@ impl Drill {
     /// left on a node that does not answer: a move whose new holder stays silent is followed
     /// by a move back, even with `--one-way`.
     async fn moves(&self, options: DrillOptions, status: &DaemonStatus, rows: &mut Vec<Row>, moves: &mut Vec<Move>) {
-        let first = match holder(status) {
+        let mut last = status.clone();
+        // A group still starting (its members, its first probe) settles first.
+        let started = Instant::now();
+        while holder(&last) == Holder::Nobody && started.elapsed() < SETTLE_LIMIT {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if let Ok(s) = self::status(&self.socket).await {
+                last = s;
+            }
+        }
+        let first = match holder(&last) {
             Holder::Nobody => {
-                rows.push(failed("switchover", "nobody holds the group, so there is nothing to move"));
+                let n = &last.node;
+                let peer =
+                    n.peer.last.map_or("not heard".into(), |p| format!("{}, group {}", p.role, p.group.as_str()));
+                let why = format!(
+                    "nobody holds the group after {} s (this node: {}, group {}; {}: {peer}), so there is nothing to move",
+                    SETTLE_LIMIT.as_secs(),
+                    n.role,
+                    n.group.as_str(),
+                    self.peer
+                );
+                rows.push(failed("switchover", why));
                 return;
             }
             h => h,

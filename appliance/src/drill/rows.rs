@@ -118,9 +118,8 @@ pub fn outbox(db: &Path) -> Row {
 /// Whether the database has an outbox table (the mailer makes it when `[mail]` is set).
 fn has_outbox(db: &Path) -> bool {
     let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
-    rusqlite::Connection::open_with_flags(db, flags).is_ok_and(|c| {
-        c.query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'outbox'", [], |_| Ok(())).is_ok()
-    })
+    rusqlite::Connection::open_with_flags(db, flags)
+        .is_ok_and(|c| crate::journal::has_table(&c, "outbox").unwrap_or(false))
 }
 
 /// What a move's probe saw, in words.

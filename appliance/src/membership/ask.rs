@@ -21,8 +21,9 @@
 //! ```
 //!
 //! Replays: a responder takes a request only for its own current boot and only with a
-//! (requester boot, id) above the last one taken; the same pair again (a retry, or the copy
-//! sent on the other link) gets the answer already given. A requester takes an answer only
+//! (requester boot, id) above the last one taken; the same pair again from the same address
+//! (a retry) gets the answer already given, from anywhere else (the copy sent on the other
+//! link, a recording) nothing. A requester takes an answer only
 //! for an id it is waiting on. So a recorded request cannot start a second switchover, in
 //! this boot or after the responder restarts.
 
@@ -166,6 +167,9 @@ pub fn decode(bytes: &[u8], key: &[u8], expected_cluster_id: u32) -> Result<Mess
 #[derive(Debug, Default)]
 pub struct Taken {
     last: Option<(u64, u64)>,
+    /// Where it came from: a copy from elsewhere is not answered, so a recorded request sent
+    /// with a forged source cannot aim the (larger) answer at a third party.
+    from: Option<std::net::SocketAddr>,
     /// The answer to `last`, once given.
     answer: Option<Answer>,
 }
@@ -175,22 +179,28 @@ pub struct Taken {
 pub enum Take {
     /// New: handle it, then [`Taken::answered`].
     New,
-    /// A copy of the last one: send this answer again (none yet: it is being handled).
+    /// A retry of the last one from its address: send this answer again (none yet: it is
+    /// being handled).
     Again(Option<Answer>),
+    /// The last one from another address: the copy on another link (every ask goes on all),
+    /// or a recording; ignored, not counted.
+    Copy,
     Replayed,
 }
 
 impl Taken {
-    pub fn take(&mut self, message: &Message, own_boot: u64) -> Take {
+    pub fn take(&mut self, message: &Message, own_boot: u64, from: std::net::SocketAddr) -> Take {
         if message.responder_boot != own_boot {
             return Take::Replayed;
         }
         let pair = (message.boot, message.id);
         match self.last {
-            Some(last) if pair == last => Take::Again(self.answer.clone()),
+            Some(last) if pair == last && self.from == Some(from) => Take::Again(self.answer.clone()),
+            Some(last) if pair == last => Take::Copy,
             Some(last) if pair < last => Take::Replayed,
             _ => {
                 self.last = Some(pair);
+                self.from = Some(from);
                 self.answer = None;
                 Take::New
             }
@@ -241,16 +251,23 @@ mod tests {
 
     #[test]
     fn a_request_is_taken_once_and_only_for_this_boot() {
+        let (hb, public, elsewhere) = (
+            "203.0.113.1:694".parse().unwrap(),
+            "198.51.100.1:694".parse().unwrap(),
+            "198.51.100.66:694".parse().unwrap(),
+        );
         let mut taken = Taken::default();
-        assert_eq!(taken.take(&request(3), 9), Take::New);
-        assert_eq!(taken.take(&request(3), 9), Take::Again(None), "the copy on the other link, still handled");
+        assert_eq!(taken.take(&request(3), 9, hb), Take::New);
+        assert_eq!(taken.take(&request(3), 9, public), Take::Copy, "the copy on the other link is not handled");
+        assert_eq!(taken.take(&request(3), 9, hb), Take::Again(None), "a retry, still being handled");
         let done = Answer::Done { ok: true, message: "ok".into() };
         taken.answered(7, 3, &done);
-        assert_eq!(taken.take(&request(3), 9), Take::Again(Some(done)), "a retry gets the same answer");
-        assert_eq!(taken.take(&request(2), 9), Take::Replayed, "an older request");
-        assert_eq!(taken.take(&request(4), 10), Take::Replayed, "for an earlier boot of the responder");
-        assert_eq!(taken.take(&request(4), 9), Take::New);
+        assert_eq!(taken.take(&request(3), 9, hb), Take::Again(Some(done)), "a retry gets the same answer");
+        assert_eq!(taken.take(&request(3), 9, elsewhere), Take::Copy, "nor is a copy from elsewhere answered");
+        assert_eq!(taken.take(&request(2), 9, hb), Take::Replayed, "an older request");
+        assert_eq!(taken.take(&request(4), 10, hb), Take::Replayed, "for an earlier boot of the responder");
+        assert_eq!(taken.take(&request(4), 9, hb), Take::New);
         // A restarted requester starts its ids over under a higher boot.
-        assert_eq!(taken.take(&Message { boot: 8, ..request(1) }, 9), Take::New);
+        assert_eq!(taken.take(&Message { boot: 8, ..request(1) }, 9, hb), Take::New);
     }
 }
