@@ -32,6 +32,12 @@ pub enum Request {
         resource: String,
         report: String,
     },
+    /// The fingerprint of the config this daemon runs with, in `status`.
+    Fingerprint,
+    /// Passes `ask` to the peer's daemon over the heartbeat links; its answer in `status`.
+    AskPeer {
+        ask: crate::membership::ask::Ask,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -28,7 +28,8 @@ use crate::control::{self, Pending, Reply, Request};
 use crate::failover::{switchover_report, Ended, FailoverContext, FailoverReport, Timeline};
 use crate::fsm::{Action, Admin, Event, GroupEvent, Node, Params, RecordKind};
 use crate::journal::{Entry, Journal, Kind};
-use crate::membership::{AuthKey, LinkSetup, Links};
+use crate::membership::ask::{Answer, Ask};
+use crate::membership::{AuthKey, IncomingAsk, LinkSetup, Links};
 use crate::net::nonlocal;
 use crate::notify::{check_alert, MailStatus, Notifier};
 use crate::resources::{build_members, spawn_group, GroupHandle, ResourceReport};
@@ -106,6 +107,38 @@ struct Daemon {
     drbd: crate::fence::LocalDrbd,
     /// The fsm's answer to the fence-peer poll being handled, for its reply.
     fence_answer: Option<(crate::fence::FenceVerdict, String, bool)>,
+    /// The config file's fingerprint as this daemon loaded it, for the peer's drill.
+    fingerprint: config::Fingerprint,
+    /// The SIP probe a drill on the peer asked for while the group moves here.
+    drill_probe: Option<crate::drill::probe::Prober>,
+}
+
+/// An ask to the peer is sent this many times on every link, this far apart, before the
+/// control client is told the peer did not answer (well within its 10 s).
+const ASK_TRIES: u32 = 5;
+const ASK_WAIT: Duration = Duration::from_millis(400);
+
+/// The checks with each drill's command line completed: this very program and config.
+fn with_drill_program(
+    checks: &[pbxha_watchdog::config::CheckConfig],
+    config: &std::path::Path,
+) -> Vec<pbxha_watchdog::config::CheckConfig> {
+    let program = std::env::current_exe().map_or_else(|_| "pbxha".to_string(), |p| p.to_string_lossy().into_owned());
+    checks
+        .iter()
+        .cloned()
+        .map(|mut c| {
+            if let CheckKind::Drill { argv } = &c.kind {
+                c.kind = CheckKind::Drill { argv: CheckKind::drill_argv(argv, &program, &config.to_string_lossy()) };
+            }
+            c
+        })
+        .collect()
+}
+
+/// The fingerprint of the config file at `path` as the node `local` reads it.
+fn fingerprint(path: &std::path::Path, local: &str) -> config::Fingerprint {
+    std::fs::read_to_string(path).map(|text| config::Fingerprint::of(&text, local)).unwrap_or_default()
 }
 
 /// How often the loop publishes a status snapshot for `[http]`: a scrape interval's worth of
@@ -162,7 +195,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     // Like Pacemaker's start-up probe: a daemon that crashed may have left the VIP or the PBX
     // running. Stop everything before joining, or the peer and this node would both hold it.
     let leftover = clean_start(&group, &mut events_rx, shutdown_budget(&config)).await;
-    let links = Links::open(
+    let mut links = Links::open(
         &LinkSetup {
             links: &config.links,
             cluster_id: config.cluster.id,
@@ -175,6 +208,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         },
         events_tx.clone(),
     )?;
+    let mut asks_rx = links.incoming_asks().unwrap_or_else(|| mpsc::channel(1).1);
     let ping = PingMonitor::new(config.ping.clone());
     // Every task the daemon starts ends on this (see `crate::stopped`).
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -194,7 +228,8 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     let mysql = crate::mysql_watch::spawn(config.mysql.as_ref(), notifier.clone(), stop_rx.clone());
     let (check_tx, mut check_rx) = mpsc::channel::<Transition>(64);
     if !config.checks.is_empty() {
-        let (checks, db, runner) = (config.checks.clone(), config.paths.state_db.clone(), runner.clone());
+        let checks = with_drill_program(&config.checks, &opts.config);
+        let (db, runner) = (config.paths.state_db.clone(), runner.clone());
         let (tx, stop) = (check_tx.clone(), stop_rx.clone());
         tokio::spawn(async move {
             if let Err(e) = run_checks(checks, runner, db, tx, stop).await {
@@ -244,6 +279,8 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         fencing,
         fence_answer: None,
         drbd,
+        fingerprint: fingerprint(&opts.config, &local.name),
+        drill_probe: None,
         config,
     };
     // The endpoint only ever reads what this loop publishes (see crate::http).
@@ -285,10 +322,14 @@ pub async fn run(opts: Options) -> Result<(), Error> {
                 d.apply(Event::Tick);
                 d.links.send(&d.summary());
             }
-            Some((req, reply)) = ctl_rx.recv() => {
-                let answer = d.answer(req);
-                let _ = reply.send(answer);
-            }
+            Some((req, reply)) = ctl_rx.recv() => match req {
+                Request::AskPeer { ask } => d.ask_peer(ask, reply),
+                req => {
+                    let answer = d.answer(req);
+                    let _ = reply.send(answer);
+                }
+            },
+            Some(incoming) = asks_rx.recv() => d.on_ask(incoming),
             _ = sigterm.recv() => stopping = stopping.or_else(|| d.begin_shutdown("SIGTERM")),
             _ = sigint.recv() => stopping = stopping.or_else(|| d.begin_shutdown("SIGINT")),
             _ = sighup.recv() => {
@@ -653,6 +694,17 @@ impl Daemon {
                     status: None,
                 };
             }
+            Request::Fingerprint => {
+                return Reply {
+                    ok: true,
+                    message: self.local.clone(),
+                    status: serde_json::to_value(&self.fingerprint).ok(),
+                }
+            }
+            // The loop hands these to ask_peer, which waits off the loop.
+            Request::AskPeer { .. } => {
+                return Reply { ok: false, message: "an ask is for the peer".into(), status: None };
+            }
         };
         if let Some(why) = self.fsm.refuse(&admin) {
             if matches!(admin, Admin::Switchover { .. }) {
@@ -680,6 +732,57 @@ impl Daemon {
             message: format!("{what} accepted on {}", self.local),
             status: serde_json::to_value(&status).ok(),
         }
+    }
+
+    /// Sends `ask` to the peer from a task of its own, replying to the control client with
+    /// the answer (or why there is none).
+    fn ask_peer(&self, ask: Ask, reply: tokio::sync::oneshot::Sender<Reply>) {
+        let asker = self.links.asker();
+        tokio::spawn(async move {
+            let answer = match asker.ask(&ask, ASK_TRIES, ASK_WAIT).await {
+                Ok(answer) => {
+                    Reply { ok: true, message: "answered".into(), status: serde_json::to_value(&answer).ok() }
+                }
+                Err(e) => Reply { ok: false, message: e, status: None },
+            };
+            let _ = reply.send(answer);
+        });
+    }
+
+    /// The peer's drill asks: this config's fingerprint, a SIP probe from here, a switchover.
+    fn on_ask(&mut self, incoming: IncomingAsk) {
+        let answer = match incoming.ask.clone() {
+            Ask::Fingerprint => Answer::Fingerprint { node: self.local.clone(), fingerprint: self.fingerprint.clone() },
+            Ask::ProbeStart { target, every_ms } => {
+                let every = Duration::from_millis(every_ms);
+                self.drill_probe = Some(crate::drill::probe::Prober::start(target, every));
+                Answer::Done { ok: true, message: format!("{} probes {target}", self.local) }
+            }
+            Ask::ProbeReport { stop } => {
+                let probe = if stop { self.drill_probe.take() } else { None };
+                match probe.as_ref().or(self.drill_probe.as_ref()) {
+                    Some(p) => Answer::Probe { report: p.report() },
+                    None => Answer::Done { ok: false, message: format!("no drill probe runs on {}", self.local) },
+                }
+            }
+            Ask::Switchover { now } => {
+                let reply = self.answer(Request::Switchover { now });
+                Answer::Done { ok: reply.ok, message: reply.message }
+            }
+            // Off the loop: the replicated filesystem may be slow or hung.
+            Ask::ReplicaCanary { token, write } => {
+                let config = self.config.clone();
+                tokio::task::spawn_blocking(move || {
+                    let (ok, message) = match crate::drill::canary::apply(&config, &token, write) {
+                        Ok(m) => (true, m),
+                        Err(m) => (false, m),
+                    };
+                    incoming.reply.answer(Answer::Done { ok, message });
+                });
+                return;
+            }
+        };
+        incoming.reply.answer(answer);
     }
 
     fn status(&self) -> DaemonStatus {
@@ -893,6 +996,7 @@ impl Daemon {
         }
         let resources_changed = new.resources != old.resources || new.group != old.group;
         self.config = new.clone();
+        self.fingerprint = fingerprint(&self.config_path, &self.local);
         if resources_changed {
             self.pending_resources = Some(new);
             if self.fsm.status(Instant::now()).group == GroupPhase::Stopped {

@@ -54,6 +54,14 @@ CREATE TABLE IF NOT EXISTS journal (
     failover INTEGER REFERENCES failover(id)
 );
 CREATE INDEX IF NOT EXISTS journal_failover ON journal(failover);
+CREATE TABLE IF NOT EXISTS drill (
+    id INTEGER PRIMARY KEY,
+    at_ms INTEGER NOT NULL,
+    node TEXT NOT NULL,
+    passed INTEGER NOT NULL,
+    summary TEXT NOT NULL,
+    report TEXT NOT NULL
+);
 ";
 
 pub use crate::resources::ResourceAction;
@@ -315,13 +323,15 @@ impl From<rusqlite::Error> for ReadError {
     }
 }
 
+/// Whether the database has the table `name` (another process may have made the file).
+pub fn has_table(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    let query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1";
+    Ok(conn.query_row(query, [name], |_| Ok(())).optional()?.is_some())
+}
+
 fn read_history(conn: &Connection, last: usize) -> Result<Vec<Failover>, ReadError> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
-    let has_journal = conn
-        .query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'failover'", [], |_| Ok(()))
-        .optional()?
-        .is_some();
-    if !has_journal {
+    if !has_table(conn, "failover")? {
         // The database exists (the outbox made it) but no failover was ever written.
         return Ok(Vec::new());
     }
@@ -394,6 +404,68 @@ impl Row {
         };
         Ok(Entry { at_ms: self.at_ms, node: self.node, kind, message: self.message })
     }
+}
+
+/// One `pbxha drill` as journaled: its one-line summary and the whole report as JSON.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DrillEntry {
+    pub at_ms: u64,
+    pub node: String,
+    pub passed: bool,
+    pub summary: String,
+    pub report: String,
+}
+
+/// Writes a drill into the database at `path`. The drill runs outside the daemon, so this
+/// is its own short connection (the writer thread belongs to the daemon); SQLite's busy
+/// timeout lets the two take turns.
+pub fn record_drill(path: &Path, drill: &DrillEntry) -> Result<(), Error> {
+    let conn = open_writable(path, BUSY_TIMEOUT)?;
+    conn.execute(
+        "INSERT INTO drill (at_ms, node, passed, summary, report) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![drill.at_ms, drill.node, drill.passed, drill.summary, drill.report],
+    )
+    .map(|_| ())
+    .map_err(|e| journal_error(path, e))
+}
+
+/// The last `last` drills, oldest first; none in a database without the table.
+pub fn drills(path: &Path, last: usize) -> Result<Vec<DrillEntry>, Error> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|e| journal_error(path, e))?;
+    let read = || -> rusqlite::Result<Vec<DrillEntry>> {
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        if !has_table(&conn, "drill")? {
+            return Ok(Vec::new());
+        }
+        let limit = i64::try_from(last).unwrap_or(i64::MAX);
+        let mut drills = conn
+            .prepare("SELECT at_ms, node, passed, summary, report FROM drill ORDER BY id DESC LIMIT ?1")?
+            .query_map([limit], |r| {
+                Ok(DrillEntry {
+                    at_ms: r.get(0)?,
+                    node: r.get(1)?,
+                    passed: r.get(2)?,
+                    summary: r.get(3)?,
+                    report: r.get(4)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        drills.reverse();
+        Ok(drills)
+    };
+    read().map_err(|e| journal_error(path, e))
+}
+
+/// The drills, one line each.
+pub fn render_drills(drills: &[DrillEntry]) -> String {
+    drills
+        .iter()
+        .map(|d| {
+            let verdict = if d.passed { "PASS" } else { "FAIL" };
+            format!("drill on {}, {}: {verdict}: {}\n", d.node, utc(d.at_ms), d.summary)
+        })
+        .collect()
 }
 
 /// The failovers as plain-text timelines, offsets from each one's first entry.

@@ -14,6 +14,7 @@ pub mod config;
 pub mod connectivity;
 pub mod control;
 pub mod daemon;
+pub mod drill;
 pub mod error;
 pub mod failover;
 pub mod fence;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use pbxha_replica::mysql::canary::{self, Side};
 use pbxha_replica::mysql::client::{pair_status, select_one, Credentials, Server};
 use pbxha_replica::mysql::fragment::{self, FRAGMENT_NAME};
 use pbxha_replica::mysql::setup::setup;
@@ -364,6 +365,22 @@ async fn master_master_from_scratch_catch_up_and_conflict() {
     assert!(steps.iter().any(|s| !s.changed && s.what == "replication both ways"), "{steps:?}");
     assert!(!steps.iter().any(|s| s.changed && s.what.contains("initial copy")), "{steps:?}");
     assert_eq!(rows(&mut sb).await, all, "a rerun copies nothing");
+
+    // The drill's canary: written on A before a move, read (and removed) on B after it.
+    let row = canary::write(&cfg_a, Side::Local).await.unwrap();
+    let seen = canary::read_and_remove(&cfg_a, Side::Peer, &row, Duration::from_secs(30)).await.unwrap();
+    eprintln!("canary seen on B after {seen:?}");
+    // The removal on B replicates back to A.
+    let count = format!("SELECT COUNT(*) FROM pbxha.drill_canary WHERE token = '{}'", row.token);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sa.scalar(&count).await.unwrap().as_deref() != Some("0") {
+        assert!(Instant::now() < deadline, "the canary row removed on B is still on A");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A row that was never written is reported missing, naming the server.
+    let never = canary::Canary { token: "never-written".into() };
+    let err = canary::read_and_remove(&cfg_b, Side::Local, &never, Duration::from_millis(300)).await.unwrap_err();
+    assert!(err.to_string().contains("canary row") && err.to_string().contains("local 127.0.0.1"), "{err}");
 
     // Stop B, write on A, restart B: it catches up.
     sb.close().await;

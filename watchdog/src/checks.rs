@@ -96,7 +96,7 @@ async fn run_inner(kind: &CheckKind, timeout: Duration, runner: &dyn Runner) -> 
                 Err(e) => outcome(false, e.to_string()),
             }
         }
-        CheckKind::Command { argv } => {
+        CheckKind::Command { argv } | CheckKind::Drill { argv } => {
             let cmd = Cmd::new(argv.iter().cloned()).timeout(timeout);
             command_outcome(runner, &cmd, |out| out.stdout.trim().lines().last().unwrap_or("").to_string()).await
         }

@@ -111,9 +111,24 @@ pub enum CheckKind {
     MysqlReplication { argv: Vec<String> },
     /// Any command; exit 0 is up.
     Command { argv: Vec<String> },
+    /// `pbxha drill` on the node holding the group (the other node's run says so and passes):
+    /// `argv` is the pbxha command line from `drill` on; the daemon puts its own program and
+    /// config in front ([`CheckKind::drill_argv`]).
+    Drill { argv: Vec<String> },
 }
 
-const KINDS: &str = "ping, tcp, sip, http, disk, drbd, mysql-replication, command";
+impl CheckKind {
+    /// The argv a drill check runs, with `program` and its `config` in front.
+    pub fn drill_argv(argv: &[String], program: &str, config: &str) -> Vec<String> {
+        [program, "-c", config].into_iter().map(String::from).chain(argv.iter().cloned()).collect()
+    }
+}
+
+const KINDS: &str = "ping, tcp, sip, http, disk, drbd, mysql-replication, command, drill";
+
+/// A drill moves the group there and back, after any call drain: the default timeout leaves
+/// room for the default drain (5 minutes) both ways.
+const DRILL_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// Reads `[mail]` from `table` (the section itself); `prefix` is its key path (`mail`).
 pub fn parse_mail(table: &Table, prefix: &str) -> Result<MailConfig, Vec<Problem>> {
@@ -218,7 +233,8 @@ fn read_check(r: &mut Reader) -> Option<CheckConfig> {
             Some("schedule = \"*/1 * * * *\" or every = \"30s\""),
         ),
     };
-    let timeout = r.duration_or("timeout", Duration::from_secs(10));
+    let drill = r.get("kind").and_then(|k| k.as_str()) == Some("drill");
+    let timeout = r.duration_or("timeout", if drill { DRILL_TIMEOUT } else { Duration::from_secs(10) });
     let rise = r.int_or("rise", 1, 100, 1);
     let fall = r.int_or("fall", 1, 100, 1);
     let failover = r.bool_or("failover", false);
@@ -262,6 +278,15 @@ fn read_check(r: &mut Reader) -> Option<CheckConfig> {
             None if r.contains("argv") => None,
             None => r.missing("argv", Some("argv = [\"/usr/local/bin/check-trunk\", \"--quiet\"]")),
         },
+        Some("drill") => {
+            let mut argv = vec!["drill".to_string(), "--if-holder".into()];
+            for (key, flag) in [("now", "--now"), ("dry-run", "--dry-run")] {
+                if r.bool_or(key, false) {
+                    argv.push(flag.into());
+                }
+            }
+            Some(CheckKind::Drill { argv })
+        }
         Some(other) => r.problem("kind", format!("unknown check kind `{other}`"), Some(&format!("one of {KINDS}"))),
         None => None,
     };
@@ -455,6 +480,35 @@ mod tests {
             }
         );
         assert_eq!(c[4].timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_drill_check_runs_pbxha_drill_on_the_holder_with_a_long_timeout() {
+        let c = checks(
+            r#"
+            [[check]]
+            name = "weekly-drill"
+            kind = "drill"
+            schedule = "0 4 * * 0"
+            now = true
+            [[check]]
+            name = "health"
+            kind = "drill"
+            every = "1h"
+            dry-run = true
+            timeout = "1m"
+            "#,
+        )
+        .unwrap();
+        let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(c[0].kind, CheckKind::Drill { argv: argv(&["drill", "--if-holder", "--now"]) });
+        assert_eq!(c[0].timeout, DRILL_TIMEOUT);
+        assert_eq!(c[1].kind, CheckKind::Drill { argv: argv(&["drill", "--if-holder", "--dry-run"]) });
+        assert_eq!(c[1].timeout, Duration::from_secs(60));
+        assert_eq!(
+            CheckKind::drill_argv(&argv(&["drill"]), "/usr/sbin/pbxha", "/etc/pbxha/pbxha.toml"),
+            argv(&["/usr/sbin/pbxha", "-c", "/etc/pbxha/pbxha.toml", "drill"])
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 mod admin;
 mod check;
 mod completions;
+mod drill;
 mod history;
 mod install;
 mod keygen;
@@ -73,6 +74,26 @@ enum Command {
         /// Skip the call drain and move at once.
         #[arg(long)]
         now: bool,
+    },
+    /// A failover rehearsal: health rows, then a real switchover to the peer and back with
+    /// the outage a caller sees each way; journaled, mailed with `[mail]`; exit 1 if a row fails.
+    Drill {
+        /// Skip the call drain of each move.
+        #[arg(long)]
+        now: bool,
+        /// Move the group to the peer once and leave it there.
+        #[arg(long, conflicts_with = "dry_run")]
+        one_way: bool,
+        /// The health rows only; nothing moves.
+        #[arg(long)]
+        dry_run: bool,
+        /// One JSON object: `passed`, `rows` (`name`, `passed`, `detail`, `took_ms`), `moves`
+        /// (`from`, `to`, `outage_ms`, ...).
+        #[arg(long)]
+        json: bool,
+        /// Run only if this node holds the group (a scheduled drill, on both nodes).
+        #[arg(long, hide = true)]
+        if_holder: bool,
     },
     /// Check the config and print every problem with its key path; exit 1 if any.
     CheckConfig {
@@ -171,6 +192,10 @@ pub fn main() -> ExitCode {
             Command::Standby => admin::simple(&cli.config, pbxha_appliance::control::Request::Standby).await,
             Command::Online => admin::simple(&cli.config, pbxha_appliance::control::Request::Online).await,
             Command::Switchover { now } => admin::switchover(&cli.config, now).await,
+            Command::Drill { now, one_way, dry_run, json, if_holder } => {
+                let options = pbxha_appliance::drill::DrillOptions { now, one_way, dry_run };
+                drill::run(&cli.config, options, json, if_holder).await
+            }
             Command::CheckConfig { node } => Ok(check::run(&cli.config, node.as_deref())),
             Command::History { last, db, json } => history::run(&cli.config, db, last, json),
             Command::Keygen { out } => keygen::run(&cli.config, out),

@@ -75,7 +75,7 @@ const RESOURCE_KINDS: [(&str, &str); 7] = [
     ("mysql", ""),
 ];
 
-const CHECK_KINDS: [(&str, &str); 8] = [
+const CHECK_KINDS: [(&str, &str); 9] = [
     ("ping", "host = \"198.51.100.1\""),
     ("tcp", "address = \"198.51.100.1:5060\""),
     ("sip", "target = \"198.51.100.1:5060\""),
@@ -84,6 +84,7 @@ const CHECK_KINDS: [(&str, &str); 8] = [
     ("drbd", "resource = \"r0\""),
     ("mysql-replication", ""),
     ("command", "argv = [\"true\"]"),
+    ("drill", ""),
 ];
 
 const MYSQL: &str = "[mysql]\nmode = \"master-master\"\nserver-id = 1\nadmin-password-file = \"/etc/pbxha/mysql\"\n";

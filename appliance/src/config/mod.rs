@@ -2,6 +2,7 @@
 //! while collecting every problem with its key path ([`parse`]), and the semantic checks
 //! ([`Config::validate`], which reads no files, and [`Config::check_files`], which does).
 
+mod fingerprint;
 mod parse;
 mod validate;
 
@@ -14,6 +15,7 @@ use serde::Serialize;
 
 pub use crate::fsm::OnIsolation;
 
+pub use fingerprint::Fingerprint;
 pub use parse::{lenient_path, load, parse};
 pub use validate::{local_node, private_file};
 

@@ -13,6 +13,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::ask::{self, Answer, Ask, Body, Message, Take, Taken};
 use super::authkey::AuthKey;
 use super::packet::{self, Header, PACKET_LEN};
 use super::tracker::{DropCounters, Tracker, Verdict};
@@ -21,9 +22,9 @@ use crate::fsm::Event;
 use crate::summary::NodeSummary;
 use crate::Error;
 
-/// Receive buffer: larger than any valid packet, so an oversized one is seen as such rather
-/// than silently cut to a valid length by the kernel.
-const RECV_BUF: usize = 4 * PACKET_LEN;
+/// Receive buffer: larger than any valid packet or ask, so an oversized one is seen as such
+/// rather than silently cut to a valid length by the kernel.
+const RECV_BUF: usize = 2 * ask::MAX_BODY + 4 * PACKET_LEN;
 
 /// Pause after a receive error so a persistent error cannot spin a core.
 const RECV_ERROR_PAUSE: Duration = Duration::from_millis(50);
@@ -109,6 +110,9 @@ impl SentLog {
 /// Open heartbeat links. Dropping it stops the receive tasks and closes the sockets.
 pub struct Links {
     outgoing: Vec<Outgoing>,
+    asker: Arc<Asker>,
+    /// The peer's asks, until the daemon takes the receiver ([`Links::incoming_asks`]).
+    incoming: Option<mpsc::Receiver<IncomingAsk>>,
     tracker: Arc<Mutex<Tracker>>,
     tasks: Vec<JoinHandle<()>>,
     cluster_id: u32,
@@ -218,8 +222,49 @@ impl Links {
     /// within a Tokio runtime. Fails naming the first link that cannot be opened.
     pub fn open(setup: &LinkSetup<'_>, events: mpsc::Sender<Event>) -> Result<Links, Error> {
         let tracker = Arc::new(Mutex::new(Tracker::new(setup.local.id, setup.boot, setup.peer.id, setup.links.len())));
+        if setup.links.len() > usize::from(u8::MAX) + 1 {
+            return Err(Error::Link {
+                link: "*".into(),
+                message: "at most 256 links fit the packet's link index".into(),
+            });
+        }
+        // Every socket first: the asker sends on all of them and each receive task holds it.
+        let mut opened = Vec::new();
+        for link in setup.links {
+            let fail = |message: String| Error::Link { link: link.name.clone(), message };
+            let plan = plan(link, &setup.local.name, &setup.peer.name).map_err(fail)?;
+            let std_socket = open_socket(&plan, link.interface.as_deref()).map_err(fail)?;
+            let dup = || std_socket.try_clone().map_err(|e| fail(format!("cannot duplicate the socket: {e}")));
+            let (send_socket, ask_socket, reply_socket) = (dup()?, dup()?, dup()?);
+            let socket =
+                UdpSocket::from_std(std_socket).map_err(|e| fail(format!("cannot register the socket: {e}")))?;
+            tracing::info!(link = %link.name, bind = %plan.bind, dest = %plan.dest, "heartbeat link open");
+            opened.push((link.name.clone(), plan.dest, socket, send_socket, ask_socket, reply_socket));
+        }
+        let mut ask_sockets = Vec::new();
+        let opened: Vec<_> = opened
+            .into_iter()
+            .map(|(name, dest, socket, send_socket, ask_socket, reply_socket)| {
+                ask_sockets.push((ask_socket, dest));
+                (name, dest, socket, send_socket, reply_socket)
+            })
+            .collect();
+        let asker = Arc::new(Asker {
+            sockets: ask_sockets,
+            cluster_id: setup.cluster_id,
+            node_id: setup.local.id,
+            boot: setup.boot,
+            key: setup.key.clone(),
+            tracker: tracker.clone(),
+            pending: Default::default(),
+            taken: Default::default(),
+            next_id: AtomicU64::new(0),
+        });
+        let (asks_tx, asks_rx) = mpsc::channel(8);
         let mut links = Links {
             outgoing: Vec::new(),
+            asker: asker.clone(),
+            incoming: Some(asks_rx),
             tracker: tracker.clone(),
             tasks: Vec::new(),
             cluster_id: setup.cluster_id,
@@ -227,25 +272,13 @@ impl Links {
             boot: setup.boot,
             key: setup.key.clone(),
         };
-        if setup.links.len() > usize::from(u8::MAX) + 1 {
-            return Err(Error::Link {
-                link: "*".into(),
-                message: "at most 256 links fit the packet's link index".into(),
-            });
-        }
-        for (index, link) in setup.links.iter().enumerate() {
-            let fail = |message: String| Error::Link { link: link.name.clone(), message };
-            let plan = plan(link, &setup.local.name, &setup.peer.name).map_err(fail)?;
-            let std_socket = open_socket(&plan, link.interface.as_deref()).map_err(fail)?;
-            let send_socket = std_socket.try_clone().map_err(|e| fail(format!("cannot duplicate the socket: {e}")))?;
-            let socket =
-                UdpSocket::from_std(std_socket).map_err(|e| fail(format!("cannot register the socket: {e}")))?;
-            tracing::info!(link = %link.name, bind = %plan.bind, dest = %plan.dest, "heartbeat link open");
+        for (index, (name, dest, socket, send_socket, reply_socket)) in opened.into_iter().enumerate() {
             let sent = Arc::new(SentLog::default());
             let receiver = Receiver {
                 link: index,
-                name: link.name.clone(),
+                name: name.clone(),
                 socket,
+                reply_socket: Arc::new(reply_socket),
                 key: setup.key.clone(),
                 cluster_id: setup.cluster_id,
                 warntime: setup.warntime,
@@ -254,12 +287,14 @@ impl Links {
                 sent: sent.clone(),
                 tracker: tracker.clone(),
                 events: events.clone(),
+                asks: asks_tx.clone(),
+                asker: asker.clone(),
             };
             links.tasks.push(tokio::spawn(receiver.run()));
             links.outgoing.push(Outgoing {
-                name: link.name.clone(),
+                name,
                 socket: send_socket,
-                dest: plan.dest,
+                dest,
                 sequence: AtomicU64::new(0),
                 send_errors: AtomicU64::new(0),
                 failing: AtomicBool::new(false),
@@ -267,6 +302,17 @@ impl Links {
             });
         }
         Ok(links)
+    }
+
+    /// The peer's asks, each to be answered with [`IncomingAsk::answer`]; `None` after the
+    /// first call.
+    pub fn incoming_asks(&mut self) -> Option<mpsc::Receiver<IncomingAsk>> {
+        self.incoming.take()
+    }
+
+    /// The sending side of asks, for a task that waits on the peer's answer.
+    pub fn asker(&self) -> Arc<Asker> {
+        self.asker.clone()
     }
 
     /// Sends `summary` once on every link, each packet with that link's next sequence. A
@@ -347,9 +393,53 @@ struct Receiver {
     sent: Arc<SentLog>,
     tracker: Arc<Mutex<Tracker>>,
     events: mpsc::Sender<Event>,
+    asks: mpsc::Sender<IncomingAsk>,
+    asker: Arc<Asker>,
+    /// The same socket, for answering an ask from another task.
+    reply_socket: Arc<std::net::UdpSocket>,
 }
 
 impl Receiver {
+    /// An ask rather than a heartbeat: a request goes to the daemon (or its answer again to
+    /// a copy), an answer to the task waiting on it.
+    async fn on_ask(&self, bytes: &[u8], from: SocketAddr) {
+        let asker = &self.asker;
+        let message = match ask::decode(bytes, self.key.as_bytes(), self.cluster_id) {
+            Ok(m) if m.node_id == lock(&self.tracker).peer_node() => m,
+            Ok(_) => return lock(&self.tracker).count_drop(self.link, super::Drop::UnknownNode),
+            Err(reason) => {
+                tracing::debug!(link = %self.name, %from, %reason, "ask dropped");
+                return lock(&self.tracker).count_drop(self.link, reason);
+            }
+        };
+        match &message.body {
+            Body::Answer(answer) => {
+                let waiting = asker.pending.lock().unwrap_or_else(PoisonError::into_inner).remove(&message.id);
+                if let Some(waiting) = waiting {
+                    let _ = waiting.send(answer.clone());
+                }
+            }
+            Body::Request(request) => {
+                let take = asker.taken.lock().unwrap_or_else(PoisonError::into_inner).take(&message, self.boot, from);
+                let reply = Reply {
+                    asker: asker.clone(),
+                    socket: self.reply_socket.clone(),
+                    to: from,
+                    boot: message.boot,
+                    id: message.id,
+                };
+                match take {
+                    Take::New => {
+                        let _ = self.asks.send(IncomingAsk { ask: request.clone(), reply }).await;
+                    }
+                    Take::Again(Some(answer)) => reply.send(&answer),
+                    Take::Again(None) | Take::Copy => {}
+                    Take::Replayed => lock(&self.tracker).count_drop(self.link, super::Drop::Replayed),
+                }
+            }
+        }
+    }
+
     async fn run(self) {
         let mut buf = vec![0u8; RECV_BUF];
         // The last earlier boot warned about, so a stream of its packets logs once.
@@ -363,6 +453,10 @@ impl Receiver {
                     continue;
                 }
             };
+            if ask::is_ask(&buf[..len]) {
+                self.on_ask(&buf[..len], from).await;
+                continue;
+            }
             let now = tokio::time::Instant::now().into_std();
             let packet = match packet::decode(&buf[..len], self.key.as_bytes(), self.cluster_id) {
                 Ok(packet) => packet,
@@ -416,6 +510,82 @@ impl Receiver {
                 }
                 Verdict::Own => {}
             }
+        }
+    }
+}
+
+/// Sends asks to the peer and takes its answers; shared by the receive tasks and whoever
+/// waits on an answer.
+pub struct Asker {
+    /// Each link's socket and the peer's address on it.
+    sockets: Vec<(std::net::UdpSocket, SocketAddr)>,
+    cluster_id: u32,
+    node_id: u16,
+    boot: u64,
+    key: AuthKey,
+    tracker: Arc<Mutex<Tracker>>,
+    pending: Mutex<std::collections::HashMap<u64, tokio::sync::oneshot::Sender<Answer>>>,
+    taken: Mutex<Taken>,
+    next_id: AtomicU64,
+}
+
+impl Asker {
+    /// Asks the peer, on every link at once, `tries` times `wait` apart until it answers.
+    pub async fn ask(&self, ask: &Ask, tries: u32, wait: Duration) -> Result<Answer, String> {
+        let responder_boot = lock(&self.tracker).peer_boot().ok_or("the peer has not been heard since this start")?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner).insert(id, tx);
+        let message =
+            Message { node_id: self.node_id, boot: self.boot, id, responder_boot, body: Body::Request(ask.clone()) };
+        let bytes = ask::encode(self.cluster_id, &message, self.key.as_bytes());
+        for _ in 0..tries.max(1) {
+            for (socket, dest) in &self.sockets {
+                // A link that is down fails its send; the others carry the ask.
+                let _ = socket.send_to(&bytes, dest);
+            }
+            if let Ok(Ok(answer)) = tokio::time::timeout(wait, &mut rx).await {
+                return Ok(answer);
+            }
+        }
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+        Err(format!("the peer did not answer in {tries} tries, {} ms apart", wait.as_millis()))
+    }
+}
+
+/// A request from the peer, on its way to the daemon.
+pub struct IncomingAsk {
+    pub ask: Ask,
+    pub reply: Reply,
+}
+
+/// Where the answer to one request goes.
+pub struct Reply {
+    asker: Arc<Asker>,
+    socket: Arc<std::net::UdpSocket>,
+    to: SocketAddr,
+    boot: u64,
+    id: u64,
+}
+
+impl Reply {
+    /// Sends `answer` and keeps it for a retry of the same request.
+    pub fn answer(self, answer: Answer) {
+        self.asker.taken.lock().unwrap_or_else(PoisonError::into_inner).answered(self.boot, self.id, &answer);
+        self.send(&answer);
+    }
+
+    fn send(&self, answer: &Answer) {
+        let message = Message {
+            node_id: self.asker.node_id,
+            boot: self.boot,
+            id: self.id,
+            responder_boot: self.asker.boot,
+            body: Body::Answer(answer.clone()),
+        };
+        let bytes = ask::encode(self.asker.cluster_id, &message, self.asker.key.as_bytes());
+        if let Err(e) = self.socket.send_to(&bytes, self.to) {
+            tracing::debug!(to = %self.to, error = %e, "cannot send an ask's answer");
         }
     }
 }
@@ -526,7 +696,11 @@ mod tests {
         let key = AuthKey::for_tests(KEY);
         let (a, b) = (node("a", 1), node("b", 2));
         let mut last_error = None;
-        for attempt in 0..20u16 {
+        // Each call its own ports: SO_REUSEADDR would let two tests running at once bind the
+        // same one, and a datagram for one test's node reach the other's.
+        static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+        let first = CALLS.fetch_add(20, Ordering::Relaxed);
+        for attempt in first..first + 20 {
             let port = 40_000 + (std::process::id() as u16 % 10_000) + attempt * 97;
             let cfg = vec![link(LinkMode::Ucast, port, "127.0.0.1/8", "127.0.0.2/8", None)];
             match (open(&cfg, &a, &b, BOOT_A, &key), open(&cfg, &b, &a, BOOT_B, &key)) {
@@ -628,6 +802,56 @@ mod tests {
         assert_eq!(hb.drops, want);
         assert!(b.events.try_recv().is_err(), "an attack got through");
         assert_eq!(a.links.stats().links[0].drops.total(), 0);
+    }
+
+    /// An ask crosses the link and is answered; a recorded request sent again from another
+    /// address, one for another boot of the responder and an older one are replays, never
+    /// handled twice nor answered.
+    #[tokio::test]
+    async fn an_ask_is_answered_once_and_a_recorded_one_is_not_handled_again() {
+        let (cfg, mut a, mut b) = open_pair();
+        let mut asks = b.links.incoming_asks().unwrap();
+        assert!(b.links.incoming_asks().is_none());
+        let err = a.links.asker().ask(&Ask::Fingerprint, 1, Duration::from_millis(50)).await.unwrap_err();
+        assert!(err.contains("not been heard"), "{err}");
+        b.links.send(&summary(Role::Secondary));
+        next_heartbeat(&mut a).await;
+        let handled = Arc::new(AtomicU64::new(0));
+        let count = handled.clone();
+        tokio::spawn(async move {
+            while let Some(incoming) = asks.recv().await {
+                let n = count.fetch_add(1, Ordering::Relaxed) + 1;
+                incoming.reply.answer(Answer::Done { ok: true, message: format!("handled {n}") });
+            }
+        });
+        let answer = a.links.asker().ask(&Ask::Switchover { now: true }, 3, Duration::from_millis(500)).await;
+        assert_eq!(answer, Ok(Answer::Done { ok: true, message: "handled 1".into() }));
+        // The same request (a's boot, id 1) recorded and sent again, and two that must fail.
+        let request = |id, responder_boot| Message {
+            node_id: 1,
+            boot: BOOT_A,
+            id,
+            responder_boot,
+            body: Body::Request(Ask::Switchover { now: true }),
+        };
+        // A tokio socket: a blocking receive would keep b's receive task from running.
+        let attacker = UdpSocket::bind("127.0.0.3:0").await.unwrap();
+        let to_b = SocketAddr::new("127.0.0.2".parse().unwrap(), cfg.port);
+        attacker.send_to(&ask::encode(CLUSTER, &request(1, BOOT_B), KEY), to_b).await.unwrap();
+        let mut buf = vec![0u8; RECV_BUF];
+        let answered = tokio::time::timeout(Duration::from_millis(300), attacker.recv(&mut buf)).await;
+        assert!(answered.is_err(), "a recorded request from another address was answered");
+        attacker.send_to(&ask::encode(CLUSTER, &request(2, BOOT_B + 1), KEY), to_b).await.unwrap();
+        attacker.send_to(&ask::encode(CLUSTER, &request(0, BOOT_B), KEY), to_b).await.unwrap();
+        let forged = ask::encode(CLUSTER, &request(3, BOOT_B), b"not-the-shared-key-at-all");
+        attacker.send_to(&forged, to_b).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while b.links.stats().links[0].drops.total() < 3 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let drops = b.links.stats().links[0].drops;
+        assert_eq!(drops, DropCounters { replayed: 2, forged: 1, ..Default::default() });
+        assert_eq!(handled.load(Ordering::Relaxed), 1, "a recorded request was handled again");
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@
 //! [`crate::fsm::Event::Heartbeat`]). Deciding that the peer is dead from silence on all links
 //! is the fsm's job; this module only reports what arrived.
 
+pub mod ask;
 pub mod authkey;
 pub mod boot;
 pub mod link;
@@ -14,6 +15,6 @@ pub mod packet;
 pub mod tracker;
 
 pub use authkey::AuthKey;
-pub use link::{LinkSetup, LinkStats, Links, LinksStats};
+pub use link::{Asker, IncomingAsk, LinkSetup, LinkStats, Links, LinksStats};
 pub use packet::{decode, encode, Drop, Header, Packet};
 pub use tracker::{DropCounters, Tracker, Verdict};

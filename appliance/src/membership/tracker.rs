@@ -99,6 +99,15 @@ impl Tracker {
         Tracker { local_node, local_boot, peer_node, links: vec![LinkRecord::default(); links], newest: None }
     }
 
+    /// The peer's boot counter as last heard, for addressing an ask to this boot of it.
+    pub fn peer_boot(&self) -> Option<u64> {
+        self.newest
+    }
+
+    pub fn peer_node(&self) -> u16 {
+        self.peer_node
+    }
+
     /// Judges a packet that decoded and authenticated, received on link `link` at `now`,
     /// and counts it. Panics if `link` is not one of the links the tracker was made for.
     ///

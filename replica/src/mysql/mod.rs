@@ -8,6 +8,7 @@
 //! both servers (it holds admin credentials for the peer), so the pair needs no other channel
 //! to exchange the generated replication passwords.
 
+pub mod canary;
 pub mod client;
 pub mod config;
 pub mod fragment;

@@ -139,7 +139,7 @@ pub fn peer_problem(cfg: &MysqlConfig, peer: &Settings) -> Option<(&'static str,
 }
 
 /// A freshly generated replication password: 144 random bits as hex.
-fn generate_password() -> Result<String> {
+pub(crate) fn generate_password() -> Result<String> {
     use std::io::Read;
     let mut bytes = [0u8; 18];
     std::fs::File::open("/dev/urandom")
