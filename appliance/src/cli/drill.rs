@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use pbxha_appliance::drill::{self, DrillOptions};
+use pbxha_appliance::drill::{self, DrillOptions, DrillReport};
 
 pub async fn run(config: &Path, options: DrillOptions, json: bool, if_holder: bool) -> anyhow::Result<ExitCode> {
     if if_holder && !drill::holds_group(config).await? {
@@ -12,11 +12,17 @@ pub async fn run(config: &Path, options: DrillOptions, json: bool, if_holder: bo
         return Ok(ExitCode::SUCCESS);
     }
     let report = drill::run(config, options).await?;
-    if let Err(e) = drill::record(config, &report) {
+    show(config, &report, json)
+}
+
+/// Journals the report (and mails it with `[mail]`), prints it, and says the exit status:
+/// 1 when a row failed. The joining install's verification ends the same way.
+pub fn show(config: &Path, report: &DrillReport, json: bool) -> anyhow::Result<ExitCode> {
+    if let Err(e) = drill::record(config, report) {
         eprintln!("pbxha: the drill's report was not saved: {e:#}");
     }
     if json {
-        println!("{}", serde_json::to_string(&report)?);
+        println!("{}", serde_json::to_string(report)?);
     } else {
         print!("{}", report.render());
         if let Some(row) = report.first_failure() {

@@ -133,9 +133,16 @@ pub async fn run(args: InstallArgs) -> anyhow::Result<ExitCode> {
     let opts = Options { answers: args.answers.clone(), yes: args.yes, dry_run: args.dry_run };
     if let (Some(at), Some(token)) = (&args.join, &args.token) {
         let outcome = pbxha_installer::join(&env, &Lent, &opts, at, token, &mut tty).await?;
-        // Issue 14's drill ends the joining node's install: it runs here, once `finish` has
-        // started the daemon, and its report is printed after the install's lines.
-        return finish(&env, outcome, &args, interactive, None);
+        let config = match &outcome {
+            Outcome::Installed { config, .. } if !args.no_start => Some(config.clone()),
+            _ => None,
+        };
+        let code = finish(&env, outcome, &args, interactive, None)?;
+        // The pair is whole: it proves itself before the operator leaves.
+        return match config {
+            Some(config) => verify(&config).await,
+            None => Ok(code),
+        };
     }
     if !interactive && args.answers.is_none() {
         anyhow::bail!("no terminal to ask on: pass --answers FILE (annotated example: examples/answers.toml), and --yes to apply it without a confirmation");
@@ -176,6 +183,37 @@ fn finish(
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// How long a freshly joined pair may take to form before its drill: the daemon's start,
+/// the first heartbeats on every link, MySQL's replication threads connecting.
+const PAIR_FORMS_WITHIN: std::time::Duration = std::time::Duration::from_secs(90);
+
+/// The joining node's last step: `pbxha drill` once the pair has formed, its report printed.
+async fn verify(config: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use pbxha_appliance::drill::{self, DrillOptions};
+    println!("verifying the pair with `pbxha drill` (a switchover there and back)");
+    let waiting = |what: &str| println!("  waiting for the pair to form: {what}");
+    if let Some(row) = drill::pair_formed(config, PAIR_FORMS_WITHIN, waiting).await? {
+        println!(
+            "installed, but the pair did not form within {} s: {} ({}); look at `pbxha status` and {}",
+            PAIR_FORMS_WITHIN.as_secs(),
+            row.name,
+            row.detail,
+            "the daemon's log, then run `pbxha drill`"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    let report = drill::run(config, DrillOptions::default()).await?;
+    let code = super::drill::show(config, &report, false)?;
+    println!(
+        "{}",
+        match report.passed {
+            true => "the pair is installed and its drill passed",
+            false => "installed, but the drill failed: fix what it names, then run `pbxha drill` again",
+        }
+    );
+    Ok(code)
 }
 
 fn print_join_line(line: &str, expiry: std::time::Duration) {

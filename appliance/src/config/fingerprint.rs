@@ -4,7 +4,10 @@
 //!
 //! A section is a top-level table (`cluster`, `ping`, ...) or one element of an array of
 //! tables named by its `name` (`resource.sip`, `link.hb`). `[paths]` and `[http]` are left
-//! out: they name this node's own files and address. Each section has two hashes: of its
+//! out: they name this node's own files and address. So are the keys in [`NODE_LOCAL_KEYS`],
+//! which each node sets for itself (the path of its key file, which the heartbeat's
+//! authentication already proves the same key; its MySQL server-id, seed flag and
+//! addresses, which the drill's replication row checks). Each section has two hashes: of its
 //! text as it is, and with every string equal to this node's own name replaced by a
 //! placeholder. A section is the same on both nodes when either pair agrees, so a setting
 //! naming the node it runs on (`--node a` on a, `--node b` on b) is the same setting, and so
@@ -18,6 +21,16 @@ use sha2::{Digest, Sha256};
 
 /// Sections that belong to one node and may differ.
 const NODE_LOCAL: [&str; 2] = ["paths", "http"];
+
+/// Keys of a shared section that each node sets for itself, as `pbxha install` writes them.
+const NODE_LOCAL_KEYS: [(&str, &str); 6] = [
+    ("cluster", "auth-key-file"),
+    ("mysql", "server-id"),
+    ("mysql", "seed"),
+    ("mysql", "local"),
+    ("mysql", "peer"),
+    ("mysql", "conf-dir"),
+];
 
 /// What stands for this node's name in the hashed text.
 const SELF_NAME: &str = "\u{0}this-node";
@@ -61,6 +74,12 @@ impl Fingerprint {
                         let name = item.get("name").and_then(|n| n.as_str()).unwrap_or_default().to_string();
                         sections.insert(format!("{key}.{name}"), Hashes::of(item, local));
                     }
+                }
+                toml::Value::Table(mut table) => {
+                    for (_, local_key) in NODE_LOCAL_KEYS.iter().filter(|(section, _)| *section == key) {
+                        table.remove(*local_key);
+                    }
+                    sections.insert(key, Hashes::of(toml::Value::Table(table), local));
                 }
                 other => {
                     sections.insert(key, Hashes::of(other, local));
@@ -129,6 +148,21 @@ state-db = "/tmp/a.db"
         // preferred-node = "a" is the same on both though masked only on a.
         let fa = Fingerprint::of(A, "a");
         assert!(fa.0.contains_key("resource.sip") && fa.0.contains_key("cluster") && !fa.0.contains_key("paths"));
+    }
+
+    #[test]
+    fn the_keys_each_node_sets_for_itself_do_not_count() {
+        let on = |key: &str, id: u8, seed: bool, local: &str, peer: &str| {
+            format!(
+                "[cluster]\nname = \"c\"\nauth-key-file = \"{key}\"\n[mysql]\nmode = \"master-master\"\n\
+                 server-id = {id}\nseed = {seed}\nlocal = {{ host = \"{local}\" }}\npeer = {{ host = \"{peer}\" }}\n"
+            )
+        };
+        let a = on("/a-root/etc/pbxha/authkey", 1, true, "203.0.113.11", "203.0.113.12");
+        let b = on("/b-root/etc/pbxha/authkey", 2, false, "203.0.113.12", "203.0.113.11");
+        assert_eq!(Fingerprint::of(&a, "a").differences(&Fingerprint::of(&b, "b")), Vec::<String>::new());
+        let replica = b.replace("master-master", "replica");
+        assert_eq!(Fingerprint::of(&a, "a").differences(&Fingerprint::of(&replica, "b")), ["mysql"]);
     }
 
     #[test]

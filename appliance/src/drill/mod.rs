@@ -182,6 +182,41 @@ pub async fn run(config_path: &Path, options: DrillOptions) -> Result<DrillRepor
     })
 }
 
+/// Waits, within `limit`, until this node's daemon answers and hears its peer on every link
+/// both ways, and with `[mysql]` sees replication running both ways: a node that has just
+/// joined drills only once the pair has formed, not while its daemon still starts. Returns
+/// the row still failing when the time is up; `waiting` is told what is awaited, once per
+/// change.
+pub async fn pair_formed(config_path: &Path, limit: Duration, waiting: impl Fn(&str)) -> Result<Option<Row>, Error> {
+    let config = crate::config::load(config_path)?;
+    let socket = &config.paths.control_socket;
+    let deadline = Instant::now() + limit;
+    let mut said = String::new();
+    loop {
+        let unmet = match status(socket).await {
+            Err(e) => Row { name: "daemon".into(), passed: false, detail: e.to_string(), took_ms: 0 },
+            Ok(s) => {
+                let mut rows = vec![rows::heartbeat(&s.node.links), rows::ready(&s.node)];
+                if config.mysql.is_some() {
+                    rows.push(rows::mysql(s.mysql.as_ref()));
+                }
+                match rows.into_iter().find(|r| !r.passed) {
+                    Some(unmet) => unmet,
+                    None => return Ok(None),
+                }
+            }
+        };
+        if Instant::now() >= deadline {
+            return Ok(Some(unmet));
+        }
+        if unmet.name != said {
+            waiting(&format!("{} ({})", unmet.name, unmet.detail));
+            said = unmet.name.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Whether this node holds the group: a scheduled drill (`[[check]] kind = "drill"`, on both
 /// nodes) runs only there, so the two nodes never drill at once.
 pub async fn holds_group(config_path: &Path) -> Result<bool, Error> {
@@ -449,15 +484,22 @@ impl Drill {
                 Err(e) => Err(e),
             },
         };
+        if let Err(e) = asked {
+            let _ = probe.stop(self).await;
+            return (
+                None,
+                Row {
+                    took_ms: started.elapsed().as_millis() as u64,
+                    ..fail(format!("the switchover was refused: {e}"))
+                },
+            );
+        }
         let limit = MOVE_LIMIT + if now { Duration::ZERO } else { self.config.group.drain_timeout };
         let arrived = self.follow(to, limit).await;
         let took_ms = started.elapsed().as_millis() as u64;
         let Some(moved_at) = arrived else {
             let _ = probe.stop(self).await;
-            let why = match asked {
-                Err(e) => format!("the switchover was refused: {e}"),
-                Ok(()) => format!("{to_name} did not take the group within {} s", limit.as_secs()),
-            };
+            let why = format!("{to_name} did not take the group within {} s", limit.as_secs());
             return (None, Row { took_ms, ..fail(why) });
         };
         // Probes that left before the move settle first; then the new holder has its time.

@@ -11,8 +11,9 @@ use pbxha_replica::mysql::status::ServerStatus;
 use super::probe::ProbeReport;
 use super::Row;
 use crate::config::Fingerprint;
-use crate::fsm::LinkStatus;
+use crate::fsm::{LinkStatus, NodeStatus};
 use crate::mysql_watch::MysqlStatus;
+use crate::summary::Role;
 
 fn row(name: &str, passed: bool, detail: impl Into<String>) -> Row {
     Row { name: name.into(), passed, detail: detail.into(), took_ms: 0 }
@@ -31,6 +32,33 @@ pub fn heartbeat(links: &[LinkStatus]) -> Row {
         .collect();
     let passed = !links.is_empty() && links.iter().all(|l| l.up && !l.one_way);
     row("heartbeats", passed, if links.is_empty() { "no links".into() } else { detail.join("; ") })
+}
+
+/// Both nodes could hold the group: no fault, a ping target answering (when any is
+/// configured), and settled as primary or secondary. A node that has just started is still
+/// waiting for `rise` ping answers, and its peer refuses to switch over to it.
+pub fn ready(node: &NodeStatus) -> Row {
+    let words = |role: Role, healthy: bool, connected: bool| match (role, healthy, connected) {
+        (Role::Primary | Role::Secondary, true, true) => None,
+        (_, false, _) => Some(format!("{role}, with a fault")),
+        (_, _, false) => Some(format!("{role}, no ping target answers yet")),
+        _ => Some(role.to_string()),
+    };
+    let local = words(node.role, node.faults.is_empty(), node.targets == 0 || node.reachable > 0);
+    let peer = match (&node.peer.last, node.peer.alive) {
+        (Some(p), true) => words(p.role, p.healthy, p.connected()),
+        _ => Some("not heard".into()),
+    };
+    match (local, peer) {
+        (None, None) => row("ready", true, "both nodes could hold the group"),
+        (local, peer) => {
+            let said: Vec<String> = [(node.node.as_str(), local), (node.peer.name.as_str(), peer)]
+                .into_iter()
+                .filter_map(|(name, w)| w.map(|w| format!("{name}: {w}")))
+                .collect();
+            row("ready", false, said.join("; "))
+        }
+    }
 }
 
 /// The peer runs the same config as this node.
