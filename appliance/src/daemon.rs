@@ -158,7 +158,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         probes: &probes,
         drbd_view: fencing.view(),
     };
-    let group = new_group(&config, &local.name, wiring)?;
+    let (group, pbx) = new_group(&config, &local.name, wiring)?;
     // Like Pacemaker's start-up probe: a daemon that crashed may have left the VIP or the PBX
     // running. Stop everything before joining, or the peer and this node would both hold it.
     let leftover = clean_start(&group, &mut events_rx, shutdown_budget(&config)).await;
@@ -207,7 +207,6 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         })
         .collect();
 
-    let pbx = GroupPbx::new(&config.resources, runner.clone());
     let calls = CallCounter::spawn(&pbx);
     let drbd = crate::fence::LocalDrbd::spawn(&config.resources, runner.clone(), events_tx.clone(), fencing.view());
     let now = Instant::now();
@@ -418,8 +417,11 @@ struct GroupWiring<'a> {
     drbd_view: &'a crate::fence::DrbdView,
 }
 
-fn new_group(config: &Config, local: &str, w: GroupWiring<'_>) -> Result<GroupHandle, Error> {
-    let members = w.probes.wrap(build_members(&config.resources, w.runner.clone(), w.drbd_view)?);
+/// The group and its PBX adapter, built once here and shared by the group's `pbx` member,
+/// the call counter and the drains.
+fn new_group(config: &Config, local: &str, w: GroupWiring<'_>) -> Result<(GroupHandle, GroupPbx), Error> {
+    let pbx = GroupPbx::new(&config.resources, w.runner.clone())?;
+    let members = w.probes.wrap(build_members(&config.resources, w.runner.clone(), w.drbd_view, &pbx)?);
     let (journal, timeline, events) = (w.journal.clone(), w.timeline.clone(), w.events.clone());
     let node = local.to_string();
     let report = Arc::new(move |r: ResourceReport| {
@@ -434,7 +436,7 @@ fn new_group(config: &Config, local: &str, w: GroupWiring<'_>) -> Result<GroupHa
         timeline.observe(&entry);
         journal.record(entry);
     });
-    Ok(spawn_group(members, config.group.clone(), events, report))
+    Ok((spawn_group(members, config.group.clone(), events, report), pbx))
 }
 
 /// The outbox's delivery loop and its status for `pbxha status`, with a stop signal of
@@ -917,9 +919,9 @@ impl Daemon {
             drbd_view: self.fencing.view(),
         };
         match new_group(&config, &self.local, wiring) {
-            Ok(group) => {
+            Ok((group, pbx)) => {
                 self.group = group;
-                self.pbx = GroupPbx::new(&config.resources, self.runner.clone());
+                self.pbx = pbx;
                 self.calls = CallCounter::spawn(&self.pbx);
             }
             Err(e) => tracing::error!("reload: {e}; keeping the running resource group"),
