@@ -105,12 +105,12 @@ impl CallsStatus {
 
 /// Polls the group's PBX for its calls while the group runs here (see
 /// [`CallCounter::follow_group`]). The last reading is kept after the group stops — it is the
-/// count at the move — and cleared when the group runs here again. Dropping it stops polling.
+/// count at the move — and cleared when the group runs here again. Dropping it (the daemon
+/// exits, or a reload replaces it) ends polling: its `running` sender is the task's stop.
 pub struct CallCounter {
     running: watch::Sender<bool>,
     last: Arc<Mutex<Option<CallsStatus>>>,
     resource: Option<String>,
-    task: Option<JoinHandle<()>>,
 }
 
 impl CallCounter {
@@ -119,7 +119,7 @@ impl CallCounter {
         let (running, mut rx) = watch::channel(false);
         let last = Arc::new(Mutex::new(None));
         let resource = pbx.0.as_ref().map(|(name, _)| name.clone());
-        let task = pbx.0.clone().map(|(name, pbx)| {
+        if let Some((name, pbx)) = pbx.0.clone() {
             let slot = last.clone();
             tokio::spawn(async move {
                 loop {
@@ -142,9 +142,9 @@ impl CallCounter {
                         changed = rx.changed() => if changed.is_err() { return },
                     }
                 }
-            })
-        });
-        CallCounter { running, last, resource, task }
+            });
+        }
+        CallCounter { running, last, resource }
     }
 
     /// Follows the group's phase here: polls only while it is `Running` (a PBX starting or
@@ -170,14 +170,6 @@ impl CallCounter {
     /// The last reading, if any since the group last started here.
     pub fn snapshot(&self) -> Option<CallsStatus> {
         self.last.lock().ok().and_then(|s| s.clone())
-    }
-}
-
-impl Drop for CallCounter {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
     }
 }
 
@@ -215,7 +207,7 @@ pub fn spawn_drain(
 
 /// A running call drain.
 pub struct DrainTask {
-    task: tokio::task::JoinHandle<()>,
+    task: JoinHandle<()>,
     pbx: GroupPbx,
     tracker: DrainTracker,
 }

@@ -79,7 +79,8 @@ struct Daemon {
     /// Resource definitions from a reload, applied when the group is next stopped.
     pending_resources: Option<Config>,
     ping: PingMonitor,
-    ping_task: JoinHandle<()>,
+    /// Ends the running ping monitor, which a reload replaces.
+    ping_stop: watch::Sender<bool>,
     /// Set as the daemon exits; every task it starts ends on it.
     stop: watch::Receiver<bool>,
     journal: Arc<Journal>,
@@ -162,6 +163,8 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     // Like Pacemaker's start-up probe: a daemon that crashed may have left the VIP or the PBX
     // running. Stop everything before joining, or the peer and this node would both hold it.
     let leftover = clean_start(&group, &mut events_rx, shutdown_budget(&config)).await;
+    // Every task the daemon starts ends on this (see `crate::stopped`).
+    let (stop_tx, stop_rx) = watch::channel(false);
     let links = Links::open(
         &LinkSetup {
             links: &config.links,
@@ -174,14 +177,13 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             deadtime: config.heartbeat.deadtime,
         },
         events_tx.clone(),
+        &stop_rx,
     )?;
     let ping = PingMonitor::new(config.ping.clone());
-    // Every task the daemon starts ends on this (see `crate::stopped`).
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let ping_task = spawn_ping(&ping, events_tx.clone(), stop_rx.clone());
+    let ping_stop = spawn_ping(&ping, events_tx.clone(), &stop_rx);
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<Pending>(16);
     tokio::spawn(control::serve(listener, ctl_tx, stop_rx.clone()));
-    let mailer = spawn_mail(&config, &local.name, None, None);
+    let mailer = spawn_mail(&config, &local.name, None, None, &stop_rx);
     let notifier = Notifier::new(&config.cluster.name, &local.name, config.paths.hooks.clone(), runner.clone())
         .with_mail(mailer.as_ref().map(|m| m.handle.clone()));
     probes.alert_with(notifier.clone());
@@ -208,7 +210,8 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         .collect();
 
     let calls = CallCounter::spawn(&pbx);
-    let drbd = crate::fence::LocalDrbd::spawn(&config.resources, runner.clone(), events_tx.clone(), fencing.view());
+    let drbd =
+        crate::fence::LocalDrbd::spawn(&config.resources, runner.clone(), events_tx.clone(), fencing.view(), &stop_rx);
     let now = Instant::now();
     let mut d = Daemon {
         mailer,
@@ -219,7 +222,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         group,
         pending_resources: None,
         ping,
-        ping_task,
+        ping_stop,
         stop: stop_rx.clone(),
         journal,
         notifier,
@@ -334,9 +337,6 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         tracing::error!("{e}");
     }
     let _ = stop_tx.send(true);
-    if let Some(m) = &d.mailer {
-        let _ = m.stop.send(true);
-    }
     // Tell the peer once more, so it takes over now rather than after deadtime.
     d.links.send(&d.summary());
     // A takeover still waiting for the VIP's SIP answer ends here, inside its failover.
@@ -440,7 +440,8 @@ fn new_group(config: &Config, local: &str, w: GroupWiring<'_>) -> Result<(GroupH
 }
 
 /// The outbox's delivery loop and its status for `pbxha status`, with a stop signal of
-/// their own so a reload can replace them.
+/// their own so a reload can replace them, which the daemon's stop sets too
+/// ([`crate::stop_within`]).
 struct Mailer {
     /// What the notifier queues with.
     handle: MailHandle,
@@ -461,6 +462,7 @@ fn spawn_mail(
     local: &str,
     handle: Option<MailHandle>,
     after: Option<JoinHandle<()>>,
+    daemon_stop: &watch::Receiver<bool>,
 ) -> Option<Mailer> {
     let mail = config.mail.clone()?;
     let hostname =
@@ -474,7 +476,7 @@ fn spawn_mail(
         }
     };
     let delivery = Delivery { config: mail, cluster: config.cluster.name.clone(), hostname };
-    let (stop, stop_rx) = watch::channel(false);
+    let (stop, stop_rx) = crate::stop_within(daemon_stop);
     let status = MailStatus::watch(db.clone(), stop_rx.clone());
     let h = handle.clone();
     let task = tokio::spawn(async move {
@@ -488,14 +490,21 @@ fn spawn_mail(
     Some(Mailer { handle, stop, task, status })
 }
 
-fn spawn_ping(ping: &PingMonitor, events: mpsc::Sender<Event>, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+/// Runs the ping monitor until the daemon stops or a reload replaces it (the returned sender).
+fn spawn_ping(
+    ping: &PingMonitor,
+    events: mpsc::Sender<Event>,
+    daemon_stop: &watch::Receiver<bool>,
+) -> watch::Sender<bool> {
+    let (own, mut stop) = crate::stop_within(daemon_stop);
     let ping = ping.clone();
     tokio::spawn(async move {
         tokio::select! {
             () = ping.run(events) => {}
             () = crate::stopped(&mut stop) => {}
         }
-    })
+    });
+    own
 }
 
 impl Daemon {
@@ -613,7 +622,7 @@ impl Daemon {
             Action::Notify(n) => self.notifier.send(&n),
             Action::FenceAnswer { verdict, message, asked } => self.fence_answer = Some((verdict, message, asked)),
             Action::Outdate { attempt } => {
-                crate::fence::Fencing::outdate(attempt, &self.config.resources, &self.runner, &self.events)
+                crate::fence::Fencing::outdate(attempt, &self.config.resources, &self.runner, &self.events, &self.stop)
             }
             Action::MissedFence { attempts, failure } => self.fencing.missed(attempts, &failure),
             Action::Exit => {}
@@ -860,9 +869,9 @@ impl Daemon {
             applied.push("heartbeat/failback policy");
         }
         if new.ping != old.ping {
-            self.ping_task.abort();
+            self.ping_stop.send_replace(true);
             self.ping = PingMonitor::new(new.ping.clone());
-            self.ping_task = spawn_ping(&self.ping, self.events.clone(), self.stop.clone());
+            self.ping_stop = spawn_ping(&self.ping, self.events.clone(), &self.stop);
             applied.push("ping targets");
         }
         // Mail subjects and bodies carry the cluster name, so a new name restarts delivery too.
@@ -875,7 +884,7 @@ impl Daemon {
                 }
                 None => (None, None),
             };
-            self.mailer = spawn_mail(&new, &self.local, handle, after);
+            self.mailer = spawn_mail(&new, &self.local, handle, after, &self.stop);
             applied.push("mail");
         }
         if mail_changed || new.paths.hooks != old.paths.hooks {
