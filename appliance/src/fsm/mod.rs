@@ -354,7 +354,7 @@ impl Node {
                 self.set_fault(Fault::SplitBrain(resource), true, None, &mut out);
             }
         }
-        self.fencing.retry(now, &mut out);
+        self.fencing.retry(self.group, now, &mut out);
         self.initdead_passed |= now.saturating_duration_since(self.started) >= self.p.initdead;
         self.expire(now, &mut out);
         self.watch_links(now, &mut out);
