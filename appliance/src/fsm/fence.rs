@@ -262,18 +262,7 @@ mod tests {
     use crate::summary::DrbdBrief;
 
     fn summary(role: Role, group: GroupPhase) -> NodeSummary {
-        NodeSummary {
-            role,
-            group,
-            healthy: true,
-            reachable: 0,
-            targets: 0,
-            handover: false,
-            calls: None,
-            fence_request: false,
-            fenced: false,
-            drbd: None,
-        }
+        NodeSummary::plain(role, group)
     }
 
     fn peer(alive: bool, last: Option<NodeSummary>) -> PeerStatus {

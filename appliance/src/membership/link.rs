@@ -478,18 +478,7 @@ mod tests {
     const BOOT_B: u64 = 1_790_000_100;
 
     fn summary(role: Role) -> NodeSummary {
-        NodeSummary {
-            role,
-            group: GroupPhase::Stopped,
-            healthy: true,
-            reachable: 0,
-            targets: 0,
-            handover: false,
-            calls: None,
-            fence_request: false,
-            fenced: false,
-            drbd: None,
-        }
+        NodeSummary::plain(role, GroupPhase::Stopped)
     }
 
     struct Node {
@@ -688,18 +677,7 @@ mod tests {
                             };
                             let (_stop, stop) = watch::channel(false);
                             let links = Links::open(&setup, tx, &stop).expect("open bcast link");
-                            let summary = NodeSummary {
-                                role: Role::Secondary,
-                                group: GroupPhase::Stopped,
-                                healthy: true,
-                                reachable: 0,
-                                targets: 0,
-                                handover: false,
-                                calls: None,
-                                fence_request: false,
-                                fenced: false,
-                                drbd: None,
-                            };
+                            let summary = summary(Role::Secondary);
                             let mut got = Vec::new();
                             let until = Instant::now() + Duration::from_secs(3);
                             while Instant::now() < until && got.len() < 5 {
