@@ -12,10 +12,10 @@
 //! The peer's DRBD may not have seen the disconnect yet when the request arrives, and then
 //! refuses ("Refusing to be Outdated while Connected", drbdsetup exit 11): the responder
 //! retries every [`OUTDATE_RETRY`] for as long as the request stands and its own group stays
-//! stopped. "Peer unreachable"
-//! (exit 5) tells DRBD the peer is dead and its disk may be treated as outdated, so it is
-//! only ever the answer for a peer silent on every link; a live peer that does not confirm
-//! in time gets the failure code, which makes DRBD keep I/O frozen or refuse the change.
+//! stopped. "Peer unreachable" (exit 5) tells DRBD the peer is dead and its disk may be
+//! treated as outdated, so it is only ever the answer for a peer silent on every link; a
+//! live peer that does not confirm in time gets the failure code, which makes DRBD keep I/O
+//! frozen or refuse the change.
 
 use std::time::{Duration, Instant};
 
