@@ -618,7 +618,7 @@ impl FenceWatch {
         // A handler whose daemon is gone or frozen gets no answer and fails on its own.
         self.handlers.retain(|h| s.runs(h.node));
         for h in &self.handlers {
-            if s.runs(h.node) && (s.now - h.began).as_millis() % HANDLER_POLL.as_millis() == 0 {
+            if (s.now - h.began).as_millis().is_multiple_of(HANDLER_POLL.as_millis()) {
                 s.feed(h.node, Event::FencePeer);
             }
         }
