@@ -56,18 +56,7 @@ fn fsm_params() -> Params {
 }
 
 fn primary_summary() -> NodeSummary {
-    NodeSummary {
-        role: Role::Primary,
-        group: GroupPhase::Running,
-        healthy: true,
-        reachable: 1,
-        targets: 1,
-        handover: false,
-        calls: None,
-        fence_request: false,
-        fenced: false,
-        drbd: None,
-    }
+    NodeSummary { reachable: 1, targets: 1, ..NodeSummary::plain(Role::Primary, GroupPhase::Running) }
 }
 
 /// A secondary that has heard its primary peer: the steady state of every heartbeat.
@@ -105,18 +94,7 @@ fn fsm_tick(n: usize) -> Duration {
 
 fn codec(n: usize) -> Duration {
     let key = b"bench-key-0123456789abcdef-0123456789";
-    let summary = NodeSummary {
-        role: Role::Primary,
-        group: GroupPhase::Running,
-        healthy: true,
-        reachable: 2,
-        targets: 2,
-        handover: false,
-        calls: None,
-        fence_request: false,
-        fenced: false,
-        drbd: None,
-    };
+    let summary = NodeSummary { reachable: 2, targets: 2, ..NodeSummary::plain(Role::Primary, GroupPhase::Running) };
     let mut header =
         Header { cluster_id: 7, node_id: 1, link: 0, boot: 1_714_564_800, sequence: 0, echo: Default::default() };
     let start = Instant::now();

@@ -16,6 +16,7 @@ use crate::config::{ResourceConfig, ResourceKind};
 use crate::fsm::Event;
 use crate::resources::pbx::adapter;
 use crate::summary::GroupPhase;
+use crate::Error;
 
 /// What `pbxha status --json` shows under `drain` while (and after) a drain runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -47,29 +48,28 @@ impl DrainTracker {
 }
 
 /// The group's PBX as the daemon counts and drains it: the first `pbx` resource's name and
-/// adapter, built once per daemon (again only when a reload changes the resources) and
-/// shared by the call counter and every drain. Cheap to clone.
+/// adapter, built once per daemon with its group (again only when a reload changes the
+/// resources) and shared by that group's member, the call counter and every drain. Cheap to
+/// clone.
 #[derive(Clone, Default)]
 pub struct GroupPbx(Option<(String, Arc<dyn Pbx>)>);
 
 impl GroupPbx {
     /// The first `pbx` resource of `resources`; none without one. An adapter that cannot be
-    /// built (an unreadable secret file, which the group's own build reports too) is logged:
-    /// calls are then not counted and a switchover moves without draining.
-    pub fn new(resources: &[ResourceConfig], runner: Arc<dyn Runner>) -> GroupPbx {
+    /// built (an unreadable secret file) fails the group's build, naming the file.
+    pub fn new(resources: &[ResourceConfig], runner: Arc<dyn Runner>) -> Result<GroupPbx, Error> {
         let Some((name, config)) = resources.iter().find_map(|r| match &r.kind {
             ResourceKind::Pbx(p) => Some((&r.name, p)),
             _ => None,
         }) else {
-            return GroupPbx(None);
+            return Ok(GroupPbx(None));
         };
-        match adapter(name, config, runner) {
-            Ok(pbx) => GroupPbx(Some((name.clone(), pbx))),
-            Err(e) => {
-                tracing::error!("{e}; calls are not counted and a switchover does not drain them");
-                GroupPbx(None)
-            }
-        }
+        Ok(GroupPbx(Some((name.clone(), adapter(name, config, runner)?))))
+    }
+
+    /// The adapter of the `pbx` resource `name` when it is the group's PBX.
+    pub fn adapter_of(&self, name: &str) -> Option<Arc<dyn Pbx>> {
+        self.0.as_ref().filter(|(n, _)| n == name).map(|(_, pbx)| pbx.clone())
     }
 }
 
@@ -105,12 +105,12 @@ impl CallsStatus {
 
 /// Polls the group's PBX for its calls while the group runs here (see
 /// [`CallCounter::follow_group`]). The last reading is kept after the group stops — it is the
-/// count at the move — and cleared when the group runs here again. Dropping it stops polling.
+/// count at the move — and cleared when the group runs here again. Dropping it (the daemon
+/// exits, or a reload replaces it) ends polling: its `running` sender is the task's stop.
 pub struct CallCounter {
     running: watch::Sender<bool>,
     last: Arc<Mutex<Option<CallsStatus>>>,
     resource: Option<String>,
-    task: Option<JoinHandle<()>>,
 }
 
 impl CallCounter {
@@ -119,7 +119,7 @@ impl CallCounter {
         let (running, mut rx) = watch::channel(false);
         let last = Arc::new(Mutex::new(None));
         let resource = pbx.0.as_ref().map(|(name, _)| name.clone());
-        let task = pbx.0.clone().map(|(name, pbx)| {
+        if let Some((name, pbx)) = pbx.0.clone() {
             let slot = last.clone();
             tokio::spawn(async move {
                 loop {
@@ -142,9 +142,9 @@ impl CallCounter {
                         changed = rx.changed() => if changed.is_err() { return },
                     }
                 }
-            })
-        });
-        CallCounter { running, last, resource, task }
+            });
+        }
+        CallCounter { running, last, resource }
     }
 
     /// Follows the group's phase here: polls only while it is `Running` (a PBX starting or
@@ -170,14 +170,6 @@ impl CallCounter {
     /// The last reading, if any since the group last started here.
     pub fn snapshot(&self) -> Option<CallsStatus> {
         self.last.lock().ok().and_then(|s| s.clone())
-    }
-}
-
-impl Drop for CallCounter {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
     }
 }
 
@@ -215,7 +207,7 @@ pub fn spawn_drain(
 
 /// A running call drain.
 pub struct DrainTask {
-    task: tokio::task::JoinHandle<()>,
+    task: JoinHandle<()>,
     pbx: GroupPbx,
     tracker: DrainTracker,
 }
@@ -286,7 +278,7 @@ mod tests {
             .on_seq(["fs_cli", "-x", "show calls count"], vec![Output::ok("\n2 total.\n"), Output::ok("\n0 total.\n")]);
         let (tx, mut rx) = mpsc::channel(4);
         let tracker = DrainTracker::default();
-        let pbx = GroupPbx::new(&[resource_config(PbxKind::FreeSwitch)], runner.clone());
+        let pbx = GroupPbx::new(&[resource_config(PbxKind::FreeSwitch)], runner.clone()).unwrap();
         spawn_drain(&pbx, Duration::from_secs(30), tx, tracker.clone());
         let ev = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.unwrap().unwrap();
         assert!(matches!(ev, Event::DrainFinished { calls_left: Some(0) }), "{ev:?}");
@@ -322,7 +314,8 @@ mod tests {
         let runner = Arc::new(ScriptedRunner::new());
         // mod_commands.c show_function with "count": "\n%u total.\n" (as in telephony).
         runner.on(["fs_cli", "-x", "show calls count"], Output::ok("\n2 total.\n"));
-        let counter = CallCounter::spawn(&GroupPbx::new(&[resource_config(PbxKind::FreeSwitch)], runner.clone()));
+        let counter =
+            CallCounter::spawn(&GroupPbx::new(&[resource_config(PbxKind::FreeSwitch)], runner.clone()).unwrap());
         counter.follow_group(GroupPhase::Stopped);
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(runner.argvs().is_empty(), "no count while the group is not here");
@@ -344,6 +337,6 @@ mod tests {
         assert_eq!(counter.snapshot(), None);
         counter.follow_group(GroupPhase::Running);
         until(&counter, |c| c.is_some_and(|c| c.calls.is_none() && c.unknown.is_some())).await;
-        assert!(CallCounter::spawn(&GroupPbx::new(&[], runner)).snapshot().is_none());
+        assert!(CallCounter::spawn(&GroupPbx::new(&[], runner).unwrap()).snapshot().is_none());
     }
 }

@@ -80,7 +80,8 @@ struct Daemon {
     /// Resource definitions from a reload, applied when the group is next stopped.
     pending_resources: Option<Config>,
     ping: PingMonitor,
-    ping_task: JoinHandle<()>,
+    /// Ends the running ping monitor, which a reload replaces.
+    ping_stop: watch::Sender<bool>,
     /// Set as the daemon exits; every task it starts ends on it.
     stop: watch::Receiver<bool>,
     journal: Arc<Journal>,
@@ -191,10 +192,12 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         probes: &probes,
         drbd_view: fencing.view(),
     };
-    let group = new_group(&config, &local.name, wiring)?;
+    let (group, pbx) = new_group(&config, &local.name, wiring)?;
     // Like Pacemaker's start-up probe: a daemon that crashed may have left the VIP or the PBX
     // running. Stop everything before joining, or the peer and this node would both hold it.
     let leftover = clean_start(&group, &mut events_rx, shutdown_budget(&config)).await;
+    // Every task the daemon starts ends on this (see `crate::stopped`).
+    let (stop_tx, stop_rx) = watch::channel(false);
     let mut links = Links::open(
         &LinkSetup {
             links: &config.links,
@@ -207,12 +210,11 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             deadtime: config.heartbeat.deadtime,
         },
         events_tx.clone(),
+        &stop_rx,
     )?;
     let mut asks_rx = links.incoming_asks().unwrap_or_else(|| mpsc::channel(1).1);
     let ping = PingMonitor::new(config.ping.clone());
-    // Every task the daemon starts ends on this (see `crate::stopped`).
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let ping_task = spawn_ping(&ping, events_tx.clone(), stop_rx.clone());
+    let ping_stop = spawn_ping(&ping, events_tx.clone(), &stop_rx);
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<Pending>(16);
     tokio::spawn(control::serve(listener, ctl_tx, stop_rx.clone()));
     // The first node offers the second node's join while `pbxha install` left a token.
@@ -221,7 +223,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
     tokio::spawn(pbxha_installer::join::serve(offer, async move { crate::stopped(&mut join_stop).await }, |line| {
         tracing::info!("{line}")
     }));
-    let mailer = spawn_mail(&config, &local.name, None, None);
+    let mailer = spawn_mail(&config, &local.name, None, None, &stop_rx);
     let notifier = Notifier::new(&config.cluster.name, &local.name, config.paths.hooks.clone(), runner.clone())
         .with_mail(mailer.as_ref().map(|m| m.handle.clone()));
     probes.alert_with(notifier.clone());
@@ -248,9 +250,9 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         })
         .collect();
 
-    let pbx = GroupPbx::new(&config.resources, runner.clone());
     let calls = CallCounter::spawn(&pbx);
-    let drbd = crate::fence::LocalDrbd::spawn(&config.resources, runner.clone(), events_tx.clone(), fencing.view());
+    let drbd =
+        crate::fence::LocalDrbd::spawn(&config.resources, runner.clone(), events_tx.clone(), fencing.view(), &stop_rx);
     let now = Instant::now();
     let mut d = Daemon {
         mailer,
@@ -261,7 +263,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         group,
         pending_resources: None,
         ping,
-        ping_task,
+        ping_stop,
         stop: stop_rx.clone(),
         journal,
         notifier,
@@ -382,9 +384,6 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         tracing::error!("{e}");
     }
     let _ = stop_tx.send(true);
-    if let Some(m) = &d.mailer {
-        let _ = m.stop.send(true);
-    }
     // Tell the peer once more, so it takes over now rather than after deadtime.
     d.links.send(&d.summary());
     // A takeover still waiting for the VIP's SIP answer ends here, inside its failover.
@@ -465,8 +464,11 @@ struct GroupWiring<'a> {
     drbd_view: &'a crate::fence::DrbdView,
 }
 
-fn new_group(config: &Config, local: &str, w: GroupWiring<'_>) -> Result<GroupHandle, Error> {
-    let members = w.probes.wrap(build_members(&config.resources, w.runner.clone(), w.drbd_view)?);
+/// The group and its PBX adapter, built once here and shared by the group's `pbx` member,
+/// the call counter and the drains.
+fn new_group(config: &Config, local: &str, w: GroupWiring<'_>) -> Result<(GroupHandle, GroupPbx), Error> {
+    let pbx = GroupPbx::new(&config.resources, w.runner.clone())?;
+    let members = w.probes.wrap(build_members(&config.resources, w.runner.clone(), w.drbd_view, &pbx)?);
     let (journal, timeline, events) = (w.journal.clone(), w.timeline.clone(), w.events.clone());
     let node = local.to_string();
     let report = Arc::new(move |r: ResourceReport| {
@@ -481,11 +483,12 @@ fn new_group(config: &Config, local: &str, w: GroupWiring<'_>) -> Result<GroupHa
         timeline.observe(&entry);
         journal.record(entry);
     });
-    Ok(spawn_group(members, config.group.clone(), events, report))
+    Ok((spawn_group(members, config.group.clone(), events, report), pbx))
 }
 
 /// The outbox's delivery loop and its status for `pbxha status`, with a stop signal of
-/// their own so a reload can replace them.
+/// their own so a reload can replace them, which the daemon's stop sets too
+/// ([`crate::stop_within`]).
 struct Mailer {
     /// What the notifier queues with.
     handle: MailHandle,
@@ -506,6 +509,7 @@ fn spawn_mail(
     local: &str,
     handle: Option<MailHandle>,
     after: Option<JoinHandle<()>>,
+    daemon_stop: &watch::Receiver<bool>,
 ) -> Option<Mailer> {
     let mail = config.mail.clone()?;
     let hostname =
@@ -519,7 +523,7 @@ fn spawn_mail(
         }
     };
     let delivery = Delivery { config: mail, cluster: config.cluster.name.clone(), hostname };
-    let (stop, stop_rx) = watch::channel(false);
+    let (stop, stop_rx) = crate::stop_within(daemon_stop);
     let status = MailStatus::watch(db.clone(), stop_rx.clone());
     let h = handle.clone();
     let task = tokio::spawn(async move {
@@ -533,14 +537,21 @@ fn spawn_mail(
     Some(Mailer { handle, stop, task, status })
 }
 
-fn spawn_ping(ping: &PingMonitor, events: mpsc::Sender<Event>, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+/// Runs the ping monitor until the daemon stops or a reload replaces it (the returned sender).
+fn spawn_ping(
+    ping: &PingMonitor,
+    events: mpsc::Sender<Event>,
+    daemon_stop: &watch::Receiver<bool>,
+) -> watch::Sender<bool> {
+    let (own, mut stop) = crate::stop_within(daemon_stop);
     let ping = ping.clone();
     tokio::spawn(async move {
         tokio::select! {
             () = ping.run(events) => {}
             () = crate::stopped(&mut stop) => {}
         }
-    })
+    });
+    own
 }
 
 impl Daemon {
@@ -658,7 +669,7 @@ impl Daemon {
             Action::Notify(n) => self.notifier.send(&n),
             Action::FenceAnswer { verdict, message, asked } => self.fence_answer = Some((verdict, message, asked)),
             Action::Outdate { attempt } => {
-                crate::fence::Fencing::outdate(attempt, &self.config.resources, &self.runner, &self.events)
+                crate::fence::Fencing::outdate(attempt, &self.config.resources, &self.runner, &self.events, &self.stop)
             }
             Action::MissedFence { attempts, failure } => self.fencing.missed(attempts, &failure),
             Action::Exit => {}
@@ -967,9 +978,9 @@ impl Daemon {
             applied.push("heartbeat/failback policy");
         }
         if new.ping != old.ping {
-            self.ping_task.abort();
+            self.ping_stop.send_replace(true);
             self.ping = PingMonitor::new(new.ping.clone());
-            self.ping_task = spawn_ping(&self.ping, self.events.clone(), self.stop.clone());
+            self.ping_stop = spawn_ping(&self.ping, self.events.clone(), &self.stop);
             applied.push("ping targets");
         }
         // Mail subjects and bodies carry the cluster name, so a new name restarts delivery too.
@@ -982,7 +993,7 @@ impl Daemon {
                 }
                 None => (None, None),
             };
-            self.mailer = spawn_mail(&new, &self.local, handle, after);
+            self.mailer = spawn_mail(&new, &self.local, handle, after, &self.stop);
             applied.push("mail");
         }
         if mail_changed || new.paths.hooks != old.paths.hooks {
@@ -1027,9 +1038,9 @@ impl Daemon {
             drbd_view: self.fencing.view(),
         };
         match new_group(&config, &self.local, wiring) {
-            Ok(group) => {
+            Ok((group, pbx)) => {
                 self.group = group;
-                self.pbx = GroupPbx::new(&config.resources, self.runner.clone());
+                self.pbx = pbx;
                 self.calls = CallCounter::spawn(&self.pbx);
             }
             Err(e) => tracing::error!("reload: {e}; keeping the running resource group"),

@@ -13,7 +13,7 @@ use pbxha_replica::drbd::events::{events2_argv, follow_events, Backoff, DrbdEven
 use pbxha_replica::drbd::promote::{in_sync, split_brain_report, ClusterFacts, PeerKnowledge};
 use pbxha_replica::drbd::status::{ResourceStatus, Role as DrbdRole};
 use pbxha_runner::Runner;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::{ResourceConfig, ResourceKind};
 use crate::control::Reply;
@@ -51,8 +51,15 @@ impl Fencing {
     }
 
     /// Runs `drbdadm outdate` on the Secondary disks for the peer, off the main loop; the
-    /// result comes back as [`Event::Outdated`].
-    pub fn outdate(attempt: u32, resources: &[ResourceConfig], runner: &Arc<dyn Runner>, events: &mpsc::Sender<Event>) {
+    /// result comes back as [`Event::Outdated`]. A run the daemon's `stop` overtakes is
+    /// dropped: the fsm's retries end with the daemon.
+    pub fn outdate(
+        attempt: u32,
+        resources: &[ResourceConfig],
+        runner: &Arc<dyn Runner>,
+        events: &mpsc::Sender<Event>,
+        stop: &watch::Receiver<bool>,
+    ) {
         let drbds: Vec<Drbd> = resources
             .iter()
             .filter_map(|r| match &r.kind {
@@ -60,9 +67,13 @@ impl Fencing {
                 _ => None,
             })
             .collect();
-        let events = events.clone();
+        let (events, mut stop) = (events.clone(), stop.clone());
         tokio::spawn(async move {
-            let failure = outdate_all(&drbds).await.err();
+            let failure = tokio::select! {
+                biased;
+                () = crate::stopped(&mut stop) => return,
+                outcome = outdate_all(&drbds) => outcome.err(),
+            };
             if let (1, Some(failure)) = (attempt, &failure) {
                 tracing::warn!(
                     "DRBD fencing: {failure}; retrying every {} ms while the peer asks",
@@ -137,13 +148,14 @@ pub struct LocalDrbd {
 }
 
 impl LocalDrbd {
-    /// Starts the reader and the follower for the first `drbd` resource, if any; both stop
-    /// once `events` is closed (the daemon exits).
+    /// Starts the reader and the follower for the first `drbd` resource, if any; both end on
+    /// the daemon's `stop`.
     pub fn spawn(
         resources: &[ResourceConfig],
         runner: Arc<dyn Runner>,
         events: mpsc::Sender<Event>,
         view: &DrbdView,
+        stop: &watch::Receiver<bool>,
     ) -> LocalDrbd {
         let local = LocalDrbd { view: view.clone(), ..LocalDrbd::default() };
         let Some(cfg) = resources.iter().find_map(|r| match &r.kind {
@@ -153,9 +165,9 @@ impl LocalDrbd {
             return local;
         };
         let drbd = Drbd::new(runner, cfg.resource.clone(), cfg.syntax, cfg.minor);
-        let (reader, tx) = (local.clone(), events.clone());
+        let (reader, mut stop_reading) = (local.clone(), stop.clone());
         tokio::spawn(async move {
-            while !tx.is_closed() {
+            loop {
                 match drbd.status().await {
                     Ok(s) => reader.set(s),
                     Err(e) => {
@@ -163,14 +175,21 @@ impl LocalDrbd {
                         reader.clear();
                     }
                 }
-                tokio::time::sleep(STATUS_EVERY).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(STATUS_EVERY) => {}
+                    () = crate::stopped(&mut stop_reading) => return,
+                }
             }
         });
         let (drbd_tx, mut drbd_rx) = mpsc::channel(64);
+        // The follower ends once its receiving side, below, has ended on `stop`.
         tokio::spawn(follow_events(events2_argv(&cfg.resource), drbd_tx, Backoff::default()));
-        let follower = local.clone();
+        let (follower, mut stop) = (local.clone(), stop.clone());
         tokio::spawn(async move {
-            while let Some(ev) = drbd_rx.recv().await {
+            while let Some(ev) = tokio::select! {
+                ev = drbd_rx.recv() => ev,
+                () = crate::stopped(&mut stop) => None,
+            } {
                 let ev = match ev {
                     DrbdEvent::Status(s) if s.name == cfg.resource => {
                         follower.set(s);
@@ -344,19 +363,26 @@ mod tests {
         r.on(["drbdadm", "outdate"], Output::ok(""));
         let runner: Arc<dyn Runner> = r.clone();
         let (tx, mut rx) = mpsc::channel(4);
-        Fencing::outdate(1, &resources, &runner, &tx);
+        let (stop_tx, stop) = watch::channel(false);
+        Fencing::outdate(1, &resources, &runner, &tx, &stop);
         assert_eq!(rx.recv().await, Some(Event::Outdated { failure: None }));
         assert_eq!(r.argvs(), ["drbdsetup status --json r0", "drbdadm outdate r0"]);
 
         r.on(["drbdsetup", "status"], Output::ok(PRIMARY));
-        Fencing::outdate(2, &resources, &runner, &tx);
+        Fencing::outdate(2, &resources, &runner, &tx, &stop);
         let Some(Event::Outdated { failure: Some(why) }) = rx.recv().await else { panic!("outdated a Primary") };
         assert!(why.contains("r0 is Primary here"), "{why}");
         assert_eq!(r.argvs().iter().filter(|a| a.starts_with("drbdadm outdate")).count(), 1);
 
         // Nothing to outdate is a failure too: the peer must not hear `fenced`.
-        Fencing::outdate(1, &[], &runner, &tx);
+        Fencing::outdate(1, &[], &runner, &tx, &stop);
         assert!(matches!(rx.recv().await, Some(Event::Outdated { failure: Some(_) })));
+
+        // Once the daemon stops, a run reports nothing: the exchange ends with it.
+        stop_tx.send_replace(true);
+        Fencing::outdate(3, &resources, &runner, &tx, &stop);
+        drop(tx);
+        assert_eq!(rx.recv().await, None);
     }
 
     #[test]

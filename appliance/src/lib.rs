@@ -36,11 +36,32 @@ pub mod summary;
 pub use error::Error;
 
 /// Returns once `stop` says stop, or once nobody can say it any more (its sender is gone).
-/// The one way the daemon tells its tasks to end: the control socket, `[http]`, the ping
-/// monitor, the checks, the MySQL watcher and the outbox all wait on a `watch::Receiver<bool>`
-/// that the daemon sets as it exits (the outbox's own, so a reload can replace it alone).
+/// The one way the daemon tells its tasks to end: the control socket, `[http]`, the heartbeat
+/// links' receivers, the ping monitor, the checks, the MySQL watcher, the DRBD readers, the
+/// fencing's drbdadm runs and the outbox all wait on the `watch::Receiver<bool>` that the
+/// daemon sets as it exits, or on one of [`stop_within`] (the watchdog crate's loops wait on
+/// the same receiver the same way).
 pub async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// A stop signal for tasks a reload replaces (the outbox's): set by its own sender, and by
+/// `daemon` stopping, so the daemon's exit ends them like every other task.
+pub fn stop_within(
+    daemon: &tokio::sync::watch::Receiver<bool>,
+) -> (tokio::sync::watch::Sender<bool>, tokio::sync::watch::Receiver<bool>) {
+    let (own, rx) = tokio::sync::watch::channel(false);
+    let (mut daemon, forward) = (daemon.clone(), own.clone());
+    tokio::spawn(async move {
+        tokio::select! {
+            () = stopped(&mut daemon) => {
+                forward.send_replace(true);
+            }
+            // Every task on it has ended (a reload stopped them).
+            () = forward.closed() => {}
+        }
+    });
+    (own, rx)
 }
 
 /// The wall clock in unix milliseconds, for journal entries and the boot counter's seed (never

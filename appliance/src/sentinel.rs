@@ -84,11 +84,15 @@ pub async fn still_serving(config: &Config, runner: Arc<dyn Runner>) -> Option<S
         if let ResourceKind::Service(ServiceConfig::Commands { status: None, .. }) = &r.kind {
             return Some(format!("resource `{}` may still run (it has no status command to tell)", r.name));
         }
-        let members =
-            match crate::resources::build_members(std::slice::from_ref(r), runner.clone(), &Default::default()) {
-                Ok(m) => m,
-                Err(e) => return Some(format!("resource `{}` may still run ({e})", r.name)),
-            };
+        let members = match crate::resources::build_members(
+            std::slice::from_ref(r),
+            runner.clone(),
+            &Default::default(),
+            &Default::default(),
+        ) {
+            Ok(m) => m,
+            Err(e) => return Some(format!("resource `{}` may still run ({e})", r.name)),
+        };
         for m in members {
             match tokio::time::timeout(r.monitor_timeout, m.resource.monitor()).await {
                 Ok(Ok(ResourceState::Running)) => return Some(format!("resource `{}` still runs", r.name)),

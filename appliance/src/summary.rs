@@ -126,6 +126,23 @@ pub struct NodeSummary {
 }
 
 impl NodeSummary {
+    /// A healthy `role` with its group `group` and nothing more to say (no ping targets,
+    /// calls, fencing or DRBD): where the tests and the benches start from.
+    pub fn plain(role: Role, group: GroupPhase) -> NodeSummary {
+        NodeSummary {
+            role,
+            group,
+            healthy: true,
+            reachable: 0,
+            targets: 0,
+            handover: false,
+            calls: None,
+            fence_request: false,
+            fenced: false,
+            drbd: None,
+        }
+    }
+
     pub fn connected(&self) -> bool {
         self.targets == 0 || self.reachable > 0
     }

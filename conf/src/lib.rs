@@ -9,6 +9,7 @@
 //! read by another crate lands in the same report.
 
 mod cidr;
+mod isolation;
 mod reader;
 
 use std::cell::RefCell;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use toml::{Table, Value};
 
 pub use cidr::Cidr;
+pub use isolation::OnIsolation;
 pub use reader::Reader;
 
 /// One thing wrong with a file: where (`link[0].addresses.b`), what, and how to fix it.

@@ -24,6 +24,16 @@ pub const DEFAULT_STATE_DIR: &str = "/run/pbxha-lab";
 pub const RECORD_FILE: &str = "lab.json";
 /// The heartbeat key file in the state directory.
 pub const AUTH_KEY_FILE: &str = "authkey";
+/// The pair's `[[node]]` tables: `a` (id 1) and `b` (id 2), in every config the lab writes
+/// and the tests' too.
+pub const PAIR_NODES: &str = r#"[[node]]
+name = "a"
+id = 1
+
+[[node]]
+name = "b"
+id = 2
+"#;
 
 /// One namespace of the lab besides the switch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -328,35 +338,8 @@ impl Profile {
     }
 }
 
-/// `[ping] on-isolation` of both nodes, written as the config key's value; the appliance's
-/// config tests read each one back as the policy of that name.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum OnIsolation {
-    #[default]
-    Release,
-    Keep,
-}
-
-impl OnIsolation {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OnIsolation::Release => "release",
-            OnIsolation::Keep => "keep",
-        }
-    }
-}
-
-impl FromStr for OnIsolation {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [OnIsolation::Release, OnIsolation::Keep]
-            .into_iter()
-            .find(|o| o.as_str() == s)
-            .ok_or_else(|| format!("unknown on-isolation policy `{s}` (one of release, keep)"))
-    }
-}
+/// `[ping] on-isolation` of both nodes, the policy the daemon reads back by its name.
+pub use pbxha_conf::OnIsolation;
 
 /// What stands in for the PBX on the VIP.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -592,14 +575,7 @@ warntime = {warntime}
 initdead = {initdead}
 port = {HEARTBEAT_PORT}
 
-[[node]]
-name = "a"
-id = 1
-
-[[node]]
-name = "b"
-id = 2
-
+{PAIR_NODES}
 [[link]]
 name = "hb"
 mode = "ucast"

@@ -179,12 +179,7 @@ deadtime = 600
 warntime = 300
 initdead = 1500
 port = {port}
-[[node]]
-name = "a"
-id = 1
-[[node]]
-name = "b"
-id = 2
+{nodes}
 [[link]]
 name = "lo"
 [link.addresses]
@@ -195,7 +190,8 @@ state-db = "{d}/{node}.db"
 control-socket = "{d}/{node}.sock"
 {}
 "#,
-            extra(node)
+            extra(node),
+            nodes = pbxha_lab::plan::PAIR_NODES,
         );
         let path = dir.join(format!("{node}.toml"));
         std::fs::write(&path, text).expect("writing a node config");

@@ -255,8 +255,8 @@ impl History {
     }
 }
 
-/// Runs every check on its schedule until `shutdown`, recording history in `db` and sending
-/// state changes on `changes`.
+/// Runs every check on its schedule until `shutdown` turns true (or its sender is gone),
+/// recording history in `db` and sending state changes on `changes`.
 pub async fn run_checks(
     checks: Vec<CheckConfig>,
     runner: Arc<dyn Runner>,
@@ -279,7 +279,8 @@ pub async fn run_checks(
                 let wait = (next - now).to_std().unwrap_or_default();
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
-                    _ = shutdown.changed() => return,
+                    // As the daemon's tasks all wait (pbxha's `stopped`): true, or no sender left.
+                    _ = shutdown.wait_for(|stop| *stop) => return,
                 }
                 let o = run_check(&check.kind, check.timeout, runner.as_ref()).await;
                 let before = h.health();

@@ -159,8 +159,8 @@ impl MailHandle {
         self.held()
     }
 
-    /// Runs delivery until `shutdown` turns true. The loop's own connection is opened at
-    /// `db`; errors of a pass are logged and the pass retried later.
+    /// Runs delivery until `shutdown` turns true or its sender is gone. The loop's own
+    /// connection is opened at `db`; errors of a pass are logged and the pass retried later.
     pub async fn run(&self, db: PathBuf, delivery: Delivery, mut shutdown: watch::Receiver<bool>) -> Result<(), Error> {
         let mut outbox = off_the_workers(|| Outbox::open(&db, &delivery.hostname))?;
         loop {
@@ -186,10 +186,8 @@ impl MailHandle {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.inner.wake.notified() => {}
-                _ = shutdown.changed() => {}
-            }
-            if *shutdown.borrow() {
-                return Ok(());
+                // As the daemon's tasks all wait (pbxha's `stopped`): true, or no sender left.
+                _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
             }
         }
     }

@@ -94,17 +94,12 @@ fn read_config(root: &mut Reader) -> Option<Config> {
         timeout: s.duration_or("timeout", Duration::from_millis(800)),
         rise: s.int_or("rise", 1, 100, 2),
         fall: s.int_or("fall", 1, 100, 3),
-        on_isolation: match s.opt_string("on-isolation").as_deref() {
-            None | Some("release") => OnIsolation::Release,
-            Some("keep") => OnIsolation::Keep,
-            Some(other) => {
-                s.problem::<()>(
-                    "on-isolation",
-                    format!("unknown on-isolation policy `{other}`"),
-                    Some("one of release, keep"),
-                );
-                OnIsolation::Release
-            }
+        on_isolation: match s.opt_string("on-isolation") {
+            None => OnIsolation::default(),
+            Some(other) => other.parse().unwrap_or_else(|_| {
+                let message = format!("unknown on-isolation policy `{other}`");
+                s.problem("on-isolation", message, Some("one of release, keep")).unwrap_or_default()
+            }),
         },
     });
     let group = root.table_or_empty("group", |s| {

@@ -20,20 +20,15 @@ name = "t"
 id = 7
 auth-key-file = "{}"
 
-[[node]]
-name = "a"
-id = 1
-[[node]]
-name = "b"
-id = 2
-
+{}
 [[link]]
 name = "hb"
 [link.addresses]
 a = "203.0.113.11/24"
 b = "203.0.113.12/24"
 "#,
-        key.display()
+        key.display(),
+        pbxha_lab::plan::PAIR_NODES,
     )
 }
 

@@ -10,11 +10,14 @@
 //! clock matters only where packets are judged: the simulation sends every heartbeat
 //! through the membership layer's real boot counter and tracker, and the explorer restarts
 //! crashed daemons with their clocks an hour behind or ahead. DRBD fencing
-//! (`fsm/fence.rs`) has its exchanges in `sim.rs`; the explorer does not fence.
+//! (`fsm/fence.rs`) has its exchanges in `sim.rs`, and the explorer mixes them into its
+//! schedules: a fence-peer handler polling on one node while the peer refuses some outdates,
+//! checked for a verdict in time and for a disk outdated only where no group runs.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use super::fence::{FenceVerdict, FENCE_DEADTIMES, STALE_AFTER};
 use super::sim::{ms, params, Sim, PING_INTERVAL, STEP};
 use super::*;
 
@@ -450,13 +453,19 @@ enum Trouble {
         node: usize,
         admin: Admin,
     },
+    /// DRBD's fence-peer handler runs on `node` (its replication link broke); the peer's
+    /// `drbdadm outdate` refuses its next `refusals` attempts (`u32::MAX`: every one).
+    FencePeer {
+        node: usize,
+        refusals: u32,
+    },
 }
 
 impl Trouble {
     fn random(rnd: &mut Rng) -> Trouble {
         let node = rnd.below(2) as usize;
         let secs = 1 + rnd.below(12);
-        match rnd.below(9) {
+        match rnd.below(10) {
             0 | 1 => {
                 let who = rnd.below(3);
                 Trouble::Gateway { a: who != 1, b: who != 0, secs }
@@ -467,6 +476,7 @@ impl Trouble {
             5 => Trouble::MemberFails { node, broken: rnd.below(3) == 0, secs },
             6 => Trouble::Crash { node, secs: rnd.below(2) * secs, clock: [0, -3600, 3600][rnd.below(3) as usize] },
             7 => Trouble::Freeze { node, ms: 200 + rnd.below(4000) },
+            8 => Trouble::FencePeer { node, refusals: [0, 1, 3, u32::MAX][rnd.below(4) as usize] },
             _ => {
                 let admin = match rnd.below(4) {
                     0 => Admin::Standby,
@@ -485,6 +495,8 @@ impl Trouble {
         match self {
             Trouble::Gateway { a: true, b: true, .. } | Trouble::OneWay { .. } => 0,
             Trouble::Admin { admin: Admin::Online, .. } => 0,
+            // Fencing only asks and answers; it moves nothing.
+            Trouble::FencePeer { .. } => 0,
             _ => 1,
         }
     }
@@ -515,6 +527,11 @@ impl Trouble {
             }
             Trouble::Admin { node, admin } => {
                 s.feed(node, Event::Admin(admin));
+                None
+            }
+            // The handler's polls are the explorer's ([`Handler`]).
+            Trouble::FencePeer { node, refusals } => {
+                s.outdate_refusals[1 - node] = refusals;
                 None
             }
         }
@@ -570,6 +587,86 @@ fn apply(active: &[Trouble], s: &mut Sim) {
     s.link_up = links;
 }
 
+/// A fence-peer handler on `node`, polling as `pbxha replica fence-peer` does (every
+/// [`HANDLER_POLL`]) until a verdict with an exit code, or until its daemon stops answering.
+struct Handler {
+    node: usize,
+    began: Instant,
+}
+
+const HANDLER_POLL: Duration = Duration::from_millis(200);
+
+/// Where fencing can go wrong, watched step by step: a node that outdates its disk while its
+/// group is not stopped (it may be the one that must serve), an `outdated` verdict without
+/// the peer having outdated since the handler asked and kept its group stopped since, and a
+/// handler left without a verdict past the exchange's deadline.
+#[derive(Default)]
+struct FenceWatch {
+    handlers: Vec<Handler>,
+    /// Per node: when it last started the group.
+    started: [Option<Instant>; 2],
+}
+
+impl FenceWatch {
+    /// The group phases of both nodes before the step, for judging its actions in order.
+    fn before(s: &Sim) -> [GroupPhase; 2] {
+        [s.nodes[0].group, s.nodes[1].group]
+    }
+
+    /// Polls the handlers due, then judges the actions of the step just taken.
+    fn poll(&mut self, s: &mut Sim) {
+        // A handler whose daemon is gone or frozen gets no answer and fails on its own.
+        self.handlers.retain(|h| s.runs(h.node));
+        for h in &self.handlers {
+            if (s.now - h.began).as_millis().is_multiple_of(HANDLER_POLL.as_millis()) {
+                s.feed(h.node, Event::FencePeer);
+            }
+        }
+    }
+
+    fn check(&mut self, s: &Sim, seen: usize, mut phase: [GroupPhase; 2]) -> Result<(), String> {
+        for (n, a) in &s.log[seen..] {
+            let n = *n;
+            match a {
+                Action::StartGroup { .. } => {
+                    phase[n] = GroupPhase::Starting;
+                    self.started[n] = Some(s.now);
+                }
+                Action::Outdate { .. }
+                    if phase[n] != GroupPhase::Stopped && s.nodes[n].group != GroupPhase::Stopped =>
+                {
+                    return Err(format!("node {n} outdates its disk while its group is {}", phase[n].as_str()));
+                }
+                Action::FenceAnswer { verdict, .. } if verdict.exit_code().is_some() => {
+                    let Some(at) = self.handlers.iter().position(|h| h.node == n) else { continue };
+                    let handler = self.handlers.remove(at);
+                    let peer = 1 - n;
+                    if *verdict != FenceVerdict::Outdated {
+                        continue;
+                    }
+                    match s.disk_outdated[peer] {
+                        Some(t) if t >= handler.began && self.started[peer].is_none_or(|st| st < t) => {}
+                        Some(t) if t >= handler.began => {
+                            return Err(format!("node {n} heard `outdated` from a peer that started the group since"))
+                        }
+                        _ => return Err(format!("node {n} heard `outdated` but the peer did not outdate for it")),
+                    }
+                }
+                _ => {}
+            }
+        }
+        let deadline = params(1).deadtime * FENCE_DEADTIMES + STALE_AFTER + ms(1000);
+        if let Some(h) = self.handlers.iter().find(|h| s.now - h.began > deadline) {
+            return Err(format!(
+                "the fence-peer handler on node {} has no verdict after {:?}",
+                h.node,
+                s.now - h.began
+            ));
+        }
+        Ok(())
+    }
+}
+
 struct Rng(u64);
 
 impl Rng {
@@ -617,12 +714,19 @@ fn explore(seed: u64, verbose: bool) -> Result<(), String> {
     // Two holders are allowed only while a true partition stands, and briefly after it.
     let heal_grace = p.interval * 3 + s.stop_time + s.start_time + ms(100);
     let mut partition_ended: Option<Instant> = None;
+    let mut fencing = FenceWatch::default();
     let end = start + plan.last().map_or(Duration::ZERO, |(at, _)| *at) + ms(15_000) + serve_bound;
     while s.now < end {
         while next < plan.len() && s.now >= start + plan[next].0 {
             let t = plan[next].1;
             if let Some(d) = t.inject(&mut s) {
                 active.push((s.now + d, t));
+            }
+            if let Trouble::FencePeer { node, .. } = t {
+                // One handler a node at a time, as DRBD runs it.
+                if fencing.handlers.iter().all(|h| h.node != node) {
+                    fencing.handlers.push(Handler { node, began: s.now });
+                }
             }
             next += 1;
         }
@@ -641,8 +745,11 @@ fn explore(seed: u64, verbose: bool) -> Result<(), String> {
             partition_ended = Some(s.now);
         }
         let seen = s.log.len();
+        let phase = FenceWatch::before(&s);
+        fencing.poll(&mut s);
         s.step();
         w.observe(&s);
+        fencing.check(&s, seen, phase)?;
         if verbose {
             for (n, a) in &s.log[seen..] {
                 match a {

@@ -11,10 +11,11 @@
 //!
 //! The peer's DRBD may not have seen the disconnect yet when the request arrives, and then
 //! refuses ("Refusing to be Outdated while Connected", drbdsetup exit 11): the responder
-//! retries every [`OUTDATE_RETRY`] for as long as the request stands. "Peer unreachable"
-//! (exit 5) tells DRBD the peer is dead and its disk may be treated as outdated, so it is
-//! only ever the answer for a peer silent on every link; a live peer that does not confirm
-//! in time gets the failure code, which makes DRBD keep I/O frozen or refuse the change.
+//! retries every [`OUTDATE_RETRY`] for as long as the request stands and its own group stays
+//! stopped. "Peer unreachable" (exit 5) tells DRBD the peer is dead and its disk may be
+//! treated as outdated, so it is only ever the answer for a peer silent on every link; a
+//! live peer that does not confirm in time gets the failure code, which makes DRBD keep I/O
+//! frozen or refuse the change.
 
 use std::time::{Duration, Instant};
 
@@ -220,9 +221,18 @@ impl Fencing {
         }
     }
 
-    /// Every event: the next outdate attempt when one is due and the request still stands.
-    pub(super) fn retry(&mut self, now: Instant, out: &mut Vec<Action>) {
+    /// Every event: the next outdate attempt when one is due, the request still stands and
+    /// this node's group (`own`) is stopped. A node that started the group meanwhile stops
+    /// retrying at once: the peer that asked may have died, and then no heartbeat of its
+    /// comes to end the retries (see [`Fencing::on_peer`]) before this disk must serve.
+    pub(super) fn retry(&mut self, own: GroupPhase, now: Instant, out: &mut Vec<Action>) {
         let Responder::Retrying { attempt, next, failure } = &self.responder else { return };
+        if own != GroupPhase::Stopped {
+            let (attempts, failure) = (*attempt, failure.clone());
+            self.give_up(attempts, failure, out);
+            self.responder = Responder::Idle;
+            return;
+        }
         if now < *next {
             return;
         }
@@ -252,18 +262,7 @@ mod tests {
     use crate::summary::DrbdBrief;
 
     fn summary(role: Role, group: GroupPhase) -> NodeSummary {
-        NodeSummary {
-            role,
-            group,
-            healthy: true,
-            reachable: 0,
-            targets: 0,
-            handover: false,
-            calls: None,
-            fence_request: false,
-            fenced: false,
-            drbd: None,
-        }
+        NodeSummary::plain(role, group)
     }
 
     fn peer(alive: bool, last: Option<NodeSummary>) -> PeerStatus {
@@ -380,7 +379,7 @@ mod tests {
             if matches!(out.last(), Some(Action::Outdate { .. })) {
                 f.on_outdated(refused(), now, &mut out);
             }
-            f.retry(now, &mut out);
+            f.retry(GroupPhase::Stopped, now, &mut out);
             now += Duration::from_millis(10);
         }
         let asked = outdates(&out);
@@ -399,7 +398,7 @@ mod tests {
         f.on_peer(&request, GroupPhase::Stopped, now, &mut out);
         f.on_outdated(refused(), now, &mut out);
         f.on_peer(&request, GroupPhase::Starting, now, &mut out);
-        f.retry(now + OUTDATE_RETRY * 10, &mut out);
+        f.retry(GroupPhase::Starting, now + OUTDATE_RETRY * 10, &mut out);
         assert_eq!((outdates(&out), &f.responder), (1, &Responder::Idle), "{out:?}");
     }
 }

@@ -34,27 +34,9 @@ pub const REFUSED_THE_GROUP: &str = "refused the group";
 /// The `FailoverEnd` message of a takeover that did not get the group running.
 pub const TAKEOVER_FAILED: &str = "takeover failed";
 
-/// What a primary does when it is cut off from everything at once: every heartbeat link
-/// silent and no ping target answering (`[ping] on-isolation`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum OnIsolation {
-    /// Stop the group: the peer, which still hears the gateway, takes over, and the
-    /// isolated copy writes nothing that the heal would have to reconcile (DRBD, MySQL).
-    #[default]
-    Release,
-    /// Keep serving whoever can still reach this node (heartbeat v1's behaviour).
-    Keep,
-}
-
-impl OnIsolation {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OnIsolation::Release => "release",
-            OnIsolation::Keep => "keep",
-        }
-    }
-}
+/// `[ping] on-isolation`: what a primary cut off from everything at once (every heartbeat
+/// link silent, no ping target answering) does; shared with the lab, which writes it.
+pub use pbxha_conf::OnIsolation;
 
 /// Everything the fsm needs to know from the config.
 #[derive(Clone, Debug)]
@@ -354,7 +336,7 @@ impl Node {
                 self.set_fault(Fault::SplitBrain(resource), true, None, &mut out);
             }
         }
-        self.fencing.retry(now, &mut out);
+        self.fencing.retry(self.group, now, &mut out);
         self.initdead_passed |= now.saturating_duration_since(self.started) >= self.p.initdead;
         self.expire(now, &mut out);
         self.watch_links(now, &mut out);

@@ -175,6 +175,8 @@ pub(super) struct Sim {
     /// How many `drbdadm outdate` runs a node's DRBD refuses before one succeeds (it has not
     /// seen the disconnect yet); `u32::MAX`: it never does.
     pub outdate_refusals: [u32; 2],
+    /// When each node's disk was last outdated for the peer (an outdate not refused).
+    pub disk_outdated: [Option<Instant>; 2],
     /// The group counts as held from StartGroup until Stopped is delivered.
     pub held: [bool; 2],
     pub both_held_steps: u32,
@@ -211,6 +213,7 @@ impl Sim {
             start_result: [None, None],
             drain_time: ms(300),
             outdate_refusals: [0, 0],
+            disk_outdated: [None, None],
             held: [false, false],
             both_held_steps: 0,
             allow_both: false,
@@ -311,6 +314,9 @@ impl Sim {
                 }
                 let failure = refused
                     .then(|| "r0: State change failed: (-6) Refusing to be Outdated while Connected".to_string());
+                if !refused {
+                    self.disk_outdated[n] = Some(self.now);
+                }
                 self.pending.push_back((self.now + ms(20), n, Event::Outdated { failure }));
             }
             Action::CancelDrain => {
@@ -1049,4 +1055,23 @@ fn a_live_peer_that_never_confirms_is_a_failure_not_unreachable() {
     assert_eq!(s.count(1, |a| matches!(a, Action::MissedFence { .. })), 1);
     assert!(s.count(1, |a| matches!(a, Action::Outdate { .. })) - tries <= 8);
     assert_eq!(s.roles(), [Role::Primary, Role::Secondary]);
+}
+
+/// The explorer's seed 859: b retries a refused outdate for a; a dies, and b takes the group
+/// over. No heartbeat of a's ends the retries, so they must end with b's start, or b
+/// outdates the disk it is about to serve from.
+#[test]
+fn a_node_that_takes_over_stops_outdating_for_the_dead_asker() {
+    let mut s = Sim::settled();
+    s.outdate_refusals[1] = u32::MAX;
+    s.feed(0, Event::FencePeer);
+    s.run_until(ms(2000), |s| s.count(1, |a| matches!(a, Action::Outdate { .. })) >= 2);
+    s.kill(0);
+    s.run_until(ms(5000), |s| s.nodes[1].group == GroupPhase::Running);
+    let started = s.log.iter().rposition(|(n, a)| *n == 1 && matches!(a, Action::StartGroup { .. })).unwrap();
+    s.run(ms(3000));
+    let late: Vec<_> =
+        s.log[started..].iter().filter(|(n, a)| *n == 1 && matches!(a, Action::Outdate { .. })).collect();
+    assert!(late.is_empty(), "outdated after starting the group: {late:?}");
+    assert_eq!(s.count(1, |a| matches!(a, Action::MissedFence { .. })), 1, "the missed fence is reported");
 }

@@ -10,8 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, watch};
 
 use super::ask::{self, Answer, Ask, Body, Message, Take, Taken};
 use super::authkey::AuthKey;
@@ -107,14 +106,14 @@ impl SentLog {
     }
 }
 
-/// Open heartbeat links. Dropping it stops the receive tasks and closes the sockets.
+/// Open heartbeat links. Their receive tasks end on the daemon's stop (see `crate::stopped`),
+/// which closes the receiving sockets; dropping it closes the sending ones.
 pub struct Links {
     outgoing: Vec<Outgoing>,
     asker: Arc<Asker>,
     /// The peer's asks, until the daemon takes the receiver ([`Links::incoming_asks`]).
     incoming: Option<mpsc::Receiver<IncomingAsk>>,
     tracker: Arc<Mutex<Tracker>>,
-    tasks: Vec<JoinHandle<()>>,
     cluster_id: u32,
     node_id: u16,
     boot: u64,
@@ -218,9 +217,13 @@ fn lock(tracker: &Mutex<Tracker>) -> MutexGuard<'_, Tracker> {
 
 impl Links {
     /// Opens every link and starts its receive task, which sends
-    /// [`Event::Heartbeat`] for each accepted packet into `events`. Must be called from
-    /// within a Tokio runtime. Fails naming the first link that cannot be opened.
-    pub fn open(setup: &LinkSetup<'_>, events: mpsc::Sender<Event>) -> Result<Links, Error> {
+    /// [`Event::Heartbeat`] for each accepted packet into `events` until `stop`. Must be
+    /// called from within a Tokio runtime. Fails naming the first link that cannot be opened.
+    pub fn open(
+        setup: &LinkSetup<'_>,
+        events: mpsc::Sender<Event>,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<Links, Error> {
         let tracker = Arc::new(Mutex::new(Tracker::new(setup.local.id, setup.boot, setup.peer.id, setup.links.len())));
         if setup.links.len() > usize::from(u8::MAX) + 1 {
             return Err(Error::Link {
@@ -266,7 +269,6 @@ impl Links {
             asker: asker.clone(),
             incoming: Some(asks_rx),
             tracker: tracker.clone(),
-            tasks: Vec::new(),
             cluster_id: setup.cluster_id,
             node_id: setup.local.id,
             boot: setup.boot,
@@ -290,7 +292,7 @@ impl Links {
                 asks: asks_tx.clone(),
                 asker: asker.clone(),
             };
-            links.tasks.push(tokio::spawn(receiver.run()));
+            tokio::spawn(receiver.run(stop.clone()));
             links.outgoing.push(Outgoing {
                 name,
                 socket: send_socket,
@@ -371,14 +373,6 @@ impl Links {
     }
 }
 
-impl std::ops::Drop for Links {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-    }
-}
-
 /// The receiving side of one link, run as its own task.
 struct Receiver {
     link: usize,
@@ -440,12 +434,16 @@ impl Receiver {
         }
     }
 
-    async fn run(self) {
+    async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut buf = vec![0u8; RECV_BUF];
         // The last earlier boot warned about, so a stream of its packets logs once.
         let mut warned_boot = None;
         loop {
-            let (len, from) = match self.socket.recv_from(&mut buf).await {
+            let received = tokio::select! {
+                received = self.socket.recv_from(&mut buf) => received,
+                () = crate::stopped(&mut stop) => return,
+            };
+            let (len, from) = match received {
                 Ok(got) => got,
                 Err(e) => {
                     tracing::debug!(link = %self.name, error = %e, "heartbeat receive error");
@@ -650,23 +648,14 @@ mod tests {
     const BOOT_B: u64 = 1_790_000_100;
 
     fn summary(role: Role) -> NodeSummary {
-        NodeSummary {
-            role,
-            group: GroupPhase::Stopped,
-            healthy: true,
-            reachable: 0,
-            targets: 0,
-            handover: false,
-            calls: None,
-            fence_request: false,
-            fenced: false,
-            drbd: None,
-        }
+        NodeSummary::plain(role, GroupPhase::Stopped)
     }
 
     struct Node {
         links: Links,
         events: mpsc::Receiver<Event>,
+        /// The daemon's stop: its receive tasks end when this is set or dropped.
+        stop: watch::Sender<bool>,
     }
 
     fn open(
@@ -687,7 +676,8 @@ mod tests {
             warntime: Duration::from_secs(5),
             deadtime: Duration::from_secs(10),
         };
-        Ok(Node { links: Links::open(&setup, tx)?, events })
+        let (stop, stopped) = watch::channel(false);
+        Ok(Node { links: Links::open(&setup, tx, &stopped)?, events, stop })
     }
 
     /// Two nodes on 127.0.0.1 and 127.0.0.2 sharing one port. The peer's port cannot be 0, so
@@ -750,6 +740,17 @@ mod tests {
         let to_a = SocketAddr::new("127.0.0.1".parse().unwrap(), cfg.port);
         std::net::UdpSocket::bind("127.0.0.3:0").unwrap().send_to(&bytes, to_a).unwrap();
         assert!(!next_echo(&mut a).await, "an echo of an earlier boot");
+    }
+
+    #[tokio::test]
+    async fn the_receive_tasks_end_on_the_daemons_stop() {
+        let (_, a, mut b) = open_pair();
+        a.links.send(&summary(Role::Primary));
+        assert_eq!(next_heartbeat(&mut b).await, summary(Role::Primary));
+        b.stop.send_replace(true);
+        // The receive task held the events' only sender: the channel closes as it ends.
+        let ended = tokio::time::timeout(Duration::from_secs(10), b.events.recv()).await;
+        assert!(matches!(ended, Ok(None)), "{ended:?}");
     }
 
     #[tokio::test]
@@ -898,19 +899,9 @@ mod tests {
                                 warntime: Duration::from_millis(500),
                                 deadtime: Duration::from_secs(2),
                             };
-                            let links = Links::open(&setup, tx).expect("open bcast link");
-                            let summary = NodeSummary {
-                                role: Role::Secondary,
-                                group: GroupPhase::Stopped,
-                                healthy: true,
-                                reachable: 0,
-                                targets: 0,
-                                handover: false,
-                                calls: None,
-                                fence_request: false,
-                                fenced: false,
-                                drbd: None,
-                            };
+                            let (_stop, stop) = watch::channel(false);
+                            let links = Links::open(&setup, tx, &stop).expect("open bcast link");
+                            let summary = summary(Role::Secondary);
                             let mut got = Vec::new();
                             let until = Instant::now() + Duration::from_secs(3);
                             while Instant::now() < until && got.len() < 5 {

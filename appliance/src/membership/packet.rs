@@ -288,18 +288,7 @@ mod tests {
     }
 
     fn summary() -> NodeSummary {
-        NodeSummary {
-            role: Role::Primary,
-            group: GroupPhase::Running,
-            healthy: true,
-            reachable: 1,
-            targets: 2,
-            handover: false,
-            calls: None,
-            fence_request: false,
-            fenced: false,
-            drbd: None,
-        }
+        NodeSummary { reachable: 1, targets: 2, ..NodeSummary::plain(Role::Primary, GroupPhase::Running) }
     }
 
     /// Re-signs a tampered body so the test reaches the checks after the HMAC.

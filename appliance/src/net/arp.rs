@@ -303,16 +303,21 @@ mod tests {
         assert_eq!(&frame[38..42], &[198, 51, 100, 50]);
     }
 
-    #[test]
-    fn parse_inverts_to_frame_and_accepts_padding() {
-        let reply = Arp {
+    /// OTHER's reply to us: it holds the VIP.
+    fn other_holds_the_vip() -> Arp {
+        Arp {
             eth_dst: MAC,
             op: Op::Reply,
             sender_mac: OTHER,
             sender_ip: VIP,
             target_mac: MAC,
             target_ip: Ipv4Addr::UNSPECIFIED,
-        };
+        }
+    }
+
+    #[test]
+    fn parse_inverts_to_frame_and_accepts_padding() {
+        let reply = other_holds_the_vip();
         let mut padded = reply.to_frame().to_vec();
         padded.resize(60, 0);
         assert_eq!(Arp::parse(&padded), Some(reply));
@@ -335,14 +340,7 @@ mod tests {
 
     #[test]
     fn conflict_needs_the_vip_from_another_mac() {
-        let reply = Arp {
-            eth_dst: MAC,
-            op: Op::Reply,
-            sender_mac: OTHER,
-            sender_ip: VIP,
-            target_mac: MAC,
-            target_ip: Ipv4Addr::UNSPECIFIED,
-        };
+        let reply = other_holds_the_vip();
         assert_eq!(conflicting_holder(&reply, VIP, MAC), Some(OTHER));
         // Our own announcement echoed back is no conflict.
         assert_eq!(conflicting_holder(&Arp::announcement(MAC, VIP), VIP, MAC), None);

@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use pbxha_conf::Reader;
 use pbxha_runner::Runner;
 
+use crate::calls::GroupPbx;
 use crate::config::Config;
 use crate::fence::DrbdView;
 use crate::Error;
@@ -81,6 +82,8 @@ pub struct Parts<'a> {
     pub timeouts: Timeouts,
     pub runner: Arc<dyn Runner>,
     pub drbd_view: &'a DrbdView,
+    /// The group's PBX adapter, which its `pbx` member shares with the daemon's call counting.
+    pub pbx: &'a GroupPbx,
 }
 
 /// Registers the resource kinds, one line each: `module: Variant(Settings) = "kind name"`,
@@ -155,11 +158,12 @@ pub fn build_members(
     configs: &[crate::config::ResourceConfig],
     runner: Arc<dyn Runner>,
     drbd_view: &DrbdView,
+    pbx: &GroupPbx,
 ) -> Result<Vec<Member>, Error> {
     configs
         .iter()
         .map(|r| {
-            let parts = Parts { timeouts: Timeouts::from(r), runner: runner.clone(), drbd_view };
+            let parts = Parts { timeouts: Timeouts::from(r), runner: runner.clone(), drbd_view, pbx };
             Ok(Member::new(r, r.kind.build(&r.name, &parts)?))
         })
         .collect()

@@ -1,6 +1,7 @@
 //! The `pbx` resource kind: Asterisk or FreeSWITCH, driven through the telephony crate's
 //! adapters — systemd for start/stop/monitor, the PBX's own CLI (or AMI) for calls. The
-//! daemon counts and drains calls through the same adapter ([`crate::calls`]).
+//! daemon counts and drains calls through the same adapter, built once with the group
+//! ([`crate::calls::GroupPbx`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -111,7 +112,12 @@ impl Kind for PbxConfig {
     }
 
     fn build(&self, name: &str, parts: &Parts) -> Result<Arc<dyn Resource>, Error> {
-        build(name, self, parts.timeouts, parts.runner.clone())
+        // The group's PBX shares the daemon's one adapter; only a second `pbx` builds its own.
+        let pbx = match parts.pbx.adapter_of(name) {
+            Some(pbx) => pbx,
+            None => adapter(name, self, parts.runner.clone())?,
+        };
+        Ok(Arc::new(PbxResource { name: name.to_string(), pbx, timeouts: parts.timeouts }))
     }
 }
 
@@ -169,16 +175,6 @@ fn read_secret(resource: &str, what: &str, path: &std::path::Path) -> Result<Str
             resource: resource.to_string(),
             message: format!("cannot use the {what}: {message}"),
         })
-}
-
-/// Builds the `pbx` resource for the group.
-pub fn build(
-    name: &str,
-    config: &PbxConfig,
-    timeouts: Timeouts,
-    runner: Arc<dyn Runner>,
-) -> Result<Arc<dyn Resource>, Error> {
-    Ok(Arc::new(PbxResource { name: name.to_string(), pbx: adapter(name, config, runner)?, timeouts }))
 }
 
 /// A PBX as a member of the resource group.
@@ -245,6 +241,7 @@ impl Resource for PbxResource {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::calls::GroupPbx;
     use crate::config::AmiSettings;
     use crate::config::{ResourceConfig, ResourceKind};
     use pbxha_runner::{Output, ScriptedRunner};
@@ -270,6 +267,12 @@ pub(crate) mod tests {
                 event_socket_password_file: None,
             }),
         }
+    }
+
+    /// The member as a group without a shared adapter builds it.
+    fn build(name: &str, config: &PbxConfig, timeouts: Timeouts, runner: Arc<dyn Runner>) -> Result<Arc<dyn Resource>, Error> {
+        let parts = Parts { timeouts, runner, drbd_view: &Default::default(), pbx: &Default::default() };
+        config.build(name, &parts)
     }
 
     fn config(r: &ResourceConfig) -> &PbxConfig {
@@ -310,6 +313,24 @@ pub(crate) mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(runner.argvs().iter().any(|a| a == "fs_cli -x sofia recover"), "{:?}", runner.argvs());
+    }
+
+    #[test]
+    fn the_group_pbx_member_uses_the_daemons_one_adapter() {
+        // The shared adapter runs its commands through `shared`; one built anew would use `own`.
+        let (shared, own) = (Arc::new(ScriptedRunner::new()), Arc::new(ScriptedRunner::new()));
+        shared.on(["systemctl", "is-active"], Output::ok("active\n"));
+        let mut second = resource_config(PbxKind::FreeSwitch);
+        second.name = "second".into();
+        let resources = [resource_config(PbxKind::FreeSwitch), second];
+        let group_pbx = GroupPbx::new(&resources, shared.clone()).unwrap();
+        let members = crate::resources::build_members(&resources, own.clone(), &Default::default(), &group_pbx).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        for m in &members {
+            let _ = rt.block_on(m.resource.monitor());
+        }
+        assert_eq!(shared.argvs(), ["systemctl is-active freeswitch"], "the group's PBX");
+        assert_eq!(own.argvs(), ["systemctl is-active freeswitch"], "a second pbx has its own adapter");
     }
 
     #[tokio::test]
