@@ -196,11 +196,10 @@ async fn verify(config: &std::path::Path) -> anyhow::Result<ExitCode> {
     let waiting = |what: &str| println!("  waiting for the pair to form: {what}");
     if let Some(row) = drill::pair_formed(config, PAIR_FORMS_WITHIN, waiting).await? {
         println!(
-            "installed, but the pair did not form within {} s: {} ({}); look at `pbxha status` and {}",
+            "installed, but the pair did not form within {} s: {} ({}); look at `pbxha status` and the daemon's log, then run `pbxha drill`",
             PAIR_FORMS_WITHIN.as_secs(),
             row.name,
-            row.detail,
-            "the daemon's log, then run `pbxha drill`"
+            row.detail
         );
         return Ok(ExitCode::FAILURE);
     }
