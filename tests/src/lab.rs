@@ -522,12 +522,18 @@ impl SipWatch {
     const LIMIT: Duration = Duration::from_secs(240);
 
     pub fn start(lab: &TestLab) -> SipWatch {
+        SipWatch::from_namespace(lab.ns("client"))
+    }
+
+    /// The same from the client namespace named `client` (a bare lab's).
+    pub fn from_namespace(client: String) -> SipWatch {
         let stop = Arc::new(AtomicBool::new(false));
         let samples = Arc::new(Mutex::new(Vec::new()));
         let (flag, sink) = (stop.clone(), samples.clone());
         let started = Instant::now();
+        let namespace = client;
         let client = client_pub();
-        let thread = in_netns(&lab.ns("client"), move || {
+        let thread = in_netns(&namespace, move || {
             let socket = UdpSocket::bind(SocketAddrV4::new(client, 0))
                 .unwrap_or_else(|e| panic!("binding {client} in the client namespace: {e}"));
             socket.set_read_timeout(Some(Duration::from_millis(20))).expect("setting a read timeout");

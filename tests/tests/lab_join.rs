@@ -17,6 +17,7 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use pbxha_tests::bare::{text, BareLab, ADMIN_PASSWORD};
+use pbxha_tests::lab::SipWatch;
 use pbxha_tests::{alive, have, is_root, pbxha, require, status_json, wait_for, Guard};
 
 /// Every path below `root` with its kind, mode and contents.
@@ -171,9 +172,29 @@ fn the_second_node_joins_with_the_printed_token_and_mysql_replicates_both_ways()
         std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok().filter(|_| pcap.exists())
     });
     std::thread::sleep(Duration::from_secs(1));
+    let watch = SipWatch::from_namespace(format!("{}client", lab.prefix));
     let out = join(&fourth, &b_root);
+    let seen = watch.stop();
     let said = text(&out);
     assert!(out.status.success(), "join b:\n{said}");
+    // The join ends with the drill: both moves, each outage under a second, the canary row
+    // read on the other side each time, and the client saw b answer, then a again.
+    assert!(said.contains("the pair is installed and its drill passed"), "{said}");
+    for (from, to) in [("a", "b"), ("b", "a")] {
+        let line = said
+            .lines()
+            .find(|l| l.contains(&format!("move {from} -> {to}: outage ")))
+            .unwrap_or_else(|| panic!("no move {from} -> {to} with an outage in:\n{said}"));
+        let ms: u64 = line
+            .split("outage ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no outage in `{line}`"));
+        assert!(ms < 1000, "the move {from} -> {to} was out {ms} ms:\n{said}");
+        assert!(said.contains(&format!("the row written before the move was read on {to}")), "{said}");
+    }
+    assert!(seen.answerers.windows(3).any(|w| w == ["a", "b", "a"]), "the client saw {:?}", seen.answerers);
     assert!(said.contains("joining cluster `pbx` as node `b`") && said.contains("PASS  peer-mysql"), "{said}");
     assert!(said.contains("mysql-setup") && said.contains("started `pbxha run` itself"), "{said}");
     std::thread::sleep(Duration::from_millis(500));

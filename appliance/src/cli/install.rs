@@ -192,7 +192,9 @@ const PAIR_FORMS_WITHIN: std::time::Duration = std::time::Duration::from_secs(90
 /// The joining node's last step: `pbxha drill` once the pair has formed, its report printed.
 async fn verify(config: &std::path::Path) -> anyhow::Result<ExitCode> {
     use pbxha_appliance::drill::{self, DrillOptions};
-    println!("verifying the pair with `pbxha drill` (a switchover there and back)");
+    println!(
+        "verifying the pair with `pbxha drill --now` (a switchover there and back; a pair being installed has no calls to drain)"
+    );
     let waiting = |what: &str| println!("  waiting for the pair to form: {what}");
     if let Some(row) = drill::pair_formed(config, PAIR_FORMS_WITHIN, waiting).await? {
         println!(
@@ -203,7 +205,7 @@ async fn verify(config: &std::path::Path) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::FAILURE);
     }
-    let report = drill::run(config, DrillOptions::default()).await?;
+    let report = drill::run(config, DrillOptions { now: true, ..DrillOptions::default() }).await?;
     let code = super::drill::show(config, &report, false)?;
     println!(
         "{}",

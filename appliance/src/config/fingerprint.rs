@@ -5,7 +5,7 @@
 //! A section is a top-level table (`cluster`, `ping`, ...) or one element of an array of
 //! tables named by its `name` (`resource.sip`, `link.hb`). `[paths]` and `[http]` are left
 //! out: they name this node's own files and address. So are the keys in [`NODE_LOCAL_KEYS`],
-//! which each node sets for itself (the path of its key file, which the heartbeat's
+//! which each node sets for itself (the paths of its key and password files: the heartbeat's
 //! authentication already proves the same key; its MySQL server-id, seed flag and
 //! addresses, which the drill's replication row checks). Each section has two hashes: of its
 //! text as it is, and with every string equal to this node's own name replaced by a
@@ -23,8 +23,11 @@ use sha2::{Digest, Sha256};
 const NODE_LOCAL: [&str; 2] = ["paths", "http"];
 
 /// Keys of a shared section that each node sets for itself, as `pbxha install` writes them.
-const NODE_LOCAL_KEYS: [(&str, &str); 6] = [
+const NODE_LOCAL_KEYS: [(&str, &str); 9] = [
     ("cluster", "auth-key-file"),
+    ("mysql", "admin-password-file"),
+    ("mail", "password-file"),
+    ("mail", "ca-file"),
     ("mysql", "server-id"),
     ("mysql", "seed"),
     ("mysql", "local"),
@@ -154,12 +157,13 @@ state-db = "/tmp/a.db"
     fn the_keys_each_node_sets_for_itself_do_not_count() {
         let on = |key: &str, id: u8, seed: bool, local: &str, peer: &str| {
             format!(
-                "[cluster]\nname = \"c\"\nauth-key-file = \"{key}\"\n[mysql]\nmode = \"master-master\"\n\
+                "[cluster]\nname = \"c\"\nauth-key-file = \"{key}/authkey\"\n[mysql]\nmode = \"master-master\"\n\
+                 admin-password-file = \"{key}/mysql-admin\"\n\
                  server-id = {id}\nseed = {seed}\nlocal = {{ host = \"{local}\" }}\npeer = {{ host = \"{peer}\" }}\n"
             )
         };
-        let a = on("/a-root/etc/pbxha/authkey", 1, true, "203.0.113.11", "203.0.113.12");
-        let b = on("/b-root/etc/pbxha/authkey", 2, false, "203.0.113.12", "203.0.113.11");
+        let a = on("/a-root/etc/pbxha", 1, true, "203.0.113.11", "203.0.113.12");
+        let b = on("/b-root/etc/pbxha", 2, false, "203.0.113.12", "203.0.113.11");
         assert_eq!(Fingerprint::of(&a, "a").differences(&Fingerprint::of(&b, "b")), Vec::<String>::new());
         let replica = b.replace("master-master", "replica");
         assert_eq!(Fingerprint::of(&a, "a").differences(&Fingerprint::of(&replica, "b")), ["mysql"]);
