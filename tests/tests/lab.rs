@@ -637,14 +637,22 @@ fn the_status_page_and_metrics_follow_a_failover() {
 
     // The same two from the journal, machine-readable.
     let config = lab.config(s);
-    let out = pbxha_cmd(&["--config", config.to_str().unwrap(), "history", "--json", "--last", "2"]);
-    let history: Value = serde_json::from_slice(&out.stdout).expect("history --json is JSON");
-    let last = |i: usize| history[i]["entries"].as_array().and_then(|e| e.last()).map(|e| e["message"].clone());
-    assert_eq!(
-        (last(0), last(1)),
-        (Some("takeover failed".into()), Some(format!("{s} holds the group").into())),
-        "{history:#}"
-    );
+    let want = (Some(Value::from("takeover failed")), Some(Value::from(format!("{s} holds the group"))));
+    let history = || {
+        let out = pbxha_cmd(&["--config", config.to_str().unwrap(), "history", "--json", "--last", "2"]);
+        serde_json::from_slice::<Value>(&out.stdout).expect("history --json is JSON")
+    };
+    let last = |h: &Value, i: usize| h[i]["entries"].as_array().and_then(|e| e.last()).map(|e| e["message"].clone());
+    // The journal's writer thread commits a moment after the daemon's memory has it.
+    let settled = (0..50).find_map(|_| {
+        let h = history();
+        if (last(&h, 0), last(&h, 1)) == want {
+            return Some(h);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        None
+    });
+    assert!(settled.is_some(), "{:#}", history());
 
     // A switchover to the dead peer is refused, and counted apart from failovers.
     let out = pbxha_cmd(&["--config", config.to_str().unwrap(), "switchover", "--now"]);

@@ -94,10 +94,13 @@ fn killing_the_primary_starts_the_service_on_the_secondary() {
     let b_worker = wait_for(Duration::from_secs(5), "b's worker pid", || pair.worker_pid("b"));
     assert!(alive(b_worker), "the worker pbxha reports running is a live process");
 
-    // The failover is in the journal, readable without the daemon.
-    let out = pbxha_cmd(&["--config", pair.config("b").to_str().unwrap(), "history", "--last", "1"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("peer a is dead") && text.contains("resource worker started"), "{text}");
+    // The failover is in the journal, readable without the daemon. The journal's writer
+    // thread may commit it a moment after the status shows the worker running.
+    wait_for(Duration::from_secs(10), "the failover in b's journal (`pbxha history`)", || {
+        let out = pbxha_cmd(&["--config", pair.config("b").to_str().unwrap(), "history", "--last", "1"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (text.contains("peer a is dead") && text.contains("resource worker started")).then_some(())
+    });
 }
 
 #[test]
