@@ -1,6 +1,7 @@
 //! Issue 7 on `pbxha lab`: every node death in a real two-node cluster (network namespaces)
 //! mails exactly one failover report, with its timeline, to aiosmtpd running in the lab's
-//! gateway namespace; and the benchmark "takeover decision → SMTP 250".
+//! gateway namespace; and the benchmark "takeover decision → SMTP 250". Issue 14: a
+//! scheduled drill check mails its report there too.
 //!
 //! The decision's time is the report's id (`failover #<unix ms>`, the journal time of the
 //! decision on the new primary); the 250's time is the mtime of the file aiosmtpd's Mailbox
@@ -105,23 +106,25 @@ fn decision_ms(body: &str) -> u64 {
         .unwrap_or_else(|| panic!("no `failover #<ms>` in\n{body}"))
 }
 
-#[test]
-fn every_node_death_mails_one_report_and_the_decision_to_250_time() {
+/// A lab (its prefix made of `tag`) with a running primary and aiosmtpd in its gateway namespace, writing to the
+/// maildir returned; the `[mail]` table that sends there. `None` when a prerequisite is
+/// missing (outside CI).
+fn lab_with_smtp(tag: &str) -> Option<(Lab, Guard, PathBuf, String)> {
     let aiosmtpd =
         Command::new(PYTHON).args(["-c", "import aiosmtpd"]).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
     if !require(is_root(), "root (network namespaces)")
         || !require(have("ip"), "ip")
         || !require(aiosmtpd, "/usr/bin/python3 with aiosmtpd (Debian python3-aiosmtpd)")
     {
-        return;
+        return None;
     }
-    let lab = Lab { prefix: format!("wdm{}-", std::process::id() % 100_000), tmp: tempfile::tempdir().unwrap() };
+    let lab = Lab { prefix: format!("wd{tag}{}-", std::process::id() % 100_000), tmp: tempfile::tempdir().unwrap() };
     lab.lab_ok(&["up"]);
     lab.wait_role("a", "primary");
     let maildir = lab.tmp.path().join("maildir");
     let gw = format!("{}gw", lab.prefix);
     let (host, port) = SMTP.split_once(':').unwrap();
-    let _smtp = Guard::spawn(
+    let smtp = Guard::spawn(
         "aiosmtpd",
         Command::new("ip")
             .args(["netns", "exec", &gw, PYTHON, "-m", "aiosmtpd", "-n", "-l", SMTP, "-c", "aiosmtpd.handlers.Mailbox"])
@@ -138,6 +141,14 @@ fn every_node_death_mails_one_report_and_the_decision_to_250_time() {
         "\n[mail]\nserver = \"{host}\"\nport = {port}\nsecurity = \"none\"\nfrom = \"pbxha <alerts@example.org>\"\n\
          to = [\"noc@example.org\"]\nretry-min = \"1s\"\nretry-max = \"5s\"\n"
     );
+    Some((lab, smtp, maildir, mail))
+}
+
+#[test]
+fn every_node_death_mails_one_report_and_the_decision_to_250_time() {
+    let Some((lab, _smtp, maildir, mail)) = lab_with_smtp("m") else {
+        return;
+    };
     for node in ["a", "b"] {
         let mut text = std::fs::read_to_string(lab.config(node)).unwrap();
         text.push_str(&mail);
@@ -188,6 +199,48 @@ fn every_node_death_mails_one_report_and_the_decision_to_250_time() {
         sorted[RUNS / 2],
         sorted[RUNS - 1]
     );
+    let out = lab.lab(&["down"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Issue 14: `[[check]] kind = "drill"` on both nodes drills on the holder only (the other
+/// node's run sees the peer holding and passes), journals the report and mails it through
+/// the outbox to the real SMTP server.
+#[test]
+fn a_scheduled_drill_check_drills_on_the_holder_and_mails_its_report() {
+    let Some((lab, _smtp, maildir, mail)) = lab_with_smtp("d") else {
+        return;
+    };
+    let check = "\n[[check]]\nname = \"drill\"\nkind = \"drill\"\nevery = \"5s\"\ndry-run = true\n";
+    for node in ["a", "b"] {
+        let mut text = std::fs::read_to_string(lab.config(node)).unwrap();
+        text.push_str(&mail);
+        text.push_str(check);
+        std::fs::write(lab.config(node), text).unwrap();
+    }
+    // Cold start of both with the new config; a, the preferred node, holds the group.
+    for node in ["a", "b"] {
+        lab.lab_ok(&["kill", node]);
+    }
+    for node in ["a", "b"] {
+        lab.lab_ok(&["revive", node]);
+    }
+    lab.wait_role("a", "primary");
+    lab.wait_role("b", "secondary");
+    let got = wait_for(Duration::from_secs(90), "the drill's report mail", || {
+        let m = mails(&maildir);
+        m.into_iter().find(|(subject, _, _)| subject.contains("drill on"))
+    });
+    let (subject, body, _) = &got;
+    assert_eq!(subject, "[pbxha-lab] drill on a passed", "{body}");
+    assert!(body.contains("PASS  heartbeats") && body.contains("PASS  config"), "{body}");
+    let history = |node: &str| {
+        let out = Command::new(pbxha()).arg("-c").arg(lab.config(node)).arg("history").output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(history("a").contains("drill on a"), "{}", history("a"));
+    assert!(!history("b").contains("drill on"), "b does not hold the group and drills not: {}", history("b"));
+    assert!(mails(&maildir).iter().all(|(s, _, _)| !s.contains("drill on b")), "{:#?}", mails(&maildir));
     let out = lab.lab(&["down"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
