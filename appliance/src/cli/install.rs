@@ -33,10 +33,11 @@ pub struct InstallArgs {
     /// Show the pbxha.toml a heartbeat v1 cluster (ha.cf, haresources, authkeys in DIR) becomes.
     #[arg(long, value_name = "DIR", requires = "dry_run")]
     import_heartbeat: Option<PathBuf>,
-    /// Do not start `pbxha run` at the end where systemd is not PID 1.
+    /// Do not start `pbxha run` at the end where systemd is not PID 1 (nor, on a join, drill).
     #[arg(long)]
     no_start: bool,
-    /// Join the first node at ADDR (its heartbeat address, as it printed it) as the second.
+    /// Join the first node at ADDR (its heartbeat address, as it printed it) as the second; the
+    /// install ends with `pbxha drill --now` once the pair has formed, and prints its report.
     #[arg(long, value_name = "ADDR", requires = "token", conflicts_with_all = ["answers", "undo", "import_heartbeat", "new_token"])]
     join: Option<String>,
     /// The one-time token the first node printed with the --join line.
