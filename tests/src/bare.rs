@@ -177,12 +177,13 @@ impl BareLab {
         self.on_node(node, &argv)
     }
 
-    /// The first node's answers (storage none, MySQL master-master), written into its root.
+    /// The first node's answers (storage none, MySQL master-master, the default timing profile
+    /// an operator gets), written into its root.
     pub fn first_answers(&self) -> PathBuf {
         let answers = self.root("a").join("answers.toml");
         write(
             &answers,
-            "node = \"a\"\npeer = \"b\"\nping = [\"198.51.100.1\"]\npbx = \"asterisk\"\ntiming = \"fast\"\nmail = \"none\"\n\
+            "node = \"a\"\npeer = \"b\"\nping = [\"198.51.100.1\"]\npbx = \"asterisk\"\ntiming = \"default\"\nmail = \"none\"\n\
              [public]\ninterface = \"pub0\"\npeer-address = \"198.51.100.12\"\nvip = \"198.51.100.100/24\"\n\
              [[heartbeat]]\ninterface = \"hb0\"\npeer-address = \"203.0.113.12\"\n\
              [storage]\nkind = \"none\"\n[mysql]\nmode = \"master-master\"\nadmin-password-file = \"/etc/pbxha/mysql-admin\"\n",

@@ -174,6 +174,11 @@ fn the_second_node_joins_with_the_printed_token_and_mysql_replicates_both_ways()
     std::thread::sleep(Duration::from_secs(1));
     let watch = SipWatch::from_namespace(format!("{}client", lab.prefix));
     let out = join(&fourth, &b_root);
+    // The drill ends when a answers its own probe; the client's next probe may be 50 ms on.
+    let joined = std::time::Instant::now();
+    wait_for(Duration::from_secs(10), "the client's SIP probe answered by a after the join", || {
+        watch.answered_by_since("a", joined).then_some(())
+    });
     let seen = watch.stop();
     let said = text(&out);
     assert!(out.status.success(), "join b:\n{said}");
