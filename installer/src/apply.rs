@@ -119,6 +119,61 @@ async fn run_shown(env: &Env, argv: &[String], progress: &mut dyn FnMut(&str)) -
     }
 }
 
+/// How often the initial sync is read.
+const SYNC_POLL: Duration = Duration::from_secs(1);
+/// A sync that moves no further for this long has stalled: the step fails saying what to
+/// look at, and a rerun resumes the wait (DRBD syncs on meanwhile).
+const SYNC_STALL: Duration = Duration::from_secs(600);
+/// The longest the wait may last at all: a full day, beyond any disk a PBX replicates.
+const SYNC_LIMIT: Duration = Duration::from_secs(24 * 3600);
+
+/// Waits until this node's disk is UpToDate, telling `progress` each new percent of the
+/// initial sync, and each change of state before it starts; fails when nothing moves for
+/// `stall`.
+async fn follow_sync(
+    drbd: &pbxha_replica::drbd::control::Drbd,
+    poll: Duration,
+    stall: Duration,
+    progress: &mut dyn FnMut(&str),
+) -> Result<()> {
+    use pbxha_replica::drbd::status::{disk_name, DiskState};
+    let started = tokio::time::Instant::now();
+    let mut moved = started;
+    let mut said = String::new();
+    let r = drbd.resource();
+    loop {
+        let status = drbd.status().await?;
+        if status.disk == DiskState::UpToDate {
+            progress(&format!("      in sync: {r} is UpToDate on this node"));
+            return Ok(());
+        }
+        let now = match status.peers.iter().find_map(|p| p.done) {
+            Some(done) => format!("      initial sync of {r}: {done:.1} %"),
+            None => format!(
+                "      {r}: disk {}, {}",
+                disk_name(&status.disk),
+                status
+                    .peers
+                    .first()
+                    .map_or("no peer configured".into(), |p| format!("{:?} to {}", p.connection, p.name))
+            ),
+        };
+        if now != said {
+            progress(&now);
+            said = now;
+            moved = tokio::time::Instant::now();
+        }
+        if moved.elapsed() >= stall || started.elapsed() >= SYNC_LIMIT {
+            return Err(Error::Refused(format!(
+                "DRBD's initial sync of {r} made no progress for {} s ({}); look at `drbdadm status {r}` on both nodes and the replication link (TCP 7788), then rerun `pbxha install` to resume",
+                moved.elapsed().as_secs(),
+                said.trim()
+            )));
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
 async fn perform(
     env: &Env,
     app: &dyn Appliance,
@@ -178,6 +233,10 @@ async fn perform(
                 progress(&format!("      moved {} ({} bytes)", item.dir.display(), item.bytes));
             }
             Ok(())
+        }
+        Action::DrbdSync { resource, syntax, minor } => {
+            let drbd = pbxha_replica::drbd::control::Drbd::new(env.runner.clone(), resource, *syntax, *minor);
+            follow_sync(&drbd, SYNC_POLL, SYNC_STALL, progress).await
         }
         Action::MysqlSetup { config } => {
             let cfg = mysql_section(config)?;
@@ -303,7 +362,11 @@ pub async fn undo(env: &Env, journal: &Journal, steps: &[Step], progress: &mut d
                     "not undone: MySQL replication stays set up (STOP SLAVE; RESET SLAVE ALL on both servers ends it)"
                         .into(),
                 ),
-                Action::Write { .. } | Action::NewKey { .. } | Action::Mkdir { .. } | Action::Commit { .. } => {}
+                Action::Write { .. }
+                | Action::NewKey { .. }
+                | Action::Mkdir { .. }
+                | Action::Commit { .. }
+                | Action::DrbdSync { .. } => {}
             }
         }
         if let Err(e) = restore(journal, i, &mut notes) {
@@ -324,4 +387,68 @@ pub async fn undo(env: &Env, journal: &Journal, steps: &[Step], progress: &mut d
         }
     }
     Ok(left)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use pbxha_replica::drbd::conf::Syntax;
+    use pbxha_replica::drbd::control::Drbd;
+    use pbxha_runner::{Output, ScriptedRunner};
+
+    use super::*;
+
+    /// `drbdsetup status --json` of the joining node (DRBD 9's field names), its disk in
+    /// `disk` and the replication from the first node `alice` with its percent.
+    fn status(disk: &str, connection: &str, replication: &str, percent: f64) -> Output {
+        Output::ok(format!(
+            r#"[{{"name": "r0", "node-id": 1, "role": "Secondary", "devices": [{{"volume": 0, "minor": 0, "disk-state": "{disk}"}}],
+               "connections": [{{"peer-node-id": 0, "name": "alice", "connection-state": "{connection}", "peer-role": "Primary",
+               "peer_devices": [{{"volume": 0, "replication-state": "{replication}", "peer-disk-state": "UpToDate", "percent-in-sync": {percent}}}]}}]}}]"#
+        ))
+    }
+
+    #[tokio::test]
+    async fn the_initial_sync_is_followed_in_percent_until_the_disk_is_up_to_date() {
+        let runner = Arc::new(ScriptedRunner::new());
+        runner.on_seq(
+            ["drbdsetup", "status", "--json", "r0"],
+            vec![
+                status("Inconsistent", "Connecting", "Off", 0.0),
+                status("Inconsistent", "Connected", "SyncTarget", 12.5),
+                status("Inconsistent", "Connected", "SyncTarget", 12.5),
+                status("Inconsistent", "Connected", "SyncTarget", 61.0),
+                status("UpToDate", "Connected", "Established", 100.0),
+            ],
+        );
+        let drbd = Drbd::new(runner.clone(), "r0", Syntax::V9, 0);
+        let mut said = Vec::new();
+        follow_sync(&drbd, Duration::from_millis(1), Duration::from_secs(10), &mut |l| said.push(l.trim().to_string()))
+            .await
+            .unwrap();
+        assert_eq!(
+            said,
+            [
+                "r0: disk Inconsistent, Connecting to alice",
+                "initial sync of r0: 12.5 %",
+                "initial sync of r0: 61.0 %",
+                "in sync: r0 is UpToDate on this node"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_sync_that_stops_moving_fails_naming_what_to_look_at() {
+        let runner = Arc::new(ScriptedRunner::new());
+        runner.on(["drbdsetup", "status", "--json", "r0"], status("Inconsistent", "Connected", "SyncTarget", 40.0));
+        let drbd = Drbd::new(runner, "r0", Syntax::V9, 0);
+        let err =
+            follow_sync(&drbd, Duration::from_millis(5), Duration::from_millis(50), &mut |_| {}).await.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("made no progress") && text.contains("40.0 %") && text.contains("drbdadm status r0"),
+            "{text}"
+        );
+    }
 }

@@ -57,6 +57,13 @@ pub enum Action {
         #[serde(default)]
         secondary: bool,
     },
+    /// On the joining node: follows DRBD's initial sync from the first node until this
+    /// node's disk is UpToDate, saying the percent as it grows. Changes nothing.
+    DrbdSync {
+        resource: String,
+        syntax: pbxha_replica::drbd::conf::Syntax,
+        minor: u32,
+    },
     /// `pbxha mysql setup` with the `[mysql]` section of this config text (not yet written:
     /// the config is the commit point).
     MysqlSetup {
@@ -492,7 +499,18 @@ fn drbd_steps(
     push("drbd-up", "DRBD up", cmd(&["up", r]), Some(cmd(&["down", r])), None);
     if a.first_node.is_some() {
         // The joining node stays secondary: it takes the first node's data over the wire
-        // (no --force, no filesystem of its own, nothing mounted).
+        // (no --force, no filesystem of its own, nothing mounted), and waits for it here.
+        steps.push(Step {
+            id: "drbd-sync".into(),
+            title: format!("DRBD initial sync from {}", a.peer),
+            shows: format!("  waits: until {r} is UpToDate on this node, showing the percent\n"),
+            actions: vec![Action::DrbdSync {
+                resource: r.to_string(),
+                syntax: d.syntax,
+                minor: drbd_minor(&d.drbd_device),
+            }],
+            wipes: None,
+        });
         return Ok(steps);
     }
     push(
@@ -594,3 +612,8 @@ pub fn show(plan: &Plan) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// The minor of a DRBD device path (`/dev/drbd0` is 0), which DRBD 8.4 reports its state by.
+fn drbd_minor(device: &str) -> u32 {
+    device.trim_start_matches("/dev/drbd").parse().unwrap_or(0)
+}

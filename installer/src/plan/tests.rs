@@ -196,6 +196,7 @@ fn the_joining_node_plans_the_received_files_a_secondary_drbd_and_mysql_setup_be
             "drbd-config",
             "drbd-create-md",
             "drbd-up",
+            "drbd-sync",
             "migrate",
             "sysctl",
             "boot-asterisk",
@@ -212,9 +213,10 @@ fn the_joining_node_plans_the_received_files_a_secondary_drbd_and_mysql_setup_be
         plan.steps[0].actions,
         [Action::Write { path: root.path().join("etc/pbxha/authkey"), contents: got.auth_key.clone(), mode: 0o600 }]
     );
-    assert!(matches!(&plan.steps[6].actions[0], Action::Migrate { secondary: true, .. }));
-    let Action::Commit { contents, .. } = &plan.steps[11].actions[0] else { panic!("the config is last") };
-    assert_eq!(plan.steps[10].actions, [Action::MysqlSetup { config: contents.clone() }]);
+    assert!(matches!(&plan.steps[6].actions[0], Action::DrbdSync { .. }));
+    assert!(matches!(&plan.steps[7].actions[0], Action::Migrate { secondary: true, .. }));
+    let Action::Commit { contents, .. } = &plan.steps[12].actions[0] else { panic!("the config is last") };
+    assert_eq!(plan.steps[11].actions, [Action::MysqlSetup { config: contents.clone() }]);
     for line in ["name = \"pbx2\"\nid = 2", "name = \"pbx1\"\nid = 1", "server-id = 2\nseed = false"] {
         assert!(contents.contains(line), "{line}:\n{contents}");
     }

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 
 /// Which DRBD generation the file is written for; they disagree on where `fencing` lives
 /// (`net` in 9, `disk` in 8.4) and 9 needs `node-id` per host.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Syntax {
     V9,
     V84,
